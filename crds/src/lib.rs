@@ -1,0 +1,21 @@
+//! The Trunkgate API: the `CarrierTrunk` and `NumberOwnership` custom resources, the compiled
+//! `EdgeConfig` snapshot that edge pods run, and `compile()` that turns one into the other.
+#![forbid(unsafe_code)]
+
+pub mod e164;
+pub mod numbers;
+pub mod trunk;
+
+pub use numbers::*;
+pub use trunk::*;
+pub mod compile;
+pub mod digest;
+pub mod files;
+pub mod fixtures;
+pub mod report;
+pub mod schema;
+pub mod snapshot;
+
+pub use compile::{Compiled, Secrets, compile};
+pub use report::{ObjectKey, ObjectKind, Problem, Reason, Report};
+pub use snapshot::EdgeConfig;

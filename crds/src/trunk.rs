@@ -1,0 +1,367 @@
+//! `CarrierTrunk`: one carrier's SIP trunk — who may call us, where we call them, and the rules
+//! in between.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A carrier's SIP trunk: the carrier's addresses that may send us calls, how numbers arrive,
+/// where inbound calls go on the platform, the carrier targets for outbound calls, the caller-ID
+/// policy and the limits.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "trunkgate.io",
+    version = "v1alpha1",
+    kind = "CarrierTrunk",
+    namespaced,
+    status = "CarrierTrunkStatus",
+    shortname = "ctrunk",
+    category = "trunkgate",
+    doc = "A carrier's SIP trunk connected through the Trunkgate edge.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Targets",
+        type_ = "string",
+        json_path = ".status.targets.summary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CarrierTrunkSpec {
+    /// Calls from the carrier to the platform (the carrier's "origination").
+    pub inbound: Inbound,
+    /// Calls from the platform to the carrier (the carrier's "termination"). Without it the trunk
+    /// only receives calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<Outbound>,
+    /// Destination prefixes this trunk serves for outbound calls, used when neither the
+    /// X-Trunkgate-Trunk header nor the caller's number selects a trunk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(r, r.prefix.matches('^\\\\+[0-9]{0,15}$'))").message("route prefixes are '+' followed by up to 15 digits"))]
+    #[schemars(length(max = 1000))]
+    pub routes: Vec<Route>,
+    /// Capacity limits enforced by every edge pod for this trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Media handling for calls over this trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+}
+
+/// How the carrier reaches us.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Inbound {
+    /// The carrier's signalling addresses in CIDR form (`203.0.113.0/28`, `2001:db8::/64`).
+    /// SIP from anywhere else is dropped (default deny).
+    #[x_kube(validation = Rule::new("size(self) > 0").message("allowedCidrs must list at least one carrier address"))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every allowedCidrs entry must be a CIDR such as 203.0.113.0/28"))]
+    #[schemars(length(max = 256), inner(length(max = 64)))]
+    pub allowed_cidrs: Vec<String>,
+    /// Request-URI hosts that belong to this trunk, to tell apart tenants whose calls come from
+    /// the same carrier addresses. Empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub hostnames: Vec<String>,
+    /// Digest authentication the carrier must pass on top of the address check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<InboundAuth>,
+    /// How the carrier writes numbers that are not E.164, to normalise them. Without it only
+    /// E.164 numbers (`+` and digits) are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_format: Option<NumberFormat>,
+    /// Where inbound calls are delivered on the platform: a SIP URI such as
+    /// `sip:voice-platform.acme.svc.cluster.local:5060`.
+    #[x_kube(validation = Rule::new("self.startsWith('sip:') || self.startsWith('sips:')").message("destination must be a sip: or sips: URI"))]
+    #[schemars(length(max = 512))]
+    pub destination: String,
+}
+
+/// Digest authentication (RFC 3261 §22, RFC 8760) that the carrier must answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundAuth {
+    /// The realm offered in our challenges.
+    pub realm: String,
+    /// A Secret in the trunk's namespace with `username` and `password` keys.
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret in the same namespace as the object that names it.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's name.
+    pub name: String,
+}
+
+/// National dialling conventions of the carrier, for normalising numbers to E.164.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberFormat {
+    /// Country calling code without `+`, e.g. `64`.
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{0,2}$')").message("countryCode is 1 to 3 digits without '+'"))]
+    pub country_code: String,
+    /// Trunk prefix of national numbers, e.g. `0`. Empty when the country has none.
+    #[serde(default = "default_national_prefix")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{0,4}$')").message("nationalPrefix is up to 4 digits"))]
+    pub national_prefix: String,
+    /// International call prefix, e.g. `00` or `011`.
+    #[serde(default = "default_international_prefix")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{0,4}$')").message("internationalPrefix is up to 4 digits"))]
+    pub international_prefix: String,
+}
+
+fn default_national_prefix() -> String {
+    "0".into()
+}
+fn default_international_prefix() -> String {
+    "00".into()
+}
+
+/// How we reach the carrier.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Outbound {
+    /// The carrier's SIP servers, tried by priority (lowest first) and by weight within one
+    /// priority, with failover on timeout, transport error, 408 and 5xx.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("outbound.targets must list at least one target"))]
+    #[schemars(length(max = 32))]
+    pub targets: Vec<Target>,
+    /// Credentials for answering the carrier's digest challenges (401/407).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<OutboundAuth>,
+    /// What to do with a caller ID (A-number) that this trunk may not present.
+    #[serde(default)]
+    pub caller_id_policy: CallerIdPolicy,
+    /// OPTIONS health probes of the targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One carrier SIP server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// A SIP URI (`sip:sbc1.carrier.example:5060;transport=udp`, `sips:host:5061`) or a bare host
+    /// name or IP address. A host name without a port is resolved by RFC 3263 (NAPTR, SRV, A/AAAA).
+    #[x_kube(validation = Rule::new("size(self) > 0 && !self.contains(' ')").message("uri must be a SIP URI or host without spaces"))]
+    #[schemars(length(max = 512))]
+    pub uri: String,
+    /// Transport to use when the URI does not say; default UDP (TLS for sips:).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    /// Lower is tried first (1..65535).
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("priority must be between 1 and 65535"))]
+    pub priority: u32,
+    /// Share of calls among targets of the same priority (0..65535; 0 only when others fail).
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 65535").message("weight must be between 0 and 65535"))]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// SIP transport protocol.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// SIP over UDP.
+    #[serde(rename = "udp")]
+    Udp,
+    /// SIP over TCP.
+    #[serde(rename = "tcp")]
+    Tcp,
+    /// SIP over TLS.
+    #[serde(rename = "tls")]
+    Tls,
+}
+
+/// Credentials for answering the carrier's challenges.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundAuth {
+    /// A Secret in the trunk's namespace with `username` and `password` keys (and optionally
+    /// `realm`).
+    pub secret_ref: SecretRef,
+    /// The carrier's digest realm. Needed (here or as the Secret's `realm` key) because only
+    /// digest hashes for this realm, never the password, reach the edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+}
+
+/// Caller-ID (A-number) policy for outbound calls.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum CallerIdPolicy {
+    /// Refuse (403) a call whose A-number is not a BYOC number of this trunk or a Platform number
+    /// verified for it.
+    #[default]
+    Strict,
+    /// Send such calls with `anonymous` as caller and `Privacy: id` (RFC 3323).
+    Anonymize,
+    /// Send any A-number unchanged. For labs only: carriers reject or bill spoofed numbers.
+    PassThrough,
+}
+
+/// OPTIONS health probes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Seconds between probes of each target (default 30).
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+    /// Consecutive failed probes before a target is taken out of rotation (default 3).
+    #[serde(default = "default_failures")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+}
+
+fn default_interval() -> u32 {
+    30
+}
+fn default_failures() -> u32 {
+    3
+}
+
+/// An outbound destination prefix.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// E.164 prefix such as `+64`; `+` alone matches everything.
+    #[schemars(length(max = 16))]
+    pub prefix: String,
+    /// Lower wins among trunks whose prefixes are equally long (default 100).
+    #[serde(default = "default_route_priority")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub priority: u32,
+}
+
+fn default_route_priority() -> u32 {
+    100
+}
+
+/// Capacity limits.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Calls up at once over this trunk, both directions; more are refused with 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_calls: Option<u32>,
+    /// New calls per second over this trunk, both directions; more are refused with 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_calls_per_second: Option<u32>,
+}
+
+/// Media handling.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Media {
+    /// Relay RTP through the edge (default true). When false the SDP passes untouched.
+    #[serde(default = "yes")]
+    pub relay: bool,
+    /// Codecs allowed on this trunk by RTP/SDP encoding name (`PCMU`, `PCMA`, `G722`, `opus`).
+    /// `telephone-event` is always kept. Empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 32)))]
+    pub codecs: Vec<String>,
+    /// Latch RTP to the first source seen even when it is not the address in the SDP, for
+    /// carriers behind NAT.
+    #[serde(default)]
+    pub behind_nat: bool,
+    /// SRTP on the carrier leg.
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            relay: true,
+            codecs: Vec::new(),
+            behind_nat: false,
+            srtp: SrtpPolicy::default(),
+        }
+    }
+}
+
+/// SRTP policy on the carrier leg.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum SrtpPolicy {
+    /// Plain RTP.
+    #[default]
+    Disabled,
+    /// Offer SRTP, accept RTP.
+    Optional,
+    /// Refuse calls without SRTP.
+    Required,
+}
+
+/// Observed state of a CarrierTrunk.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CarrierTrunkStatus {
+    /// `Accepted`, `ResolvedRefs`, `Programmed` and `Ready`, with reasons.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// What the carrier must configure to reach us and to accept our calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeEndpoint>,
+    /// Outbound target health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetHealth>,
+    /// Version of the edge snapshot that includes this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_version: Option<String>,
+}
+
+/// The edge as the carrier sees it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeEndpoint {
+    /// The FQDN the carrier sends calls to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+    /// Addresses our SIP and RTP come from: the carrier's allow-list of us.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
+
+/// Health of the outbound targets.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealth {
+    /// Targets answering health probes.
+    pub healthy: u32,
+    /// Targets configured.
+    pub total: u32,
+    /// `healthy/total`, for the printer column.
+    pub summary: String,
+}
