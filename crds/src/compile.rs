@@ -91,12 +91,12 @@ pub fn compile(
                 valid_report.push(trunk_reports.len());
             }
             _ => {
-                if report.problems.iter().all(|p| p.reason.keeps_last_good()) {
-                    if let Some((_, old)) = previous.and_then(|p| p.trunk(&report.key.id())) {
-                        report.kept_generation = Some(old.generation);
-                        valid.push(old.clone());
-                        valid_report.push(trunk_reports.len());
-                    }
+                if report.problems.iter().all(|p| p.reason.keeps_last_good())
+                    && let Some((_, old)) = previous.and_then(|p| p.trunk(&report.key.id()))
+                {
+                    report.kept_generation = Some(old.generation);
+                    valid.push(old.clone());
+                    valid_report.push(trunk_reports.len());
                 }
             }
         }
@@ -587,7 +587,7 @@ fn build_trunk(
             ),
         }
     }
-    if routes.len() > 0 && outbound.is_none() {
+    if !routes.is_empty() && outbound.is_none() {
         report.problem(
             "spec.routes",
             Reason::Invalid,

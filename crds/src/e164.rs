@@ -204,24 +204,24 @@ impl DialPlan {
         if plus {
             return finish(digits);
         }
-        if !self.international_prefix.is_empty() {
-            if let Some(rest) = digits.strip_prefix(self.international_prefix.as_str()) {
-                return finish(rest);
-            }
+        if !self.international_prefix.is_empty()
+            && let Some(rest) = digits.strip_prefix(self.international_prefix.as_str())
+        {
+            return finish(rest);
         }
-        if !self.national_prefix.is_empty() {
-            if let Some(rest) = digits.strip_prefix(self.national_prefix.as_str()) {
-                if rest.is_empty() || rest.starts_with('0') {
-                    return Err(NormaliseError::UnknownFormat);
-                }
-                if self.country_code.len() + rest.len() > MAX_DIGITS {
-                    return Err(NormaliseError::TooLong);
-                }
-                let mut full = String::with_capacity(self.country_code.len() + rest.len());
-                full.push_str(&self.country_code);
-                full.push_str(rest);
-                return finish(&full);
+        if !self.national_prefix.is_empty()
+            && let Some(rest) = digits.strip_prefix(self.national_prefix.as_str())
+        {
+            if rest.is_empty() || rest.starts_with('0') {
+                return Err(NormaliseError::UnknownFormat);
             }
+            if self.country_code.len() + rest.len() > MAX_DIGITS {
+                return Err(NormaliseError::TooLong);
+            }
+            let mut full = String::with_capacity(self.country_code.len() + rest.len());
+            full.push_str(&self.country_code);
+            full.push_str(rest);
+            return finish(&full);
         }
         // Some carriers send E.164 without the '+': accept it only when it carries our country
         // code and is long enough to be more than the country code.
@@ -264,9 +264,11 @@ mod tests {
         }
     }
 
+    type Blocks = Result<Vec<(u8, u64, u64)>, ()>;
+
     #[test]
     fn number_specs_expand() {
-        let cases: &[(&str, Result<Vec<(u8, u64, u64)>, ()>)] = &[
+        let cases: &[(&str, Blocks)] = &[
             ("+6498879333", Ok(vec![(10, 6498879333, 6498879333)])),
             (
                 "+6498879300-+6498879399",
@@ -317,11 +319,7 @@ mod tests {
         ];
         for (raw, want) in cases {
             let got = nz().normalise(raw).map(|n| n.to_string());
-            assert_eq!(
-                got.as_deref().map_err(Clone::clone),
-                want.clone().map_err(|e| e),
-                "{raw}"
-            );
+            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "{raw}");
         }
     }
 }

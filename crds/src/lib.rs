@@ -1,6 +1,8 @@
 //! The Trunkgate API: the `CarrierTrunk` and `NumberOwnership` custom resources, the compiled
 //! `EdgeConfig` snapshot that edge pods run, and `compile()` that turns one into the other.
 #![forbid(unsafe_code)]
+// kube's `printcolumn(...)` attributes repeat `type_ =` by design.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod e164;
 pub mod numbers;

@@ -43,11 +43,11 @@ pub type Finding = (String, String);
 pub fn validate_document(schema: &Value, doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     walk(schema, doc, "", &mut out);
-    if out.is_empty() {
-        if let Err(errors) = kube::core::cel::Validator::new().validate(schema, doc, None) {
-            for e in errors.into_vec() {
-                out.push((e.field_path.clone(), e.message.clone()));
-            }
+    if out.is_empty()
+        && let Err(errors) = kube::core::cel::Validator::new().validate(schema, doc, None)
+    {
+        for e in errors.into_vec() {
+            out.push((e.field_path.clone(), e.message.clone()));
         }
     }
     out
@@ -81,34 +81,34 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<Finding>) {
         out.push((here(path), format!("must be of type {}", ty.unwrap_or("?"))));
         return;
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(v) {
-            let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            out.push((here(path), format!("must be one of {}", names.join(", "))));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+        out.push((here(path), format!("must be one of {}", names.join(", "))));
     }
-    if let (Some(s), Some(max)) = (v.as_str(), schema.get("maxLength").and_then(Value::as_u64)) {
-        if s.chars().count() as u64 > max {
-            out.push((here(path), format!("must be at most {max} characters")));
-        }
+    if let (Some(s), Some(max)) = (v.as_str(), schema.get("maxLength").and_then(Value::as_u64))
+        && s.chars().count() as u64 > max
+    {
+        out.push((here(path), format!("must be at most {max} characters")));
     }
     if let Some(n) = v.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-            if n < min {
-                out.push((here(path), format!("must be at least {min}")));
-            }
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            out.push((here(path), format!("must be at least {min}")));
         }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-            if n > max {
-                out.push((here(path), format!("must be at most {max}")));
-            }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            out.push((here(path), format!("must be at most {max}")));
         }
     }
     if let Some(items) = v.as_array() {
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-            if items.len() as u64 > max {
-                out.push((here(path), format!("must have at most {max} items")));
-            }
+        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+            && items.len() as u64 > max
+        {
+            out.push((here(path), format!("must have at most {max} items")));
         }
         if let Some(item_schema) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
@@ -183,10 +183,10 @@ fn check_structural(s: &Value, path: &str, out: &mut Vec<String>) {
             out.push(format!("{path}: {key}"));
         }
     }
-    if let Some(en) = obj.get("enum").and_then(Value::as_array) {
-        if en.iter().any(Value::is_null) {
-            out.push(format!("{path}: null in enum"));
-        }
+    if let Some(en) = obj.get("enum").and_then(Value::as_array)
+        && en.iter().any(Value::is_null)
+    {
+        out.push(format!("{path}: null in enum"));
     }
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (k, v) in props {

@@ -190,7 +190,7 @@ struct Segments {
 impl NumberIndex {
     /// Builds the index by sweeping every block's boundaries; adjacent segments with the same
     /// owners are merged.
-    pub fn build<'a>(entries: impl IntoIterator<Item = (NumberRange, Owner)>) -> Self {
+    pub fn build(entries: impl IntoIterator<Item = (NumberRange, Owner)>) -> Self {
         let mut events: Vec<Vec<(u64, bool, Owner)>> =
             vec![Vec::new(); crate::e164::MAX_DIGITS + 1];
         for (r, o) in entries {

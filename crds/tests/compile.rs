@@ -461,7 +461,7 @@ fn invalid_edit_keeps_last_good_version() {
         .with_targets(&["sip:a.example"])
         .generation(1);
     let first = compile(
-        &[good.clone()],
+        std::slice::from_ref(&good),
         &[NumberOwnership::test("acme", "n", "t", &["+6498879333"])],
         &Secrets::new(),
         None,

@@ -1,1 +1,127 @@
-//! placeholder
+//! The admin endpoint of both binaries: Prometheus `/metrics`, `/healthz` (the process is alive)
+//! and `/readyz` (it has what it needs to do its job), plus routes a binary adds.
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// A route a binary adds: path → (status, content type, body), or None when it is not its path.
+pub type Route = Arc<dyn Fn(&str) -> Option<(u16, &'static str, String)> + Send + Sync>;
+
+/// What the admin endpoint reports.
+#[derive(Clone)]
+pub struct Admin {
+    pub registry: Registry,
+    pub ready: Arc<AtomicBool>,
+    pub extra: Option<Route>,
+}
+
+impl Admin {
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            ready: Arc::new(AtomicBool::new(false)),
+            extra: None,
+        }
+    }
+
+    /// Answers one request path.
+    pub fn respond(&self, path: &str) -> (u16, &'static str, String) {
+        match path {
+            "/metrics" => {
+                let mut buf = Vec::new();
+                let families = self.registry.gather();
+                if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+                    return (500, "text/plain", format!("metrics encoding failed: {e}\n"));
+                }
+                (
+                    200,
+                    "text/plain; version=0.0.4",
+                    String::from_utf8_lossy(&buf).into_owned(),
+                )
+            }
+            "/healthz" => (200, "text/plain", "ok\n".into()),
+            "/readyz" if self.ready.load(Ordering::Acquire) => {
+                (200, "text/plain", "ready\n".into())
+            }
+            "/readyz" => (503, "text/plain", "not ready\n".into()),
+            other => self.extra.as_ref().and_then(|f| f(other)).unwrap_or((
+                404,
+                "text/plain",
+                "not found\n".into(),
+            )),
+        }
+    }
+}
+
+/// Binds `addr` and serves until the task is dropped.
+pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin endpoint listening");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (status, ctype, body) = admin.respond(req.uri().path());
+                async move {
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    if let Ok(v) = ctype.parse() {
+                        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_flag_and_metrics_render() {
+        let registry = Registry::new();
+        let c = prometheus::IntCounter::new("trunkgate_test_total", "test").expect("valid metric");
+        registry.register(Box::new(c.clone())).expect("registers");
+        c.inc();
+        let admin = Admin::new(registry);
+        assert_eq!(admin.respond("/readyz").0, 503);
+        admin.ready.store(true, Ordering::Release);
+        assert_eq!(admin.respond("/readyz").0, 200);
+        assert_eq!(admin.respond("/healthz").0, 200);
+        assert!(
+            admin
+                .respond("/metrics")
+                .2
+                .contains("trunkgate_test_total 1")
+        );
+        assert_eq!(admin.respond("/nope").0, 404);
+    }
+}

@@ -1,0 +1,56 @@
+# Trunkgate. The two commands a new user needs: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+CARGO ?= cargo
+RELEASE_BIN := target/release
+CRD_FILE := crds/crds.yaml
+CHART_CRD_DIR := charts/trunkgate/crds
+
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean
+
+## run: build and run the edge standalone on examples/ (no cluster needed)
+run: build
+	$(RELEASE_BIN)/trunkgate-operator check examples
+	@echo "The edge is not built yet in this revision; 'check' above compiled the examples."
+
+build:
+	$(CARGO) build --release --bins
+
+## check-examples: validate examples/ as a GitOps repository's CI would
+check-examples:
+	$(CARGO) run -q -p trunkgate-operator -- check examples
+
+## test: install what the tests need (sipp, helm, ...) when missing, then run every test
+test: test-deps
+	$(CARGO) test --workspace --all-targets --locked
+	$(CARGO) test --workspace --doc --locked
+
+test-deps:
+	@bash scripts/test-deps.sh
+
+## lint: formatting, clippy, generated CRD YAML up to date
+lint: crds-check
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate the CRD YAML from the Rust types (and the chart's copy)
+crds:
+	$(CARGO) run -q -p trunkgate-operator -- crd > $(CRD_FILE)
+	@if [ -d $(CHART_CRD_DIR) ]; then cp $(CRD_FILE) $(CHART_CRD_DIR)/crds.yaml; fi
+
+crds-check:
+	@tmp=$$(mktemp); $(CARGO) run -q -p trunkgate-operator -- crd > $$tmp; \
+	if ! diff -u $(CRD_FILE) $$tmp; then echo "$(CRD_FILE) is stale: run 'make crds'"; rm -f $$tmp; exit 1; fi; \
+	if [ -d $(CHART_CRD_DIR) ] && ! diff -u $(CRD_FILE) $(CHART_CRD_DIR)/crds.yaml; then \
+	  echo "$(CHART_CRD_DIR)/crds.yaml is stale: run 'make crds'"; rm -f $$tmp; exit 1; fi; \
+	rm -f $$tmp; echo "CRD YAML up to date"
+
+## bench: print the benchmark figures
+bench:
+	$(CARGO) run --release -q -p trunkgate-crds --example compile_bench
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,117 @@
+//! `make bench`: compile 1,000 trunks and 100,000 numbers (single numbers and ranges) and report
+//! compile time, snapshot size and number lookup time. Prints figures; asserts nothing.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use trunkgate_crds::e164::E164;
+use trunkgate_crds::snapshot::NumberIndex;
+use trunkgate_crds::{CarrierTrunk, NumberOwnership, Secrets, compile};
+
+const TRUNKS: usize = 1_000;
+
+fn main() {
+    let mut trunks = Vec::with_capacity(TRUNKS);
+    let mut owns = Vec::with_capacity(TRUNKS * 2);
+    let mut owned: Vec<E164> = Vec::new();
+    for i in 0..TRUNKS {
+        let ns = format!("tenant-{i}");
+        let cidr = format!("10.{}.{}.0/24", i / 256, i % 256);
+        trunks.push(
+            CarrierTrunk::test(&ns, "carrier")
+                .with_cidrs(&[&cidr])
+                .with_targets(&["sip:sbc1.carrier.example", "sip:sbc2.carrier.example"])
+                .with_route("+64", 10)
+                .created_at(i as i64),
+        );
+        // Per trunk: 50 single numbers (every other number of a block) and one 50-number range.
+        let base = 6_490_000_000u64 + (i as u64) * 1_000;
+        let singles: Vec<String> = (0..50).map(|k| format!("+{}", base + 2 * k)).collect();
+        let range = format!("+{}-+{}", base + 500, base + 549);
+        owned.extend((0..50).map(|k| {
+            E164::parse(&format!("+{}", base + 2 * k)).unwrap_or(E164 { len: 10, value: 0 })
+        }));
+        owns.push(NumberOwnership::test(
+            &ns,
+            "singles",
+            "carrier",
+            &singles.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        owns.push(NumberOwnership::test(&ns, "range", "carrier", &[&range]));
+    }
+    let secrets = Secrets::new();
+
+    let mut times = Vec::new();
+    let mut compiled = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = compile(&trunks, &owns, &secrets, None);
+        times.push(t.elapsed());
+        compiled = Some(c);
+    }
+    let Some(compiled) = compiled else { return };
+    times.sort();
+    let problems = compiled.problems().count();
+    let json = serde_json::to_vec(&compiled.config)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let gz = compiled.config.encode().map(|v| v.len());
+    let t = Instant::now();
+    let index = NumberIndex::of(&compiled.config);
+    let index_time = t.elapsed();
+
+    // Lookups: half owned numbers, half neighbours nobody owns, in a scattered order.
+    let mut probes: Vec<E164> = Vec::with_capacity(owned.len() * 2);
+    for n in &owned {
+        probes.push(*n);
+        probes.push(E164 {
+            len: n.len,
+            value: n.value + 1,
+        });
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..probes.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        probes.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let rounds = 20;
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for _ in 0..rounds {
+        for p in &probes {
+            hits += usize::from(!black_box(index.owners(black_box(*p))).is_empty());
+        }
+    }
+    let per_lookup = t.elapsed().as_nanos() as f64 / (rounds * probes.len()) as f64;
+
+    println!(
+        "== compile benchmark (cargo run --release -p trunkgate-crds --example compile_bench) =="
+    );
+    println!(
+        "input: {} trunks, {} NumberOwnerships, {} numbers; problems: {problems}",
+        trunks.len(),
+        owns.len(),
+        compiled.number_count()
+    );
+    println!(
+        "compile: median {:.1} ms, min {:.1} ms (5 runs)",
+        times[2].as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3
+    );
+    match gz {
+        Ok(gz) => println!("snapshot: {json} bytes JSON, {gz} bytes gzip (Secret limit 1,000,000)"),
+        Err(e) => println!("snapshot: {json} bytes JSON, not publishable: {e}"),
+    }
+    println!(
+        "index: {} segments built in {:.1} ms (what an edge pod does on load)",
+        index.segments(),
+        index_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "lookup: {per_lookup:.1} ns per number ({} lookups, {:.0}% owned)",
+        rounds * probes.len(),
+        100.0 * hits as f64 / (rounds * probes.len()) as f64
+    );
+}

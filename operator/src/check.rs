@@ -1,0 +1,68 @@
+//! `trunkgate-operator check DIR`: what a GitOps repository's CI runs before the operator ever
+//! sees the files. Schema (with CEL rules) and compile() problems, per object; exit 1 on any.
+
+use std::io::Write;
+use std::path::Path;
+
+use trunkgate_crds::compile;
+use trunkgate_crds::files::load_dir;
+
+/// Checks a folder and writes the findings; returns whether everything is valid.
+pub fn check(dir: &Path, out: &mut impl Write) -> std::io::Result<bool> {
+    let m = load_dir(dir)?;
+    let mut problems = 0usize;
+    for p in &m.problems {
+        writeln!(out, "error: {p}")?;
+        problems += 1;
+    }
+    let compiled = compile(&m.trunks, &m.ownerships, &m.secrets, None);
+    for r in compiled.problems() {
+        let file = m
+            .sources
+            .get(&r.key)
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "?".into());
+        for p in &r.problems {
+            writeln!(
+                out,
+                "error: {file} {}: {}: {} ({})",
+                r.key,
+                p.field,
+                p.message,
+                p.reason.as_str()
+            )?;
+            problems += 1;
+        }
+    }
+    for r in &compiled.reports {
+        for n in &r.notes {
+            writeln!(out, "note: {}: {n}", r.key)?;
+        }
+        if r.verified == Some(false) && r.is_ready() {
+            writeln!(
+                out,
+                "note: {}: Platform numbers without verification are not presented as caller ID",
+                r.key
+            )?;
+        }
+    }
+    let bytes = compiled.config.encode().map(|b| b.len());
+    let size = match &bytes {
+        Ok(b) => format!("{b} bytes compressed"),
+        Err(e) => {
+            problems += 1;
+            format!("NOT PUBLISHABLE: {e}")
+        }
+    };
+    writeln!(
+        out,
+        "snapshot {}: {} trunks, {} number ownerships, {} numbers, {} Secrets read, {size}; {} problem(s)",
+        compiled.config.version,
+        compiled.config.trunks.len(),
+        compiled.config.ownerships.len(),
+        compiled.number_count(),
+        m.secrets.len(),
+        problems
+    )?;
+    Ok(problems == 0)
+}

@@ -1,0 +1,506 @@
+//! The reconcile pipeline. Watches feed stores; a compiler task turns any change (debounced)
+//! into one compile() and publishes the snapshot Secret; two kube `Controller`s then write each
+//! CarrierTrunk's and NumberOwnership's status from that compile.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use trunkgate_crds::report::{ObjectKind, Report};
+use trunkgate_crds::snapshot::{EdgeConfig, SnapshotError};
+use trunkgate_crds::trunk::EdgeEndpoint;
+use trunkgate_crds::{CarrierTrunk, Compiled, NumberOwnership, Secrets, compile};
+
+use crate::metrics::Metrics;
+use crate::publish::{self, MANAGER};
+use crate::status;
+
+/// Operator settings (from flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace and name of the snapshot Secret.
+    pub snapshot_namespace: String,
+    pub snapshot_name: String,
+    /// What trunk status tells carriers about the edge.
+    pub edge: EdgeEndpoint,
+    /// Quiet time after a change before compiling.
+    pub debounce: Duration,
+    /// Label selector for the credential Secrets to watch ("" = all).
+    pub secret_selector: String,
+}
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::Snapshot(e) => e.metric_label(),
+        }
+    }
+}
+
+/// The latest compile and what became of publishing it.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    pub compiled: Option<Arc<Compiled>>,
+    /// Why the latest compile could not be published (the edge keeps the previous snapshot).
+    pub error: Option<String>,
+}
+
+/// Shared by the compiler and the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub published: RwLock<Published>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            settings,
+            metrics,
+            published: RwLock::new(Published::default()),
+        })
+    }
+
+    fn latest(&self) -> Published {
+        self.published.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Installs a compile result (used by the compiler, and by tests).
+    pub fn set_compiled(&self, compiled: Arc<Compiled>, error: Option<String>) {
+        if let Ok(mut p) = self.published.write() {
+            p.compiled = Some(compiled);
+            p.error = error;
+        }
+    }
+}
+
+/// Compiles, publishes the snapshot when its version changed, and records metrics. Returns the
+/// publish error, if any: the previous snapshot then stays in place.
+pub async fn compile_and_publish(
+    ctx: &Context,
+    trunks: &[CarrierTrunk],
+    ownerships: &[NumberOwnership],
+    secrets: &Secrets,
+    previous: Option<&EdgeConfig>,
+) -> (Arc<Compiled>, Option<String>) {
+    let started = Instant::now();
+    let compiled = Arc::new(compile(trunks, ownerships, secrets, previous));
+    ctx.metrics
+        .compile_duration
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.compiles.inc();
+    ctx.metrics.objects_with_problems.reset();
+    for r in compiled.problems() {
+        if let Some(p) = r.problems.first() {
+            let kind = r.key.kind.to_string();
+            ctx.metrics
+                .objects_with_problems
+                .with_label_values(&[kind.as_str(), p.reason.metric_label()])
+                .inc();
+        }
+    }
+    if previous.map(|p| &p.version) == Some(&compiled.config.version) {
+        return (compiled, None);
+    }
+    let s = &ctx.settings;
+    let result =
+        match publish::snapshot_secret(&compiled.config, &s.snapshot_namespace, &s.snapshot_name) {
+            Err(e) => Err(Error::from(e)),
+            Ok(secret) => {
+                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.snapshot_namespace);
+                publish::publish(&api, &secret).await.map_err(Error::from)
+            }
+        };
+    match result {
+        Ok(bytes) => {
+            ctx.metrics
+                .snapshot_publishes
+                .with_label_values(&["ok"])
+                .inc();
+            ctx.metrics.snapshot_bytes.set(bytes as i64);
+            ctx.metrics
+                .snapshot_numbers
+                .set(compiled.number_count() as i64);
+            ctx.metrics
+                .snapshot_trunks
+                .set(compiled.config.trunks.len() as i64);
+            tracing::info!(version = %compiled.config.version, bytes, trunks = compiled.config.trunks.len(), "published edge snapshot");
+            (compiled, None)
+        }
+        Err(e) => {
+            ctx.metrics
+                .snapshot_publishes
+                .with_label_values(&[e.metric_label()])
+                .inc();
+            tracing::error!(error = %e, "could not publish the edge snapshot; edges keep the previous one");
+            (compiled, Some(e.to_string()))
+        }
+    }
+}
+
+fn find_report<'a>(c: &'a Compiled, kind: ObjectKind, ns: &str, name: &str) -> Option<&'a Report> {
+    c.reports
+        .iter()
+        .find(|r| r.key.kind == kind && r.key.namespace == ns && r.key.name == name)
+}
+
+/// Applies `status` to the status subresource when it differs from what the object has.
+async fn apply_status<K, S>(
+    api: Api<K>,
+    name: &str,
+    current: Option<&S>,
+    desired: &S,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(desired) {
+        return Ok(false);
+    }
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(true)
+}
+
+fn unpublished(mut report: Report, error: &str) -> Report {
+    report.problems.insert(
+        0,
+        trunkgate_crds::Problem {
+            field: "(snapshot)".into(),
+            reason: trunkgate_crds::Reason::Invalid,
+            message: format!("the edge snapshot could not be published: {error}"),
+        },
+    );
+    report
+}
+
+/// Writes one CarrierTrunk's status from the latest compile.
+pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics
+        .reconciles
+        .with_label_values(&["CarrierTrunk"])
+        .inc();
+    let latest = ctx.latest();
+    let Some(compiled) = latest.compiled else {
+        return Ok(Action::await_change());
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let Some(report) = find_report(&compiled, ObjectKind::CarrierTrunk, &ns, &name) else {
+        // Newer than the last compile: the compiler will trigger us again.
+        return Ok(Action::await_change());
+    };
+    if report.generation != obj.metadata.generation {
+        return Ok(Action::await_change());
+    }
+    let report = match &latest.error {
+        Some(e) => unpublished(report.clone(), e),
+        None => report.clone(),
+    };
+    let now = Time(jiff::Timestamp::now());
+    let desired = status::trunk_status(
+        &report,
+        &compiled.config,
+        &ctx.settings.edge,
+        obj.status.as_ref(),
+        &now,
+    );
+    let api: Api<CarrierTrunk> = Api::namespaced(ctx.client.clone(), &ns);
+    if apply_status(api, &name, obj.status.as_ref(), &desired).await? {
+        ctx.metrics
+            .status_writes
+            .with_label_values(&["CarrierTrunk"])
+            .inc();
+    }
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Writes one NumberOwnership's status from the latest compile.
+pub async fn reconcile_ownership(
+    obj: Arc<NumberOwnership>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics
+        .reconciles
+        .with_label_values(&["NumberOwnership"])
+        .inc();
+    let latest = ctx.latest();
+    let Some(compiled) = latest.compiled else {
+        return Ok(Action::await_change());
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let Some(report) = find_report(&compiled, ObjectKind::NumberOwnership, &ns, &name) else {
+        return Ok(Action::await_change());
+    };
+    if report.generation != obj.metadata.generation {
+        return Ok(Action::await_change());
+    }
+    let report = match &latest.error {
+        Some(e) => unpublished(report.clone(), e),
+        None => report.clone(),
+    };
+    let now = Time(jiff::Timestamp::now());
+    let desired = status::ownership_status(&report, &compiled.config, obj.status.as_ref(), &now);
+    let api: Api<NumberOwnership> = Api::namespaced(ctx.client.clone(), &ns);
+    if apply_status(api, &name, obj.status.as_ref(), &desired).await? {
+        ctx.metrics
+            .status_writes
+            .with_label_values(&["NumberOwnership"])
+            .inc();
+    }
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_obj, err, ctx| {
+        ctx.metrics
+            .reconcile_failures
+            .with_label_values(&[kind, err.metric_label()])
+            .inc();
+        tracing::warn!(kind, error = %err, "reconcile failed; retrying");
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+/// Reflects a kind into a store and bumps `changes` whenever something that compile() reads
+/// changed (the spec generation for custom resources, the resource version for Secrets) —
+/// not on our own status writes.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    fingerprint: fn(&K) -> String,
+    changes: watch::Sender<u64>,
+) -> (Store<K>, impl Stream<Item = ()> + Send)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff())
+        .filter_map(move |ev| {
+            let bump = match ev {
+                Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
+                    let uid = o.meta().uid.clone().unwrap_or_default();
+                    let fp = fingerprint(&o);
+                    seen.insert(uid, fp.clone()).as_ref() != Some(&fp)
+                }
+                Ok(Event::Delete(o)) => {
+                    seen.remove(&o.meta().uid.clone().unwrap_or_default());
+                    true
+                }
+                Ok(Event::InitDone) => true,
+                Ok(Event::Init) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch error");
+                    false
+                }
+            };
+            if bump {
+                changes.send_modify(|n| *n += 1);
+            }
+            std::future::ready(Some(()))
+        });
+    (reader, stream)
+}
+
+fn generation_fingerprint<K: Resource>(o: &K) -> String {
+    format!("{:?}", o.meta().generation)
+}
+
+fn secret_fingerprint(s: &Secret) -> String {
+    s.metadata.resource_version.clone().unwrap_or_default()
+}
+
+fn secrets_map(store: &Store<Secret>, skip: (&str, &str)) -> Secrets {
+    let mut out = Secrets::new();
+    for s in store.state() {
+        let ns = s.namespace().unwrap_or_default();
+        let name = s.name_any();
+        if (ns.as_str(), name.as_str()) == skip {
+            continue;
+        }
+        let data = s
+            .data
+            .as_ref()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+            .unwrap_or_default();
+        out.insert((ns, name), data);
+    }
+    out
+}
+
+fn owned<K>(store: &Store<K>) -> Vec<K>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// Runs the operator until the returned future is dropped or a watch ends.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let s = ctx.settings.clone();
+    let (changes_tx, mut changes_rx) = watch::channel(0u64);
+    let (trunks, trunk_events) = reflect(
+        Api::<CarrierTrunk>::all(client.clone()),
+        watcher::Config::default(),
+        generation_fingerprint,
+        changes_tx.clone(),
+    );
+    let (owns, own_events) = reflect(
+        Api::<NumberOwnership>::all(client.clone()),
+        watcher::Config::default(),
+        generation_fingerprint,
+        changes_tx.clone(),
+    );
+    let mut secret_config = watcher::Config::default();
+    if !s.secret_selector.is_empty() {
+        secret_config = secret_config.labels(&s.secret_selector);
+    }
+    let (secrets, secret_events) = reflect(
+        Api::<Secret>::all(client.clone()),
+        secret_config,
+        secret_fingerprint,
+        changes_tx.clone(),
+    );
+    let (compiled_tx, compiled_rx) = watch::channel(());
+
+    let compiler = {
+        let ctx = ctx.clone();
+        async move {
+            let _ = tokio::join!(
+                trunks.wait_until_ready(),
+                owns.wait_until_ready(),
+                secrets.wait_until_ready()
+            );
+            let snap_api: Api<Secret> =
+                Api::namespaced(ctx.client.clone(), &ctx.settings.snapshot_namespace);
+            let mut previous = match snap_api.get_opt(&ctx.settings.snapshot_name).await {
+                Ok(Some(secret)) => match publish::read_snapshot(&secret) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "existing snapshot unreadable; starting afresh");
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the existing snapshot");
+                    None
+                }
+            };
+            loop {
+                tokio::time::sleep(ctx.settings.debounce).await;
+                changes_rx.borrow_and_update();
+                let skip = (
+                    ctx.settings.snapshot_namespace.as_str(),
+                    ctx.settings.snapshot_name.as_str(),
+                );
+                let (compiled, error) = compile_and_publish(
+                    &ctx,
+                    &owned(&trunks),
+                    &owned(&owns),
+                    &secrets_map(&secrets, skip),
+                    previous.as_ref(),
+                )
+                .await;
+                if error.is_none() {
+                    previous = Some(compiled.config.clone());
+                }
+                let retry = error.is_some();
+                ctx.set_compiled(compiled, error);
+                compiled_tx.send_replace(());
+                if retry {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                if changes_rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+
+    let trigger = |rx: watch::Receiver<()>| {
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    };
+    let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(200));
+    let trunk_ctrl = Controller::new(
+        Api::<CarrierTrunk>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(config.clone())
+    .reconcile_all_on(trigger(compiled_rx.clone()))
+    .run(reconcile_trunk, error_policy("CarrierTrunk"), ctx.clone())
+    .for_each(|_| std::future::ready(()));
+    let own_ctrl = Controller::new(
+        Api::<NumberOwnership>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(config)
+    .reconcile_all_on(trigger(compiled_rx))
+    .run(
+        reconcile_ownership,
+        error_policy("NumberOwnership"),
+        ctx.clone(),
+    )
+    .for_each(|_| std::future::ready(()));
+    let drain = |s: std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>| {
+        s.for_each(|_| std::future::ready(()))
+    };
+    tokio::select! {
+        _ = compiler => tracing::warn!("compiler stopped"),
+        _ = trunk_ctrl => tracing::warn!("CarrierTrunk controller stopped"),
+        _ = own_ctrl => tracing::warn!("NumberOwnership controller stopped"),
+        _ = drain(Box::pin(trunk_events)) => tracing::warn!("CarrierTrunk watch ended"),
+        _ = drain(Box::pin(own_events)) => tracing::warn!("NumberOwnership watch ended"),
+        _ = drain(Box::pin(secret_events)) => tracing::warn!("Secret watch ended"),
+    }
+}

@@ -1,0 +1,163 @@
+//! `trunkgate-operator`: `run` (the controller), `crd` (print the CRDs), `check DIR` (offline
+//! validation for GitOps repositories).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use trunkgate_crds::trunk::EdgeEndpoint;
+use trunkgate_operator::controller::{self, Context, Settings};
+use trunkgate_operator::leader::LeaseLock;
+use trunkgate_operator::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(name = "trunkgate-operator", version, about = "Trunkgate operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Validate a folder of CarrierTrunk, NumberOwnership and Secret YAML; exit 1 on any problem.
+    Check {
+        /// Folder to read (recursively).
+        dir: PathBuf,
+    },
+    /// Run the controller in a cluster.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Namespace of the snapshot Secret and the leader Lease.
+    #[arg(long, env = "TRUNKGATE_NAMESPACE", default_value = "trunkgate-system")]
+    namespace: String,
+    /// Name of the snapshot Secret that edge pods watch.
+    #[arg(
+        long,
+        env = "TRUNKGATE_SNAPSHOT_SECRET",
+        default_value = "trunkgate-edge-config"
+    )]
+    snapshot_secret: String,
+    /// The FQDN carriers send calls to (reported in CarrierTrunk status).
+    #[arg(long, env = "TRUNKGATE_EDGE_FQDN")]
+    edge_fqdn: Option<String>,
+    /// Public addresses the edge sends from, for carriers' allow-lists (repeat or comma-separate).
+    #[arg(long, env = "TRUNKGATE_EDGE_ADDRESSES", value_delimiter = ',')]
+    edge_address: Vec<String>,
+    /// Quiet time after a change before recompiling, in milliseconds.
+    #[arg(long, env = "TRUNKGATE_DEBOUNCE_MS", default_value_t = 500)]
+    debounce_ms: u64,
+    /// Label selector of the credential Secrets to watch ("" watches all Secrets).
+    #[arg(
+        long,
+        env = "TRUNKGATE_SECRET_SELECTOR",
+        default_value = "trunkgate.io/credentials=true"
+    )]
+    secret_selector: String,
+    /// Admin endpoint: /metrics and /healthz.
+    #[arg(long, env = "TRUNKGATE_ADMIN", default_value = "0.0.0.0:9090")]
+    admin: SocketAddr,
+    /// Leader Lease name; empty disables leader election (single replica only).
+    #[arg(
+        long,
+        env = "TRUNKGATE_LEADER_LEASE",
+        default_value = "trunkgate-operator"
+    )]
+    leader_lease: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "trunkgate-operator")]
+    identity: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", trunkgate_crds::schema::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Check { dir } => {
+            let mut out = std::io::stdout();
+            match trunkgate_operator::check::check(&dir, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", dir.display());
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator stopped");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let admin = trunkgate_admin::Admin::new(metrics.registry.clone());
+    admin
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    tokio::spawn(trunkgate_admin::serve(args.admin, admin));
+    let client = kube::Client::try_default().await?;
+    let settings = Settings {
+        snapshot_namespace: args.namespace.clone(),
+        snapshot_name: args.snapshot_secret,
+        edge: EdgeEndpoint {
+            fqdn: args.edge_fqdn,
+            addresses: args.edge_address,
+        },
+        debounce: Duration::from_millis(args.debounce_ms),
+        secret_selector: args.secret_selector,
+    };
+    let ctx = Context::new(client.clone(), settings, metrics.clone());
+    if args.leader_lease.is_empty() {
+        controller::run(ctx).await;
+        return Ok(());
+    }
+    let lock = LeaseLock {
+        api: kube::Api::namespaced(client, &args.namespace),
+        name: args.leader_lease,
+        identity: args.identity,
+        duration: Duration::from_secs(15),
+    };
+    lock.acquire().await;
+    metrics.leader.set(1);
+    tracing::info!(identity = %lock.identity, "leading");
+    tokio::select! {
+        _ = controller::run(ctx) => {}
+        _ = lock.keep() => {}
+    }
+    metrics.leader.set(0);
+    anyhow::bail!("lost the leader lease or a watch ended; restarting")
+}

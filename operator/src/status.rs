@@ -1,0 +1,110 @@
+//! Turns compile() reports into the status subresources, keeping `lastTransitionTime` when a
+//! condition's status does not change.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use trunkgate_crds::report::Report;
+use trunkgate_crds::trunk::{CarrierTrunkStatus, EdgeEndpoint};
+use trunkgate_crds::{NumberOwnershipStatus, snapshot::EdgeConfig};
+
+/// Conditions for a report; a condition whose status is unchanged keeps its transition time.
+pub fn conditions(
+    report: &Report,
+    snapshot_version: &str,
+    existing: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
+    report
+        .conditions(snapshot_version)
+        .into_iter()
+        .map(|c| {
+            let status = if c.status { "True" } else { "False" }.to_string();
+            let last_transition_time = existing
+                .iter()
+                .find(|e| e.type_ == c.type_ && e.status == status)
+                .map(|e| e.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: c.type_.to_string(),
+                status,
+                reason: c.reason,
+                message: c.message,
+                observed_generation: report.generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Desired CarrierTrunk status.
+pub fn trunk_status(
+    report: &Report,
+    config: &EdgeConfig,
+    edge: &EdgeEndpoint,
+    existing: Option<&CarrierTrunkStatus>,
+    now: &Time,
+) -> CarrierTrunkStatus {
+    let old = existing
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    CarrierTrunkStatus {
+        conditions: conditions(report, &config.version, old, now),
+        observed_generation: report.generation,
+        edge: Some(edge.clone()),
+        // Target health comes from the edge pods' probes; until they report it, keep what is there.
+        targets: existing.and_then(|s| s.targets.clone()),
+        snapshot_version: report.is_ready().then(|| config.version.clone()),
+    }
+}
+
+/// Desired NumberOwnership status.
+pub fn ownership_status(
+    report: &Report,
+    config: &EdgeConfig,
+    existing: Option<&NumberOwnershipStatus>,
+    now: &Time,
+) -> NumberOwnershipStatus {
+    let old = existing
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    NumberOwnershipStatus {
+        conditions: conditions(report, &config.version, old, now),
+        observed_generation: report.generation,
+        number_count: report.number_count,
+        snapshot_version: report.is_ready().then(|| config.version.clone()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use trunkgate_crds::{CarrierTrunk, Secrets, compile};
+
+    #[test]
+    fn transition_time_kept_while_status_unchanged() {
+        let c = compile(&[CarrierTrunk::test("a", "t")], &[], &Secrets::new(), None);
+        let rep = &c.reports[0];
+        let t1 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let t2 = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        let first = conditions(rep, "v1", &[], &t1);
+        let again = conditions(rep, "v2", &first, &t2);
+        assert!(again.iter().all(|c| c.last_transition_time == t1));
+        let bad = compile(
+            &[CarrierTrunk::test("a", "t").with_cidrs(&[])],
+            &[],
+            &Secrets::new(),
+            None,
+        );
+        let flipped = conditions(&bad.reports[0], "v3", &first, &t2);
+        let ready = flipped.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), &ready.last_transition_time),
+            ("False", &t2)
+        );
+        let accepted = flipped.iter().find(|c| c.type_ == "ResolvedRefs").unwrap();
+        assert_eq!(
+            accepted.last_transition_time, t1,
+            "unchanged condition keeps its time"
+        );
+    }
+}

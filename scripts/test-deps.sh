@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs and the machine lacks. Safe to run again: it only installs
+# what is missing. Debian/Ubuntu (apt-get) as root or with sudo.
+set -euo pipefail
+
+need_apt=()
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+
+if ((${#need_apt[@]})); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "test-deps: installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+echo "test-deps: sipp $(sipp -v 2>/dev/null | grep -o 'v[0-9][^ ]*' | head -1 || echo '?')"
