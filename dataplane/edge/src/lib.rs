@@ -1,1 +1,17 @@
-//! placeholder
+//! The Trunkgate SIP edge: per-core workers running a B2BUA between carriers and the platform.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod auth;
+pub mod b2bua;
+pub mod call;
+pub mod cdr;
+pub mod config;
+pub mod ids;
+pub mod message;
+pub mod metrics;
+pub mod msg;
+pub mod settings;
+pub mod source;
+pub mod worker;
+pub mod edge;

@@ -1,1 +1,26 @@
-fn main() {}
+//! `trunkgate-edge`: parse flags, start logging, run the edge.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use trunkgate_edge::settings::Settings;
+
+fn main() -> ExitCode {
+    let settings = Settings::parse();
+    // Logs go to stderr; stdout carries the call detail records.
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .init();
+    match trunkgate_edge::edge::run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "trunkgate-edge failed");
+            eprintln!("trunkgate-edge: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

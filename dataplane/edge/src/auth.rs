@@ -1,0 +1,78 @@
+//! Digest authentication at the edge: challenging carriers on inbound calls and answering
+//! carriers' challenges on outbound calls, from HA1 hashes only (RFC 3261 §22, RFC 8760).
+
+use std::time::SystemTime;
+
+use trunkgate_crds::digest::DigestCredentials;
+use trunkgate_digest::{AuthError, Credentials, NonceIssuer};
+use trunkgate_sip::{Request, Response};
+
+use crate::msg;
+
+/// What to do with a request that failed the check.
+pub enum AuthRefusal {
+    /// 401 with these `WWW-Authenticate` values.
+    Challenge { values: Vec<String>, label: Option<&'static str> },
+    /// 403: wrong credentials.
+    Forbidden { label: &'static str, text: String },
+}
+
+/// One worker's digest state (nonce key and replay guard).
+pub struct AuthState {
+    issuer: NonceIssuer,
+}
+
+fn creds(c: &DigestCredentials) -> Credentials<'_> {
+    Credentials {
+        realm: &c.realm,
+        username: &c.username,
+        ha1_md5: &c.ha1_md5,
+        ha1_sha256: &c.ha1_sha256,
+    }
+}
+
+impl AuthState {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self {
+            issuer: NonceIssuer::new(key),
+        }
+    }
+
+    /// Checks a carrier's INVITE against the trunk's credentials.
+    pub fn check(&mut self, req: &Request, c: &DigestCredentials) -> Result<(), AuthRefusal> {
+        let value = msg::header(req, "Authorization");
+        let ruri = req.uri.to_string();
+        match self.issuer.verify(value, "INVITE", &ruri, &creds(c), SystemTime::now()) {
+            Ok(_) => Ok(()),
+            Err(AuthError::Missing) => Err(AuthRefusal::Challenge {
+                values: self.issuer.challenges(&c.realm, false),
+                label: None,
+            }),
+            Err(e @ (AuthError::Stale | AuthError::BadNonce)) => Err(AuthRefusal::Challenge {
+                values: self.issuer.challenges(&c.realm, matches!(e, AuthError::Stale)),
+                label: Some(e.metric_label()),
+            }),
+            Err(e) => Err(AuthRefusal::Forbidden {
+                label: e.metric_label(),
+                text: format!("digest authentication failed: {e}"),
+            }),
+        }
+    }
+
+    /// The `Authorization` (401) or `Proxy-Authorization` (407) line answering a carrier's
+    /// challenge for `method` to `ruri`.
+    pub fn answer(&mut self, resp: &Response, method: &str, ruri: &str, c: &DigestCredentials) -> Result<String, String> {
+        let (ask, give) = if resp.status_code.code() == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let challenges: Vec<_> = msg::headers(resp, ask)
+            .filter_map(|v| trunkgate_digest::parse_challenge(v).ok())
+            .collect();
+        let chosen = trunkgate_digest::choose(&challenges).ok_or_else(|| format!("carrier sent no usable {ask}"))?;
+        let value = trunkgate_digest::answer(chosen, method, ruri, &creds(c), trunkgate_digest::random_cnonce, 1)
+            .map_err(|e| e.to_string())?;
+        Ok(format!("{give}: {value}\r\n"))
+    }
+}

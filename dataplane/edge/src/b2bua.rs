@@ -1,0 +1,688 @@
+//! The B2BUA: a call's two legs and what passes between them — setup with failover and digest,
+//! provisional and final answers, end-to-end ACK, CANCEL, BYE, and in-dialog requests
+//! (re-INVITE, UPDATE, PRACK, INFO) relayed with their answers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use trunkgate_sip::{Request, Response};
+
+use crate::admission;
+use crate::call::{Call, CallState, Direction, Leg, LegId, Side};
+use crate::message::{Builder, reason_phrase, via};
+use crate::msg;
+use crate::worker::{ClientKey, Event, Purpose, ServerKey, T4, Timer, Worker};
+
+fn strip_tag(value: &str) -> String {
+    value
+        .split(';')
+        .filter(|p| !p.trim().to_ascii_lowercase().starts_with("tag="))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn reason_of(resp: &Response) -> String {
+    resp.wire_reason
+        .clone()
+        .unwrap_or_else(|| reason_phrase(resp.status_code.code()).to_string())
+}
+
+impl Worker {
+    pub(crate) fn on_new_invite(&mut self, side: Side, src: SocketAddr, req: &Request) {
+        let tag = self.mint.tag();
+        let key = self.open_server(side, src, req, Some(&tag));
+        if self.draining() {
+            return self.refuse(&key, 503, "edge is draining for maintenance", "Retry-After: 30\r\n");
+        }
+        let rt = self.shared.runtime.load_full();
+        let host = self.hostport(side.other()).to_string();
+        let admitted = match side {
+            Side::Public => admission::inbound(&rt, &mut self.auth, src, req, &host),
+            Side::Internal => admission::outbound(&rt, req, &host),
+        };
+        let adm = match admitted {
+            Ok(a) => a,
+            Err(r) => {
+                let trunk = r.trunk.map_or("", |t| rt.trunk(t).id.as_str());
+                let dir = if side == Side::Public { "inbound" } else { "outbound" };
+                self.metrics().refusals.with_label_values(&[trunk, dir, r.reason]).inc();
+                if r.code == 401 || r.code == 403 && side == Side::Public {
+                    self.metrics().auth_failures.with_label_values(&[trunk, r.reason]).inc();
+                }
+                return self.refuse(&key, r.code, &r.text, &r.extra);
+            }
+        };
+        // RFC 3261 §17.2.1: the B2BUA will take more than 200 ms to answer.
+        self.respond(&key, 100, "Trying", "", &[]);
+        let id = self.next_call;
+        self.next_call += 1;
+        let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
+        let from = msg::header(req, "From").unwrap_or_default().to_string();
+        let to = msg::header(req, "To").unwrap_or_default().to_string();
+        let (cseq, _) = trunkgate_sip::cseq(req).unwrap_or((1, "INVITE"));
+        let a = Leg {
+            side,
+            peer: src,
+            call_id,
+            local_tag: tag,
+            remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
+            local: strip_tag(&to),
+            remote: from,
+            remote_target: msg::header(req, "Contact").map(msg::uri_of).unwrap_or_default().to_string(),
+            route_set: msg::headers(req, "Record-Route").map(str::to_string).collect(),
+            local_cseq: 1,
+            invite_cseq: cseq,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+        };
+        let b = Leg {
+            side: side.other(),
+            peer: src,
+            call_id: self.mint.call_id(),
+            local_tag: self.mint.tag(),
+            remote_tag: None,
+            local: adm.from.clone(),
+            remote: String::new(),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            invite_cseq: 1,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+        };
+        let max_forwards = trunkgate_sip::max_forwards(req).unwrap_or(70).saturating_sub(1).max(1);
+        let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
+        b_lines.push_str(&adm.identity_lines);
+        b_lines.push_str(&msg::copied_lines(req));
+        self.dialogs.insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
+        self.dialogs.insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
+        if let Some(tx) = self.servers.get_mut(&key) {
+            tx.call = Some((id, LegId::A));
+        }
+        let call = Call {
+            id,
+            rt,
+            trunk: adm.trunk,
+            direction: adm.direction,
+            a,
+            b,
+            state: CallState::Proceeding,
+            a_invite: key,
+            b_invite: None,
+            hops: adm.hops,
+            next_hop: 0,
+            b_user: adm.callee_user,
+            b_lines,
+            b_body: msg_body(req),
+            auth_line: None,
+            auth_answered: false,
+            b_provisional: false,
+            cancel_pending: false,
+            cancelled: false,
+            b_ack: None,
+            caller: adm.caller,
+            callee: adm.callee,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            answered: None,
+            final_code: None,
+            ended_by: None,
+            last_failure: None,
+            slot: Some(adm.slot),
+        };
+        self.calls.insert(id, call);
+        self.next_hop(id);
+    }
+
+    /// Tries the next B-leg hop, resolving its host when needed.
+    fn next_hop(&mut self, id: u64) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        if c.cancelled {
+            return self.finish_call(id);
+        }
+        let Some(hop) = c.hops.get(c.next_hop).cloned() else {
+            let (code, text) = c
+                .last_failure
+                .clone()
+                .unwrap_or((503, "no carrier target answered".to_string()));
+            return self.fail_a(id, code, &text);
+        };
+        c.next_hop += 1;
+        if let Ok(ip) = hop.host.parse::<IpAddr>() {
+            return self.send_b_invite(id, SocketAddr::new(ip, hop.port));
+        }
+        if let Some((ips, until)) = self.dns.get(&hop.host) {
+            if *until > Instant::now() && !ips.is_empty() {
+                let dest = SocketAddr::new(ips[0], hop.port);
+                return self.send_b_invite(id, dest);
+            }
+        }
+        let events = self.events.clone();
+        let (host, port) = (hop.host.clone(), hop.port);
+        tokio::spawn(async move {
+            let result = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|a| a.collect::<Vec<_>>())
+                .map_err(|e| format!("cannot resolve {host}: {e}"));
+            let _ = events.send(Event::Resolved { call: id, result });
+        });
+    }
+
+    pub(crate) fn on_resolved(&mut self, id: u64, result: Result<Vec<SocketAddr>, String>) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let host = c.hops.get(c.next_hop.wrapping_sub(1)).map(|h| h.host.clone()).unwrap_or_default();
+        match result {
+            Ok(addrs) if !addrs.is_empty() => {
+                self.dns.insert(
+                    host,
+                    (addrs.iter().map(|a| a.ip()).collect(), Instant::now() + Duration::from_secs(60)),
+                );
+                self.send_b_invite(id, addrs[0]);
+            }
+            Ok(_) | Err(_) => {
+                let text = match result {
+                    Err(e) => e,
+                    Ok(_) => format!("{host} has no address"),
+                };
+                c.last_failure = Some((503, text));
+                self.next_hop(id);
+            }
+        }
+    }
+
+    /// Sends (or re-sends, on failover and digest) the B-leg INVITE to `dest`.
+    fn send_b_invite(&mut self, id: u64, dest: SocketAddr) {
+        let branch = self.mint.branch();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(hop) = c.hops.get(c.next_hop.wrapping_sub(1)) else { return };
+        let ruri = format!("sip:{}@{}", c.b_user, hop.uri_host);
+        c.b.peer = dest;
+        c.b.remote = format!("<sip:{}@{}>", c.b_user, hop.uri_host);
+        c.b.remote_target = ruri.clone();
+        c.b.remote_tag = None;
+        let cseq = c.b.local_cseq;
+        c.b.local_cseq += 1;
+        c.b.invite_cseq = cseq;
+        c.b_provisional = false;
+        let side = c.b.side;
+        let hostport = match side {
+            Side::Public => self.shared.public_hostport.as_str(),
+            Side::Internal => self.shared.internal_hostport.as_str(),
+        };
+        let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", c.b.local, c.b.local_tag, c.b.call_id);
+        let mut b = Builder::request("INVITE", &ruri)
+            .header("Via", &via("UDP", hostport, &branch))
+            .raw(&ident)
+            .header("To", &c.b.remote)
+            .header("CSeq", &format!("{cseq} INVITE"))
+            .header("Contact", &format!("<sip:{hostport}>"))
+            .raw(&c.b_lines);
+        if let Some(auth) = &c.auth_line {
+            b = b.raw(auth);
+        }
+        let bytes = b.body(&c.b_body);
+        let outbound = c.direction == Direction::Outbound;
+        let more = c.next_hop < c.hops.len();
+        let key = self.open_client(id, LegId::B, Purpose::Setup, side, dest, "INVITE", branch, bytes, ruri, ident, cseq);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.b_invite = Some(key.clone());
+        }
+        if outbound && more {
+            let after = self.shared.settings.failover_timeout();
+            self.schedule(after, Timer::Failover(key));
+        }
+    }
+
+    /// Answers leg A's INVITE with a failure and ends the call.
+    fn fail_a(&mut self, id: u64, code: u16, text: &str) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        c.final_code = Some(code);
+        let key = c.a_invite.clone();
+        self.refuse(&key, code, text, "");
+        self.finish_call(id);
+    }
+
+    /// A response to a request we sent.
+    pub(crate) fn client_response(&mut self, key: ClientKey, resp: &Response) {
+        let Some(tx) = self.clients.get(&key) else { return };
+        let (id, leg, purpose, cseq) = (tx.call, tx.leg, tx.purpose.clone(), tx.cseq);
+        match purpose {
+            Purpose::Setup => self.setup_response(id, key, resp),
+            Purpose::Relay(server) => self.relay_response(id, leg, server, &key.1, cseq, resp),
+            Purpose::Bye | Purpose::Cancel => {}
+        }
+    }
+
+    fn setup_response(&mut self, id: u64, key: ClientKey, resp: &Response) {
+        let code = resp.status_code.code();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        if c.b_invite.as_ref() != Some(&key) {
+            // An abandoned attempt (failover) answered late: accept and hang up at once.
+            if (200..300).contains(&code) {
+                self.ack_and_bye_stray(id, &key, resp);
+            }
+            return;
+        }
+        if code == 100 {
+            return;
+        }
+        let to = msg::header(resp, "To").unwrap_or_default().to_string();
+        if code < 200 {
+            c.b_provisional = true;
+            if let Some(t) = msg::param(&to, "tag") {
+                c.b.remote_tag = Some(t.to_string());
+                c.b.remote = to.clone();
+                if let Some(ct) = msg::header(resp, "Contact") {
+                    c.b.remote_target = msg::uri_of(ct).to_string();
+                }
+                c.b.route_set = msg::headers(resp, "Record-Route").map(str::to_string).collect::<Vec<_>>();
+                c.b.route_set.reverse();
+            }
+            if c.cancel_pending {
+                c.cancel_pending = false;
+                return self.send_cancel(id);
+            }
+            if c.cancelled {
+                return;
+            }
+            let a_key = c.a_invite.clone();
+            let lines = format!("Contact: <sip:{}>\r\n{}", self.shared.hostport(c.a.side), msg::copied_lines(resp));
+            let body = resp.body.clone();
+            return self.respond_provisional(&a_key, code, &reason_of(resp), &lines, &body);
+        }
+        c.b_invite = None;
+        if code < 300 {
+            c.b.remote_tag = msg::param(&to, "tag").map(str::to_string);
+            c.b.remote = to;
+            if let Some(ct) = msg::header(resp, "Contact") {
+                c.b.remote_target = msg::uri_of(ct).to_string();
+            }
+            let mut rs: Vec<String> = msg::headers(resp, "Record-Route").map(str::to_string).collect();
+            rs.reverse();
+            c.b.route_set = rs;
+            if c.cancelled || c.state != CallState::Proceeding {
+                // Leg A is already gone (CANCEL raced the answer): confirm and end leg B.
+                self.ack_b(id, resp);
+                self.send_bye(id, LegId::B);
+                return self.finish_call(id);
+            }
+            c.state = CallState::Confirmed;
+            c.answered = Some(SystemTime::now());
+            c.final_code = Some(code);
+            let a_key = c.a_invite.clone();
+            c.a.awaiting_ack = Some(a_key.clone());
+            let lines = format!("Contact: <sip:{}>\r\n{}", self.shared.hostport(c.a.side), msg::copied_lines(resp));
+            let body = resp.body.clone();
+            return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
+        }
+        // 3xx-6xx.
+        if c.cancelled {
+            return self.finish_call(id);
+        }
+        let trunk = c.trunk;
+        if (code == 401 || code == 407) && c.direction == Direction::Outbound {
+            let creds = c.rt.trunk(trunk).outbound.as_ref().and_then(|o| o.auth.clone());
+            if let (Some(creds), false) = (creds, c.auth_answered) {
+                let ruri = c.b.remote_target.clone();
+                match self.auth.answer(resp, "INVITE", &ruri, &creds) {
+                    Ok(line) => {
+                        let c = self.calls.get_mut(&id).expect("call present");
+                        c.auth_answered = true;
+                        c.auth_line = Some(line);
+                        c.next_hop -= 1;
+                        let dest = c.b.peer;
+                        return self.send_b_invite(id, dest);
+                    }
+                    Err(text) => return self.fail_a(id, 403, &text),
+                }
+            }
+            let id_str = c.trunk_id().to_string();
+            return self.fail_a(id, 403, &format!("carrier challenged and trunk {id_str} has no usable outbound credentials"));
+        }
+        let retryable = code == 408 || (500..600).contains(&code);
+        if c.direction == Direction::Outbound && retryable && c.next_hop < c.hops.len() {
+            let label = crate::metrics::code_class(code);
+            self.shared.metrics.failovers.with_label_values(&[c.trunk_id(), label]).inc();
+            c.last_failure = Some((code, reason_of(resp)));
+            c.auth_answered = false;
+            c.auth_line = None;
+            return self.next_hop(id);
+        }
+        c.final_code = Some(code);
+        let a_key = c.a_invite.clone();
+        let lines = msg::copied_lines(resp)
+            + &msg::header(resp, "Retry-After").map(|v| format!("Retry-After: {v}\r\n")).unwrap_or_default();
+        self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
+        self.finish_call(id);
+    }
+
+    /// A 1xx on leg A's INVITE, keeping the transaction open.
+    fn respond_provisional(&mut self, key: &ServerKey, code: u16, reason: &str, lines: &str, body: &[u8]) {
+        self.respond(key, code, reason, lines, body);
+    }
+
+    /// A request of ours that timed out or was abandoned.
+    pub(crate) fn client_failed(&mut self, key: ClientKey, code: u16, text: String) {
+        let Some(tx) = self.clients.get_mut(&key) else { return };
+        tx.completed = true;
+        let (id, purpose) = (tx.call, tx.purpose.clone());
+        self.schedule(T4, Timer::ClientForget(key.clone()));
+        match purpose {
+            Purpose::Setup => {
+                let Some(c) = self.calls.get_mut(&id) else { return };
+                if c.b_invite.as_ref() != Some(&key) {
+                    return;
+                }
+                c.b_invite = None;
+                if c.cancelled {
+                    return self.finish_call(id);
+                }
+                if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {
+                    self.shared.metrics.failovers.with_label_values(&[c.trunk_id(), "timeout"]).inc();
+                    c.last_failure = Some((code, text));
+                    c.auth_answered = false;
+                    c.auth_line = None;
+                    return self.next_hop(id);
+                }
+                self.fail_a(id, code, &text);
+            }
+            Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
+            Purpose::Bye | Purpose::Cancel => {}
+        }
+    }
+
+    /// ACK for leg B's 2xx (a new transaction: RFC 3261 §13.2.2.4).
+    fn ack_b(&mut self, id: u64, resp: &Response) {
+        let branch = self.mint.branch();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let hostport = match c.b.side {
+            Side::Public => self.shared.public_hostport.clone(),
+            Side::Internal => self.shared.internal_hostport.clone(),
+        };
+        let to = msg::header(resp, "To").unwrap_or_default();
+        let mut b = Builder::request("ACK", &c.b.remote_target)
+            .header("Via", &via("UDP", &hostport, &branch))
+            .header("Max-Forwards", "70");
+        for r in &c.b.route_set {
+            b.push("Route", r);
+        }
+        let bytes = b
+            .header("From", &format!("{};tag={}", c.b.local, c.b.local_tag))
+            .header("To", to)
+            .header("Call-ID", &c.b.call_id)
+            .header("CSeq", &format!("{} ACK", c.b.invite_cseq))
+            .finish();
+        let (side, peer) = (c.b.side, c.b.peer);
+        c.b_ack = Some(bytes.clone());
+        self.send_raw(side, peer, &bytes);
+    }
+
+    fn ack_and_bye_stray(&mut self, _id: u64, key: &ClientKey, resp: &Response) {
+        let Some(tx) = self.clients.get(key) else { return };
+        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest, tx.ruri.clone(), tx.ident.clone(), tx.cseq);
+        let to = msg::header(resp, "To").unwrap_or_default().to_string();
+        let target = msg::header(resp, "Contact").map(msg::uri_of).map(str::to_string).unwrap_or(ruri);
+        let hostport = self.hostport(side).to_string();
+        for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
+            let branch = self.mint.branch();
+            let bytes = Builder::request(method, &target)
+                .header("Via", &via("UDP", &hostport, &branch))
+                .header("Max-Forwards", "70")
+                .raw(&ident)
+                .header("To", &to)
+                .header("CSeq", &format!("{n} {method}"))
+                .finish();
+            self.send_raw(side, dest, &bytes);
+        }
+    }
+
+    /// CANCEL of leg B's pending INVITE (RFC 3261 §9.1: same branch, Request-URI, Call-ID,
+    /// From, To and CSeq number).
+    fn send_cancel(&mut self, id: u64) {
+        let Some(c) = self.calls.get(&id) else { return };
+        let Some(inv) = c.b_invite.clone() else { return };
+        let Some(tx) = self.clients.get(&inv) else { return };
+        let hostport = self.hostport(tx.side).to_string();
+        let to = format!("<sip:{}@{}>", c.b_user, c.hops.get(c.next_hop.wrapping_sub(1)).map(|h| h.uri_host.as_str()).unwrap_or_default());
+        let bytes = Builder::request("CANCEL", &tx.ruri)
+            .header("Via", &via("UDP", &hostport, &inv.0))
+            .header("Max-Forwards", "70")
+            .raw(&tx.ident)
+            .header("To", &to)
+            .header("CSeq", &format!("{} CANCEL", tx.cseq))
+            .finish();
+        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest, tx.ruri.clone(), tx.ident.clone(), tx.cseq);
+        self.open_client(id, LegId::B, Purpose::Cancel, side, dest, "CANCEL", inv.0.clone(), bytes, ruri, ident, cseq);
+    }
+
+    /// BYE on one leg of a confirmed call.
+    pub(crate) fn send_bye(&mut self, id: u64, leg: LegId) {
+        let branch = self.mint.branch();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let l = c.leg_mut(leg);
+        l.local_cseq += 1;
+        let cseq = l.local_cseq;
+        let (bytes, ruri, ident, side, peer) = in_dialog_request(l, "BYE", &branch, cseq, None, "", &[], self_hostport(&self.shared, l.side));
+        self.open_client(id, leg, Purpose::Bye, side, peer, "BYE", branch, bytes, ruri, ident, cseq);
+    }
+
+    /// Ends a call from one leg (or from the edge itself when `from` is None): the other leg
+    /// gets a BYE when confirmed, a CANCEL while its INVITE is pending.
+    pub(crate) fn end_call(&mut self, id: u64, from: Option<LegId>, why: &'static str) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        if matches!(c.state, CallState::Ended | CallState::Ending) {
+            return;
+        }
+        let confirmed = c.state == CallState::Confirmed;
+        c.state = CallState::Ending;
+        if c.ended_by.is_none() {
+            c.ended_by = Some(match from {
+                Some(l) => c.leg(l).side.party(),
+                None => "edge",
+            });
+        }
+        tracing::debug!(call = id, why, "ending call");
+        for leg in [LegId::A, LegId::B] {
+            if Some(leg) == from {
+                continue;
+            }
+            if confirmed {
+                self.send_bye(id, leg);
+            } else if leg == LegId::B {
+                let pending = self.calls.get(&id).is_some_and(|c| c.b_invite.is_some());
+                if pending {
+                    self.send_cancel(id);
+                }
+            }
+        }
+        self.finish_call(id);
+    }
+
+    pub(crate) fn on_ack(&mut self, _side: Side, _src: SocketAddr, req: &Request) {
+        let key = crate::worker::server_key(req);
+        if let Some(tx) = self.servers.get_mut(&key) {
+            if tx.final_code.is_some_and(|c| c >= 300) {
+                // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timer G, linger (Timer I).
+                tx.acked = true;
+                self.schedule(T4, Timer::ServerForget(key));
+                return;
+            }
+        }
+        let Some(tag) = trunkgate_sip::to_tag(req) else { return };
+        let call_id = trunkgate_sip::call_id(req).unwrap_or_default();
+        let Some(&(id, leg)) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else { return };
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(sk) = c.leg_mut(leg).awaiting_ack.take() else { return };
+        let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
+        if let Some(tx) = self.servers.get_mut(&sk) {
+            tx.acked = true;
+        }
+        self.schedule(T4, Timer::ServerForget(sk));
+        // End-to-end ACK: pass it to the other leg (RFC 3261 §13.2.2.4 on that leg).
+        let other = leg.other();
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let initial = leg == LegId::A && ack_cseq == c.a.invite_cseq && c.b_ack.is_none();
+        let cseq = if initial { Some(c.b.invite_cseq) } else { c.leg_mut(other).reinvite_cseq.take() };
+        let Some(cseq) = cseq else { return };
+        let branch = self.mint.branch();
+        let c = self.calls.get_mut(&id).expect("call present");
+        let l = c.leg(other);
+        let body = req.body.clone();
+        let lines = msg::copied_lines(req);
+        let (bytes, _, _, side, peer) = in_dialog_request(l, "ACK", &branch, cseq, None, &lines, &body, self_hostport(&self.shared, l.side));
+        if initial {
+            c.b_ack = Some(bytes.clone());
+        }
+        self.send_raw(side, peer, &bytes);
+    }
+
+    pub(crate) fn on_cancel(&mut self, side: Side, src: SocketAddr, req: &Request) {
+        let branch = trunkgate_sip::top_via_branch(req).unwrap_or_default().to_string();
+        let inv = (branch, "INVITE".to_string());
+        let Some(tx) = self.servers.get(&inv) else {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 481, "no such transaction to cancel", "");
+        };
+        let (call, final_code) = (tx.call, tx.final_code);
+        let tag = call.and_then(|(id, _)| self.calls.get(&id)).map(|c| c.a.local_tag.clone());
+        let k = self.open_server(side, src, req, tag.as_deref());
+        self.respond(&k, 200, "OK", "", &[]);
+        if final_code.is_some() {
+            return;
+        }
+        let Some((id, _)) = call else { return };
+        self.respond(&inv, 487, "Request Terminated", "", &[]);
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        c.cancelled = true;
+        c.final_code = Some(487);
+        c.ended_by = Some(side.party());
+        c.state = CallState::Ending;
+        if c.b_invite.is_some() {
+            if c.b_provisional {
+                self.send_cancel(id);
+            } else {
+                c.cancel_pending = true;
+            }
+        } else {
+            self.finish_call(id);
+        }
+    }
+
+    pub(crate) fn on_in_dialog(&mut self, side: Side, src: SocketAddr, req: &Request, tag: &str) {
+        let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
+        let found = self.dialogs.get(&(call_id, tag.to_string())).copied();
+        let live = found.and_then(|(id, leg)| {
+            let c = self.calls.get(&id)?;
+            (c.state != CallState::Ended && c.leg(leg).side == side).then_some((id, leg))
+        });
+        let Some((id, leg)) = live else {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 481, "no such call", "");
+        };
+        let k = self.open_server(side, src, req, None);
+        if let Some(tx) = self.servers.get_mut(&k) {
+            tx.call = Some((id, leg));
+        }
+        if req.method == trunkgate_sip::Method::Bye {
+            self.respond(&k, 200, "OK", "", &[]);
+            return self.end_call(id, Some(leg), "BYE");
+        }
+        self.relay_request(id, leg, k, req);
+    }
+
+    /// Passes an in-dialog request to the other leg; its answer comes back to `server`.
+    fn relay_request(&mut self, id: u64, from: LegId, server: ServerKey, req: &Request) {
+        let branch = self.mint.branch();
+        let to = from.other();
+        let method = msg::method_name(&req.method);
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let invite_cseq_to = c.leg(to).invite_cseq;
+        let l = c.leg_mut(to);
+        if l.remote_tag.is_none() {
+            return self.refuse(&server, 491, "the other leg has no dialog yet", "");
+        }
+        l.local_cseq += 1;
+        let cseq = l.local_cseq;
+        let mut lines = msg::copied_lines(req);
+        if req.method == trunkgate_sip::Method::PRack {
+            // RFC 3262 §7.2: RAck names the INVITE of the leg it is sent on.
+            if let Some(rack) = msg::header(req, "RAck") {
+                let rseq = rack.split_whitespace().next().unwrap_or("1");
+                lines.push_str(&format!("RAck: {rseq} {invite_cseq_to} INVITE\r\n"));
+            }
+        }
+        let contact = matches!(req.method, trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update);
+        let hp = self_hostport(&self.shared, l.side);
+        let (bytes, ruri, ident, side, peer) =
+            in_dialog_request(l, method, &branch, cseq, contact.then_some(hp.as_str()), &lines, &req.body, hp.clone());
+        self.open_client(id, to, Purpose::Relay(server), side, peer, method, branch, bytes, ruri, ident, cseq);
+    }
+
+    /// The answer to a relayed request goes back on the leg it came from.
+    fn relay_response(&mut self, id: u64, sent_on: LegId, server: ServerKey, method: &str, cseq: u32, resp: &Response) {
+        let code = resp.status_code.code();
+        if code == 100 {
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        let from = sent_on.other();
+        let mut lines = msg::copied_lines(resp);
+        if method == "INVITE" || method == "UPDATE" {
+            lines = format!("Contact: <sip:{}>\r\n{lines}", self_hostport(&self.shared, c.leg(from).side));
+        }
+        if method == "INVITE" && (200..300).contains(&code) {
+            c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
+            c.leg_mut(from).awaiting_ack = Some(server.clone());
+        }
+        let body = resp.body.clone();
+        self.respond(&server, code, &reason_of(resp), &lines, &body);
+    }
+}
+
+fn self_hostport(shared: &crate::worker::Shared, side: Side) -> String {
+    match side {
+        Side::Public => shared.public_hostport.clone(),
+        Side::Internal => shared.internal_hostport.clone(),
+    }
+}
+
+fn msg_body(req: &Request) -> Vec<u8> {
+    req.body.clone()
+}
+
+/// A request inside a leg's dialog (RFC 3261 §12.2.1.1).
+#[allow(clippy::too_many_arguments)]
+fn in_dialog_request(
+    l: &Leg,
+    method: &str,
+    branch: &str,
+    cseq: u32,
+    contact: Option<&str>,
+    lines: &str,
+    body: &[u8],
+    hostport: String,
+) -> (Vec<u8>, String, String, Side, SocketAddr) {
+    let ruri = if l.remote_target.is_empty() { format!("sip:{}", crate::settings::host_port(l.peer)) } else { l.remote_target.clone() };
+    let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", l.local, l.local_tag, l.call_id);
+    let mut b = Builder::request(method, &ruri)
+        .header("Via", &via("UDP", &hostport, branch))
+        .header("Max-Forwards", "70");
+    for r in &l.route_set {
+        b.push("Route", r);
+    }
+    b = b.raw(&ident).header("To", &l.remote).header("CSeq", &format!("{cseq} {method}"));
+    if let Some(hp) = contact {
+        b.push("Contact", &format!("<sip:{hp}>"));
+    }
+    let bytes = b.raw(lines).body(body);
+    (bytes, ruri, ident, l.side, l.peer)
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Public => Side::Internal,
+            Side::Internal => Side::Public,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! A call as the B2BUA holds it: two legs, each a dialog of its own (RFC 3261 §12), and what is
+//! needed to finish the call and write its record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use trunkgate_crds::e164::E164;
+
+use crate::config::{CallSlot, Runtime};
+
+/// Which network a leg or socket faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The carriers (internet-facing).
+    Public,
+    /// The platform (cluster-internal).
+    Internal,
+}
+
+impl Side {
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Public => "public",
+            Side::Internal => "internal",
+        }
+    }
+    /// Who is on this side, for call records.
+    pub fn party(self) -> &'static str {
+        match self {
+            Side::Public => "carrier",
+            Side::Internal => "platform",
+        }
+    }
+}
+
+/// Which way the call goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// carrier → platform
+    Inbound,
+    /// platform → carrier
+    Outbound,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Which leg of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LegId {
+    /// The leg the call came in on (we are its UAS).
+    A,
+    /// The leg we placed (we are its UAC).
+    B,
+}
+
+impl LegId {
+    pub fn other(self) -> LegId {
+        match self {
+            LegId::A => LegId::B,
+            LegId::B => LegId::A,
+        }
+    }
+}
+
+/// One dialog of the call.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    pub side: Side,
+    /// Where requests and responses for this leg go (symmetric signalling: the address the peer
+    /// sent from, or the target we chose).
+    pub peer: SocketAddr,
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    /// Our From/To value in this dialog, without tag.
+    pub local: String,
+    /// The peer's From/To value in this dialog, without tag.
+    pub remote: String,
+    /// Request-URI of in-dialog requests: the peer's Contact (RFC 3261 §12.1).
+    pub remote_target: String,
+    /// Route set, in the order to put in Route headers.
+    pub route_set: Vec<String>,
+    /// Our next CSeq in this dialog (we are UAC of in-dialog requests we send).
+    pub local_cseq: u32,
+    /// CSeq of the INVITE that created this leg.
+    pub invite_cseq: u32,
+    /// An INVITE we answered 2xx on this leg and whose ACK has not come (server key).
+    pub awaiting_ack: Option<crate::worker::ServerKey>,
+    /// CSeq of the re-INVITE we relayed onto this leg and answered 2xx, for the ACK to follow.
+    pub reinvite_cseq: Option<u32>,
+}
+
+/// Call progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallState {
+    /// INVITE sent on leg B, no final answer yet.
+    Proceeding,
+    /// Answered on both legs.
+    Confirmed,
+    /// A BYE or a final error is ending it.
+    Ending,
+    /// Over; kept a while to absorb retransmissions.
+    Ended,
+}
+
+/// A place to send the B-leg INVITE.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub host: String,
+    pub port: u16,
+    /// The Request-URI host part (`host` or `host:port`).
+    pub uri_host: String,
+}
+
+/// Everything about one call.
+pub struct Call {
+    pub id: u64,
+    pub rt: Arc<Runtime>,
+    pub trunk: u32,
+    pub direction: Direction,
+    pub a: Leg,
+    pub b: Leg,
+    pub state: CallState,
+    /// Server transaction of the initial INVITE on leg A.
+    pub a_invite: crate::worker::ServerKey,
+    /// Client transaction key of the current INVITE attempt on leg B.
+    pub b_invite: Option<crate::worker::ClientKey>,
+    /// Next hops for the B-leg INVITE, tried in order; `next_hop` indexes the untried one.
+    pub hops: Vec<Hop>,
+    pub next_hop: usize,
+    /// The B-leg INVITE, less Via, CSeq and Request-URI (re-sent on failover and auth).
+    pub b_user: String,
+    pub b_lines: String,
+    pub b_body: Vec<u8>,
+    pub auth_line: Option<String>,
+    pub auth_answered: bool,
+    pub b_provisional: bool,
+    pub cancel_pending: bool,
+    pub cancelled: bool,
+    /// The ACK we sent for leg B's 2xx, re-sent when the 2xx is retransmitted.
+    pub b_ack: Option<Vec<u8>>,
+    pub caller: Option<E164>,
+    pub callee: E164,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    pub answered: Option<SystemTime>,
+    pub final_code: Option<u16>,
+    pub ended_by: Option<&'static str>,
+    pub last_failure: Option<(u16, String)>,
+    pub slot: Option<CallSlot>,
+}
+
+impl Call {
+    pub fn leg(&self, id: LegId) -> &Leg {
+        match id {
+            LegId::A => &self.a,
+            LegId::B => &self.b,
+        }
+    }
+    pub fn leg_mut(&mut self, id: LegId) -> &mut Leg {
+        match id {
+            LegId::A => &mut self.a,
+            LegId::B => &mut self.b,
+        }
+    }
+    pub fn trunk_id(&self) -> &str {
+        &self.rt.trunk(self.trunk).id
+    }
+}

@@ -1,0 +1,63 @@
+//! Call detail records: one JSON object per finished call on stdout.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::call::Call;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    trunk: &'a str,
+    direction: &'static str,
+    caller: Option<String>,
+    callee: String,
+    start: String,
+    answer: Option<String>,
+    end: String,
+    duration_seconds: f64,
+    final_status: u16,
+    ended_by: Option<&'static str>,
+    carrier_call_id: &'a str,
+    platform_call_id: &'a str,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// Writes the call's record as one line.
+pub fn write(c: &Call) {
+    let end = SystemTime::now();
+    let (carrier, platform) = match c.direction {
+        crate::call::Direction::Inbound => (&c.a.call_id, &c.b.call_id),
+        crate::call::Direction::Outbound => (&c.b.call_id, &c.a.call_id),
+    };
+    let duration = c
+        .answered
+        .and_then(|a| end.duration_since(a).ok())
+        .map_or(0.0, |d| (d.as_millis() as f64) / 1000.0);
+    let record = Record {
+        kind: "cdr",
+        trunk: c.trunk_id(),
+        direction: c.direction.label(),
+        caller: c.caller.map(|n| n.to_string()),
+        callee: c.callee.to_string(),
+        start: rfc3339(c.started),
+        answer: c.answered.map(rfc3339),
+        end: rfc3339(end),
+        duration_seconds: duration,
+        final_status: c.final_code.unwrap_or(500),
+        ended_by: c.ended_by,
+        carrier_call_id: carrier,
+        platform_call_id: platform,
+    };
+    if let Ok(line) = serde_json::to_string(&record) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+}

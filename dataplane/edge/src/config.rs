@@ -1,0 +1,231 @@
+//! The snapshot as workers use it: the compiled `EdgeConfig` plus the lookup structures built
+//! once per load (number index, carrier ACL, route table) and per-trunk state that survives
+//! reloads (limits, metrics).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use ipnet::IpNet;
+use trunkgate_crds::e164::E164;
+use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
+
+use crate::metrics::Metrics;
+
+/// Per-trunk state shared by all workers and kept across reloads: call counts for the limits.
+pub struct TrunkState {
+    pub id: String,
+    active: AtomicU32,
+    /// (second << 32) | calls started in that second.
+    cps: AtomicU64,
+    pub active_gauge: prometheus::IntGauge,
+}
+
+/// Why the limits refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    Concurrent(u32),
+    PerSecond(u32),
+}
+
+impl TrunkState {
+    fn new(id: &str, metrics: &Metrics) -> Self {
+        Self {
+            id: id.to_string(),
+            active: AtomicU32::new(0),
+            cps: AtomicU64::new(0),
+            active_gauge: metrics.active_calls.with_label_values(&[id]),
+        }
+    }
+
+    /// Admits one call under the trunk's limits; the slot is released when dropped.
+    pub fn admit(self: &Arc<Self>, cfg: &TrunkConfig, now_secs: u64) -> Result<CallSlot, LimitRefusal> {
+        if let Some(max) = cfg.limits.max_calls_per_second {
+            let mut cur = self.cps.load(Ordering::Relaxed);
+            loop {
+                let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
+                let next = if sec == now_secs & 0xffff_ffff {
+                    if n >= u64::from(max) {
+                        return Err(LimitRefusal::PerSecond(max));
+                    }
+                    cur + 1
+                } else {
+                    ((now_secs & 0xffff_ffff) << 32) | 1
+                };
+                match self.cps.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+        let before = self.active.fetch_add(1, Ordering::AcqRel);
+        if let Some(max) = cfg.limits.max_concurrent_calls {
+            if before >= max {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                return Err(LimitRefusal::Concurrent(max));
+            }
+        }
+        self.active_gauge.inc();
+        Ok(CallSlot { trunk: self.clone() })
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Acquire)
+    }
+}
+
+/// One admitted call; releases its place in the trunk's concurrent-call limit when dropped.
+pub struct CallSlot {
+    trunk: Arc<TrunkState>,
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.trunk.active.fetch_sub(1, Ordering::AcqRel);
+        self.trunk.active_gauge.dec();
+    }
+}
+
+/// A loaded snapshot.
+pub struct Runtime {
+    pub config: EdgeConfig,
+    pub index: NumberIndex,
+    pub state: Vec<Arc<TrunkState>>,
+    acl: Vec<(IpNet, u32)>,
+    routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
+}
+
+impl Runtime {
+    /// Builds the lookup structures; `previous` lends its per-trunk state to trunks that stay.
+    pub fn build(config: EdgeConfig, previous: Option<&Runtime>, metrics: &Metrics) -> Self {
+        let index = NumberIndex::of(&config);
+        let old: HashMap<&str, &Arc<TrunkState>> = previous
+            .map(|p| p.state.iter().map(|s| (s.id.as_str(), s)).collect())
+            .unwrap_or_default();
+        let state = config
+            .trunks
+            .iter()
+            .map(|t| {
+                old.get(t.id.as_str())
+                    .map(|s| (*s).clone())
+                    .unwrap_or_else(|| Arc::new(TrunkState::new(&t.id, metrics)))
+            })
+            .collect();
+        let mut acl = Vec::new();
+        let mut routes: HashMap<(u8, u64), Vec<(u32, u32)>> = HashMap::new();
+        for (i, t) in config.trunks.iter().enumerate() {
+            for net in &t.inbound.allowed_cidrs {
+                acl.push((*net, i as u32));
+            }
+            if t.outbound.is_some() {
+                for r in &t.routes {
+                    let value = if r.prefix.is_empty() { 0 } else { r.prefix.parse().unwrap_or(0) };
+                    routes
+                        .entry((r.prefix.len() as u8, value))
+                        .or_default()
+                        .push((r.priority, i as u32));
+                }
+            }
+            metrics
+                .targets_total
+                .with_label_values(&[t.id.as_str()])
+                .set(t.outbound.as_ref().map_or(0, |o| o.targets.len() as i64));
+        }
+        for v in routes.values_mut() {
+            v.sort_unstable();
+        }
+        Self {
+            config,
+            index,
+            state,
+            acl,
+            routes,
+        }
+    }
+
+    /// Trunks whose `allowedCidrs` contain `ip` (the carrier ACL; empty = deny).
+    pub fn trunks_for_source(&self, ip: IpAddr) -> impl Iterator<Item = u32> + '_ {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let mut last = u32::MAX;
+        self.acl.iter().filter_map(move |(net, t)| {
+            if *t != last && net.contains(&ip) {
+                last = *t;
+                Some(*t)
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn trunk(&self, i: u32) -> &TrunkConfig {
+        &self.config.trunks[i as usize]
+    }
+
+    pub fn owners(&self, n: E164) -> &[Owner] {
+        self.index.owners(n)
+    }
+
+    /// The trunk routing `n` by the longest matching prefix, then the lowest priority.
+    pub fn route(&self, n: E164) -> Option<u32> {
+        for len in (0..=n.len).rev() {
+            let value = n.value / 10u64.pow(u32::from(n.len - len));
+            if let Some(v) = self.routes.get(&(len, value)) {
+                return v.first().map(|(_, t)| *t);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use trunkgate_crds::{CarrierTrunk, Secrets, compile};
+
+    fn runtime(trunks: &[CarrierTrunk]) -> Runtime {
+        let c = compile(trunks, &[], &Secrets::new(), None);
+        assert!(c.problems().next().is_none());
+        Runtime::build(c.config, None, &Metrics::new())
+    }
+
+    #[test]
+    fn acl_and_routes() {
+        let rt = runtime(&[
+            CarrierTrunk::test("a", "nz").with_cidrs(&["203.0.113.0/28"]).with_targets(&["sip:a.example"]).with_route("+64", 10).with_route("+649", 50),
+            CarrierTrunk::test("a", "world").with_cidrs(&["198.51.100.0/24", "203.0.113.8/29"]).with_targets(&["sip:b.example"]).with_route("+", 100).with_route("+64", 5),
+        ]);
+        let ids = |ip: &str| rt.trunks_for_source(ip.parse().unwrap()).map(|t| rt.trunk(t).id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids("203.0.113.9"), vec!["a/nz", "a/world"]);
+        assert_eq!(ids("198.51.100.1"), vec!["a/world"]);
+        assert_eq!(ids("::ffff:198.51.100.1"), vec!["a/world"]);
+        assert!(ids("192.0.2.1").is_empty());
+        let route = |n: &str| rt.route(E164::parse(n).unwrap()).map(|t| rt.trunk(t).id.clone());
+        assert_eq!(route("+6498879333").as_deref(), Some("a/nz"), "+649 is the longest prefix");
+        assert_eq!(route("+6441234567").as_deref(), Some("a/world"), "+64: priority 5 beats 10");
+        assert_eq!(route("+14155550100").as_deref(), Some("a/world"), "+ matches everything");
+    }
+
+    #[test]
+    fn limits_release_on_drop_and_survive_reload() {
+        let mut t = CarrierTrunk::test("a", "t");
+        t.spec.limits = Some(trunkgate_crds::Limits { max_concurrent_calls: Some(2), max_calls_per_second: Some(3) });
+        let rt = runtime(&[t.clone()]);
+        let st = rt.state[0].clone();
+        let cfg = rt.trunk(0).clone();
+        let a = st.admit(&cfg, 100).unwrap();
+        let _b = st.admit(&cfg, 100).unwrap();
+        assert_eq!(st.admit(&cfg, 100).err(), Some(LimitRefusal::Concurrent(2)));
+        drop(a);
+        // Three attempts in second 100 used the 3 calls-per-second budget.
+        assert_eq!(st.admit(&cfg, 100).err(), Some(LimitRefusal::PerSecond(3)));
+        let rt2 = Runtime::build(rt.config.clone(), Some(&rt), &Metrics::new());
+        assert!(Arc::ptr_eq(&rt2.state[0], &st), "state survives a reload");
+        let _c = rt2.state[0].admit(&cfg, 101).unwrap();
+        assert_eq!(st.active(), 2);
+    }
+}

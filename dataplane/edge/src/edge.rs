@@ -1,0 +1,235 @@
+//! Starting and stopping the edge: sockets per worker (SO_REUSEPORT), one thread and event loop
+//! per worker, the snapshot source, the admin endpoint, and graceful drain on SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
+use trunkgate_crds::snapshot::EdgeConfig;
+
+use crate::auth::AuthState;
+use crate::config::Runtime;
+use crate::ids::IdMint;
+use crate::metrics::Metrics;
+use crate::settings::{Settings, available_cpus, host_port, worker_count};
+use crate::worker::{Shared, Worker};
+
+/// A UDP socket that shares its port with the other workers' (SO_REUSEPORT).
+pub fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    // Bursts of INVITEs must not overflow the queue while a worker is busy.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    k
+}
+
+/// Runs the edge until SIGTERM/SIGINT and the drain that follows.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let workers = worker_count(settings.workers, available_cpus());
+    let public_hostport = match (&settings.advertise_host, settings.advertised_pool_ip()) {
+        (Some(h), _) => format!("{h}:{}", settings.public_sip.port()),
+        (None, Some(ip)) => host_port(SocketAddr::new(ip, settings.public_sip.port())),
+        (None, None) => host_port(settings.public_sip),
+    };
+    let internal_hostport = host_port(settings.internal_sip);
+    let mut handoff_tx = Vec::with_capacity(workers);
+    let mut handoff_rx = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::channel(4096);
+        handoff_tx.push(tx);
+        handoff_rx.push(rx);
+    }
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(Runtime::build(EdgeConfig::default().stamped(), None, &metrics)),
+        metrics: metrics.clone(),
+        handoff: handoff_tx,
+        draining: AtomicBool::new(false),
+        public_hostport,
+        internal_hostport,
+        nonce_key: random_key(),
+        settings: settings.clone(),
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+
+    // Bind every worker's sockets before anything runs, so a bad address fails at once.
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        sockets.push((reuseport_udp(settings.public_sip)?, reuseport_udp(settings.internal_sip)?));
+    }
+
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("trunkgate-control")
+        .enable_all()
+        .build()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Snapshot first: a standalone folder is loaded before the first packet is read.
+    match (&settings.config, &settings.snapshot_secret) {
+        (Some(dir), _) => {
+            if let Some(cfg) = crate::source::compile_dir(dir, None, &shared) {
+                crate::source::install(&shared, &ready, cfg);
+            }
+            control.spawn(crate::source::watch_dir(
+                dir.clone(),
+                Duration::from_millis(settings.reload_ms.max(50)),
+                shared.clone(),
+                ready.clone(),
+            ));
+        }
+        (None, Some(secret)) => {
+            let (s, r, name) = (shared.clone(), ready.clone(), secret.clone());
+            control.spawn(async move {
+                if let Err(e) = crate::source::watch_secret(name, s, r).await {
+                    tracing::error!(error = %e, "snapshot Secret watch stopped");
+                }
+            });
+        }
+        (None, None) => anyhow::bail!("give --config DIR (standalone) or --snapshot-secret NAMESPACE/NAME (cluster)"),
+    }
+
+    let mut admin = trunkgate_admin::Admin::new(metrics.registry.clone());
+    admin.ready = ready.clone();
+    let snap = shared.clone();
+    admin.extra = Some(Arc::new(move |path: &str| {
+        (path == "/snapshot").then(|| {
+            let rt = snap.runtime.load();
+            let body = serde_json::json!({
+                "version": rt.config.version,
+                "trunks": rt.config.trunks.len(),
+                "ownerships": rt.config.ownerships.len(),
+                "activeCalls": rt.state.iter().map(|s| u64::from(s.active())).sum::<u64>(),
+            });
+            (200, "application/json", format!("{body}\n"))
+        })
+    }));
+    let admin_addr = settings.admin;
+    control.spawn(async move {
+        if let Err(e) = trunkgate_admin::serve(admin_addr, admin).await {
+            tracing::error!(error = %e, "admin endpoint failed");
+        }
+    });
+
+    let mut threads = Vec::with_capacity(workers);
+    for (index, ((public, internal), rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {
+        let shared = shared.clone();
+        let shutdown = shutdown_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("trunkgate-w{index}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "worker runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let (public, internal) = match (tokio::net::UdpSocket::from_std(public), tokio::net::UdpSocket::from_std(internal)) {
+                        (Ok(p), Ok(i)) => (p, i),
+                        _ => {
+                            tracing::error!("worker sockets");
+                            return;
+                        }
+                    };
+                    let (events_tx, events_rx) = mpsc::unbounded_channel();
+                    let key = shared.nonce_key;
+                    let worker = Worker {
+                        index,
+                        shared: shared.clone(),
+                        net: crate::worker::Net {
+                            public: Arc::new(public),
+                            internal: Arc::new(internal),
+                            metrics: shared.metrics.clone(),
+                        },
+                        mint: IdMint::new(index),
+                        calls: Default::default(),
+                        next_call: 1,
+                        dialogs: Default::default(),
+                        servers: Default::default(),
+                        clients: Default::default(),
+                        timers: Default::default(),
+                        timer_seq: 0,
+                        events: events_tx,
+                        auth: AuthState::new(key),
+                        dns: Default::default(),
+                    };
+                    worker.run(rx, events_rx, shutdown).await;
+                });
+            })?;
+        threads.push(t);
+    }
+    tracing::info!(
+        workers,
+        public = %settings.public_sip,
+        internal = %settings.internal_sip,
+        admin = %settings.admin,
+        "trunkgate-edge running"
+    );
+
+    // Graceful drain: not ready, new INVITEs get 503, calls run until they end or time is up.
+    let drain = Duration::from_secs(settings.drain_seconds);
+    control.block_on(async {
+        wait_for_signal().await;
+        tracing::info!(seconds = drain.as_secs(), "draining");
+        shared.draining.store(true, Ordering::Release);
+        ready.store(false, Ordering::Release);
+        metrics.draining.set(1);
+        let until = Instant::now() + drain;
+        loop {
+            let active: u64 = shared.runtime.load().state.iter().map(|s| u64::from(s.active())).sum();
+            if active == 0 || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let _ = shutdown_tx.send(true);
+    // Workers with calls left past the grace period are not waited for.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

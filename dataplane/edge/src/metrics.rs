@@ -1,0 +1,142 @@
+//! `trunkgate_edge_*` Prometheus metrics. Labels are trunk ids, directions, status classes and
+//! reasons: never a phone number or an address.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every metric of the edge.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub active_calls: IntGaugeVec,
+    pub acl_drops: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub malformed: IntCounterVec,
+    pub transactions: IntCounterVec,
+    pub retransmissions: IntCounterVec,
+    pub timeouts: IntCounterVec,
+    pub failovers: IntCounterVec,
+    pub handoffs: IntCounterVec,
+    pub send_errors: IntCounterVec,
+    pub snapshot_reloads: IntCounterVec,
+    pub snapshot_info: IntGaugeVec,
+    pub draining: IntGauge,
+    pub targets_total: IntGaugeVec,
+    pub targets_healthy: IntGaugeVec,
+    pub options_answered: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(m.clone())).expect("registered once");
+            m
+        };
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(m.clone())).expect("registered once");
+            m
+        };
+        let draining = IntGauge::new("trunkgate_edge_draining", "1 while the edge drains after SIGTERM.")
+            .expect("static metric definition");
+        registry.register(Box::new(draining.clone())).expect("registered once");
+        let options_answered = IntCounter::new(
+            "trunkgate_edge_options_answered_total",
+            "OPTIONS requests to the edge itself answered locally.",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(options_answered.clone()))
+            .expect("registered once");
+        Self {
+            calls: cv(
+                "trunkgate_edge_calls_total",
+                "Calls that reached a final status, by trunk, direction and status class.",
+                &["trunk", "direction", "code_class"],
+            ),
+            refusals: cv(
+                "trunkgate_edge_refusals_total",
+                "Calls the edge refused itself, by trunk, direction and reason.",
+                &["trunk", "direction", "reason"],
+            ),
+            active_calls: gv("trunkgate_edge_active_calls", "Calls up or being set up, by trunk.", &["trunk"]),
+            acl_drops: cv(
+                "trunkgate_edge_acl_drops_total",
+                "SIP messages from addresses no trunk allows, dropped (or refused with 403), by side.",
+                &["side"],
+            ),
+            auth_failures: cv(
+                "trunkgate_edge_auth_failures_total",
+                "Digest authentication failures of carriers, by trunk and reason.",
+                &["trunk", "reason"],
+            ),
+            malformed: cv(
+                "trunkgate_edge_malformed_messages_total",
+                "Messages refused by the SIP codec, by side and reason.",
+                &["side", "reason"],
+            ),
+            transactions: cv(
+                "trunkgate_edge_transactions_total",
+                "SIP transactions started, by side and role.",
+                &["side", "role"],
+            ),
+            retransmissions: cv(
+                "trunkgate_edge_retransmissions_total",
+                "Requests and responses the edge retransmitted (RFC 3261 timers A, E, G) or answered again.",
+                &["side"],
+            ),
+            timeouts: cv(
+                "trunkgate_edge_transaction_timeouts_total",
+                "Transactions that timed out (timers B, F, H), by side.",
+                &["side"],
+            ),
+            failovers: cv(
+                "trunkgate_edge_failovers_total",
+                "Outbound calls moved to the next carrier target, by trunk and cause.",
+                &["trunk", "cause"],
+            ),
+            handoffs: cv(
+                "trunkgate_edge_worker_handoffs_total",
+                "Messages passed to the worker that owns their call, by result.",
+                &["result"],
+            ),
+            send_errors: cv("trunkgate_edge_send_errors_total", "Datagrams the socket refused, by side.", &["side"]),
+            snapshot_reloads: cv(
+                "trunkgate_edge_snapshot_reloads_total",
+                "Snapshot loads, by result (ok, unchanged, or the error kind).",
+                &["result"],
+            ),
+            snapshot_info: gv("trunkgate_edge_snapshot_info", "1 for the snapshot version in use.", &["version"]),
+            targets_total: gv("trunkgate_edge_trunk_targets_total", "Outbound targets configured, by trunk.", &["trunk"]),
+            targets_healthy: gv(
+                "trunkgate_edge_trunk_targets_healthy",
+                "Outbound targets not failing, by trunk.",
+                &["trunk"],
+            ),
+            draining,
+            options_answered,
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `1xx` .. `6xx` for a status code.
+pub fn code_class(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "6xx",
+    }
+}

@@ -1,0 +1,173 @@
+//! Command-line flags, each also read from a `TRUNKGATE_*` environment variable, and the pure
+//! functions that turn them into worker and port layouts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// `trunkgate-edge`: the SIP edge between carriers and the platform.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "trunkgate-edge", version, about)]
+pub struct Settings {
+    /// Standalone mode: a folder of CarrierTrunk, NumberOwnership and Secret YAML, reloaded when
+    /// a file changes.
+    #[arg(long, env = "TRUNKGATE_CONFIG", conflicts_with = "snapshot_secret")]
+    pub config: Option<PathBuf>,
+    /// Cluster mode: the operator's snapshot Secret, as NAMESPACE/NAME.
+    #[arg(long, env = "TRUNKGATE_SNAPSHOT_SECRET")]
+    pub snapshot_secret: Option<String>,
+    /// Carrier-side SIP address (UDP and TCP).
+    #[arg(long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060")]
+    pub public_sip: SocketAddr,
+    /// Platform-side SIP address (UDP and TCP).
+    #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5070")]
+    pub internal_sip: SocketAddr,
+    /// Address put in carrier-side SDP (defaults to the public SIP address, or the advertised IP).
+    #[arg(long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
+    pub public_media_ip: Option<IpAddr>,
+    /// Address put in platform-side SDP (defaults to the internal SIP address).
+    #[arg(long, env = "TRUNKGATE_INTERNAL_MEDIA_IP")]
+    pub internal_media_ip: Option<IpAddr>,
+    /// RTP port range LOW-HIGH, split between the workers.
+    #[arg(long, env = "TRUNKGATE_RTP_PORTS", default_value = "20000-29999", value_parser = parse_port_range)]
+    pub rtp_ports: (u16, u16),
+    /// Worker threads (default: the CPUs this process may use).
+    #[arg(long, env = "TRUNKGATE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Admin endpoint: /metrics, /healthz, /readyz, /snapshot.
+    #[arg(long, env = "TRUNKGATE_ADMIN", default_value = "127.0.0.1:9091")]
+    pub admin: SocketAddr,
+    /// Host carried in carrier-side Via, Contact and Record-Route (an FQDN or IP). Defaults to the
+    /// public SIP address.
+    #[arg(long, env = "TRUNKGATE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// StatefulSet mode: comma-separated public IPs; pod ordinal N (from POD_NAME) advertises the
+    /// Nth.
+    #[arg(long, env = "TRUNKGATE_ADVERTISE_IP_POOL", value_delimiter = ',')]
+    pub advertise_ip_pool: Vec<IpAddr>,
+    /// Answer 403 to SIP from unknown sources instead of dropping it silently.
+    #[arg(long, env = "TRUNKGATE_ACL_REPLY_403", default_value_t = false)]
+    pub acl_reply_403: bool,
+    /// Seconds a new outbound INVITE waits for any answer from a carrier target before the next
+    /// target is tried.
+    #[arg(long, env = "TRUNKGATE_FAILOVER_SECONDS", default_value_t = 4.0)]
+    pub failover_seconds: f64,
+    /// Seconds to let calls finish after SIGTERM before exiting.
+    #[arg(long, env = "TRUNKGATE_DRAIN_SECONDS", default_value_t = 270)]
+    pub drain_seconds: u64,
+    /// Seconds without RTP before a call is ended.
+    #[arg(long, env = "TRUNKGATE_MEDIA_TIMEOUT", default_value_t = 60)]
+    pub media_timeout: u64,
+    /// How often standalone mode checks the config folder for changes, in milliseconds.
+    #[arg(long, env = "TRUNKGATE_RELOAD_MS", default_value_t = 1000)]
+    pub reload_ms: u64,
+    /// Write call detail records (JSON, one per line) to stdout.
+    #[arg(long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cdr: bool,
+}
+
+impl Settings {
+    /// The host the carrier side sees.
+    pub fn public_host(&self) -> String {
+        match (&self.advertise_host, self.advertised_pool_ip()) {
+            (Some(h), _) => h.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => host_of(self.public_sip),
+        }
+    }
+
+    /// The IP picked from `--advertise-ip-pool` by this pod's ordinal.
+    pub fn advertised_pool_ip(&self) -> Option<IpAddr> {
+        let pod = std::env::var("POD_NAME").ok()?;
+        pool_ip_for(&self.advertise_ip_pool, &pod)
+    }
+
+    pub fn failover_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.failover_seconds.clamp(0.2, 32.0))
+    }
+}
+
+/// `ips[ordinal]` for a StatefulSet pod name `name-ORDINAL`.
+pub fn pool_ip_for(ips: &[IpAddr], pod_name: &str) -> Option<IpAddr> {
+    let ordinal: usize = pod_name.rsplit('-').next()?.parse().ok()?;
+    ips.get(ordinal).copied()
+}
+
+/// How a socket address is written in SIP (RFC 3261 §25.1: IPv6 in brackets).
+pub fn host_of(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
+}
+
+/// `host:port` as written in SIP.
+pub fn host_port(addr: SocketAddr) -> String {
+    format!("{}:{}", host_of(addr), addr.port())
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 20000-29999")?;
+    let lo: u16 = a.trim().parse().map_err(|_| format!("'{a}' is not a port"))?;
+    let hi: u16 = b.trim().parse().map_err(|_| format!("'{b}' is not a port"))?;
+    if lo == 0 || lo >= hi {
+        return Err("LOW must be at least 1 and below HIGH".into());
+    }
+    Ok((lo, hi))
+}
+
+/// Worker threads: what the user asked for, else one per CPU the process may run on, at least
+/// one and at most 64 (the owner index must fit in two hex digits).
+pub fn worker_count(requested: Option<usize>, available: usize) -> usize {
+    requested.unwrap_or(available).clamp(1, 64)
+}
+
+/// The CPUs this process may use (cgroup quota and affinity, as std reports them).
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Splits `[lo, hi]` into `workers` disjoint slices, each starting on an even port (RTP even,
+/// RTCP odd: RFC 3550 §11).
+pub fn rtp_slices((lo, hi): (u16, u16), workers: usize) -> Vec<(u16, u16)> {
+    let lo = lo + (lo % 2);
+    let pairs = (usize::from(hi) + 1 - usize::from(lo)) / 2;
+    let per = pairs / workers.max(1);
+    (0..workers)
+        .map(|w| {
+            let start = usize::from(lo) + w * per * 2;
+            let end = start + per * 2 - 1;
+            (start as u16, end as u16)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_count_table() {
+        for (requested, cpus, want) in [(None, 2, 2), (None, 0, 1), (Some(4), 2, 4), (Some(0), 8, 1), (None, 512, 64)] {
+            assert_eq!(worker_count(requested, cpus), want, "{requested:?} {cpus}");
+        }
+    }
+
+    #[test]
+    fn rtp_slices_are_disjoint_and_even() {
+        let s = rtp_slices((20000, 29999), 2);
+        assert_eq!(s, vec![(20000, 24999), (25000, 29999)]);
+        let s = rtp_slices((20001, 20010), 2);
+        assert_eq!(s, vec![(20002, 20005), (20006, 20009)]);
+    }
+
+    #[test]
+    fn pool_ip_by_ordinal() {
+        let ips: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), "192.0.2.11".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))];
+        assert_eq!(pool_ip_for(&ips, "trunkgate-edge-1"), Some(ips[1]));
+        assert_eq!(pool_ip_for(&ips, "trunkgate-edge-2"), None);
+        assert_eq!(pool_ip_for(&ips, "nonsense"), None);
+    }
+}

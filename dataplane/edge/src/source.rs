@@ -1,0 +1,140 @@
+//! Where snapshots come from: a folder of CR YAML (standalone mode), compiled with the same
+//! compile() the operator uses, or the operator's snapshot Secret (cluster mode). Either way a
+//! new snapshot is swapped in whole for new calls, and one that fails keeps the last good one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use trunkgate_crds::files::load_dir;
+use trunkgate_crds::snapshot::EdgeConfig;
+
+use crate::config::Runtime;
+use crate::worker::Shared;
+
+/// Installs `config` unless it is the version already running. Returns whether it changed.
+pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: EdgeConfig) -> bool {
+    let current = shared.runtime.load();
+    let first = !ready.load(Ordering::Acquire);
+    if !first && current.config.version == config.version {
+        shared.metrics.snapshot_reloads.with_label_values(&["unchanged"]).inc();
+        return false;
+    }
+    let version = config.version.clone();
+    let trunks = config.trunks.len();
+    let next = Runtime::build(config, Some(&current), &shared.metrics);
+    shared.runtime.store(Arc::new(next));
+    shared.metrics.snapshot_info.reset();
+    shared.metrics.snapshot_info.with_label_values(&[version.as_str()]).set(1);
+    shared.metrics.snapshot_reloads.with_label_values(&["ok"]).inc();
+    if !shared.draining.load(Ordering::Acquire) {
+        ready.store(true, Ordering::Release);
+    }
+    tracing::info!(%version, trunks, "snapshot loaded");
+    true
+}
+
+/// What the files under `dir` look like now (paths, sizes, modification times).
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(m) = e.metadata() {
+                out.push((p, m.len(), m.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Compiles the folder; logs every problem. None when the folder cannot be read.
+pub fn compile_dir(dir: &Path, previous: Option<&EdgeConfig>, shared: &Shared) -> Option<EdgeConfig> {
+    let m = match load_dir(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot read the config folder; keeping the last good snapshot");
+            shared.metrics.snapshot_reloads.with_label_values(&["unreadable"]).inc();
+            return None;
+        }
+    };
+    for p in &m.problems {
+        tracing::warn!(problem = %p, "document refused");
+    }
+    let compiled = trunkgate_crds::compile(&m.trunks, &m.ownerships, &m.secrets, previous);
+    for r in compiled.problems() {
+        for p in &r.problems {
+            tracing::warn!(object = %r.key, problem = %p, kept_last_good = r.kept_generation.is_some(), "object not compiled");
+        }
+    }
+    if !m.problems.is_empty() || compiled.problems().next().is_some() {
+        shared.metrics.snapshot_reloads.with_label_values(&["with_problems"]).inc();
+    }
+    Some(compiled.config)
+}
+
+/// Standalone mode: load now, then poll the folder for changes.
+pub async fn watch_dir(dir: PathBuf, every: Duration, shared: Arc<Shared>, ready: Arc<std::sync::atomic::AtomicBool>) {
+    let mut seen = Vec::new();
+    loop {
+        let now = fingerprint(&dir);
+        if now != seen {
+            seen = now;
+            let previous = ready.load(Ordering::Acquire).then(|| shared.runtime.load().config.clone());
+            if let Some(cfg) = compile_dir(&dir, previous.as_ref(), &shared) {
+                install(&shared, &ready, cfg);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Cluster mode: watch the one snapshot Secret (RBAC: get/list/watch on that name only).
+pub async fn watch_secret(ns_name: String, shared: Arc<Shared>, ready: Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::runtime::watcher;
+    let (ns, name) = ns_name
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--snapshot-secret must be NAMESPACE/NAME"))?;
+    let client = kube::Client::try_default().await?;
+    let api: kube::Api<Secret> = kube::Api::namespaced(client, ns);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config).boxed();
+    while let Some(ev) = stream.next().await {
+        let secret = match ev {
+            Ok(watcher::Event::Apply(s)) | Ok(watcher::Event::InitApply(s)) => s,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot Secret watch error");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(trunkgate_crds::snapshot::SNAPSHOT_KEY))
+            .map(|b| b.0.clone());
+        let decoded = match bytes {
+            Some(b) => EdgeConfig::decode(&b),
+            None => Err(trunkgate_crds::snapshot::SnapshotError::Missing),
+        };
+        match decoded {
+            Ok(cfg) => {
+                install(&shared, &ready, cfg);
+            }
+            Err(e) => {
+                shared.metrics.snapshot_reloads.with_label_values(&[e.metric_label()]).inc();
+                tracing::error!(error = %e, "snapshot refused; keeping the last good one");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,752 @@
+//! One worker: a single-threaded event loop that owns its sockets (SO_REUSEPORT), its
+//! transactions (RFC 3261 §17), its dialogs and its calls. No locks on the call path; the
+//! snapshot is read through ArcSwap. A message for a call another worker owns is handed over.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use trunkgate_sip::{HasHeaders, Request, Response, SipMessage};
+
+use crate::auth::AuthState;
+use crate::call::{Call, CallState, LegId, Side};
+use crate::config::Runtime;
+use crate::ids::{IdMint, owner};
+use crate::message::{Builder, reason_phrase, warning};
+use crate::metrics::Metrics;
+use crate::msg;
+use crate::settings::Settings;
+
+/// RFC 3261 §17.1.1.1 timer values.
+pub const T1: Duration = Duration::from_millis(500);
+pub const T2: Duration = Duration::from_secs(4);
+pub const T4: Duration = Duration::from_secs(5);
+/// Timer B/F/H/J: 64·T1.
+pub const TX_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// (top Via branch, method) of a request we received.
+pub type ServerKey = (String, String);
+/// (branch we minted, method) of a request we sent.
+pub type ClientKey = (String, String);
+
+/// What every worker shares, read-only but for atomics and the snapshot swap.
+pub struct Shared {
+    pub settings: Settings,
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub handoff: Vec<mpsc::Sender<Handoff>>,
+    pub draining: AtomicBool,
+    /// host:port in carrier-side Via/Contact.
+    pub public_hostport: String,
+    /// host:port in platform-side Via/Contact.
+    pub internal_hostport: String,
+    pub nonce_key: [u8; 32],
+}
+
+/// A parsed message for another worker's call.
+pub struct Handoff {
+    pub side: Side,
+    pub src: SocketAddr,
+    pub msg: SipMessage,
+}
+
+/// Work that comes back to the worker from its own tasks.
+pub enum Event {
+    Resolved {
+        call: u64,
+        result: Result<Vec<SocketAddr>, String>,
+    },
+}
+
+/// A request we received and the responses we gave it.
+pub struct ServerTxn {
+    pub side: Side,
+    pub peer: SocketAddr,
+    pub call: Option<(u64, LegId)>,
+    /// Via…CSeq lines every response to this request repeats (RFC 3261 §8.2.6.2).
+    pub prefix: String,
+    pub last: Option<Vec<u8>>,
+    pub final_code: Option<u16>,
+    pub acked: bool,
+    pub interval: Duration,
+    pub started: Instant,
+}
+
+/// Why we sent a request.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    /// The INVITE that sets up leg B.
+    Setup,
+    /// A request relayed from the other leg; its answer goes back to that server transaction.
+    Relay(ServerKey),
+    /// A BYE ending this leg.
+    Bye,
+    /// A CANCEL of leg B's INVITE.
+    Cancel,
+}
+
+/// A request we sent and its state.
+pub struct ClientTxn {
+    pub call: u64,
+    pub leg: LegId,
+    pub purpose: Purpose,
+    pub side: Side,
+    pub dest: SocketAddr,
+    pub bytes: Vec<u8>,
+    pub invite: bool,
+    /// A response (any) has arrived: retransmissions stop (§17.1.1.2, §17.1.2.2).
+    pub responded: bool,
+    pub completed: bool,
+    pub interval: Duration,
+    pub started: Instant,
+    /// Request-URI, From, To and Call-ID lines, for an ACK or CANCEL of this INVITE.
+    pub ruri: String,
+    pub ident: String,
+    pub cseq: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum Timer {
+    ClientRetransmit(ClientKey),
+    ClientTimeout(ClientKey),
+    Failover(ClientKey),
+    ClientForget(ClientKey),
+    ServerRetransmit(ServerKey),
+    ServerForget(ServerKey),
+    CallForget(u64),
+}
+
+/// A worker's sockets: sending borrows only these, not the worker's tables.
+pub struct Net {
+    pub public: Arc<UdpSocket>,
+    pub internal: Arc<UdpSocket>,
+    pub metrics: Metrics,
+}
+
+impl Net {
+    pub fn send(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
+        let sock = match side {
+            Side::Public => &self.public,
+            Side::Internal => &self.internal,
+        };
+        if let Err(e) = sock.try_send_to(bytes, dest) {
+            self.metrics.send_errors.with_label_values(&[side.label()]).inc();
+            tracing::debug!(error = %e, %dest, "send failed");
+        }
+    }
+}
+
+impl Shared {
+    pub fn hostport(&self, side: Side) -> &str {
+        match side {
+            Side::Public => &self.public_hostport,
+            Side::Internal => &self.internal_hostport,
+        }
+    }
+}
+
+/// One worker's state.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub net: Net,
+    pub mint: IdMint,
+    pub calls: HashMap<u64, Call>,
+    pub next_call: u64,
+    pub dialogs: HashMap<(String, String), (u64, LegId)>,
+    pub servers: HashMap<ServerKey, ServerTxn>,
+    pub clients: HashMap<ClientKey, ClientTxn>,
+    pub timers: BTreeMap<(Instant, u64), Timer>,
+    pub timer_seq: u64,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub auth: AuthState,
+    pub dns: HashMap<String, (Vec<std::net::IpAddr>, Instant)>,
+}
+
+impl Worker {
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn hostport(&self, side: Side) -> &str {
+        self.shared.hostport(side)
+    }
+
+    /// Runs until shutdown completes.
+    pub async fn run(
+        mut self,
+        mut handoff_rx: mpsc::Receiver<Handoff>,
+        mut events_rx: mpsc::UnboundedReceiver<Event>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let public = self.net.public.clone();
+        let internal = self.net.internal.clone();
+        let mut buf_pub = vec![0u8; 65_535];
+        let mut buf_int = vec![0u8; 65_535];
+        let mut stopping = false;
+        loop {
+            let next = self.timers.first_key_value().map(|((t, _), _)| *t);
+            let sleep = async move {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = public.recv_from(&mut buf_pub) => match r {
+                    Ok((n, src)) => self.on_datagram(Side::Public, src, &buf_pub[..n]),
+                    Err(e) => tracing::debug!(error = %e, "public recv"),
+                },
+                r = internal.recv_from(&mut buf_int) => match r {
+                    Ok((n, src)) => self.on_datagram(Side::Internal, src, &buf_int[..n]),
+                    Err(e) => tracing::debug!(error = %e, "internal recv"),
+                },
+                Some(h) = handoff_rx.recv() => self.on_message(h.side, h.src, h.msg, false),
+                Some(e) = events_rx.recv() => self.on_event(e),
+                _ = sleep => self.fire_timers(),
+                r = shutdown.changed(), if !stopping => {
+                    if r.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                    }
+                }
+            }
+            if stopping && self.calls.is_empty() {
+                return;
+            }
+        }
+    }
+
+    // ---- sending -------------------------------------------------------------------------
+
+    pub fn send(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
+        self.net.send(side, dest, bytes);
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    pub fn schedule(&mut self, after: Duration, t: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((Instant::now() + after, self.timer_seq), t);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let t = entry.remove();
+            self.on_timer(t);
+        }
+    }
+
+    fn on_timer(&mut self, t: Timer) {
+        match t {
+            Timer::ClientRetransmit(key) => {
+                let Some(tx) = self.clients.get_mut(&key) else { return };
+                if tx.responded || tx.completed {
+                    return;
+                }
+                // RFC 3261 §17.1.1.2 Timer A doubles; §17.1.2.2 Timer E doubles up to T2.
+                tx.interval = if tx.invite { tx.interval * 2 } else { (tx.interval * 2).min(T2) };
+                let (side, dest, interval) = (tx.side, tx.dest, tx.interval);
+                let bytes = tx.bytes.clone();
+                self.send(side, dest, &bytes);
+                self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+                self.schedule(interval, Timer::ClientRetransmit(key));
+            }
+            Timer::ClientTimeout(key) => {
+                let Some(tx) = self.clients.get(&key) else { return };
+                if tx.completed {
+                    return;
+                }
+                self.metrics().timeouts.with_label_values(&[tx.side.label()]).inc();
+                self.client_failed(key, 408, "no answer within 32 s (RFC 3261 timer B/F)".into());
+            }
+            Timer::Failover(key) => {
+                let Some(tx) = self.clients.get(&key) else { return };
+                if tx.responded || tx.completed {
+                    return;
+                }
+                self.metrics().timeouts.with_label_values(&[tx.side.label()]).inc();
+                let secs = self.shared.settings.failover_seconds;
+                self.client_failed(key, 408, format!("carrier target did not answer within {secs} s"));
+            }
+            Timer::ClientForget(key) => {
+                self.clients.remove(&key);
+            }
+            Timer::ServerRetransmit(key) => self.server_retransmit(key),
+            Timer::ServerForget(key) => {
+                self.servers.remove(&key);
+            }
+            Timer::CallForget(id) => self.forget_call(id),
+        }
+    }
+
+    // ---- server transactions ---------------------------------------------------------------
+
+    /// Opens a server transaction for `req` from `src`; `tag` is the To tag our responses carry.
+    pub fn open_server(&mut self, side: Side, src: SocketAddr, req: &Request, tag: Option<&str>) -> ServerKey {
+        let key = server_key(req);
+        let prefix = response_prefix(req, src, tag);
+        self.metrics().transactions.with_label_values(&[side.label(), "server"]).inc();
+        self.servers.insert(
+            key.clone(),
+            ServerTxn {
+                side,
+                peer: src,
+                call: None,
+                prefix,
+                last: None,
+                final_code: None,
+                acked: false,
+                interval: T1,
+                started: Instant::now(),
+            },
+        );
+        key
+    }
+
+    /// Sends a response on a server transaction; final responses start the RFC 3261 §17.2
+    /// timers (G/H for INVITE, 2xx retransmission per §13.3.1.4, J for others).
+    pub fn respond(&mut self, key: &ServerKey, code: u16, reason: &str, lines: &str, body: &[u8]) {
+        let Some(tx) = self.servers.get_mut(key) else { return };
+        if tx.final_code.is_some() {
+            return;
+        }
+        let mut b = Builder::response(code, reason).raw(&tx.prefix);
+        if !lines.is_empty() {
+            b = b.raw(lines);
+        }
+        let bytes = b.body(body);
+        let (side, peer) = (tx.side, tx.peer);
+        self.net.send(side, peer, &bytes);
+        tx.last = Some(bytes);
+        if code >= 200 {
+            tx.final_code = Some(code);
+            tx.started = Instant::now();
+            if key.1 == "INVITE" {
+                self.schedule(T1, Timer::ServerRetransmit(key.clone()));
+            } else {
+                self.schedule(TX_TIMEOUT, Timer::ServerForget(key.clone()));
+            }
+        }
+    }
+
+    /// A refusal with a Warning saying why (RFC 3261 §20.43).
+    pub fn refuse(&mut self, key: &ServerKey, code: u16, text: &str, extra: &str) {
+        let mut lines = format!("Warning: {}\r\n", warning(&self.shared.public_hostport, text));
+        lines.push_str(extra);
+        self.respond(key, code, reason_phrase(code), &lines, &[]);
+    }
+
+    fn server_retransmit(&mut self, key: ServerKey) {
+        let Some(tx) = self.servers.get_mut(&key) else { return };
+        if tx.acked {
+            return;
+        }
+        if tx.started.elapsed() >= TX_TIMEOUT {
+            // Timer H (non-2xx) or the §13.3.1.4 give-up for 2xx: no ACK ever came.
+            let (side, call, code) = (tx.side, tx.call, tx.final_code);
+            self.metrics().timeouts.with_label_values(&[side.label()]).inc();
+            self.servers.remove(&key);
+            if let (Some((id, leg)), Some(200..=299)) = (call, code) {
+                tracing::info!(call = id, "no ACK for 2xx; ending the call");
+                self.end_call(id, Some(leg), "no ACK");
+            }
+            return;
+        }
+        // Timer G doubles up to T2 (§17.2.1); so does the 2xx retransmission (§13.3.1.4).
+        tx.interval = (tx.interval * 2).min(T2);
+        let interval = tx.interval;
+        if let Some(bytes) = tx.last.clone() {
+            let (side, peer) = (tx.side, tx.peer);
+            self.send(side, peer, &bytes);
+            self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+        }
+        self.schedule(interval, Timer::ServerRetransmit(key));
+    }
+
+    // ---- client transactions ---------------------------------------------------------------
+
+    /// Sends a request and keeps it for retransmission (RFC 3261 §17.1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_client(
+        &mut self,
+        call: u64,
+        leg: LegId,
+        purpose: Purpose,
+        side: Side,
+        dest: SocketAddr,
+        method: &str,
+        branch: String,
+        bytes: Vec<u8>,
+        ruri: String,
+        ident: String,
+        cseq: u32,
+    ) -> ClientKey {
+        let key = (branch, method.to_string());
+        let invite = method == "INVITE";
+        self.send(side, dest, &bytes);
+        self.metrics().transactions.with_label_values(&[side.label(), "client"]).inc();
+        self.clients.insert(
+            key.clone(),
+            ClientTxn {
+                call,
+                leg,
+                purpose,
+                side,
+                dest,
+                bytes,
+                invite,
+                responded: false,
+                completed: false,
+                interval: T1,
+                started: Instant::now(),
+                ruri,
+                ident,
+                cseq,
+            },
+        );
+        self.schedule(T1, Timer::ClientRetransmit(key.clone()));
+        self.schedule(TX_TIMEOUT, Timer::ClientTimeout(key.clone()));
+        key
+    }
+
+    // ---- receiving -------------------------------------------------------------------------
+
+    fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
+        match trunkgate_sip::parse(data) {
+            Ok(m) => self.on_message(side, src, m, true),
+            Err(trunkgate_sip::CodecError::KeepAlive) => {}
+            Err(e) => {
+                self.metrics()
+                    .malformed
+                    .with_label_values(&[side.label(), e.metric_label()])
+                    .inc();
+                if side == Side::Public && !self.source_allowed(src) {
+                    self.metrics().acl_drops.with_label_values(&[side.label()]).inc();
+                    return;
+                }
+                if let Some(mut reply) = e.reply() {
+                    reply
+                        .headers
+                        .push(trunkgate_sip::warning(&self.shared.public_hostport, e.reason()));
+                    self.send(side, src, &trunkgate_sip::serialize(&reply));
+                }
+            }
+        }
+    }
+
+    fn source_allowed(&self, src: SocketAddr) -> bool {
+        self.shared.runtime.load().trunks_for_source(src.ip()).next().is_some()
+    }
+
+    fn hand_off(&self, to: usize, side: Side, src: SocketAddr, m: SipMessage) {
+        match self.shared.handoff.get(to).map(|tx| tx.try_send(Handoff { side, src, msg: m })) {
+            Some(Ok(())) => self.metrics().handoffs.with_label_values(&["ok"]).inc(),
+            _ => self.metrics().handoffs.with_label_values(&["dropped"]).inc(),
+        }
+    }
+
+    pub fn on_message(&mut self, side: Side, src: SocketAddr, m: SipMessage, may_hand_off: bool) {
+        if side == Side::Public && !self.source_allowed(src) {
+            self.metrics().acl_drops.with_label_values(&[side.label()]).inc();
+            if self.shared.settings.acl_reply_403 {
+                if let SipMessage::Request(r) = &m {
+                    if r.method != trunkgate_sip::Method::Ack {
+                        let key = self.open_server(side, src, r, None);
+                        self.refuse(&key, 403, "source address not allowed by any CarrierTrunk", "");
+                    }
+                }
+            }
+            return;
+        }
+        let owner_of = |id: Option<&str>| id.and_then(owner);
+        match m {
+            SipMessage::Response(r) => {
+                let to = owner_of(trunkgate_sip::top_via_branch(&r));
+                match to {
+                    Some(w) if may_hand_off && w != self.index => {
+                        self.hand_off(w, side, src, SipMessage::Response(r))
+                    }
+                    _ => self.on_response(side, src, &r),
+                }
+            }
+            SipMessage::Request(r) => {
+                let to = owner_of(trunkgate_sip::to_tag(&r));
+                match to {
+                    Some(w) if may_hand_off && w != self.index => {
+                        self.hand_off(w, side, src, SipMessage::Request(r))
+                    }
+                    _ => self.on_request(side, src, &r),
+                }
+            }
+            SipMessage::Extension(r) => {
+                // RFC 3261 §8.2.1: a method we do not know gets 501.
+                let key = (
+                    trunkgate_sip::top_via_branch(&r).unwrap_or_default().to_string(),
+                    r.method.clone(),
+                );
+                let prefix = response_prefix_of(&r, src, None);
+                let bytes = Builder::response(501, "Not Implemented")
+                    .raw(&prefix)
+                    .header("Allow", ALLOW)
+                    .finish();
+                let _ = key;
+                self.send(side, src, &bytes);
+            }
+        }
+    }
+
+    fn on_request(&mut self, side: Side, src: SocketAddr, req: &Request) {
+        use trunkgate_sip::Method as M;
+        if req.method == M::Ack {
+            return self.on_ack(side, src, req);
+        }
+        if req.method == M::Cancel {
+            return self.on_cancel(side, src, req);
+        }
+        let key = server_key(req);
+        if let Some(tx) = self.servers.get(&key) {
+            // A retransmission: repeat the last response (§17.2.1, §17.2.2).
+            if let Some(bytes) = tx.last.clone() {
+                let (s, p) = (tx.side, tx.peer);
+                self.send(s, p, &bytes);
+            }
+            self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+            return;
+        }
+        if trunkgate_sip::max_forwards(req) == Some(0) && req.method != M::Options {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 483, "Max-Forwards reached 0", "");
+        }
+        if self.is_loop(req) {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 482, "request already passed through this edge", "");
+        }
+        if let Some(tag) = trunkgate_sip::to_tag(req) {
+            let tag = tag.to_string();
+            return self.on_in_dialog(side, src, req, &tag);
+        }
+        match req.method {
+            M::Invite => self.on_new_invite(side, src, req),
+            M::Options => {
+                let k = self.open_server(side, src, req, None);
+                self.metrics().options_answered.inc();
+                let lines = format!("Allow: {ALLOW}\r\nAccept: application/sdp\r\nSupported: 100rel, timer\r\n");
+                self.respond(&k, 200, "OK", &lines, &[]);
+            }
+            M::Register | M::Subscribe | M::Publish | M::Message | M::Refer | M::Notify => {
+                let k = self.open_server(side, src, req, None);
+                let lines = format!("Allow: {ALLOW}\r\n");
+                self.refuse(&k, 405, "the edge only carries calls", &lines);
+            }
+            _ => {
+                let k = self.open_server(side, src, req, None);
+                self.refuse(&k, 481, "no such call", "");
+            }
+        }
+    }
+
+    /// RFC 3261 §16.3 item 4 in spirit: a request carrying a Via we minted came back to us.
+    fn is_loop(&self, req: &Request) -> bool {
+        msg::headers(req, "Via").any(|v| {
+            msg::param(v, "branch").and_then(owner).is_some()
+                && (v.contains(self.shared.public_hostport.as_str()) || v.contains(self.shared.internal_hostport.as_str()))
+        })
+    }
+
+    fn on_response(&mut self, side: Side, src: SocketAddr, resp: &Response) {
+        let Some(branch) = trunkgate_sip::top_via_branch(resp) else { return };
+        let Some((_, method)) = trunkgate_sip::cseq(resp) else { return };
+        let key = (branch.to_string(), method.to_string());
+        let code = resp.status_code.code();
+        let Some(tx) = self.clients.get_mut(&key) else {
+            tracing::debug!(%src, code, "response matches no transaction");
+            return;
+        };
+        if tx.side != side {
+            return;
+        }
+        tx.responded = true;
+        if code >= 200 {
+            if tx.completed {
+                // A retransmitted final: repeat our ACK for a non-2xx (§17.1.1.3) and for a
+                // 2xx of leg B's INVITE (§13.2.2.4).
+                if tx.invite {
+                    let (call, leg) = (tx.call, tx.leg);
+                    if code >= 300 {
+                        let ack = ack_for_non_2xx(tx, resp);
+                        let (s, d) = (tx.side, tx.dest);
+                        self.net.send(s, d, &ack);
+                    } else if let Some(c) = self.calls.get(&call) {
+                        if leg == LegId::B {
+                            if let Some(ack) = c.b_ack.clone() {
+                                let (s, d) = (c.b.side, c.b.peer);
+                                self.send(s, d, &ack);
+                            }
+                        }
+                    }
+                }
+                return;
+            }
+            tx.completed = true;
+            if tx.invite && code >= 300 {
+                let ack = ack_for_non_2xx(tx, resp);
+                let (s, d) = (tx.side, tx.dest);
+                self.net.send(s, d, &ack);
+            }
+            // Keep the transaction a while to absorb retransmissions (timers D/K, RFC 6026).
+            let linger = if tx.invite { TX_TIMEOUT } else { T4 };
+            self.schedule(linger, Timer::ClientForget(key.clone()));
+        }
+        self.client_response(key, resp);
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Resolved { call, result } => self.on_resolved(call, result),
+        }
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    /// Removes a call and everything that points to it.
+    fn forget_call(&mut self, id: u64) {
+        if let Some(c) = self.calls.remove(&id) {
+            self.dialogs.remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            self.dialogs.remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
+        }
+    }
+
+    /// Marks a call over, writes its record and schedules its removal.
+    pub fn finish_call(&mut self, id: u64) {
+        let Some(c) = self.calls.get_mut(&id) else { return };
+        if c.state == CallState::Ended {
+            return;
+        }
+        c.state = CallState::Ended;
+        c.slot = None;
+        let code = c.final_code.unwrap_or(500);
+        self.shared
+            .metrics
+            .calls
+            .with_label_values(&[c.trunk_id(), c.direction.label(), crate::metrics::code_class(code)])
+            .inc();
+        if self.shared.settings.cdr {
+            crate::cdr::write(c);
+        }
+        self.schedule(TX_TIMEOUT, Timer::CallForget(id));
+    }
+
+    /// Sends a raw ACK (no transaction: §17.1.1.3 / §13.2.2.4).
+    pub fn send_raw(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
+        self.send(side, dest, bytes);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Methods the edge accepts (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
+
+pub fn server_key(req: &Request) -> ServerKey {
+    let branch = trunkgate_sip::top_via_branch(req).unwrap_or_default().to_string();
+    // ACK matches the INVITE transaction (§17.2.3).
+    let method = match req.method {
+        trunkgate_sip::Method::Ack => "INVITE".to_string(),
+        ref m => msg::method_name(m).to_string(),
+    };
+    (branch, method)
+}
+
+/// The lines every response to `req` repeats: Via (top one with received/rport, RFC 3581),
+/// From, To (with our tag), Call-ID, CSeq.
+pub fn response_prefix(req: &Request, src: SocketAddr, tag: Option<&str>) -> String {
+    response_prefix_of(req, src, tag)
+}
+
+pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str>) -> String {
+    let mut s = String::with_capacity(512);
+    for (i, via) in msg::headers(m, "Via").enumerate() {
+        s.push_str("Via: ");
+        if i == 0 {
+            s.push_str(&with_received(via, src));
+        } else {
+            s.push_str(via);
+        }
+        s.push_str("\r\n");
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        if let Some(v) = msg::header(m, name) {
+            s.push_str(name);
+            s.push_str(": ");
+            s.push_str(v);
+            if name == "To" && msg::param(v, "tag").is_none() {
+                if let Some(t) = tag {
+                    s.push_str(";tag=");
+                    s.push_str(t);
+                }
+            }
+            s.push_str("\r\n");
+        }
+    }
+    s
+}
+
+/// RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via.
+fn with_received(via: &str, src: SocketAddr) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut had_rport = false;
+    for (i, p) in via.split(';').enumerate() {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if i > 0 && name.eq_ignore_ascii_case("rport") {
+            had_rport = true;
+            parts.push(format!("rport={}", src.port()));
+        } else if i > 0 && name.eq_ignore_ascii_case("received") {
+            continue;
+        } else {
+            parts.push(p.to_string());
+        }
+    }
+    let mut out = parts.join(";");
+    out.push_str(&format!(";received={}", src.ip()));
+    let _ = had_rport;
+    out
+}
+
+/// The ACK for a non-2xx final response: same branch, Request-URI, From, Call-ID and CSeq
+/// number as the INVITE, To from the response (RFC 3261 §17.1.1.3).
+fn ack_for_non_2xx(tx: &ClientTxn, resp: &Response) -> Vec<u8> {
+    let to = msg::header(resp, "To").unwrap_or_default();
+    let top_via = msg::header(resp, "Via").unwrap_or_default();
+    Builder::request("ACK", &tx.ruri)
+        .header("Via", &strip_received(top_via))
+        .header("Max-Forwards", "70")
+        .raw(&tx.ident)
+        .header("To", to)
+        .header("CSeq", &format!("{} ACK", tx.cseq))
+        .finish()
+}
+
+fn strip_received(via: &str) -> String {
+    via.split(';')
+        .filter(|p| {
+            let n = p.split('=').next().unwrap_or("").trim();
+            !n.eq_ignore_ascii_case("received")
+        })
+        .map(|p| {
+            let n = p.split('=').next().unwrap_or("").trim();
+            if n.eq_ignore_ascii_case("rport") { "rport" } else { p }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
