@@ -91,7 +91,12 @@ pub fn hop_of(t: &SipTarget) -> Hop {
             _ => ";transport=tls",
         });
     }
-    Hop { host, port, uri_host }
+    Hop {
+        host,
+        port,
+        transport: t.transport,
+        uri_host,
+    }
 }
 
 /// Carrier → platform.

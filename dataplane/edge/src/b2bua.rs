@@ -11,7 +11,7 @@ use crate::admission;
 use crate::call::{Call, CallState, Direction, Leg, LegId, Side};
 use crate::message::{Builder, reason_phrase, via};
 use crate::msg;
-use crate::worker::{ClientKey, Event, Purpose, ServerKey, T4, Timer, Worker};
+use crate::worker::{ClientKey, Event, Link, Purpose, ServerKey, T4, Timer, Worker};
 
 fn strip_tag(value: &str) -> String {
     value
@@ -28,7 +28,7 @@ fn reason_of(resp: &Response) -> String {
 }
 
 impl Worker {
-    pub(crate) fn on_new_invite(&mut self, side: Side, src: SocketAddr, req: &Request) {
+    pub(crate) fn on_new_invite(&mut self, side: Side, src: &Link, req: &Request) {
         let tag = self.mint.tag();
         let key = self.open_server(side, src, req, Some(&tag));
         if self.draining() {
@@ -37,7 +37,7 @@ impl Worker {
         let rt = self.shared.runtime.load_full();
         let host = self.hostport(side.other()).to_string();
         let admitted = match side {
-            Side::Public => admission::inbound(&rt, &mut self.auth, src, req, &host),
+            Side::Public => admission::inbound(&rt, &mut self.auth, src.addr(), req, &host),
             Side::Internal => admission::outbound(&rt, req, &host),
         };
         let adm = match admitted {
@@ -62,7 +62,7 @@ impl Worker {
         let (cseq, _) = trunkgate_sip::cseq(req).unwrap_or((1, "INVITE"));
         let a = Leg {
             side,
-            peer: src,
+            peer: src.clone(),
             call_id,
             local_tag: tag,
             remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
@@ -77,7 +77,7 @@ impl Worker {
         };
         let b = Leg {
             side: side.other(),
-            peer: src,
+            peer: src.clone(),
             call_id: self.mint.call_id(),
             local_tag: self.mint.tag(),
             remote_tag: None,
@@ -191,12 +191,23 @@ impl Worker {
     }
 
     /// Sends (or re-sends, on failover and digest) the B-leg INVITE to `dest`.
-    fn send_b_invite(&mut self, id: u64, dest: SocketAddr) {
+    fn send_b_invite(&mut self, id: u64, addr: SocketAddr) {
         let branch = self.mint.branch();
+        let Some(transport) = self.calls.get(&id).and_then(|c| c.hops.get(c.next_hop.wrapping_sub(1))).map(|h| h.transport) else { return };
+        let side = match self.calls.get(&id) { Some(c) => c.b.side, None => return };
+        let dest = match self.link_to(side, addr, transport) {
+            Ok(l) => l,
+            Err(text) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.last_failure = Some((503, text));
+                }
+                return self.next_hop(id);
+            }
+        };
         let Some(c) = self.calls.get_mut(&id) else { return };
         let Some(hop) = c.hops.get(c.next_hop.wrapping_sub(1)) else { return };
         let ruri = format!("sip:{}@{}", c.b_user, hop.uri_host);
-        c.b.peer = dest;
+        c.b.peer = dest.clone();
         c.b.remote = format!("<sip:{}@{}>", c.b_user, hop.uri_host);
         c.b.remote_target = ruri.clone();
         c.b.remote_tag = None;
@@ -211,7 +222,7 @@ impl Worker {
         };
         let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", c.b.local, c.b.local_tag, c.b.call_id);
         let mut b = Builder::request("INVITE", &ruri)
-            .header("Via", &via("UDP", hostport, &branch))
+            .header("Via", &via(dest.transport(), hostport, &branch))
             .raw(&ident)
             .header("To", &c.b.remote)
             .header("CSeq", &format!("{cseq} INVITE"))
@@ -330,7 +341,7 @@ impl Worker {
                         c.auth_answered = true;
                         c.auth_line = Some(line);
                         c.next_hop -= 1;
-                        let dest = c.b.peer;
+                        let dest = c.b.peer.addr();
                         return self.send_b_invite(id, dest);
                     }
                     Err(text) => return self.fail_a(id, 403, &text),
@@ -401,7 +412,7 @@ impl Worker {
         };
         let to = msg::header(resp, "To").unwrap_or_default();
         let mut b = Builder::request("ACK", &c.b.remote_target)
-            .header("Via", &via("UDP", &hostport, &branch))
+            .header("Via", &via(c.b.peer.transport(), &hostport, &branch))
             .header("Max-Forwards", "70");
         for r in &c.b.route_set {
             b.push("Route", r);
@@ -412,27 +423,28 @@ impl Worker {
             .header("Call-ID", &c.b.call_id)
             .header("CSeq", &format!("{} ACK", c.b.invite_cseq))
             .finish();
-        let (side, peer) = (c.b.side, c.b.peer);
-        c.b_ack = Some(bytes.clone());
-        self.send_raw(side, peer, &bytes);
+        c.b_ack = Some(bytes);
+        if let Some(ack) = &c.b_ack {
+            self.net.send(c.b.side, &c.b.peer, ack);
+        }
     }
 
     fn ack_and_bye_stray(&mut self, _id: u64, key: &ClientKey, resp: &Response) {
         let Some(tx) = self.clients.get(key) else { return };
-        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest, tx.ruri.clone(), tx.ident.clone(), tx.cseq);
+        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest.clone(), tx.ruri.clone(), tx.ident.clone(), tx.cseq);
         let to = msg::header(resp, "To").unwrap_or_default().to_string();
         let target = msg::header(resp, "Contact").map(msg::uri_of).map(str::to_string).unwrap_or(ruri);
         let hostport = self.hostport(side).to_string();
         for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
             let branch = self.mint.branch();
             let bytes = Builder::request(method, &target)
-                .header("Via", &via("UDP", &hostport, &branch))
+                .header("Via", &via(dest.transport(), &hostport, &branch))
                 .header("Max-Forwards", "70")
                 .raw(&ident)
                 .header("To", &to)
                 .header("CSeq", &format!("{n} {method}"))
                 .finish();
-            self.send_raw(side, dest, &bytes);
+            self.send_raw(side, &dest, &bytes);
         }
     }
 
@@ -445,13 +457,13 @@ impl Worker {
         let hostport = self.hostport(tx.side).to_string();
         let to = format!("<sip:{}@{}>", c.b_user, c.hops.get(c.next_hop.wrapping_sub(1)).map(|h| h.uri_host.as_str()).unwrap_or_default());
         let bytes = Builder::request("CANCEL", &tx.ruri)
-            .header("Via", &via("UDP", &hostport, &inv.0))
+            .header("Via", &via(tx.dest.transport(), &hostport, &inv.0))
             .header("Max-Forwards", "70")
             .raw(&tx.ident)
             .header("To", &to)
             .header("CSeq", &format!("{} CANCEL", tx.cseq))
             .finish();
-        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest, tx.ruri.clone(), tx.ident.clone(), tx.cseq);
+        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest.clone(), tx.ruri.clone(), tx.ident.clone(), tx.cseq);
         self.open_client(id, LegId::B, Purpose::Cancel, side, dest, "CANCEL", inv.0.clone(), bytes, ruri, ident, cseq);
     }
 
@@ -498,7 +510,7 @@ impl Worker {
         self.finish_call(id);
     }
 
-    pub(crate) fn on_ack(&mut self, _side: Side, _src: SocketAddr, req: &Request) {
+    pub(crate) fn on_ack(&mut self, _side: Side, _src: &Link, req: &Request) {
         let key = crate::worker::server_key(req);
         if let Some(tx) = self.servers.get_mut(&key) {
             if tx.final_code.is_some_and(|c| c >= 300) {
@@ -530,13 +542,13 @@ impl Worker {
         let body = req.body.clone();
         let lines = msg::copied_lines(req);
         let (bytes, _, _, side, peer) = in_dialog_request(l, "ACK", &branch, cseq, None, &lines, &body, self_hostport(&self.shared, l.side));
+        self.net.send(side, &peer, &bytes);
         if initial {
-            c.b_ack = Some(bytes.clone());
+            c.b_ack = Some(bytes);
         }
-        self.send_raw(side, peer, &bytes);
     }
 
-    pub(crate) fn on_cancel(&mut self, side: Side, src: SocketAddr, req: &Request) {
+    pub(crate) fn on_cancel(&mut self, side: Side, src: &Link, req: &Request) {
         let branch = trunkgate_sip::top_via_branch(req).unwrap_or_default().to_string();
         let inv = (branch, "INVITE".to_string());
         let Some(tx) = self.servers.get(&inv) else {
@@ -568,7 +580,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn on_in_dialog(&mut self, side: Side, src: SocketAddr, req: &Request, tag: &str) {
+    pub(crate) fn on_in_dialog(&mut self, side: Side, src: &Link, req: &Request, tag: &str) {
         let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
         let found = self.dialogs.get(&(call_id, tag.to_string())).copied();
         let live = found.and_then(|(id, leg)| {
@@ -661,11 +673,15 @@ fn in_dialog_request(
     lines: &str,
     body: &[u8],
     hostport: String,
-) -> (Vec<u8>, String, String, Side, SocketAddr) {
-    let ruri = if l.remote_target.is_empty() { format!("sip:{}", crate::settings::host_port(l.peer)) } else { l.remote_target.clone() };
+) -> (Vec<u8>, String, String, Side, Link) {
+    let ruri = if l.remote_target.is_empty() {
+        format!("sip:{}", crate::settings::host_port(l.peer.addr()))
+    } else {
+        l.remote_target.clone()
+    };
     let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", l.local, l.local_tag, l.call_id);
     let mut b = Builder::request(method, &ruri)
-        .header("Via", &via("UDP", &hostport, branch))
+        .header("Via", &via(l.peer.transport(), &hostport, branch))
         .header("Max-Forwards", "70");
     for r in &l.route_set {
         b.push("Route", r);
@@ -675,7 +691,7 @@ fn in_dialog_request(
         b.push("Contact", &format!("<sip:{hp}>"));
     }
     let bytes = b.raw(lines).body(body);
-    (bytes, ruri, ident, l.side, l.peer)
+    (bytes, ruri, ident, l.side, l.peer.clone())
 }
 
 impl Side {

@@ -1,7 +1,6 @@
 //! A call as the B2BUA holds it: two legs, each a dialog of its own (RFC 3261 §12), and what is
 //! needed to finish the call and write its record.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -76,7 +75,7 @@ pub struct Leg {
     pub side: Side,
     /// Where requests and responses for this leg go (symmetric signalling: the address the peer
     /// sent from, or the target we chose).
-    pub peer: SocketAddr,
+    pub peer: crate::worker::Link,
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: Option<String>,
@@ -116,6 +115,7 @@ pub enum CallState {
 pub struct Hop {
     pub host: String,
     pub port: u16,
+    pub transport: trunkgate_crds::Transport,
     /// The Request-URI host part (`host` or `host:port`).
     pub uri_host: String,
 }

@@ -70,7 +70,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // Bind every worker's sockets before anything runs, so a bad address fails at once.
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
-        sockets.push((reuseport_udp(settings.public_sip)?, reuseport_udp(settings.internal_sip)?));
+        sockets.push((
+            reuseport_udp(settings.public_sip)?,
+            reuseport_udp(settings.internal_sip)?,
+            crate::tcp::reuseport_tcp(settings.public_sip)?,
+            crate::tcp::reuseport_tcp(settings.internal_sip)?,
+        ));
     }
 
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +132,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let mut threads = Vec::with_capacity(workers);
-    for (index, ((public, internal), rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {
+    for (index, ((public, internal, tcp_public, tcp_internal), rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
         let t = std::thread::Builder::new()
@@ -149,6 +154,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         }
                     };
                     let (events_tx, events_rx) = mpsc::unbounded_channel();
+                    for (listener, side) in [(tcp_public, crate::call::Side::Public), (tcp_internal, crate::call::Side::Internal)] {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => {
+                                tokio::spawn(crate::tcp::accept(l, side, events_tx.clone(), shared.metrics.clone()));
+                            }
+                            Err(e) => tracing::error!(error = %e, "TCP listener"),
+                        }
+                    }
                     let key = shared.nonce_key;
                     let worker = Worker {
                         index,
@@ -169,6 +182,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         events: events_tx,
                         auth: AuthState::new(key),
                         dns: Default::default(),
+                        tcp_out: Default::default(),
                     };
                     worker.run(rx, events_rx, shutdown).await;
                 });

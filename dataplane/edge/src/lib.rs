@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod msg;
 pub mod settings;
 pub mod source;
+pub mod tcp;
 pub mod worker;
 pub mod edge;

@@ -48,15 +48,45 @@ pub struct Shared {
     pub nonce_key: [u8; 32],
 }
 
+/// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
+/// it; the connection's own worker owns the socket).
+#[derive(Clone, Debug)]
+pub enum Link {
+    Udp(SocketAddr),
+    Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+}
+
+impl Link {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Link::Udp(a) | Link::Tcp(a, _) => *a,
+        }
+    }
+    /// The Via transport token (RFC 3261 §18.1.1: also decides whether we retransmit).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Link::Udp(_) => "UDP",
+            Link::Tcp(..) => "TCP",
+        }
+    }
+    pub fn reliable(&self) -> bool {
+        matches!(self, Link::Tcp(..))
+    }
+}
+
 /// A parsed message for another worker's call.
 pub struct Handoff {
     pub side: Side,
-    pub src: SocketAddr,
+    pub src: Link,
     pub msg: SipMessage,
 }
 
 /// Work that comes back to the worker from its own tasks.
 pub enum Event {
+    /// A message read from one of this worker's TCP connections.
+    Message { side: Side, src: Link, msg: SipMessage },
+    /// A TCP connection we opened could not be used.
+    LinkFailed { addr: SocketAddr },
     Resolved {
         call: u64,
         result: Result<Vec<SocketAddr>, String>,
@@ -66,7 +96,7 @@ pub enum Event {
 /// A request we received and the responses we gave it.
 pub struct ServerTxn {
     pub side: Side,
-    pub peer: SocketAddr,
+    pub peer: Link,
     pub call: Option<(u64, LegId)>,
     /// Via…CSeq lines every response to this request repeats (RFC 3261 §8.2.6.2).
     pub prefix: String,
@@ -96,7 +126,7 @@ pub struct ClientTxn {
     pub leg: LegId,
     pub purpose: Purpose,
     pub side: Side,
-    pub dest: SocketAddr,
+    pub dest: Link,
     pub bytes: Vec<u8>,
     pub invite: bool,
     /// A response (any) has arrived: retransmissions stop (§17.1.1.2, §17.1.2.2).
@@ -129,14 +159,20 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn send(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
-        let sock = match side {
-            Side::Public => &self.public,
-            Side::Internal => &self.internal,
+    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
+        let ok = match dest {
+            Link::Udp(addr) => {
+                let sock = match side {
+                    Side::Public => &self.public,
+                    Side::Internal => &self.internal,
+                };
+                sock.try_send_to(bytes, *addr).is_ok()
+            }
+            Link::Tcp(_, tx) => tx.send(bytes.to_vec()).is_ok(),
         };
-        if let Err(e) = sock.try_send_to(bytes, dest) {
+        if !ok {
             self.metrics.send_errors.with_label_values(&[side.label()]).inc();
-            tracing::debug!(error = %e, %dest, "send failed");
+            tracing::debug!(dest = %dest.addr(), "send failed");
         }
     }
 }
@@ -166,6 +202,7 @@ pub struct Worker {
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
     pub dns: HashMap<String, (Vec<std::net::IpAddr>, Instant)>,
+    pub tcp_out: crate::tcp::Outgoing,
 }
 
 impl Worker {
@@ -206,7 +243,7 @@ impl Worker {
                     Ok((n, src)) => self.on_datagram(Side::Internal, src, &buf_int[..n]),
                     Err(e) => tracing::debug!(error = %e, "internal recv"),
                 },
-                Some(h) = handoff_rx.recv() => self.on_message(h.side, h.src, h.msg, false),
+                Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, h.msg, false),
                 Some(e) = events_rx.recv() => self.on_event(e),
                 _ = sleep => self.fire_timers(),
                 r = shutdown.changed(), if !stopping => {
@@ -223,7 +260,7 @@ impl Worker {
 
     // ---- sending -------------------------------------------------------------------------
 
-    pub fn send(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
+    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
         self.net.send(side, dest, bytes);
     }
 
@@ -254,10 +291,9 @@ impl Worker {
                 }
                 // RFC 3261 §17.1.1.2 Timer A doubles; §17.1.2.2 Timer E doubles up to T2.
                 tx.interval = if tx.invite { tx.interval * 2 } else { (tx.interval * 2).min(T2) };
-                let (side, dest, interval) = (tx.side, tx.dest, tx.interval);
-                let bytes = tx.bytes.clone();
-                self.send(side, dest, &bytes);
-                self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+                self.net.send(tx.side, &tx.dest, &tx.bytes);
+                self.shared.metrics.retransmissions.with_label_values(&[tx.side.label()]).inc();
+                let interval = tx.interval;
                 self.schedule(interval, Timer::ClientRetransmit(key));
             }
             Timer::ClientTimeout(key) => {
@@ -291,15 +327,15 @@ impl Worker {
     // ---- server transactions ---------------------------------------------------------------
 
     /// Opens a server transaction for `req` from `src`; `tag` is the To tag our responses carry.
-    pub fn open_server(&mut self, side: Side, src: SocketAddr, req: &Request, tag: Option<&str>) -> ServerKey {
+    pub fn open_server(&mut self, side: Side, src: &Link, req: &Request, tag: Option<&str>) -> ServerKey {
         let key = server_key(req);
-        let prefix = response_prefix(req, src, tag);
+        let prefix = response_prefix(req, src.addr(), tag);
         self.metrics().transactions.with_label_values(&[side.label(), "server"]).inc();
         self.servers.insert(
             key.clone(),
             ServerTxn {
                 side,
-                peer: src,
+                peer: src.clone(),
                 call: None,
                 prefix,
                 last: None,
@@ -324,8 +360,7 @@ impl Worker {
             b = b.raw(lines);
         }
         let bytes = b.body(body);
-        let (side, peer) = (tx.side, tx.peer);
-        self.net.send(side, peer, &bytes);
+        self.net.send(tx.side, &tx.peer, &bytes);
         tx.last = Some(bytes);
         if code >= 200 {
             tx.final_code = Some(code);
@@ -364,10 +399,10 @@ impl Worker {
         // Timer G doubles up to T2 (§17.2.1); so does the 2xx retransmission (§13.3.1.4).
         tx.interval = (tx.interval * 2).min(T2);
         let interval = tx.interval;
-        if let Some(bytes) = tx.last.clone() {
-            let (side, peer) = (tx.side, tx.peer);
-            self.send(side, peer, &bytes);
-            self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+        // Over TCP the transport delivers; the timer still bounds the wait for the ACK.
+        if let (Some(bytes), false) = (&tx.last, tx.peer.reliable()) {
+            self.net.send(tx.side, &tx.peer, bytes);
+            self.shared.metrics.retransmissions.with_label_values(&[tx.side.label()]).inc();
         }
         self.schedule(interval, Timer::ServerRetransmit(key));
     }
@@ -382,7 +417,7 @@ impl Worker {
         leg: LegId,
         purpose: Purpose,
         side: Side,
-        dest: SocketAddr,
+        dest: Link,
         method: &str,
         branch: String,
         bytes: Vec<u8>,
@@ -392,7 +427,8 @@ impl Worker {
     ) -> ClientKey {
         let key = (branch, method.to_string());
         let invite = method == "INVITE";
-        self.send(side, dest, &bytes);
+        let reliable = dest.reliable();
+        self.send(side, &dest, &bytes);
         self.metrics().transactions.with_label_values(&[side.label(), "client"]).inc();
         self.clients.insert(
             key.clone(),
@@ -413,7 +449,9 @@ impl Worker {
                 cseq,
             },
         );
-        self.schedule(T1, Timer::ClientRetransmit(key.clone()));
+        if !reliable {
+            self.schedule(T1, Timer::ClientRetransmit(key.clone()));
+        }
         self.schedule(TX_TIMEOUT, Timer::ClientTimeout(key.clone()));
         key
     }
@@ -422,7 +460,7 @@ impl Worker {
 
     fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
         match trunkgate_sip::parse(data) {
-            Ok(m) => self.on_message(side, src, m, true),
+            Ok(m) => self.on_message(side, &Link::Udp(src), m, true),
             Err(trunkgate_sip::CodecError::KeepAlive) => {}
             Err(e) => {
                 self.metrics()
@@ -437,7 +475,7 @@ impl Worker {
                     reply
                         .headers
                         .push(trunkgate_sip::warning(&self.shared.public_hostport, e.reason()));
-                    self.send(side, src, &trunkgate_sip::serialize(&reply));
+                    self.send(side, &Link::Udp(src), &trunkgate_sip::serialize(&reply));
                 }
             }
         }
@@ -447,15 +485,16 @@ impl Worker {
         self.shared.runtime.load().trunks_for_source(src.ip()).next().is_some()
     }
 
-    fn hand_off(&self, to: usize, side: Side, src: SocketAddr, m: SipMessage) {
+    fn hand_off(&self, to: usize, side: Side, src: &Link, m: SipMessage) {
+        let src = src.clone();
         match self.shared.handoff.get(to).map(|tx| tx.try_send(Handoff { side, src, msg: m })) {
             Some(Ok(())) => self.metrics().handoffs.with_label_values(&["ok"]).inc(),
             _ => self.metrics().handoffs.with_label_values(&["dropped"]).inc(),
         }
     }
 
-    pub fn on_message(&mut self, side: Side, src: SocketAddr, m: SipMessage, may_hand_off: bool) {
-        if side == Side::Public && !self.source_allowed(src) {
+    pub fn on_message(&mut self, side: Side, src: &Link, m: SipMessage, may_hand_off: bool) {
+        if side == Side::Public && !self.source_allowed(src.addr()) {
             self.metrics().acl_drops.with_label_values(&[side.label()]).inc();
             if self.shared.settings.acl_reply_403 {
                 if let SipMessage::Request(r) = &m {
@@ -493,7 +532,7 @@ impl Worker {
                     trunkgate_sip::top_via_branch(&r).unwrap_or_default().to_string(),
                     r.method.clone(),
                 );
-                let prefix = response_prefix_of(&r, src, None);
+                let prefix = response_prefix_of(&r, src.addr(), None);
                 let bytes = Builder::response(501, "Not Implemented")
                     .raw(&prefix)
                     .header("Allow", ALLOW)
@@ -504,7 +543,7 @@ impl Worker {
         }
     }
 
-    fn on_request(&mut self, side: Side, src: SocketAddr, req: &Request) {
+    fn on_request(&mut self, side: Side, src: &Link, req: &Request) {
         use trunkgate_sip::Method as M;
         if req.method == M::Ack {
             return self.on_ack(side, src, req);
@@ -515,9 +554,8 @@ impl Worker {
         let key = server_key(req);
         if let Some(tx) = self.servers.get(&key) {
             // A retransmission: repeat the last response (§17.2.1, §17.2.2).
-            if let Some(bytes) = tx.last.clone() {
-                let (s, p) = (tx.side, tx.peer);
-                self.send(s, p, &bytes);
+            if let Some(bytes) = &tx.last {
+                self.net.send(tx.side, &tx.peer, bytes);
             }
             self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
             return;
@@ -562,13 +600,13 @@ impl Worker {
         })
     }
 
-    fn on_response(&mut self, side: Side, src: SocketAddr, resp: &Response) {
+    fn on_response(&mut self, side: Side, src: &Link, resp: &Response) {
         let Some(branch) = trunkgate_sip::top_via_branch(resp) else { return };
         let Some((_, method)) = trunkgate_sip::cseq(resp) else { return };
         let key = (branch.to_string(), method.to_string());
         let code = resp.status_code.code();
         let Some(tx) = self.clients.get_mut(&key) else {
-            tracing::debug!(%src, code, "response matches no transaction");
+            tracing::debug!(src = %src.addr(), code, "response matches no transaction");
             return;
         };
         if tx.side != side {
@@ -583,13 +621,11 @@ impl Worker {
                     let (call, leg) = (tx.call, tx.leg);
                     if code >= 300 {
                         let ack = ack_for_non_2xx(tx, resp);
-                        let (s, d) = (tx.side, tx.dest);
-                        self.net.send(s, d, &ack);
+                        self.net.send(tx.side, &tx.dest, &ack);
                     } else if let Some(c) = self.calls.get(&call) {
                         if leg == LegId::B {
-                            if let Some(ack) = c.b_ack.clone() {
-                                let (s, d) = (c.b.side, c.b.peer);
-                                self.send(s, d, &ack);
+                            if let Some(ack) = &c.b_ack {
+                                self.net.send(c.b.side, &c.b.peer, ack);
                             }
                         }
                     }
@@ -599,8 +635,7 @@ impl Worker {
             tx.completed = true;
             if tx.invite && code >= 300 {
                 let ack = ack_for_non_2xx(tx, resp);
-                let (s, d) = (tx.side, tx.dest);
-                self.net.send(s, d, &ack);
+                self.net.send(tx.side, &tx.dest, &ack);
             }
             // Keep the transaction a while to absorb retransmissions (timers D/K, RFC 6026).
             let linger = if tx.invite { TX_TIMEOUT } else { T4 };
@@ -612,6 +647,8 @@ impl Worker {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Resolved { call, result } => self.on_resolved(call, result),
+            Event::Message { side, src, msg } => self.on_message(side, &src, msg, true),
+            Event::LinkFailed { addr } => self.on_link_failed(addr),
         }
     }
 
@@ -646,7 +683,7 @@ impl Worker {
     }
 
     /// Sends a raw ACK (no transaction: §17.1.1.3 / §13.2.2.4).
-    pub fn send_raw(&self, side: Side, dest: SocketAddr, bytes: &[u8]) {
+    pub fn send_raw(&self, side: Side, dest: &Link, bytes: &[u8]) {
         self.send(side, dest, bytes);
     }
 
