@@ -50,19 +50,31 @@ fn refuse(code: u16, reason: &'static str, text: impl Into<String>, trunk: Optio
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn limits(rt: &Runtime, t: u32) -> Result<CallSlot, Refusal> {
-    rt.state[t as usize].admit(rt.trunk(t), now_secs()).map_err(|l| {
-        let (reason, text, retry) = match l {
-            LimitRefusal::Concurrent(n) => ("max_concurrent_calls", format!("trunk is at its limit of {n} concurrent calls"), 5),
-            LimitRefusal::PerSecond(n) => ("max_calls_per_second", format!("trunk is at its limit of {n} new calls per second"), 1),
-        };
-        let mut r = refuse(503, reason, text, Some(t));
-        r.extra = format!("Retry-After: {retry}\r\n");
-        r
-    })
+    rt.state[t as usize]
+        .admit(rt.trunk(t), now_secs())
+        .map_err(|l| {
+            let (reason, text, retry) = match l {
+                LimitRefusal::Concurrent(n) => (
+                    "max_concurrent_calls",
+                    format!("trunk is at its limit of {n} concurrent calls"),
+                    5,
+                ),
+                LimitRefusal::PerSecond(n) => (
+                    "max_calls_per_second",
+                    format!("trunk is at its limit of {n} new calls per second"),
+                    1,
+                ),
+            };
+            let mut r = refuse(503, reason, text, Some(t));
+            r.extra = format!("Retry-After: {retry}\r\n");
+            r
+        })
 }
 
 fn normalise(t: &TrunkConfig, raw: &str) -> Result<E164, NormaliseError> {
@@ -73,14 +85,20 @@ fn normalise(t: &TrunkConfig, raw: &str) -> Result<E164, NormaliseError> {
 }
 
 fn is_anonymous(user: &str) -> bool {
-    user.is_empty() || user.eq_ignore_ascii_case("anonymous") || !user.bytes().any(|b| b.is_ascii_digit())
+    user.is_empty()
+        || user.eq_ignore_ascii_case("anonymous")
+        || !user.bytes().any(|b| b.is_ascii_digit())
 }
 
 /// Where inbound calls of a trunk go.
 pub fn hop_of(t: &SipTarget) -> Hop {
     let port = t.port.unwrap_or(if t.secure { 5061 } else { 5060 });
     let host = t.host.clone();
-    let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     let mut uri_host = match t.port {
         Some(p) => format!("{bracketed}:{p}"),
         None => bracketed,
@@ -100,19 +118,32 @@ pub fn hop_of(t: &SipTarget) -> Hop {
 }
 
 /// Carrier → platform.
-pub fn inbound(rt: &Runtime, auth: &mut AuthState, src: SocketAddr, req: &Request, host: &str) -> Result<Admission, Refusal> {
+pub fn inbound(
+    rt: &Runtime,
+    auth: &mut AuthState,
+    src: SocketAddr,
+    req: &Request,
+    host: &str,
+) -> Result<Admission, Refusal> {
     let candidates: Vec<u32> = rt.trunks_for_source(src.ip()).collect();
-    let ruri_host = msg::host_of(&req.uri.to_string()).unwrap_or_default().to_ascii_lowercase();
+    let ruri_host = msg::host_of(&req.uri.to_string())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let by_host: Vec<u32> = candidates
         .iter()
         .copied()
         .filter(|t| {
             let hosts = &rt.trunk(*t).inbound.hostnames;
-            hosts.is_empty() || hosts.iter().any(|h| *h == ruri_host)
+            hosts.is_empty() || hosts.contains(&ruri_host)
         })
         .collect();
     if by_host.is_empty() {
-        return Err(refuse(404, "unknown_hostname", format!("Request-URI host {ruri_host} is not served for this carrier"), None));
+        return Err(refuse(
+            404,
+            "unknown_hostname",
+            format!("Request-URI host {ruri_host} is not served for this carrier"),
+            None,
+        ));
     }
     let raw_b = trunkgate_sip::request_uri_user(req)
         .map(str::to_string)
@@ -122,7 +153,9 @@ pub fn inbound(rt: &Runtime, auth: &mut AuthState, src: SocketAddr, req: &Reques
     let mut chosen: Option<(u32, Result<E164, NormaliseError>)> = None;
     for t in &by_host {
         let n = normalise(rt.trunk(*t), &raw_b);
-        let owned = n.as_ref().is_ok_and(|n| rt.owners(*n).iter().any(|o| o.trunk == *t));
+        let owned = n
+            .as_ref()
+            .is_ok_and(|n| rt.owners(*n).iter().any(|o| o.trunk == *t));
         if owned {
             chosen = Some((*t, n));
             break;
@@ -139,31 +172,59 @@ pub fn inbound(rt: &Runtime, auth: &mut AuthState, src: SocketAddr, req: &Reques
         match auth.check(req, c) {
             Ok(()) => {}
             Err(AuthRefusal::Challenge { values, label }) => {
-                let mut r = refuse(401, label.unwrap_or("challenge"), "authentication required", Some(t));
-                r.extra = values.iter().map(|v| format!("WWW-Authenticate: {v}\r\n")).collect();
+                let mut r = refuse(
+                    401,
+                    label.unwrap_or("challenge"),
+                    "authentication required",
+                    Some(t),
+                );
+                r.extra = values
+                    .iter()
+                    .map(|v| format!("WWW-Authenticate: {v}\r\n"))
+                    .collect();
                 return Err(r);
             }
-            Err(AuthRefusal::Forbidden { label, text }) => return Err(refuse(403, label, text, Some(t))),
+            Err(AuthRefusal::Forbidden { label, text }) => {
+                return Err(refuse(403, label, text, Some(t)));
+            }
         }
     }
     let callee = callee.map_err(|e| {
-        refuse(484, "number_format", format!("called number '{raw_b}' {e}"), Some(t))
+        refuse(
+            484,
+            "number_format",
+            format!("called number '{raw_b}' {e}"),
+            Some(t),
+        )
     })?;
     if !rt.owners(callee).iter().any(|o| o.trunk == t) {
-        return Err(refuse(404, "number_not_owned", format!("{callee} is not a number of trunk {}", trunk.id), Some(t)));
+        return Err(refuse(
+            404,
+            "number_not_owned",
+            format!("{callee} is not a number of trunk {}", trunk.id),
+            Some(t),
+        ));
     }
     // The caller: P-Asserted-Identity when the carrier sends one, else From.
-    let pai = msg::header(req, "P-Asserted-Identity").map(msg::uri_of).and_then(msg::user_of);
+    let pai = msg::header(req, "P-Asserted-Identity")
+        .map(msg::uri_of)
+        .and_then(msg::user_of);
     let raw_a = pai
         .map(str::to_string)
         .or_else(|| trunkgate_sip::from_user(req).map(|u| u.into_owned()))
         .unwrap_or_default();
-    let privacy = msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
+    let privacy =
+        msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
     let caller = if is_anonymous(&raw_a) {
         None
     } else {
         Some(normalise(trunk, &raw_a).map_err(|e| {
-            refuse(484, "number_format", format!("calling number '{raw_a}' {e}"), Some(t))
+            refuse(
+                484,
+                "number_format",
+                format!("calling number '{raw_a}' {e}"),
+                Some(t),
+            )
         })?)
     };
     let slot = limits(rt, t)?;
@@ -182,7 +243,12 @@ pub fn inbound(rt: &Runtime, auth: &mut AuthState, src: SocketAddr, req: &Reques
     })
 }
 
-fn identity(caller: Option<E164>, display: Option<&str>, host: &str, privacy: bool) -> (String, String) {
+fn identity(
+    caller: Option<E164>,
+    display: Option<&str>,
+    host: &str,
+    privacy: bool,
+) -> (String, String) {
     match caller {
         Some(n) => {
             let uri = format!("sip:{n}@{host};user=phone");
@@ -202,26 +268,58 @@ fn identity(caller: Option<E164>, display: Option<&str>, host: &str, privacy: bo
 
 /// Platform → carrier.
 pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Refusal> {
-    let raw_b = trunkgate_sip::request_uri_user(req).unwrap_or_default().to_string();
+    let raw_b = trunkgate_sip::request_uri_user(req)
+        .unwrap_or_default()
+        .to_string();
     let callee = E164::parse(&raw_b).ok_or_else(|| {
-        refuse(484, "number_format", format!("called number '{raw_b}' is not E.164 (+ and digits)"), None)
+        refuse(
+            484,
+            "number_format",
+            format!("called number '{raw_b}' is not E.164 (+ and digits)"),
+            None,
+        )
     })?;
-    let pai = msg::header(req, "P-Asserted-Identity").map(msg::uri_of).and_then(msg::user_of);
+    let pai = msg::header(req, "P-Asserted-Identity")
+        .map(msg::uri_of)
+        .and_then(msg::user_of);
     let raw_a = pai
         .map(str::to_string)
         .or_else(|| trunkgate_sip::from_user(req).map(|u| u.into_owned()))
         .unwrap_or_default();
-    let caller = if is_anonymous(&raw_a) { None } else { E164::parse(&raw_a) };
+    let caller = if is_anonymous(&raw_a) {
+        None
+    } else {
+        E164::parse(&raw_a)
+    };
     if caller.is_none() && !is_anonymous(&raw_a) {
-        return Err(refuse(484, "number_format", format!("calling number '{raw_a}' is not E.164"), None));
+        return Err(refuse(
+            484,
+            "number_format",
+            format!("calling number '{raw_a}' is not E.164"),
+            None,
+        ));
     }
     // The trunk: explicit header, else the trunk that owns the caller's number, else routes.
     let explicit = msg::header(req, "X-Trunkgate-Trunk").map(str::trim);
     let t = match explicit {
         Some(id) => match rt.config.trunk(id) {
             Some((t, cfg)) if cfg.outbound.is_some() => t,
-            Some(_) => return Err(refuse(404, "no_outbound", format!("trunk {id} has no outbound targets"), None)),
-            None => return Err(refuse(404, "unknown_trunk", format!("no CarrierTrunk {id}"), None)),
+            Some(_) => {
+                return Err(refuse(
+                    404,
+                    "no_outbound",
+                    format!("trunk {id} has no outbound targets"),
+                    None,
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    404,
+                    "unknown_trunk",
+                    format!("no CarrierTrunk {id}"),
+                    None,
+                ));
+            }
         },
         None => {
             let by_owner = caller.and_then(|n| {
@@ -232,15 +330,28 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
             });
             match by_owner.or_else(|| rt.route(callee)) {
                 Some(t) => t,
-                None => return Err(refuse(404, "no_route", format!("no CarrierTrunk routes {callee}"), None)),
+                None => {
+                    return Err(refuse(
+                        404,
+                        "no_route",
+                        format!("no CarrierTrunk routes {callee}"),
+                        None,
+                    ));
+                }
             }
         }
     };
     let trunk = rt.trunk(t);
     let Some(out) = &trunk.outbound else {
-        return Err(refuse(404, "no_outbound", format!("trunk {} has no outbound targets", trunk.id), Some(t)));
+        return Err(refuse(
+            404,
+            "no_outbound",
+            format!("trunk {} has no outbound targets", trunk.id),
+            Some(t),
+        ));
     };
-    let privacy = msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
+    let privacy =
+        msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
     let mut presented = caller;
     if let Some(n) = caller {
         let may = rt.owners(n).iter().any(|o| o.trunk == t && o.may_present());
@@ -250,7 +361,10 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
                     return Err(refuse(
                         403,
                         "caller_id_not_allowed",
-                        format!("caller ID {n} is neither a BYOC number of {} nor a platform number verified for it", trunk.id),
+                        format!(
+                            "caller ID {n} is neither a BYOC number of {} nor a platform number verified for it",
+                            trunk.id
+                        ),
                         Some(t),
                     ));
                 }
@@ -261,8 +375,16 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
     }
     let slot = limits(rt, t)?;
     let display = msg::header(req, "From").and_then(msg::display_of);
-    let (from, identity_lines) = identity(presented, display.filter(|_| presented.is_some()), host, privacy);
-    let hops = weighted_order(&out.targets).into_iter().map(hop_of).collect();
+    let (from, identity_lines) = identity(
+        presented,
+        display.filter(|_| presented.is_some()),
+        host,
+        privacy,
+    );
+    let hops = weighted_order(&out.targets)
+        .into_iter()
+        .map(hop_of)
+        .collect();
     Ok(Admission {
         trunk: t,
         direction: Direction::Outbound,
@@ -284,7 +406,10 @@ pub fn weighted_order(targets: &[SipTarget]) -> Vec<&SipTarget> {
     let mut i = 0;
     while i < targets.len() {
         let p = targets[i].priority;
-        let mut group: Vec<&SipTarget> = targets[i..].iter().take_while(|t| t.priority == p).collect();
+        let mut group: Vec<&SipTarget> = targets[i..]
+            .iter()
+            .take_while(|t| t.priority == p)
+            .collect();
         i += group.len();
         while !group.is_empty() {
             let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();

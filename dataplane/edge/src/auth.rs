@@ -12,7 +12,10 @@ use crate::msg;
 /// What to do with a request that failed the check.
 pub enum AuthRefusal {
     /// 401 with these `WWW-Authenticate` values.
-    Challenge { values: Vec<String>, label: Option<&'static str> },
+    Challenge {
+        values: Vec<String>,
+        label: Option<&'static str>,
+    },
     /// 403: wrong credentials.
     Forbidden { label: &'static str, text: String },
 }
@@ -42,14 +45,19 @@ impl AuthState {
     pub fn check(&mut self, req: &Request, c: &DigestCredentials) -> Result<(), AuthRefusal> {
         let value = msg::header(req, "Authorization");
         let ruri = req.uri.to_string();
-        match self.issuer.verify(value, "INVITE", &ruri, &creds(c), SystemTime::now()) {
+        match self
+            .issuer
+            .verify(value, "INVITE", &ruri, &creds(c), SystemTime::now())
+        {
             Ok(_) => Ok(()),
             Err(AuthError::Missing) => Err(AuthRefusal::Challenge {
                 values: self.issuer.challenges(&c.realm, false),
                 label: None,
             }),
             Err(e @ (AuthError::Stale | AuthError::BadNonce)) => Err(AuthRefusal::Challenge {
-                values: self.issuer.challenges(&c.realm, matches!(e, AuthError::Stale)),
+                values: self
+                    .issuer
+                    .challenges(&c.realm, matches!(e, AuthError::Stale)),
                 label: Some(e.metric_label()),
             }),
             Err(e) => Err(AuthRefusal::Forbidden {
@@ -61,7 +69,13 @@ impl AuthState {
 
     /// The `Authorization` (401) or `Proxy-Authorization` (407) line answering a carrier's
     /// challenge for `method` to `ruri`.
-    pub fn answer(&mut self, resp: &Response, method: &str, ruri: &str, c: &DigestCredentials) -> Result<String, String> {
+    pub fn answer(
+        &mut self,
+        resp: &Response,
+        method: &str,
+        ruri: &str,
+        c: &DigestCredentials,
+    ) -> Result<String, String> {
         let (ask, give) = if resp.status_code.code() == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -70,9 +84,17 @@ impl AuthState {
         let challenges: Vec<_> = msg::headers(resp, ask)
             .filter_map(|v| trunkgate_digest::parse_challenge(v).ok())
             .collect();
-        let chosen = trunkgate_digest::choose(&challenges).ok_or_else(|| format!("carrier sent no usable {ask}"))?;
-        let value = trunkgate_digest::answer(chosen, method, ruri, &creds(c), trunkgate_digest::random_cnonce, 1)
-            .map_err(|e| e.to_string())?;
+        let chosen = trunkgate_digest::choose(&challenges)
+            .ok_or_else(|| format!("carrier sent no usable {ask}"))?;
+        let value = trunkgate_digest::answer(
+            chosen,
+            method,
+            ruri,
+            &creds(c),
+            trunkgate_digest::random_cnonce,
+            1,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(format!("{give}: {value}\r\n"))
     }
 }

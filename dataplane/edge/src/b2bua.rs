@@ -32,7 +32,12 @@ impl Worker {
         let tag = self.mint.tag();
         let key = self.open_server(side, src, req, Some(&tag));
         if self.draining() {
-            return self.refuse(&key, 503, "edge is draining for maintenance", "Retry-After: 30\r\n");
+            return self.refuse(
+                &key,
+                503,
+                "edge is draining for maintenance",
+                "Retry-After: 30\r\n",
+            );
         }
         let rt = self.shared.runtime.load_full();
         let host = self.hostport(side.other()).to_string();
@@ -44,10 +49,20 @@ impl Worker {
             Ok(a) => a,
             Err(r) => {
                 let trunk = r.trunk.map_or("", |t| rt.trunk(t).id.as_str());
-                let dir = if side == Side::Public { "inbound" } else { "outbound" };
-                self.metrics().refusals.with_label_values(&[trunk, dir, r.reason]).inc();
+                let dir = if side == Side::Public {
+                    "inbound"
+                } else {
+                    "outbound"
+                };
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk, dir, r.reason])
+                    .inc();
                 if r.code == 401 || r.code == 403 && side == Side::Public {
-                    self.metrics().auth_failures.with_label_values(&[trunk, r.reason]).inc();
+                    self.metrics()
+                        .auth_failures
+                        .with_label_values(&[trunk, r.reason])
+                        .inc();
                 }
                 return self.refuse(&key, r.code, &r.text, &r.extra);
             }
@@ -68,8 +83,13 @@ impl Worker {
             remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
             local: strip_tag(&to),
             remote: from,
-            remote_target: msg::header(req, "Contact").map(msg::uri_of).unwrap_or_default().to_string(),
-            route_set: msg::headers(req, "Record-Route").map(str::to_string).collect(),
+            remote_target: msg::header(req, "Contact")
+                .map(msg::uri_of)
+                .unwrap_or_default()
+                .to_string(),
+            route_set: msg::headers(req, "Record-Route")
+                .map(str::to_string)
+                .collect(),
             local_cseq: 1,
             invite_cseq: cseq,
             awaiting_ack: None,
@@ -90,12 +110,17 @@ impl Worker {
             awaiting_ack: None,
             reinvite_cseq: None,
         };
-        let max_forwards = trunkgate_sip::max_forwards(req).unwrap_or(70).saturating_sub(1).max(1);
+        let max_forwards = trunkgate_sip::max_forwards(req)
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .max(1);
         let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
         b_lines.push_str(&adm.identity_lines);
         b_lines.push_str(&msg::copied_lines(req));
-        self.dialogs.insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
-        self.dialogs.insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
+        self.dialogs
+            .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
+        self.dialogs
+            .insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
         if let Some(tx) = self.servers.get_mut(&key) {
             tx.call = Some((id, LegId::A));
         }
@@ -136,7 +161,9 @@ impl Worker {
 
     /// Tries the next B-leg hop, resolving its host when needed.
     fn next_hop(&mut self, id: u64) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.cancelled {
             return self.finish_call(id);
         }
@@ -151,11 +178,12 @@ impl Worker {
         if let Ok(ip) = hop.host.parse::<IpAddr>() {
             return self.send_b_invite(id, SocketAddr::new(ip, hop.port));
         }
-        if let Some((ips, until)) = self.dns.get(&hop.host) {
-            if *until > Instant::now() && !ips.is_empty() {
-                let dest = SocketAddr::new(ips[0], hop.port);
-                return self.send_b_invite(id, dest);
-            }
+        if let Some((ips, until)) = self.dns.get(&hop.host)
+            && *until > Instant::now()
+            && !ips.is_empty()
+        {
+            let dest = SocketAddr::new(ips[0], hop.port);
+            return self.send_b_invite(id, dest);
         }
         let events = self.events.clone();
         let (host, port) = (hop.host.clone(), hop.port);
@@ -169,13 +197,22 @@ impl Worker {
     }
 
     pub(crate) fn on_resolved(&mut self, id: u64, result: Result<Vec<SocketAddr>, String>) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
-        let host = c.hops.get(c.next_hop.wrapping_sub(1)).map(|h| h.host.clone()).unwrap_or_default();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let host = c
+            .hops
+            .get(c.next_hop.wrapping_sub(1))
+            .map(|h| h.host.clone())
+            .unwrap_or_default();
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 self.dns.insert(
                     host,
-                    (addrs.iter().map(|a| a.ip()).collect(), Instant::now() + Duration::from_secs(60)),
+                    (
+                        addrs.iter().map(|a| a.ip()).collect(),
+                        Instant::now() + Duration::from_secs(60),
+                    ),
                 );
                 self.send_b_invite(id, addrs[0]);
             }
@@ -193,8 +230,18 @@ impl Worker {
     /// Sends (or re-sends, on failover and digest) the B-leg INVITE to `dest`.
     fn send_b_invite(&mut self, id: u64, addr: SocketAddr) {
         let branch = self.mint.branch();
-        let Some(transport) = self.calls.get(&id).and_then(|c| c.hops.get(c.next_hop.wrapping_sub(1))).map(|h| h.transport) else { return };
-        let side = match self.calls.get(&id) { Some(c) => c.b.side, None => return };
+        let Some(transport) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.hops.get(c.next_hop.wrapping_sub(1)))
+            .map(|h| h.transport)
+        else {
+            return;
+        };
+        let side = match self.calls.get(&id) {
+            Some(c) => c.b.side,
+            None => return,
+        };
         let dest = match self.link_to(side, addr, transport) {
             Ok(l) => l,
             Err(text) => {
@@ -204,8 +251,12 @@ impl Worker {
                 return self.next_hop(id);
             }
         };
-        let Some(c) = self.calls.get_mut(&id) else { return };
-        let Some(hop) = c.hops.get(c.next_hop.wrapping_sub(1)) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(hop) = c.hops.get(c.next_hop.wrapping_sub(1)) else {
+            return;
+        };
         let ruri = format!("sip:{}@{}", c.b_user, hop.uri_host);
         c.b.peer = dest.clone();
         c.b.remote = format!("<sip:{}@{}>", c.b_user, hop.uri_host);
@@ -220,7 +271,10 @@ impl Worker {
             Side::Public => self.shared.public_hostport.as_str(),
             Side::Internal => self.shared.internal_hostport.as_str(),
         };
-        let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", c.b.local, c.b.local_tag, c.b.call_id);
+        let ident = format!(
+            "From: {};tag={}\r\nCall-ID: {}\r\n",
+            c.b.local, c.b.local_tag, c.b.call_id
+        );
         let mut b = Builder::request("INVITE", &ruri)
             .header("Via", &via(dest.transport(), hostport, &branch))
             .raw(&ident)
@@ -234,7 +288,19 @@ impl Worker {
         let bytes = b.body(&c.b_body);
         let outbound = c.direction == Direction::Outbound;
         let more = c.next_hop < c.hops.len();
-        let key = self.open_client(id, LegId::B, Purpose::Setup, side, dest, "INVITE", branch, bytes, ruri, ident, cseq);
+        let key = self.open_client(
+            id,
+            LegId::B,
+            Purpose::Setup,
+            side,
+            dest,
+            "INVITE",
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        );
         if let Some(c) = self.calls.get_mut(&id) {
             c.b_invite = Some(key.clone());
         }
@@ -246,7 +312,9 @@ impl Worker {
 
     /// Answers leg A's INVITE with a failure and ends the call.
     fn fail_a(&mut self, id: u64, code: u16, text: &str) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         c.final_code = Some(code);
         let key = c.a_invite.clone();
         self.refuse(&key, code, text, "");
@@ -255,7 +323,9 @@ impl Worker {
 
     /// A response to a request we sent.
     pub(crate) fn client_response(&mut self, key: ClientKey, resp: &Response) {
-        let Some(tx) = self.clients.get(&key) else { return };
+        let Some(tx) = self.clients.get(&key) else {
+            return;
+        };
         let (id, leg, purpose, cseq) = (tx.call, tx.leg, tx.purpose.clone(), tx.cseq);
         match purpose {
             Purpose::Setup => self.setup_response(id, key, resp),
@@ -266,7 +336,9 @@ impl Worker {
 
     fn setup_response(&mut self, id: u64, key: ClientKey, resp: &Response) {
         let code = resp.status_code.code();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.b_invite.as_ref() != Some(&key) {
             // An abandoned attempt (failover) answered late: accept and hang up at once.
             if (200..300).contains(&code) {
@@ -286,7 +358,9 @@ impl Worker {
                 if let Some(ct) = msg::header(resp, "Contact") {
                     c.b.remote_target = msg::uri_of(ct).to_string();
                 }
-                c.b.route_set = msg::headers(resp, "Record-Route").map(str::to_string).collect::<Vec<_>>();
+                c.b.route_set = msg::headers(resp, "Record-Route")
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
                 c.b.route_set.reverse();
             }
             if c.cancel_pending {
@@ -297,7 +371,11 @@ impl Worker {
                 return;
             }
             let a_key = c.a_invite.clone();
-            let lines = format!("Contact: <sip:{}>\r\n{}", self.shared.hostport(c.a.side), msg::copied_lines(resp));
+            let lines = format!(
+                "Contact: <sip:{}>\r\n{}",
+                self.shared.hostport(c.a.side),
+                msg::copied_lines(resp)
+            );
             let body = resp.body.clone();
             return self.respond_provisional(&a_key, code, &reason_of(resp), &lines, &body);
         }
@@ -308,7 +386,9 @@ impl Worker {
             if let Some(ct) = msg::header(resp, "Contact") {
                 c.b.remote_target = msg::uri_of(ct).to_string();
             }
-            let mut rs: Vec<String> = msg::headers(resp, "Record-Route").map(str::to_string).collect();
+            let mut rs: Vec<String> = msg::headers(resp, "Record-Route")
+                .map(str::to_string)
+                .collect();
             rs.reverse();
             c.b.route_set = rs;
             if c.cancelled || c.state != CallState::Proceeding {
@@ -322,7 +402,11 @@ impl Worker {
             c.final_code = Some(code);
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
-            let lines = format!("Contact: <sip:{}>\r\n{}", self.shared.hostport(c.a.side), msg::copied_lines(resp));
+            let lines = format!(
+                "Contact: <sip:{}>\r\n{}",
+                self.shared.hostport(c.a.side),
+                msg::copied_lines(resp)
+            );
             let body = resp.body.clone();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
@@ -332,7 +416,11 @@ impl Worker {
         }
         let trunk = c.trunk;
         if (code == 401 || code == 407) && c.direction == Direction::Outbound {
-            let creds = c.rt.trunk(trunk).outbound.as_ref().and_then(|o| o.auth.clone());
+            let creds =
+                c.rt.trunk(trunk)
+                    .outbound
+                    .as_ref()
+                    .and_then(|o| o.auth.clone());
             if let (Some(creds), false) = (creds, c.auth_answered) {
                 let ruri = c.b.remote_target.clone();
                 match self.auth.answer(resp, "INVITE", &ruri, &creds) {
@@ -348,12 +436,22 @@ impl Worker {
                 }
             }
             let id_str = c.trunk_id().to_string();
-            return self.fail_a(id, 403, &format!("carrier challenged and trunk {id_str} has no usable outbound credentials"));
+            return self.fail_a(
+                id,
+                403,
+                &format!(
+                    "carrier challenged and trunk {id_str} has no usable outbound credentials"
+                ),
+            );
         }
         let retryable = code == 408 || (500..600).contains(&code);
         if c.direction == Direction::Outbound && retryable && c.next_hop < c.hops.len() {
             let label = crate::metrics::code_class(code);
-            self.shared.metrics.failovers.with_label_values(&[c.trunk_id(), label]).inc();
+            self.shared
+                .metrics
+                .failovers
+                .with_label_values(&[c.trunk_id(), label])
+                .inc();
             c.last_failure = Some((code, reason_of(resp)));
             c.auth_answered = false;
             c.auth_line = None;
@@ -362,25 +460,38 @@ impl Worker {
         c.final_code = Some(code);
         let a_key = c.a_invite.clone();
         let lines = msg::copied_lines(resp)
-            + &msg::header(resp, "Retry-After").map(|v| format!("Retry-After: {v}\r\n")).unwrap_or_default();
+            + &msg::header(resp, "Retry-After")
+                .map(|v| format!("Retry-After: {v}\r\n"))
+                .unwrap_or_default();
         self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
         self.finish_call(id);
     }
 
     /// A 1xx on leg A's INVITE, keeping the transaction open.
-    fn respond_provisional(&mut self, key: &ServerKey, code: u16, reason: &str, lines: &str, body: &[u8]) {
+    fn respond_provisional(
+        &mut self,
+        key: &ServerKey,
+        code: u16,
+        reason: &str,
+        lines: &str,
+        body: &[u8],
+    ) {
         self.respond(key, code, reason, lines, body);
     }
 
     /// A request of ours that timed out or was abandoned.
     pub(crate) fn client_failed(&mut self, key: ClientKey, code: u16, text: String) {
-        let Some(tx) = self.clients.get_mut(&key) else { return };
+        let Some(tx) = self.clients.get_mut(&key) else {
+            return;
+        };
         tx.completed = true;
         let (id, purpose) = (tx.call, tx.purpose.clone());
         self.schedule(T4, Timer::ClientForget(key.clone()));
         match purpose {
             Purpose::Setup => {
-                let Some(c) = self.calls.get_mut(&id) else { return };
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
                 if c.b_invite.as_ref() != Some(&key) {
                     return;
                 }
@@ -389,7 +500,11 @@ impl Worker {
                     return self.finish_call(id);
                 }
                 if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {
-                    self.shared.metrics.failovers.with_label_values(&[c.trunk_id(), "timeout"]).inc();
+                    self.shared
+                        .metrics
+                        .failovers
+                        .with_label_values(&[c.trunk_id(), "timeout"])
+                        .inc();
                     c.last_failure = Some((code, text));
                     c.auth_answered = false;
                     c.auth_line = None;
@@ -405,7 +520,9 @@ impl Worker {
     /// ACK for leg B's 2xx (a new transaction: RFC 3261 §13.2.2.4).
     fn ack_b(&mut self, id: u64, resp: &Response) {
         let branch = self.mint.branch();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let hostport = match c.b.side {
             Side::Public => self.shared.public_hostport.clone(),
             Side::Internal => self.shared.internal_hostport.clone(),
@@ -430,10 +547,21 @@ impl Worker {
     }
 
     fn ack_and_bye_stray(&mut self, _id: u64, key: &ClientKey, resp: &Response) {
-        let Some(tx) = self.clients.get(key) else { return };
-        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest.clone(), tx.ruri.clone(), tx.ident.clone(), tx.cseq);
+        let Some(tx) = self.clients.get(key) else {
+            return;
+        };
+        let (side, dest, ruri, ident, cseq) = (
+            tx.side,
+            tx.dest.clone(),
+            tx.ruri.clone(),
+            tx.ident.clone(),
+            tx.cseq,
+        );
         let to = msg::header(resp, "To").unwrap_or_default().to_string();
-        let target = msg::header(resp, "Contact").map(msg::uri_of).map(str::to_string).unwrap_or(ruri);
+        let target = msg::header(resp, "Contact")
+            .map(msg::uri_of)
+            .map(str::to_string)
+            .unwrap_or(ruri);
         let hostport = self.hostport(side).to_string();
         for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
             let branch = self.mint.branch();
@@ -452,10 +580,21 @@ impl Worker {
     /// From, To and CSeq number).
     fn send_cancel(&mut self, id: u64) {
         let Some(c) = self.calls.get(&id) else { return };
-        let Some(inv) = c.b_invite.clone() else { return };
-        let Some(tx) = self.clients.get(&inv) else { return };
+        let Some(inv) = c.b_invite.clone() else {
+            return;
+        };
+        let Some(tx) = self.clients.get(&inv) else {
+            return;
+        };
         let hostport = self.hostport(tx.side).to_string();
-        let to = format!("<sip:{}@{}>", c.b_user, c.hops.get(c.next_hop.wrapping_sub(1)).map(|h| h.uri_host.as_str()).unwrap_or_default());
+        let to = format!(
+            "<sip:{}@{}>",
+            c.b_user,
+            c.hops
+                .get(c.next_hop.wrapping_sub(1))
+                .map(|h| h.uri_host.as_str())
+                .unwrap_or_default()
+        );
         let bytes = Builder::request("CANCEL", &tx.ruri)
             .header("Via", &via(tx.dest.transport(), &hostport, &inv.0))
             .header("Max-Forwards", "70")
@@ -463,25 +602,68 @@ impl Worker {
             .header("To", &to)
             .header("CSeq", &format!("{} CANCEL", tx.cseq))
             .finish();
-        let (side, dest, ruri, ident, cseq) = (tx.side, tx.dest.clone(), tx.ruri.clone(), tx.ident.clone(), tx.cseq);
-        self.open_client(id, LegId::B, Purpose::Cancel, side, dest, "CANCEL", inv.0.clone(), bytes, ruri, ident, cseq);
+        let (side, dest, ruri, ident, cseq) = (
+            tx.side,
+            tx.dest.clone(),
+            tx.ruri.clone(),
+            tx.ident.clone(),
+            tx.cseq,
+        );
+        self.open_client(
+            id,
+            LegId::B,
+            Purpose::Cancel,
+            side,
+            dest,
+            "CANCEL",
+            inv.0.clone(),
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        );
     }
 
     /// BYE on one leg of a confirmed call.
     pub(crate) fn send_bye(&mut self, id: u64, leg: LegId) {
         let branch = self.mint.branch();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let l = c.leg_mut(leg);
         l.local_cseq += 1;
         let cseq = l.local_cseq;
-        let (bytes, ruri, ident, side, peer) = in_dialog_request(l, "BYE", &branch, cseq, None, "", &[], self_hostport(&self.shared, l.side));
-        self.open_client(id, leg, Purpose::Bye, side, peer, "BYE", branch, bytes, ruri, ident, cseq);
+        let (bytes, ruri, ident, side, peer) = in_dialog_request(
+            l,
+            "BYE",
+            &branch,
+            cseq,
+            None,
+            "",
+            &[],
+            self_hostport(&self.shared, l.side),
+        );
+        self.open_client(
+            id,
+            leg,
+            Purpose::Bye,
+            side,
+            peer,
+            "BYE",
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        );
     }
 
     /// Ends a call from one leg (or from the edge itself when `from` is None): the other leg
     /// gets a BYE when confirmed, a CANCEL while its INVITE is pending.
     pub(crate) fn end_call(&mut self, id: u64, from: Option<LegId>, why: &'static str) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if matches!(c.state, CallState::Ended | CallState::Ending) {
             return;
         }
@@ -512,19 +694,27 @@ impl Worker {
 
     pub(crate) fn on_ack(&mut self, _side: Side, _src: &Link, req: &Request) {
         let key = crate::worker::server_key(req);
-        if let Some(tx) = self.servers.get_mut(&key) {
-            if tx.final_code.is_some_and(|c| c >= 300) {
-                // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timer G, linger (Timer I).
-                tx.acked = true;
-                self.schedule(T4, Timer::ServerForget(key));
-                return;
-            }
+        if let Some(tx) = self.servers.get_mut(&key)
+            && tx.final_code.is_some_and(|c| c >= 300)
+        {
+            // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timer G, linger (Timer I).
+            tx.acked = true;
+            self.schedule(T4, Timer::ServerForget(key));
+            return;
         }
-        let Some(tag) = trunkgate_sip::to_tag(req) else { return };
+        let Some(tag) = trunkgate_sip::to_tag(req) else {
+            return;
+        };
         let call_id = trunkgate_sip::call_id(req).unwrap_or_default();
-        let Some(&(id, leg)) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else { return };
-        let Some(c) = self.calls.get_mut(&id) else { return };
-        let Some(sk) = c.leg_mut(leg).awaiting_ack.take() else { return };
+        let Some(&(id, leg)) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(sk) = c.leg_mut(leg).awaiting_ack.take() else {
+            return;
+        };
         let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
         if let Some(tx) = self.servers.get_mut(&sk) {
             tx.acked = true;
@@ -532,16 +722,31 @@ impl Worker {
         self.schedule(T4, Timer::ServerForget(sk));
         // End-to-end ACK: pass it to the other leg (RFC 3261 §13.2.2.4 on that leg).
         let other = leg.other();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let initial = leg == LegId::A && ack_cseq == c.a.invite_cseq && c.b_ack.is_none();
-        let cseq = if initial { Some(c.b.invite_cseq) } else { c.leg_mut(other).reinvite_cseq.take() };
+        let cseq = if initial {
+            Some(c.b.invite_cseq)
+        } else {
+            c.leg_mut(other).reinvite_cseq.take()
+        };
         let Some(cseq) = cseq else { return };
         let branch = self.mint.branch();
         let c = self.calls.get_mut(&id).expect("call present");
         let l = c.leg(other);
         let body = req.body.clone();
         let lines = msg::copied_lines(req);
-        let (bytes, _, _, side, peer) = in_dialog_request(l, "ACK", &branch, cseq, None, &lines, &body, self_hostport(&self.shared, l.side));
+        let (bytes, _, _, side, peer) = in_dialog_request(
+            l,
+            "ACK",
+            &branch,
+            cseq,
+            None,
+            &lines,
+            &body,
+            self_hostport(&self.shared, l.side),
+        );
         self.net.send(side, &peer, &bytes);
         if initial {
             c.b_ack = Some(bytes);
@@ -549,14 +754,18 @@ impl Worker {
     }
 
     pub(crate) fn on_cancel(&mut self, side: Side, src: &Link, req: &Request) {
-        let branch = trunkgate_sip::top_via_branch(req).unwrap_or_default().to_string();
+        let branch = trunkgate_sip::top_via_branch(req)
+            .unwrap_or_default()
+            .to_string();
         let inv = (branch, "INVITE".to_string());
         let Some(tx) = self.servers.get(&inv) else {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 481, "no such transaction to cancel", "");
         };
         let (call, final_code) = (tx.call, tx.final_code);
-        let tag = call.and_then(|(id, _)| self.calls.get(&id)).map(|c| c.a.local_tag.clone());
+        let tag = call
+            .and_then(|(id, _)| self.calls.get(&id))
+            .map(|c| c.a.local_tag.clone());
         let k = self.open_server(side, src, req, tag.as_deref());
         self.respond(&k, 200, "OK", "", &[]);
         if final_code.is_some() {
@@ -564,7 +773,9 @@ impl Worker {
         }
         let Some((id, _)) = call else { return };
         self.respond(&inv, 487, "Request Terminated", "", &[]);
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         c.cancelled = true;
         c.final_code = Some(487);
         c.ended_by = Some(side.party());
@@ -607,7 +818,9 @@ impl Worker {
         let branch = self.mint.branch();
         let to = from.other();
         let method = msg::method_name(&req.method);
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let invite_cseq_to = c.leg(to).invite_cseq;
         let l = c.leg_mut(to);
         if l.remote_tag.is_none() {
@@ -623,24 +836,60 @@ impl Worker {
                 lines.push_str(&format!("RAck: {rseq} {invite_cseq_to} INVITE\r\n"));
             }
         }
-        let contact = matches!(req.method, trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update);
+        let contact = matches!(
+            req.method,
+            trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
+        );
         let hp = self_hostport(&self.shared, l.side);
-        let (bytes, ruri, ident, side, peer) =
-            in_dialog_request(l, method, &branch, cseq, contact.then_some(hp.as_str()), &lines, &req.body, hp.clone());
-        self.open_client(id, to, Purpose::Relay(server), side, peer, method, branch, bytes, ruri, ident, cseq);
+        let (bytes, ruri, ident, side, peer) = in_dialog_request(
+            l,
+            method,
+            &branch,
+            cseq,
+            contact.then_some(hp.as_str()),
+            &lines,
+            &req.body,
+            hp.clone(),
+        );
+        self.open_client(
+            id,
+            to,
+            Purpose::Relay(server),
+            side,
+            peer,
+            method,
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        );
     }
 
     /// The answer to a relayed request goes back on the leg it came from.
-    fn relay_response(&mut self, id: u64, sent_on: LegId, server: ServerKey, method: &str, cseq: u32, resp: &Response) {
+    fn relay_response(
+        &mut self,
+        id: u64,
+        sent_on: LegId,
+        server: ServerKey,
+        method: &str,
+        cseq: u32,
+        resp: &Response,
+    ) {
         let code = resp.status_code.code();
         if code == 100 {
             return;
         }
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let from = sent_on.other();
         let mut lines = msg::copied_lines(resp);
         if method == "INVITE" || method == "UPDATE" {
-            lines = format!("Contact: <sip:{}>\r\n{lines}", self_hostport(&self.shared, c.leg(from).side));
+            lines = format!(
+                "Contact: <sip:{}>\r\n{lines}",
+                self_hostport(&self.shared, c.leg(from).side)
+            );
         }
         if method == "INVITE" && (200..300).contains(&code) {
             c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
@@ -679,14 +928,20 @@ fn in_dialog_request(
     } else {
         l.remote_target.clone()
     };
-    let ident = format!("From: {};tag={}\r\nCall-ID: {}\r\n", l.local, l.local_tag, l.call_id);
+    let ident = format!(
+        "From: {};tag={}\r\nCall-ID: {}\r\n",
+        l.local, l.local_tag, l.call_id
+    );
     let mut b = Builder::request(method, &ruri)
         .header("Via", &via(l.peer.transport(), &hostport, branch))
         .header("Max-Forwards", "70");
     for r in &l.route_set {
         b.push("Route", r);
     }
-    b = b.raw(&ident).header("To", &l.remote).header("CSeq", &format!("{cseq} {method}"));
+    b = b
+        .raw(&ident)
+        .header("To", &l.remote)
+        .header("CSeq", &format!("{cseq} {method}"));
     if let Some(hp) = contact {
         b.push("Contact", &format!("<sip:{hp}>"));
     }

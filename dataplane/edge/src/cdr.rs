@@ -27,7 +27,9 @@ struct Record<'a> {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    jiff::Timestamp::try_from(t).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// Writes the call's record as one line.

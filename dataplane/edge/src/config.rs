@@ -40,7 +40,11 @@ impl TrunkState {
     }
 
     /// Admits one call under the trunk's limits; the slot is released when dropped.
-    pub fn admit(self: &Arc<Self>, cfg: &TrunkConfig, now_secs: u64) -> Result<CallSlot, LimitRefusal> {
+    pub fn admit(
+        self: &Arc<Self>,
+        cfg: &TrunkConfig,
+        now_secs: u64,
+    ) -> Result<CallSlot, LimitRefusal> {
         if let Some(max) = cfg.limits.max_calls_per_second {
             let mut cur = self.cps.load(Ordering::Relaxed);
             loop {
@@ -53,21 +57,26 @@ impl TrunkState {
                 } else {
                     ((now_secs & 0xffff_ffff) << 32) | 1
                 };
-                match self.cps.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                match self
+                    .cps
+                    .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+                {
                     Ok(_) => break,
                     Err(actual) => cur = actual,
                 }
             }
         }
         let before = self.active.fetch_add(1, Ordering::AcqRel);
-        if let Some(max) = cfg.limits.max_concurrent_calls {
-            if before >= max {
-                self.active.fetch_sub(1, Ordering::AcqRel);
-                return Err(LimitRefusal::Concurrent(max));
-            }
+        if let Some(max) = cfg.limits.max_concurrent_calls
+            && before >= max
+        {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(LimitRefusal::Concurrent(max));
         }
         self.active_gauge.inc();
-        Ok(CallSlot { trunk: self.clone() })
+        Ok(CallSlot {
+            trunk: self.clone(),
+        })
     }
 
     pub fn active(&self) -> u32 {
@@ -120,7 +129,11 @@ impl Runtime {
             }
             if t.outbound.is_some() {
                 for r in &t.routes {
-                    let value = if r.prefix.is_empty() { 0 } else { r.prefix.parse().unwrap_or(0) };
+                    let value = if r.prefix.is_empty() {
+                        0
+                    } else {
+                        r.prefix.parse().unwrap_or(0)
+                    };
                     routes
                         .entry((r.prefix.len() as u8, value))
                         .or_default()
@@ -196,24 +209,54 @@ mod tests {
     #[test]
     fn acl_and_routes() {
         let rt = runtime(&[
-            CarrierTrunk::test("a", "nz").with_cidrs(&["203.0.113.0/28"]).with_targets(&["sip:a.example"]).with_route("+64", 10).with_route("+649", 50),
-            CarrierTrunk::test("a", "world").with_cidrs(&["198.51.100.0/24", "203.0.113.8/29"]).with_targets(&["sip:b.example"]).with_route("+", 100).with_route("+64", 5),
+            CarrierTrunk::test("a", "nz")
+                .with_cidrs(&["203.0.113.0/28"])
+                .with_targets(&["sip:a.example"])
+                .with_route("+64", 10)
+                .with_route("+649", 50),
+            CarrierTrunk::test("a", "world")
+                .with_cidrs(&["198.51.100.0/24", "203.0.113.8/29"])
+                .with_targets(&["sip:b.example"])
+                .with_route("+", 100)
+                .with_route("+64", 5),
         ]);
-        let ids = |ip: &str| rt.trunks_for_source(ip.parse().unwrap()).map(|t| rt.trunk(t).id.clone()).collect::<Vec<_>>();
+        let ids = |ip: &str| {
+            rt.trunks_for_source(ip.parse().unwrap())
+                .map(|t| rt.trunk(t).id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids("203.0.113.9"), vec!["a/nz", "a/world"]);
         assert_eq!(ids("198.51.100.1"), vec!["a/world"]);
         assert_eq!(ids("::ffff:198.51.100.1"), vec!["a/world"]);
         assert!(ids("192.0.2.1").is_empty());
-        let route = |n: &str| rt.route(E164::parse(n).unwrap()).map(|t| rt.trunk(t).id.clone());
-        assert_eq!(route("+6498879333").as_deref(), Some("a/nz"), "+649 is the longest prefix");
-        assert_eq!(route("+6441234567").as_deref(), Some("a/world"), "+64: priority 5 beats 10");
-        assert_eq!(route("+14155550100").as_deref(), Some("a/world"), "+ matches everything");
+        let route = |n: &str| {
+            rt.route(E164::parse(n).unwrap())
+                .map(|t| rt.trunk(t).id.clone())
+        };
+        assert_eq!(
+            route("+6498879333").as_deref(),
+            Some("a/nz"),
+            "+649 is the longest prefix"
+        );
+        assert_eq!(
+            route("+6441234567").as_deref(),
+            Some("a/world"),
+            "+64: priority 5 beats 10"
+        );
+        assert_eq!(
+            route("+14155550100").as_deref(),
+            Some("a/world"),
+            "+ matches everything"
+        );
     }
 
     #[test]
     fn limits_release_on_drop_and_survive_reload() {
         let mut t = CarrierTrunk::test("a", "t");
-        t.spec.limits = Some(trunkgate_crds::Limits { max_concurrent_calls: Some(2), max_calls_per_second: Some(3) });
+        t.spec.limits = Some(trunkgate_crds::Limits {
+            max_concurrent_calls: Some(2),
+            max_calls_per_second: Some(3),
+        });
         let rt = runtime(&[t.clone()]);
         let st = rt.state[0].clone();
         let cfg = rt.trunk(0).clone();

@@ -56,7 +56,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         handoff_rx.push(rx);
     }
     let shared = Arc::new(Shared {
-        runtime: ArcSwap::from_pointee(Runtime::build(EdgeConfig::default().stamped(), None, &metrics)),
+        runtime: ArcSwap::from_pointee(Runtime::build(
+            EdgeConfig::default().stamped(),
+            None,
+            &metrics,
+        )),
         metrics: metrics.clone(),
         handoff: handoff_tx,
         draining: AtomicBool::new(false),
@@ -106,7 +110,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 }
             });
         }
-        (None, None) => anyhow::bail!("give --config DIR (standalone) or --snapshot-secret NAMESPACE/NAME (cluster)"),
+        (None, None) => anyhow::bail!(
+            "give --config DIR (standalone) or --snapshot-secret NAMESPACE/NAME (cluster)"
+        ),
     }
 
     let mut admin = trunkgate_admin::Admin::new(metrics.registry.clone());
@@ -132,13 +138,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let mut threads = Vec::with_capacity(workers);
-    for (index, ((public, internal, tcp_public, tcp_internal), rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {
+    for (index, ((public, internal, tcp_public, tcp_internal), rx)) in
+        sockets.into_iter().zip(handoff_rx).enumerate()
+    {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("trunkgate-w{index}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         tracing::error!(error = %e, "worker runtime");
@@ -146,7 +157,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     }
                 };
                 rt.block_on(async move {
-                    let (public, internal) = match (tokio::net::UdpSocket::from_std(public), tokio::net::UdpSocket::from_std(internal)) {
+                    let (public, internal) = match (
+                        tokio::net::UdpSocket::from_std(public),
+                        tokio::net::UdpSocket::from_std(internal),
+                    ) {
                         (Ok(p), Ok(i)) => (p, i),
                         _ => {
                             tracing::error!("worker sockets");
@@ -154,10 +168,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         }
                     };
                     let (events_tx, events_rx) = mpsc::unbounded_channel();
-                    for (listener, side) in [(tcp_public, crate::call::Side::Public), (tcp_internal, crate::call::Side::Internal)] {
+                    for (listener, side) in [
+                        (tcp_public, crate::call::Side::Public),
+                        (tcp_internal, crate::call::Side::Internal),
+                    ] {
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(l) => {
-                                tokio::spawn(crate::tcp::accept(l, side, events_tx.clone(), shared.metrics.clone()));
+                                tokio::spawn(crate::tcp::accept(
+                                    l,
+                                    side,
+                                    events_tx.clone(),
+                                    shared.metrics.clone(),
+                                ));
                             }
                             Err(e) => tracing::error!(error = %e, "TCP listener"),
                         }
@@ -207,7 +229,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         metrics.draining.set(1);
         let until = Instant::now() + drain;
         loop {
-            let active: u64 = shared.runtime.load().state.iter().map(|s| u64::from(s.active())).sum();
+            let active: u64 = shared
+                .runtime
+                .load()
+                .state
+                .iter()
+                .map(|s| u64::from(s.active()))
+                .sum();
             if active == 0 || Instant::now() >= until {
                 break;
             }
@@ -230,7 +258,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

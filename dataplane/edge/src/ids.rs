@@ -45,7 +45,11 @@ impl IdMint {
     /// A Call-ID for a leg we originate.
     pub fn call_id(&mut self) -> String {
         let n = self.next();
-        format!("{MARK}{:02x}{n:016x}{:08x}", self.worker, rand::rng().next_u32())
+        format!(
+            "{MARK}{:02x}{n:016x}{:08x}",
+            self.worker,
+            rand::rng().next_u32()
+        )
     }
 }
 

@@ -76,7 +76,10 @@ impl Builder {
     /// Ends the headers with a correct Content-Length and appends the body.
     pub fn body(self, body: &[u8]) -> Vec<u8> {
         let mut out = self.buf.into_bytes();
-        let _ = std::io::Write::write_fmt(&mut out, format_args!("Content-Length: {}\r\n\r\n", body.len()));
+        let _ = std::io::Write::write_fmt(
+            &mut out,
+            format_args!("Content-Length: {}\r\n\r\n", body.len()),
+        );
         out.extend_from_slice(body);
         out
     }
@@ -96,7 +99,10 @@ pub fn name_addr(display: Option<&str>, uri: &str, tag: Option<&str>) -> String 
     let mut s = String::with_capacity(uri.len() + 40);
     if let Some(d) = display.filter(|d| !d.is_empty()) {
         s.push('"');
-        for c in d.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()) {
+        for c in d
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        {
             s.push(c);
         }
         s.push_str("\" ");
@@ -113,7 +119,10 @@ pub fn name_addr(display: Option<&str>, uri: &str, tag: Option<&str>) -> String 
 
 /// A Warning value (RFC 3261 §20.43, code 399 "miscellaneous") saying why in words.
 pub fn warning(agent: &str, text: &str) -> String {
-    let text: String = text.chars().filter(|c| *c != '"' && !c.is_control()).collect();
+    let text: String = text
+        .chars()
+        .filter(|c| *c != '"' && !c.is_control())
+        .collect();
     format!("399 {agent} \"{text}\"")
 }
 
@@ -168,6 +177,9 @@ mod tests {
         assert!(text.contains("Via: SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bKx;rport\r\n"));
         assert!(!text.contains("\r\nX-Injected"));
         assert!(text.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"));
-        assert_eq!(name_addr(Some("A \"B\""), "sip:x@y", Some("t")), "\"A B\" <sip:x@y>;tag=t");
+        assert_eq!(
+            name_addr(Some("A \"B\""), "sip:x@y", Some("t")),
+            "\"A B\" <sip:x@y>;tag=t"
+        );
     }
 }

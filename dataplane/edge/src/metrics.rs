@@ -31,18 +31,29 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let cv = |name: &str, help: &str, labels: &[&str]| {
-            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(m.clone())).expect("registered once");
+            let m = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
             m
         };
         let gv = |name: &str, help: &str, labels: &[&str]| {
-            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(m.clone())).expect("registered once");
+            let m =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
             m
         };
-        let draining = IntGauge::new("trunkgate_edge_draining", "1 while the edge drains after SIGTERM.")
-            .expect("static metric definition");
-        registry.register(Box::new(draining.clone())).expect("registered once");
+        let draining = IntGauge::new(
+            "trunkgate_edge_draining",
+            "1 while the edge drains after SIGTERM.",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(draining.clone()))
+            .expect("registered once");
         let options_answered = IntCounter::new(
             "trunkgate_edge_options_answered_total",
             "OPTIONS requests to the edge itself answered locally.",
@@ -62,7 +73,11 @@ impl Metrics {
                 "Calls the edge refused itself, by trunk, direction and reason.",
                 &["trunk", "direction", "reason"],
             ),
-            active_calls: gv("trunkgate_edge_active_calls", "Calls up or being set up, by trunk.", &["trunk"]),
+            active_calls: gv(
+                "trunkgate_edge_active_calls",
+                "Calls up or being set up, by trunk.",
+                &["trunk"],
+            ),
             acl_drops: cv(
                 "trunkgate_edge_acl_drops_total",
                 "SIP messages from addresses no trunk allows, dropped (or refused with 403), by side.",
@@ -103,14 +118,26 @@ impl Metrics {
                 "Messages passed to the worker that owns their call, by result.",
                 &["result"],
             ),
-            send_errors: cv("trunkgate_edge_send_errors_total", "Datagrams the socket refused, by side.", &["side"]),
+            send_errors: cv(
+                "trunkgate_edge_send_errors_total",
+                "Datagrams the socket refused, by side.",
+                &["side"],
+            ),
             snapshot_reloads: cv(
                 "trunkgate_edge_snapshot_reloads_total",
                 "Snapshot loads, by result (ok, unchanged, or the error kind).",
                 &["result"],
             ),
-            snapshot_info: gv("trunkgate_edge_snapshot_info", "1 for the snapshot version in use.", &["version"]),
-            targets_total: gv("trunkgate_edge_trunk_targets_total", "Outbound targets configured, by trunk.", &["trunk"]),
+            snapshot_info: gv(
+                "trunkgate_edge_snapshot_info",
+                "1 for the snapshot version in use.",
+                &["version"],
+            ),
+            targets_total: gv(
+                "trunkgate_edge_trunk_targets_total",
+                "Outbound targets configured, by trunk.",
+                &["trunk"],
+            ),
             targets_healthy: gv(
                 "trunkgate_edge_trunk_targets_healthy",
                 "Outbound targets not failing, by trunk.",

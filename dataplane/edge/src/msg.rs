@@ -44,10 +44,10 @@ pub fn headers<'m>(m: &'m impl HasHeaders, name: &'m str) -> impl Iterator<Item 
 /// The URI inside a name-addr or addr-spec value (`"A" <sip:x@y>;tag=1` → `sip:x@y`).
 pub fn uri_of(value: &str) -> &str {
     let v = value.trim();
-    if let (Some(a), Some(b)) = (v.find('<'), v.find('>')) {
-        if a < b {
-            return &v[a + 1..b];
-        }
+    if let (Some(a), Some(b)) = (v.find('<'), v.find('>'))
+        && a < b
+    {
+        return &v[a + 1..b];
     }
     v.split(';').next().unwrap_or(v).trim()
 }
@@ -77,7 +77,9 @@ pub fn user_of(uri: &str) -> Option<&str> {
 
 /// The host of a sip: URI (lower-case not applied), without port or parameters.
 pub fn host_of(uri: &str) -> Option<&str> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hostport = hostport.split([';', '?']).next().unwrap_or(hostport);
     if let Some(v6) = hostport.strip_prefix('[') {
@@ -123,14 +125,26 @@ mod tests {
 
     #[test]
     fn value_helpers() {
-        assert_eq!(uri_of("\"Alice\" <sip:+6498879333@carrier.example;user=phone>;tag=abc"), "sip:+6498879333@carrier.example;user=phone");
+        assert_eq!(
+            uri_of("\"Alice\" <sip:+6498879333@carrier.example;user=phone>;tag=abc"),
+            "sip:+6498879333@carrier.example;user=phone"
+        );
         assert_eq!(uri_of("sip:bob@example.com;tag=1"), "sip:bob@example.com");
         assert_eq!(display_of("\"Alice\" <sip:a@b>"), Some("Alice"));
         assert_eq!(display_of("<sip:a@b>"), None);
-        assert_eq!(user_of("sip:+6498879333;npdi@carrier.example;user=phone"), Some("+6498879333"));
-        assert_eq!(user_of("tel:+6498879333;phone-context=x"), Some("+6498879333"));
+        assert_eq!(
+            user_of("sip:+6498879333;npdi@carrier.example;user=phone"),
+            Some("+6498879333")
+        );
+        assert_eq!(
+            user_of("tel:+6498879333;phone-context=x"),
+            Some("+6498879333")
+        );
         assert_eq!(user_of("sip:carrier.example"), None);
-        assert_eq!(host_of("sip:+649@Acme.SIP.example.net:5060;user=phone"), Some("Acme.SIP.example.net"));
+        assert_eq!(
+            host_of("sip:+649@Acme.SIP.example.net:5060;user=phone"),
+            Some("Acme.SIP.example.net")
+        );
         assert_eq!(host_of("sip:[2001:db8::1]:5060"), Some("2001:db8::1"));
         assert_eq!(param("<sip:a@b>;tag=xyz;foo", "TAG"), Some("xyz"));
     }

@@ -109,9 +109,17 @@ pub fn host_port(addr: SocketAddr) -> String {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH, e.g. 20000-29999")?;
-    let lo: u16 = a.trim().parse().map_err(|_| format!("'{a}' is not a port"))?;
-    let hi: u16 = b.trim().parse().map_err(|_| format!("'{b}' is not a port"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected LOW-HIGH, e.g. 20000-29999")?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{a}' is not a port"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{b}' is not a port"))?;
     if lo == 0 || lo >= hi {
         return Err("LOW must be at least 1 and below HIGH".into());
     }
@@ -150,7 +158,13 @@ mod tests {
 
     #[test]
     fn worker_count_table() {
-        for (requested, cpus, want) in [(None, 2, 2), (None, 0, 1), (Some(4), 2, 4), (Some(0), 8, 1), (None, 512, 64)] {
+        for (requested, cpus, want) in [
+            (None, 2, 2),
+            (None, 0, 1),
+            (Some(4), 2, 4),
+            (Some(0), 8, 1),
+            (None, 512, 64),
+        ] {
             assert_eq!(worker_count(requested, cpus), want, "{requested:?} {cpus}");
         }
     }
@@ -165,7 +179,10 @@ mod tests {
 
     #[test]
     fn pool_ip_by_ordinal() {
-        let ips: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), "192.0.2.11".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))];
+        let ips: Vec<IpAddr> = vec![
+            "192.0.2.10".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            "192.0.2.11".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        ];
         assert_eq!(pool_ip_for(&ips, "trunkgate-edge-1"), Some(ips[1]));
         assert_eq!(pool_ip_for(&ips, "trunkgate-edge-2"), None);
         assert_eq!(pool_ip_for(&ips, "nonsense"), None);

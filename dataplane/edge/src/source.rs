@@ -18,7 +18,11 @@ pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: E
     let current = shared.runtime.load();
     let first = !ready.load(Ordering::Acquire);
     if !first && current.config.version == config.version {
-        shared.metrics.snapshot_reloads.with_label_values(&["unchanged"]).inc();
+        shared
+            .metrics
+            .snapshot_reloads
+            .with_label_values(&["unchanged"])
+            .inc();
         return false;
     }
     let version = config.version.clone();
@@ -26,8 +30,16 @@ pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: E
     let next = Runtime::build(config, Some(&current), &shared.metrics);
     shared.runtime.store(Arc::new(next));
     shared.metrics.snapshot_info.reset();
-    shared.metrics.snapshot_info.with_label_values(&[version.as_str()]).set(1);
-    shared.metrics.snapshot_reloads.with_label_values(&["ok"]).inc();
+    shared
+        .metrics
+        .snapshot_info
+        .with_label_values(&[version.as_str()])
+        .set(1);
+    shared
+        .metrics
+        .snapshot_reloads
+        .with_label_values(&["ok"])
+        .inc();
     if !shared.draining.load(Ordering::Acquire) {
         ready.store(true, Ordering::Release);
     }
@@ -40,7 +52,9 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -55,12 +69,20 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 }
 
 /// Compiles the folder; logs every problem. None when the folder cannot be read.
-pub fn compile_dir(dir: &Path, previous: Option<&EdgeConfig>, shared: &Shared) -> Option<EdgeConfig> {
+pub fn compile_dir(
+    dir: &Path,
+    previous: Option<&EdgeConfig>,
+    shared: &Shared,
+) -> Option<EdgeConfig> {
     let m = match load_dir(dir) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot read the config folder; keeping the last good snapshot");
-            shared.metrics.snapshot_reloads.with_label_values(&["unreadable"]).inc();
+            shared
+                .metrics
+                .snapshot_reloads
+                .with_label_values(&["unreadable"])
+                .inc();
             return None;
         }
     };
@@ -74,19 +96,30 @@ pub fn compile_dir(dir: &Path, previous: Option<&EdgeConfig>, shared: &Shared) -
         }
     }
     if !m.problems.is_empty() || compiled.problems().next().is_some() {
-        shared.metrics.snapshot_reloads.with_label_values(&["with_problems"]).inc();
+        shared
+            .metrics
+            .snapshot_reloads
+            .with_label_values(&["with_problems"])
+            .inc();
     }
     Some(compiled.config)
 }
 
 /// Standalone mode: load now, then poll the folder for changes.
-pub async fn watch_dir(dir: PathBuf, every: Duration, shared: Arc<Shared>, ready: Arc<std::sync::atomic::AtomicBool>) {
+pub async fn watch_dir(
+    dir: PathBuf,
+    every: Duration,
+    shared: Arc<Shared>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut seen = Vec::new();
     loop {
         let now = fingerprint(&dir);
         if now != seen {
             seen = now;
-            let previous = ready.load(Ordering::Acquire).then(|| shared.runtime.load().config.clone());
+            let previous = ready
+                .load(Ordering::Acquire)
+                .then(|| shared.runtime.load().config.clone());
             if let Some(cfg) = compile_dir(&dir, previous.as_ref(), &shared) {
                 install(&shared, &ready, cfg);
             }
@@ -96,7 +129,11 @@ pub async fn watch_dir(dir: PathBuf, every: Duration, shared: Arc<Shared>, ready
 }
 
 /// Cluster mode: watch the one snapshot Secret (RBAC: get/list/watch on that name only).
-pub async fn watch_secret(ns_name: String, shared: Arc<Shared>, ready: Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+pub async fn watch_secret(
+    ns_name: String,
+    shared: Arc<Shared>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Secret;
     use kube::runtime::watcher;
@@ -131,7 +168,11 @@ pub async fn watch_secret(ns_name: String, shared: Arc<Shared>, ready: Arc<std::
                 install(&shared, &ready, cfg);
             }
             Err(e) => {
-                shared.metrics.snapshot_reloads.with_label_values(&[e.metric_label()]).inc();
+                shared
+                    .metrics
+                    .snapshot_reloads
+                    .with_label_values(&[e.metric_label()])
+                    .inc();
                 tracing::error!(error = %e, "snapshot refused; keeping the last good one");
             }
         }

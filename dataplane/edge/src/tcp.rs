@@ -32,13 +32,26 @@ pub fn reuseport_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener>
 }
 
 /// Accepts connections for one side until the runtime stops.
-pub async fn accept(listener: TcpListener, side: Side, events: mpsc::UnboundedSender<Event>, metrics: Metrics) {
+pub async fn accept(
+    listener: TcpListener,
+    side: Side,
+    events: mpsc::UnboundedSender<Event>,
+    metrics: Metrics,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(connection(stream, peer, side, tx, rx, events.clone(), metrics.clone()));
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    side,
+                    tx,
+                    rx,
+                    events.clone(),
+                    metrics.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -87,19 +100,32 @@ async fn connection(
                     match trunkgate_sip::parse(&buf[..len]) {
                         Ok(msg) => {
                             let src = Link::Tcp(peer, tx.clone());
-                            if events.send(Event::Message { side, src, msg }).is_err() {
+                            if events
+                                .send(Event::Message {
+                                    side,
+                                    src,
+                                    msg: Box::new(msg),
+                                })
+                                .is_err()
+                            {
                                 break 'read;
                             }
                         }
                         Err(e) => {
-                            metrics.malformed.with_label_values(&[side.label(), e.metric_label()]).inc();
+                            metrics
+                                .malformed
+                                .with_label_values(&[side.label(), e.metric_label()])
+                                .inc();
                         }
                     }
                     buf.drain(..len);
                 }
                 Err(e) => {
                     // A stream cannot be re-synchronised after a framing error (RFC 3261 §18.3).
-                    metrics.malformed.with_label_values(&[side.label(), e.metric_label()]).inc();
+                    metrics
+                        .malformed
+                        .with_label_values(&[side.label(), e.metric_label()])
+                        .inc();
                     break 'read;
                 }
             }
@@ -115,15 +141,22 @@ async fn connection(
 impl Worker {
     /// How to reach `addr` with `transport` from `side`: UDP as is, TCP over a connection of
     /// this worker's (opened on first use; messages queue until it is up).
-    pub fn link_to(&mut self, side: Side, addr: SocketAddr, transport: Transport) -> Result<Link, String> {
+    pub fn link_to(
+        &mut self,
+        side: Side,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> Result<Link, String> {
         match transport {
             Transport::Udp => Ok(Link::Udp(addr)),
-            Transport::Tls => Err(format!("{addr}: TLS signalling is not supported by this edge yet")),
+            Transport::Tls => Err(format!(
+                "{addr}: TLS signalling is not supported by this edge yet"
+            )),
             Transport::Tcp => {
-                if let Some(tx) = self.tcp_out.get(&(side, addr)) {
-                    if !tx.is_closed() {
-                        return Ok(Link::Tcp(addr, tx.clone()));
-                    }
+                if let Some(tx) = self.tcp_out.get(&(side, addr))
+                    && !tx.is_closed()
+                {
+                    return Ok(Link::Tcp(addr, tx.clone()));
                 }
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.tcp_out.insert((side, addr), tx.clone());
@@ -131,7 +164,11 @@ impl Worker {
                 let metrics = self.shared.metrics.clone();
                 let writer_tx = tx.clone();
                 tokio::spawn(async move {
-                    let connect = tokio::time::timeout(std::time::Duration::from_secs(3), TcpStream::connect(addr)).await;
+                    let connect = tokio::time::timeout(
+                        std::time::Duration::from_secs(3),
+                        TcpStream::connect(addr),
+                    )
+                    .await;
                     match connect {
                         Ok(Ok(stream)) => {
                             let _ = stream.set_nodelay(true);

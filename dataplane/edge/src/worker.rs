@@ -78,13 +78,17 @@ impl Link {
 pub struct Handoff {
     pub side: Side,
     pub src: Link,
-    pub msg: SipMessage,
+    pub msg: Box<SipMessage>,
 }
 
 /// Work that comes back to the worker from its own tasks.
 pub enum Event {
     /// A message read from one of this worker's TCP connections.
-    Message { side: Side, src: Link, msg: SipMessage },
+    Message {
+        side: Side,
+        src: Link,
+        msg: Box<SipMessage>,
+    },
     /// A TCP connection we opened could not be used.
     LinkFailed { addr: SocketAddr },
     Resolved {
@@ -171,7 +175,10 @@ impl Net {
             Link::Tcp(_, tx) => tx.send(bytes.to_vec()).is_ok(),
         };
         if !ok {
-            self.metrics.send_errors.with_label_values(&[side.label()]).inc();
+            self.metrics
+                .send_errors
+                .with_label_values(&[side.label()])
+                .inc();
             tracing::debug!(dest = %dest.addr(), "send failed");
         }
     }
@@ -243,7 +250,7 @@ impl Worker {
                     Ok((n, src)) => self.on_datagram(Side::Internal, src, &buf_int[..n]),
                     Err(e) => tracing::debug!(error = %e, "internal recv"),
                 },
-                Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, h.msg, false),
+                Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, *h.msg, false),
                 Some(e) = events_rx.recv() => self.on_event(e),
                 _ = sleep => self.fire_timers(),
                 r = shutdown.changed(), if !stopping => {
@@ -268,7 +275,8 @@ impl Worker {
 
     pub fn schedule(&mut self, after: Duration, t: Timer) {
         self.timer_seq += 1;
-        self.timers.insert((Instant::now() + after, self.timer_seq), t);
+        self.timers
+            .insert((Instant::now() + after, self.timer_seq), t);
     }
 
     fn fire_timers(&mut self) {
@@ -285,33 +293,61 @@ impl Worker {
     fn on_timer(&mut self, t: Timer) {
         match t {
             Timer::ClientRetransmit(key) => {
-                let Some(tx) = self.clients.get_mut(&key) else { return };
+                let Some(tx) = self.clients.get_mut(&key) else {
+                    return;
+                };
                 if tx.responded || tx.completed {
                     return;
                 }
                 // RFC 3261 §17.1.1.2 Timer A doubles; §17.1.2.2 Timer E doubles up to T2.
-                tx.interval = if tx.invite { tx.interval * 2 } else { (tx.interval * 2).min(T2) };
+                tx.interval = if tx.invite {
+                    tx.interval * 2
+                } else {
+                    (tx.interval * 2).min(T2)
+                };
                 self.net.send(tx.side, &tx.dest, &tx.bytes);
-                self.shared.metrics.retransmissions.with_label_values(&[tx.side.label()]).inc();
+                self.shared
+                    .metrics
+                    .retransmissions
+                    .with_label_values(&[tx.side.label()])
+                    .inc();
                 let interval = tx.interval;
                 self.schedule(interval, Timer::ClientRetransmit(key));
             }
             Timer::ClientTimeout(key) => {
-                let Some(tx) = self.clients.get(&key) else { return };
+                let Some(tx) = self.clients.get(&key) else {
+                    return;
+                };
                 if tx.completed {
                     return;
                 }
-                self.metrics().timeouts.with_label_values(&[tx.side.label()]).inc();
-                self.client_failed(key, 408, "no answer within 32 s (RFC 3261 timer B/F)".into());
+                self.metrics()
+                    .timeouts
+                    .with_label_values(&[tx.side.label()])
+                    .inc();
+                self.client_failed(
+                    key,
+                    408,
+                    "no answer within 32 s (RFC 3261 timer B/F)".into(),
+                );
             }
             Timer::Failover(key) => {
-                let Some(tx) = self.clients.get(&key) else { return };
+                let Some(tx) = self.clients.get(&key) else {
+                    return;
+                };
                 if tx.responded || tx.completed {
                     return;
                 }
-                self.metrics().timeouts.with_label_values(&[tx.side.label()]).inc();
+                self.metrics()
+                    .timeouts
+                    .with_label_values(&[tx.side.label()])
+                    .inc();
                 let secs = self.shared.settings.failover_seconds;
-                self.client_failed(key, 408, format!("carrier target did not answer within {secs} s"));
+                self.client_failed(
+                    key,
+                    408,
+                    format!("carrier target did not answer within {secs} s"),
+                );
             }
             Timer::ClientForget(key) => {
                 self.clients.remove(&key);
@@ -327,10 +363,19 @@ impl Worker {
     // ---- server transactions ---------------------------------------------------------------
 
     /// Opens a server transaction for `req` from `src`; `tag` is the To tag our responses carry.
-    pub fn open_server(&mut self, side: Side, src: &Link, req: &Request, tag: Option<&str>) -> ServerKey {
+    pub fn open_server(
+        &mut self,
+        side: Side,
+        src: &Link,
+        req: &Request,
+        tag: Option<&str>,
+    ) -> ServerKey {
         let key = server_key(req);
         let prefix = response_prefix(req, src.addr(), tag);
-        self.metrics().transactions.with_label_values(&[side.label(), "server"]).inc();
+        self.metrics()
+            .transactions
+            .with_label_values(&[side.label(), "server"])
+            .inc();
         self.servers.insert(
             key.clone(),
             ServerTxn {
@@ -351,7 +396,9 @@ impl Worker {
     /// Sends a response on a server transaction; final responses start the RFC 3261 §17.2
     /// timers (G/H for INVITE, 2xx retransmission per §13.3.1.4, J for others).
     pub fn respond(&mut self, key: &ServerKey, code: u16, reason: &str, lines: &str, body: &[u8]) {
-        let Some(tx) = self.servers.get_mut(key) else { return };
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
         if tx.final_code.is_some() {
             return;
         }
@@ -375,20 +422,28 @@ impl Worker {
 
     /// A refusal with a Warning saying why (RFC 3261 §20.43).
     pub fn refuse(&mut self, key: &ServerKey, code: u16, text: &str, extra: &str) {
-        let mut lines = format!("Warning: {}\r\n", warning(&self.shared.public_hostport, text));
+        let mut lines = format!(
+            "Warning: {}\r\n",
+            warning(&self.shared.public_hostport, text)
+        );
         lines.push_str(extra);
         self.respond(key, code, reason_phrase(code), &lines, &[]);
     }
 
     fn server_retransmit(&mut self, key: ServerKey) {
-        let Some(tx) = self.servers.get_mut(&key) else { return };
+        let Some(tx) = self.servers.get_mut(&key) else {
+            return;
+        };
         if tx.acked {
             return;
         }
         if tx.started.elapsed() >= TX_TIMEOUT {
             // Timer H (non-2xx) or the §13.3.1.4 give-up for 2xx: no ACK ever came.
             let (side, call, code) = (tx.side, tx.call, tx.final_code);
-            self.metrics().timeouts.with_label_values(&[side.label()]).inc();
+            self.metrics()
+                .timeouts
+                .with_label_values(&[side.label()])
+                .inc();
             self.servers.remove(&key);
             if let (Some((id, leg)), Some(200..=299)) = (call, code) {
                 tracing::info!(call = id, "no ACK for 2xx; ending the call");
@@ -402,7 +457,11 @@ impl Worker {
         // Over TCP the transport delivers; the timer still bounds the wait for the ACK.
         if let (Some(bytes), false) = (&tx.last, tx.peer.reliable()) {
             self.net.send(tx.side, &tx.peer, bytes);
-            self.shared.metrics.retransmissions.with_label_values(&[tx.side.label()]).inc();
+            self.shared
+                .metrics
+                .retransmissions
+                .with_label_values(&[tx.side.label()])
+                .inc();
         }
         self.schedule(interval, Timer::ServerRetransmit(key));
     }
@@ -429,7 +488,10 @@ impl Worker {
         let invite = method == "INVITE";
         let reliable = dest.reliable();
         self.send(side, &dest, &bytes);
-        self.metrics().transactions.with_label_values(&[side.label(), "client"]).inc();
+        self.metrics()
+            .transactions
+            .with_label_values(&[side.label(), "client"])
+            .inc();
         self.clients.insert(
             key.clone(),
             ClientTxn {
@@ -468,13 +530,17 @@ impl Worker {
                     .with_label_values(&[side.label(), e.metric_label()])
                     .inc();
                 if side == Side::Public && !self.source_allowed(src) {
-                    self.metrics().acl_drops.with_label_values(&[side.label()]).inc();
+                    self.metrics()
+                        .acl_drops
+                        .with_label_values(&[side.label()])
+                        .inc();
                     return;
                 }
                 if let Some(mut reply) = e.reply() {
-                    reply
-                        .headers
-                        .push(trunkgate_sip::warning(&self.shared.public_hostport, e.reason()));
+                    reply.headers.push(trunkgate_sip::warning(
+                        &self.shared.public_hostport,
+                        e.reason(),
+                    ));
                     self.send(side, &Link::Udp(src), &trunkgate_sip::serialize(&reply));
                 }
             }
@@ -482,27 +548,49 @@ impl Worker {
     }
 
     fn source_allowed(&self, src: SocketAddr) -> bool {
-        self.shared.runtime.load().trunks_for_source(src.ip()).next().is_some()
+        self.shared
+            .runtime
+            .load()
+            .trunks_for_source(src.ip())
+            .next()
+            .is_some()
     }
 
     fn hand_off(&self, to: usize, side: Side, src: &Link, m: SipMessage) {
         let src = src.clone();
-        match self.shared.handoff.get(to).map(|tx| tx.try_send(Handoff { side, src, msg: m })) {
+        match self.shared.handoff.get(to).map(|tx| {
+            tx.try_send(Handoff {
+                side,
+                src,
+                msg: Box::new(m),
+            })
+        }) {
             Some(Ok(())) => self.metrics().handoffs.with_label_values(&["ok"]).inc(),
-            _ => self.metrics().handoffs.with_label_values(&["dropped"]).inc(),
+            _ => self
+                .metrics()
+                .handoffs
+                .with_label_values(&["dropped"])
+                .inc(),
         }
     }
 
     pub fn on_message(&mut self, side: Side, src: &Link, m: SipMessage, may_hand_off: bool) {
         if side == Side::Public && !self.source_allowed(src.addr()) {
-            self.metrics().acl_drops.with_label_values(&[side.label()]).inc();
-            if self.shared.settings.acl_reply_403 {
-                if let SipMessage::Request(r) = &m {
-                    if r.method != trunkgate_sip::Method::Ack {
-                        let key = self.open_server(side, src, r, None);
-                        self.refuse(&key, 403, "source address not allowed by any CarrierTrunk", "");
-                    }
-                }
+            self.metrics()
+                .acl_drops
+                .with_label_values(&[side.label()])
+                .inc();
+            if self.shared.settings.acl_reply_403
+                && let SipMessage::Request(r) = &m
+                && r.method != trunkgate_sip::Method::Ack
+            {
+                let key = self.open_server(side, src, r, None);
+                self.refuse(
+                    &key,
+                    403,
+                    "source address not allowed by any CarrierTrunk",
+                    "",
+                );
             }
             return;
         }
@@ -529,7 +617,9 @@ impl Worker {
             SipMessage::Extension(r) => {
                 // RFC 3261 §8.2.1: a method we do not know gets 501.
                 let key = (
-                    trunkgate_sip::top_via_branch(&r).unwrap_or_default().to_string(),
+                    trunkgate_sip::top_via_branch(&r)
+                        .unwrap_or_default()
+                        .to_string(),
                     r.method.clone(),
                 );
                 let prefix = response_prefix_of(&r, src.addr(), None);
@@ -557,7 +647,10 @@ impl Worker {
             if let Some(bytes) = &tx.last {
                 self.net.send(tx.side, &tx.peer, bytes);
             }
-            self.metrics().retransmissions.with_label_values(&[side.label()]).inc();
+            self.metrics()
+                .retransmissions
+                .with_label_values(&[side.label()])
+                .inc();
             return;
         }
         if trunkgate_sip::max_forwards(req) == Some(0) && req.method != M::Options {
@@ -577,7 +670,9 @@ impl Worker {
             M::Options => {
                 let k = self.open_server(side, src, req, None);
                 self.metrics().options_answered.inc();
-                let lines = format!("Allow: {ALLOW}\r\nAccept: application/sdp\r\nSupported: 100rel, timer\r\n");
+                let lines = format!(
+                    "Allow: {ALLOW}\r\nAccept: application/sdp\r\nSupported: 100rel, timer\r\n"
+                );
                 self.respond(&k, 200, "OK", &lines, &[]);
             }
             M::Register | M::Subscribe | M::Publish | M::Message | M::Refer | M::Notify => {
@@ -596,13 +691,18 @@ impl Worker {
     fn is_loop(&self, req: &Request) -> bool {
         msg::headers(req, "Via").any(|v| {
             msg::param(v, "branch").and_then(owner).is_some()
-                && (v.contains(self.shared.public_hostport.as_str()) || v.contains(self.shared.internal_hostport.as_str()))
+                && (v.contains(self.shared.public_hostport.as_str())
+                    || v.contains(self.shared.internal_hostport.as_str()))
         })
     }
 
     fn on_response(&mut self, side: Side, src: &Link, resp: &Response) {
-        let Some(branch) = trunkgate_sip::top_via_branch(resp) else { return };
-        let Some((_, method)) = trunkgate_sip::cseq(resp) else { return };
+        let Some(branch) = trunkgate_sip::top_via_branch(resp) else {
+            return;
+        };
+        let Some((_, method)) = trunkgate_sip::cseq(resp) else {
+            return;
+        };
         let key = (branch.to_string(), method.to_string());
         let code = resp.status_code.code();
         let Some(tx) = self.clients.get_mut(&key) else {
@@ -622,12 +722,11 @@ impl Worker {
                     if code >= 300 {
                         let ack = ack_for_non_2xx(tx, resp);
                         self.net.send(tx.side, &tx.dest, &ack);
-                    } else if let Some(c) = self.calls.get(&call) {
-                        if leg == LegId::B {
-                            if let Some(ack) = &c.b_ack {
-                                self.net.send(c.b.side, &c.b.peer, ack);
-                            }
-                        }
+                    } else if let Some(c) = self.calls.get(&call)
+                        && leg == LegId::B
+                        && let Some(ack) = &c.b_ack
+                    {
+                        self.net.send(c.b.side, &c.b.peer, ack);
                     }
                 }
                 return;
@@ -647,7 +746,7 @@ impl Worker {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Resolved { call, result } => self.on_resolved(call, result),
-            Event::Message { side, src, msg } => self.on_message(side, &src, msg, true),
+            Event::Message { side, src, msg } => self.on_message(side, &src, *msg, true),
             Event::LinkFailed { addr } => self.on_link_failed(addr),
         }
     }
@@ -657,14 +756,18 @@ impl Worker {
     /// Removes a call and everything that points to it.
     fn forget_call(&mut self, id: u64) {
         if let Some(c) = self.calls.remove(&id) {
-            self.dialogs.remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
-            self.dialogs.remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
+            self.dialogs
+                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            self.dialogs
+                .remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
         }
     }
 
     /// Marks a call over, writes its record and schedules its removal.
     pub fn finish_call(&mut self, id: u64) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.state == CallState::Ended {
             return;
         }
@@ -674,7 +777,11 @@ impl Worker {
         self.shared
             .metrics
             .calls
-            .with_label_values(&[c.trunk_id(), c.direction.label(), crate::metrics::code_class(code)])
+            .with_label_values(&[
+                c.trunk_id(),
+                c.direction.label(),
+                crate::metrics::code_class(code),
+            ])
             .inc();
         if self.shared.settings.cdr {
             crate::cdr::write(c);
@@ -696,7 +803,9 @@ impl Worker {
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
 
 pub fn server_key(req: &Request) -> ServerKey {
-    let branch = trunkgate_sip::top_via_branch(req).unwrap_or_default().to_string();
+    let branch = trunkgate_sip::top_via_branch(req)
+        .unwrap_or_default()
+        .to_string();
     // ACK matches the INVITE transaction (§17.2.3).
     let method = match req.method {
         trunkgate_sip::Method::Ack => "INVITE".to_string(),
@@ -727,11 +836,12 @@ pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str
             s.push_str(name);
             s.push_str(": ");
             s.push_str(v);
-            if name == "To" && msg::param(v, "tag").is_none() {
-                if let Some(t) = tag {
-                    s.push_str(";tag=");
-                    s.push_str(t);
-                }
+            if name == "To"
+                && msg::param(v, "tag").is_none()
+                && let Some(t) = tag
+            {
+                s.push_str(";tag=");
+                s.push_str(t);
             }
             s.push_str("\r\n");
         }
@@ -782,7 +892,11 @@ fn strip_received(via: &str) -> String {
         })
         .map(|p| {
             let n = p.split('=').next().unwrap_or("").trim();
-            if n.eq_ignore_ascii_case("rport") { "rport" } else { p }
+            if n.eq_ignore_ascii_case("rport") {
+                "rport"
+            } else {
+                p
+            }
         })
         .collect::<Vec<_>>()
         .join(";")
