@@ -6,7 +6,7 @@ RELEASE_BIN := target/release
 CRD_FILE := crds/crds.yaml
 CHART_CRD_DIR := charts/trunkgate/crds
 
-.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check
 
 ## run: build and run the edge standalone on examples/ (no cluster needed)
 run: build
@@ -24,14 +24,29 @@ check-examples:
 test: test-deps
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
+	@bash scripts/chart-test.sh
 
 test-deps:
 	@bash scripts/test-deps.sh
+	@bash scripts/install-helm.sh
 
-## lint: formatting, clippy, generated CRD YAML up to date
-lint: crds-check
+## chart-test: lint/render the Helm chart with tests/chart/values/*, validate offline, check RBAC, deploy/ and examples/gitops
+chart-test:
+	@bash scripts/chart-test.sh
+
+## manifests: regenerate deploy/trunkgate.yaml (for kubectl apply) from the chart's default values
+manifests:
+	@bash scripts/render-manifests.sh
+
+manifests-check:
+	@bash scripts/render-manifests.sh --check
+
+## lint: formatting, clippy, generated CRD YAML, Helm chart, deploy/trunkgate.yaml up to date
+lint: crds-check manifests-check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	@bash scripts/install-helm.sh >/dev/null
+	@helm=helm; [ -x .tools/bin/helm ] && helm=.tools/bin/helm; $$helm lint --strict --quiet charts/trunkgate
 
 fmt:
 	$(CARGO) fmt --all
@@ -40,6 +55,7 @@ fmt:
 crds:
 	$(CARGO) run -q -p trunkgate-operator -- crd > $(CRD_FILE)
 	@if [ -d $(CHART_CRD_DIR) ]; then cp $(CRD_FILE) $(CHART_CRD_DIR)/crds.yaml; fi
+	@bash scripts/render-manifests.sh
 
 crds-check:
 	@tmp=$$(mktemp); $(CARGO) run -q -p trunkgate-operator -- crd > $$tmp; \

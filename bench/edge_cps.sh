@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Trunkgate edge CPS run, the same harness shape as ../shared/bench/kamailio_cps.sh so the two
+# compare side by side:
+#
+#   sipp uac (127.0.0.10:5061) -> trunkgate-edge (udp 127.0.0.1:5060 | 127.0.0.1:5070) -> sipp uas (127.0.0.2:5080)
+#
+#   usage: bench/edge_cps.sh RATE [WORKERS]
+#
+# Every call is a full B2BUA call: ACL, trunk selection, E.164 normalisation, number ownership,
+# limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN
+# [target/release/trunkgate-edge]. Prints one result line; exit 0 when every call succeeded.
+set -uo pipefail
+RATE=${1:?usage: edge_cps.sh RATE [WORKERS]}
+WORKERS=${2:-2}
+DURATION=${DURATION:-25}
+HOLD_MS=${HOLD_MS:-1000}
+SIPP_BUF=${SIPP_BUF:-4194304}
+CALLS=$((RATE * DURATION))
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+. "$SHARED/lib.sh"
+EDGE_BIN=${EDGE_BIN:-$ROOT/target/release/trunkgate-edge}
+RUN=$(mktemp -d /tmp/edgecps.XXXXXX)
+EDGE_PID="" UAS_PID=""
+cleanup() { stop_pid "$UAS_PID" 3; stop_pid "$EDGE_PID" 5; }
+trap cleanup EXIT
+trap 'exit 2' INT TERM
+[ -x "$EDGE_BIN" ] || { echo "no $EDGE_BIN: run cargo build --release -p trunkgate-edge" >&2; exit 2; }
+
+mkdir -p "$RUN/config"
+cat >"$RUN/config/bench.yaml" <<YAML
+apiVersion: trunkgate.io/v1alpha1
+kind: CarrierTrunk
+metadata: {name: bench-carrier, namespace: bench}
+spec:
+  inbound:
+    allowedCidrs: ["127.0.0.10/32"]
+    numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
+    destination: "sip:127.0.0.2:5080"
+  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
+---
+apiVersion: trunkgate.io/v1alpha1
+kind: NumberOwnership
+metadata: {name: bench-numbers, namespace: bench}
+spec:
+  trunkRef: {name: bench-carrier}
+  kind: Byoc
+  numbers: ["+6499990000-+6499999999"]
+YAML
+
+for hp in 127.0.0.1:5060 127.0.0.1:5070 127.0.0.2:5080 127.0.0.10:5061; do
+	if udp_port_busy "$hp"; then echo "udp $hp already in use; aborting" >&2; exit 2; fi
+done
+wait_quiet
+CPU_REF=$(cpu_ref)
+
+"$EDGE_BIN" --config "$RUN/config" --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 \
+	--admin 127.0.0.1:19091 --workers "$WORKERS" >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
+EDGE_PID=$!
+for ((i = 0; i < 100; i++)); do
+	curl -sf 127.0.0.1:19091/readyz >/dev/null 2>&1 && break
+	kill -0 "$EDGE_PID" 2>/dev/null || { echo "edge died:" >&2; cat "$RUN/edge.log" >&2; exit 2; }
+	sleep 0.1
+done
+RSS0=$(awk '/VmRSS/{print $2}' "/proc/$EDGE_PID/status")
+
+sipp -sn uas -i 127.0.0.2 -p 5080 -mi 127.0.0.2 -cp 8893 -nostdin -m "$CALLS" \
+	-default_behaviors all,-abortunexp -buff_size "$SIPP_BUF" -trace_err -error_file "$RUN/uas_errors.log" \
+	>"$RUN/uas.out" 2>&1 &
+UAS_PID=$!
+sleep 0.5
+
+E0=$(cpu_ticks "$EDGE_PID")
+U0=$(cpu_ticks "$UAS_PID")
+T0=$(now)
+LIMIT=$((DURATION * 2 + HOLD_MS / 1000 + 30))
+# Peak memory while calls are up: sample RSS once a second in the background.
+( peak=0; while kill -0 "$EDGE_PID" 2>/dev/null; do r=$(awk '/VmRSS/{print $2}' "/proc/$EDGE_PID/status" 2>/dev/null); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$RUN/rss_peak"; sleep 1; done ) &
+SAMPLER=$!
+/usr/bin/time -f "%e %U %S" -o "$RUN/uac.time" timeout -s TERM "$((LIMIT + 10))" \
+	sipp -sn uac 127.0.0.1:5060 -i 127.0.0.10 -p 5061 -mi 127.0.0.10 -cp 8894 -nostdin -s +6499990001 \
+	-default_behaviors all,-abortunexp -buff_size "$SIPP_BUF" \
+	-r "$RATE" -m "$CALLS" -d "$HOLD_MS" -timeout "${LIMIT}s" \
+	-trace_err -error_file "$RUN/uac_errors.log" -trace_stat -stf "$RUN/uac_stat.csv" -fd 1 >"$RUN/uac.out" 2>&1
+UAC_RC=$?
+T1=$(now)
+E1=$(cpu_ticks "$EDGE_PID")
+U1=$(cpu_ticks "$UAS_PID")
+kill "$SAMPLER" 2>/dev/null
+DROPS=$(sock_drops 127.0.0.1:5060 127.0.0.1:5070)
+WALL=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.3f", b-a}')
+EDGE_CPU=$(pct $((E1 - E0)) "$WALL")
+UAS_CPU=$(pct $((U1 - U0)) "$WALL")
+read -r _E UAC_U UAC_S < <(tail -n 1 "$RUN/uac.time") || true
+UAC_CPU=$(awk -v u="${UAC_U:-0}" -v s="${UAC_S:-0}" -v w="$WALL" 'BEGIN{printf "%.1f", 100*(u+s)/w}')
+OK=$(grep -c '"finalStatus":200' "$RUN/cdr.jsonl" || true)
+FAILED=$(awk -F';' 'NR>1{f=$0} END{split(f,a,";"); print "?"}' "$RUN/uac_stat.csv" 2>/dev/null)
+FAILED=$(grep -E "Failed call" "$RUN/uac.out" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+US_PER_CALL=$(awk -v t=$((E1 - E0)) -v hz="$CLK_TCK" -v n="$CALLS" 'BEGIN{printf "%.1f", 1e6*t/hz/n}')
+PEAK=$(cat "$RUN/rss_peak" 2>/dev/null || echo "$RSS0")
+# Calls up at once ~ RATE x hold; ended calls linger 32 s to absorb retransmissions (RFC 3261
+# timer values), so this figure is an upper bound for memory per call.
+CONCURRENT=$(awk -v r="$RATE" -v h="$HOLD_MS" 'BEGIN{printf "%d", r*(h/1000.0+0.01)}')
+KIB_PER_CALL=$(awk -v a="$PEAK" -v b="$RSS0" -v c="$CONCURRENT" 'BEGIN{printf "%.1f", (a-b)/(c>0?c:1)}')
+VERDICT=FAIL
+[ "$UAC_RC" -eq 0 ] && VERDICT=PASS
+printf 'edge rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (~%s KiB/concurrent call incl. 32 s linger) drops=%s cpu_ref=%ss logs=%s\n' \
+	"$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$DROPS" "$CPU_REF" "$RUN"
+[ "$VERDICT" = PASS ]

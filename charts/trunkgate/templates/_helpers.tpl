@@ -1,0 +1,86 @@
+{{/* Name prefix of every object. */}}
+{{- define "trunkgate.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "trunkgate.snapshotSecret" -}}
+{{- default (printf "%s-edge-config" (include "trunkgate.fullname" .)) .Values.snapshotSecretName -}}
+{{- end -}}
+
+{{- define "trunkgate.leaseName" -}}
+{{- default (printf "%s-operator" (include "trunkgate.fullname" .)) .Values.operator.leaderElection.leaseName -}}
+{{- end -}}
+
+{{- define "trunkgate.operator.name" -}}
+{{- printf "%s-operator" (include "trunkgate.fullname" .) -}}
+{{- end -}}
+
+{{- define "trunkgate.edge.name" -}}
+{{- printf "%s-edge" (include "trunkgate.fullname" .) -}}
+{{- end -}}
+
+{{/* Labels of every object; call with (dict "root" $ "component" "edge"). */}}
+{{- define "trunkgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{ include "trunkgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: trunkgate
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "trunkgate.selectorLabels" -}}
+app.kubernetes.io/name: trunkgate
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "trunkgate.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{/* Public addresses carriers must allow, as a list. */}}
+{{- define "trunkgate.edgeAddresses" -}}
+{{- $a := .Values.edgeEndpoint.addresses -}}
+{{- if and (not $a) (eq .Values.edge.mode "statefulset") -}}
+{{- $a = .Values.edge.loadBalancer.ips -}}
+{{- end -}}
+{{- join "," $a -}}
+{{- end -}}
+
+{{/* "true" when some edge port is privileged (< 1024). */}}
+{{- define "trunkgate.edge.lowPort" -}}
+{{- $e := .Values.edge -}}
+{{- if or (lt (int $e.publicSipPort) 1024) (lt (int $e.internalSipPort) 1024) (lt (int $e.rtpPorts.low) 1024) (lt (int $e.adminPort) 1024) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The container security context shared by both binaries; pass (dict "addBind" bool). */}}
+{{- define "trunkgate.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: [ALL]
+  {{- if .addBind }}
+  # A port below 1024 is configured. Note that Kubernetes grants no ambient capabilities, so for
+  # a non-root process this only helps where the runtime passes it on; statefulset mode also sets
+  # the namespaced sysctl net.ipv4.ip_unprivileged_port_start, which always works.
+  add: [NET_BIND_SERVICE]
+  {{- end }}
+{{- end -}}
+
+{{- define "trunkgate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -1,0 +1,180 @@
+{{- /*
+The edge pod template, shared by the DaemonSet and the StatefulSet. Every flag reaches the edge as
+its TRUNKGATE_<FLAG> environment variable, so addresses can be composed from the downward API
+with $(VAR) references.
+
+daemonset mode: hostNetwork; the node's IP (status.hostIP) is bound and advertised on both sides.
+statefulset mode: the pod binds its pod IP; towards carriers it advertises ips[ordinal] from
+TRUNKGATE_ADVERTISE_IP_POOL (ordinal = the number after the last "-" of POD_NAME), never the pod
+IP. No init script can work this out: the image is distroless and the root FS read-only.
+
+No exec preStop hook: the image has no shell (no `sleep`). The edge drains on SIGTERM by itself
+(not ready, 503 to new INVITEs, established calls run on for drainSeconds), and
+terminationGracePeriodSeconds leaves it that time plus a margin. The optional preStop uses the
+kubelet's own sleep action, which needs no binary in the image.
+*/ -}}
+{{- define "trunkgate.edge.podTemplate" -}}
+{{- $e := .Values.edge -}}
+{{- $sts := eq $e.mode "statefulset" -}}
+{{- $low := eq (include "trunkgate.edge.lowPort" .) "true" -}}
+{{- $ip := ternary "$(POD_IP)" "$(HOST_IP)" $sts -}}
+metadata:
+  labels:
+    {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
+    {{- with $e.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $e.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "trunkgate.edge.name" . }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  {{- with $e.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- if not $sts }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  terminationGracePeriodSeconds: {{ $e.terminationGracePeriodSeconds }}
+  securityContext:
+    {{- include "trunkgate.podSecurityContext" . | nindent 4 }}
+    {{- if and $low $sts }}
+    # A port below 1024 is configured: let the non-root edge bind it in the pod's own network
+    # namespace (a "safe" sysctl; not allowed with hostNetwork, where the node must set it).
+    sysctls:
+      - name: net.ipv4.ip_unprivileged_port_start
+        value: "0"
+    {{- end }}
+  containers:
+    - name: edge
+      image: {{ include "trunkgate.image" (dict "root" $ "image" $e.image) }}
+      imagePullPolicy: {{ $e.image.pullPolicy }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- if $sts }}
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- else }}
+        - name: HOST_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.hostIP
+        {{- end }}
+        - name: TRUNKGATE_SNAPSHOT_SECRET
+          value: {{ printf "%s/%s" .Release.Namespace (include "trunkgate.snapshotSecret" .) | quote }}
+        - name: TRUNKGATE_PUBLIC_SIP
+          value: "{{ $ip }}:{{ $e.publicSipPort }}"
+        - name: TRUNKGATE_INTERNAL_SIP
+          value: "{{ $ip }}:{{ $e.internalSipPort }}"
+        - name: TRUNKGATE_PUBLIC_MEDIA_IP
+          value: {{ $ip | quote }}
+        - name: TRUNKGATE_INTERNAL_MEDIA_IP
+          value: {{ $ip | quote }}
+        {{- if $sts }}
+        # Pod <name>-<i> advertises entry i towards carriers (its own LoadBalancer Service's IP).
+        - name: TRUNKGATE_ADVERTISE_IP_POOL
+          value: {{ join "," $e.loadBalancer.ips | quote }}
+        {{- end }}
+        - name: TRUNKGATE_RTP_PORTS
+          value: "{{ $e.rtpPorts.low }}-{{ $e.rtpPorts.high }}"
+        {{- if gt (int $e.workers) 0 }}
+        - name: TRUNKGATE_WORKERS
+          value: {{ $e.workers | quote }}
+        {{- end }}
+        - name: TRUNKGATE_ADMIN
+          value: "0.0.0.0:{{ $e.adminPort }}"
+        {{- with .Values.edgeEndpoint.fqdn }}
+        - name: TRUNKGATE_ADVERTISE_HOST
+          value: {{ . | quote }}
+        {{- end }}
+        - name: TRUNKGATE_DRAIN_SECONDS
+          value: {{ $e.drainSeconds | quote }}
+        - name: RUST_LOG
+          value: {{ $e.logFilter | quote }}
+        {{- with $e.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: sip-udp
+          containerPort: {{ $e.publicSipPort }}
+          protocol: UDP
+        - name: sip-tcp
+          containerPort: {{ $e.publicSipPort }}
+          protocol: TCP
+        - name: internal-udp
+          containerPort: {{ $e.internalSipPort }}
+          protocol: UDP
+        - name: internal-tcp
+          containerPort: {{ $e.internalSipPort }}
+          protocol: TCP
+        - name: admin
+          containerPort: {{ $e.adminPort }}
+          protocol: TCP
+      # /readyz fails until the first snapshot is loaded and while draining.
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: admin
+        periodSeconds: 5
+        failureThreshold: 2
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: admin
+        periodSeconds: 10
+        failureThreshold: 3
+      {{- if gt (int $e.preStopSleepSeconds) 0 }}
+      lifecycle:
+        preStop:
+          sleep:
+            seconds: {{ $e.preStopSleepSeconds }}
+      {{- end }}
+      resources:
+        {{- toYaml $e.resources | nindent 8 }}
+      securityContext:
+        {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low) | nindent 8 }}
+  {{- $nodeSelector := deepCopy $e.nodeSelector }}
+  {{- if not $sts }}
+  {{- $nodeSelector = mergeOverwrite $nodeSelector (deepCopy $e.daemonset.nodeSelector) }}
+  {{- end }}
+  {{- with $nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $e.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if and $sts (ne $e.antiAffinity "none") }}
+  affinity:
+    podAntiAffinity:
+      {{- if eq $e.antiAffinity "required" }}
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "trunkgate.selectorLabels" (dict "root" $ "component" "edge") | nindent 14 }}
+      {{- else }}
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "trunkgate.selectorLabels" (dict "root" $ "component" "edge") | nindent 16 }}
+      {{- end }}
+  {{- end }}
+{{- end -}}

