@@ -8,10 +8,12 @@ CHART_CRD_DIR := charts/trunkgate/crds
 
 .PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check
 
-## run: build and run the edge standalone on examples/ (no cluster needed)
+EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 --admin 127.0.0.1:9091
+
+## run: build and run the edge standalone on examples/ (no cluster needed); Ctrl-C stops it
 run: build
 	$(RELEASE_BIN)/trunkgate-operator check examples
-	@echo "The edge is not built yet in this revision; 'check' above compiled the examples."
+	$(RELEASE_BIN)/trunkgate-edge --config examples $(EDGE_FLAGS)
 
 build:
 	$(CARGO) build --release --bins

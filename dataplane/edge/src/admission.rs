@@ -109,10 +109,17 @@ pub fn hop_of(t: &SipTarget) -> Hop {
             _ => ";transport=tls",
         });
     }
+    // A port in the URI means "no SRV" (RFC 3263 §4.2); keep it unresolved otherwise.
+    let addr = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port));
     Hop {
         host,
-        port,
+        port: t.port,
         transport: t.transport,
+        addr,
+        secure: t.secure,
         uri_host,
     }
 }

@@ -2,8 +2,8 @@
 //! provisional and final answers, end-to-end ACK, CANCEL, BYE, and in-dialog requests
 //! (re-INVITE, UPDATE, PRACK, INFO) relayed with their answers.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
 
 use trunkgate_sip::{Request, Response};
 
@@ -175,52 +175,76 @@ impl Worker {
             return self.fail_a(id, code, &text);
         };
         c.next_hop += 1;
-        if let Ok(ip) = hop.host.parse::<IpAddr>() {
-            return self.send_b_invite(id, SocketAddr::new(ip, hop.port));
+        if let Some(addr) = hop.addr {
+            return self.send_b_invite(id, addr);
         }
-        if let Some((ips, until)) = self.dns.get(&hop.host)
-            && *until > Instant::now()
-            && !ips.is_empty()
-        {
-            let dest = SocketAddr::new(ips[0], hop.port);
-            return self.send_b_invite(id, dest);
-        }
+        // RFC 3263: NAPTR, SRV, then A/AAAA, off the event loop; the answer comes back as an event.
+        let Some(resolver) = self.shared.resolver.clone() else {
+            c.last_failure = Some((503, format!("{}: no DNS resolver configured", hop.host)));
+            return self.next_hop(id);
+        };
         let events = self.events.clone();
-        let (host, port) = (hop.host.clone(), hop.port);
         tokio::spawn(async move {
-            let result = tokio::net::lookup_host((host.as_str(), port))
+            let target = trunkgate_resolve::Target {
+                host: &hop.host,
+                port: hop.port,
+                transport: Some(match hop.transport {
+                    trunkgate_crds::Transport::Udp => trunkgate_resolve::Transport::Udp,
+                    trunkgate_crds::Transport::Tcp => trunkgate_resolve::Transport::Tcp,
+                    trunkgate_crds::Transport::Tls => trunkgate_resolve::Transport::Tls,
+                })
+                .filter(|_| hop.uri_host.contains("transport=") || hop.port.is_some()),
+                secure: hop.secure,
+            };
+            let result = resolver
+                .resolve(&target)
                 .await
-                .map(|a| a.collect::<Vec<_>>())
-                .map_err(|e| format!("cannot resolve {host}: {e}"));
+                .map(|ds| {
+                    ds.into_iter()
+                        .map(|d| {
+                            let t = match d.transport {
+                                trunkgate_resolve::Transport::Udp => trunkgate_crds::Transport::Udp,
+                                trunkgate_resolve::Transport::Tcp => trunkgate_crds::Transport::Tcp,
+                                trunkgate_resolve::Transport::Tls => trunkgate_crds::Transport::Tls,
+                            };
+                            (d.addr, t)
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string());
             let _ = events.send(Event::Resolved { call: id, result });
         });
     }
 
-    pub(crate) fn on_resolved(&mut self, id: u64, result: Result<Vec<SocketAddr>, String>) {
+    /// The addresses of the hop being tried replace it, in order (RFC 3263 §4.3: try each).
+    pub(crate) fn on_resolved(
+        &mut self,
+        id: u64,
+        result: Result<Vec<(SocketAddr, trunkgate_crds::Transport)>, String>,
+    ) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let host = c
-            .hops
-            .get(c.next_hop.wrapping_sub(1))
-            .map(|h| h.host.clone())
-            .unwrap_or_default();
+        let at = c.next_hop.wrapping_sub(1);
+        let Some(hop) = c.hops.get(at).cloned() else {
+            return;
+        };
         match result {
-            Ok(addrs) if !addrs.is_empty() => {
-                self.dns.insert(
-                    host,
-                    (
-                        addrs.iter().map(|a| a.ip()).collect(),
-                        Instant::now() + Duration::from_secs(60),
-                    ),
-                );
-                self.send_b_invite(id, addrs[0]);
+            Ok(dests) if !dests.is_empty() => {
+                let expanded = dests.into_iter().map(|(addr, transport)| crate::call::Hop {
+                    addr: Some(addr),
+                    transport,
+                    ..hop.clone()
+                });
+                c.hops.splice(at..=at, expanded);
+                c.next_hop = at;
+                self.next_hop(id);
             }
-            Ok(_) | Err(_) => {
-                let text = match result {
-                    Err(e) => e,
-                    Ok(_) => format!("{host} has no address"),
-                };
+            Ok(_) => {
+                c.last_failure = Some((503, format!("{}: no address", hop.host)));
+                self.next_hop(id);
+            }
+            Err(text) => {
                 c.last_failure = Some((503, text));
                 self.next_hop(id);
             }

@@ -114,8 +114,12 @@ pub enum CallState {
 #[derive(Debug, Clone)]
 pub struct Hop {
     pub host: String,
-    pub port: u16,
+    pub port: Option<u16>,
     pub transport: trunkgate_crds::Transport,
+    /// Set once RFC 3263 resolution (or a numeric host) gave an address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Whether the URI was sips: (RFC 3263 then only looks for TLS).
+    pub secure: bool,
     /// The Request-URI host part (`host` or `host:port`).
     pub uri_host: String,
 }

@@ -67,6 +67,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         public_hostport,
         internal_hostport,
         nonce_key: random_key(),
+        resolver: match trunkgate_resolve::Resolver::from_system_conf() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver: targets must be IP addresses");
+                None
+            }
+        },
         settings: settings.clone(),
     });
     let ready = Arc::new(AtomicBool::new(false));
@@ -203,7 +210,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         timer_seq: 0,
                         events: events_tx,
                         auth: AuthState::new(key),
-                        dns: Default::default(),
                         tcp_out: Default::default(),
                     };
                     worker.run(rx, events_rx, shutdown).await;

@@ -46,6 +46,8 @@ pub struct Shared {
     /// host:port in platform-side Via/Contact.
     pub internal_hostport: String,
     pub nonce_key: [u8; 32],
+    /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
+    pub resolver: Option<trunkgate_resolve::Resolver>,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
@@ -93,7 +95,7 @@ pub enum Event {
     LinkFailed { addr: SocketAddr },
     Resolved {
         call: u64,
-        result: Result<Vec<SocketAddr>, String>,
+        result: Result<Vec<(SocketAddr, trunkgate_crds::Transport)>, String>,
     },
 }
 
@@ -208,7 +210,6 @@ pub struct Worker {
     pub timer_seq: u64,
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
-    pub dns: HashMap<String, (Vec<std::net::IpAddr>, Instant)>,
     pub tcp_out: crate::tcp::Outgoing,
 }
 
