@@ -66,9 +66,14 @@ crds-check:
 	  echo "$(CHART_CRD_DIR)/crds.yaml is stale: run 'make crds'"; rm -f $$tmp; exit 1; fi; \
 	rm -f $$tmp; echo "CRD YAML up to date"
 
-## bench: print the benchmark figures
-bench:
+BENCH_RATES ?= 2000 5000
+
+## bench: print the benchmark figures (compile, SIP parse, CPS against Kamailio in the same sitting)
+bench: build
 	$(CARGO) run --release -q -p trunkgate-crds --example compile_bench
+	$(CARGO) run --release -q -p trunkgate-sip --example parse_bench
+	@command -v kamailio >/dev/null 2>&1 || bash ../shared/bench/setup.sh
+	bash bench/compare_cps.sh $(BENCH_RATES)
 
 clean:
 	$(CARGO) clean
