@@ -26,6 +26,7 @@ use trunkgate_crds::{CarrierTrunk, Compiled, NumberOwnership, Secrets, compile};
 
 use crate::metrics::Metrics;
 use crate::publish::{self, MANAGER};
+use crate::rollout::{self, Rollout};
 use crate::status;
 
 /// Operator settings (from flags).
@@ -40,6 +41,10 @@ pub struct Settings {
     pub debounce: Duration,
     /// Label selector for the credential Secrets to watch ("" = all).
     pub secret_selector: String,
+    /// Label selector of the edge pods in the operator's namespace ("" = no live status).
+    pub edge_selector: String,
+    /// Admin port of the edge pods (`/snapshot`).
+    pub edge_admin_port: u16,
 }
 
 /// Errors of one reconcile.
@@ -75,6 +80,7 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub published: RwLock<Published>,
+    pub rollout: RwLock<Option<Rollout>>,
 }
 
 impl Context {
@@ -84,11 +90,27 @@ impl Context {
             settings,
             metrics,
             published: RwLock::new(Published::default()),
+            rollout: RwLock::new(None),
         })
     }
 
     fn latest(&self) -> Published {
         self.published.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn rollout(&self) -> Option<Rollout> {
+        self.rollout.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Records what the edge pods run; true when it changed.
+    pub fn set_rollout(&self, r: Rollout) -> bool {
+        match self.rollout.write() {
+            Ok(mut cur) if cur.as_ref() != Some(&r) => {
+                *cur = Some(r);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Installs a compile result (used by the compiler, and by tests).
@@ -234,9 +256,11 @@ pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Resul
         None => report.clone(),
     };
     let now = Time(jiff::Timestamp::now());
+    let rollout = ctx.rollout();
     let desired = status::trunk_status(
         &report,
         &compiled.config,
+        rollout.as_ref(),
         &ctx.settings.edge,
         obj.status.as_ref(),
         &now,
@@ -277,7 +301,14 @@ pub async fn reconcile_ownership(
         None => report.clone(),
     };
     let now = Time(jiff::Timestamp::now());
-    let desired = status::ownership_status(&report, &compiled.config, obj.status.as_ref(), &now);
+    let rollout = ctx.rollout();
+    let desired = status::ownership_status(
+        &report,
+        &compiled.config,
+        rollout.as_ref(),
+        obj.status.as_ref(),
+        &now,
+    );
     let api: Api<NumberOwnership> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(api, &name, obj.status.as_ref(), &desired).await? {
         ctx.metrics
@@ -408,6 +439,8 @@ pub async fn run(ctx: Arc<Context>) {
         changes_tx.clone(),
     );
     let (compiled_tx, compiled_rx) = watch::channel(());
+    let compiled_tx = std::sync::Arc::new(compiled_tx);
+    let rollout_tx = compiled_tx.clone();
 
     let compiler = {
         let ctx = ctx.clone();
@@ -465,6 +498,39 @@ pub async fn run(ctx: Arc<Context>) {
         }
     };
 
+    // Live status: poll the edge pods; a change re-reconciles every object.
+    let rollout_task = {
+        let ctx = ctx.clone();
+        let tx = rollout_tx;
+        async move {
+            if ctx.settings.edge_selector.is_empty() {
+                return std::future::pending::<()>().await;
+            }
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(ctx.client.clone(), &ctx.settings.snapshot_namespace);
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let Some(version) = ctx.latest().compiled.map(|c| c.config.version.clone()) else {
+                    continue;
+                };
+                match rollout::observe(
+                    &pods,
+                    &ctx.settings.edge_selector,
+                    ctx.settings.edge_admin_port,
+                    &version,
+                )
+                .await
+                {
+                    Ok(r) => {
+                        if ctx.set_rollout(r) {
+                            tx.send_replace(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not list edge pods"),
+                }
+            }
+        }
+    };
     let trigger = |rx: watch::Receiver<()>| {
         futures::stream::unfold(rx, |mut rx| async move {
             rx.changed().await.ok()?;
@@ -497,6 +563,7 @@ pub async fn run(ctx: Arc<Context>) {
     };
     tokio::select! {
         _ = compiler => tracing::warn!("compiler stopped"),
+        _ = rollout_task => tracing::warn!("rollout poller stopped"),
         _ = trunk_ctrl => tracing::warn!("CarrierTrunk controller stopped"),
         _ = own_ctrl => tracing::warn!("NumberOwnership controller stopped"),
         _ = drain(Box::pin(trunk_events)) => tracing::warn!("CarrierTrunk watch ended"),

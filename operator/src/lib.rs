@@ -7,4 +7,5 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod publish;
+pub mod rollout;
 pub mod status;

@@ -29,7 +29,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Run the controller in a cluster.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -70,6 +70,16 @@ struct RunArgs {
         default_value = "trunkgate-operator"
     )]
     leader_lease: String,
+    /// Label selector of the edge pods in --namespace, for live status ("" disables it).
+    #[arg(
+        long,
+        env = "TRUNKGATE_EDGE_SELECTOR",
+        default_value = "app.kubernetes.io/name=trunkgate,app.kubernetes.io/component=edge"
+    )]
+    edge_selector: String,
+    /// Admin port of the edge pods, where /snapshot tells the version they run.
+    #[arg(long, env = "TRUNKGATE_EDGE_ADMIN_PORT", default_value_t = 9091)]
+    edge_admin_port: u16,
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "trunkgate-operator")]
     identity: String,
@@ -111,7 +121,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(run(args)) {
+            match rt.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "operator stopped");
@@ -139,6 +149,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         debounce: Duration::from_millis(args.debounce_ms),
         secret_selector: args.secret_selector,
+        edge_selector: args.edge_selector,
+        edge_admin_port: args.edge_admin_port,
     };
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     if args.leader_lease.is_empty() {

@@ -6,39 +6,83 @@ use trunkgate_crds::report::Report;
 use trunkgate_crds::trunk::{CarrierTrunkStatus, EdgeEndpoint};
 use trunkgate_crds::{NumberOwnershipStatus, snapshot::EdgeConfig};
 
+use crate::rollout::Rollout;
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: String,
+    message: String,
+    report: &Report,
+    existing: &[Condition],
+    now: &Time,
+) -> Condition {
+    let last_transition_time = existing
+        .iter()
+        .find(|e| e.type_ == type_ && e.status == status)
+        .map(|e| e.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason,
+        message,
+        observed_generation: report.generation,
+        last_transition_time,
+    }
+}
+
 /// Conditions for a report; a condition whose status is unchanged keeps its transition time.
+/// `Programmed` (just before `Ready`) says how many edge pods run the snapshot, once known.
 pub fn conditions(
     report: &Report,
     snapshot_version: &str,
+    rollout: Option<&Rollout>,
     existing: &[Condition],
     now: &Time,
 ) -> Vec<Condition> {
-    report
+    let mut out: Vec<Condition> = report
         .conditions(snapshot_version)
         .into_iter()
         .map(|c| {
-            let status = if c.status { "True" } else { "False" }.to_string();
-            let last_transition_time = existing
-                .iter()
-                .find(|e| e.type_ == c.type_ && e.status == status)
-                .map(|e| e.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: c.type_.to_string(),
-                status,
-                reason: c.reason,
-                message: c.message,
-                observed_generation: report.generation,
-                last_transition_time,
-            }
+            let status = if c.status { "True" } else { "False" };
+            condition(c.type_, status, c.reason, c.message, report, existing, now)
         })
-        .collect()
+        .collect();
+    let programmed = if !report.is_ready() {
+        Some((
+            "False",
+            "NotInSnapshot",
+            "This generation is not in the edge snapshot.".to_string(),
+        ))
+    } else {
+        rollout
+            .filter(|r| r.version == snapshot_version)
+            .map(Rollout::condition)
+    };
+    if let Some((status, reason, message)) = programmed {
+        let at = out.len().saturating_sub(1);
+        out.insert(
+            at,
+            condition(
+                "Programmed",
+                status,
+                reason.to_string(),
+                message,
+                report,
+                existing,
+                now,
+            ),
+        );
+    }
+    out
 }
 
 /// Desired CarrierTrunk status.
 pub fn trunk_status(
     report: &Report,
     config: &EdgeConfig,
+    rollout: Option<&Rollout>,
     edge: &EdgeEndpoint,
     existing: Option<&CarrierTrunkStatus>,
     now: &Time,
@@ -47,7 +91,7 @@ pub fn trunk_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     CarrierTrunkStatus {
-        conditions: conditions(report, &config.version, old, now),
+        conditions: conditions(report, &config.version, rollout, old, now),
         observed_generation: report.generation,
         edge: Some(edge.clone()),
         // Target health comes from the edge pods' probes; until they report it, keep what is there.
@@ -60,6 +104,7 @@ pub fn trunk_status(
 pub fn ownership_status(
     report: &Report,
     config: &EdgeConfig,
+    rollout: Option<&Rollout>,
     existing: Option<&NumberOwnershipStatus>,
     now: &Time,
 ) -> NumberOwnershipStatus {
@@ -67,7 +112,7 @@ pub fn ownership_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     NumberOwnershipStatus {
-        conditions: conditions(report, &config.version, old, now),
+        conditions: conditions(report, &config.version, rollout, old, now),
         observed_generation: report.generation,
         number_count: report.number_count,
         snapshot_version: report.is_ready().then(|| config.version.clone()),
@@ -86,8 +131,8 @@ mod tests {
         let rep = &c.reports[0];
         let t1 = Time(jiff::Timestamp::from_second(1_000).unwrap());
         let t2 = Time(jiff::Timestamp::from_second(2_000).unwrap());
-        let first = conditions(rep, "v1", &[], &t1);
-        let again = conditions(rep, "v2", &first, &t2);
+        let first = conditions(rep, "v1", None, &[], &t1);
+        let again = conditions(rep, "v2", None, &first, &t2);
         assert!(again.iter().all(|c| c.last_transition_time == t1));
         let bad = compile(
             &[CarrierTrunk::test("a", "t").with_cidrs(&[])],
@@ -95,7 +140,7 @@ mod tests {
             &Secrets::new(),
             None,
         );
-        let flipped = conditions(&bad.reports[0], "v3", &first, &t2);
+        let flipped = conditions(&bad.reports[0], "v3", None, &first, &t2);
         let ready = flipped.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(
             (ready.status.as_str(), &ready.last_transition_time),

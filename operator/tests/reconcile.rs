@@ -30,6 +30,8 @@ fn mock_ctx() -> (Arc<Context>, Handle) {
         },
         debounce: Duration::from_millis(10),
         secret_selector: String::new(),
+        edge_selector: String::new(),
+        edge_admin_port: 9091,
     };
     (Context::new(client, settings, Metrics::new()), handle)
 }
@@ -293,4 +295,103 @@ async fn leader_lease_created_when_absent_and_respected_when_held() {
     assert!(!lock.try_acquire_or_renew().await.unwrap());
     let mut handle = server.await.unwrap();
     no_request(&mut handle).await;
+}
+
+/// A one-shot fake edge admin endpoint answering `/snapshot` with `version`.
+async fn fake_edge(version: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /snapshot "));
+            let body = format!("{{\"version\":\"{version}\",\"trunks\":1}}\n");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn live_status_counts_edge_pods_running_the_snapshot() {
+    use k8s_openapi::api::core::v1::Pod;
+    use trunkgate_operator::rollout;
+    let port = fake_edge("v-current").await;
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pods: Api<Pod> = Api::namespaced(Client::new(svc, "default"), "trunkgate-system");
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            "/api/v1/namespaces/trunkgate-system/pods?&labelSelector=app.kubernetes.io%2Fcomponent%3Dedge",
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                {"metadata": {"name": "edge-0"}, "status": {"phase": "Running", "podIP": "127.0.0.1"}},
+                {"metadata": {"name": "edge-1"}, "status": {"phase": "Running", "podIP": "127.0.0.2"}},
+                {"metadata": {"name": "edge-2"}, "status": {"phase": "Pending"}},
+            ]}),
+        )
+        .await;
+    });
+    let r = rollout::observe(&pods, "app.kubernetes.io/component=edge", port, "v-current")
+        .await
+        .unwrap();
+    server.await.unwrap();
+    // edge-0 answers with the current version; nothing listens for edge-1; edge-2 is not running.
+    assert_eq!((r.programmed, r.total, r.unreachable), (1, 2, 1));
+    let (status, reason, msg) = r.condition();
+    assert_eq!((status, reason), ("False", "RollingOut"));
+    assert!(msg.contains("1 of 2 edge pods"), "{msg}");
+}
+
+#[tokio::test]
+async fn programmed_condition_written_from_the_rollout() {
+    let (ctx, mut handle) = mock_ctx();
+    let trunk = CarrierTrunk::test("acme", "t");
+    let compiled = compile(std::slice::from_ref(&trunk), &[], &Secrets::new(), None);
+    let version = compiled.config.version.clone();
+    ctx.set_compiled(Arc::new(compiled), None);
+    ctx.set_rollout(trunkgate_operator::rollout::Rollout {
+        version,
+        programmed: 3,
+        total: 3,
+        unreachable: 0,
+    });
+    let reply = serde_json::to_value(&trunk).unwrap();
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::PATCH,
+            "/apis/trunkgate.io/v1alpha1/namespaces/acme/carriertrunks/t/status?&force=true&fieldManager=trunkgate-operator",
+            StatusCode::OK,
+            reply,
+        )
+        .await
+    });
+    controller::reconcile_trunk(Arc::new(trunk), ctx)
+        .await
+        .unwrap();
+    let body = server.await.unwrap();
+    let types: Vec<&str> = body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["Accepted", "ResolvedRefs", "Programmed", "Ready"]
+    );
+    let p = condition(&body["status"], "Programmed");
+    assert_eq!(p["status"], "True");
+    assert!(p["message"].as_str().unwrap().contains("3 of 3 edge pods"));
 }
