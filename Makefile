@@ -6,7 +6,7 @@ RELEASE_BIN := target/release
 CRD_FILE := crds/crds.yaml
 CHART_CRD_DIR := charts/trunkgate/crds
 
-.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e
 
 EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 --admin 127.0.0.1:9091
 
@@ -67,6 +67,10 @@ crds-check:
 	rm -f $$tmp; echo "CRD YAML up to date"
 
 BENCH_RATES ?= 2000 5000
+
+## e2e: the whole flow on a real kind/k3d cluster (needs docker, kind or k3d, kubectl); not in `make test`
+e2e:
+	bash scripts/e2e.sh
 
 ## bench: print the benchmark figures (compile, SIP parse, CPS against Kamailio in the same sitting)
 bench: build
