@@ -49,6 +49,7 @@ k3d)
 *) echo "e2e: CLUSTER_TOOL must be kind or k3d" >&2; exit 2 ;;
 esac
 NODE=$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')
+NODE_IP=$(kubectl get node "$NODE" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 kubectl label node "$NODE" trunkgate.io/edge=true --overwrite
 
 echo "== install"
@@ -62,8 +63,11 @@ kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=privileged --ov
 
 echo "== configuration"
 kubectl apply -f examples/namespaces.yaml
-for f in examples/*.yaml; do
-	[ "$f" = examples/namespaces.yaml ] && continue
+# The hostNetwork edge listens on the node's address: the lab tenant's "carrier" and "platform"
+# are that address here instead of loopback.
+LAB=$(mktemp -d)
+sed -e "s|\"127.0.0.0/8\", \"::1/128\"|\"$NODE_IP/32\"|" -e "s|127.0.0.1:5090|$NODE_IP:5090|" examples/lab.yaml >"$LAB/lab.yaml"
+for f in examples/acme.yaml examples/globex.yaml "$LAB/lab.yaml"; do
 	kubectl apply --server-side -f "$f"
 done
 kubectl wait --for=condition=Ready carriertrunks --all -A --timeout=180s
@@ -72,16 +76,15 @@ kubectl wait --for=condition=Programmed carriertrunks --all -A --timeout=180s
 kubectl get carriertrunks,numberownerships -A
 
 echo "== a call through the edge (lab tenant)"
-# sipp runs on the edge's node (hostNetwork), so the lab tenant's loopback carrier and platform
-# addresses are the node's loopback.
-kubectl -n "$NS" run sipp --restart=Never --image=debian:bookworm-slim \
+# sipp runs on the edge's node (hostNetwork) as both the lab carrier and the lab platform.
+kubectl -n "$NS" run sipp --restart=Never --image=debian:bookworm-slim --env="IP=$NODE_IP" \
 	--overrides='{"spec":{"hostNetwork":true,"nodeSelector":{"trunkgate.io/edge":"true"}}}' \
 	--command -- bash -c '
 		set -e
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null
-		sipp -sn uas -i 127.0.0.1 -p 5090 -m 1 -bg
+		sipp -sn uas -i "$IP" -p 5090 -m 1 -bg
 		sleep 1
-		sipp -sn uac 127.0.0.1:5060 -i 127.0.0.1 -p 5061 -s 099990001 -m 1 -timeout 30s
+		sipp -sn uac "$IP:5060" -i "$IP" -p 5061 -s 099990001 -m 1 -timeout 30s
 		echo CALL-OK'
 kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/sipp --timeout=300s
 kubectl -n "$NS" logs sipp | tail -3
