@@ -58,7 +58,9 @@ impl Worker {
                     .refusals
                     .with_label_values(&[trunk, dir, r.reason])
                     .inc();
-                if r.code == 401 || r.code == 403 && side == Side::Public {
+                if side == Side::Public
+                    && (r.code == 403 || r.code == 401 && r.reason != "challenge")
+                {
                     self.metrics()
                         .auth_failures
                         .with_label_values(&[trunk, r.reason])
@@ -823,6 +825,22 @@ impl Worker {
             (c.state != CallState::Ended && c.leg(leg).side == side).then_some((id, leg))
         });
         let Some((id, leg)) = live else {
+            if side == Side::Public
+                && !self
+                    .shared
+                    .runtime
+                    .load()
+                    .trunks_for_source(src.addr().ip())
+                    .any(|_| true)
+            {
+                // Unknown source and no such call: say nothing (default deny).
+                self.shared
+                    .metrics
+                    .acl_drops
+                    .with_label_values(&[side.label()])
+                    .inc();
+                return;
+            }
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 481, "no such call", "");
         };

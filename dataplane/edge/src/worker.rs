@@ -576,7 +576,15 @@ impl Worker {
     }
 
     pub fn on_message(&mut self, side: Side, src: &Link, m: SipMessage, may_hand_off: bool) {
-        if side == Side::Public && !self.source_allowed(src.addr()) {
+        // Messages of calls already up pass even when a reload has since removed the carrier's
+        // addresses (the call keeps the configuration it started with): they carry a branch or
+        // tag we minted, and are dropped later if they match nothing.
+        let ours = match &m {
+            SipMessage::Response(r) => trunkgate_sip::top_via_branch(r).and_then(owner).is_some(),
+            SipMessage::Request(r) => trunkgate_sip::to_tag(r).and_then(owner).is_some(),
+            SipMessage::Extension(_) => false,
+        };
+        if side == Side::Public && !ours && !self.source_allowed(src.addr()) {
             self.metrics()
                 .acl_drops
                 .with_label_values(&[side.label()])
