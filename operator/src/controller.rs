@@ -232,28 +232,69 @@ fn unpublished(mut report: Report, error: &str) -> Report {
     report
 }
 
+/// What a reconcile needs from the latest compile for one object: its report (with a publish
+/// failure folded in) and the snapshot it belongs to. None while the compile has not caught up
+/// with the object: the compiler triggers every reconcile again when it has.
+fn report_for(
+    ctx: &Context,
+    kind: ObjectKind,
+    ns: &str,
+    name: &str,
+    generation: Option<i64>,
+) -> Option<(Report, Arc<Compiled>)> {
+    let latest = ctx.latest();
+    let compiled = latest.compiled?;
+    let report = find_report(&compiled, kind, ns, name)?;
+    if report.generation != generation {
+        return None;
+    }
+    let report = match &latest.error {
+        Some(e) => unpublished(report.clone(), e),
+        None => report.clone(),
+    };
+    Some((report, compiled))
+}
+
+/// Applies a desired status and counts the write.
+async fn write_status<K, S>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    current: Option<&S>,
+    desired: &S,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    if apply_status(api, name, current, desired).await? {
+        ctx.metrics
+            .status_writes
+            .with_label_values(&[K::kind(&()).as_ref()])
+            .inc();
+    }
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
 /// Writes one CarrierTrunk's status from the latest compile.
 pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
         .reconciles
         .with_label_values(&["CarrierTrunk"])
         .inc();
-    let latest = ctx.latest();
-    let Some(compiled) = latest.compiled else {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let Some((report, compiled)) = report_for(
+        &ctx,
+        ObjectKind::CarrierTrunk,
+        &ns,
+        &name,
+        obj.metadata.generation,
+    ) else {
         return Ok(Action::await_change());
-    };
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let Some(report) = find_report(&compiled, ObjectKind::CarrierTrunk, &ns, &name) else {
-        // Newer than the last compile: the compiler will trigger us again.
-        return Ok(Action::await_change());
-    };
-    if report.generation != obj.metadata.generation {
-        return Ok(Action::await_change());
-    }
-    let report = match &latest.error {
-        Some(e) => unpublished(report.clone(), e),
-        None => report.clone(),
     };
     let now = Time(jiff::Timestamp::now());
     let rollout = ctx.rollout();
@@ -265,14 +306,7 @@ pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Resul
         obj.status.as_ref(),
         &now,
     );
-    let api: Api<CarrierTrunk> = Api::namespaced(ctx.client.clone(), &ns);
-    if apply_status(api, &name, obj.status.as_ref(), &desired).await? {
-        ctx.metrics
-            .status_writes
-            .with_label_values(&["CarrierTrunk"])
-            .inc();
-    }
-    Ok(Action::requeue(Duration::from_secs(600)))
+    write_status::<CarrierTrunk, _>(&ctx, &ns, &name, obj.status.as_ref(), &desired).await
 }
 
 /// Writes one NumberOwnership's status from the latest compile.
@@ -284,21 +318,15 @@ pub async fn reconcile_ownership(
         .reconciles
         .with_label_values(&["NumberOwnership"])
         .inc();
-    let latest = ctx.latest();
-    let Some(compiled) = latest.compiled else {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let Some((report, compiled)) = report_for(
+        &ctx,
+        ObjectKind::NumberOwnership,
+        &ns,
+        &name,
+        obj.metadata.generation,
+    ) else {
         return Ok(Action::await_change());
-    };
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let Some(report) = find_report(&compiled, ObjectKind::NumberOwnership, &ns, &name) else {
-        return Ok(Action::await_change());
-    };
-    if report.generation != obj.metadata.generation {
-        return Ok(Action::await_change());
-    }
-    let report = match &latest.error {
-        Some(e) => unpublished(report.clone(), e),
-        None => report.clone(),
     };
     let now = Time(jiff::Timestamp::now());
     let rollout = ctx.rollout();
@@ -309,14 +337,7 @@ pub async fn reconcile_ownership(
         obj.status.as_ref(),
         &now,
     );
-    let api: Api<NumberOwnership> = Api::namespaced(ctx.client.clone(), &ns);
-    if apply_status(api, &name, obj.status.as_ref(), &desired).await? {
-        ctx.metrics
-            .status_writes
-            .with_label_values(&["NumberOwnership"])
-            .inc();
-    }
-    Ok(Action::requeue(Duration::from_secs(600)))
+    write_status::<NumberOwnership, _>(&ctx, &ns, &name, obj.status.as_ref(), &desired).await
 }
 
 fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
