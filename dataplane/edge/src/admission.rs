@@ -84,6 +84,21 @@ fn normalise(t: &TrunkConfig, raw: &str) -> Result<E164, NormaliseError> {
     }
 }
 
+/// The caller as sent: P-Asserted-Identity when present (RFC 3325), else From; and whether the
+/// caller asked for privacy (RFC 3323 `Privacy: id`).
+fn caller_of(req: &Request) -> (String, bool) {
+    let pai = msg::header(req, "P-Asserted-Identity")
+        .map(msg::uri_of)
+        .and_then(msg::user_of);
+    let raw = pai
+        .map(str::to_string)
+        .or_else(|| trunkgate_sip::from_user(req).map(|u| u.into_owned()))
+        .unwrap_or_default();
+    let privacy =
+        msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
+    (raw, privacy)
+}
+
 fn is_anonymous(user: &str) -> bool {
     user.is_empty()
         || user.eq_ignore_ascii_case("anonymous")
@@ -212,16 +227,7 @@ pub fn inbound(
             Some(t),
         ));
     }
-    // The caller: P-Asserted-Identity when the carrier sends one, else From.
-    let pai = msg::header(req, "P-Asserted-Identity")
-        .map(msg::uri_of)
-        .and_then(msg::user_of);
-    let raw_a = pai
-        .map(str::to_string)
-        .or_else(|| trunkgate_sip::from_user(req).map(|u| u.into_owned()))
-        .unwrap_or_default();
-    let privacy =
-        msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
+    let (raw_a, privacy) = caller_of(req);
     let caller = if is_anonymous(&raw_a) {
         None
     } else {
@@ -286,13 +292,7 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
             None,
         )
     })?;
-    let pai = msg::header(req, "P-Asserted-Identity")
-        .map(msg::uri_of)
-        .and_then(msg::user_of);
-    let raw_a = pai
-        .map(str::to_string)
-        .or_else(|| trunkgate_sip::from_user(req).map(|u| u.into_owned()))
-        .unwrap_or_default();
+    let (raw_a, privacy) = caller_of(req);
     let caller = if is_anonymous(&raw_a) {
         None
     } else {
@@ -357,8 +357,6 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
             Some(t),
         ));
     };
-    let privacy =
-        msg::header(req, "Privacy").is_some_and(|p| p.to_ascii_lowercase().contains("id"));
     let mut presented = caller;
     if let Some(n) = caller {
         let may = rt.owners(n).iter().any(|o| o.trunk == t && o.may_present());

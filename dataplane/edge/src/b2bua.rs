@@ -378,16 +378,8 @@ impl Worker {
         let to = msg::header(resp, "To").unwrap_or_default().to_string();
         if code < 200 {
             c.b_provisional = true;
-            if let Some(t) = msg::param(&to, "tag") {
-                c.b.remote_tag = Some(t.to_string());
-                c.b.remote = to.clone();
-                if let Some(ct) = msg::header(resp, "Contact") {
-                    c.b.remote_target = msg::uri_of(ct).to_string();
-                }
-                c.b.route_set = msg::headers(resp, "Record-Route")
-                    .map(str::to_string)
-                    .collect::<Vec<_>>();
-                c.b.route_set.reverse();
+            if msg::param(&to, "tag").is_some() {
+                learn_dialog(&mut c.b, resp);
             }
             if c.cancel_pending {
                 c.cancel_pending = false;
@@ -397,26 +389,13 @@ impl Worker {
                 return;
             }
             let a_key = c.a_invite.clone();
-            let lines = format!(
-                "Contact: <sip:{}>\r\n{}",
-                self.shared.hostport(c.a.side),
-                msg::copied_lines(resp)
-            );
+            let lines = answer_lines(&self.shared, c.a.side, resp);
             let body = resp.body.clone();
-            return self.respond_provisional(&a_key, code, &reason_of(resp), &lines, &body);
+            return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         c.b_invite = None;
         if code < 300 {
-            c.b.remote_tag = msg::param(&to, "tag").map(str::to_string);
-            c.b.remote = to;
-            if let Some(ct) = msg::header(resp, "Contact") {
-                c.b.remote_target = msg::uri_of(ct).to_string();
-            }
-            let mut rs: Vec<String> = msg::headers(resp, "Record-Route")
-                .map(str::to_string)
-                .collect();
-            rs.reverse();
-            c.b.route_set = rs;
+            learn_dialog(&mut c.b, resp);
             if c.cancelled || c.state != CallState::Proceeding {
                 // Leg A is already gone (CANCEL raced the answer): confirm and end leg B.
                 self.ack_b(id, resp);
@@ -428,11 +407,7 @@ impl Worker {
             c.final_code = Some(code);
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
-            let lines = format!(
-                "Contact: <sip:{}>\r\n{}",
-                self.shared.hostport(c.a.side),
-                msg::copied_lines(resp)
-            );
+            let lines = answer_lines(&self.shared, c.a.side, resp);
             let body = resp.body.clone();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
@@ -491,18 +466,6 @@ impl Worker {
                 .unwrap_or_default();
         self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
         self.finish_call(id);
-    }
-
-    /// A 1xx on leg A's INVITE, keeping the transaction open.
-    fn respond_provisional(
-        &mut self,
-        key: &ServerKey,
-        code: u16,
-        reason: &str,
-        lines: &str,
-        body: &[u8],
-    ) {
-        self.respond(key, code, reason, lines, body);
     }
 
     /// A request of ours that timed out or was abandoned.
@@ -940,6 +903,30 @@ impl Worker {
         let body = resp.body.clone();
         self.respond(&server, code, &reason_of(resp), &lines, &body);
     }
+}
+
+/// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
+/// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
+fn learn_dialog(b: &mut Leg, resp: &Response) {
+    let to = msg::header(resp, "To").unwrap_or_default();
+    b.remote_tag = msg::param(to, "tag").map(str::to_string);
+    b.remote = to.to_string();
+    if let Some(ct) = msg::header(resp, "Contact") {
+        b.remote_target = msg::uri_of(ct).to_string();
+    }
+    b.route_set = msg::headers(resp, "Record-Route")
+        .map(str::to_string)
+        .collect();
+    b.route_set.reverse();
+}
+
+/// Headers of an answer relayed to leg A: our Contact and the copied ones.
+fn answer_lines(shared: &crate::worker::Shared, side: Side, resp: &Response) -> String {
+    format!(
+        "Contact: <sip:{}>\r\n{}",
+        shared.hostport(side),
+        msg::copied_lines(resp)
+    )
 }
 
 fn self_hostport(shared: &crate::worker::Shared, side: Side) -> String {
