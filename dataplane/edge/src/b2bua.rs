@@ -262,7 +262,7 @@ impl Worker {
             .and_then(|c| c.hops.get(c.next_hop.wrapping_sub(1)))
             .map(|h| h.transport)
         else {
-            return;
+            return self.fail_a(id, 500, "no next hop to send the call to");
         };
         let side = match self.calls.get(&id) {
             Some(c) => c.b.side,
@@ -429,7 +429,7 @@ impl Worker {
                         let c = self.calls.get_mut(&id).expect("call present");
                         c.auth_answered = true;
                         c.auth_line = Some(line);
-                        c.next_hop -= 1;
+                        // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
                         let dest = c.b.peer.addr();
                         return self.send_b_invite(id, dest);
                     }

@@ -1,0 +1,233 @@
+//! The YAML a test writes into the edge's config folder: CarrierTrunk, NumberOwnership and
+//! Secret documents, as a user would write them (field names from the CRDs).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+/// A `CarrierTrunk` under construction.
+#[derive(Clone, Debug)]
+pub struct Trunk {
+    pub namespace: String,
+    pub name: String,
+    pub cidrs: Vec<String>,
+    pub hostnames: Vec<String>,
+    /// (realm, Secret name)
+    pub inbound_auth: Option<(String, String)>,
+    /// Country code of the number format (national prefix 0, international 00).
+    pub country_code: Option<String>,
+    pub destination: String,
+    /// (uri, priority, weight)
+    pub targets: Vec<(String, u32, u32)>,
+    /// (Secret name, realm)
+    pub outbound_auth: Option<(String, String)>,
+    pub policy: String,
+    pub routes: Vec<(String, u32)>,
+    pub max_concurrent: Option<u32>,
+    pub max_cps: Option<u32>,
+}
+
+impl Trunk {
+    /// A trunk of `namespace/name` that accepts the carrier at `cidr` and delivers inbound
+    /// calls to `destination` (a platform UAS).
+    pub fn new(namespace: &str, name: &str, cidr: &str, destination: SocketAddr) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            cidrs: vec![cidr.into()],
+            hostnames: vec![],
+            inbound_auth: None,
+            country_code: Some("64".into()),
+            destination: format!("sip:{destination}"),
+            targets: vec![],
+            outbound_auth: None,
+            policy: "Strict".into(),
+            routes: vec![],
+            max_concurrent: None,
+            max_cps: None,
+        }
+    }
+
+    /// `namespace/name`, as in `X-Trunkgate-Trunk` and CDRs.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn hostnames(mut self, hosts: &[&str]) -> Self {
+        self.hostnames = hosts.iter().map(|h| h.to_string()).collect();
+        self
+    }
+
+    pub fn inbound_auth(mut self, realm: &str, secret: &str) -> Self {
+        self.inbound_auth = Some((realm.into(), secret.into()));
+        self
+    }
+
+    /// Adds a carrier target for outbound calls (priority in the order added).
+    pub fn target(mut self, addr: SocketAddr) -> Self {
+        let priority = self.targets.len() as u32 + 1;
+        self.targets.push((format!("sip:{addr}"), priority, 1));
+        if self.routes.is_empty() {
+            self.routes.push(("+".into(), 100));
+        }
+        self
+    }
+
+    pub fn outbound_auth(mut self, secret: &str, realm: &str) -> Self {
+        self.outbound_auth = Some((secret.into(), realm.into()));
+        self
+    }
+
+    /// `Strict`, `Anonymize` or `PassThrough`.
+    pub fn policy(mut self, p: &str) -> Self {
+        self.policy = p.into();
+        self
+    }
+
+    pub fn max_concurrent_calls(mut self, n: u32) -> Self {
+        self.max_concurrent = Some(n);
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut y = String::new();
+        let _ = writeln!(y, "apiVersion: trunkgate.io/v1alpha1");
+        let _ = writeln!(y, "kind: CarrierTrunk");
+        let _ = writeln!(
+            y,
+            "metadata: {{name: {}, namespace: {}}}",
+            self.name, self.namespace
+        );
+        let _ = writeln!(y, "spec:");
+        let _ = writeln!(y, "  inbound:");
+        let _ = writeln!(y, "    allowedCidrs: [{}]", list(&self.cidrs));
+        if !self.hostnames.is_empty() {
+            let _ = writeln!(y, "    hostnames: [{}]", list(&self.hostnames));
+        }
+        if let Some((realm, secret)) = &self.inbound_auth {
+            let _ = writeln!(
+                y,
+                "    auth: {{realm: \"{realm}\", secretRef: {{name: {secret}}}}}"
+            );
+        }
+        if let Some(cc) = &self.country_code {
+            let _ = writeln!(
+                y,
+                "    numberFormat: {{countryCode: \"{cc}\", nationalPrefix: \"0\", internationalPrefix: \"00\"}}"
+            );
+        }
+        let _ = writeln!(y, "    destination: \"{}\"", self.destination);
+        if !self.targets.is_empty() {
+            let _ = writeln!(y, "  outbound:");
+            let _ = writeln!(y, "    targets:");
+            for (uri, priority, weight) in &self.targets {
+                let _ = writeln!(
+                    y,
+                    "      - {{uri: \"{uri}\", priority: {priority}, weight: {weight}}}"
+                );
+            }
+            if let Some((secret, realm)) = &self.outbound_auth {
+                let _ = writeln!(
+                    y,
+                    "    auth: {{secretRef: {{name: {secret}}}, realm: \"{realm}\"}}"
+                );
+            }
+            let _ = writeln!(y, "    callerIdPolicy: {}", self.policy);
+        }
+        if !self.routes.is_empty() {
+            let routes: Vec<String> = self
+                .routes
+                .iter()
+                .map(|(p, prio)| format!("{{prefix: \"{p}\", priority: {prio}}}"))
+                .collect();
+            let _ = writeln!(y, "  routes: [{}]", routes.join(", "));
+        }
+        if self.max_concurrent.is_some() || self.max_cps.is_some() {
+            let mut parts = vec![];
+            if let Some(n) = self.max_concurrent {
+                parts.push(format!("maxConcurrentCalls: {n}"));
+            }
+            if let Some(n) = self.max_cps {
+                parts.push(format!("maxCallsPerSecond: {n}"));
+            }
+            let _ = writeln!(y, "  limits: {{{}}}", parts.join(", "));
+        }
+        y
+    }
+}
+
+/// A `NumberOwnership` under construction.
+#[derive(Clone, Debug)]
+pub struct Numbers {
+    pub namespace: String,
+    pub name: String,
+    pub trunk: String,
+    /// `Byoc` or `Platform`.
+    pub kind: String,
+    pub numbers: Vec<String>,
+    pub verified: bool,
+}
+
+impl Numbers {
+    /// BYOC numbers of `trunk` (numbers, ranges `+A-+B` or prefixes `+64*`).
+    pub fn byoc(namespace: &str, name: &str, trunk: &str, numbers: &[&str]) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            trunk: trunk.into(),
+            kind: "Byoc".into(),
+            numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            verified: false,
+        }
+    }
+
+    /// Platform numbers on `trunk`, verified by the carrier or not.
+    pub fn platform(
+        namespace: &str,
+        name: &str,
+        trunk: &str,
+        numbers: &[&str],
+        verified: bool,
+    ) -> Self {
+        Self {
+            kind: "Platform".into(),
+            verified,
+            ..Self::byoc(namespace, name, trunk, numbers)
+        }
+    }
+
+    pub fn yaml(&self) -> String {
+        let numbers: Vec<String> = self.numbers.iter().map(|n| format!("\"{n}\"")).collect();
+        let mut y = format!(
+            "apiVersion: trunkgate.io/v1alpha1\nkind: NumberOwnership\nmetadata: {{name: {}, namespace: {}}}\nspec:\n  trunkRef: {{name: {}}}\n  kind: {}\n  numbers: [{}]\n",
+            self.name,
+            self.namespace,
+            self.trunk,
+            self.kind,
+            numbers.join(", ")
+        );
+        if self.verified {
+            y.push_str(
+                "  verification: {verifiedBy: \"Carrier NOC\", verifiedAt: \"2026-11-02T10:00:00Z\", reference: \"NOC-1\"}\n",
+            );
+        }
+        y
+    }
+}
+
+/// A credentials Secret as the trunks reference it.
+pub fn secret(namespace: &str, name: &str, username: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{trunkgate.io/credentials: \"true\"}}\ntype: Opaque\nstringData: {{username: \"{username}\", password: \"{password}\"}}\n"
+    )
+}
+
+/// Joins documents into one multi-document YAML file.
+pub fn documents(docs: &[String]) -> String {
+    docs.join("---\n")
+}

@@ -1,0 +1,710 @@
+//! What happens inside calls: CANCEL while ringing, re-INVITE and BYE from either side, a
+//! config reload during a call, topology hiding, and the call detail records.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trunkgate_tests::sip::param;
+use trunkgate_tests::sipp::scenario;
+use trunkgate_tests::*;
+
+const CALLER: &str = "+6421555123";
+const NUMBER: &str = "+6498879333";
+const BYOC: &str = "+6498879301";
+
+/// `acme/pacific`: the carrier at 127.0.0.10 calls `platform`; outbound calls go to `carrier`.
+fn config(lab: &Lab, platform: SocketAddr, carrier: Option<SocketAddr>) -> Trunk {
+    let mut trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
+    if let Some(c) = carrier {
+        trunk = trunk.target(c);
+    }
+    lab.write_config("acme-trunk.yaml", &trunk.yaml());
+    lab.write_config(
+        "acme-numbers.yaml",
+        &Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+    );
+    trunk
+}
+
+fn carrier_call(lab: &Lab, edge: &Edge, name: &str, template: &str, vars: &[(&str, &str)]) -> Sipp {
+    let ruri = edge.public_uri(NUMBER);
+    let mut all = vec![("RURI", ruri.as_str()), ("FROM_USER", CALLER)];
+    all.extend_from_slice(vars);
+    Sipp::uac(
+        lab,
+        name,
+        scenario(lab, template, &all),
+        CARRIER,
+        edge.public,
+    )
+    .start()
+}
+
+fn platform_call(
+    lab: &Lab,
+    edge: &Edge,
+    name: &str,
+    template: &str,
+    vars: &[(&str, &str)],
+) -> Sipp {
+    let ruri = edge.internal_uri(CALLER);
+    let mut all = vec![("RURI", ruri.as_str()), ("FROM_USER", BYOC)];
+    all.extend_from_slice(vars);
+    Sipp::uac(
+        lab,
+        name,
+        scenario(lab, template, &all),
+        PLATFORM,
+        edge.internal,
+    )
+    .start()
+}
+
+#[test]
+fn cancel_while_ringing_reaches_the_platform_and_ends_with_487() {
+    let lab = Lab::new("cancel");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_ring_cancel.xml", &[]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(&lab, &edge, "carrier", "uac_cancel.xml", &[]).wait();
+    carrier.assert_ok();
+    carrier.response(200, "CANCEL");
+    carrier.response(487, "INVITE");
+    let uas = uas.wait();
+    uas.assert_ok();
+    let cancel = uas.request("CANCEL");
+    let invite = uas.request("INVITE");
+    assert_eq!(
+        cancel.header("Call-ID"),
+        invite.header("Call-ID"),
+        "the CANCEL is for the platform's INVITE"
+    );
+    assert_eq!(
+        cancel.header("Via").and_then(|v| param(v, "branch")),
+        invite.header("Via").and_then(|v| param(v, "branch")),
+        "CANCEL has the INVITE's branch (RFC 3261 §9.1)"
+    );
+    let cdr = edge.wait_cdr("the cancelled call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["finalStatus"], 487);
+    assert_eq!(cdr["endedBy"], "carrier");
+    assert!(cdr["answer"].is_null(), "never answered: {cdr}");
+}
+
+/// The carrier gives up before the platform even rings (only the edge's 100 came back): the
+/// edge answers the CANCEL at once and cancels the platform's INVITE as soon as it may
+/// (RFC 3261 §9.1: after a provisional response).
+#[test]
+fn cancel_before_the_platform_rings_still_reaches_the_platform() {
+    let lab = Lab::new("cancel_early");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_ring_cancel.xml", &[("RING_MS", "700")]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(
+        &lab,
+        &edge,
+        "carrier",
+        "uac_cancel.xml",
+        &[
+            ("WAIT_BEFORE_CANCEL", "<recv response=\"100\"/>"),
+            ("CANCEL_AFTER_MS", "100"),
+        ],
+    )
+    .wait();
+    carrier.assert_ok();
+    carrier.response(487, "INVITE");
+    let uas = uas.wait();
+    uas.assert_ok();
+    uas.request("CANCEL");
+    let cdr = edge.wait_cdr("the cancelled call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["finalStatus"], 487);
+    assert_eq!(cdr["endedBy"], "carrier");
+}
+
+#[test]
+fn reinvite_from_the_carrier_reaches_the_platform_and_its_answer_comes_back() {
+    let lab = Lab::new("reinvite_carrier");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_reinvite.xml", &[]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(&lab, &edge, "carrier", "uac_reinvite.xml", &[]).wait();
+    let uas = uas.wait();
+    carrier.assert_ok();
+    uas.assert_ok();
+    let invites = uas.requests("INVITE");
+    assert_eq!(invites.len(), 2, "{}", uas.report());
+    let reinvite = invites[1];
+    assert!(
+        reinvite.header("Content-Type") == Some("application/sdp")
+            && reinvite.body.contains("a=sendonly"),
+        "the new offer reaches the platform:\n{}",
+        reinvite.text()
+    );
+    assert_eq!(
+        reinvite.header("Call-ID"),
+        invites[0].header("Call-ID"),
+        "in the same dialog"
+    );
+    let answer = carrier
+        .received()
+        .find(|m| m.code() == Some(200) && m.cseq_number() == Some(2))
+        .unwrap_or_else(|| panic!("no 200 for the re-INVITE:\n{}", carrier.report()));
+    assert!(
+        answer.body.contains("a=recvonly"),
+        "the platform's answer reaches the carrier:\n{}",
+        answer.text()
+    );
+    assert_eq!(uas.requests("ACK").len(), 2, "both ACKs reach the platform");
+}
+
+#[test]
+fn reinvite_from_the_platform_reaches_the_carrier_and_its_answer_comes_back() {
+    let lab = Lab::new("reinvite_platform");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_send_reinvite.xml", &[("HOLD_MS", "300")]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(&lab, &edge, "carrier", "uac_answer_reinvite.xml", &[]).wait();
+    let uas = uas.wait();
+    carrier.assert_ok();
+    uas.assert_ok();
+    let reinvite = carrier.request("INVITE");
+    assert!(
+        reinvite.header("Content-Type") == Some("application/sdp")
+            && reinvite.body.contains("a=sendonly"),
+        "the new offer reaches the carrier:\n{}",
+        reinvite.text()
+    );
+    let answer = uas
+        .received()
+        .find(|m| m.code() == Some(200) && m.cseq_method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("no 200 for the re-INVITE:\n{}", uas.report()));
+    assert!(
+        answer.body.contains("a=recvonly"),
+        "the carrier's answer reaches the platform:\n{}",
+        answer.text()
+    );
+    assert_eq!(
+        carrier.requests("ACK").len(),
+        1,
+        "the ACK reaches the carrier"
+    );
+}
+
+#[test]
+fn bye_from_the_platform_ends_an_inbound_call() {
+    let lab = Lab::new("bye_platform");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer_bye.xml", &[]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(&lab, &edge, "carrier", "uac_call_wait_bye.xml", &[]).wait();
+    let uas = uas.wait();
+    carrier.assert_ok();
+    uas.assert_ok();
+    uas.response(200, "BYE");
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["endedBy"], "platform");
+    assert_eq!(cdr["finalStatus"], 200);
+}
+
+#[test]
+fn bye_from_the_carrier_ends_an_outbound_call() {
+    let lab = Lab::new("bye_carrier");
+    let carrier_sbc = Sipp::reserve(CARRIER_TARGET);
+    config(
+        &lab,
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
+        Some(carrier_sbc),
+    );
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let sbc = Sipp::uas_at(
+        &lab,
+        "carrier",
+        scenario(&lab, "uas_answer_bye.xml", &[]),
+        carrier_sbc,
+    )
+    .start();
+    let platform = platform_call(&lab, &edge, "platform", "uac_call_wait_bye.xml", &[]).wait();
+    let sbc = sbc.wait();
+    platform.assert_ok();
+    sbc.assert_ok();
+    sbc.response(200, "BYE");
+    let cdr = edge.wait_cdr("the call", |c| c["caller"] == BYOC);
+    assert_eq!(cdr["direction"], "outbound");
+    assert_eq!(cdr["endedBy"], "carrier");
+}
+
+/// Rewriting the config folder mid-call: the call in progress keeps going and ends normally,
+/// the next call already sees the new config.
+#[test]
+fn hot_reload_mid_call_keeps_the_call_and_applies_to_the_next() {
+    let lab = Lab::new("hot_reload");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let version = edge.snapshot_version();
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[]),
+        platform,
+    )
+    .start();
+    let long = carrier_call(
+        &lab,
+        &edge,
+        "carrier-long",
+        "uac_call.xml",
+        &[("HOLD_MS", "2500")],
+    );
+    assert_eventually!(
+        uas.has_received("ACK"),
+        Duration::from_secs(5),
+        "the call is up"
+    );
+
+    // The number leaves the trunk.
+    lab.write_config(
+        "acme-numbers.yaml",
+        &Numbers::byoc("acme", "numbers", "pacific", &["+6498879400-+6498879499"]).yaml(),
+    );
+    assert_eventually!(
+        edge.snapshot_version() != version,
+        Duration::from_secs(5),
+        "the edge loads the new folder"
+    );
+    let next = carrier_call(
+        &lab,
+        &edge,
+        "carrier-next",
+        "uac_refused.xml",
+        &[("CODE", "404")],
+    )
+    .wait();
+    next.assert_ok();
+    assert!(
+        uas.has_received("ACK")
+            && uas
+                .messages()
+                .iter()
+                .filter(|m| m.method() == Some("INVITE"))
+                .count()
+                == 1,
+        "the next call did not reach the platform"
+    );
+
+    let long = long.wait();
+    long.assert_ok();
+    let uas = uas.wait();
+    uas.assert_ok();
+    uas.request("BYE");
+    let cdr = edge.wait_cdr("the long call", |c| c["finalStatus"] == 200);
+    assert_eq!(cdr["endedBy"], "carrier");
+    assert!(
+        edge.metric("trunkgate_edge_snapshot_reloads_total", &[("result", "ok")]) >= 2.0,
+        "the first load and the reload"
+    );
+}
+
+/// Moving the trunk's platform destination mid-call: new calls go to the new destination, the
+/// call in progress keeps its platform leg (its BYE goes where its INVITE went).
+#[test]
+fn hot_reload_of_the_destination_moves_new_calls_only() {
+    let lab = Lab::new("hot_reload_destination");
+    let (p1, p2) = (Sipp::reserve(PLATFORM), Sipp::reserve(PLATFORM_2));
+    let trunk = config(&lab, p1, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let version = edge.snapshot_version();
+    let old = Sipp::uas_at(
+        &lab,
+        "platform-old",
+        scenario(&lab, "uas_answer.xml", &[]),
+        p1,
+    )
+    .start();
+    let new = Sipp::uas_at(
+        &lab,
+        "platform-new",
+        scenario(&lab, "uas_answer.xml", &[]),
+        p2,
+    )
+    .start();
+    let long = carrier_call(
+        &lab,
+        &edge,
+        "carrier-long",
+        "uac_call.xml",
+        &[("HOLD_MS", "2500")],
+    );
+    assert_eventually!(
+        old.has_received("ACK"),
+        Duration::from_secs(5),
+        "the call is up"
+    );
+
+    let moved = Trunk {
+        destination: format!("sip:{p2}"),
+        ..trunk
+    };
+    lab.write_config("acme-trunk.yaml", &moved.yaml());
+    assert_eventually!(
+        edge.snapshot_version() != version,
+        Duration::from_secs(5),
+        "the edge loads the new folder"
+    );
+    carrier_call(&lab, &edge, "carrier-next", "uac_call.xml", &[])
+        .wait()
+        .assert_ok();
+    long.wait().assert_ok();
+    let (old, new) = (old.wait(), new.wait());
+    old.assert_ok();
+    new.assert_ok();
+    assert_eq!(old.requests("INVITE").len(), 1, "{}", old.report());
+    assert_eq!(new.requests("INVITE").len(), 1, "{}", new.report());
+    old.request("BYE");
+}
+
+/// The carrier's address leaves the trunk mid-call: its call in progress still ends normally
+/// (its BYE is not dropped by the new ACL), while its next INVITE gets no answer at all.
+#[test]
+fn hot_reload_that_drops_the_carrier_address_keeps_its_call_in_progress() {
+    let lab = Lab::new("hot_reload_acl");
+    let platform = Sipp::reserve(PLATFORM);
+    let trunk = config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let version = edge.snapshot_version();
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[]),
+        platform,
+    )
+    .start();
+    let long = carrier_call(
+        &lab,
+        &edge,
+        "carrier-long",
+        "uac_call.xml",
+        &[("HOLD_MS", "2500")],
+    );
+    assert_eventually!(
+        uas.has_received("ACK"),
+        Duration::from_secs(5),
+        "the call is up"
+    );
+
+    let moved = Trunk {
+        cidrs: vec!["127.0.0.99/32".into()],
+        ..trunk
+    };
+    lab.write_config("acme-trunk.yaml", &moved.yaml());
+    assert_eventually!(
+        edge.snapshot_version() != version,
+        Duration::from_secs(5),
+        "the edge loads the new folder"
+    );
+    let next = Sipp::uac(
+        &lab,
+        "carrier-next",
+        scenario(
+            &lab,
+            "uac_call.xml",
+            &[("RURI", &edge.public_uri(NUMBER)), ("FROM_USER", CALLER)],
+        ),
+        CARRIER,
+        edge.public,
+    )
+    .timeout_secs(2)
+    .run();
+    assert_eq!(
+        next.received().count(),
+        0,
+        "a new call from the removed address is dropped:\n{}",
+        next.report()
+    );
+    let long = long.wait();
+    long.assert_ok();
+    let uas = uas.wait();
+    uas.assert_ok();
+    uas.request("BYE");
+}
+
+/// Everything one side could learn about the other from header fields: addresses, ports,
+/// Call-IDs, tags, branches, and what it put in its own headers.
+fn secrets_of(run: &SippRun, addr: SocketAddr, own: &[&str]) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = own.iter().map(|x| x.to_string()).collect();
+    s.insert(addr.ip().to_string());
+    s.insert(format!(":{}", addr.port()));
+    for m in run.sent() {
+        if let Some(v) = m.header("Call-ID") {
+            s.insert(v.to_string());
+        }
+        for h in ["From", "To"] {
+            if let Some(tag) = m.header(h).and_then(|v| param(v, "tag")) {
+                s.insert(tag);
+            }
+        }
+        for via in m.header_all("Via") {
+            if let Some(b) = param(via, "branch") {
+                s.insert(b);
+            }
+        }
+    }
+    s
+}
+
+/// Fails when a header field of a message `seen_by` received mentions one of `secrets`.
+fn assert_no_leak(seen_by: &SippRun, secrets: &BTreeSet<String>, whose: &str) {
+    for m in seen_by.received() {
+        let text = m.header_text();
+        for secret in secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} saw {whose}'s `{secret}` in:\n{}",
+                seen_by.name,
+                text
+            );
+        }
+    }
+}
+
+const CARRIER_HEADERS: &str = "Record-Route: <sip:10.66.0.1:5060;lr>\nUser-Agent: CarrierSBC/7.1\nX-Carrier-Node: sbc-7.core.carrier.example\nP-Charging-Vector: icid-value=carrier-icid-42";
+const PLATFORM_HEADERS: &str = "Record-Route: <sip:10.77.0.1;lr>\nServer: PlatformPBX/3.2\nX-Platform-Pod: voice-platform-5f7c9-abcde";
+const CARRIER_OWN: &[&str] = &["10.66.0.1", "CarrierSBC", "sbc-7", "carrier-icid"];
+const PLATFORM_OWN: &[&str] = &["10.77.0.1", "PlatformPBX", "voice-platform-5f7c9"];
+
+#[test]
+fn topology_is_hidden_on_inbound_calls() {
+    let lab = Lab::new("topology_inbound");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer_bye.xml", &[("HEADERS", PLATFORM_HEADERS)]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(
+        &lab,
+        &edge,
+        "carrier",
+        "uac_call_wait_bye.xml",
+        &[("HEADERS", CARRIER_HEADERS)],
+    )
+    .wait();
+    let uas = uas.wait();
+    carrier.assert_ok();
+    uas.assert_ok();
+    let mut platform_secrets = secrets_of(&uas, platform, PLATFORM_OWN);
+    platform_secrets.insert(edge.internal.to_string());
+    assert_no_leak(&carrier, &platform_secrets, "the platform");
+    let carrier_secrets = secrets_of(&carrier, sent_from(&carrier), CARRIER_OWN);
+    assert_no_leak(&uas, &carrier_secrets, "the carrier");
+    // The carrier's only contact is the edge's public address.
+    for m in carrier.received() {
+        if let Some(c) = m.header("Contact") {
+            assert!(
+                c.contains(&edge.public.to_string()),
+                "Contact {c} is not the edge's public address"
+            );
+        }
+    }
+}
+
+#[test]
+fn topology_is_hidden_on_outbound_calls() {
+    let lab = Lab::new("topology_outbound");
+    let carrier_sbc = Sipp::reserve(CARRIER_TARGET);
+    config(
+        &lab,
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
+        Some(carrier_sbc),
+    );
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let sbc = Sipp::uas_at(
+        &lab,
+        "carrier",
+        scenario(&lab, "uas_answer_bye.xml", &[("HEADERS", CARRIER_HEADERS)]),
+        carrier_sbc,
+    )
+    .start();
+    let platform = platform_call(
+        &lab,
+        &edge,
+        "platform",
+        "uac_call_wait_bye.xml",
+        &[("HEADERS", PLATFORM_HEADERS)],
+    )
+    .wait();
+    let sbc = sbc.wait();
+    platform.assert_ok();
+    sbc.assert_ok();
+    let mut platform_secrets = secrets_of(&platform, sent_from(&platform), PLATFORM_OWN);
+    platform_secrets.insert(edge.internal.to_string());
+    assert_no_leak(&sbc, &platform_secrets, "the platform");
+    let carrier_secrets = secrets_of(&sbc, carrier_sbc, CARRIER_OWN);
+    assert_no_leak(&platform, &carrier_secrets, "the carrier");
+    for m in sbc.received() {
+        if let Some(c) = m.header("Contact") {
+            assert!(
+                c.contains(&edge.public.to_string()),
+                "Contact {c} is not the edge's public address"
+            );
+        }
+    }
+}
+
+/// Where a UAC sent from: the sent-by of its first Via.
+fn sent_from(run: &SippRun) -> SocketAddr {
+    let via = run
+        .sent()
+        .find_map(|m| m.header("Via"))
+        .expect("a sent request");
+    let sent_by = via
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .expect("Via sent-by");
+    sent_by.parse().expect("an IP:port sent-by")
+}
+
+#[test]
+fn call_detail_records_describe_each_call() {
+    let lab = Lab::new("cdr");
+    let platform = Sipp::reserve(PLATFORM);
+    let carrier_sbc = Sipp::reserve(CARRIER_TARGET);
+    config(&lab, platform, Some(carrier_sbc));
+    let edge = Edge::start(&lab, EdgeOptions::default());
+
+    // 1. Inbound, national numbers, answered, the carrier hangs up after about 0.5 s.
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[]),
+        platform,
+    )
+    .start();
+    let ruri = edge.public_uri("098879333");
+    Sipp::uac(
+        &lab,
+        "carrier",
+        scenario(
+            &lab,
+            "uac_call.xml",
+            &[
+                ("RURI", &ruri),
+                ("FROM_USER", "021555123"),
+                ("HOLD_MS", "500"),
+            ],
+        ),
+        CARRIER,
+        edge.public,
+    )
+    .run()
+    .assert_ok();
+    uas.wait().assert_ok();
+    // 2. Outbound, answered, the platform hangs up.
+    let sbc = Sipp::uas_at(
+        &lab,
+        "carrier-sbc",
+        scenario(&lab, "uas_answer.xml", &[]),
+        carrier_sbc,
+    )
+    .start();
+    platform_call(&lab, &edge, "platform-out", "uac_call.xml", &[])
+        .wait()
+        .assert_ok();
+    sbc.wait().assert_ok();
+    // 3. Inbound, the platform is busy.
+    let busy = Sipp::uas_at(
+        &lab,
+        "platform-busy",
+        scenario(
+            &lab,
+            "uas_reject.xml",
+            &[("CODE", "486"), ("REASON", "Busy Here")],
+        ),
+        platform,
+    )
+    .start();
+    let ruri = edge.public_uri("+6498879334");
+    Sipp::uac(
+        &lab,
+        "carrier-busy",
+        scenario(&lab, "uac_refused.xml", &[("RURI", &ruri), ("CODE", "486")]),
+        CARRIER,
+        edge.public,
+    )
+    .run()
+    .assert_ok();
+    busy.wait().assert_ok();
+
+    let inbound = edge.wait_cdr("the inbound call", |c| c["callee"] == NUMBER);
+    assert_eq!(inbound["type"], "cdr");
+    assert_eq!(inbound["trunk"], "acme/pacific");
+    assert_eq!(inbound["direction"], "inbound");
+    assert_eq!(
+        inbound["caller"], CALLER,
+        "E.164, not the carrier's 021555123"
+    );
+    assert_eq!(inbound["finalStatus"], 200);
+    assert_eq!(inbound["endedBy"], "carrier");
+    assert!(
+        inbound["start"].is_string() && inbound["answer"].is_string() && inbound["end"].is_string(),
+        "{inbound}"
+    );
+    let secs = inbound["durationSeconds"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (0.4..5.0).contains(&secs),
+        "about half a second of talk: {inbound}"
+    );
+
+    let outbound = edge.wait_cdr("the outbound call", |c| c["direction"] == "outbound");
+    assert_eq!(outbound["trunk"], "acme/pacific");
+    assert_eq!(outbound["caller"], BYOC);
+    assert_eq!(outbound["callee"], CALLER);
+    assert_eq!(outbound["finalStatus"], 200);
+    assert_eq!(outbound["endedBy"], "platform");
+
+    let failed = edge.wait_cdr("the busy call", |c| c["callee"] == "+6498879334");
+    assert_eq!(failed["finalStatus"], 486);
+    assert!(failed["answer"].is_null(), "{failed}");
+    assert_eq!(failed["durationSeconds"].as_f64(), Some(0.0), "{failed}");
+    assert_eq!(edge.cdrs().len(), 3, "one record per call");
+}

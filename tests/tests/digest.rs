@@ -1,0 +1,248 @@
+//! Digest authentication of carriers on top of the address check (RFC 3261 §22, RFC 8760).
+//!
+//! The carrier here is a raw UDP socket, not sipp: the edge offers SHA-256 and MD5 challenges
+//! (SHA-256 first, as RFC 8760 §2 prefers), and sipp 3.6 answers only the first challenge and
+//! only in MD5. The MD5 answers are computed here, independently of the edge's digest code.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trunkgate_tests::config::documents;
+use trunkgate_tests::sip::{RawInvite, digest_md5_authorization, digest_params};
+use trunkgate_tests::sipp::scenario;
+use trunkgate_tests::*;
+
+const REALM: &str = "sip.example.net";
+const USER: &str = "pacific-telco";
+const PASSWORD: &str = "change-me-inbound";
+const NUMBER: &str = "+6498879333";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn config(lab: &Lab, platform: SocketAddr) {
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform)
+        .inbound_auth(REALM, "pacific-inbound");
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            trunk.yaml(),
+            secret("acme", "pacific-inbound", USER, PASSWORD),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+        ]),
+    );
+}
+
+/// Sends `inv` without credentials, expects 401, ACKs it and returns the MD5 challenge's
+/// parameters (and the whole 401).
+fn challenge(edge: &Edge, sock: &RawUdp, inv: &RawInvite) -> (HashMap<String, String>, SipMsg) {
+    sock.send(edge.public, &inv.invite(sock.local));
+    let resp = sock
+        .recv_final("INVITE", WAIT)
+        .expect("an answer to an INVITE without credentials");
+    assert_eq!(resp.code(), Some(401), "{}", resp.text());
+    sock.send(edge.public, &inv.ack_non_2xx(sock.local, &resp));
+    let md5 = resp
+        .header_all("WWW-Authenticate")
+        .into_iter()
+        .map(digest_params)
+        .find(|p| {
+            p.get("algorithm")
+                .is_none_or(|a| a.eq_ignore_ascii_case("MD5"))
+        })
+        .unwrap_or_else(|| panic!("no MD5 challenge (RFC 8760 §2 keeps MD5):\n{}", resp.text()));
+    (md5, resp)
+}
+
+/// `inv` again (next CSeq, new branch) with an `Authorization` line.
+fn with_credentials(inv: &RawInvite, password: &str, nonce: &str) -> RawInvite {
+    let mut next = inv.next();
+    next.extra = format!(
+        "Authorization: {}\r\n",
+        digest_md5_authorization(USER, REALM, password, &inv.ruri, nonce)
+    );
+    next
+}
+
+fn auth_failures(edge: &Edge, reason: &str) -> f64 {
+    edge.metric(
+        "trunkgate_edge_auth_failures_total",
+        &[("trunk", "acme/pacific"), ("reason", reason)],
+    )
+}
+
+#[test]
+fn digest_right_credentials_pass_and_cannot_be_replayed() {
+    let lab = Lab::new("digest_good");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[]),
+        platform,
+    )
+    .start();
+    let sock = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-good");
+
+    let (md5, resp) = challenge(&edge, &sock, &inv);
+    assert_eq!(
+        md5.get("realm").map(String::as_str),
+        Some(REALM),
+        "{}",
+        resp.text()
+    );
+    assert!(
+        md5.get("qop")
+            .is_some_and(|q| q.split(',').any(|q| q.trim() == "auth")),
+        "qop=auth offered: {md5:?}"
+    );
+    let nonce = md5["nonce"].clone();
+    let authed = with_credentials(&inv, PASSWORD, &nonce);
+    sock.send(edge.public, &authed.invite(sock.local));
+    let answer = sock
+        .recv_final("INVITE", WAIT)
+        .expect("a final answer to the authenticated INVITE");
+    assert_eq!(answer.code(), Some(200), "{}", answer.text());
+    sock.send(
+        edge.public,
+        &authed.in_dialog("ACK", authed.cseq, sock.local, &answer),
+    );
+    sock.send(
+        edge.public,
+        &authed.in_dialog("BYE", authed.cseq + 1, sock.local, &answer),
+    );
+    let bye = sock.recv_final("BYE", WAIT).expect("an answer to BYE");
+    assert_eq!(bye.code(), Some(200), "{}", bye.text());
+    let uas = uas.wait();
+    uas.assert_ok();
+    assert_eq!(
+        uas.request("INVITE").header("X-Trunkgate-Trunk"),
+        Some("acme/pacific")
+    );
+    assert!(
+        uas.request("INVITE").header("Authorization").is_none(),
+        "the carrier's credentials do not reach the platform"
+    );
+
+    // The same credentials again on a new call: a replay (RFC 7616 §3.4: a nonce count seen
+    // before), refused with a new challenge or 403, never let through.
+    let mut replay = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-replay");
+    replay.extra = authed.extra.clone();
+    sock.send(edge.public, &replay.invite(sock.local));
+    let refused = sock
+        .recv_final("INVITE", WAIT)
+        .expect("an answer to the replayed INVITE");
+    assert!(
+        matches!(refused.code(), Some(401 | 403)),
+        "replayed credentials must not be accepted:\n{}",
+        refused.text()
+    );
+    sock.send(edge.public, &replay.ack_non_2xx(sock.local, &refused));
+    for reason in [
+        "unknown_user",
+        "bad_response",
+        "wrong_realm",
+        "stale",
+        "bad_nonce",
+    ] {
+        assert_eq!(
+            auth_failures(&edge, reason),
+            0.0,
+            "no {reason} failure counted"
+        );
+    }
+}
+
+#[test]
+fn digest_wrong_password_gets_403_and_is_counted() {
+    let lab = Lab::new("digest_bad");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let sock = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-bad");
+    let (md5, _) = challenge(&edge, &sock, &inv);
+    let wrong = with_credentials(&inv, "not-the-password", &md5["nonce"]);
+    sock.send(edge.public, &wrong.invite(sock.local));
+    let resp = sock
+        .recv_final("INVITE", WAIT)
+        .expect("an answer to wrong credentials");
+    assert_eq!(resp.code(), Some(403), "{}", resp.text());
+    assert!(resp.header("Warning").is_some(), "{}", resp.text());
+    sock.send(edge.public, &wrong.ack_non_2xx(sock.local, &resp));
+    assert_eq!(auth_failures(&edge, "bad_response"), 1.0);
+    assert!(edge.cdrs().is_empty(), "no call was set up");
+}
+
+/// A nonce the edge did not sign (forged, or from an edge run before a restart) gets a new
+/// challenge, never 200 and never 403: the carrier retries with the fresh nonce.
+#[test]
+fn digest_nonce_from_a_previous_run_or_forged_is_challenged_again() {
+    let lab = Lab::new("digest_stale");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let sock = RawUdp::bind(CARRIER);
+    let old_nonce = {
+        let first = Edge::start_named(&lab, "edge-before-restart", EdgeOptions::default());
+        let inv = RawInvite::new(&first.public_uri(NUMBER), "+6421555123", "digest-old");
+        challenge(&first, &sock, &inv).0["nonce"].clone()
+    };
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[]),
+        platform,
+    )
+    .start();
+
+    for (what, nonce) in [
+        ("a nonce from the previous run", old_nonce.clone()),
+        (
+            "a forged nonce",
+            "bm90LWEtbm9uY2Utb2YtdGhpcy1lZGdl".to_string(),
+        ),
+    ] {
+        let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-renew");
+        let authed = with_credentials(&inv, PASSWORD, &nonce);
+        sock.send(edge.public, &authed.invite(sock.local));
+        let resp = sock
+            .recv_final("INVITE", WAIT)
+            .unwrap_or_else(|| panic!("no answer to {what}"));
+        assert_eq!(resp.code(), Some(401), "{what}:\n{}", resp.text());
+        sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+        let fresh: Vec<String> = resp
+            .header_all("WWW-Authenticate")
+            .into_iter()
+            .filter_map(|v| digest_params(v).get("nonce").cloned())
+            .collect();
+        assert!(
+            !fresh.is_empty() && fresh.iter().all(|n| *n != nonce),
+            "{what}: a fresh nonce is offered:\n{}",
+            resp.text()
+        );
+        // Retrying with the fresh nonce succeeds: that is what the new challenge is for.
+        if what.starts_with("a nonce from") {
+            let retry = with_credentials(&authed, PASSWORD, &fresh[0]);
+            sock.send(edge.public, &retry.invite(sock.local));
+            let answer = sock
+                .recv_final("INVITE", WAIT)
+                .expect("an answer to the retry");
+            assert_eq!(answer.code(), Some(200), "{}", answer.text());
+            sock.send(
+                edge.public,
+                &retry.in_dialog("ACK", retry.cseq, sock.local, &answer),
+            );
+            sock.send(
+                edge.public,
+                &retry.in_dialog("BYE", retry.cseq + 1, sock.local, &answer),
+            );
+            let bye = sock.recv_final("BYE", WAIT).expect("an answer to BYE");
+            assert_eq!(bye.code(), Some(200), "{}", bye.text());
+        }
+    }
+    uas.wait().assert_ok();
+    assert_eq!(auth_failures(&edge, "bad_response"), 0.0);
+}
