@@ -1,0 +1,911 @@
+//! The RTP/RTCP relay of one worker. Each stream of a call has a port pair on each side; a
+//! packet read on one side's socket goes out of the other side's socket to the address that
+//! side latched (RFC 4961 symmetric RTP). Payloads are never touched, so RFC 4733 events, SRTP
+//! and anything else pass byte for byte.
+//!
+//! The sockets sit in one level-triggered epoll set owned by the engine. The worker's event loop
+//! awaits [`MediaEngine::wait`] (the epoll fd registered with the worker's tokio reactor) and then
+//! calls [`MediaEngine::relay`], which reads one datagram per ready socket per epoll round and
+//! forwards it at once: no lock, no allocation and no extra "would block" read per packet.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::ports::{self, DEFAULT_QUARANTINE, PortPool};
+use crate::quality::{DEFAULT_CLOCK_RATE, Receiver};
+use crate::sdp::{self, Remote, Sdp};
+
+/// Default time without RTP in either direction before a call is ended.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Epoll events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Datagrams handled per [`MediaEngine::relay`] call before the worker gets to its SIP again.
+const BUDGET: usize = 1024;
+/// Ports tried when a pair turns out to be bound by another process.
+const BIND_ATTEMPTS: usize = 8;
+/// Largest datagram relayed whole (larger ones arrive truncated and are dropped).
+const MAX_DATAGRAM: usize = 4096;
+
+/// Which network a leg of the call faces (the same two as the edge's signalling sides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The carriers.
+    Public,
+    /// The platform.
+    Internal,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Public => Side::Internal,
+            Side::Internal => Side::Public,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Public => "public",
+            Side::Internal => "internal",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::Public => 0,
+            Side::Internal => 1,
+        }
+    }
+}
+
+/// What one worker's relay needs to know.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Written into carrier-side SDP.
+    pub public_ip: IpAddr,
+    /// Written into platform-side SDP.
+    pub internal_ip: IpAddr,
+    /// Where carrier-side sockets bind (the public IP, or 0.0.0.0 when that IP is NATed onto
+    /// the pod).
+    pub public_bind: IpAddr,
+    /// Where platform-side sockets bind.
+    pub internal_bind: IpAddr,
+    /// This worker's slice of the RTP port range, `[lo, hi]`.
+    pub ports: (u16, u16),
+    /// How long a freed port pair waits before reuse.
+    pub quarantine: Duration,
+    /// No RTP in either direction for this long ends the call ([`MediaEvent::Timeout`]).
+    pub timeout: Duration,
+}
+
+impl MediaConfig {
+    /// Sockets bound on the advertised IPs, 30 s quarantine, 60 s media timeout.
+    pub fn new(public_ip: IpAddr, internal_ip: IpAddr, ports: (u16, u16)) -> Self {
+        Self {
+            public_ip,
+            internal_ip,
+            public_bind: public_ip,
+            internal_bind: internal_ip,
+            ports,
+            quarantine: DEFAULT_QUARANTINE,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Ports(#[from] ports::Error),
+    #[error("could not bind an RTP socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("at most {max} media streams per call")]
+    TooManyStreams { max: usize },
+    #[error("no such media session or stream")]
+    Unknown,
+    #[error(transparent)]
+    Sdp(#[from] sdp::Error),
+    #[error("media poller: {0}")]
+    Poller(#[source] io::Error),
+}
+
+impl MediaError {
+    /// The SIP status the edge answers when this stops a call from being set up.
+    pub fn status(&self) -> u16 {
+        match self {
+            MediaError::Ports(_) | MediaError::Bind { .. } => 503,
+            MediaError::TooManyStreams { .. } => 488,
+            MediaError::Sdp(e) => e.status(),
+            MediaError::Unknown | MediaError::Poller(_) => 500,
+        }
+    }
+
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            MediaError::Ports(e) => e.metric_label(),
+            MediaError::Bind { .. } => "bind",
+            MediaError::TooManyStreams { .. } => "too_many_streams",
+            MediaError::Unknown => "unknown_session",
+            MediaError::Sdp(e) => e.metric_label(),
+            MediaError::Poller(_) => "poller",
+        }
+    }
+}
+
+fn poller(e: nix::Error) -> MediaError {
+    MediaError::Poller(io::Error::from(e))
+}
+
+/// A call's media in one engine. Stale ids (of closed sessions) are refused, not confused
+/// with the session that took the slot next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId {
+    slot: u32,
+    generation: u32,
+}
+
+/// What the relay tells the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP in either direction for the configured timeout: end the call (BYE on both legs
+    /// with a Reason header). Reported once per session.
+    Timeout { call: u64, session: SessionId },
+}
+
+/// One direction of one stream, as the relay saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStats {
+    /// Index of the `m=` line.
+    pub stream: usize,
+    /// The side that sent these packets.
+    pub from: Side,
+    /// RTP packets and bytes received from that side.
+    pub packets: u64,
+    pub bytes: u64,
+    pub rtcp_packets: u64,
+    /// Datagrams (RTP and RTCP) sent on to the other side.
+    pub forwarded: u64,
+    /// Datagrams not sent on: the other side is on hold or has no address yet, or the send
+    /// failed.
+    pub dropped: u64,
+    /// Datagrams from an address that is neither the latched one nor (before latching) the
+    /// SDP's.
+    pub foreign: u64,
+    /// RFC 3550 A.3 expected and lost packets, summed over the SSRCs seen.
+    pub expected: u64,
+    pub lost: u64,
+    /// RFC 3550 A.8 interarrival jitter.
+    pub jitter_ms: f64,
+    /// Estimated MOS (simplified G.107 E-model); None when no RTP arrived.
+    pub mos: Option<f64>,
+    /// Where the relay sends RTP to that side (latched, or the SDP's before latching).
+    pub latched: Option<SocketAddr>,
+}
+
+/// Totals of one engine since it started, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub forwarded: u64,
+    pub dropped: u64,
+    pub foreign: u64,
+    pub sessions_opened: u64,
+}
+
+/// Counters of the packets one side sent.
+#[derive(Debug, Clone)]
+struct Flow {
+    packets: u64,
+    bytes: u64,
+    rtcp: u64,
+    forwarded: u64,
+    dropped: u64,
+    foreign: u64,
+    rx: Receiver,
+}
+
+/// One side of one stream: our port pair there and what we know of the peer.
+#[derive(Debug)]
+struct Leg {
+    port: u16,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    remote: Option<Remote>,
+    /// The source IP that may latch: the SDP's, kept through a `c=0.0.0.0` hold.
+    expect: Option<IpAddr>,
+    latch_any: bool,
+    rtp_peer: Option<SocketAddr>,
+    rtcp_peer: Option<SocketAddr>,
+    /// RTCP to this side leaves from our RTP port (rtcp-mux, or its RTCP came there).
+    rtcp_on_rtp: bool,
+    from: Flow,
+}
+
+impl Leg {
+    fn set_remote(&mut self, remote: Remote, latch_any: bool) {
+        // A c=0.0.0.0 hold says "send nothing here", not "I moved": the latch stays.
+        if !remote.rtp.ip().is_unspecified() {
+            let moved = self
+                .remote
+                .is_none_or(|old| old.rtp != remote.rtp || old.rtcp != remote.rtcp)
+                || self.latch_any != latch_any;
+            if moved {
+                // RFC 4961: a new SDP address means learning the peer again.
+                self.rtp_peer = None;
+                self.rtcp_peer = None;
+                self.expect = Some(remote.rtp.ip());
+                self.rtcp_on_rtp = remote.rtcp_mux;
+            }
+        }
+        self.latch_any = latch_any;
+        self.from.rx.set_clock_rate(remote.clock_rate);
+        self.remote = Some(remote);
+    }
+
+    /// Where RTP to this side goes: the latched source, else the SDP address (not for a
+    /// peer behind NAT, whose SDP address is not reachable), nothing while it takes no media.
+    fn rtp_dest(&self) -> Option<SocketAddr> {
+        let r = self.remote.as_ref().filter(|r| r.receives())?;
+        self.rtp_peer.or((!self.latch_any).then_some(r.rtp))
+    }
+
+    /// Where RTCP to this side goes, and whether it leaves from our RTP port.
+    fn rtcp_dest(&self) -> Option<(SocketAddr, bool)> {
+        let r = self.remote.as_ref().filter(|r| r.receives())?;
+        match self.rtcp_peer {
+            Some(p) => Some((p, self.rtcp_on_rtp)),
+            None if self.latch_any => self.rtp_peer.filter(|_| r.rtcp_mux).map(|p| (p, true)),
+            None => Some((r.rtcp, r.rtcp_mux)),
+        }
+    }
+
+    /// The first datagram from an acceptable source fixes the peer; later ones must match it.
+    fn admit(&mut self, src: SocketAddr, rtcp: bool, on_rtcp_socket: bool) -> bool {
+        let latched = if rtcp { self.rtcp_peer } else { self.rtp_peer };
+        match latched {
+            Some(p) => p == src,
+            None => {
+                let Some(r) = &self.remote else {
+                    return false;
+                };
+                let ok = self.latch_any
+                    || Some(src.ip()) == self.expect
+                    || (rtcp && src.ip() == r.rtcp.ip());
+                if ok {
+                    if rtcp {
+                        self.rtcp_peer = Some(src);
+                        self.rtcp_on_rtp = !on_rtcp_socket;
+                    } else {
+                        self.rtp_peer = Some(src);
+                    }
+                }
+                ok
+            }
+        }
+    }
+
+    fn stats(&self, stream: usize, from: Side) -> StreamStats {
+        let f = &self.from;
+        StreamStats {
+            stream,
+            from,
+            packets: f.packets,
+            bytes: f.bytes,
+            rtcp_packets: f.rtcp,
+            forwarded: f.forwarded,
+            dropped: f.dropped,
+            foreign: f.foreign,
+            expected: f.rx.expected(),
+            lost: f.rx.lost(),
+            jitter_ms: f.rx.jitter_ms(),
+            mos: f.rx.mos(),
+            latched: self.rtp_dest(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    /// Indexed by [`Side::index`].
+    legs: [Leg; 2],
+}
+
+#[derive(Debug)]
+struct Session {
+    call: u64,
+    streams: Vec<Stream>,
+    /// Both sides have given an address and neither expects silence: the timeout runs.
+    armed: bool,
+    last_media: Instant,
+    timed_out: bool,
+}
+
+impl Session {
+    fn rearm(&mut self, now: Instant) {
+        let mut pairs = false;
+        let mut paused = false;
+        for st in &self.streams {
+            if let [Leg { remote: Some(a), .. }, Leg { remote: Some(b), .. }] = &st.legs
+                && !a.disabled()
+                && !b.disabled()
+            {
+                pairs = true;
+                paused |= a.paused() || b.paused();
+            }
+        }
+        let armed = pairs && !paused;
+        if armed && !self.armed {
+            self.last_media = now;
+            self.timed_out = false;
+        }
+        self.armed = armed;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    session: Option<Session>,
+}
+
+/// Epoll data of a socket: slot, low bits of its generation, stream, side, RTP or RTCP port.
+fn token(slot: u32, generation: u32, stream: usize, side: Side, rtcp: bool) -> u64 {
+    u64::from(slot)
+        | (u64::from(generation & 0xffff) << 32)
+        | (((stream & 0xff) as u64) << 48)
+        | ((side.index() as u64) << 56)
+        | (u64::from(rtcp) << 57)
+}
+
+struct Token {
+    slot: usize,
+    generation: u32,
+    stream: usize,
+    side: Side,
+    rtcp: bool,
+}
+
+fn untoken(t: u64) -> Token {
+    Token {
+        slot: (t & 0xffff_ffff) as usize,
+        generation: ((t >> 32) & 0xffff) as u32,
+        stream: ((t >> 48) & 0xff) as usize,
+        side: if (t >> 56) & 1 == 0 {
+            Side::Public
+        } else {
+            Side::Internal
+        },
+        rtcp: (t >> 57) & 1 == 1,
+    }
+}
+
+/// RFC 5761 §4: on a shared port, packet types 192–223 in the second byte are RTCP.
+fn is_rtcp(p: &[u8]) -> bool {
+    p.len() >= 8 && p[0] >> 6 == 2 && (192..=223).contains(&p[1])
+}
+
+/// (sequence, timestamp, SSRC, payload type) of an RTP version 2 header.
+fn rtp_header(p: &[u8]) -> Option<(u16, u32, u32, u8)> {
+    let h: &[u8; 12] = p.get(..12)?.try_into().ok()?;
+    if h[0] >> 6 != 2 {
+        return None;
+    }
+    Some((
+        u16::from_be_bytes([h[2], h[3]]),
+        u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        h[1] & 0x7f,
+    ))
+}
+
+/// The epoll set of the relay's sockets, owned so that `AsyncFd` can own it.
+struct EpollFd(Epoll);
+
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+/// The epoll set, registered with the worker's tokio reactor when the engine is made inside a
+/// runtime (then the worker awaits it), plain otherwise (a thread of its own blocks on it).
+enum Poller {
+    Plain(Epoll),
+    Reactor(AsyncFd<EpollFd>),
+}
+
+impl Poller {
+    fn new(epoll: Epoll) -> Poller {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Poller::Plain(epoll);
+        }
+        // SAFETY: the AsyncFd owns the EpollFd, which owns its fd (an OwnedFd): the fd stays
+        // open and unchanged for the AsyncFd's whole life and `as_raw_fd` always returns it,
+        // which is what `register_with_interest` asks for.
+        #[allow(unsafe_code)]
+        let registered =
+            unsafe { AsyncFd::register_with_interest(EpollFd(epoll), Interest::READABLE) };
+        match registered {
+            Ok(fd) => Poller::Reactor(fd),
+            Err(e) => {
+                let (fd, error) = e.into_parts();
+                tracing::error!(%error, "media epoll cannot join the worker's reactor");
+                Poller::Plain(fd.0)
+            }
+        }
+    }
+
+    fn epoll(&self) -> &Epoll {
+        match self {
+            Poller::Plain(e) => e,
+            Poller::Reactor(fd) => &fd.get_ref().0,
+        }
+    }
+}
+
+/// One worker's media: its port slice, its calls' sockets, their counters.
+pub struct MediaEngine {
+    poller: Poller,
+    cfg: MediaConfig,
+    pool: PortPool,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    sessions: usize,
+    events: Vec<EpollEvent>,
+    buf: Box<[u8]>,
+    /// The last `relay` stopped at its budget with datagrams still waiting.
+    more: Cell<bool>,
+    next_check: Instant,
+    check_every: Duration,
+    counters: Counters,
+}
+
+impl MediaEngine {
+    /// An engine with no calls; it binds nothing until [`MediaEngine::open`]. Made inside the
+    /// worker's tokio runtime (with I/O enabled) it is driven by [`MediaEngine::wait`] and
+    /// [`MediaEngine::relay`]; made outside one, by [`MediaEngine::relay_blocking`].
+    pub fn new(cfg: MediaConfig) -> Result<Self, MediaError> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(poller)?;
+        let poller = Poller::new(epoll);
+        let check_every = (cfg.timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        Ok(Self {
+            poller,
+            pool: PortPool::new(cfg.ports, cfg.quarantine),
+            cfg,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            sessions: 0,
+            events: vec![EpollEvent::empty(); EVENTS],
+            buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            more: Cell::new(false),
+            next_check: Instant::now() + check_every,
+            check_every,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Sessions open.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+    }
+
+    /// Port pairs that could be handed out now (for a readiness or capacity gauge).
+    pub fn ports_available(&self) -> usize {
+        self.pool.available(Instant::now())
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The IP written into `side`'s SDP.
+    pub fn advertised_ip(&self, side: Side) -> IpAddr {
+        match side {
+            Side::Public => self.cfg.public_ip,
+            Side::Internal => self.cfg.internal_ip,
+        }
+    }
+
+    /// Opens a call's media with `streams` streams (more are added when an SDP has more
+    /// `m=` lines): a port pair per stream on each side, bound and polled.
+    pub fn open(&mut self, call: u64, streams: usize) -> Result<SessionId, MediaError> {
+        if streams > sdp::MAX_MEDIA {
+            return Err(MediaError::TooManyStreams {
+                max: sdp::MAX_MEDIA,
+            });
+        }
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot::default());
+                u32::try_from(self.slots.len() - 1).map_err(|_| MediaError::Unknown)?
+            }
+        };
+        let id = SessionId {
+            slot,
+            generation: self.slots[slot as usize].generation,
+        };
+        self.slots[slot as usize].session = Some(Session {
+            call,
+            streams: Vec::with_capacity(streams),
+            armed: false,
+            last_media: Instant::now(),
+            timed_out: false,
+        });
+        self.sessions += 1;
+        self.counters.sessions_opened += 1;
+        if let Err(e) = self.ensure_streams(id, streams) {
+            // Nothing was sent on these ports: they go straight back.
+            if let Some(s) = self.take(id) {
+                for st in s.streams {
+                    for leg in st.legs {
+                        self.pool.restore(leg.port);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn ensure_streams(&mut self, id: SessionId, streams: usize) -> Result<(), MediaError> {
+        if streams > sdp::MAX_MEDIA {
+            return Err(MediaError::TooManyStreams {
+                max: sdp::MAX_MEDIA,
+            });
+        }
+        loop {
+            let have = self.session(id)?.streams.len();
+            if have >= streams {
+                return Ok(());
+            }
+            let public = self.new_leg(id, have, Side::Public)?;
+            let internal = match self.new_leg(id, have, Side::Internal) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.pool.restore(public.port);
+                    return Err(e);
+                }
+            };
+            self.session_mut(id)?.streams.push(Stream {
+                legs: [public, internal],
+            });
+        }
+    }
+
+    fn new_leg(&mut self, id: SessionId, stream: usize, side: Side) -> Result<Leg, MediaError> {
+        let ip = match side {
+            Side::Public => self.cfg.public_bind,
+            Side::Internal => self.cfg.internal_bind,
+        };
+        let mut failure = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = self.pool.allocate(Instant::now())?;
+            match bind_pair(ip, port) {
+                Ok((rtp, rtcp)) => {
+                    for (sock, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
+                        let data = token(id.slot, id.generation, stream, side, is_rtcp);
+                        if let Err(e) = self.poller.epoll().add(sock, EpollEvent::new(EpollFlags::EPOLLIN, data)) {
+                            self.pool.restore(port);
+                            return Err(poller(e));
+                        }
+                    }
+                    return Ok(Leg {
+                        port,
+                        rtp,
+                        rtcp,
+                        remote: None,
+                        expect: None,
+                        latch_any: false,
+                        rtp_peer: None,
+                        rtcp_peer: None,
+                        rtcp_on_rtp: false,
+                        from: Flow {
+                            packets: 0,
+                            bytes: 0,
+                            rtcp: 0,
+                            forwarded: 0,
+                            dropped: 0,
+                            foreign: 0,
+                            rx: Receiver::new(DEFAULT_CLOCK_RATE),
+                        },
+                    });
+                }
+                Err((addr, source)) => {
+                    // Another process holds it: leave the pair resting and try the next one.
+                    tracing::warn!(%addr, error = %source, "RTP port taken outside the edge");
+                    self.pool.release(port, Instant::now());
+                    failure = Some(MediaError::Bind { addr, source });
+                }
+            }
+        }
+        Err(failure.unwrap_or(MediaError::Ports(ports::Error::Exhausted)))
+    }
+
+    fn session(&self, id: SessionId) -> Result<&Session, MediaError> {
+        self.slots
+            .get(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.session.as_ref())
+            .ok_or(MediaError::Unknown)
+    }
+
+    fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, MediaError> {
+        self.slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.session.as_mut())
+            .ok_or(MediaError::Unknown)
+    }
+
+    fn take(&mut self, id: SessionId) -> Option<Session> {
+        let slot = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)?;
+        let s = slot.session.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_slots.push(id.slot);
+        self.sessions -= 1;
+        Some(s)
+    }
+
+    /// The address to write into `side`'s SDP for `stream` (RTCP is the port + 1).
+    pub fn local(&self, id: SessionId, side: Side, stream: usize) -> Option<SocketAddr> {
+        let leg = &self.session(id).ok()?.streams.get(stream)?.legs[side.index()];
+        Some(SocketAddr::new(self.advertised_ip(side), leg.port))
+    }
+
+    /// What `side`'s SDP says about `stream`. A new address (re-INVITE, UPDATE) drops the
+    /// latch so the peer is learned again; `latch_any_source` lets any source latch (a
+    /// carrier behind NAT) instead of only the SDP's IP.
+    pub fn set_remote(
+        &mut self,
+        id: SessionId,
+        side: Side,
+        stream: usize,
+        remote: Remote,
+        latch_any_source: bool,
+    ) -> Result<(), MediaError> {
+        let now = Instant::now();
+        let s = self.session_mut(id)?;
+        let st = s.streams.get_mut(stream).ok_or(MediaError::Unknown)?;
+        st.legs[side.index()].set_remote(remote, latch_any_source);
+        s.rearm(now);
+        Ok(())
+    }
+
+    /// Takes an SDP body that `from` sent (offer or answer, in any request or response) through
+    /// the relay: its streams become `from`'s remotes, and the body is rewritten in place for
+    /// the other side, with that side's relay address and ports. Streams are added when the
+    /// SDP has more `m=` lines than the session.
+    pub fn relay_sdp(
+        &mut self,
+        id: SessionId,
+        from: Side,
+        sdp: &mut Sdp,
+        latch_any_source: bool,
+    ) -> Result<(), MediaError> {
+        let n = sdp.media().len();
+        self.ensure_streams(id, n)?;
+        for i in 0..n {
+            let remote = sdp.remote(i)?;
+            self.set_remote(id, from, i, remote, latch_any_source)?;
+        }
+        let to = from.other();
+        let ports: Vec<u16> = (0..n)
+            .map(|i| self.local(id, to, i).map_or(0, |a| a.port()))
+            .collect();
+        sdp.rewrite(self.advertised_ip(to), &ports);
+        Ok(())
+    }
+
+    /// Per stream and direction: packets, bytes, loss, jitter, MOS.
+    pub fn stats(&self, id: SessionId) -> Vec<StreamStats> {
+        let Ok(s) = self.session(id) else {
+            return Vec::new();
+        };
+        s.streams
+            .iter()
+            .enumerate()
+            .flat_map(|(i, st)| {
+                [
+                    st.legs[0].stats(i, Side::Public),
+                    st.legs[1].stats(i, Side::Internal),
+                ]
+            })
+            .collect()
+    }
+
+    /// Ends a call's media: its sockets close and its ports go into quarantine. Returns the
+    /// final counters (for the call detail record).
+    pub fn close(&mut self, id: SessionId) -> Vec<StreamStats> {
+        let stats = self.stats(id);
+        if let Some(s) = self.take(id) {
+            let now = Instant::now();
+            for st in s.streams {
+                for leg in st.legs {
+                    self.pool.release(leg.port, now);
+                }
+            }
+        }
+        stats
+    }
+
+    /// Resolves when datagrams are waiting or a timeout check is due; then call
+    /// [`MediaEngine::relay`]. Must run inside the worker's tokio runtime.
+    pub async fn wait(&self) {
+        if self.more.get() {
+            return;
+        }
+        let deadline = tokio::time::Instant::from_std(self.next_check);
+        let Poller::Reactor(fd) = &self.poller else {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        };
+        tokio::select! {
+            r = fd.readable() => {
+                // Cleared before `relay` drains the set, so a datagram that lands after the
+                // drain wakes us again.
+                if let Ok(mut guard) = r {
+                    guard.clear_ready();
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+
+    /// Forwards every datagram waiting (up to a budget, so SIP is not starved) and reports
+    /// media timeouts. Never blocks.
+    pub fn relay(&mut self) -> Vec<MediaEvent> {
+        self.turn(0)
+    }
+
+    /// Like [`MediaEngine::relay`] but first blocks up to `max_wait` for a datagram: for a
+    /// thread that does nothing but media.
+    pub fn relay_blocking(&mut self, max_wait: Duration) -> Vec<MediaEvent> {
+        let ms = u16::try_from(max_wait.as_millis()).unwrap_or(u16::MAX);
+        self.turn(ms)
+    }
+
+    fn turn(&mut self, first_wait_ms: u16) -> Vec<MediaEvent> {
+        self.more.set(false);
+        let mut wait = first_wait_ms;
+        let mut budget = BUDGET;
+        loop {
+            let n = match self.poller.epoll().wait(&mut self.events, wait) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "media epoll_wait");
+                    0
+                }
+            };
+            wait = 0;
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                let t = self.events[i].data();
+                self.forward(untoken(t));
+            }
+            // Level-triggered: a socket with more queued is reported again next round.
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.more.set(true);
+                break;
+            }
+        }
+        self.expire(Instant::now())
+    }
+
+    /// Reads one datagram from the socket `t` names and sends it on to the other side.
+    fn forward(&mut self, t: Token) {
+        let Some(slot) = self.slots.get_mut(t.slot) else {
+            return;
+        };
+        if slot.generation & 0xffff != t.generation {
+            return;
+        }
+        let Some(session) = slot.session.as_mut() else {
+            return;
+        };
+        let Some(st) = session.streams.get_mut(t.stream) else {
+            return;
+        };
+        let [public, internal] = &mut st.legs;
+        let (x, y) = match t.side {
+            Side::Public => (public, internal),
+            Side::Internal => (internal, public),
+        };
+        let sock = if t.rtcp { &x.rtcp } else { &x.rtp };
+        let Ok((n, src)) = sock.recv_from(&mut self.buf) else {
+            return;
+        };
+        self.counters.received += 1;
+        let packet = &self.buf[..n];
+        if n == MAX_DATAGRAM {
+            x.from.dropped += 1;
+            self.counters.dropped += 1;
+            return;
+        }
+        let rtcp = t.rtcp || is_rtcp(packet);
+        if !x.admit(src, rtcp, t.rtcp) {
+            x.from.foreign += 1;
+            self.counters.foreign += 1;
+            return;
+        }
+        if rtcp {
+            x.from.rtcp += 1;
+        } else {
+            let now = Instant::now();
+            x.from.packets += 1;
+            x.from.bytes += n as u64;
+            if let Some((seq, ts, ssrc, pt)) = rtp_header(packet) {
+                x.from.rx.on_packet(seq, ts, ssrc, pt, now);
+            }
+            session.last_media = now;
+        }
+        let dest = if rtcp {
+            y.rtcp_dest()
+        } else {
+            y.rtp_dest().map(|a| (a, true))
+        };
+        let sent = dest.is_some_and(|(to, via_rtp)| {
+            let out = if via_rtp { &y.rtp } else { &y.rtcp };
+            out.send_to(packet, to).is_ok()
+        });
+        if sent {
+            x.from.forwarded += 1;
+            self.counters.forwarded += 1;
+        } else {
+            x.from.dropped += 1;
+            self.counters.dropped += 1;
+        }
+    }
+
+    fn expire(&mut self, now: Instant) -> Vec<MediaEvent> {
+        if now < self.next_check {
+            return Vec::new();
+        }
+        self.next_check = now + self.check_every;
+        let mut out = Vec::new();
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(s) = entry.session.as_mut() else {
+                continue;
+            };
+            if s.armed && !s.timed_out && now.saturating_duration_since(s.last_media) >= self.cfg.timeout {
+                s.timed_out = true;
+                out.push(MediaEvent::Timeout {
+                    call: s.call,
+                    session: SessionId {
+                        slot: slot as u32,
+                        generation: entry.generation,
+                    },
+                });
+            }
+        }
+        out
+    }
+}
+
+fn bind_pair(ip: IpAddr, port: u16) -> Result<(UdpSocket, UdpSocket), (SocketAddr, io::Error)> {
+    let bind = |port: u16| {
+        let addr = SocketAddr::new(ip, port);
+        UdpSocket::bind(addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|e| (addr, e))
+    };
+    Ok((bind(port)?, bind(port + 1)?))
+}
