@@ -3,7 +3,6 @@
 //! owns it; any worker may write to it through its channel, so a handed-over call answers on
 //! the connection its request came in on.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -200,4 +199,4 @@ impl Worker {
 }
 
 /// Per-worker table of connections we opened.
-pub type Outgoing = HashMap<(Side, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
+pub type Outgoing = crate::worker::Table<(Side, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;

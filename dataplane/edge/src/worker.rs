@@ -29,6 +29,10 @@ pub const T4: Duration = Duration::from_secs(5);
 /// Timer B/F/H/J: 64·T1.
 pub const TX_TIMEOUT: Duration = Duration::from_secs(32);
 
+/// A worker's tables: keys come from the network, so the hasher is seeded per process
+/// (foldhash's RandomState), and faster than SipHash.
+pub type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// (top Via branch, method) of a request we received.
 pub type ServerKey = (String, String);
 /// (branch we minted, method) of a request we sent.
@@ -201,11 +205,11 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     pub net: Net,
     pub mint: IdMint,
-    pub calls: HashMap<u64, Call>,
+    pub calls: Table<u64, Call>,
     pub next_call: u64,
-    pub dialogs: HashMap<(String, String), (u64, LegId)>,
-    pub servers: HashMap<ServerKey, ServerTxn>,
-    pub clients: HashMap<ClientKey, ClientTxn>,
+    pub dialogs: Table<(String, String), (u64, LegId)>,
+    pub servers: Table<ServerKey, ServerTxn>,
+    pub clients: Table<ClientKey, ClientTxn>,
     pub timers: BTreeMap<(Instant, u64), Timer>,
     pub timer_seq: u64,
     pub events: mpsc::UnboundedSender<Event>,
