@@ -745,6 +745,8 @@ impl Worker {
                 return;
             }
             tx.completed = true;
+            // Nothing is retransmitted once completed: keep only what an ACK needs.
+            tx.bytes = Vec::new();
             if tx.invite && code >= 300 {
                 let ack = ack_for_non_2xx(tx, resp);
                 self.net.send(tx.side, &tx.dest, &ack);
@@ -799,7 +801,9 @@ impl Worker {
         if self.shared.settings.cdr {
             crate::cdr::write(c);
         }
-        self.schedule(TX_TIMEOUT, Timer::CallForget(id));
+        // Transactions absorb retransmissions on their own; the call itself only has to outlive
+        // stray in-dialog requests for a moment (they get 481 afterwards).
+        self.schedule(T4, Timer::CallForget(id));
     }
 
     /// Sends a raw ACK (no transaction: §17.1.1.3 / §13.2.2.4).
