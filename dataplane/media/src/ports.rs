@@ -104,9 +104,18 @@ mod tests {
         }
         assert_eq!(seen.len(), 5);
         // An odd top port has no RTP partner below it: 20000-20002 holds one pair.
-        assert_eq!(PortPool::new((20000, 20002), DEFAULT_QUARANTINE).capacity(), 1);
-        assert_eq!(PortPool::new((65534, 65535), DEFAULT_QUARANTINE).capacity(), 1);
-        assert_eq!(PortPool::new((30000, 30000), DEFAULT_QUARANTINE).capacity(), 0);
+        assert_eq!(
+            PortPool::new((20000, 20002), DEFAULT_QUARANTINE).capacity(),
+            1
+        );
+        assert_eq!(
+            PortPool::new((65534, 65535), DEFAULT_QUARANTINE).capacity(),
+            1
+        );
+        assert_eq!(
+            PortPool::new((30000, 30000), DEFAULT_QUARANTINE).capacity(),
+            0
+        );
     }
 
     #[test]
@@ -131,7 +140,10 @@ mod tests {
         let b = pool.allocate(t0).unwrap_or_default();
         pool.release(a, t0);
         pool.release(b, t0 + Duration::from_secs(10));
-        assert_eq!(pool.allocate(t0 + Duration::from_secs(29)), Err(Error::Exhausted));
+        assert_eq!(
+            pool.allocate(t0 + Duration::from_secs(29)),
+            Err(Error::Exhausted)
+        );
         assert_eq!(pool.available(t0 + Duration::from_secs(29)), 0);
         assert_eq!(pool.allocate(t0 + q), Ok(a));
         assert_eq!(pool.allocate(t0 + q), Err(Error::Exhausted));

@@ -191,9 +191,15 @@ impl Impairment {
     /// G.711 with packet loss concealment.
     pub const G711: Impairment = Impairment { ie: 0.0, bpl: 25.1 };
     /// G.729A.
-    pub const G729: Impairment = Impairment { ie: 11.0, bpl: 19.0 };
+    pub const G729: Impairment = Impairment {
+        ie: 11.0,
+        bpl: 19.0,
+    };
     /// G.723.1 at 6.3 kbit/s.
-    pub const G723: Impairment = Impairment { ie: 15.0, bpl: 16.1 };
+    pub const G723: Impairment = Impairment {
+        ie: 15.0,
+        bpl: 16.1,
+    };
 
     /// By static payload type (RFC 3551); anything else is rated like G.711.
     pub fn for_payload_type(pt: Option<u8>) -> Impairment {
@@ -296,7 +302,11 @@ mod tests {
     fn impairments_table() {
         assert!(close(delay_impairment(100.0), 2.4, 1e-9));
         assert!(close(delay_impairment(200.0), 4.8 + 0.11 * 22.7, 1e-9));
-        assert!(close(effective_impairment(0.0, Impairment::G711), 0.0, 1e-9));
+        assert!(close(
+            effective_impairment(0.0, Impairment::G711),
+            0.0,
+            1e-9
+        ));
         // 5 % loss on G.711: 95 · 5 / 30.1.
         assert!(close(
             effective_impairment(0.05, Impairment::G711),

@@ -159,7 +159,8 @@ pub struct SessionId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
     /// No RTP in either direction for the configured timeout: end the call (BYE on both legs
-    /// with a Reason header). Reported once per session.
+    /// with a Reason header). Reported again each further timeout while the silence lasts, so
+    /// a worker that ignores it for a call not yet answered hears of it again later.
     Timeout { call: u64, session: SessionId },
 }
 
@@ -189,7 +190,7 @@ pub struct StreamStats {
     pub jitter_ms: f64,
     /// Estimated MOS (simplified G.107 E-model); None when no RTP arrived.
     pub mos: Option<f64>,
-    /// Where the relay sends RTP to that side (latched, or the SDP's before latching).
+    /// That side's RTP address: the latched source, or the SDP's before latching.
     pub latched: Option<SocketAddr>,
 }
 
@@ -310,7 +311,7 @@ impl Leg {
             lost: f.rx.lost(),
             jitter_ms: f.rx.jitter_ms(),
             mos: f.rx.mos(),
-            latched: self.rtp_dest(),
+            latched: self.rtp_peer.or(self.remote.map(|r| r.rtp)),
         }
     }
 }
@@ -327,8 +328,8 @@ struct Session {
     streams: Vec<Stream>,
     /// Both sides have given an address and neither expects silence: the timeout runs.
     armed: bool,
+    /// The last RTP packet, SDP exchange, or timeout report.
     last_media: Instant,
-    timed_out: bool,
 }
 
 impl Session {
@@ -336,7 +337,14 @@ impl Session {
         let mut pairs = false;
         let mut paused = false;
         for st in &self.streams {
-            if let [Leg { remote: Some(a), .. }, Leg { remote: Some(b), .. }] = &st.legs
+            if let [
+                Leg {
+                    remote: Some(a), ..
+                },
+                Leg {
+                    remote: Some(b), ..
+                },
+            ] = &st.legs
                 && !a.disabled()
                 && !b.disabled()
             {
@@ -347,7 +355,6 @@ impl Session {
         let armed = pairs && !paused;
         if armed && !self.armed {
             self.last_media = now;
-            self.timed_out = false;
         }
         self.armed = armed;
     }
@@ -478,7 +485,8 @@ impl MediaEngine {
     pub fn new(cfg: MediaConfig) -> Result<Self, MediaError> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(poller)?;
         let poller = Poller::new(epoll);
-        let check_every = (cfg.timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let check_every =
+            (cfg.timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Ok(Self {
             poller,
             pool: PortPool::new(cfg.ports, cfg.quarantine),
@@ -541,7 +549,6 @@ impl MediaEngine {
             streams: Vec::with_capacity(streams),
             armed: false,
             last_media: Instant::now(),
-            timed_out: false,
         });
         self.sessions += 1;
         self.counters.sessions_opened += 1;
@@ -596,7 +603,11 @@ impl MediaEngine {
                 Ok((rtp, rtcp)) => {
                     for (sock, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
                         let data = token(id.slot, id.generation, stream, side, is_rtcp);
-                        if let Err(e) = self.poller.epoll().add(sock, EpollEvent::new(EpollFlags::EPOLLIN, data)) {
+                        if let Err(e) = self
+                            .poller
+                            .epoll()
+                            .add(sock, EpollEvent::new(EpollFlags::EPOLLIN, data))
+                        {
                             self.pool.restore(port);
                             return Err(poller(e));
                         }
@@ -689,7 +700,8 @@ impl MediaEngine {
     /// Takes an SDP body that `from` sent (offer or answer, in any request or response) through
     /// the relay: its streams become `from`'s remotes, and the body is rewritten in place for
     /// the other side, with that side's relay address and ports. Streams are added when the
-    /// SDP has more `m=` lines than the session.
+    /// SDP has more `m=` lines than the session. An SDP exchange restarts the media timeout
+    /// (a 200 after a silent 183 starts afresh).
     pub fn relay_sdp(
         &mut self,
         id: SessionId,
@@ -703,6 +715,7 @@ impl MediaEngine {
             let remote = sdp.remote(i)?;
             self.set_remote(id, from, i, remote, latch_any_source)?;
         }
+        self.session_mut(id)?.last_media = Instant::now();
         let to = from.other();
         let ports: Vec<u16> = (0..n)
             .map(|i| self.local(id, to, i).map_or(0, |a| a.port()))
@@ -747,6 +760,9 @@ impl MediaEngine {
     /// [`MediaEngine::relay`]. Must run inside the worker's tokio runtime.
     pub async fn wait(&self) {
         if self.more.get() {
+            // Ready at once, but through tokio's cooperative budget: an overloaded relay still
+            // lets the worker's SIP sockets and timers run.
+            tokio::task::consume_budget().await;
             return;
         }
         let deadline = tokio::time::Instant::from_std(self.next_check);
@@ -833,46 +849,15 @@ impl MediaEngine {
         let Ok((n, src)) = sock.recv_from(&mut self.buf) else {
             return;
         };
-        self.counters.received += 1;
-        let packet = &self.buf[..n];
-        if n == MAX_DATAGRAM {
-            x.from.dropped += 1;
-            self.counters.dropped += 1;
-            return;
-        }
-        let rtcp = t.rtcp || is_rtcp(packet);
-        if !x.admit(src, rtcp, t.rtcp) {
-            x.from.foreign += 1;
-            self.counters.foreign += 1;
-            return;
-        }
-        if rtcp {
-            x.from.rtcp += 1;
-        } else {
-            let now = Instant::now();
-            x.from.packets += 1;
-            x.from.bytes += n as u64;
-            if let Some((seq, ts, ssrc, pt)) = rtp_header(packet) {
-                x.from.rx.on_packet(seq, ts, ssrc, pt, now);
-            }
-            session.last_media = now;
-        }
-        let dest = if rtcp {
-            y.rtcp_dest()
-        } else {
-            y.rtp_dest().map(|a| (a, true))
-        };
-        let sent = dest.is_some_and(|(to, via_rtp)| {
-            let out = if via_rtp { &y.rtp } else { &y.rtcp };
-            out.send_to(packet, to).is_ok()
-        });
-        if sent {
-            x.from.forwarded += 1;
-            self.counters.forwarded += 1;
-        } else {
-            x.from.dropped += 1;
-            self.counters.dropped += 1;
-        }
+        pass(
+            x,
+            y,
+            &mut session.last_media,
+            &mut self.counters,
+            &self.buf[..n],
+            src,
+            t.rtcp,
+        );
     }
 
     fn expire(&mut self, now: Instant) -> Vec<MediaEvent> {
@@ -885,8 +870,8 @@ impl MediaEngine {
             let Some(s) = entry.session.as_mut() else {
                 continue;
             };
-            if s.armed && !s.timed_out && now.saturating_duration_since(s.last_media) >= self.cfg.timeout {
-                s.timed_out = true;
+            if s.armed && now.saturating_duration_since(s.last_media) >= self.cfg.timeout {
+                s.last_media = now;
                 out.push(MediaEvent::Timeout {
                     call: s.call,
                     session: SessionId {
@@ -897,6 +882,58 @@ impl MediaEngine {
             }
         }
         out
+    }
+}
+
+/// Counts one datagram from side `x` and sends it on to side `y`.
+fn pass(
+    x: &mut Leg,
+    y: &Leg,
+    last_media: &mut Instant,
+    counters: &mut Counters,
+    packet: &[u8],
+    src: SocketAddr,
+    on_rtcp_socket: bool,
+) {
+    let n = packet.len();
+    counters.received += 1;
+    if n == MAX_DATAGRAM {
+        x.from.dropped += 1;
+        counters.dropped += 1;
+        return;
+    }
+    let rtcp = on_rtcp_socket || is_rtcp(packet);
+    if !x.admit(src, rtcp, on_rtcp_socket) {
+        x.from.foreign += 1;
+        counters.foreign += 1;
+        return;
+    }
+    if rtcp {
+        x.from.rtcp += 1;
+    } else {
+        let now = Instant::now();
+        x.from.packets += 1;
+        x.from.bytes += n as u64;
+        if let Some((seq, ts, ssrc, pt)) = rtp_header(packet) {
+            x.from.rx.on_packet(seq, ts, ssrc, pt, now);
+        }
+        *last_media = now;
+    }
+    let dest = if rtcp {
+        y.rtcp_dest()
+    } else {
+        y.rtp_dest().map(|a| (a, true))
+    };
+    let sent = dest.is_some_and(|(to, via_rtp)| {
+        let out = if via_rtp { &y.rtp } else { &y.rtcp };
+        out.send_to(packet, to).is_ok()
+    });
+    if sent {
+        x.from.forwarded += 1;
+        counters.forwarded += 1;
+    } else {
+        x.from.dropped += 1;
+        counters.dropped += 1;
     }
 }
 

@@ -133,7 +133,8 @@ impl Line {
     }
 
     fn is_attribute(&self, name: &str) -> bool {
-        self.attribute().is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.attribute()
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -311,7 +312,9 @@ fn parse_connection(value: &str) -> Result<IpAddr> {
     let mut t = value.split_ascii_whitespace();
     let (Some(net), Some(family), Some(addr), None) = (t.next(), t.next(), t.next(), t.next())
     else {
-        return Err(Error::Malformed("c= needs network type, address type and address"));
+        return Err(Error::Malformed(
+            "c= needs network type, address type and address",
+        ));
     };
     if !net.eq_ignore_ascii_case("IN") {
         return Err(Error::Unsupported("c= network type other than IN"));
@@ -466,7 +469,9 @@ impl Sdp {
         }
         let allows = |name: &str| {
             name.eq_ignore_ascii_case("telephone-event")
-                || allowed.iter().any(|a| a.as_ref().eq_ignore_ascii_case(name))
+                || allowed
+                    .iter()
+                    .any(|a| a.as_ref().eq_ignore_ascii_case(name))
         };
         for m in &mut self.media {
             if m.port == 0 || !m.kind.eq_ignore_ascii_case("audio") || !m.is_rtp() {
@@ -525,7 +530,11 @@ impl Sdp {
                 if l.kind == b'c' && !is_hold_connection(&l.value) {
                     l.value.clone_from(&connection);
                 } else if l.is_attribute("rtcp") {
-                    let rtcp_port = if mux { m.port } else { m.port.saturating_add(1) };
+                    let rtcp_port = if mux {
+                        m.port
+                    } else {
+                        m.port.saturating_add(1)
+                    };
                     let has_addr = l.value.split_ascii_whitespace().count() > 1;
                     l.value = if has_addr {
                         format!("rtcp:{rtcp_port} {connection}")
@@ -664,8 +673,9 @@ a=rtpmap:96 VP8/90000\r\n";
     #[test]
     fn rewrite_table() {
         let ip: IpAddr = "203.0.113.10".parse().expect("ip");
-        // (input, ports, lines that must appear, lines that must not)
-        let cases: Vec<(String, Vec<u16>, Vec<&str>, Vec<&str>)> = vec![
+        /// (input, ports, lines that must appear, text that must not)
+        type Case<'a> = (String, Vec<u16>, Vec<&'a str>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 OFFER.into(),
                 vec![20000],
@@ -745,7 +755,10 @@ a=rtpmap:96 VP8/90000\r\n";
     fn hold_survives_rewriting() {
         let ip: IpAddr = "203.0.113.10".parse().expect("ip");
         for (body, paused) in [
-            (OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP4 0.0.0.0"), true),
+            (
+                OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP4 0.0.0.0"),
+                true,
+            ),
             (OFFER.replace("a=sendrecv", "a=sendonly"), false),
             (OFFER.replace("a=sendrecv", "a=inactive"), true),
             (
@@ -772,8 +785,7 @@ a=rtpmap:96 VP8/90000\r\n";
 
     #[test]
     fn ipv6_connection_lines() {
-        let v6 = OFFER
-            .replace("IN IP4 198.51.100.7", "IN IP6 2001:db8::7");
+        let v6 = OFFER.replace("IN IP4 198.51.100.7", "IN IP6 2001:db8::7");
         let mut sdp = parse(&v6);
         assert_eq!(
             sdp.remote(0).expect("remote").rtp,
@@ -788,10 +800,7 @@ a=rtpmap:96 VP8/90000\r\n";
         assert!(text(&sdp).contains("c=IN IP4 192.0.2.1\r\n"));
         // A mismatched family is malformed; a host name is not supported here.
         let bad = OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP6 198.51.100.7");
-        assert_eq!(
-            Sdp::parse(bad.as_bytes()).map_err(|e| e.status()),
-            Err(400)
-        );
+        assert_eq!(Sdp::parse(bad.as_bytes()).map_err(|e| e.status()), Err(400));
         let fqdn = OFFER.replace("c=IN IP4 198.51.100.7", "c=IN IP4 media.example.com");
         assert_eq!(
             Sdp::parse(fqdn.as_bytes()).map_err(|e| e.status()),
@@ -839,7 +848,10 @@ a=rtpmap:96 VP8/90000\r\n";
 
     #[test]
     fn malformed_and_oversized_are_errors() {
-        let big_line = format!("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns={}\r\n", "x".repeat(MAX_BODY));
+        let big_line = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns={}\r\n",
+            "x".repeat(MAX_BODY)
+        );
         let many_media = format!(
             "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n{}",
             "m=audio 4000 RTP/AVP 0\r\n".repeat(MAX_MEDIA + 1)
@@ -847,7 +859,11 @@ a=rtpmap:96 VP8/90000\r\n";
         let cases: Vec<(Vec<u8>, u16, &str)> = vec![
             (b"".to_vec(), 400, "sdp_malformed"),
             (b"hello".to_vec(), 400, "sdp_malformed"),
-            (b"v=1\r\no=- 1 1 IN IP4 192.0.2.1\r\n".to_vec(), 400, "sdp_malformed"),
+            (
+                b"v=1\r\no=- 1 1 IN IP4 192.0.2.1\r\n".to_vec(),
+                400,
+                "sdp_malformed",
+            ),
             (b"v=0\r\ns=-\r\n".to_vec(), 400, "sdp_malformed"),
             (
                 OFFER.replace("m=audio 40000", "m=audio 99999").into_bytes(),
@@ -855,7 +871,12 @@ a=rtpmap:96 VP8/90000\r\n";
                 "sdp_malformed",
             ),
             (
-                OFFER.replace("m=audio 40000 RTP/AVP 0 8 18 9 101", "m=audio 40000 RTP/AVP").into_bytes(),
+                OFFER
+                    .replace(
+                        "m=audio 40000 RTP/AVP 0 8 18 9 101",
+                        "m=audio 40000 RTP/AVP",
+                    )
+                    .into_bytes(),
                 400,
                 "sdp_malformed",
             ),
@@ -865,11 +886,17 @@ a=rtpmap:96 VP8/90000\r\n";
                 "sdp_malformed",
             ),
             (
-                OFFER.replace("m=audio 40000", "m=audio 40000/2").into_bytes(),
+                OFFER
+                    .replace("m=audio 40000", "m=audio 40000/2")
+                    .into_bytes(),
                 488,
                 "sdp_unsupported",
             ),
-            (vec![b'v', b'=', b'0', b'\n', 0xff, 0xfe], 400, "sdp_malformed"),
+            (
+                vec![b'v', b'=', b'0', b'\n', 0xff, 0xfe],
+                400,
+                "sdp_malformed",
+            ),
             (big_line.into_bytes(), 400, "sdp_too_large"),
             (many_media.into_bytes(), 400, "sdp_too_large"),
         ];

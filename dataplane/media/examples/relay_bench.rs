@@ -1,0 +1,613 @@
+//! In-process load test of the relay on loopback.
+//!
+//! N calls are set up through one `MediaEngine` exactly as the B2BUA does it (offer and answer
+//! SDP through `relay_sdp`). A sender thread paces 172-byte RTP packets (12-byte header + 160
+//! bytes of G.711) on every stream in both directions, evenly spread in time; a receiver thread
+//! reads them back. The relay runs on a thread of its own, on a current_thread tokio runtime
+//! like an edge worker (`--mode tokio`), or blocking on its epoll (`--mode thread`);
+//! `--mode direct` leaves the relay out (the harness's own ceiling and latency).
+//!
+//! Reported: packets/s forwarded and loss, the relay thread's CPU (getrusage RUSAGE_THREAD,
+//! user + system) per forwarded packet, added latency p50/p99 (send time in the payload), and
+//! memory per call (user-space RSS and kernel slab growth while the calls are opened).
+//!
+//! ```sh
+//! cargo run --release -p trunkgate-media --example relay_bench -- --calls 1000 --pps 100000 --seconds 10
+//! ```
+//!
+//! Loopback only; every loop is bounded by `--seconds`.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::time::TimeValLike;
+use trunkgate_media::{MediaConfig, MediaEngine, Sdp, Side};
+
+const PACKET: usize = 172;
+/// Latency histogram: 1 µs buckets up to 20 ms.
+const BUCKETS: usize = 20_000;
+
+/// Run phases shared by the threads.
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const DRAIN: u8 = 2;
+const STOP: u8 = 3;
+
+#[derive(Clone)]
+struct Args {
+    calls: usize,
+    pps: f64,
+    seconds: f64,
+    warmup: f64,
+    mode: String,
+    ports: (u16, u16),
+    /// Pin the relay to CPU 1 and the sender and receiver to CPU 0.
+    pin: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        calls: 1000,
+        pps: 100_000.0,
+        seconds: 10.0,
+        warmup: 1.0,
+        mode: "tokio".into(),
+        // Below the kernel's ephemeral range (32768+), where the peers' sockets land.
+        ports: (10000, 31999),
+        pin: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or(format!("{k} needs a value"))?;
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{k}: not a number: {v}"))
+        };
+        match k.as_str() {
+            "--calls" => a.calls = num(&v)? as usize,
+            "--pps" => a.pps = num(&v)?,
+            "--seconds" => a.seconds = num(&v)?.clamp(1.0, 120.0),
+            "--warmup" => a.warmup = num(&v)?.clamp(0.0, 10.0),
+            "--mode" => a.mode = v,
+            "--pin" => a.pin = v == "yes" || v == "true" || v == "1",
+            "--ports" => {
+                let (lo, hi) = v.split_once('-').ok_or("--ports LO-HI")?;
+                a.ports = (
+                    lo.parse().map_err(|_| "--ports LO-HI")?,
+                    hi.parse().map_err(|_| "--ports LO-HI")?,
+                );
+            }
+            _ => return Err(format!("unknown flag {k}")),
+        }
+    }
+    if !["tokio", "thread", "direct"].contains(&a.mode.as_str()) {
+        return Err("--mode tokio|thread|direct".into());
+    }
+    if a.calls == 0 || a.pps <= 0.0 {
+        return Err("--calls and --pps must be positive".into());
+    }
+    Ok(a)
+}
+
+/// CPU time of a fixed piece of work, to see how fast the (shared, drifting) machine is now.
+fn cpu_ref() -> Duration {
+    let c0 = thread_cpu();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..30_000_000u64 {
+        x = (x ^ i).rotate_left(13).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    }
+    std::hint::black_box(x);
+    thread_cpu() - c0
+}
+
+fn pin(on: bool, cpu: usize) {
+    if !on {
+        return;
+    }
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_err()
+        || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err()
+    {
+        eprintln!("relay_bench: could not pin a thread to CPU {cpu}");
+    }
+}
+
+fn thread_cpu() -> Duration {
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(Duration::ZERO, |u| {
+        let us = u.user_time().num_microseconds() + u.system_time().num_microseconds();
+        Duration::from_micros(us.max(0) as u64)
+    })
+}
+
+fn process_cpu() -> Duration {
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let us = u.user_time().num_microseconds() + u.system_time().num_microseconds();
+        Duration::from_micros(us.max(0) as u64)
+    })
+}
+
+/// Seconds all CPUs spent (busy, of which in softirq) since boot, from /proc/stat.
+fn machine_busy() -> (f64, f64) {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return (0.0, 0.0);
+    };
+    // cpu  user nice system idle iowait irq softirq steal …
+    let f: Vec<u64> = s
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_ascii_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / 100.0; // USER_HZ = 100
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy, at(6))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes in the slab caches a UDP socket lives in (readable as root; 0 otherwise).
+fn socket_slab_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/slabinfo") else {
+        return 0;
+    };
+    s.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            let name = *f.first()?;
+            let wanted = [
+                "UDP",
+                "UDPv6",
+                "sock_inode_cache",
+                "filp",
+                "dentry",
+                "eventpoll_epi",
+            ];
+            if !wanted.contains(&name) {
+                return None;
+            }
+            let active: u64 = f.get(1)?.parse().ok()?;
+            let size: u64 = f.get(3)?.parse().ok()?;
+            Some(active * size)
+        })
+        .sum()
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a peer socket on loopback");
+    s.set_nonblocking(true).expect("nonblocking");
+    s
+}
+
+fn sdp(addr: SocketAddr) -> Sdp {
+    let body = format!(
+        "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n",
+        ip = addr.ip(),
+        port = addr.port()
+    );
+    Sdp::parse(body.as_bytes()).expect("bench SDP")
+}
+
+struct RelayReport {
+    forwarded: u64,
+    totals: trunkgate_media::Counters,
+    cpu: Duration,
+    wall: Duration,
+    rss_per_call_kib: f64,
+    slab_per_call_bytes: f64,
+}
+
+/// The relay thread: sets the calls up, then relays until STOP.
+fn relay_thread(
+    a: &Args,
+    peers: Vec<(SocketAddr, SocketAddr)>,
+    phase: Arc<AtomicU8>,
+    ready: mpsc::Sender<Vec<(SocketAddr, SocketAddr)>>,
+) -> RelayReport {
+    pin(a.pin, 1);
+    let tokio_mode = a.mode == "tokio";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = tokio_mode.then(|| rt.enter());
+    let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut cfg = MediaConfig::new(lo, lo, a.ports);
+    cfg.timeout = Duration::from_secs(3600);
+    let mut m = MediaEngine::new(cfg).expect("engine");
+    let (rss0, slab0) = (rss_kib(), socket_slab_bytes());
+    let mut locals = Vec::with_capacity(peers.len());
+    for (i, (carrier, platform)) in peers.iter().enumerate() {
+        let s = m.open(i as u64, 1).expect("open (raise --ports range?)");
+        let mut offer = sdp(*carrier);
+        m.relay_sdp(s, Side::Public, &mut offer, false)
+            .expect("offer");
+        let mut answer = sdp(*platform);
+        m.relay_sdp(s, Side::Internal, &mut answer, false)
+            .expect("answer");
+        // What each peer now sends to: the relay address in the SDP it was given.
+        locals.push((
+            answer.remote(0).expect("answer").rtp,
+            offer.remote(0).expect("offer").rtp,
+        ));
+    }
+    let calls = peers.len().max(1) as f64;
+    let rss_per_call_kib = rss_kib().saturating_sub(rss0) as f64 / calls;
+    let slab_per_call_bytes = socket_slab_bytes().saturating_sub(slab0) as f64 / calls;
+    let _ = ready.send(locals);
+
+    let mut snap: Option<(Instant, Duration, u64)> = None;
+    let mut report = None;
+    let mut on_turn = |m: &MediaEngine| {
+        let p = phase.load(Ordering::Relaxed);
+        if p >= MEASURE && snap.is_none() {
+            snap = Some((Instant::now(), thread_cpu(), m.counters().forwarded));
+        }
+        if p >= DRAIN
+            && report.is_none()
+            && let Some((t0, c0, f0)) = snap
+        {
+            report = Some((t0.elapsed(), thread_cpu() - c0, m.counters().forwarded - f0));
+        }
+        p == STOP
+    };
+    if tokio_mode {
+        rt.block_on(async {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = m.wait() => { let _ = m.relay(); }
+                    _ = tick.tick() => if on_turn(&m) { break },
+                }
+            }
+        });
+    } else {
+        loop {
+            let _ = m.relay_blocking(Duration::from_millis(20));
+            if on_turn(&m) {
+                break;
+            }
+        }
+    }
+    let (wall, cpu, forwarded) = report.unwrap_or_default();
+    RelayReport {
+        forwarded,
+        totals: m.counters(),
+        cpu,
+        wall,
+        rss_per_call_kib,
+        slab_per_call_bytes,
+    }
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+struct SendReport {
+    sent: u64,
+    cpu: Duration,
+    send_errors: u64,
+}
+
+/// Paces `pps` packets/s round robin over the streams: each stream sends every
+/// `streams / pps` seconds, the streams evenly staggered, as independent calls would be.
+fn sender(
+    socks: Arc<Vec<UdpSocket>>,
+    pps: f64,
+    warmup: f64,
+    seconds: f64,
+    epoch: Instant,
+    phase: Arc<AtomicU8>,
+    start_ns: Arc<AtomicU64>,
+) -> SendReport {
+    let n = socks.len();
+    let mut seq = vec![0u16; n];
+    let mut pkt = [0xd5u8; PACKET];
+    pkt[0] = 0x80; // V=2
+    pkt[1] = 0; // PT 0, PCMU
+    let total_s = warmup + seconds;
+    let t0 = Instant::now();
+    let (mut k, mut sent, mut errors) = (0u64, 0u64, 0u64);
+    let mut cpu0 = Duration::ZERO;
+    loop {
+        let t = t0.elapsed().as_secs_f64();
+        if t >= total_s {
+            break;
+        }
+        if t >= warmup && phase.load(Ordering::Relaxed) == WARMUP {
+            start_ns.store(now_ns(epoch), Ordering::Release);
+            phase.store(MEASURE, Ordering::Release);
+            cpu0 = thread_cpu();
+            sent = 0;
+            errors = 0;
+        }
+        let due = (t * pps) as u64;
+        if k >= due {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        while k < due {
+            let i = (k % n as u64) as usize;
+            let s = seq[i];
+            seq[i] = s.wrapping_add(1);
+            pkt[2..4].copy_from_slice(&s.to_be_bytes());
+            pkt[4..8].copy_from_slice(&(u32::from(s) * 160).to_be_bytes());
+            pkt[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            pkt[12..20].copy_from_slice(&now_ns(epoch).to_be_bytes());
+            match socks[i].send(&pkt) {
+                Ok(_) => sent += 1,
+                Err(_) => errors += 1,
+            }
+            k += 1;
+        }
+    }
+    phase.store(DRAIN, Ordering::Relaxed);
+    SendReport {
+        sent: sent + errors,
+        cpu: thread_cpu() - cpu0,
+        send_errors: errors,
+    }
+}
+
+struct RecvReport {
+    received: u64,
+    hist: Vec<u32>,
+    over: u64,
+    cpu: Duration,
+    reordered: u64,
+}
+
+fn receiver(
+    socks: Arc<Vec<UdpSocket>>,
+    epoch: Instant,
+    phase: Arc<AtomicU8>,
+    start_ns: Arc<AtomicU64>,
+) -> RecvReport {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+    for (i, s) in socks.iter().enumerate() {
+        epoll
+            .add(s, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+            .expect("epoll add");
+    }
+    let mut events = vec![EpollEvent::empty(); 256];
+    let mut buf = [0u8; 2048];
+    let mut last = vec![None::<u16>; socks.len()];
+    let mut r = RecvReport {
+        received: 0,
+        hist: vec![0; BUCKETS],
+        over: 0,
+        cpu: Duration::ZERO,
+        reordered: 0,
+    };
+    let mut measuring_since: Option<(u64, Duration)> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let n = epoll.wait(&mut events, 10u16).unwrap_or(0);
+        // After the wait: a packet sent after the phase changed is seen with the new phase.
+        let p = phase.load(Ordering::Acquire);
+        if p >= MEASURE && measuring_since.is_none() {
+            measuring_since = Some((start_ns.load(Ordering::Acquire), thread_cpu()));
+        }
+        if p >= DRAIN && drain_until.is_none() {
+            drain_until = Some(Instant::now() + Duration::from_millis(500));
+        }
+        if drain_until.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        for ev in &events[..n] {
+            let i = ev.data() as usize;
+            let Ok(len) = socks[i].recv(&mut buf) else {
+                continue;
+            };
+            let (Some((start, _)), true) = (measuring_since, len >= 20) else {
+                continue;
+            };
+            let sent_at = u64::from_be_bytes(buf[12..20].try_into().unwrap_or_default());
+            if sent_at < start {
+                continue; // sent during warm-up
+            }
+            r.received += 1;
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            if last[i].is_some_and(|l| seq.wrapping_sub(l) != 1) {
+                r.reordered += 1;
+            }
+            last[i] = Some(seq);
+            let us = now_ns(epoch).saturating_sub(sent_at) / 1000;
+            match r.hist.get_mut(us as usize) {
+                Some(b) => *b += 1,
+                None => r.over += 1,
+            }
+        }
+    }
+    if let Some((_, c0)) = measuring_since {
+        r.cpu = thread_cpu() - c0;
+    }
+    r
+}
+
+fn percentile(hist: &[u32], over: u64, q: f64) -> String {
+    let total: u64 = hist.iter().map(|&c| u64::from(c)).sum::<u64>() + over;
+    if total == 0 {
+        return "-".into();
+    }
+    let want = (q * total as f64).ceil() as u64;
+    let mut acc = 0u64;
+    for (us, &c) in hist.iter().enumerate() {
+        acc += u64::from(c);
+        if acc >= want {
+            return format!("{us} µs");
+        }
+    }
+    format!(">{} µs", hist.len())
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("relay_bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let fd_limit = trunkgate_media::raise_fd_limit().unwrap_or(0);
+    if (a.calls as u64) * 6 + 64 > fd_limit {
+        eprintln!(
+            "relay_bench: {} calls need ~{} descriptors, limit {fd_limit}",
+            a.calls,
+            a.calls * 6
+        );
+        std::process::exit(2);
+    }
+    let streams = a.calls * 2;
+    let reference = cpu_ref();
+    println!(
+        "relay_bench: mode={}{} calls={} streams={} offered={} pps ({:.1} pps per stream) for {} s after {} s warm-up",
+        a.mode,
+        if a.pin { " pinned" } else { "" },
+        a.calls,
+        streams,
+        a.pps,
+        a.pps / streams as f64,
+        a.seconds,
+        a.warmup
+    );
+
+    // One socket per call side: it sends to the relay and receives what the relay sends back.
+    let carriers: Vec<UdpSocket> = (0..a.calls).map(|_| peer()).collect();
+    let platforms: Vec<UdpSocket> = (0..a.calls).map(|_| peer()).collect();
+    let addr = |s: &UdpSocket| s.local_addr().expect("local addr");
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let epoch = Instant::now();
+
+    let (relay, targets) = if a.mode == "direct" {
+        let t: Vec<(SocketAddr, SocketAddr)> = carriers
+            .iter()
+            .zip(&platforms)
+            .map(|(c, p)| (addr(p), addr(c)))
+            .collect();
+        (None, t)
+    } else {
+        let peers: Vec<(SocketAddr, SocketAddr)> = carriers
+            .iter()
+            .zip(&platforms)
+            .map(|(c, p)| (addr(c), addr(p)))
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let (ph, args) = (phase.clone(), a.clone());
+        let h = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || relay_thread(&args, peers, ph, tx))
+            .expect("relay thread");
+        let t = rx.recv().expect("relay set up");
+        (Some(h), t)
+    };
+    // Stream 2i is call i's carrier side, 2i+1 its platform side; the sender and the receiver
+    // share the sockets (no duplicated descriptors).
+    let mut socks = Vec::with_capacity(streams);
+    for ((c, p), (to_from_c, to_from_p)) in carriers.into_iter().zip(platforms).zip(&targets) {
+        for (s, to) in [(c, to_from_c), (p, to_from_p)] {
+            s.connect(to).expect("connect");
+            socks.push(s);
+        }
+    }
+    let socks = Arc::new(socks);
+    let (send_socks, recv_socks) = (socks.clone(), socks);
+    let start_ns = Arc::new(AtomicU64::new(0));
+    let (rx_phase, rx_start) = (phase.clone(), start_ns.clone());
+    let pinned = a.pin;
+    let rx = std::thread::spawn(move || {
+        pin(pinned, 0);
+        receiver(recv_socks, epoch, rx_phase, rx_start)
+    });
+    let tx_phase = phase.clone();
+    let (pps, warmup, seconds) = (a.pps, a.warmup, a.seconds);
+    let (machine0, process0) = (machine_busy(), process_cpu());
+    let tx = std::thread::spawn(move || {
+        pin(pinned, 0);
+        sender(send_socks, pps, warmup, seconds, epoch, tx_phase, start_ns)
+    });
+    let s = tx.join().expect("sender");
+    let (machine1, process1) = (machine_busy(), process_cpu());
+    let r = rx.join().expect("receiver");
+    phase.store(STOP, Ordering::Relaxed);
+    let relay = relay.map(|h| h.join().expect("relay"));
+
+    println!(
+        "  cpu_ref: {:.0} ms (the same fixed work every run: higher = slower machine now)",
+        reference.as_secs_f64() * 1e3
+    );
+    let loss = 100.0 * s.sent.saturating_sub(r.received) as f64 / s.sent.max(1) as f64;
+    println!(
+        "  sent={} received={} loss={loss:.4}% send_errors={} out_of_order={} tx={:.0} pps rx={:.0} pps",
+        s.sent,
+        r.received,
+        s.send_errors,
+        r.reordered,
+        s.sent as f64 / a.seconds,
+        r.received as f64 / a.seconds
+    );
+    println!(
+        "  latency send→receive: p50={} p99={} p99.9={} (over 20 ms: {})",
+        percentile(&r.hist, r.over, 0.50),
+        percentile(&r.hist, r.over, 0.99),
+        percentile(&r.hist, r.over, 0.999),
+        r.over
+    );
+    println!(
+        "  harness CPU: sender {:.1}% receiver {:.1}% of a core",
+        100.0 * s.cpu.as_secs_f64() / a.seconds,
+        100.0 * r.cpu.as_secs_f64() / a.seconds
+    );
+    // Loopback delivery runs in softirq, charged to whichever thread it interrupts (this
+    // kernel has no IRQ time accounting): mostly ours. Busy time beyond this process is other
+    // tenants of the machine.
+    let run = a.warmup + a.seconds;
+    let busy = machine1.0 - machine0.0;
+    let softirq = machine1.1 - machine0.1;
+    let own = (process1 - process0).as_secs_f64();
+    println!(
+        "  machine over the run: this process {:.1}% (softirq anywhere {:.1}%), other tenants {:.1}% of a core (noisy if > 10)",
+        100.0 * own / run,
+        100.0 * softirq / run,
+        100.0 * (busy - own).max(0.0) / run
+    );
+    if let Some(rr) = relay {
+        let per = rr.cpu.as_secs_f64() * 1e6 / rr.forwarded.max(1) as f64;
+        println!(
+            "  relay: forwarded={} ({:.0} pps) CPU={:.3} s = {:.1}% of a core → {per:.2} µs per forwarded packet",
+            rr.forwarded,
+            rr.forwarded as f64 / rr.wall.as_secs_f64().max(1e-9),
+            rr.cpu.as_secs_f64(),
+            100.0 * rr.cpu.as_secs_f64() / rr.wall.as_secs_f64().max(1e-9),
+        );
+        println!(
+            "  relay totals (whole run): received={} forwarded={} dropped={} foreign={}",
+            rr.totals.received, rr.totals.forwarded, rr.totals.dropped, rr.totals.foreign
+        );
+        println!(
+            "  memory per call: {:.2} KiB user space (RSS), {:.2} KiB kernel slab (socket, file, epoll entries)",
+            rr.rss_per_call_kib,
+            rr.slab_per_call_bytes / 1024.0
+        );
+    }
+}
