@@ -69,10 +69,40 @@ impl Worker {
                 return self.refuse(&key, r.code, &r.text, &r.extra);
             }
         };
-        // RFC 3261 §17.2.1: the B2BUA will take more than 200 ms to answer.
-        self.respond(&key, 100, "Trying", "", &[]);
         let id = self.next_call;
         self.next_call += 1;
+        // Media: the offer goes through this worker's relay unless the trunk says otherwise.
+        let trunk_media = &rt.trunk(adm.trunk).media;
+        let (media, b_body) = if trunk_media.relay {
+            match crate::media::open(
+                &mut self.media,
+                id,
+                side,
+                &req.body,
+                &trunk_media.codecs,
+                trunk_media.behind_nat,
+            ) {
+                Ok((session, body)) => (Some(session), body),
+                Err(r) => {
+                    let trunk = rt.trunk(adm.trunk).id.as_str();
+                    let dir = if side == Side::Public {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    };
+                    self.shared
+                        .metrics
+                        .refusals
+                        .with_label_values(&[trunk, dir, r.label])
+                        .inc();
+                    return self.refuse(&key, r.code, &r.text, "");
+                }
+            }
+        } else {
+            (None, req.body.clone())
+        };
+        // RFC 3261 §17.2.1: the B2BUA will take more than 200 ms to answer.
+        self.respond(&key, 100, "Trying", "", &[]);
         let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
         let from = msg::header(req, "From").unwrap_or_default().to_string();
         let to = msg::header(req, "To").unwrap_or_default().to_string();
@@ -140,7 +170,7 @@ impl Worker {
             next_hop: 0,
             b_user: adm.callee_user,
             b_lines,
-            b_body: msg_body(req),
+            b_body,
             auth_line: None,
             auth_answered: false,
             b_provisional: false,
@@ -156,6 +186,9 @@ impl Worker {
             ended_by: None,
             last_failure: None,
             slot: Some(adm.slot),
+            media,
+            media_stats: Vec::new(),
+            bye_lines: String::new(),
         };
         self.calls.insert(id, call);
         self.next_hop(id);
@@ -390,7 +423,11 @@ impl Worker {
             }
             let a_key = c.a_invite.clone();
             let lines = answer_lines(&self.shared, c.a.side, resp);
-            let body = resp.body.clone();
+            // Early media (183): its SDP goes through the relay; a body we cannot read is
+            // dropped rather than passed with the far side's addresses in it.
+            let body = self
+                .relay_body(id, LegId::B, &resp.body)
+                .unwrap_or_default();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         c.b_invite = None;
@@ -402,13 +439,24 @@ impl Worker {
                 self.send_bye(id, LegId::B);
                 return self.finish_call(id);
             }
+            let body = match self.relay_body(id, LegId::B, &resp.body) {
+                Ok(b) => b,
+                Err(r) => {
+                    // The answer cannot be relayed: confirm leg B and hang it up, refuse leg A.
+                    self.ack_b(id, resp);
+                    self.send_bye(id, LegId::B);
+                    return self.fail_a(id, r.code, &r.text);
+                }
+            };
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
             c.state = CallState::Confirmed;
             c.answered = Some(SystemTime::now());
             c.final_code = Some(code);
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
             let lines = answer_lines(&self.shared, c.a.side, resp);
-            let body = resp.body.clone();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         // 3xx-6xx.
@@ -619,6 +667,7 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
+        let lines = c.bye_lines.clone();
         let l = c.leg_mut(leg);
         l.local_cseq += 1;
         let cseq = l.local_cseq;
@@ -628,7 +677,7 @@ impl Worker {
             &branch,
             cseq,
             None,
-            "",
+            &lines,
             &[],
             self_hostport(&self.shared, l.side),
         );
@@ -722,9 +771,11 @@ impl Worker {
         };
         let Some(cseq) = cseq else { return };
         let branch = self.mint.branch();
-        let c = self.calls.get_mut(&id).expect("call present");
+        let body = self.relay_body(id, leg, &req.body).unwrap_or_default();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let l = c.leg(other);
-        let body = req.body.clone();
         let lines = msg::copied_lines(req);
         let (bytes, _, _, side, peer) = in_dialog_request(
             l,
@@ -823,6 +874,10 @@ impl Worker {
         let branch = self.mint.branch();
         let to = from.other();
         let method = msg::method_name(&req.method);
+        let body = match self.relay_body(id, from, &req.body) {
+            Ok(b) => b,
+            Err(r) => return self.refuse(&server, r.code, &r.text, ""),
+        };
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -853,7 +908,7 @@ impl Worker {
             cseq,
             contact.then_some(hp.as_str()),
             &lines,
-            &req.body,
+            &body,
             hp.clone(),
         );
         self.open_client(
@@ -885,6 +940,10 @@ impl Worker {
         if code == 100 {
             return;
         }
+        let body = match self.relay_body(id, sent_on, &resp.body) {
+            Ok(b) => b,
+            Err(r) => return self.refuse(&server, r.code, &r.text, ""),
+        };
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -900,7 +959,6 @@ impl Worker {
             c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
             c.leg_mut(from).awaiting_ack = Some(server.clone());
         }
-        let body = resp.body.clone();
         self.respond(&server, code, &reason_of(resp), &lines, &body);
     }
 }
@@ -934,10 +992,6 @@ fn self_hostport(shared: &crate::worker::Shared, side: Side) -> String {
         Side::Public => shared.public_hostport.clone(),
         Side::Internal => shared.internal_hostport.clone(),
     }
-}
-
-fn msg_body(req: &Request) -> Vec<u8> {
-    req.body.clone()
 }
 
 /// A request inside a leg's dialog (RFC 3261 §12.2.1.1).

@@ -160,6 +160,12 @@ pub struct Call {
     pub ended_by: Option<&'static str>,
     pub last_failure: Option<(u16, String)>,
     pub slot: Option<CallSlot>,
+    /// The call's relay session (None when the trunk passes SDP untouched).
+    pub media: Option<trunkgate_media::SessionId>,
+    /// Relay statistics, filled when the call ends.
+    pub media_stats: Vec<trunkgate_media::StreamStats>,
+    /// Extra lines for the BYEs the edge sends (a Reason header).
+    pub bye_lines: String,
 }
 
 impl Call {

@@ -24,6 +24,21 @@ struct Record<'a> {
     ended_by: Option<&'static str>,
     carrier_call_id: &'a str,
     platform_call_id: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    media: Vec<MediaRecord>,
+}
+
+/// One stream direction's quality at call end.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaRecord {
+    stream: usize,
+    from: &'static str,
+    packets: u64,
+    bytes: u64,
+    lost: u64,
+    jitter_ms: f64,
+    mos: Option<f64>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -57,6 +72,22 @@ pub fn write(c: &Call) {
         ended_by: c.ended_by,
         carrier_call_id: carrier,
         platform_call_id: platform,
+        media: c
+            .media_stats
+            .iter()
+            .map(|s| MediaRecord {
+                stream: s.stream,
+                from: match s.from {
+                    trunkgate_media::Side::Public => "carrier",
+                    trunkgate_media::Side::Internal => "platform",
+                },
+                packets: s.packets,
+                bytes: s.bytes,
+                lost: s.lost,
+                jitter_ms: (s.jitter_ms * 100.0).round() / 100.0,
+                mos: s.mos.map(|m| (m * 100.0).round() / 100.0),
+            })
+            .collect(),
     };
     if let Ok(line) = serde_json::to_string(&record) {
         let mut out = std::io::stdout().lock();

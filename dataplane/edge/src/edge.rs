@@ -77,6 +77,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
     });
     let ready = Arc::new(AtomicBool::new(false));
+    // Each relayed stream holds four sockets.
+    if let Err(e) = trunkgate_media::raise_fd_limit() {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+    let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
 
     // Bind every worker's sockets before anything runs, so a bad address fails at once.
     let mut sockets = Vec::with_capacity(workers);
@@ -150,6 +155,17 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
+        let mut media_cfg = trunkgate_media::MediaConfig::new(
+            settings.public_media(),
+            settings.internal_media(),
+            slices.get(index).copied().unwrap_or(settings.rtp_ports),
+        );
+        // The advertised public IP may be a load balancer's, NATed onto this pod: bind where
+        // SIP binds.
+        media_cfg.public_bind = settings.public_sip.ip();
+        media_cfg.internal_bind = settings.internal_sip.ip();
+        media_cfg.timeout = Duration::from_secs(settings.media_timeout.max(1));
+        media_cfg.quarantine = Duration::from_secs(settings.rtp_quarantine_seconds);
         let t = std::thread::Builder::new()
             .name(format!("trunkgate-w{index}"))
             .spawn(move || {
@@ -211,6 +227,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         events: events_tx,
                         auth: AuthState::new(key),
                         tcp_out: Default::default(),
+                        media: match trunkgate_media::MediaEngine::new(media_cfg) {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
+                                None
+                            }
+                        },
                     };
                     worker.run(rx, events_rx, shutdown).await;
                 });

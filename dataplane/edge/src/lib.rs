@@ -9,6 +9,7 @@ pub mod cdr;
 pub mod config;
 pub mod edge;
 pub mod ids;
+pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod msg;

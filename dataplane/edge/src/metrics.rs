@@ -25,6 +25,10 @@ pub struct Metrics {
     pub targets_total: IntGaugeVec,
     pub targets_healthy: IntGaugeVec,
     pub options_answered: IntCounter,
+    pub media_timeouts: IntCounterVec,
+    pub media_mos: prometheus::HistogramVec,
+    pub media_loss: prometheus::HistogramVec,
+    pub media_jitter: prometheus::HistogramVec,
 }
 
 impl Metrics {
@@ -143,6 +147,29 @@ impl Metrics {
                 "Outbound targets not failing, by trunk.",
                 &["trunk"],
             ),
+            media_timeouts: cv(
+                "trunkgate_edge_media_timeouts_total",
+                "Answered calls ended because no RTP came for --media-timeout, by trunk.",
+                &["trunk"],
+            ),
+            media_mos: hv(
+                &registry,
+                "trunkgate_edge_media_mos",
+                "Estimated MOS per stream direction at call end (simplified ITU-T G.107 E-model).",
+                vec![1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.6],
+            ),
+            media_loss: hv(
+                &registry,
+                "trunkgate_edge_media_loss_ratio",
+                "Share of RTP packets lost per stream direction at call end (from sequence gaps).",
+                vec![0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+            ),
+            media_jitter: hv(
+                &registry,
+                "trunkgate_edge_media_jitter_seconds",
+                "RFC 3550 interarrival jitter per stream direction at call end.",
+                vec![0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2],
+            ),
             draining,
             options_answered,
             registry,
@@ -154,6 +181,18 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn hv(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::HistogramVec {
+    let h = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(name, help).buckets(buckets),
+        &["trunk", "direction"],
+    )
+    .expect("static metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("registered once");
+    h
 }
 
 /// `1xx` .. `6xx` for a status code.

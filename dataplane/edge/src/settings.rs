@@ -60,6 +60,10 @@ pub struct Settings {
     /// Seconds without RTP before a call is ended.
     #[arg(long, env = "TRUNKGATE_MEDIA_TIMEOUT", default_value_t = 60)]
     pub media_timeout: u64,
+    /// Seconds a freed RTP port pair rests before reuse, so late packets of an old call never
+    /// reach a new one.
+    #[arg(long, env = "TRUNKGATE_RTP_QUARANTINE_SECONDS", default_value_t = 30)]
+    pub rtp_quarantine_seconds: u64,
     /// How often standalone mode checks the config folder for changes, in milliseconds.
     #[arg(long, env = "TRUNKGATE_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
@@ -82,6 +86,19 @@ impl Settings {
     pub fn advertised_pool_ip(&self) -> Option<IpAddr> {
         let pod = std::env::var("POD_NAME").ok()?;
         pool_ip_for(&self.advertise_ip_pool, &pod)
+    }
+
+    /// The IP carrier-side SDP advertises: the flag, else the pool IP, else the public SIP IP.
+    pub fn public_media(&self) -> IpAddr {
+        self.public_media_ip
+            .or_else(|| self.advertised_pool_ip())
+            .unwrap_or_else(|| self.public_sip.ip())
+    }
+
+    /// The IP platform-side SDP advertises.
+    pub fn internal_media(&self) -> IpAddr {
+        self.internal_media_ip
+            .unwrap_or_else(|| self.internal_sip.ip())
     }
 
     pub fn failover_timeout(&self) -> Duration {

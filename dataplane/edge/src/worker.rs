@@ -215,6 +215,8 @@ pub struct Worker {
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
     pub tcp_out: crate::tcp::Outgoing,
+    /// This worker's media relay (None when it could not start: relayed calls get 503).
+    pub media: Option<trunkgate_media::MediaEngine>,
 }
 
 impl Worker {
@@ -257,6 +259,12 @@ impl Worker {
                 },
                 Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, *h.msg, false),
                 Some(e) = events_rx.recv() => self.on_event(e),
+                _ = wait_media(&self.media) => {
+                    if let Some(m) = self.media.as_mut() {
+                        let events = m.relay();
+                        self.on_media_events(events);
+                    }
+                }
                 _ = sleep => self.fire_timers(),
                 r = shutdown.changed(), if !stopping => {
                     if r.is_err() || *shutdown.borrow() {
@@ -813,6 +821,14 @@ impl Worker {
 
     pub fn draining(&self) -> bool {
         self.shared.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves when the relay has work; never when this worker has no relay.
+async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
+    match media {
+        Some(m) => m.wait().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,126 @@
+//! The B2BUA's use of the media relay: each SDP body that crosses the edge is rewritten so RTP
+//! and RTCP flow through this worker's relay (trunkgate-media), and the relay's statistics end
+//! up in the call record and the per-trunk histograms.
+
+use trunkgate_media::{MediaEngine, MediaError, Sdp, SessionId, StreamStats};
+
+use crate::call::{LegId, Side};
+use crate::worker::Worker;
+
+/// A body the edge refused: the status to answer, the words for the Warning, a metric label.
+pub struct SdpRefusal {
+    pub code: u16,
+    pub text: String,
+    pub label: &'static str,
+}
+
+fn side(s: Side) -> trunkgate_media::Side {
+    match s {
+        Side::Public => trunkgate_media::Side::Public,
+        Side::Internal => trunkgate_media::Side::Internal,
+    }
+}
+
+impl From<MediaError> for SdpRefusal {
+    fn from(e: MediaError) -> Self {
+        Self {
+            code: e.status(),
+            label: e.metric_label(),
+            text: e.to_string(),
+        }
+    }
+}
+
+impl From<trunkgate_media::sdp::Error> for SdpRefusal {
+    fn from(e: trunkgate_media::sdp::Error) -> Self {
+        Self {
+            code: e.status(),
+            label: e.metric_label(),
+            text: format!("SDP refused: {e}"),
+        }
+    }
+}
+
+/// Opens the relay for a new call whose offer (`body`, maybe empty) came from `from`; returns
+/// the session and the body to send on the other leg. `codecs` is the trunk's allow-list.
+pub fn open(
+    media: &mut Option<MediaEngine>,
+    call: u64,
+    from: Side,
+    body: &[u8],
+    codecs: &[String],
+    nat: bool,
+) -> Result<(SessionId, Vec<u8>), SdpRefusal> {
+    let Some(engine) = media.as_mut() else {
+        return Err(SdpRefusal {
+            code: 503,
+            text: "media relay unavailable on this edge".into(),
+            label: "media_unavailable",
+        });
+    };
+    if body.is_empty() {
+        // Late offer: it comes in the 2xx, the answer in the ACK (RFC 3261 §13.2.1).
+        return Ok((engine.open(call, 0)?, Vec::new()));
+    }
+    let mut sdp = Sdp::parse(body)?;
+    sdp.filter_codecs(codecs)?;
+    let session = engine.open(call, sdp.media().len())?;
+    if let Err(e) = engine.relay_sdp(session, side(from), &mut sdp, nat && from == Side::Public) {
+        engine.close(session);
+        return Err(e.into());
+    }
+    Ok((session, sdp.to_bytes()))
+}
+
+impl Worker {
+    /// Rewrites a body that passes from leg `from` of call `id` to the other leg. Bodies of
+    /// calls without relay (or empty ones) pass unchanged.
+    pub fn relay_body(&mut self, id: u64, from: LegId, body: &[u8]) -> Result<Vec<u8>, SdpRefusal> {
+        let Some(c) = self.calls.get(&id) else {
+            return Ok(body.to_vec());
+        };
+        let (Some(session), false) = (c.media, body.is_empty()) else {
+            return Ok(body.to_vec());
+        };
+        let from_side = c.leg(from).side;
+        let nat = from_side == Side::Public && c.rt.trunk(c.trunk).media.behind_nat;
+        let Some(engine) = self.media.as_mut() else {
+            return Ok(body.to_vec());
+        };
+        let mut sdp = Sdp::parse(body)?;
+        engine.relay_sdp(session, side(from_side), &mut sdp, nat)?;
+        Ok(sdp.to_bytes())
+    }
+
+    /// Closes the call's relay session; the statistics go to the call record.
+    pub fn close_media(&mut self, id: u64) -> Vec<StreamStats> {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return Vec::new();
+        };
+        let (Some(session), Some(engine)) = (c.media.take(), self.media.as_mut()) else {
+            return Vec::new();
+        };
+        engine.close(session)
+    }
+
+    /// Media timeouts: an answered call that carried no RTP for `--media-timeout` ends with a
+    /// BYE on both legs carrying a Reason header (RFC 3326).
+    pub fn on_media_events(&mut self, events: Vec<trunkgate_media::MediaEvent>) {
+        for e in events {
+            let trunkgate_media::MediaEvent::Timeout { call, .. } = e;
+            let Some(c) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            if c.state != crate::call::CallState::Confirmed {
+                continue;
+            }
+            c.bye_lines = "Reason: SIP;cause=408;text=\"media timeout\"\r\n".to_string();
+            self.shared
+                .metrics
+                .media_timeouts
+                .with_label_values(&[c.trunk_id()])
+                .inc();
+            self.end_call(call, None, "media timeout");
+        }
+    }
+}
