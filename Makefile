@@ -67,6 +67,7 @@ crds-check:
 	rm -f $$tmp; echo "CRD YAML up to date"
 
 BENCH_RATES ?= 2000 5000
+BENCH_PPS ?= 100000 120000
 
 ## e2e: the whole flow on a real kind/k3d cluster (needs docker, kind or k3d, kubectl); not in `make test`
 e2e:
@@ -78,6 +79,8 @@ bench: build
 	$(CARGO) run --release -q -p trunkgate-sip --example parse_bench
 	@command -v kamailio >/dev/null 2>&1 || bash ../shared/bench/setup.sh
 	bash bench/compare_cps.sh $(BENCH_RATES)
+	$(CARGO) build --release -q -p trunkgate-media --example relay_bench
+	bash bench/rtp_compare.sh $(BENCH_PPS)
 
 clean:
 	$(CARGO) clean

@@ -48,6 +48,12 @@ struct Args {
     ports: (u16, u16),
     /// Pin the relay to CPU 1 and the sender and receiver to CPU 0.
     pin: bool,
+    /// `--mode edge`: the running edge's carrier-side SIP address, its PID (for its CPU time),
+    /// the platform address its trunk delivers to, and the first called number.
+    edge_sip: Option<SocketAddr>,
+    edge_pid: u32,
+    platform_sip: SocketAddr,
+    number: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -60,6 +66,10 @@ fn args() -> Result<Args, String> {
         // Below the kernel's ephemeral range (32768+), where the peers' sockets land.
         ports: (10000, 31999),
         pin: false,
+        edge_sip: None,
+        edge_pid: 0,
+        platform_sip: SocketAddr::from(([127, 0, 0, 20], 5090)),
+        number: 6_499_990_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -75,6 +85,9 @@ fn args() -> Result<Args, String> {
             "--warmup" => a.warmup = num(&v)?.clamp(0.0, 10.0),
             "--mode" => a.mode = v,
             "--pin" => a.pin = v == "yes" || v == "true" || v == "1",
+            "--edge-sip" => a.edge_sip = Some(v.parse().map_err(|_| "--edge-sip IP:PORT")?),
+            "--edge-pid" => a.edge_pid = v.parse().map_err(|_| "--edge-pid PID")?,
+            "--platform-sip" => a.platform_sip = v.parse().map_err(|_| "--platform-sip IP:PORT")?,
             "--ports" => {
                 let (lo, hi) = v.split_once('-').ok_or("--ports LO-HI")?;
                 a.ports = (
@@ -85,8 +98,11 @@ fn args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {k}")),
         }
     }
-    if !["tokio", "thread", "direct"].contains(&a.mode.as_str()) {
-        return Err("--mode tokio|thread|direct".into());
+    if !["tokio", "thread", "direct", "edge"].contains(&a.mode.as_str()) {
+        return Err("--mode tokio|thread|direct|edge".into());
+    }
+    if a.mode == "edge" && (a.edge_sip.is_none() || a.edge_pid == 0) {
+        return Err("--mode edge needs --edge-sip IP:PORT and --edge-pid PID".into());
     }
     if a.calls == 0 || a.pps <= 0.0 {
         return Err("--calls and --pps must be positive".into());
@@ -499,7 +515,18 @@ fn main() {
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let epoch = Instant::now();
 
-    let (relay, targets) = if a.mode == "direct" {
+    let mut edge_cpu = None;
+    let (relay, targets) = if a.mode == "edge" {
+        let t = edge::setup_calls(&a, &carriers, &platforms).unwrap_or_else(|e| {
+            eprintln!("relay_bench: call setup through the edge failed: {e}");
+            std::process::exit(1);
+        });
+        let (ph, pid) = (phase.clone(), a.edge_pid);
+        edge_cpu = Some(std::thread::spawn(move || {
+            edge::cpu_during_measure(pid, &ph)
+        }));
+        (None, t)
+    } else if a.mode == "direct" {
         let t: Vec<(SocketAddr, SocketAddr)> = carriers
             .iter()
             .zip(&platforms)
@@ -591,6 +618,17 @@ fn main() {
         100.0 * softirq / run,
         100.0 * (busy - own).max(0.0) / run
     );
+    if let Some((cpu, wall)) = edge_cpu.and_then(|h| h.join().ok()) {
+        // Packets the receiver counted in the measured window went through the edge once each.
+        let per = cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64;
+        println!(
+            "  edge (pid {}): CPU={:.3} s over {:.1} s = {:.1}% of a core → {per:.2} µs per forwarded packet",
+            a.edge_pid,
+            cpu.as_secs_f64(),
+            wall.as_secs_f64(),
+            100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        );
+    }
     if let Some(rr) = relay {
         let per = rr.cpu.as_secs_f64() * 1e6 / rr.forwarded.max(1) as f64;
         println!(
@@ -609,5 +647,163 @@ fn main() {
             rr.rss_per_call_kib,
             rr.slab_per_call_bytes / 1024.0
         );
+    }
+}
+
+/// `--mode edge`: the calls are set up through a running trunkgate-edge with plain SIP (the
+/// bench is the carrier and the platform), and the edge's own CPU time is read from /proc.
+mod edge {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::{Args, DRAIN, MEASURE};
+
+    fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+        msg.split("\r\n")
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim())
+            })
+    }
+
+    /// Where an SDP body wants RTP: `c=` address and first `m=` port.
+    fn sdp_addr(msg: &str) -> Option<SocketAddr> {
+        let body = msg.split_once("\r\n\r\n")?.1;
+        let ip = body
+            .lines()
+            .find_map(|l| l.strip_prefix("c=IN IP4 "))?
+            .trim();
+        let port = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))?
+            .split_whitespace()
+            .next()?;
+        format!("{ip}:{port}").parse().ok()
+    }
+
+    fn sdp(addr: SocketAddr) -> String {
+        format!(
+            "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n",
+            ip = addr.ip(),
+            port = addr.port()
+        )
+    }
+
+    fn recv_matching(
+        s: &UdpSocket,
+        want: impl Fn(&str) -> bool,
+    ) -> Result<(String, SocketAddr), String> {
+        let mut buf = vec![0u8; 65_535];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match s.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if want(&m) {
+                        return Ok((m, from));
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("no answer from the edge within 5 s".into())
+    }
+
+    /// One INVITE / 200 / ACK per call; returns, per call, where the carrier side and the
+    /// platform side send RTP (the edge's relay addresses).
+    pub fn setup_calls(
+        a: &Args,
+        carriers: &[UdpSocket],
+        platforms: &[UdpSocket],
+    ) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
+        let edge = a.edge_sip.ok_or("no --edge-sip")?;
+        let c = UdpSocket::bind("127.0.0.10:0").map_err(|e| format!("carrier SIP socket: {e}"))?;
+        let p = UdpSocket::bind(a.platform_sip)
+            .map_err(|e| format!("platform SIP socket {}: {e}", a.platform_sip))?;
+        for s in [&c, &p] {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(|e| e.to_string())?;
+        }
+        let me = c.local_addr().map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(carriers.len());
+        for (i, (cs, ps)) in carriers.iter().zip(platforms).enumerate() {
+            let callee = format!("+{}", a.number + i as u64);
+            let call_id = format!("bench-{i}-{}@127.0.0.10", std::process::id());
+            let offer = sdp(cs.local_addr().map_err(|e| e.to_string())?);
+            let invite = format!(
+                "INVITE sip:{callee}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbench{i}\r\nMax-Forwards: 70\r\n\
+                 From: <sip:+6495550100@127.0.0.10>;tag=c{i}\r\nTo: <sip:{callee}@{edge}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+                 Contact: <sip:bench@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+                offer.len()
+            );
+            c.send_to(invite.as_bytes(), edge)
+                .map_err(|e| e.to_string())?;
+            let (inv, from) = recv_matching(&p, |m| m.starts_with("INVITE "))?;
+            let to_platform = sdp_addr(&inv).ok_or("the edge's INVITE has no SDP")?;
+            let answer = sdp(ps.local_addr().map_err(|e| e.to_string())?);
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for l in inv.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
+                let name = l
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if ["via", "from", "call-id", "cseq"].contains(&name.as_str()) {
+                    ok.push_str(l);
+                    ok.push_str("\r\n");
+                }
+            }
+            ok.push_str(&format!(
+                "To: {};tag=p{i}\r\nContact: <sip:platform@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+                header(&inv, "To").unwrap_or_default(),
+                a.platform_sip,
+                answer.len()
+            ));
+            p.send_to(ok.as_bytes(), from).map_err(|e| e.to_string())?;
+            let (resp, _) =
+                recv_matching(&c, |m| m.starts_with("SIP/2.0 200") && m.contains(&call_id))?;
+            let to_carrier = sdp_addr(&resp).ok_or("the edge's 200 has no SDP")?;
+            let to = header(&resp, "To").unwrap_or_default();
+            let ack = format!(
+                "ACK sip:{callee}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbenchack{i}\r\nMax-Forwards: 70\r\n\
+                 From: <sip:+6495550100@127.0.0.10>;tag=c{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            );
+            c.send_to(ack.as_bytes(), edge).map_err(|e| e.to_string())?;
+            out.push((to_carrier, to_platform));
+        }
+        Ok(out)
+    }
+
+    fn ticks(pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // After "pid (comm) ", utime and stime are fields 12 and 13 (state is not numeric).
+        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+    }
+
+    /// The edge's CPU time (user + system) over the measured window.
+    pub fn cpu_during_measure(pid: u32, phase: &Arc<AtomicU8>) -> (Duration, Duration) {
+        let hz = 100.0; // CLK_TCK on Linux
+        while phase.load(Ordering::Relaxed) < MEASURE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (t0, c0) = (Instant::now(), ticks(pid));
+        while phase.load(Ordering::Relaxed) < DRAIN {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cpu = (ticks(pid).saturating_sub(c0)) as f64 / hz;
+        (Duration::from_secs_f64(cpu), t0.elapsed())
     }
 }
