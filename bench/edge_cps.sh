@@ -8,7 +8,9 @@
 #
 # Every call is a full B2BUA call: ACL, trunk selection, E.164 normalisation, number ownership,
 # limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN
-# [target/release/trunkgate-edge]. Prints one result line; exit 0 when every call succeeded.
+# [target/release/trunkgate-edge], MEDIA_RELAY [false: signalling only, like the Kamailio
+# baseline, which relays no media; true also opens a relay session (4 sockets) per call].
+# Prints one result line; exit 0 when every call succeeded.
 set -uo pipefail
 RATE=${1:?usage: edge_cps.sh RATE [WORKERS]}
 WORKERS=${2:-2}
@@ -39,6 +41,7 @@ spec:
     numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
     destination: "sip:127.0.0.2:5080"
   limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
+  media: {relay: ${MEDIA_RELAY:-false}}
 ---
 apiVersion: trunkgate.io/v1alpha1
 kind: NumberOwnership
@@ -107,6 +110,6 @@ HELD=$(awk -v r="$RATE" -v h="$HOLD_MS" -v d="$DURATION" 'BEGIN{l=h/1000.0+32; i
 KIB_PER_CALL=$(awk -v a="$PEAK" -v b="$RSS0" -v c="$HELD" 'BEGIN{printf "%.2f", (a-b)/(c>0?c:1)}')
 VERDICT=FAIL
 [ "$UAC_RC" -eq 0 ] && VERDICT=PASS
-printf 'edge rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
-	"$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
+printf 'edge media_relay=%s rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
+	"${MEDIA_RELAY:-false}" "$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
 [ "$VERDICT" = PASS ]
