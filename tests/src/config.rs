@@ -24,6 +24,12 @@ pub struct Trunk {
     pub routes: Vec<(String, u32)>,
     pub max_concurrent: Option<u32>,
     pub max_cps: Option<u32>,
+    /// `media.relay` (None: not written, the edge's default of true).
+    pub media_relay: Option<bool>,
+    /// `media.codecs`.
+    pub media_codecs: Vec<String>,
+    /// `media.behindNat`.
+    pub media_behind_nat: bool,
 }
 
 impl Trunk {
@@ -44,6 +50,9 @@ impl Trunk {
             routes: vec![],
             max_concurrent: None,
             max_cps: None,
+            media_relay: None,
+            media_codecs: vec![],
+            media_behind_nat: false,
         }
     }
 
@@ -85,6 +94,24 @@ impl Trunk {
 
     pub fn max_concurrent_calls(mut self, n: u32) -> Self {
         self.max_concurrent = Some(n);
+        self
+    }
+
+    /// `media.codecs`: the codecs allowed on this trunk.
+    pub fn codecs(mut self, codecs: &[&str]) -> Self {
+        self.media_codecs = codecs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// `media.behindNat: true`: the carrier's RTP may come from any address.
+    pub fn behind_nat(mut self) -> Self {
+        self.media_behind_nat = true;
+        self
+    }
+
+    /// `media.relay`: whether RTP flows through the edge.
+    pub fn relay(mut self, on: bool) -> Self {
+        self.media_relay = Some(on);
         self
     }
 
@@ -156,6 +183,19 @@ impl Trunk {
                 parts.push(format!("maxCallsPerSecond: {n}"));
             }
             let _ = writeln!(y, "  limits: {{{}}}", parts.join(", "));
+        }
+        let mut media = vec![];
+        if let Some(on) = self.media_relay {
+            media.push(format!("relay: {on}"));
+        }
+        if !self.media_codecs.is_empty() {
+            media.push(format!("codecs: [{}]", list(&self.media_codecs)));
+        }
+        if self.media_behind_nat {
+            media.push("behindNat: true".to_string());
+        }
+        if !media.is_empty() {
+            let _ = writeln!(y, "  media: {{{}}}", media.join(", "));
         }
         y
     }

@@ -103,6 +103,8 @@ pub struct Edge {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub admin: SocketAddr,
+    /// `--rtp-ports` as given to the edge: `[low, high]`.
+    pub rtp_ports: (u16, u16),
     pub log: PathBuf,
     stdout: Arc<Mutex<Vec<String>>>,
     name: String,
@@ -120,7 +122,18 @@ impl Edge {
         let public = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
         let internal = SocketAddr::new(EDGE_INTERNAL_IP, free_port());
         let admin = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
-        let rtp = free_ports(64);
+        // A test may give its own `--rtp-ports` (clap refuses the flag twice).
+        let own_rtp = opts
+            .extra_args
+            .iter()
+            .position(|a| a == "--rtp-ports")
+            .and_then(|i| opts.extra_args.get(i + 1))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)));
+        let rtp_ports = own_rtp.unwrap_or_else(|| {
+            let rtp = free_ports(64);
+            (rtp, rtp + 63)
+        });
         let log = lab.path(&format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("create the edge log");
         let mut cmd = Command::new("timeout");
@@ -134,9 +147,14 @@ impl Edge {
             .args(["--workers", &opts.workers.to_string()])
             .args(["--failover-seconds", &opts.failover_seconds.to_string()])
             .args(["--drain-seconds", "0"])
-            .args(["--reload-ms", &opts.reload_ms.to_string()])
-            .args(["--rtp-ports", &format!("{rtp}-{}", rtp + 63)])
-            .args(&opts.extra_args)
+            .args(["--reload-ms", &opts.reload_ms.to_string()]);
+        if own_rtp.is_none() {
+            cmd.args([
+                "--rtp-ports".to_string(),
+                format!("{}-{}", rtp_ports.0, rtp_ports.1),
+            ]);
+        }
+        cmd.args(&opts.extra_args)
             .env("RUST_LOG", "debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -167,6 +185,7 @@ impl Edge {
             public,
             internal,
             admin,
+            rtp_ports,
             log,
             stdout,
             name: name.to_string(),

@@ -15,8 +15,10 @@
 
 pub mod config;
 pub mod edge;
+pub mod rtp;
 pub mod sip;
 pub mod sipp;
+pub mod ua;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

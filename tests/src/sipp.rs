@@ -89,6 +89,7 @@ pub struct SippBuilder<'l> {
     target: Option<SocketAddr>,
     calls: u32,
     timeout_secs: u64,
+    extra: Vec<String>,
 }
 
 impl<'l> SippBuilder<'l> {
@@ -101,6 +102,12 @@ impl<'l> SippBuilder<'l> {
     /// sipp's global timeout (`-timeout`, also the exit status when reached).
     pub fn timeout_secs(mut self, s: u64) -> Self {
         self.timeout_secs = s;
+        self
+    }
+
+    /// More sipp options (e.g. `-rtp_echo`).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -133,6 +140,7 @@ impl<'l> SippBuilder<'l> {
             .arg("-error_file")
             .arg(&errors)
             .arg("-nostdin")
+            .args(&self.extra)
             .args(["-cp", &free_port().to_string()])
             .args(["-mp", &free_ports(6).to_string()])
             .current_dir(&self.lab.dir)
@@ -189,6 +197,7 @@ impl Sipp {
             target: Some(target),
             calls: 1,
             timeout_secs: 10,
+            extra: vec![],
         }
     }
 
@@ -207,6 +216,7 @@ impl Sipp {
             target: None,
             calls: 1,
             timeout_secs: 10,
+            extra: vec![],
         }
     }
 

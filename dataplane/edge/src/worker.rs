@@ -788,12 +788,37 @@ impl Worker {
 
     /// Marks a call over, writes its record and schedules its removal.
     pub fn finish_call(&mut self, id: u64) {
+        if self
+            .calls
+            .get(&id)
+            .is_none_or(|c| c.state == CallState::Ended)
+        {
+            return;
+        }
+        // The relay session ends with the call: its ports go to quarantine, its figures to the
+        // call record and the per-trunk histograms.
+        let stats = self.close_media(id);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if c.state == CallState::Ended {
-            return;
+        for st in stats.iter().filter(|st| st.packets > 0) {
+            let dir = match st.from {
+                trunkgate_media::Side::Public => "from_carrier",
+                trunkgate_media::Side::Internal => "from_platform",
+            };
+            let m = &self.shared.metrics;
+            let labels = [c.rt.trunk(c.trunk).id.as_str(), dir];
+            if let Some(mos) = st.mos {
+                m.media_mos.with_label_values(&labels).observe(mos);
+            }
+            m.media_loss
+                .with_label_values(&labels)
+                .observe(st.lost as f64 / st.expected.max(1) as f64);
+            m.media_jitter
+                .with_label_values(&labels)
+                .observe(st.jitter_ms / 1000.0);
         }
+        c.media_stats = stats;
         c.state = CallState::Ended;
         c.slot = None;
         let code = c.final_code.unwrap_or(500);
