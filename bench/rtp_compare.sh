@@ -48,7 +48,7 @@ for pps in "${LOADS[@]}"; do
 	calls=$((pps / 100))
 	wait_quiet
 	"$EDGE_BIN" --config "$OUT/config" --public-sip 127.0.0.1:15060 --internal-sip 127.0.0.1:15070 \
-		--admin 127.0.0.1:19092 --workers 2 --rtp-ports 20000-31999 --media-timeout 3600 --drain-seconds 0 >"$OUT/edge_cdr_$pps.jsonl" 2>"$OUT/edge_$pps.log" &
+		--admin 127.0.0.1:19092 --workers 2 --rtp-ports 10000-32767 --media-timeout 3600 --drain-seconds 0 >"$OUT/edge_cdr_$pps.jsonl" 2>"$OUT/edge_$pps.log" &
 	EDGE_PID=$!
 	for ((i = 0; i < 100; i++)); do curl -sf 127.0.0.1:19092/readyz >/dev/null 2>&1 && break; sleep 0.1; done
 	"$BENCH" --mode edge --edge-sip 127.0.0.1:15060 --edge-pid "$EDGE_PID" --calls "$calls" --pps "$pps" --seconds "$SECONDS_RUN" --ports 32768-60999 >"$OUT/edge_$pps.txt" 2>&1
@@ -56,8 +56,8 @@ for pps in "${LOADS[@]}"; do
 	recv=$(grep -m1 'sent=' "$OUT/edge_$pps.txt" | sed -E 's/.*received=([0-9]+).*/\1/')
 	loss=$(grep -m1 'sent=' "$OUT/edge_$pps.txt" | sed -E 's/.*loss=([0-9.]+)%.*/\1/')
 	lat=$(grep -m1 'latency' "$OUT/edge_$pps.txt" | sed -E 's/.*p50=([0-9.]+ [^ ]+) p99=([0-9.]+ [^ ]+).*/\1 \/ \2/')
-	cpu=$(grep -m1 '^  edge' "$OUT/edge_$pps.txt" | sed -E 's/.*= ([0-9.]+)% of a core.*/\1/')
-	per=$(grep -m1 '^  edge' "$OUT/edge_$pps.txt" | sed -E 's/.*→ ([0-9.]+) µs.*/\1/')
+	cpu=$(grep -m1 '^  edge (pid' "$OUT/edge_$pps.txt" | sed -E 's/.*= ([0-9.]+)% of a core.*/\1/')
+	per=$(grep -m1 '^  edge (pid' "$OUT/edge_$pps.txt" | sed -E 's/.*→ ([0-9.]+) µs.*/\1/')
 	printf '%-10s %-8s %-7s %-10s %-10s %-14s %-16s %s\n' trunkgate "$pps" "$calls" "$recv" "$loss" "$cpu" "$per" "$lat"
 	RESULTS="$OUT/rtpengine.tsv" DURATION="$SECONDS_RUN" "$SHARED/rtpengine_pps.sh" $((calls * 2)) "$pps" 2 >"$OUT/rtpengine_$pps.txt" 2>&1
 	tail -n 1 "$OUT/rtpengine.tsv" 2>/dev/null | awk -F'\t' -v pps="$pps" -v calls="$calls" '{

@@ -517,10 +517,17 @@ fn main() {
 
     let mut edge_cpu = None;
     let (relay, targets) = if a.mode == "edge" {
+        let (rss0, slab0) = (edge::rss_kib(a.edge_pid), socket_slab_bytes());
         let t = edge::setup_calls(&a, &carriers, &platforms).unwrap_or_else(|e| {
             eprintln!("relay_bench: call setup through the edge failed: {e}");
             std::process::exit(1);
         });
+        let calls = a.calls.max(1) as f64;
+        println!(
+            "  edge memory per active call: {:.2} KiB user space (edge RSS), {:.2} KiB kernel slab (the 4 relay sockets per call)",
+            edge::rss_kib(a.edge_pid).saturating_sub(rss0) as f64 / calls,
+            socket_slab_bytes().saturating_sub(slab0) as f64 / calls / 1024.0
+        );
         let (ph, pid) = (phase.clone(), a.edge_pid);
         edge_cpu = Some(std::thread::spawn(move || {
             edge::cpu_during_measure(pid, &ph)
@@ -780,6 +787,16 @@ mod edge {
             out.push((to_carrier, to_platform));
         }
         Ok(out)
+    }
+
+    /// VmRSS of the edge process.
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     fn ticks(pid: u32) -> u64 {
