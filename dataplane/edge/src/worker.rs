@@ -627,7 +627,13 @@ impl Worker {
                 }
             }
             SipMessage::Request(r) => {
-                let to = owner_of(trunkgate_sip::to_tag(&r));
+                // Our To tag names the owner; a request without one (a new INVITE, its CANCEL
+                // and retransmissions) belongs to the worker its Call-ID hashes to, so one
+                // carrier's calls spread over every core although the kernel hands all of its
+                // datagrams (one source address) to the same socket.
+                let workers = self.shared.handoff.len();
+                let to = owner_of(trunkgate_sip::to_tag(&r))
+                    .or_else(|| trunkgate_sip::call_id(&r).map(|c| home_worker(c, workers)));
                 match to {
                     Some(w) if may_hand_off && w != self.index => {
                         self.hand_off(w, side, src, SipMessage::Request(r))
@@ -849,6 +855,16 @@ impl Worker {
     }
 }
 
+/// The worker a Call-ID belongs to: the same answer on every worker (FNV-1a, no seed).
+pub fn home_worker(call_id: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in call_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
 /// Resolves when the relay has work; never when this worker has no relay.
 async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
     match media {
@@ -958,4 +974,20 @@ fn strip_received(via: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_worker;
+
+    #[test]
+    fn call_ids_spread_over_workers_the_same_way_everywhere() {
+        let mut seen = [0usize; 4];
+        for i in 0..4000 {
+            seen[home_worker(&format!("{i}-4987@127.0.0.1"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
+        assert_eq!(home_worker("abc@host", 3), home_worker("abc@host", 3));
+        assert_eq!(home_worker("abc@host", 1), 0);
+    }
 }
