@@ -61,8 +61,9 @@ pub struct Settings {
     #[arg(long, env = "TRUNKGATE_MEDIA_TIMEOUT", default_value_t = 60)]
     pub media_timeout: u64,
     /// Seconds a freed RTP port pair rests before reuse, so late packets of an old call never
-    /// reach a new one.
-    #[arg(long, env = "TRUNKGATE_RTP_QUARANTINE_SECONDS", default_value_t = 30)]
+    /// reach a new one. Ports in use plus resting bound the call rate: a call holds two pairs
+    /// for its duration plus this, so size --rtp-ports for calls/s × (duration + this) × 2.
+    #[arg(long, env = "TRUNKGATE_RTP_QUARANTINE_SECONDS", default_value_t = 5)]
     pub rtp_quarantine_seconds: u64,
     /// How often standalone mode checks the config folder for changes, in milliseconds.
     #[arg(long, env = "TRUNKGATE_RELOAD_MS", default_value_t = 1000)]
