@@ -53,6 +53,10 @@ pub enum AuthError {
     Stale,
     #[error("nonce count already used")]
     Replay,
+    /// A right digest on a nonce that another issuer sharing our secret (another worker)
+    /// minted: only that one can tell a replay, so re-challenge with `stale=true`.
+    #[error("nonce issued by another worker")]
+    OtherIssuer,
     /// Not signed by our key: forged, or issued before a restart. Re-challenge.
     #[error("nonce not issued by this edge")]
     BadNonce,
@@ -72,6 +76,7 @@ impl AuthError {
             Self::BadResponse | Self::UriMismatch => "bad_response",
             Self::Stale => "stale",
             Self::Replay => "replay",
+            Self::OtherIssuer => "other_worker",
             Self::BadNonce => "bad_nonce",
             Self::Unsupported(_) => "unsupported_algorithm",
         }

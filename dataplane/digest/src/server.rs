@@ -19,9 +19,10 @@ pub const DEFAULT_NONCE_EXPIRY: Duration = Duration::from_secs(300);
 /// so 65 536 covers about 200 new nonces a second per worker with the default expiry.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
 
-/// `timestamp_secs (big-endian) || 12 random bytes`: what a nonce says, and its identity.
+/// `timestamp_secs (big-endian) || issuer || 11 random bytes`: what a nonce says, and its
+/// identity.
 type Stamp = [u8; STAMP_LEN];
-const STAMP_LEN: usize = 8 + 12;
+const STAMP_LEN: usize = 8 + 1 + 11;
 
 /// What a verified request authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +31,13 @@ pub struct Verified {
 }
 
 /// Issues nonces and verifies credentials. One per worker thread, without locks. A nonce is
-/// `base64url(stamp || HMAC-SHA256(secret, stamp || realm))`, so any issuer built with the same
-/// secret accepts it, with nothing shared but the secret.
+/// `base64url(stamp || HMAC-SHA256(secret, stamp || realm))` and names the issuer that minted it.
+/// Only that issuer accepts it: the replay guard (RFC 7616 §3.4) lives with the issuer, so a
+/// nonce shown to another one could be a replay that issuer cannot see. Another issuer with the
+/// same secret answers such a (correct) digest with [`AuthError::OtherIssuer`], a `stale`
+/// re-challenge, so the client retries with one of its own nonces without new credentials.
 pub struct NonceIssuer {
+    id: u8,
     mac: Hmac<Sha256>,
     expiry: Duration,
     opaque: Option<String>,
@@ -40,9 +45,10 @@ pub struct NonceIssuer {
 }
 
 impl NonceIssuer {
-    /// `secret` signs the nonces: give it to every worker that should accept the others' nonces.
+    /// `secret` signs the nonces; nonces of another secret are [`AuthError::BadNonce`].
     pub fn new(secret: [u8; 32]) -> Self {
         Self {
+            id: 0,
             mac: Hmac::new_from_slice(&secret).expect("HMAC takes keys of any length"),
             expiry: DEFAULT_NONCE_EXPIRY,
             opaque: None,
@@ -52,6 +58,12 @@ impl NonceIssuer {
                 last_sweep: 0,
             },
         }
+    }
+
+    /// Which issuer this is among those sharing the secret (the edge: its worker index).
+    pub fn with_issuer(mut self, id: u8) -> Self {
+        self.id = id;
+        self
     }
 
     pub fn with_expiry(mut self, expiry: Duration) -> Self {
@@ -93,8 +105,7 @@ impl NonceIssuer {
     /// Request-URI as the request carried it.
     ///
     /// The nonce's age is checked after the response, so `Stale` is only said of a right digest
-    /// (RFC 2617 §3.2.1). Replays are caught per worker: any worker accepts the others'
-    /// nonces, but remembers only the counts it has seen itself.
+    /// (RFC 2617 §3.2.1); so is the issuer, which alone remembers the nonce counts it has seen.
     pub fn verify(
         &mut self,
         authorization: Option<&str>,
@@ -140,6 +151,9 @@ impl NonceIssuer {
         if now.saturating_sub(issued) > expiry {
             return Err(AuthError::Stale);
         }
+        if stamp[8] != self.id {
+            return Err(AuthError::OtherIssuer);
+        }
         self.replay.admit(stamp, issued, nc, now, expiry)?;
         Ok(Verified { algorithm })
     }
@@ -163,7 +177,8 @@ impl NonceIssuer {
     fn nonce(&self, realm: &str) -> String {
         let mut stamp: Stamp = [0; STAMP_LEN];
         stamp[..8].copy_from_slice(&unix_secs(SystemTime::now()).to_be_bytes());
-        stamp[8..].copy_from_slice(&rand::random::<[u8; 12]>());
+        stamp[8] = self.id;
+        stamp[9..].copy_from_slice(&rand::random::<[u8; 11]>());
         let mut bytes = stamp.to_vec();
         bytes.extend_from_slice(&self.sign(&stamp, realm).finalize().into_bytes());
         URL_SAFE_NO_PAD.encode(bytes)

@@ -215,10 +215,12 @@ fn answers_to_the_edges_challenges_verify() {
 }
 
 #[test]
-fn a_nonce_from_one_worker_verifies_on_another_with_the_same_secret() {
+fn a_nonce_from_one_worker_is_re_challenged_as_stale_by_another() {
+    // Worker B cannot see the counts worker A has accepted, so accepting A's nonce would let a
+    // replay through whenever the kernel or the Call-ID hash picks another worker.
     let trunk = edge_trunk();
-    let worker_a = NonceIssuer::new(SECRET);
-    let mut worker_b = NonceIssuer::new(SECRET);
+    let mut worker_a = NonceIssuer::new(SECRET).with_issuer(0);
+    let mut worker_b = NonceIssuer::new(SECRET).with_issuer(1);
     let header = carrier_answer(
         &worker_a.challenge(REALM, Algorithm::Sha256, false),
         &trunk,
@@ -226,7 +228,26 @@ fn a_nonce_from_one_worker_verifies_on_another_with_the_same_secret() {
     );
     assert_eq!(
         verify_at(&mut worker_b, Some(&header), &trunk, 0),
+        Err(AuthError::OtherIssuer)
+    );
+    assert_eq!(
+        verify_at(&mut worker_a, Some(&header), &trunk, 0),
         Ok(Algorithm::Sha256)
+    );
+    assert_eq!(
+        verify_at(&mut worker_b, Some(&header), &trunk, 0),
+        Err(AuthError::OtherIssuer),
+        "the replay on the other worker is still not accepted"
+    );
+    assert_eq!(
+        verify_at(&mut worker_a, Some(&header), &trunk, 0),
+        Err(AuthError::Replay)
+    );
+    // A wrong digest on another worker's nonce is a wrong digest, not a stale nonce.
+    let wrong = header.replace("response=\"", "response=\"0");
+    assert_eq!(
+        verify_at(&mut worker_b, Some(&wrong), &trunk, 0),
+        Err(AuthError::BadResponse)
     );
 }
 

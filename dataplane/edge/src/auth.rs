@@ -35,9 +35,10 @@ fn creds(c: &DigestCredentials) -> Credentials<'_> {
 }
 
 impl AuthState {
-    pub fn new(key: [u8; 32]) -> Self {
+    /// `worker` goes into every nonce this worker mints; only it accepts them.
+    pub fn new(key: [u8; 32], worker: usize) -> Self {
         Self {
-            issuer: NonceIssuer::new(key),
+            issuer: NonceIssuer::new(key).with_issuer(worker as u8),
         }
     }
 
@@ -54,12 +55,14 @@ impl AuthState {
                 values: self.issuer.challenges(&c.realm, false),
                 label: None,
             }),
-            Err(e @ (AuthError::Stale | AuthError::BadNonce)) => Err(AuthRefusal::Challenge {
-                values: self
-                    .issuer
-                    .challenges(&c.realm, matches!(e, AuthError::Stale)),
-                label: Some(e.metric_label()),
-            }),
+            Err(e @ (AuthError::Stale | AuthError::OtherIssuer | AuthError::BadNonce)) => {
+                Err(AuthRefusal::Challenge {
+                    values: self
+                        .issuer
+                        .challenges(&c.realm, !matches!(e, AuthError::BadNonce)),
+                    label: Some(e.metric_label()),
+                })
+            }
             Err(e) => Err(AuthRefusal::Forbidden {
                 label: e.metric_label(),
                 text: format!("digest authentication failed: {e}"),

@@ -225,7 +225,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         timers: Default::default(),
                         timer_seq: 0,
                         events: events_tx,
-                        auth: AuthState::new(key),
+                        auth: AuthState::new(key, index),
                         tcp_out: Default::default(),
                         media: match trunkgate_media::MediaEngine::new(media_cfg) {
                             Ok(m) => Some(m),
