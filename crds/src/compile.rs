@@ -559,16 +559,16 @@ fn build_trunk(
                 report,
             )
         });
-        let hc = o.health_check.clone().unwrap_or(crate::HealthCheck {
-            interval_seconds: 30,
-            failure_threshold: 3,
+        // Without healthCheck the targets are not probed (interval 0).
+        let (interval, threshold) = o.health_check.as_ref().map_or((0, 1), |hc| {
+            (hc.interval_seconds.max(1), hc.failure_threshold.max(1))
         });
         OutboundConfig {
             targets,
             auth,
             caller_id_policy: o.caller_id_policy,
-            health_interval_seconds: hc.interval_seconds.max(1),
-            health_failure_threshold: hc.failure_threshold.max(1),
+            health_interval_seconds: interval,
+            health_failure_threshold: threshold,
         }
     });
     let mut routes = Vec::with_capacity(spec.routes.len());

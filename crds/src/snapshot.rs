@@ -75,7 +75,11 @@ pub struct OutboundConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<DigestCredentials>,
     pub caller_id_policy: CallerIdPolicy,
+    /// Seconds between OPTIONS probes of each target; 0: not probed.
+    #[serde(default)]
     pub health_interval_seconds: u32,
+    /// Failed probes in a row before a target is tried only after those that are up.
+    #[serde(default)]
     pub health_failure_threshold: u32,
 }
 

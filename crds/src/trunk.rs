@@ -150,7 +150,9 @@ pub struct Outbound {
     /// What to do with a caller ID (A-number) that this trunk may not present.
     #[serde(default)]
     pub caller_id_policy: CallerIdPolicy,
-    /// OPTIONS health probes of the targets.
+    /// OPTIONS health probes of the targets (RFC 3261 §11). Without it targets are not probed.
+    /// With it, a target that fails `failureThreshold` probes in a row (no answer, transport
+    /// error or 503) is tried only after the targets that answer, until it answers again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 }
@@ -221,7 +223,8 @@ pub enum CallerIdPolicy {
     PassThrough,
 }
 
-/// OPTIONS health probes.
+/// OPTIONS health probes. Any final answer but 503 counts as alive (carriers often answer
+/// OPTIONS with 403 or 405).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {

@@ -549,3 +549,27 @@ fn conditions_read_well() {
     );
     assert!(conds[3].message.contains("acme/t"));
 }
+
+#[test]
+fn targets_are_probed_only_when_the_trunk_asks() {
+    let plain = CarrierTrunk::test("a", "plain").with_targets(&["sip:192.0.2.1"]);
+    let mut probed = CarrierTrunk::test("a", "probed").with_targets(&["sip:192.0.2.2"]);
+    if let Some(out) = probed.spec.outbound.as_mut() {
+        out.health_check = Some(trunkgate_crds::HealthCheck {
+            interval_seconds: 10,
+            failure_threshold: 2,
+        });
+    }
+    let c = compile(&[plain, probed], &[], &Secrets::new(), None);
+    assert!(c.problems().next().is_none());
+    let probe = |id: &str| {
+        c.config
+            .trunks
+            .iter()
+            .find(|t| t.id == id)
+            .and_then(|t| t.outbound.as_ref())
+            .map(|o| (o.health_interval_seconds, o.health_failure_threshold))
+    };
+    assert_eq!(probe("a/plain"), Some((0, 1)), "no healthCheck: not probed");
+    assert_eq!(probe("a/probed"), Some((10, 2)));
+}

@@ -30,6 +30,8 @@ pub struct Trunk {
     pub media_codecs: Vec<String>,
     /// `media.behindNat`.
     pub media_behind_nat: bool,
+    /// `outbound.healthCheck` (intervalSeconds, failureThreshold).
+    pub health_check: Option<(u32, u32)>,
 }
 
 impl Trunk {
@@ -53,6 +55,7 @@ impl Trunk {
             media_relay: None,
             media_codecs: vec![],
             media_behind_nat: false,
+            health_check: None,
         }
     }
 
@@ -87,6 +90,12 @@ impl Trunk {
     }
 
     /// `Strict`, `Anonymize` or `PassThrough`.
+    /// OPTIONS probes of the targets every `interval` seconds, down after `threshold` failures.
+    pub fn health_check(mut self, interval: u32, threshold: u32) -> Self {
+        self.health_check = Some((interval, threshold));
+        self
+    }
+
     pub fn policy(mut self, p: &str) -> Self {
         self.policy = p.into();
         self
@@ -165,6 +174,12 @@ impl Trunk {
                 );
             }
             let _ = writeln!(y, "    callerIdPolicy: {}", self.policy);
+            if let Some((interval, threshold)) = self.health_check {
+                let _ = writeln!(
+                    y,
+                    "    healthCheck: {{intervalSeconds: {interval}, failureThreshold: {threshold}}}"
+                );
+            }
         }
         if !self.routes.is_empty() {
             let routes: Vec<String> = self

@@ -479,3 +479,105 @@ fn carrier_digest_challenge_is_answered_with_the_trunk_credentials() {
     );
     assert_eq!(p.get("response"), Some(&want), "{auth}");
 }
+
+/// Answers every OPTIONS that reaches `ua` within `window` with 200; returns how many.
+fn answer_options(ua: &mut trunkgate_tests::ua::Ua, window: Duration) -> usize {
+    let deadline = Instant::now() + window;
+    let mut n = 0;
+    while let Some(probe) = ua.gets_request(
+        "OPTIONS",
+        deadline.saturating_duration_since(Instant::now()),
+    ) {
+        ua.respond(&probe, 200, "OK", "probe", "");
+        n += 1;
+    }
+    n
+}
+
+/// `outbound.healthCheck`: OPTIONS probes find the first target dead, calls then go straight
+/// to the second (no failover wait), and the first is back in rotation once it answers again.
+#[test]
+fn options_probes_take_a_dead_target_out_of_rotation_and_bring_it_back() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("target_probes");
+    let mut first = Ua::bind("carrier-sbc1", CARRIER_TARGET, "sbc1");
+    let mut second = Ua::bind("carrier-sbc2", CARRIER_TARGET_2, "sbc2");
+    config(
+        &lab,
+        trunk(&[first.local, second.local]).health_check(1, 2),
+        &[],
+    );
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            failover_seconds: 0.5,
+            ..EdgeOptions::default()
+        },
+    );
+    let healthy = |edge: &Edge| {
+        edge.metric(
+            "trunkgate_edge_trunk_targets_healthy",
+            &[("trunk", "lab/carrier")],
+        )
+    };
+    assert_eq!(
+        healthy(&edge),
+        2.0,
+        "targets are up until probes say otherwise"
+    );
+    // sbc1 swallows its probes; sbc2 answers them.
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while healthy(&edge) != 1.0 && Instant::now() < deadline {
+        answered += answer_options(&mut second, Duration::from_millis(200));
+    }
+    assert_eq!(
+        healthy(&edge),
+        1.0,
+        "sbc1 is down after 2 unanswered probes\n{}",
+        first.report()
+    );
+    assert!(answered >= 1, "sbc2 was probed too");
+    assert!(
+        edge.metric(
+            "trunkgate_edge_target_probes_total",
+            &[("trunk", "lab/carrier"), ("result", "failed")]
+        ) >= 2.0
+    );
+    let probe = first.expect_request("OPTIONS", Duration::from_secs(3));
+    assert_eq!(probe.msg.header("Max-Forwards"), Some("70"));
+    assert!(
+        probe
+            .msg
+            .uri()
+            .is_some_and(|u| u.contains(&first.local.to_string())),
+        "OPTIONS is addressed to the target: {}",
+        probe.msg.text()
+    );
+
+    // The call skips sbc1 (priority 1) and goes straight to sbc2, which is busy.
+    std::thread::scope(|s| {
+        let platform =
+            s.spawn(|| platform_call(&lab, &edge, "platform", BYOC, "uac_refused.xml", "486"));
+        let invite = second.expect_request("INVITE", Duration::from_secs(5));
+        second.respond(&invite, 486, "Busy Here", "busy", "");
+        let platform = platform.join().expect("the platform's sipp ran");
+        platform.assert_ok();
+    });
+    assert!(
+        first
+            .gets_request("INVITE", Duration::from_millis(300))
+            .is_none(),
+        "the dead target got no INVITE\n{}",
+        first.report()
+    );
+    assert_eq!(edge.metric("trunkgate_edge_failovers_total", &[]), 0.0);
+
+    // sbc1 answers again: back in rotation.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while healthy(&edge) != 2.0 && Instant::now() < deadline {
+        answer_options(&mut first, Duration::from_millis(200));
+        answer_options(&mut second, Duration::from_millis(10));
+    }
+    assert_eq!(healthy(&edge), 2.0, "sbc1 is back after one answer");
+}

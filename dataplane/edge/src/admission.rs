@@ -386,7 +386,13 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
         host,
         privacy,
     );
-    let hops = weighted_order(&out.targets)
+    // Targets that OPTIONS probes found down go last (crate::health).
+    let health = rt.health(t);
+    let order = weighted_order(&out.targets)
+        .into_iter()
+        .map(|(i, target)| (target, health.get(i).is_none_or(|h| h.is_up())))
+        .collect();
+    let hops = crate::health::up_first(order)
         .into_iter()
         .map(hop_of)
         .collect();
@@ -403,28 +409,31 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
     })
 }
 
-/// Targets by priority; within a priority, a weighted random order (RFC 2782's selection).
-pub fn weighted_order(targets: &[SipTarget]) -> Vec<&SipTarget> {
+/// Targets (with their index) by priority; within a priority, a weighted random order (RFC
+/// 2782's selection).
+pub fn weighted_order(targets: &[SipTarget]) -> Vec<(usize, &SipTarget)> {
     use rand::Rng;
     let mut rng = rand::rng();
     let mut out = Vec::with_capacity(targets.len());
     let mut i = 0;
     while i < targets.len() {
         let p = targets[i].priority;
-        let mut group: Vec<&SipTarget> = targets[i..]
+        let mut group: Vec<(usize, &SipTarget)> = targets[i..]
             .iter()
             .take_while(|t| t.priority == p)
+            .enumerate()
+            .map(|(k, t)| (i + k, t))
             .collect();
         i += group.len();
         while !group.is_empty() {
-            let total: u64 = group.iter().map(|t| u64::from(t.weight)).sum();
+            let total: u64 = group.iter().map(|(_, t)| u64::from(t.weight)).sum();
             let pick = if total == 0 {
                 0
             } else {
                 let mut r = rng.random_range(0..total);
                 group
                     .iter()
-                    .position(|t| {
+                    .position(|(_, t)| {
                         let w = u64::from(t.weight);
                         if r < w {
                             true

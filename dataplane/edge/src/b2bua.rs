@@ -223,12 +223,8 @@ impl Worker {
             let target = trunkgate_resolve::Target {
                 host: &hop.host,
                 port: hop.port,
-                transport: Some(match hop.transport {
-                    trunkgate_crds::Transport::Udp => trunkgate_resolve::Transport::Udp,
-                    trunkgate_crds::Transport::Tcp => trunkgate_resolve::Transport::Tcp,
-                    trunkgate_crds::Transport::Tls => trunkgate_resolve::Transport::Tls,
-                })
-                .filter(|_| hop.uri_host.contains("transport=") || hop.port.is_some()),
+                transport: Some(resolve_transport(hop.transport))
+                    .filter(|_| hop.uri_host.contains("transport=") || hop.port.is_some()),
                 secure: hop.secure,
             };
             let result = resolver
@@ -236,14 +232,7 @@ impl Worker {
                 .await
                 .map(|ds| {
                     ds.into_iter()
-                        .map(|d| {
-                            let t = match d.transport {
-                                trunkgate_resolve::Transport::Udp => trunkgate_crds::Transport::Udp,
-                                trunkgate_resolve::Transport::Tcp => trunkgate_crds::Transport::Tcp,
-                                trunkgate_resolve::Transport::Tls => trunkgate_crds::Transport::Tls,
-                            };
-                            (d.addr, t)
-                        })
+                        .map(|d| (d.addr, crds_transport(d.transport)))
                         .collect()
                 })
                 .map_err(|e| e.to_string());
@@ -389,6 +378,9 @@ impl Worker {
         match purpose {
             Purpose::Setup => self.setup_response(id, key, resp),
             Purpose::Relay(server) => self.relay_response(id, leg, server, &key.1, cseq, resp),
+            Purpose::Probe(probe) => {
+                self.probe_answered(&probe, resp.status_code.code(), &reason_of(resp))
+            }
             Purpose::Bye | Purpose::Cancel => {}
         }
     }
@@ -550,6 +542,7 @@ impl Worker {
                 self.fail_a(id, code, &text);
             }
             Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
+            Purpose::Probe(probe) => self.probe_done(&probe, false, &text),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }
@@ -965,6 +958,22 @@ impl Worker {
 
 /// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
 /// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
+pub(crate) fn resolve_transport(t: trunkgate_crds::Transport) -> trunkgate_resolve::Transport {
+    match t {
+        trunkgate_crds::Transport::Udp => trunkgate_resolve::Transport::Udp,
+        trunkgate_crds::Transport::Tcp => trunkgate_resolve::Transport::Tcp,
+        trunkgate_crds::Transport::Tls => trunkgate_resolve::Transport::Tls,
+    }
+}
+
+pub(crate) fn crds_transport(t: trunkgate_resolve::Transport) -> trunkgate_crds::Transport {
+    match t {
+        trunkgate_resolve::Transport::Udp => trunkgate_crds::Transport::Udp,
+        trunkgate_resolve::Transport::Tcp => trunkgate_crds::Transport::Tcp,
+        trunkgate_resolve::Transport::Tls => trunkgate_crds::Transport::Tls,
+    }
+}
+
 fn learn_dialog(b: &mut Leg, resp: &Response) {
     let to = msg::header(resp, "To").unwrap_or_default();
     b.remote_tag = msg::param(to, "tag").map(str::to_string);

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
 
+use crate::health::TargetHealth;
 use crate::metrics::Metrics;
 
 /// Per-trunk state shared by all workers and kept across reloads: call counts for the limits.
@@ -101,6 +102,8 @@ pub struct Runtime {
     pub config: EdgeConfig,
     pub index: NumberIndex,
     pub state: Vec<Arc<TrunkState>>,
+    /// Per trunk, per outbound target (in `outbound.targets` order): its probe state.
+    health: Vec<Box<[Arc<TargetHealth>]>>,
     acl: Vec<(IpNet, u32)>,
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
 }
@@ -119,6 +122,38 @@ impl Runtime {
                 old.get(t.id.as_str())
                     .map(|s| (*s).clone())
                     .unwrap_or_else(|| Arc::new(TrunkState::new(&t.id, metrics)))
+            })
+            .collect();
+        // A target keeps its health across reloads while its trunk keeps its URI.
+        let old_health: HashMap<(&str, &str), &Arc<TargetHealth>> = previous
+            .map(|p| {
+                p.config
+                    .trunks
+                    .iter()
+                    .zip(&p.health)
+                    .flat_map(|(t, hs)| {
+                        let targets = t.outbound.iter().flat_map(|o| &o.targets);
+                        targets
+                            .zip(hs.iter())
+                            .map(|(tg, h)| ((t.id.as_str(), tg.uri.as_str()), h))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let health: Vec<Box<[Arc<TargetHealth>]>> = config
+            .trunks
+            .iter()
+            .map(|t| {
+                t.outbound
+                    .iter()
+                    .flat_map(|o| &o.targets)
+                    .map(|tg| {
+                        old_health
+                            .get(&(t.id.as_str(), tg.uri.as_str()))
+                            .map(|h| (*h).clone())
+                            .unwrap_or_default()
+                    })
+                    .collect()
             })
             .collect();
         let mut acl = Vec::new();
@@ -144,6 +179,10 @@ impl Runtime {
                 .targets_total
                 .with_label_values(&[t.id.as_str()])
                 .set(t.outbound.as_ref().map_or(0, |o| o.targets.len() as i64));
+            metrics
+                .targets_healthy
+                .with_label_values(&[t.id.as_str()])
+                .set(health[i].iter().filter(|h| h.is_up()).count() as i64);
         }
         for v in routes.values_mut() {
             v.sort_unstable();
@@ -152,6 +191,7 @@ impl Runtime {
             config,
             index,
             state,
+            health,
             acl,
             routes,
         }
@@ -176,6 +216,11 @@ impl Runtime {
 
     pub fn trunk(&self, i: u32) -> &TrunkConfig {
         &self.config.trunks[i as usize]
+    }
+
+    /// The probe state of trunk `i`'s outbound targets, in `outbound.targets` order.
+    pub fn health(&self, i: u32) -> &[Arc<TargetHealth>] {
+        self.health.get(i as usize).map_or(&[], |h| h)
     }
 
     pub fn owners(&self, n: E164) -> &[Owner] {

@@ -8,6 +8,7 @@ pub mod call;
 pub mod cdr;
 pub mod config;
 pub mod edge;
+pub mod health;
 pub mod ids;
 pub mod media;
 pub mod message;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub draining: IntGauge,
     pub targets_total: IntGaugeVec,
     pub targets_healthy: IntGaugeVec,
+    pub target_probes: IntCounterVec,
     pub options_answered: IntCounter,
     pub media_timeouts: IntCounterVec,
     pub media_mos: prometheus::HistogramVec,
@@ -144,8 +145,13 @@ impl Metrics {
             ),
             targets_healthy: gv(
                 "trunkgate_edge_trunk_targets_healthy",
-                "Outbound targets not failing, by trunk.",
+                "Outbound targets in rotation, by trunk: all of them unless OPTIONS probes (outbound.healthCheck) took some out.",
                 &["trunk"],
+            ),
+            target_probes: cv(
+                "trunkgate_edge_target_probes_total",
+                "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
+                &["trunk", "result"],
             ),
             media_timeouts: cv(
                 "trunkgate_edge_media_timeouts_total",

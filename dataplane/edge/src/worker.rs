@@ -101,6 +101,12 @@ pub enum Event {
         call: u64,
         result: Result<Vec<(SocketAddr, trunkgate_crds::Transport)>, String>,
     },
+    /// The address of a carrier target to probe.
+    ProbeResolved {
+        probe: Arc<crate::health::Probe>,
+        uri_host: String,
+        result: Result<(SocketAddr, trunkgate_crds::Transport), String>,
+    },
 }
 
 /// A request we received and the responses we gave it.
@@ -128,6 +134,8 @@ pub enum Purpose {
     Bye,
     /// A CANCEL of leg B's INVITE.
     Cancel,
+    /// An OPTIONS health probe of a carrier target (no call).
+    Probe(Arc<crate::health::Probe>),
 }
 
 /// A request we sent and its state.
@@ -159,6 +167,8 @@ pub enum Timer {
     ServerRetransmit(ServerKey),
     ServerForget(ServerKey),
     CallForget(u64),
+    /// Look for carrier targets whose OPTIONS probe is due.
+    ProbeTick,
 }
 
 /// A worker's sockets: sending borrows only these, not the worker's tables.
@@ -240,6 +250,7 @@ impl Worker {
         let mut buf_pub = vec![0u8; 65_535];
         let mut buf_int = vec![0u8; 65_535];
         let mut stopping = false;
+        self.schedule(crate::health::TICK, Timer::ProbeTick);
         loop {
             let next = self.timers.first_key_value().map(|((t, _), _)| *t);
             let sleep = async move {
@@ -370,6 +381,7 @@ impl Worker {
                 self.servers.remove(&key);
             }
             Timer::CallForget(id) => self.forget_call(id),
+            Timer::ProbeTick => self.probe_tick(),
         }
     }
 
@@ -777,6 +789,11 @@ impl Worker {
             Event::Resolved { call, result } => self.on_resolved(call, result),
             Event::Message { side, src, msg } => self.on_message(side, &src, *msg, true),
             Event::LinkFailed { addr } => self.on_link_failed(addr),
+            Event::ProbeResolved {
+                probe,
+                uri_host,
+                result,
+            } => self.on_probe_resolved(probe, &uri_host, result),
         }
     }
 
