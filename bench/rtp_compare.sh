@@ -7,6 +7,8 @@
 # Calls = PPS / 100 (each call: two streams at 50 pps, both directions). The edge's calls are set
 # up through its SIP side by dataplane/media/examples/relay_bench.rs --mode edge; CPU per packet
 # is the edge process's own CPU time over the measured window divided by packets delivered.
+# Memory per call is read twice at the first load: right after the calls are set up, and once
+# their setup transactions are gone (34 s later; SETTLE=no skips that wait).
 # The edge runs one worker (EDGE_WORKERS=1): the issue asks for figures per worker core, and on
 # 2 cores a second worker only competes with the load generator.
 set -uo pipefail
@@ -46,6 +48,7 @@ spec:
   numbers: ["+6499990000-+6499999999"]
 YAML
 printf '%-10s %-8s %-7s %-10s %-10s %-14s %-16s %s\n' system offered calls received loss% "cpu(%core)" "us CPU/packet" "p50/p99 latency"
+settle=${SETTLE:-yes}
 for pps in "${LOADS[@]}"; do
 	calls=$((pps / 100))
 	wait_quiet
@@ -53,7 +56,8 @@ for pps in "${LOADS[@]}"; do
 		--admin 127.0.0.1:19092 --workers "${EDGE_WORKERS:-1}" --rtp-ports 10000-32767 --media-timeout 3600 --drain-seconds 0 >"$OUT/edge_cdr_$pps.jsonl" 2>"$OUT/edge_$pps.log" &
 	EDGE_PID=$!
 	for ((i = 0; i < 100; i++)); do curl -sf 127.0.0.1:19092/readyz >/dev/null 2>&1 && break; sleep 0.1; done
-	"$BENCH" --mode edge --edge-sip 127.0.0.1:15060 --edge-pid "$EDGE_PID" --calls "$calls" --pps "$pps" --seconds "$SECONDS_RUN" --ports 32768-60999 >"$OUT/edge_$pps.txt" 2>&1
+	"$BENCH" --mode edge --edge-sip 127.0.0.1:15060 --edge-pid "$EDGE_PID" --calls "$calls" --pps "$pps" --seconds "$SECONDS_RUN" --ports 32768-60999 --settle "$settle" >"$OUT/edge_$pps.txt" 2>&1
+	settle=no
 	stop_pid "$EDGE_PID" 5; EDGE_PID=""
 	recv=$(grep -m1 'sent=' "$OUT/edge_$pps.txt" | sed -E 's/.*received=([0-9]+).*/\1/')
 	loss=$(grep -m1 'sent=' "$OUT/edge_$pps.txt" | sed -E 's/.*loss=([0-9.]+)%.*/\1/')
@@ -71,5 +75,6 @@ for pps in "${LOADS[@]}"; do
 	dlat=$(grep -m1 'latency' "$OUT/direct_$pps.txt" | sed -E 's/.*p50=([0-9.]+ [^ ]+) p99=([0-9.]+ [^ ]+).*/\1 \/ \2/')
 	printf '%-10s %-8s %-7s %-10s %-10s %-14s %-16s %s\n' no-relay "$pps" "$calls" "-" "$dl" "-" "-" "$dlat"
 done
+grep -h "memory per active call" "$OUT"/edge_*.txt | sed 's/^ */trunkgate /'
 echo "rtpengine: ../shared/bench/rtpengine_pps.sh STREAMS PPS 2 (userspace, 2 threads); its CPU per packet = its CPU / received pps"
 echo "details: $OUT"

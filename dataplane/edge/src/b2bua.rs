@@ -446,6 +446,13 @@ impl Worker {
             c.state = CallState::Confirmed;
             c.answered = Some(SystemTime::now());
             c.final_code = Some(code);
+            // What re-sending the INVITE (failover, digest) needed is not needed any more:
+            // an answered call holds only its dialogs (memory per active call).
+            c.b_lines = String::new();
+            c.b_body = Vec::new();
+            c.hops = Vec::new();
+            c.auth_line = None;
+            c.last_failure = None;
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
             let lines = answer_lines(&self.shared, c.a.side, resp);

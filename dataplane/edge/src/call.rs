@@ -18,6 +18,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// 0 for the carriers' side, 1 for the platform's.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Public => 0,
+            Side::Internal => 1,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Side::Public => "public",

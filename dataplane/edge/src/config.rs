@@ -296,6 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn target_health_survives_a_reload_while_the_trunk_keeps_the_target() {
+        let before = CarrierTrunk::test("a", "t").with_targets(&["sip:192.0.2.1", "sip:192.0.2.2"]);
+        let rt = runtime(&[before]);
+        assert_eq!(rt.health(0).len(), 2);
+        assert!(rt.health(0).iter().all(|h| h.is_up()));
+        rt.health(0)[0].record(false, 1);
+        rt.health(0)[1].record(false, 1);
+        // sip:192.0.2.2 stays (now first), sip:192.0.2.1 goes, sip:192.0.2.3 is new.
+        let after = CarrierTrunk::test("a", "t").with_targets(&["sip:192.0.2.2", "sip:192.0.2.3"]);
+        let c = compile(&[after], &[], &Secrets::new(), None);
+        let rt2 = Runtime::build(c.config, Some(&rt), &Metrics::new());
+        assert!(Arc::ptr_eq(&rt2.health(0)[0], &rt.health(0)[1]));
+        assert!(!rt2.health(0)[0].is_up(), "still down after the reload");
+        assert!(rt2.health(0)[1].is_up(), "a new target starts up");
+        assert!(rt2.health(7).is_empty(), "no such trunk");
+    }
+
+    #[test]
     fn limits_release_on_drop_and_survive_reload() {
         let mut t = CarrierTrunk::test("a", "t");
         t.spec.limits = Some(trunkgate_crds::Limits {

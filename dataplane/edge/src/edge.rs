@@ -226,6 +226,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         timer_seq: 0,
                         events: events_tx,
                         auth: AuthState::new(key, index),
+                        hot: shared.metrics.hot(),
                         tcp_out: Default::default(),
                         media: match trunkgate_media::MediaEngine::new(media_cfg) {
                             Ok(m) => Some(m),

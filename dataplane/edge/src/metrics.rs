@@ -183,6 +183,28 @@ impl Metrics {
     }
 }
 
+/// The counters every message touches, resolved once per worker: a labelled lookup hashes its
+/// labels and takes a lock each time.
+pub struct Hot {
+    /// `[side][server, client]`, side as [`crate::call::Side::index`].
+    pub transactions: [[IntCounter; 2]; 2],
+    pub retransmissions: [IntCounter; 2],
+    pub handoffs_ok: IntCounter,
+}
+
+impl Metrics {
+    pub fn hot(&self) -> Hot {
+        let sides = ["public", "internal"];
+        Hot {
+            transactions: sides.map(|s| {
+                ["server", "client"].map(|r| self.transactions.with_label_values(&[s, r]))
+            }),
+            retransmissions: sides.map(|s| self.retransmissions.with_label_values(&[s])),
+            handoffs_ok: self.handoffs.with_label_values(&["ok"]),
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

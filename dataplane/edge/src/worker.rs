@@ -224,6 +224,8 @@ pub struct Worker {
     pub timer_seq: u64,
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
+    /// Counters every message touches, resolved once.
+    pub hot: crate::metrics::Hot,
     pub tcp_out: crate::tcp::Outgoing,
     /// This worker's media relay (None when it could not start: relayed calls get 503).
     pub media: Option<trunkgate_media::MediaEngine>,
@@ -330,11 +332,7 @@ impl Worker {
                     (tx.interval * 2).min(T2)
                 };
                 self.net.send(tx.side, &tx.dest, &tx.bytes);
-                self.shared
-                    .metrics
-                    .retransmissions
-                    .with_label_values(&[tx.side.label()])
-                    .inc();
+                self.hot.retransmissions[tx.side.index()].inc();
                 let interval = tx.interval;
                 self.schedule(interval, Timer::ClientRetransmit(key));
             }
@@ -397,10 +395,7 @@ impl Worker {
     ) -> ServerKey {
         let key = server_key(req);
         let prefix = response_prefix(req, src.addr(), tag);
-        self.metrics()
-            .transactions
-            .with_label_values(&[side.label(), "server"])
-            .inc();
+        self.hot.transactions[side.index()][0].inc();
         self.servers.insert(
             key.clone(),
             ServerTxn {
@@ -482,11 +477,7 @@ impl Worker {
         // Over TCP the transport delivers; the timer still bounds the wait for the ACK.
         if let (Some(bytes), false) = (&tx.last, tx.peer.reliable()) {
             self.net.send(tx.side, &tx.peer, bytes);
-            self.shared
-                .metrics
-                .retransmissions
-                .with_label_values(&[tx.side.label()])
-                .inc();
+            self.hot.retransmissions[tx.side.index()].inc();
         }
         self.schedule(interval, Timer::ServerRetransmit(key));
     }
@@ -513,10 +504,7 @@ impl Worker {
         let invite = method == "INVITE";
         let reliable = dest.reliable();
         self.send(side, &dest, &bytes);
-        self.metrics()
-            .transactions
-            .with_label_values(&[side.label(), "client"])
-            .inc();
+        self.hot.transactions[side.index()][1].inc();
         self.clients.insert(
             key.clone(),
             ClientTxn {
@@ -590,7 +578,7 @@ impl Worker {
                 msg: Box::new(m),
             })
         }) {
-            Some(Ok(())) => self.metrics().handoffs.with_label_values(&["ok"]).inc(),
+            Some(Ok(())) => self.hot.handoffs_ok.inc(),
             _ => self
                 .metrics()
                 .handoffs
@@ -686,10 +674,7 @@ impl Worker {
             if let Some(bytes) = &tx.last {
                 self.net.send(tx.side, &tx.peer, bytes);
             }
-            self.metrics()
-                .retransmissions
-                .with_label_values(&[side.label()])
-                .inc();
+            self.hot.retransmissions[side.index()].inc();
             return;
         }
         if trunkgate_sip::max_forwards(req) == Some(0) && req.method != M::Options {

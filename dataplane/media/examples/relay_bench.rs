@@ -15,7 +15,8 @@
 //! cargo run --release -p trunkgate-media --example relay_bench -- --calls 1000 --pps 100000 --seconds 10
 //! ```
 //!
-//! Loopback only; every loop is bounded by `--seconds`.
+//! Loopback only; every loop is bounded by `--seconds` (and `--settle yes`, edge mode: twice
+//! 34 s, for the edge's memory per call once the calls' transactions have ended).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -44,6 +45,9 @@ struct Args {
     pps: f64,
     seconds: f64,
     warmup: f64,
+    /// `--mode edge`: also measure the edge's memory per call once the calls' transactions
+    /// are gone (RFC 6026 keeps an answered INVITE's transactions 32 s).
+    settle: bool,
     mode: String,
     ports: (u16, u16),
     /// Pin the relay to CPU 1 and the sender and receiver to CPU 0.
@@ -62,6 +66,7 @@ fn args() -> Result<Args, String> {
         pps: 100_000.0,
         seconds: 10.0,
         warmup: 1.0,
+        settle: false,
         mode: "tokio".into(),
         // Below the kernel's ephemeral range (32768+), where the peers' sockets land.
         ports: (10000, 31999),
@@ -84,6 +89,7 @@ fn args() -> Result<Args, String> {
             "--seconds" => a.seconds = num(&v)?.clamp(1.0, 120.0),
             "--warmup" => a.warmup = num(&v)?.clamp(0.0, 10.0),
             "--mode" => a.mode = v,
+            "--settle" => a.settle = v == "yes" || v == "true" || v == "1",
             "--pin" => a.pin = v == "yes" || v == "true" || v == "1",
             "--edge-sip" => a.edge_sip = Some(v.parse().map_err(|_| "--edge-sip IP:PORT")?),
             "--edge-pid" => a.edge_pid = v.parse().map_err(|_| "--edge-pid PID")?,
@@ -516,18 +522,42 @@ fn main() {
     let epoch = Instant::now();
 
     let mut edge_cpu = None;
+    let mut edge_settle = None;
     let (relay, targets) = if a.mode == "edge" {
         let (rss0, slab0) = (edge::rss_kib(a.edge_pid), socket_slab_bytes());
-        let t = edge::setup_calls(&a, &carriers, &platforms).unwrap_or_else(|e| {
-            eprintln!("relay_bench: call setup through the edge failed: {e}");
-            std::process::exit(1);
-        });
+        let setup = |first: usize, last: usize| {
+            edge::setup_calls(&a, first, &carriers[first..last], &platforms[first..last])
+                .unwrap_or_else(|e| {
+                    eprintln!("relay_bench: call setup through the edge failed: {e}");
+                    std::process::exit(1);
+                })
+        };
+        // With --settle, half the calls first, measured once their transactions are gone, so
+        // the second half shows what one more call costs beyond the allocator's first growth.
+        let half = if a.settle { a.calls / 2 } else { 0 };
+        let mut t = Vec::with_capacity(a.calls);
+        let mut half_settled = None;
+        if half > 0 {
+            t.extend(setup(0, half));
+            std::thread::sleep(edge::LINGER);
+            half_settled = Some(edge::rss_kib(a.edge_pid));
+        }
+        t.extend(setup(half, a.calls));
+        let rss = edge::rss_kib(a.edge_pid);
+        edge_settle = half_settled.map(|h| (rss0, h, Instant::now()));
         let calls = a.calls.max(1) as f64;
         println!(
             "  edge memory per active call: {:.2} KiB user space (edge RSS), {:.2} KiB kernel slab (the 4 relay sockets per call)",
-            edge::rss_kib(a.edge_pid).saturating_sub(rss0) as f64 / calls,
+            rss.saturating_sub(rss0) as f64 / calls,
             socket_slab_bytes().saturating_sub(slab0) as f64 / calls / 1024.0
         );
+        if let Some(h) = half_settled {
+            println!(
+                "  edge memory per added call ({} more on top of {half}, their transactions still up): {:.2} KiB user space",
+                a.calls - half,
+                rss.saturating_sub(h) as f64 / (a.calls - half).max(1) as f64
+            );
+        }
         let (ph, pid) = (phase.clone(), a.edge_pid);
         edge_cpu = Some(std::thread::spawn(move || {
             edge::cpu_during_measure(pid, &ph)
@@ -636,6 +666,18 @@ fn main() {
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
         );
     }
+    if let Some((rss0, half_settled, set_up)) = edge_settle {
+        // The calls are still up (the bench never hangs up); their setup transactions end
+        // 32 s after the setup (timers L/M, RFC 6026), a little after that here.
+        std::thread::sleep((set_up + edge::LINGER).saturating_duration_since(Instant::now()));
+        let rss = edge::rss_kib(a.edge_pid);
+        let added = (a.calls - a.calls / 2).max(1) as f64;
+        println!(
+            "  edge memory once the 32 s transaction linger is over: {:.2} KiB per active call (RSS growth / calls), {:.2} KiB per added call (second half)",
+            rss.saturating_sub(rss0) as f64 / a.calls.max(1) as f64,
+            rss.saturating_sub(half_settled) as f64 / added
+        );
+    }
     if let Some(rr) = relay {
         let per = rr.cpu.as_secs_f64() * 1e6 / rr.forwarded.max(1) as f64;
         println!(
@@ -666,6 +708,9 @@ mod edge {
     use std::time::{Duration, Instant};
 
     use super::{Args, DRAIN, MEASURE};
+
+    /// An answered call's setup transactions live 32 s (RFC 6026 timers L and M); a little more.
+    pub const LINGER: Duration = Duration::from_secs(34);
 
     fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
         msg.split("\r\n")
@@ -725,8 +770,10 @@ mod edge {
 
     /// One INVITE / 200 / ACK per call; returns, per call, where the carrier side and the
     /// platform side send RTP (the edge's relay addresses).
+    /// Sets up one call per (carrier, platform) socket pair; `first` numbers them.
     pub fn setup_calls(
         a: &Args,
+        first: usize,
         carriers: &[UdpSocket],
         platforms: &[UdpSocket],
     ) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
@@ -741,6 +788,7 @@ mod edge {
         let me = c.local_addr().map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(carriers.len());
         for (i, (cs, ps)) in carriers.iter().zip(platforms).enumerate() {
+            let i = first + i;
             let callee = format!("+{}", a.number + i as u64);
             let call_id = format!("bench-{i}-{}@127.0.0.10", std::process::id());
             let offer = sdp(cs.local_addr().map_err(|e| e.to_string())?);
