@@ -238,6 +238,12 @@ impl Sipp {
         }
     }
 
+    /// A platform or carrier that answers every call with 200 and waits for the BYE
+    /// (`uas_answer.xml`), on `local`.
+    pub fn answering<'l>(lab: &'l Lab, name: &str, local: SocketAddr) -> SippBuilder<'l> {
+        Self::uas_at(lab, name, scenario(lab, "uas_answer.xml", &[]), local)
+    }
+
     fn wait_bound(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !udp_bound(self.local.ip(), self.local.port()) {

@@ -277,13 +277,7 @@ fn hot_reload_mid_call_keeps_the_call_and_applies_to_the_next() {
     config(&lab, platform, None);
     let edge = Edge::start(&lab, EdgeOptions::default());
     let version = edge.snapshot_version();
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let long = carrier_call(
         &lab,
         &edge,
@@ -349,20 +343,8 @@ fn hot_reload_of_the_destination_moves_new_calls_only() {
     let trunk = config(&lab, p1, None);
     let edge = Edge::start(&lab, EdgeOptions::default());
     let version = edge.snapshot_version();
-    let old = Sipp::uas_at(
-        &lab,
-        "platform-old",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p1,
-    )
-    .start();
-    let new = Sipp::uas_at(
-        &lab,
-        "platform-new",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p2,
-    )
-    .start();
+    let old = Sipp::answering(&lab, "platform-old", p1).start();
+    let new = Sipp::answering(&lab, "platform-new", p2).start();
     let long = carrier_call(
         &lab,
         &edge,
@@ -407,13 +389,7 @@ fn hot_reload_that_drops_the_carrier_address_keeps_its_call_in_progress() {
     let trunk = config(&lab, platform, None);
     let edge = Edge::start(&lab, EdgeOptions::default());
     let version = edge.snapshot_version();
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let long = carrier_call(
         &lab,
         &edge,
@@ -613,13 +589,7 @@ fn call_detail_records_describe_each_call() {
     let edge = Edge::start(&lab, EdgeOptions::default());
 
     // 1. Inbound, national numbers, answered, the carrier hangs up after about 0.5 s.
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let ruri = edge.public_uri("098879333");
     Sipp::uac(
         &lab,
@@ -640,13 +610,7 @@ fn call_detail_records_describe_each_call() {
     .assert_ok();
     uas.wait().assert_ok();
     // 2. Outbound, answered, the platform hangs up.
-    let sbc = Sipp::uas_at(
-        &lab,
-        "carrier-sbc",
-        scenario(&lab, "uas_answer.xml", &[]),
-        carrier_sbc,
-    )
-    .start();
+    let sbc = Sipp::answering(&lab, "carrier-sbc", carrier_sbc).start();
     platform_call(&lab, &edge, "platform-out", "uac_call.xml", &[])
         .wait()
         .assert_ok();

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use trunkgate_tests::config::documents;
 use trunkgate_tests::sip::{RawInvite, digest_md5_authorization, digest_params};
-use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
 
 const REALM: &str = "sip.example.net";
@@ -76,13 +75,7 @@ fn digest_right_credentials_pass_and_cannot_be_replayed() {
     let platform = Sipp::reserve(PLATFORM);
     config(&lab, platform);
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let sock = RawUdp::bind(CARRIER);
     let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-good");
 
@@ -190,13 +183,7 @@ fn digest_nonce_from_a_previous_run_or_forged_is_challenged_again() {
         challenge(&first, &sock, &inv).0["nonce"].clone()
     };
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
 
     for (what, nonce) in [
         ("a nonce from the previous run", old_nonce.clone()),

@@ -39,13 +39,7 @@ fn inbound_call_from_allowed_carrier_reaches_platform() {
     let platform = Sipp::reserve(PLATFORM);
     one_trunk(&lab, platform, |t| t);
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let ruri = edge.public_uri(NUMBER);
     let carrier = Sipp::uac(
         &lab,
@@ -120,14 +114,9 @@ fn inbound_from_denied_source_gets_no_reply_and_is_counted() {
     let platform = Sipp::reserve(PLATFORM);
     one_trunk(&lab, platform, |t| t);
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .timeout_secs(10)
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform)
+        .timeout_secs(10)
+        .start();
     let drops_before = edge.metric("trunkgate_edge_acl_drops_total", &[("side", "public")]);
 
     let ruri = edge.public_uri(NUMBER);
@@ -212,20 +201,8 @@ fn tenants_behind_one_carrier_address_are_told_apart_by_number() {
         ]),
     );
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas1 = Sipp::uas_at(
-        &lab,
-        "acme-platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p1,
-    )
-    .start();
-    let uas2 = Sipp::uas_at(
-        &lab,
-        "globex-platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p2,
-    )
-    .start();
+    let uas1 = Sipp::answering(&lab, "acme-platform", p1).start();
+    let uas2 = Sipp::answering(&lab, "globex-platform", p2).start();
     for (n, number) in [NUMBER, "+6495550142"].into_iter().enumerate() {
         let ruri = edge.public_uri(number);
         Sipp::uac(
@@ -275,20 +252,8 @@ fn tenants_behind_one_carrier_address_are_told_apart_by_hostname() {
         ]),
     );
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas1 = Sipp::uas_at(
-        &lab,
-        "acme-platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p1,
-    )
-    .start();
-    let uas2 = Sipp::uas_at(
-        &lab,
-        "globex-platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        p2,
-    )
-    .start();
+    let uas1 = Sipp::answering(&lab, "acme-platform", p1).start();
+    let uas2 = Sipp::answering(&lab, "globex-platform", p2).start();
     for host in ["globex.sip.example.net", "acme.sip.example.net"] {
         let ruri = format!("sip:+6498870001@{host}");
         Sipp::uac(
@@ -341,14 +306,7 @@ fn national_and_international_numbers_are_normalised_to_e164() {
     let platform = Sipp::reserve(PLATFORM);
     one_trunk(&lab, platform, |t| t);
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .calls(2)
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).calls(2).start();
 
     // National format both ways: 09 8879333 from 021 555123.
     let ruri = edge.public_uri("098879333");
@@ -549,14 +507,7 @@ fn concurrent_call_limit_gives_503_with_retry_after() {
     let platform = Sipp::reserve(PLATFORM);
     one_trunk(&lab, platform, |t| t.max_concurrent_calls(1));
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .calls(2)
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).calls(2).start();
     let ruri = edge.public_uri(NUMBER);
     let first = Sipp::uac(
         &lab,

@@ -104,14 +104,9 @@ fn three_callers(policy: &str, unverified_code: &str) -> (Vec<SipMsg>, SippRun, 
     config(&lab, trunk(&[target]).policy(policy), &[]);
     let edge = Edge::start(&lab, EdgeOptions::default());
     let answered = if unverified_code == "200" { 3 } else { 2 };
-    let carrier = Sipp::uas_at(
-        &lab,
-        "carrier",
-        scenario(&lab, "uas_answer.xml", &[]),
-        target,
-    )
-    .calls(answered)
-    .start();
+    let carrier = Sipp::answering(&lab, "carrier", target)
+        .calls(answered)
+        .start();
     for caller in [BYOC, VERIFIED] {
         platform_call(
             &lab,
@@ -265,13 +260,7 @@ fn failover_to_the_second_target_on_503() {
         t1,
     )
     .start();
-    let second = Sipp::uas_at(
-        &lab,
-        "carrier-sbc2",
-        scenario(&lab, "uas_answer.xml", &[]),
-        t2,
-    )
-    .start();
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2).start();
     let platform = platform_call(&lab, &edge, "platform", BYOC, "uac_call.xml", "");
     platform.assert_ok();
     first.wait().assert_ok();
@@ -297,13 +286,7 @@ fn failover_to_the_second_target_on_timeout() {
     let t2 = Sipp::reserve(CARRIER_TARGET_2);
     config(&lab, trunk(&[black_hole.local, t2]), &[]);
     let edge = failover_edge(&lab);
-    let second = Sipp::uas_at(
-        &lab,
-        "carrier-sbc2",
-        scenario(&lab, "uas_answer.xml", &[]),
-        t2,
-    )
-    .start();
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2).start();
     let started = Instant::now();
     let platform = platform_call(&lab, &edge, "platform", BYOC, "uac_call.xml", "");
     platform.assert_ok();
@@ -347,14 +330,9 @@ fn no_failover_on_486_busy_goes_back_to_the_platform() {
         t1,
     )
     .start();
-    let second = Sipp::uas_at(
-        &lab,
-        "carrier-sbc2",
-        scenario(&lab, "uas_answer.xml", &[]),
-        t2,
-    )
-    .timeout_secs(8)
-    .start();
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2)
+        .timeout_secs(8)
+        .start();
     let platform = platform_call(&lab, &edge, "platform", BYOC, "uac_refused.xml", "486");
     platform.assert_ok();
     first.wait().assert_ok();

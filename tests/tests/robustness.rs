@@ -152,13 +152,7 @@ fn malformed_messages_never_crash_the_edge() {
 
     // Still serving: health and a normal call.
     assert_eq!(edge.get("/healthz").map(|r| r.0), Some(200));
-    let uas = Sipp::uas_at(
-        &lab,
-        "platform",
-        scenario(&lab, "uas_answer.xml", &[]),
-        platform,
-    )
-    .start();
+    let uas = Sipp::answering(&lab, "platform", platform).start();
     let ruri = edge.public_uri(NUMBER);
     Sipp::uac(
         &lab,
