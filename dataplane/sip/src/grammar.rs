@@ -196,6 +196,20 @@ impl<'a> Iterator for List<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let value = self.0?;
         let bytes = value.as_bytes();
+        // Fast path: a comma before any quote or angle bracket (or neither at all) ends the
+        // entry; only a quoted-string or a name-addr needs the scan below. Via, the list read
+        // most, is almost always this.
+        match memchr::memchr3(b',', b'"', b'<', bytes) {
+            None => {
+                self.0 = None;
+                return Some(trim_lws(value));
+            }
+            Some(i) if bytes[i] == b',' => {
+                self.0 = Some(&value[i + 1..]);
+                return Some(trim_lws(&value[..i]));
+            }
+            Some(_) => {}
+        }
         let (mut quoted, mut angle) = (false, false);
         let mut i = 0;
         while i < bytes.len() {
@@ -325,18 +339,12 @@ impl<'a> Iterator for Params<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let rest = trim_lws(self.0).strip_prefix(';')?;
         let bytes = rest.as_bytes();
-        let mut quoted = false;
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' if quoted => i += 1,
-                b'"' => quoted = !quoted,
-                b';' if !quoted => break,
-                _ => {}
-            }
-            i += 1;
-        }
-        let end = i.min(bytes.len());
+        // Fast path: the next `;` comes before any quote (a backslash only escapes in quotes).
+        let end = match memchr::memchr2(b';', b'"', bytes) {
+            None => bytes.len(),
+            Some(j) if bytes[j] == b';' => j,
+            Some(_) => param_end(bytes),
+        };
         let param = &rest[..end];
         self.0 = &rest[end..];
         Some(match split_byte(param, b'=') {
@@ -344,6 +352,22 @@ impl<'a> Iterator for Params<'a> {
             None => (trim_lws(param), None),
         })
     }
+}
+
+/// Where the parameter that starts `bytes` ends: the first `;` outside a quoted value.
+fn param_end(bytes: &[u8]) -> usize {
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    i.min(bytes.len())
 }
 
 /// The value of parameter `name` (ASCII case-insensitive) among `;`-parameters.
@@ -406,6 +430,41 @@ pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_split_on_commas_outside_quotes_and_angle_brackets() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a", &["a"]),
+            (
+                "SIP/2.0/UDP h1;branch=z9hG4bK1 , SIP/2.0/UDP h2",
+                &["SIP/2.0/UDP h1;branch=z9hG4bK1", "SIP/2.0/UDP h2"],
+            ),
+            (
+                "\"Doe, J\" <sip:a@h>, <sip:b@h>",
+                &["\"Doe, J\" <sip:a@h>", "<sip:b@h>"],
+            ),
+            ("<sip:a@h;x=1,2>;q=1, c", &["<sip:a@h;x=1,2>;q=1", "c"]),
+            ("x, \"a\\\",b\", y", &["x", "\"a\\\",b\"", "y"]),
+        ];
+        for (value, want) in cases {
+            assert_eq!(split_list(value).collect::<Vec<_>>(), *want, "{value}");
+        }
+    }
+
+    #[test]
+    fn params_split_on_semicolons_outside_quotes() {
+        let got: Vec<_> = Params(";branch=z9hG4bK1;rport ; x=\"a;b\";y").collect();
+        assert_eq!(
+            got,
+            vec![
+                ("branch", Some("z9hG4bK1")),
+                ("rport", None),
+                ("x", Some("\"a;b\"")),
+                ("y", None)
+            ]
+        );
+        assert_eq!(param(";a=1;B=2", "b"), Some("2"));
+    }
 
     #[test]
     fn character_classes_follow_rfc_3261() {
