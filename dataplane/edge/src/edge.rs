@@ -223,7 +223,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         servers: Default::default(),
                         clients: Default::default(),
                         timers: Default::default(),
-                        timer_seq: 0,
                         events: events_tx,
                         auth: AuthState::new(key, index),
                         hot: shared.metrics.hot(),

@@ -17,4 +17,5 @@ pub mod msg;
 pub mod settings;
 pub mod source;
 pub mod tcp;
+pub mod timers;
 pub mod worker;

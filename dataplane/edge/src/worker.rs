@@ -2,7 +2,7 @@
 //! transactions (RFC 3261 §17), its dialogs and its calls. No locks on the call path; the
 //! snapshot is read through ArcSwap. A message for a call another worker owns is handed over.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,8 +220,7 @@ pub struct Worker {
     pub dialogs: Table<(String, String), (u64, LegId)>,
     pub servers: Table<ServerKey, ServerTxn>,
     pub clients: Table<ClientKey, ClientTxn>,
-    pub timers: BTreeMap<(Instant, u64), Timer>,
-    pub timer_seq: u64,
+    pub timers: crate::timers::Timers<Timer>,
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
     /// Counters every message touches, resolved once.
@@ -254,7 +253,7 @@ impl Worker {
         let mut stopping = false;
         self.schedule(crate::health::TICK, Timer::ProbeTick);
         loop {
-            let next = self.timers.first_key_value().map(|((t, _), _)| *t);
+            let next = self.timers.next_deadline();
             let sleep = async move {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -300,18 +299,12 @@ impl Worker {
     // ---- timers --------------------------------------------------------------------------
 
     pub fn schedule(&mut self, after: Duration, t: Timer) {
-        self.timer_seq += 1;
-        self.timers
-            .insert((Instant::now() + after, self.timer_seq), t);
+        self.timers.set(Instant::now(), after, t);
     }
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let t = entry.remove();
+        while let Some(t) = self.timers.pop_due(now) {
             self.on_timer(t);
         }
     }
