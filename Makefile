@@ -81,6 +81,7 @@ bench: build
 	bash bench/compare_cps.sh $(BENCH_RATES)
 	$(CARGO) build --release -q -p trunkgate-media --example relay_bench
 	bash bench/rtp_compare.sh $(BENCH_PPS)
+	$(CARGO) run --release -q -p trunkgate-media --example uring_probe -- 2000 100000 5
 
 clean:
 	$(CARGO) clean
