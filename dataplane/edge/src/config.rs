@@ -184,6 +184,24 @@ impl Runtime {
                 .with_label_values(&[t.id.as_str()])
                 .set(health[i].iter().filter(|h| h.is_up()).count() as i64);
         }
+        // Trunks the new snapshot no longer has stop showing targets (and a targets-down alert).
+        if let Some(p) = previous {
+            let now: std::collections::HashSet<&str> =
+                config.trunks.iter().map(|t| t.id.as_str()).collect();
+            for gone in p
+                .config
+                .trunks
+                .iter()
+                .filter(|t| !now.contains(t.id.as_str()))
+            {
+                let _ = metrics
+                    .targets_total
+                    .remove_label_values(&[gone.id.as_str()]);
+                let _ = metrics
+                    .targets_healthy
+                    .remove_label_values(&[gone.id.as_str()]);
+            }
+        }
         for v in routes.values_mut() {
             v.sort_unstable();
         }
@@ -311,6 +329,20 @@ mod tests {
         assert!(!rt2.health(0)[0].is_up(), "still down after the reload");
         assert!(rt2.health(0)[1].is_up(), "a new target starts up");
         assert!(rt2.health(7).is_empty(), "no such trunk");
+        let metrics = Metrics::new();
+        let rt3 = Runtime::build(rt2.config.clone(), None, &metrics);
+        let gauge = |m: &Metrics| {
+            m.registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "trunkgate_edge_trunk_targets_total")
+                .map(|f| f.get_metric().len())
+                .sum::<usize>()
+        };
+        assert_eq!(gauge(&metrics), 1);
+        let empty = compile(&[], &[], &Secrets::new(), None);
+        let _rt4 = Runtime::build(empty.config, Some(&rt3), &metrics);
+        assert_eq!(gauge(&metrics), 0, "a removed trunk shows no targets");
     }
 
     #[test]
