@@ -6,7 +6,7 @@ RELEASE_BIN := target/release
 CRD_FILE := crds/crds.yaml
 CHART_CRD_DIR := charts/trunkgate/crds
 
-.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image
 
 EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 --admin 127.0.0.1:9091
 
@@ -68,6 +68,10 @@ crds-check:
 
 BENCH_RATES ?= 2000 5000
 BENCH_PPS ?= 100000 120000
+
+## image: build the operator and edge images with docker, podman or nerdctl (REGISTRY, TAG, CONTAINER_ENGINE)
+image:
+	bash scripts/image.sh
 
 ## e2e: the whole flow on a real kind/k3d cluster (needs docker, kind or k3d, kubectl); not in `make test`
 e2e:
