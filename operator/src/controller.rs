@@ -255,13 +255,14 @@ fn report_for(
     Some((report, compiled))
 }
 
-/// Applies a desired status and counts the write.
-async fn write_status<K, S>(
+/// Writes one object's status from the latest compile: `desired` builds it from the object's
+/// report, the snapshot, the live rollout and the time; it is applied when it differs.
+async fn reconcile_status<K, S>(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    obj: &K,
+    kind: ObjectKind,
     current: Option<&S>,
-    desired: &S,
+    desired: impl FnOnce(&Report, &EdgeConfig, Option<&Rollout>, &Time) -> S,
 ) -> Result<Action, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -270,8 +271,19 @@ where
         + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    if apply_status(api, name, current, desired).await? {
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[K::kind(&()).as_ref()])
+        .inc();
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let Some((report, compiled)) = report_for(ctx, kind, &ns, &name, obj.meta().generation) else {
+        return Ok(Action::await_change());
+    };
+    let now = Time(jiff::Timestamp::now());
+    let rollout = ctx.rollout();
+    let desired = desired(&report, &compiled.config, rollout.as_ref(), &now);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    if apply_status(api, &name, current, &desired).await? {
         ctx.metrics
             .status_writes
             .with_label_values(&[K::kind(&()).as_ref()])
@@ -282,31 +294,17 @@ where
 
 /// Writes one CarrierTrunk's status from the latest compile.
 pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
-        .reconciles
-        .with_label_values(&["CarrierTrunk"])
-        .inc();
-    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let Some((report, compiled)) = report_for(
+    let current = obj.status.as_ref();
+    reconcile_status(
         &ctx,
+        obj.as_ref(),
         ObjectKind::CarrierTrunk,
-        &ns,
-        &name,
-        obj.metadata.generation,
-    ) else {
-        return Ok(Action::await_change());
-    };
-    let now = Time(jiff::Timestamp::now());
-    let rollout = ctx.rollout();
-    let desired = status::trunk_status(
-        &report,
-        &compiled.config,
-        rollout.as_ref(),
-        &ctx.settings.edge,
-        obj.status.as_ref(),
-        &now,
-    );
-    write_status::<CarrierTrunk, _>(&ctx, &ns, &name, obj.status.as_ref(), &desired).await
+        current,
+        |report, config, rollout, now| {
+            status::trunk_status(report, config, rollout, &ctx.settings.edge, current, now)
+        },
+    )
+    .await
 }
 
 /// Writes one NumberOwnership's status from the latest compile.
@@ -314,30 +312,17 @@ pub async fn reconcile_ownership(
     obj: Arc<NumberOwnership>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    ctx.metrics
-        .reconciles
-        .with_label_values(&["NumberOwnership"])
-        .inc();
-    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let Some((report, compiled)) = report_for(
+    let current = obj.status.as_ref();
+    reconcile_status(
         &ctx,
+        obj.as_ref(),
         ObjectKind::NumberOwnership,
-        &ns,
-        &name,
-        obj.metadata.generation,
-    ) else {
-        return Ok(Action::await_change());
-    };
-    let now = Time(jiff::Timestamp::now());
-    let rollout = ctx.rollout();
-    let desired = status::ownership_status(
-        &report,
-        &compiled.config,
-        rollout.as_ref(),
-        obj.status.as_ref(),
-        &now,
-    );
-    write_status::<NumberOwnership, _>(&ctx, &ns, &name, obj.status.as_ref(), &desired).await
+        current,
+        |report, config, rollout, now| {
+            status::ownership_status(report, config, rollout, current, now)
+        },
+    )
+    .await
 }
 
 fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {

@@ -220,15 +220,8 @@ impl Worker {
         };
         let events = self.events.clone();
         tokio::spawn(async move {
-            let target = trunkgate_resolve::Target {
-                host: &hop.host,
-                port: hop.port,
-                transport: Some(resolve_transport(hop.transport))
-                    .filter(|_| hop.uri_host.contains("transport=") || hop.port.is_some()),
-                secure: hop.secure,
-            };
             let result = resolver
-                .resolve(&target)
+                .resolve(&hop.resolve_target())
                 .await
                 .map(|ds| {
                     ds.into_iter()
@@ -325,9 +318,7 @@ impl Worker {
         );
         let mut b = Builder::request("INVITE", &ruri)
             .header("Via", &via(dest.transport(), hostport, &branch))
-            .raw(&ident)
-            .header("To", &c.b.remote)
-            .header("CSeq", &format!("{cseq} INVITE"))
+            .ids(&ident, &c.b.remote, cseq, "INVITE")
             .header("Contact", &format!("<sip:{hostport}>"))
             .raw(&c.b_lines);
         if let Some(auth) = &c.auth_line {
@@ -565,9 +556,11 @@ impl Worker {
             Side::Internal => self.shared.internal_hostport.clone(),
         };
         let to = msg::header(resp, "To").unwrap_or_default();
-        let mut b = Builder::request("ACK", &c.b.remote_target)
-            .header("Via", &via(c.b.peer.transport(), &hostport, &branch))
-            .header("Max-Forwards", "70");
+        let mut b = Builder::request_via(
+            "ACK",
+            &c.b.remote_target,
+            &via(c.b.peer.transport(), &hostport, &branch),
+        );
         for r in &c.b.route_set {
             b.push("Route", r);
         }
@@ -602,13 +595,10 @@ impl Worker {
         let hostport = self.hostport(side).to_string();
         for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
             let branch = self.mint.branch();
-            let bytes = Builder::request(method, &target)
-                .header("Via", &via(dest.transport(), &hostport, &branch))
-                .header("Max-Forwards", "70")
-                .raw(&ident)
-                .header("To", &to)
-                .header("CSeq", &format!("{n} {method}"))
-                .finish();
+            let bytes =
+                Builder::request_via(method, &target, &via(dest.transport(), &hostport, &branch))
+                    .ids(&ident, &to, n, method)
+                    .finish();
             self.send_raw(side, &dest, &bytes);
         }
     }
@@ -632,13 +622,13 @@ impl Worker {
                 .map(|h| h.uri_host.as_str())
                 .unwrap_or_default()
         );
-        let bytes = Builder::request("CANCEL", &tx.ruri)
-            .header("Via", &via(tx.dest.transport(), &hostport, &inv.0))
-            .header("Max-Forwards", "70")
-            .raw(&tx.ident)
-            .header("To", &to)
-            .header("CSeq", &format!("{} CANCEL", tx.cseq))
-            .finish();
+        let bytes = Builder::request_via(
+            "CANCEL",
+            &tx.ruri,
+            &via(tx.dest.transport(), &hostport, &inv.0),
+        )
+        .ids(&tx.ident, &to, tx.cseq, "CANCEL")
+        .finish();
         let (side, dest, ruri, ident, cseq) = (
             tx.side,
             tx.dest.clone(),
@@ -1031,9 +1021,7 @@ fn in_dialog_request(
         "From: {};tag={}\r\nCall-ID: {}\r\n",
         l.local, l.local_tag, l.call_id
     );
-    let mut b = Builder::request(method, &ruri)
-        .header("Via", &via(l.peer.transport(), &hostport, branch))
-        .header("Max-Forwards", "70");
+    let mut b = Builder::request_via(method, &ruri, &via(l.peer.transport(), &hostport, branch));
     for r in &l.route_set {
         b.push("Route", r);
     }

@@ -132,6 +132,20 @@ pub struct Hop {
     pub uri_host: String,
 }
 
+impl Hop {
+    /// What RFC 3263 resolution looks up for this hop: the URI's transport counts only when the
+    /// URI named it or gave a port (§4.1).
+    pub fn resolve_target(&self) -> trunkgate_resolve::Target<'_> {
+        trunkgate_resolve::Target {
+            host: &self.host,
+            port: self.port,
+            transport: Some(crate::b2bua::resolve_transport(self.transport))
+                .filter(|_| self.uri_host.contains("transport=") || self.port.is_some()),
+            secure: self.secure,
+        }
+    }
+}
+
 /// Everything about one call.
 pub struct Call {
     pub id: u64,

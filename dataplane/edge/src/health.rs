@@ -147,14 +147,7 @@ impl Worker {
         };
         let events = self.events.clone();
         tokio::spawn(async move {
-            let target = trunkgate_resolve::Target {
-                host: &hop.host,
-                port: hop.port,
-                transport: Some(crate::b2bua::resolve_transport(hop.transport))
-                    .filter(|_| hop.uri_host.contains("transport=") || hop.port.is_some()),
-                secure: hop.secure,
-            };
-            let result = match resolver.resolve(&target).await {
+            let result = match resolver.resolve(&hop.resolve_target()).await {
                 Ok(dests) => dests
                     .first()
                     .map(|d| (d.addr, crate::b2bua::crds_transport(d.transport)))
@@ -198,14 +191,11 @@ impl Worker {
         let hostport = self.shared.public_hostport.clone();
         let ruri = format!("sip:{uri_host}");
         let ident = format!("From: <sip:trunkgate@{hostport}>;tag={tag}\r\nCall-ID: {call_id}\r\n");
-        let bytes = Builder::request("OPTIONS", &ruri)
-            .header("Via", &via(dest.transport(), &hostport, &branch))
-            .header("Max-Forwards", "70")
-            .raw(&ident)
-            .header("To", &format!("<{ruri}>"))
-            .header("CSeq", "1 OPTIONS")
-            .header("Accept", "application/sdp")
-            .body(&[]);
+        let bytes =
+            Builder::request_via("OPTIONS", &ruri, &via(dest.transport(), &hostport, &branch))
+                .ids(&ident, &format!("<{ruri}>"), 1, "OPTIONS")
+                .header("Accept", "application/sdp")
+                .body(&[]);
         let key = self.open_client(
             0,
             LegId::B,

@@ -41,6 +41,22 @@ impl Builder {
         Self { buf }
     }
 
+    /// A request the edge sends: request line, its Via value and `Max-Forwards: 70` (RFC 3261
+    /// §8.1.1).
+    pub fn request_via(method: &str, ruri: &str, via: &str) -> Self {
+        Self::request(method, ruri)
+            .header("Via", via)
+            .header("Max-Forwards", "70")
+    }
+
+    /// The transaction's identity after Via: `ident` (its From and Call-ID lines), To and
+    /// `CSeq: cseq method`.
+    pub fn ids(self, ident: &str, to: &str, cseq: u32, method: &str) -> Self {
+        self.raw(ident)
+            .header("To", to)
+            .header("CSeq", &format!("{cseq} {method}"))
+    }
+
     /// `SIP/2.0 code reason`.
     pub fn response(code: u16, reason: &str) -> Self {
         let mut buf = String::with_capacity(768);

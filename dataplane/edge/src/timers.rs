@@ -72,14 +72,6 @@ impl<T> Timers<T> {
         let (_, i) = best?;
         self.fixed[i].pop_front().map(|(_, t)| t)
     }
-
-    pub fn len(&self) -> usize {
-        self.fixed.iter().map(VecDeque::len).sum::<usize>() + self.other.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -96,13 +88,11 @@ mod tests {
         t.set(t0 + Duration::from_millis(10), T1, "t1-later");
         t.set(t0, T4, "t4");
         t.set(t0, Duration::from_millis(100), "100ms");
-        assert_eq!(t.len(), 6);
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(100)));
         assert_eq!(t.pop_due(t0), None, "nothing due yet");
         let end = t0 + Duration::from_secs(60);
         let order: Vec<_> = std::iter::from_fn(|| t.pop_due(end)).collect();
         assert_eq!(order, ["100ms", "t1", "t1-later", "1s", "t4", "32s"]);
-        assert!(t.is_empty());
         assert_eq!(t.next_deadline(), None);
     }
 

@@ -584,12 +584,13 @@ impl Worker {
         // Messages of calls already up pass even when a reload has since removed the carrier's
         // addresses (the call keeps the configuration it started with): they carry a branch or
         // tag we minted, and are dropped later if they match nothing.
-        let ours = match &m {
-            SipMessage::Response(r) => trunkgate_sip::top_via_branch(r).and_then(owner).is_some(),
-            SipMessage::Request(r) => trunkgate_sip::to_tag(r).and_then(owner).is_some(),
-            SipMessage::Extension(_) => false,
+        // The worker named by our branch (responses) or our To tag (in-dialog requests).
+        let minted = match &m {
+            SipMessage::Response(r) => trunkgate_sip::top_via_branch(r).and_then(owner),
+            SipMessage::Request(r) => trunkgate_sip::to_tag(r).and_then(owner),
+            SipMessage::Extension(_) => None,
         };
-        if side == Side::Public && !ours && !self.source_allowed(src.addr()) {
+        if side == Side::Public && minted.is_none() && !self.source_allowed(src.addr()) {
             self.metrics()
                 .acl_drops
                 .with_label_values(&[side.label()])
@@ -608,25 +609,21 @@ impl Worker {
             }
             return;
         }
-        let owner_of = |id: Option<&str>| id.and_then(owner);
         match m {
-            SipMessage::Response(r) => {
-                let to = owner_of(trunkgate_sip::top_via_branch(&r));
-                match to {
-                    Some(w) if may_hand_off && w != self.index => {
-                        self.hand_off(w, side, src, SipMessage::Response(r))
-                    }
-                    _ => self.on_response(side, src, &r),
+            SipMessage::Response(r) => match minted {
+                Some(w) if may_hand_off && w != self.index => {
+                    self.hand_off(w, side, src, SipMessage::Response(r))
                 }
-            }
+                _ => self.on_response(side, src, &r),
+            },
             SipMessage::Request(r) => {
                 // Our To tag names the owner; a request without one (a new INVITE, its CANCEL
                 // and retransmissions) belongs to the worker its Call-ID hashes to, so one
                 // carrier's calls spread over every core although the kernel hands all of its
                 // datagrams (one source address) to the same socket.
                 let workers = self.shared.handoff.len();
-                let to = owner_of(trunkgate_sip::to_tag(&r))
-                    .or_else(|| trunkgate_sip::call_id(&r).map(|c| home_worker(c, workers)));
+                let to =
+                    minted.or_else(|| trunkgate_sip::call_id(&r).map(|c| home_worker(c, workers)));
                 match to {
                     Some(w) if may_hand_off && w != self.index => {
                         self.hand_off(w, side, src, SipMessage::Request(r))
@@ -636,18 +633,11 @@ impl Worker {
             }
             SipMessage::Extension(r) => {
                 // RFC 3261 §8.2.1: a method we do not know gets 501.
-                let key = (
-                    trunkgate_sip::top_via_branch(&r)
-                        .unwrap_or_default()
-                        .to_string(),
-                    r.method.clone(),
-                );
                 let prefix = response_prefix_of(&r, src.addr(), None);
                 let bytes = Builder::response(501, "Not Implemented")
                     .raw(&prefix)
                     .header("Allow", ALLOW)
                     .finish();
-                let _ = key;
                 self.send(side, src, &bytes);
             }
         }
@@ -944,12 +934,8 @@ fn with_received(via: &str, src: SocketAddr) -> String {
 fn ack_for_non_2xx(tx: &ClientTxn, resp: &Response) -> Vec<u8> {
     let to = msg::header(resp, "To").unwrap_or_default();
     let top_via = msg::header(resp, "Via").unwrap_or_default();
-    Builder::request("ACK", &tx.ruri)
-        .header("Via", &strip_received(top_via))
-        .header("Max-Forwards", "70")
-        .raw(&tx.ident)
-        .header("To", to)
-        .header("CSeq", &format!("{} ACK", tx.cseq))
+    Builder::request_via("ACK", &tx.ruri, &strip_received(top_via))
+        .ids(&tx.ident, to, tx.cseq, "ACK")
         .finish()
 }
 
