@@ -30,27 +30,8 @@ trap cleanup EXIT
 trap 'exit 2' INT TERM
 [ -x "$EDGE_BIN" ] || { echo "no $EDGE_BIN: run cargo build --release -p trunkgate-edge" >&2; exit 2; }
 
-mkdir -p "$RUN/config"
-cat >"$RUN/config/bench.yaml" <<YAML
-apiVersion: trunkgate.io/v1alpha1
-kind: CarrierTrunk
-metadata: {name: bench-carrier, namespace: bench}
-spec:
-  inbound:
-    allowedCidrs: ["127.0.0.10/32"]
-    numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
-    destination: "sip:127.0.0.2:5080"
-  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
-  media: {relay: ${MEDIA_RELAY:-false}}
----
-apiVersion: trunkgate.io/v1alpha1
-kind: NumberOwnership
-metadata: {name: bench-numbers, namespace: bench}
-spec:
-  trunkRef: {name: bench-carrier}
-  kind: Byoc
-  numbers: ["+6499990000-+6499999999"]
-YAML
+. "$HERE/config.sh"
+bench_config "$RUN/config" "sip:127.0.0.2:5080" ${MEDIA_RELAY:-false}
 
 for hp in 127.0.0.1:5060 127.0.0.1:5070 127.0.0.2:5080 127.0.0.10:5061; do
 	if udp_port_busy "$hp"; then echo "udp $hp already in use; aborting" >&2; exit 2; fi

@@ -28,25 +28,8 @@ EDGE_PID=""
 cleanup() { stop_pid "$EDGE_PID" 5; }
 trap cleanup EXIT
 trap 'exit 2' INT TERM
-mkdir -p "$OUT/config"
-cat >"$OUT/config/bench.yaml" <<YAML
-apiVersion: trunkgate.io/v1alpha1
-kind: CarrierTrunk
-metadata: {name: bench-carrier, namespace: bench}
-spec:
-  inbound:
-    allowedCidrs: ["127.0.0.10/32"]
-    destination: "sip:127.0.0.20:5090"
-  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
----
-apiVersion: trunkgate.io/v1alpha1
-kind: NumberOwnership
-metadata: {name: bench-numbers, namespace: bench}
-spec:
-  trunkRef: {name: bench-carrier}
-  kind: Byoc
-  numbers: ["+6499990000-+6499999999"]
-YAML
+. "$HERE/config.sh"
+bench_config "$OUT/config" "sip:127.0.0.20:5090" true
 printf '%-10s %-8s %-7s %-10s %-10s %-14s %-16s %s\n' system offered calls received loss% "cpu(%core)" "us CPU/packet" "p50/p99 latency"
 settle=${SETTLE:-yes}
 for pps in "${LOADS[@]}"; do

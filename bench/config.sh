@@ -1,0 +1,27 @@
+# The edge configuration both edge benchmarks run on: one carrier at 127.0.0.10 whose numbers
+# +6499990000..+6499999999 are delivered to a platform at DESTINATION, with limits out of the way.
+#
+#   bench_config DIR DESTINATION RELAY     (RELAY: media.relay, true or false)
+bench_config() {
+	mkdir -p "$1"
+	cat >"$1/bench.yaml" <<YAML
+apiVersion: trunkgate.io/v1alpha1
+kind: CarrierTrunk
+metadata: {name: bench-carrier, namespace: bench}
+spec:
+  inbound:
+    allowedCidrs: ["127.0.0.10/32"]
+    numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
+    destination: "$2"
+  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
+  media: {relay: $3}
+---
+apiVersion: trunkgate.io/v1alpha1
+kind: NumberOwnership
+metadata: {name: bench-numbers, namespace: bench}
+spec:
+  trunkRef: {name: bench-carrier}
+  kind: Byoc
+  numbers: ["+6499990000-+6499999999"]
+YAML
+}
