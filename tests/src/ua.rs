@@ -405,3 +405,22 @@ fn dedupe_key(m: &SipMsg) -> String {
         branch
     )
 }
+
+/// A re-INVITE from `from` on `d` that crosses the edge to `to`, which answers 200 with
+/// `answer`; `from` ACKs and `to` sees the ACK. Returns the re-INVITE as `to` got it and the 200
+/// as `from` got it.
+pub fn reinvite_through(
+    from: &mut Ua,
+    d: &mut Dialog,
+    to: &mut Ua,
+    offer: &str,
+    answer: &str,
+) -> (Incoming, SipMsg) {
+    let wait = Duration::from_secs(5);
+    let tx = from.request(d, "INVITE", "", offer);
+    let reinvite = to.expect_request("INVITE", wait);
+    to.respond(&reinvite, 200, "OK", "", answer);
+    let ok = from.final_response(d, &tx, wait);
+    to.expect_request("ACK", wait);
+    (reinvite, ok)
+}

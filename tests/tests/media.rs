@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use trunkgate_tests::rtp::*;
-use trunkgate_tests::ua::{Dialog, Incoming, Ua};
+use trunkgate_tests::ua::{Dialog, Incoming, Ua, reinvite_through};
 use trunkgate_tests::*;
 
 const CALLER: &str = "+6421555123";
@@ -578,33 +578,24 @@ fn hold_and_resume_from_the_carrier_by_reinvite() {
 
     // Hold: the carrier only sends (music on hold); the platform answers recvonly.
     let cd = &mut call.carrier;
-    let tx = carrier.request(
+    let (reinvite, ok) = reinvite_through(
+        &mut carrier,
         cd,
-        "INVITE",
-        "",
+        &mut platform,
         &sdp(CARRIER, cp, &[PCMU], "a=sendonly\r\n"),
+        &sdp(PLATFORM, pp, &[PCMU], "a=recvonly\r\n"),
     );
-    let reinvite = platform.expect_request("INVITE", WAIT);
-    let body = reinvite.msg.body.clone();
+    let body = &reinvite.msg.body;
     assert!(
-        sdp_has(&body, "a=sendonly"),
+        sdp_has(body, "a=sendonly"),
         "the hold reaches the platform:\n{body}"
     );
-    assert_sdp_names_edge(&body, EDGE_INTERNAL_IP, &edge, &hidden, "the platform");
+    assert_sdp_names_edge(body, EDGE_INTERNAL_IP, &edge, &hidden, "the platform");
     assert_eq!(
-        sdp_rtp_addr(&body),
+        sdp_rtp_addr(body),
         Some(call.edge_internal),
         "the stream stays on the same edge port:\n{body}"
     );
-    platform.respond(
-        &reinvite,
-        200,
-        "OK",
-        "",
-        &sdp(PLATFORM, pp, &[PCMU], "a=recvonly\r\n"),
-    );
-    let ok = carrier.final_response(cd, &tx, WAIT);
-    platform.expect_request("ACK", WAIT);
     assert!(
         sdp_has(&ok.body, "a=recvonly"),
         "the platform's answer reaches the carrier:\n{}",
@@ -624,27 +615,18 @@ fn hold_and_resume_from_the_carrier_by_reinvite() {
     );
 
     // Resume.
-    let tx = carrier.request(
+    let (reinvite, _) = reinvite_through(
+        &mut carrier,
         cd,
-        "INVITE",
-        "",
+        &mut platform,
         &sdp(CARRIER, cp, &[PCMU], "a=sendrecv\r\n"),
+        &sdp(PLATFORM, pp, &[PCMU], "a=sendrecv\r\n"),
     );
-    let reinvite = platform.expect_request("INVITE", WAIT);
     assert!(
         sdp_has(&reinvite.msg.body, "a=sendrecv"),
         "{}",
         reinvite.msg.body
     );
-    platform.respond(
-        &reinvite,
-        200,
-        "OK",
-        "",
-        &sdp(PLATFORM, pp, &[PCMU], "a=sendrecv\r\n"),
-    );
-    carrier.final_response(cd, &tx, WAIT);
-    platform.expect_request("ACK", WAIT);
     assert_eq!(
         exchange(media, &c_rtp, &p_rtp, &mut seq, (5, 5)),
         (5, 5),
@@ -653,28 +635,32 @@ fn hold_and_resume_from_the_carrier_by_reinvite() {
 
     // Old-style hold: c=0.0.0.0.
     let zero = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    let tx = carrier.request(cd, "INVITE", "", &sdp(zero, cp, &[PCMU], ""));
-    let reinvite = platform.expect_request("INVITE", WAIT);
-    let body = reinvite.msg.body.clone();
+    let (reinvite, _) = reinvite_through(
+        &mut carrier,
+        cd,
+        &mut platform,
+        &sdp(zero, cp, &[PCMU], ""),
+        &sdp(PLATFORM, pp, &[PCMU], ""),
+    );
+    let body = &reinvite.msg.body;
     assert_eq!(
-        sdp_connections(&body),
+        sdp_connections(body),
         vec!["0.0.0.0".to_string()],
         "the c=0.0.0.0 hold reaches the platform as such:\n{body}"
     );
-    platform.respond(&reinvite, 200, "OK", "", &sdp(PLATFORM, pp, &[PCMU], ""));
-    carrier.final_response(cd, &tx, WAIT);
-    platform.expect_request("ACK", WAIT);
     let (_, to_carrier) = exchange(media, &c_rtp, &p_rtp, &mut seq, (0, 0));
     assert_eq!(
         to_carrier, 0,
         "nothing goes to a carrier that said c=0.0.0.0"
     );
 
-    let tx = carrier.request(cd, "INVITE", "", &sdp(CARRIER, cp, &[PCMU], ""));
-    let reinvite = platform.expect_request("INVITE", WAIT);
-    platform.respond(&reinvite, 200, "OK", "", &sdp(PLATFORM, pp, &[PCMU], ""));
-    carrier.final_response(cd, &tx, WAIT);
-    platform.expect_request("ACK", WAIT);
+    reinvite_through(
+        &mut carrier,
+        cd,
+        &mut platform,
+        &sdp(CARRIER, cp, &[PCMU], ""),
+        &sdp(PLATFORM, pp, &[PCMU], ""),
+    );
     assert_eq!(
         exchange(media, &c_rtp, &p_rtp, &mut seq, (5, 5)),
         (5, 5),
@@ -711,39 +697,30 @@ fn hold_and_resume_from_the_platform_by_reinvite() {
     );
 
     let pd = &mut call.platform;
-    let tx = platform.request(
+    let (reinvite, ok) = reinvite_through(
+        &mut platform,
         pd,
-        "INVITE",
-        "",
+        &mut carrier,
         &sdp(PLATFORM, pp, &[PCMU], "a=inactive\r\n"),
+        &sdp(CARRIER, cp, &[PCMU], "a=inactive\r\n"),
     );
-    let reinvite = carrier.expect_request("INVITE", WAIT);
-    let body = reinvite.msg.body.clone();
+    let body = &reinvite.msg.body;
     assert!(
-        sdp_has(&body, "a=inactive"),
+        sdp_has(body, "a=inactive"),
         "the hold reaches the carrier:\n{body}"
     );
     assert_sdp_names_edge(
-        &body,
+        body,
         EDGE_PUBLIC_IP,
         &edge,
         &[PLATFORM.to_string()],
         "the carrier",
     );
     assert_eq!(
-        sdp_rtp_addr(&body),
+        sdp_rtp_addr(body),
         Some(call.edge_public),
         "same edge port:\n{body}"
     );
-    carrier.respond(
-        &reinvite,
-        200,
-        "OK",
-        "",
-        &sdp(CARRIER, cp, &[PCMU], "a=inactive\r\n"),
-    );
-    let ok = platform.final_response(pd, &tx, WAIT);
-    carrier.expect_request("ACK", WAIT);
     assert!(
         sdp_has(&ok.body, "a=inactive"),
         "the carrier's answer reaches the platform:\n{}",
@@ -762,27 +739,18 @@ fn hold_and_resume_from_the_platform_by_reinvite() {
         "inactive: no RTP either way"
     );
 
-    let tx = platform.request(
+    let (reinvite, _) = reinvite_through(
+        &mut platform,
         pd,
-        "INVITE",
-        "",
+        &mut carrier,
         &sdp(PLATFORM, pp, &[PCMU], "a=sendrecv\r\n"),
+        &sdp(CARRIER, cp, &[PCMU], "a=sendrecv\r\n"),
     );
-    let reinvite = carrier.expect_request("INVITE", WAIT);
     assert!(
         sdp_has(&reinvite.msg.body, "a=sendrecv"),
         "{}",
         reinvite.msg.body
     );
-    carrier.respond(
-        &reinvite,
-        200,
-        "OK",
-        "",
-        &sdp(CARRIER, cp, &[PCMU], "a=sendrecv\r\n"),
-    );
-    platform.final_response(pd, &tx, WAIT);
-    carrier.expect_request("ACK", WAIT);
     assert_eq!(
         exchange(media, &c_rtp, &p_rtp, &mut seq, (5, 5)),
         (5, 5),
