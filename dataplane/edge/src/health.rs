@@ -215,13 +215,11 @@ impl Worker {
 
     /// A final answer to a probe.
     pub(crate) fn probe_answered(&mut self, probe: &Probe, code: u16, reason: &str) {
-        if code < 200 {
-            return;
+        match answer_alive(code) {
+            None => {}
+            Some(true) => self.probe_done(probe, true, ""),
+            Some(false) => self.probe_done(probe, false, &format!("answered {code} {reason}")),
         }
-        if code == 503 {
-            return self.probe_done(probe, false, &format!("answered 503 {reason}"));
-        }
-        self.probe_done(probe, true, "")
     }
 
     /// Counts a probe's result and publishes a change of state.
@@ -253,6 +251,17 @@ impl Worker {
                 .with_label_values(&[probe.trunk_id.as_str()])
                 .set(healthy as i64);
         }
+    }
+}
+
+/// What an answer to a probe says: nothing yet (1xx), alive (any other final answer: a SIP
+/// server is there, even one that refuses OPTIONS with 403 or 405), or down (503, RFC 3261
+/// §21.5.4).
+fn answer_alive(code: u16) -> Option<bool> {
+    match code {
+        0..=199 => None,
+        503 => Some(false),
+        _ => Some(true),
     }
 }
 
@@ -289,6 +298,24 @@ mod tests {
         h.record(true, 3);
         assert!(!h.claim(20_000, 30_000), "not due yet");
         assert!(h.claim(31_000, 30_000));
+    }
+
+    #[test]
+    fn any_final_answer_but_503_means_alive() {
+        let table = [
+            (100, None),
+            (183, None),
+            (200, Some(true)),
+            (403, Some(true)),
+            (404, Some(true)),
+            (405, Some(true)),
+            (500, Some(true)),
+            (503, Some(false)),
+            (603, Some(true)),
+        ];
+        for (code, want) in table {
+            assert_eq!(answer_alive(code), want, "{code}");
+        }
     }
 
     #[test]
