@@ -829,14 +829,7 @@ impl Worker {
             (c.state != CallState::Ended && c.leg(leg).side == side).then_some((id, leg))
         });
         let Some((id, leg)) = live else {
-            if side == Side::Public
-                && !self
-                    .shared
-                    .runtime
-                    .load()
-                    .trunks_for_source(src.addr().ip())
-                    .any(|_| true)
-            {
+            if side == Side::Public && !self.source_allowed(src.addr()) {
                 // Unknown source and no such call: say nothing (default deny).
                 self.shared
                     .metrics

@@ -553,7 +553,8 @@ impl Worker {
         }
     }
 
-    fn source_allowed(&self, src: SocketAddr) -> bool {
+    /// Whether any CarrierTrunk's `allowedCidrs` holds `src` (the carrier ACL).
+    pub(crate) fn source_allowed(&self, src: SocketAddr) -> bool {
         self.shared
             .runtime
             .load()
