@@ -67,7 +67,7 @@ crds-check:
 	rm -f $$tmp; echo "CRD YAML up to date"
 
 BENCH_RATES ?= 2000 5000
-BENCH_PPS ?= 100000 120000
+BENCH_PPS ?= 50000 100000
 
 ## image: build the operator and edge images with docker, podman or nerdctl (REGISTRY, TAG, CONTAINER_ENGINE)
 image:

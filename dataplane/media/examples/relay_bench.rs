@@ -55,8 +55,10 @@ struct Args {
     /// `--mode edge`: the running edge's carrier-side SIP address, its PID (for its CPU time),
     /// the platform address its trunk delivers to, and the first called number.
     edge_sip: Option<SocketAddr>,
-    edge_pid: u32,
+    relay_pid: u32,
     platform_sip: SocketAddr,
+    /// `--mode rtpengine`: its ng control address (bencode over UDP).
+    ng: SocketAddr,
     number: u64,
 }
 
@@ -72,8 +74,9 @@ fn args() -> Result<Args, String> {
         ports: (10000, 31999),
         pin: false,
         edge_sip: None,
-        edge_pid: 0,
+        relay_pid: 0,
         platform_sip: SocketAddr::from(([127, 0, 0, 20], 5090)),
+        ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
         number: 6_499_990_000,
     };
     let mut it = std::env::args().skip(1);
@@ -92,7 +95,8 @@ fn args() -> Result<Args, String> {
             "--settle" => a.settle = v == "yes" || v == "true" || v == "1",
             "--pin" => a.pin = v == "yes" || v == "true" || v == "1",
             "--edge-sip" => a.edge_sip = Some(v.parse().map_err(|_| "--edge-sip IP:PORT")?),
-            "--edge-pid" => a.edge_pid = v.parse().map_err(|_| "--edge-pid PID")?,
+            "--edge-pid" | "--pid" => a.relay_pid = v.parse().map_err(|_| "--pid PID")?,
+            "--ng" => a.ng = v.parse().map_err(|_| "--ng IP:PORT")?,
             "--platform-sip" => a.platform_sip = v.parse().map_err(|_| "--platform-sip IP:PORT")?,
             "--ports" => {
                 let (lo, hi) = v.split_once('-').ok_or("--ports LO-HI")?;
@@ -104,11 +108,17 @@ fn args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {k}")),
         }
     }
-    if !["tokio", "thread", "direct", "edge"].contains(&a.mode.as_str()) {
-        return Err("--mode tokio|thread|direct|edge".into());
+    if !["tokio", "thread", "direct", "edge", "rtpengine"].contains(&a.mode.as_str()) {
+        return Err("--mode tokio|thread|direct|edge|rtpengine".into());
     }
-    if a.mode == "edge" && (a.edge_sip.is_none() || a.edge_pid == 0) {
+    if a.mode == "edge" && (a.edge_sip.is_none() || a.relay_pid == 0) {
         return Err("--mode edge needs --edge-sip IP:PORT and --edge-pid PID".into());
+    }
+    if a.mode == "rtpengine" && a.relay_pid == 0 {
+        return Err("--mode rtpengine needs --pid PID (rtpengine's, for its CPU time)".into());
+    }
+    if !a.ng.ip().is_loopback() {
+        return Err("--ng must be a loopback address".into());
     }
     if a.calls == 0 || a.pps <= 0.0 {
         return Err("--calls and --pps must be positive".into());
@@ -523,14 +533,19 @@ fn main() {
 
     let mut edge_cpu = None;
     let mut edge_settle = None;
-    let (relay, targets) = if a.mode == "edge" {
-        let (rss0, slab0) = (edge::rss_kib(a.edge_pid), socket_slab_bytes());
+    let (relay, targets) = if a.mode == "edge" || a.mode == "rtpengine" {
+        let (rss0, slab0) = (edge::rss_kib(a.relay_pid), socket_slab_bytes());
         let setup = |first: usize, last: usize| {
-            edge::setup_calls(&a, first, &carriers[first..last], &platforms[first..last])
-                .unwrap_or_else(|e| {
-                    eprintln!("relay_bench: call setup through the edge failed: {e}");
-                    std::process::exit(1);
-                })
+            let (c, p) = (&carriers[first..last], &platforms[first..last]);
+            let set_up = if a.mode == "edge" {
+                edge::setup_calls(&a, first, c, p)
+            } else {
+                rtpengine::setup_calls(a.ng, first, c, p)
+            };
+            set_up.unwrap_or_else(|e| {
+                eprintln!("relay_bench: call setup through {} failed: {e}", a.mode);
+                std::process::exit(1);
+            })
         };
         // With --settle, half the calls first, measured once their transactions are gone, so
         // the second half shows what one more call costs beyond the allocator's first growth.
@@ -540,14 +555,15 @@ fn main() {
         if half > 0 {
             t.extend(setup(0, half));
             std::thread::sleep(edge::LINGER);
-            half_settled = Some(edge::rss_kib(a.edge_pid));
+            half_settled = Some(edge::rss_kib(a.relay_pid));
         }
         t.extend(setup(half, a.calls));
-        let rss = edge::rss_kib(a.edge_pid);
+        let rss = edge::rss_kib(a.relay_pid);
         edge_settle = half_settled.map(|h| (rss0, h, Instant::now()));
         let calls = a.calls.max(1) as f64;
         println!(
-            "  edge memory per active call: {:.2} KiB user space (edge RSS), {:.2} KiB kernel slab (the 4 relay sockets per call)",
+            "  {} memory per active call: {:.2} KiB user space (its RSS), {:.2} KiB kernel slab (its relay sockets)",
+            a.mode,
             rss.saturating_sub(rss0) as f64 / calls,
             socket_slab_bytes().saturating_sub(slab0) as f64 / calls / 1024.0
         );
@@ -558,7 +574,7 @@ fn main() {
                 rss.saturating_sub(h) as f64 / (a.calls - half).max(1) as f64
             );
         }
-        let (ph, pid) = (phase.clone(), a.edge_pid);
+        let (ph, pid) = (phase.clone(), a.relay_pid);
         edge_cpu = Some(std::thread::spawn(move || {
             edge::cpu_during_measure(pid, &ph)
         }));
@@ -605,13 +621,18 @@ fn main() {
     });
     let tx_phase = phase.clone();
     let (pps, warmup, seconds) = (a.pps, a.warmup, a.seconds);
-    let (machine0, process0) = (machine_busy(), process_cpu());
+    // The relay under test, when it is another process, is not "other tenants".
+    let relay_cpu = || match a.relay_pid {
+        0 => 0.0,
+        pid => edge::ticks(pid) as f64 / 100.0,
+    };
+    let (machine0, process0, relay0) = (machine_busy(), process_cpu(), relay_cpu());
     let tx = std::thread::spawn(move || {
         pin(pinned, 0);
         sender(send_socks, pps, warmup, seconds, epoch, tx_phase, start_ns)
     });
     let s = tx.join().expect("sender");
-    let (machine1, process1) = (machine_busy(), process_cpu());
+    let (machine1, process1, relay1) = (machine_busy(), process_cpu(), relay_cpu());
     let r = rx.join().expect("receiver");
     phase.store(STOP, Ordering::Relaxed);
     let relay = relay.map(|h| h.join().expect("relay"));
@@ -649,18 +670,21 @@ fn main() {
     let busy = machine1.0 - machine0.0;
     let softirq = machine1.1 - machine0.1;
     let own = (process1 - process0).as_secs_f64();
+    let relay_process = relay1 - relay0;
     println!(
-        "  machine over the run: this process {:.1}% (softirq anywhere {:.1}%), other tenants {:.1}% of a core (noisy if > 10)",
+        "  machine over the run: this process {:.1}% (softirq anywhere {:.1}%), the relay process {:.1}%, other tenants {:.1}% of a core (noisy if > 10)",
         100.0 * own / run,
         100.0 * softirq / run,
-        100.0 * (busy - own).max(0.0) / run
+        100.0 * relay_process / run,
+        100.0 * (busy - own - relay_process).max(0.0) / run
     );
     if let Some((cpu, wall)) = edge_cpu.and_then(|h| h.join().ok()) {
         // Packets the receiver counted in the measured window went through the edge once each.
         let per = cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64;
         println!(
-            "  edge (pid {}): CPU={:.3} s over {:.1} s = {:.1}% of a core → {per:.2} µs per forwarded packet",
-            a.edge_pid,
+            "  {} (pid {}): CPU={:.3} s over {:.1} s = {:.1}% of a core → {per:.2} µs per forwarded packet",
+            a.mode,
+            a.relay_pid,
             cpu.as_secs_f64(),
             wall.as_secs_f64(),
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
@@ -670,7 +694,7 @@ fn main() {
         // The calls are still up (the bench never hangs up); their setup transactions end
         // 32 s after the setup (timers L/M, RFC 6026), a little after that here.
         std::thread::sleep((set_up + edge::LINGER).saturating_duration_since(Instant::now()));
-        let rss = edge::rss_kib(a.edge_pid);
+        let rss = edge::rss_kib(a.relay_pid);
         let added = (a.calls - a.calls / 2).max(1) as f64;
         println!(
             "  edge memory once the 32 s transaction linger is over: {:.2} KiB per active call (RSS growth / calls), {:.2} KiB per added call (second half)",
@@ -722,9 +746,13 @@ mod edge {
             })
     }
 
-    /// Where an SDP body wants RTP: `c=` address and first `m=` port.
+    /// Where a SIP message's SDP body wants RTP.
     fn sdp_addr(msg: &str) -> Option<SocketAddr> {
-        let body = msg.split_once("\r\n\r\n")?.1;
+        sdp_addr_of_body(msg.split_once("\r\n\r\n")?.1)
+    }
+
+    /// Where an SDP body wants RTP: `c=` address and first `m=` port.
+    pub fn sdp_addr_of_body(body: &str) -> Option<SocketAddr> {
         let ip = body
             .lines()
             .find_map(|l| l.strip_prefix("c=IN IP4 "))?
@@ -737,7 +765,7 @@ mod edge {
         format!("{ip}:{port}").parse().ok()
     }
 
-    fn sdp(addr: SocketAddr) -> String {
+    pub fn sdp(addr: SocketAddr) -> String {
         format!(
             "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n",
             ip = addr.ip(),
@@ -847,7 +875,8 @@ mod edge {
             .unwrap_or(0)
     }
 
-    fn ticks(pid: u32) -> u64 {
+    /// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
+    pub fn ticks(pid: u32) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
         let f: Vec<u64> = rest
@@ -870,5 +899,112 @@ mod edge {
         }
         let cpu = (ticks(pid).saturating_sub(c0)) as f64 / hz;
         (Duration::from_secs_f64(cpu), t0.elapsed())
+    }
+}
+
+/// `--mode rtpengine`: the same calls set up through rtpengine's ng control protocol
+/// (bencode dictionaries over UDP behind a cookie), offer from the carrier side and answer from
+/// the platform side, as a SIP proxy in front of it would do.
+mod rtpengine {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    fn bstr(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(format!("{}:", s.len()).as_bytes());
+        out.extend_from_slice(s);
+    }
+
+    /// A bencode dictionary of strings; keys must be given sorted, as bencode requires.
+    fn dict(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = b"d".to_vec();
+        for (k, v) in pairs {
+            bstr(&mut out, k.as_bytes());
+            bstr(&mut out, v.as_bytes());
+        }
+        out.push(b'e');
+        out
+    }
+
+    /// The string value of `key` in a flat reply dictionary (enough for `result` and `sdp`).
+    fn value(reply: &[u8], key: &str) -> Option<Vec<u8>> {
+        let needle = format!("{}:{key}", key.len());
+        let at = reply
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())?
+            + needle.len();
+        let rest = reply.get(at..)?;
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        rest.get(colon + 1..colon + 1 + len).map(<[u8]>::to_vec)
+    }
+
+    fn command(ng: &UdpSocket, to: SocketAddr, n: usize, body: &[u8]) -> Result<Vec<u8>, String> {
+        let cookie = format!("rb{}_{n}", std::process::id());
+        let mut msg = format!("{cookie} ").into_bytes();
+        msg.extend_from_slice(body);
+        let mut buf = vec![0u8; 65_535];
+        for _ in 0..3 {
+            ng.send_to(&msg, to).map_err(|e| format!("ng send: {e}"))?;
+            while let Ok(len) = ng.recv(&mut buf) {
+                let reply = &buf[..len];
+                if let Some(body) = reply.strip_prefix(format!("{cookie} ").as_bytes()) {
+                    if value(body, "result").as_deref() != Some(b"ok") {
+                        return Err(format!("rtpengine: {}", String::from_utf8_lossy(body)));
+                    }
+                    return value(body, "sdp").ok_or_else(|| "rtpengine reply without sdp".into());
+                }
+            }
+        }
+        Err("no reply from rtpengine's ng port".into())
+    }
+
+    /// One offer and one answer per call; returns, per call, where the carrier side and the
+    /// platform side send RTP (rtpengine's ports).
+    pub fn setup_calls(
+        ng_addr: SocketAddr,
+        first: usize,
+        carriers: &[UdpSocket],
+        platforms: &[UdpSocket],
+    ) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
+        let ng = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("ng socket: {e}"))?;
+        ng.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(carriers.len());
+        for (i, (cs, ps)) in carriers.iter().zip(platforms).enumerate() {
+            let i = first + i;
+            let (call_id, from_tag, to_tag) = (format!("rb-{i}"), format!("f{i}"), format!("t{i}"));
+            let local = |s: &UdpSocket| s.local_addr().map_err(|e| e.to_string());
+            let offer = super::edge::sdp(local(cs)?);
+            let to_platform = command(
+                &ng,
+                ng_addr,
+                2 * i,
+                &dict(&[
+                    ("call-id", &call_id),
+                    ("command", "offer"),
+                    ("from-tag", &from_tag),
+                    ("sdp", &offer),
+                ]),
+            )?;
+            let answer = super::edge::sdp(local(ps)?);
+            let to_carrier = command(
+                &ng,
+                ng_addr,
+                2 * i + 1,
+                &dict(&[
+                    ("call-id", &call_id),
+                    ("command", "answer"),
+                    ("from-tag", &from_tag),
+                    ("sdp", &answer),
+                    ("to-tag", &to_tag),
+                ]),
+            )?;
+            let addr = |sdp: &[u8]| {
+                super::edge::sdp_addr_of_body(&String::from_utf8_lossy(sdp))
+                    .ok_or_else(|| "rtpengine's SDP has no c=/m= address".to_string())
+            };
+            out.push((addr(&to_carrier)?, addr(&to_platform)?));
+        }
+        Ok(out)
     }
 }
