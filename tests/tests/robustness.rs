@@ -11,6 +11,10 @@ use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
 
 const NUMBER: &str = "+6498879333";
+/// The number the mangled INVITEs call: nobody owns it, so one that still parses is refused
+/// (404) by the edge instead of becoming a call whose INVITE the edge keeps retransmitting to
+/// the platform, where the UAS of the follow-up call would take it for its own.
+const UNOWNED: &str = "+6498879999";
 
 fn config(lab: &Lab, platform: SocketAddr) {
     let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
@@ -61,7 +65,7 @@ fn corpus(edge: &Edge, local: SocketAddr) -> Vec<Vec<u8>> {
         let len = 1 + rng.below(1400);
         out.push((0..len).map(|_| rng.next() as u8).collect());
     }
-    let valid = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "fuzz").invite(local);
+    let valid = RawInvite::new(&edge.public_uri(UNOWNED), "+6421555123", "fuzz").invite(local);
     for i in 0..150 {
         let mut m = valid.clone();
         match i % 6 {
