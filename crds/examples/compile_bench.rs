@@ -4,6 +4,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use trunkgate_crds::acl::SourceAcl;
 use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::NumberIndex;
 use trunkgate_crds::{CarrierTrunk, NumberOwnership, Secrets, compile};
@@ -86,6 +89,8 @@ fn main() {
     }
     let per_lookup = t.elapsed().as_nanos() as f64 / (rounds * probes.len()) as f64;
 
+    let (acl_build, acl_trunks, acl_allows, acl_linear) = acl_lookups(&compiled.config);
+
     println!(
         "== compile benchmark (cargo run --release -p trunkgate-crds --example compile_bench) =="
     );
@@ -114,4 +119,69 @@ fn main() {
         rounds * probes.len(),
         100.0 * hits as f64 / (rounds * probes.len()) as f64
     );
+    println!(
+        "carrier ACL: {} networks indexed in {:.2} ms; source lookup {acl_trunks:.1} ns (trunks), {acl_allows:.1} ns (allowed?) against {acl_linear:.0} ns for a scan of every network (half the sources allowed)",
+        compiled
+            .config
+            .trunks
+            .iter()
+            .map(|t| t.inbound.allowed_cidrs.len())
+            .sum::<usize>(),
+        acl_build * 1e3
+    );
+}
+
+/// The edge's carrier ACL over the compiled trunks: build time (s) and ns per lookup for the
+/// index's two questions, and for the linear scan it replaced (the same answers, checked).
+fn acl_lookups(config: &trunkgate_crds::EdgeConfig) -> (f64, f64, f64, f64) {
+    let nets: Vec<(ipnet::IpNet, u32)> = config
+        .trunks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.inbound.allowed_cidrs.iter().map(move |n| (*n, i as u32)))
+        .collect();
+    let t = Instant::now();
+    let acl = SourceAcl::build(nets.iter().copied());
+    let build = t.elapsed().as_secs_f64();
+    // Sources: every trunk's network (a host in it) and as many addresses outside them all.
+    let sources: Vec<IpAddr> = (0..nets.len() as u32)
+        .flat_map(|i| {
+            let inside = Ipv4Addr::new(10, (i / 256) as u8, (i % 256) as u8, 7);
+            let outside = Ipv4Addr::new(172, 16 + (i / 256) as u8, (i % 256) as u8, 7);
+            [IpAddr::V4(inside), IpAddr::V4(outside)]
+        })
+        .collect();
+    let linear = |ip: IpAddr| -> Vec<u32> {
+        let mut v: Vec<u32> = nets
+            .iter()
+            .filter(|(n, _)| n.contains(&ip))
+            .map(|(_, t)| *t)
+            .collect();
+        v.dedup();
+        v
+    };
+    for ip in sources.iter().step_by(97) {
+        assert_eq!(
+            acl.trunks(*ip),
+            linear(*ip),
+            "index and scan disagree on {ip}"
+        );
+    }
+    let per = |f: &dyn Fn(IpAddr) -> usize, rounds: usize| {
+        let t = Instant::now();
+        let mut n = 0usize;
+        for _ in 0..rounds {
+            for ip in &sources {
+                n += f(black_box(*ip));
+            }
+        }
+        black_box(n);
+        t.elapsed().as_nanos() as f64 / (rounds * sources.len()) as f64
+    };
+    (
+        build,
+        per(&|ip| acl.trunks(ip).len(), 200),
+        per(&|ip| usize::from(acl.allows(ip)), 200),
+        per(&|ip| linear(ip).len(), 5),
+    )
 }

@@ -10,6 +10,7 @@ pub mod trunk;
 
 pub use numbers::*;
 pub use trunk::*;
+pub mod acl;
 pub mod compile;
 pub mod digest;
 pub mod files;

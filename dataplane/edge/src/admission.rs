@@ -147,7 +147,7 @@ pub fn inbound(
     req: &Request,
     host: &str,
 ) -> Result<Admission, Refusal> {
-    let candidates: Vec<u32> = rt.trunks_for_source(src.ip()).collect();
+    let candidates = rt.trunks_for_source(src.ip());
     let ruri_host = msg::host_of(&req.uri.to_string())
         .unwrap_or_default()
         .to_ascii_lowercase();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use ipnet::IpNet;
+use trunkgate_crds::acl::SourceAcl;
 use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
 
@@ -104,7 +104,7 @@ pub struct Runtime {
     pub state: Vec<Arc<TrunkState>>,
     /// Per trunk, per outbound target (in `outbound.targets` order): its probe state.
     health: Vec<Box<[Arc<TargetHealth>]>>,
-    acl: Vec<(IpNet, u32)>,
+    acl: SourceAcl,
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
 }
 
@@ -156,12 +156,8 @@ impl Runtime {
                     .collect()
             })
             .collect();
-        let mut acl = Vec::new();
         let mut routes: HashMap<(u8, u64), Vec<(u32, u32)>> = HashMap::new();
         for (i, t) in config.trunks.iter().enumerate() {
-            for net in &t.inbound.allowed_cidrs {
-                acl.push((*net, i as u32));
-            }
             if t.outbound.is_some() {
                 for r in &t.routes {
                     let value = if r.prefix.is_empty() {
@@ -205,6 +201,12 @@ impl Runtime {
         for v in routes.values_mut() {
             v.sort_unstable();
         }
+        let acl = SourceAcl::build(config.trunks.iter().enumerate().flat_map(|(i, t)| {
+            t.inbound
+                .allowed_cidrs
+                .iter()
+                .map(move |net| (*net, i as u32))
+        }));
         Self {
             config,
             index,
@@ -215,21 +217,15 @@ impl Runtime {
         }
     }
 
-    /// Trunks whose `allowedCidrs` contain `ip` (the carrier ACL; empty = deny).
-    pub fn trunks_for_source(&self, ip: IpAddr) -> impl Iterator<Item = u32> + '_ {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        let mut last = u32::MAX;
-        self.acl.iter().filter_map(move |(net, t)| {
-            if *t != last && net.contains(&ip) {
-                last = *t;
-                Some(*t)
-            } else {
-                None
-            }
-        })
+    /// Trunks whose `allowedCidrs` contain `ip`, in snapshot order (the carrier ACL; empty =
+    /// deny).
+    pub fn trunks_for_source(&self, ip: IpAddr) -> Vec<u32> {
+        self.acl.trunks(ip)
+    }
+
+    /// Whether any trunk's `allowedCidrs` contains `ip`.
+    pub fn source_allowed(&self, ip: IpAddr) -> bool {
+        self.acl.allows(ip)
     }
 
     pub fn trunk(&self, i: u32) -> &TrunkConfig {
@@ -285,6 +281,7 @@ mod tests {
         ]);
         let ids = |ip: &str| {
             rt.trunks_for_source(ip.parse().unwrap())
+                .into_iter()
                 .map(|t| rt.trunk(t).id.clone())
                 .collect::<Vec<_>>()
         };

@@ -555,12 +555,7 @@ impl Worker {
 
     /// Whether any CarrierTrunk's `allowedCidrs` holds `src` (the carrier ACL).
     pub(crate) fn source_allowed(&self, src: SocketAddr) -> bool {
-        self.shared
-            .runtime
-            .load()
-            .trunks_for_source(src.ip())
-            .next()
-            .is_some()
+        self.shared.runtime.load().source_allowed(src.ip())
     }
 
     fn hand_off(&self, to: usize, side: Side, src: &Link, m: SipMessage) {
