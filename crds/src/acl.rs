@@ -37,29 +37,24 @@ impl<A> Default for Family<A> {
 
 /// An address as an integer whose top `len` bits can be kept.
 trait Bits: Copy + Eq + Hash {
-    const WIDTH: u8;
     fn keep(self, len: u8) -> Self;
 }
 
-impl Bits for u32 {
-    const WIDTH: u8 = 32;
-    fn keep(self, len: u8) -> u32 {
-        match len.min(Self::WIDTH) {
-            0 => 0,
-            l => self & (u32::MAX << (Self::WIDTH - l)),
+/// `Bits` for an unsigned integer of the given width.
+macro_rules! bits {
+    ($t:ty) => {
+        impl Bits for $t {
+            fn keep(self, len: u8) -> $t {
+                match u32::from(len).min(<$t>::BITS) {
+                    0 => 0,
+                    l => self & (<$t>::MAX << (<$t>::BITS - l)),
+                }
+            }
         }
-    }
+    };
 }
-
-impl Bits for u128 {
-    const WIDTH: u8 = 128;
-    fn keep(self, len: u8) -> u128 {
-        match len.min(Self::WIDTH) {
-            0 => 0,
-            l => self & (u128::MAX << (Self::WIDTH - l)),
-        }
-    }
-}
+bits!(u32);
+bits!(u128);
 
 impl<A: Bits> Family<A> {
     fn insert(&mut self, len: u8, addr: A, trunk: u32) {
