@@ -6,6 +6,9 @@
 //! reads them back. The relay runs on a thread of its own, on a current_thread tokio runtime
 //! like an edge worker (`--mode tokio`), or blocking on its epoll (`--mode thread`);
 //! `--mode direct` leaves the relay out (the harness's own ceiling and latency).
+//! `--mode edge` sets the calls up through a running trunkgate-edge (SIP INVITE/200/ACK) and
+//! `--mode rtpengine` through a running rtpengine's ng port (offer/answer), so one generator
+//! measures both relays; their CPU is read from `/proc/PID/stat` (`--pid`).
 //!
 //! Reported: packets/s forwarded and loss, the relay thread's CPU (getrusage RUSAGE_THREAD,
 //! user + system) per forwarded packet, added latency p50/p99 (send time in the payload), and
