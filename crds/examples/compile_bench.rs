@@ -2,9 +2,8 @@
 //! compile time, snapshot size and number lookup time. Prints figures; asserts nothing.
 
 use std::hint::black_box;
-use std::time::Instant;
-
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 
 use trunkgate_crds::acl::SourceAcl;
 use trunkgate_crds::e164::E164;

@@ -20,10 +20,10 @@ pub struct SourceAcl {
 
 #[derive(Clone, Debug)]
 struct Family<A> {
-    /// Prefix lengths present, longest first.
+    /// Prefix lengths present.
     lens: Vec<u8>,
     /// (prefix length, network address) → trunks, ascending, without repeats.
-    nets: HashMap<(u8, A), Box<[u32]>>,
+    nets: HashMap<(u8, A), Vec<u32>>,
 }
 
 impl<A> Default for Family<A> {
@@ -58,22 +58,19 @@ bits!(u128);
 
 impl<A: Bits> Family<A> {
     fn insert(&mut self, len: u8, addr: A, trunk: u32) {
-        let key = (len, addr.keep(len));
-        let mut trunks = self.nets.remove(&key).map(Vec::from).unwrap_or_default();
+        let trunks = self.nets.entry((len, addr.keep(len))).or_default();
         if let Err(at) = trunks.binary_search(&trunk) {
             trunks.insert(at, trunk);
         }
-        self.nets.insert(key, trunks.into_boxed_slice());
         if !self.lens.contains(&len) {
             self.lens.push(len);
-            self.lens.sort_unstable_by(|a, b| b.cmp(a));
         }
     }
 
     fn hits(&self, addr: A) -> impl Iterator<Item = &[u32]> + '_ {
         self.lens
             .iter()
-            .filter_map(move |&len| self.nets.get(&(len, addr.keep(len))).map(|t| &**t))
+            .filter_map(move |&len| self.nets.get(&(len, addr.keep(len))).map(Vec::as_slice))
     }
 }
 
