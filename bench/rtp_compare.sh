@@ -69,30 +69,31 @@ start_rtpengine() {
 
 # run SYSTEM PPS: one measured run; prints a table row, sets PASS (0/1).
 run() {
-	local sys=$1 pps=$2 calls=$(($2 / 100)) f="$OUT/$1_$2.txt" args=()
+	local sys=$1 pps=$2 calls=$(($2 / 100)) f="$OUT/$1_$2.txt" args=() mode
 	PASS=0
 	wait_quiet
 	case $sys in
 	trunkgate)
 		start_edge "$pps" || return
-		args=(--mode edge --edge-sip 127.0.0.1:15060 --pid "$PID" --settle "$settle")
+		mode=edge
+		args=(--edge-sip 127.0.0.1:15060 --pid "$PID" --settle "$settle")
 		settle=no ;;
 	rtpengine)
 		start_rtpengine "$pps" || return
-		args=(--mode rtpengine --pid "$PID") ;;
-	no-relay) args=(--mode direct) ;;
+		mode=rtpengine
+		args=(--pid "$PID") ;;
+	no-relay) mode=direct ;;
 	esac
-	"$BENCH" "${args[@]}" --calls "$calls" --pps "$pps" --seconds "$SECONDS_RUN" --ports 32768-60999 >"$f" 2>&1
+	"$BENCH" --mode "$mode" "${args[@]}" --calls "$calls" --pps "$pps" --seconds "$SECONDS_RUN" --ports 32768-60999 >"$f" 2>&1
 	stop_pid "$PID" 8
 	PID=""
-	local sent recv loss tx lat cpu per noisy
-	sent=$(grep -m1 'sent=' "$f" | sed -E 's/.*sent=([0-9]+).*/\1/')
+	local recv loss tx lat cpu per noisy
 	recv=$(grep -m1 'sent=' "$f" | sed -E 's/.*received=([0-9]+).*/\1/')
 	loss=$(grep -m1 'sent=' "$f" | sed -E 's/.*loss=([0-9.]+)%.*/\1/')
 	tx=$(grep -m1 'sent=' "$f" | sed -E 's/.* tx=([0-9]+) pps.*/\1/')
 	lat=$(grep -m1 'latency' "$f" | sed -E 's/.*p50=([>0-9.]+ [^ ]+) p99=([>0-9.]+ [^ ]+).*/\1 \/ \2/')
-	cpu=$(grep -m1 "^  $sys (pid\|^  edge (pid" "$f" | sed -E 's/.*= ([0-9.]+)% of a core.*/\1/')
-	per=$(grep -m1 "^  $sys (pid\|^  edge (pid" "$f" | sed -E 's/.*→ ([0-9.]+) µs.*/\1/')
+	cpu=$(grep -m1 "^  $mode (pid" "$f" | sed -E 's/.*= ([0-9.]+)% of a core.*/\1/')
+	per=$(grep -m1 "^  $mode (pid" "$f" | sed -E 's/.*→ ([0-9.]+) µs.*/\1/')
 	noisy=$(grep -m1 'other tenants' "$f" | sed -E 's/.*other tenants ([0-9.]+)%.*/\1/')
 	[ -n "$loss" ] || { echo "$sys at $pps: no result, see $f" >&2; return; }
 	awk -v l="$loss" -v tx="${tx:-0}" -v p="$pps" 'BEGIN{exit !(l < 0.1 && tx >= 0.98 * p)}' && PASS=1

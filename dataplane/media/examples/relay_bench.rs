@@ -115,7 +115,7 @@ fn args() -> Result<Args, String> {
         return Err("--mode tokio|thread|direct|edge|rtpengine".into());
     }
     if a.mode == "edge" && (a.edge_sip.is_none() || a.relay_pid == 0) {
-        return Err("--mode edge needs --edge-sip IP:PORT and --edge-pid PID".into());
+        return Err("--mode edge needs --edge-sip IP:PORT and --pid PID (the edge's)".into());
     }
     if a.mode == "rtpengine" && a.relay_pid == 0 {
         return Err("--mode rtpengine needs --pid PID (rtpengine's, for its CPU time)".into());
@@ -187,15 +187,40 @@ fn machine_busy() -> (f64, f64) {
     (busy, at(6))
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse().ok())
-        })
+/// VmRSS of a process (`"self"` or a PID).
+fn rss_kib(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
+fn ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // After "pid (comm) ", utime and stime are fields 12 and 13 (state is not numeric).
+    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+}
+
+/// A relay process's CPU time (user + system) over the measured window, and the window.
+fn cpu_during_measure(pid: u32, phase: &AtomicU8) -> (Duration, Duration) {
+    let hz = 100.0; // CLK_TCK on Linux
+    while phase.load(Ordering::Relaxed) < MEASURE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (t0, c0) = (Instant::now(), ticks(pid));
+    while phase.load(Ordering::Relaxed) < DRAIN {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cpu = (ticks(pid).saturating_sub(c0)) as f64 / hz;
+    (Duration::from_secs_f64(cpu), t0.elapsed())
 }
 
 /// Bytes in the slab caches a UDP socket lives in (readable as root; 0 otherwise).
@@ -231,15 +256,33 @@ fn peer() -> UdpSocket {
     s
 }
 
-fn sdp(addr: SocketAddr) -> Sdp {
-    let body = format!(
+/// The SDP every bench peer offers or answers: G.711 and telephone-events at `addr`.
+fn sdp_text(addr: SocketAddr) -> String {
+    format!(
         "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
          m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n",
         ip = addr.ip(),
         port = addr.port()
-    );
-    Sdp::parse(body.as_bytes()).expect("bench SDP")
+    )
+}
+
+fn sdp(addr: SocketAddr) -> Sdp {
+    Sdp::parse(sdp_text(addr).as_bytes()).expect("bench SDP")
+}
+
+/// Where an SDP body wants RTP: `c=` address and first `m=` port.
+fn sdp_rtp_addr(body: &str) -> Option<SocketAddr> {
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))?
+        .trim();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))?
+        .split_whitespace()
+        .next()?;
+    format!("{ip}:{port}").parse().ok()
 }
 
 struct RelayReport {
@@ -269,7 +312,7 @@ fn relay_thread(
     let mut cfg = MediaConfig::new(lo, lo, a.ports);
     cfg.timeout = Duration::from_secs(3600);
     let mut m = MediaEngine::new(cfg).expect("engine");
-    let (rss0, slab0) = (rss_kib(), socket_slab_bytes());
+    let (rss0, slab0) = (rss_kib("self"), socket_slab_bytes());
     let mut locals = Vec::with_capacity(peers.len());
     for (i, (carrier, platform)) in peers.iter().enumerate() {
         let s = m.open(i as u64, 1).expect("open (raise --ports range?)");
@@ -286,7 +329,7 @@ fn relay_thread(
         ));
     }
     let calls = peers.len().max(1) as f64;
-    let rss_per_call_kib = rss_kib().saturating_sub(rss0) as f64 / calls;
+    let rss_per_call_kib = rss_kib("self").saturating_sub(rss0) as f64 / calls;
     let slab_per_call_bytes = socket_slab_bytes().saturating_sub(slab0) as f64 / calls;
     let _ = ready.send(locals);
 
@@ -534,10 +577,10 @@ fn main() {
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let epoch = Instant::now();
 
-    let mut edge_cpu = None;
-    let mut edge_settle = None;
+    let mut relay_process_cpu = None;
+    let mut settled = None;
     let (relay, targets) = if a.mode == "edge" || a.mode == "rtpengine" {
-        let (rss0, slab0) = (edge::rss_kib(a.relay_pid), socket_slab_bytes());
+        let (rss0, slab0) = (rss_kib(&a.relay_pid.to_string()), socket_slab_bytes());
         let setup = |first: usize, last: usize| {
             let (c, p) = (&carriers[first..last], &platforms[first..last]);
             let set_up = if a.mode == "edge" {
@@ -552,17 +595,21 @@ fn main() {
         };
         // With --settle, half the calls first, measured once their transactions are gone, so
         // the second half shows what one more call costs beyond the allocator's first growth.
-        let half = if a.settle { a.calls / 2 } else { 0 };
+        let half = if a.settle && a.mode == "edge" {
+            a.calls / 2
+        } else {
+            0
+        };
         let mut t = Vec::with_capacity(a.calls);
         let mut half_settled = None;
         if half > 0 {
             t.extend(setup(0, half));
             std::thread::sleep(edge::LINGER);
-            half_settled = Some(edge::rss_kib(a.relay_pid));
+            half_settled = Some(rss_kib(&a.relay_pid.to_string()));
         }
         t.extend(setup(half, a.calls));
-        let rss = edge::rss_kib(a.relay_pid);
-        edge_settle = half_settled.map(|h| (rss0, h, Instant::now()));
+        let rss = rss_kib(&a.relay_pid.to_string());
+        settled = half_settled.map(|h| (rss0, h, Instant::now()));
         let calls = a.calls.max(1) as f64;
         println!(
             "  {} memory per active call: {:.2} KiB user space (its RSS), {:.2} KiB kernel slab (its relay sockets)",
@@ -578,9 +625,7 @@ fn main() {
             );
         }
         let (ph, pid) = (phase.clone(), a.relay_pid);
-        edge_cpu = Some(std::thread::spawn(move || {
-            edge::cpu_during_measure(pid, &ph)
-        }));
+        relay_process_cpu = Some(std::thread::spawn(move || cpu_during_measure(pid, &ph)));
         (None, t)
     } else if a.mode == "direct" {
         let t: Vec<(SocketAddr, SocketAddr)> = carriers
@@ -627,7 +672,7 @@ fn main() {
     // The relay under test, when it is another process, is not "other tenants".
     let relay_cpu = || match a.relay_pid {
         0 => 0.0,
-        pid => edge::ticks(pid) as f64 / 100.0,
+        pid => ticks(pid) as f64 / 100.0,
     };
     let (machine0, process0, relay0) = (machine_busy(), process_cpu(), relay_cpu());
     let tx = std::thread::spawn(move || {
@@ -681,7 +726,7 @@ fn main() {
         100.0 * relay_process / run,
         100.0 * (busy - own - relay_process).max(0.0) / run
     );
-    if let Some((cpu, wall)) = edge_cpu.and_then(|h| h.join().ok()) {
+    if let Some((cpu, wall)) = relay_process_cpu.and_then(|h| h.join().ok()) {
         // Packets the receiver counted in the measured window went through the edge once each.
         let per = cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64;
         println!(
@@ -693,11 +738,11 @@ fn main() {
             100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
         );
     }
-    if let Some((rss0, half_settled, set_up)) = edge_settle {
+    if let Some((rss0, half_settled, set_up)) = settled {
         // The calls are still up (the bench never hangs up); their setup transactions end
         // 32 s after the setup (timers L/M, RFC 6026), a little after that here.
         std::thread::sleep((set_up + edge::LINGER).saturating_duration_since(Instant::now()));
-        let rss = edge::rss_kib(a.relay_pid);
+        let rss = rss_kib(&a.relay_pid.to_string());
         let added = (a.calls - a.calls / 2).max(1) as f64;
         println!(
             "  edge memory once the 32 s transaction linger is over: {:.2} KiB per active call (RSS growth / calls), {:.2} KiB per added call (second half)",
@@ -730,11 +775,9 @@ fn main() {
 /// bench is the carrier and the platform), and the edge's own CPU time is read from /proc.
 mod edge {
     use std::net::{SocketAddr, UdpSocket};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU8, Ordering};
     use std::time::{Duration, Instant};
 
-    use super::{Args, DRAIN, MEASURE};
+    use super::Args;
 
     /// An answered call's setup transactions live 32 s (RFC 6026 timers L and M); a little more.
     pub const LINGER: Duration = Duration::from_secs(34);
@@ -751,29 +794,7 @@ mod edge {
 
     /// Where a SIP message's SDP body wants RTP.
     fn sdp_addr(msg: &str) -> Option<SocketAddr> {
-        sdp_addr_of_body(msg.split_once("\r\n\r\n")?.1)
-    }
-
-    /// Where an SDP body wants RTP: `c=` address and first `m=` port.
-    pub fn sdp_addr_of_body(body: &str) -> Option<SocketAddr> {
-        let ip = body
-            .lines()
-            .find_map(|l| l.strip_prefix("c=IN IP4 "))?
-            .trim();
-        let port = body
-            .lines()
-            .find_map(|l| l.strip_prefix("m=audio "))?
-            .split_whitespace()
-            .next()?;
-        format!("{ip}:{port}").parse().ok()
-    }
-
-    pub fn sdp(addr: SocketAddr) -> String {
-        format!(
-            "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n",
-            ip = addr.ip(),
-            port = addr.port()
-        )
+        super::sdp_rtp_addr(msg.split_once("\r\n\r\n")?.1)
     }
 
     fn recv_matching(
@@ -822,7 +843,7 @@ mod edge {
             let i = first + i;
             let callee = format!("+{}", a.number + i as u64);
             let call_id = format!("bench-{i}-{}@127.0.0.10", std::process::id());
-            let offer = sdp(cs.local_addr().map_err(|e| e.to_string())?);
+            let offer = super::sdp_text(cs.local_addr().map_err(|e| e.to_string())?);
             let invite = format!(
                 "INVITE sip:{callee}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbench{i}\r\nMax-Forwards: 70\r\n\
                  From: <sip:+6495550100@127.0.0.10>;tag=c{i}\r\nTo: <sip:{callee}@{edge}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
@@ -833,7 +854,7 @@ mod edge {
                 .map_err(|e| e.to_string())?;
             let (inv, from) = recv_matching(&p, |m| m.starts_with("INVITE "))?;
             let to_platform = sdp_addr(&inv).ok_or("the edge's INVITE has no SDP")?;
-            let answer = sdp(ps.local_addr().map_err(|e| e.to_string())?);
+            let answer = super::sdp_text(ps.local_addr().map_err(|e| e.to_string())?);
             let mut ok = String::from("SIP/2.0 200 OK\r\n");
             for l in inv.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
                 let name = l
@@ -866,42 +887,6 @@ mod edge {
             out.push((to_carrier, to_platform));
         }
         Ok(out)
-    }
-
-    /// VmRSS of the edge process.
-    pub fn rss_kib(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
-    pub fn ticks(pid: u32) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        // After "pid (comm) ", utime and stime are fields 12 and 13 (state is not numeric).
-        f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
-    }
-
-    /// The edge's CPU time (user + system) over the measured window.
-    pub fn cpu_during_measure(pid: u32, phase: &Arc<AtomicU8>) -> (Duration, Duration) {
-        let hz = 100.0; // CLK_TCK on Linux
-        while phase.load(Ordering::Relaxed) < MEASURE {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let (t0, c0) = (Instant::now(), ticks(pid));
-        while phase.load(Ordering::Relaxed) < DRAIN {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let cpu = (ticks(pid).saturating_sub(c0)) as f64 / hz;
-        (Duration::from_secs_f64(cpu), t0.elapsed())
     }
 }
 
@@ -977,7 +962,7 @@ mod rtpengine {
             let i = first + i;
             let (call_id, from_tag, to_tag) = (format!("rb-{i}"), format!("f{i}"), format!("t{i}"));
             let local = |s: &UdpSocket| s.local_addr().map_err(|e| e.to_string());
-            let offer = super::edge::sdp(local(cs)?);
+            let offer = super::sdp_text(local(cs)?);
             let to_platform = command(
                 &ng,
                 ng_addr,
@@ -989,7 +974,7 @@ mod rtpengine {
                     ("sdp", &offer),
                 ]),
             )?;
-            let answer = super::edge::sdp(local(ps)?);
+            let answer = super::sdp_text(local(ps)?);
             let to_carrier = command(
                 &ng,
                 ng_addr,
@@ -1003,7 +988,7 @@ mod rtpengine {
                 ]),
             )?;
             let addr = |sdp: &[u8]| {
-                super::edge::sdp_addr_of_body(&String::from_utf8_lossy(sdp))
+                super::sdp_rtp_addr(&String::from_utf8_lossy(sdp))
                     .ok_or_else(|| "rtpengine's SDP has no c=/m= address".to_string())
             };
             out.push((addr(&to_carrier)?, addr(&to_platform)?));
