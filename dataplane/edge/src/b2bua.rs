@@ -119,9 +119,8 @@ impl Worker {
                 .map(msg::uri_of)
                 .unwrap_or_default()
                 .to_string(),
-            route_set: msg::headers(req, "Record-Route")
-                .map(str::to_string)
-                .collect(),
+            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
+            route_set: msg::list(req, "Record-Route"),
             local_cseq: 1,
             invite_cseq: cseq,
             awaiting_ack: None,
@@ -556,13 +555,18 @@ impl Worker {
             Side::Internal => self.shared.internal_hostport.clone(),
         };
         let to = msg::header(resp, "To").unwrap_or_default();
+        let (ruri, routes) = dialog_route(&c.b);
         let mut b = Builder::request_via(
             "ACK",
-            &c.b.remote_target,
+            &ruri,
             &via(c.b.peer.transport(), &hostport, &branch),
         );
-        for r in &c.b.route_set {
-            b.push("Route", r);
+        for r in routes {
+            if r.starts_with('<') {
+                b.push("Route", r);
+            } else {
+                b.push("Route", &format!("<{r}>"));
+            }
         }
         let bytes = b
             .header("From", &format!("{};tag={}", c.b.local, c.b.local_tag))
@@ -845,6 +849,13 @@ impl Worker {
         if let Some(tx) = self.servers.get_mut(&k) {
             tx.call = Some((id, leg));
         }
+        if matches!(
+            req.method,
+            trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
+        ) && let Some(c) = self.calls.get_mut(&id)
+        {
+            refresh_target(c.leg_mut(leg), req);
+        }
         if req.method == trunkgate_sip::Method::Bye {
             self.respond(&k, 200, "OK", "", &[]);
             return self.end_call(id, Some(leg), "BYE");
@@ -938,6 +949,9 @@ impl Worker {
                 self_hostport(&self.shared, c.leg(from).side)
             );
         }
+        if (method == "INVITE" || method == "UPDATE") && (200..300).contains(&code) {
+            refresh_target(c.leg_mut(sent_on), resp);
+        }
         if method == "INVITE" && (200..300).contains(&code) {
             c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
             c.leg_mut(from).awaiting_ack = Some(server.clone());
@@ -971,10 +985,38 @@ fn learn_dialog(b: &mut Leg, resp: &Response) {
     if let Some(ct) = msg::header(resp, "Contact") {
         b.remote_target = msg::uri_of(ct).to_string();
     }
-    b.route_set = msg::headers(resp, "Record-Route")
-        .map(str::to_string)
-        .collect();
+    b.route_set = msg::list(resp, "Record-Route");
     b.route_set.reverse();
+}
+
+/// The Request-URI and Route values of a request inside a leg's dialog (RFC 3261 §12.2.1.1):
+/// with a loose router first (`lr`), the remote target and the route set as it is; with a strict
+/// router, that router's URI as Request-URI and the remote target as the last Route.
+fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
+    let target = if l.remote_target.is_empty() {
+        format!("sip:{}", crate::settings::host_port(l.peer.addr()))
+    } else {
+        l.remote_target.clone()
+    };
+    match l.route_set.split_first() {
+        Some((first, rest)) if msg::param(msg::uri_of(first), "lr").is_none() => {
+            let mut routes: Vec<&str> = rest.iter().map(String::as_str).collect();
+            routes.push(&l.remote_target);
+            (msg::uri_of(first).to_string(), routes)
+        }
+        _ => (target, l.route_set.iter().map(String::as_str).collect()),
+    }
+}
+
+/// RFC 3261 §12.2.2 target refresh: a re-INVITE or UPDATE (or its 2xx) with a Contact moves
+/// the peer's remote target.
+fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
+    if let Some(ct) = msg::header(m, "Contact") {
+        let uri = msg::uri_of(ct);
+        if !uri.is_empty() {
+            l.remote_target = uri.to_string();
+        }
+    }
 }
 
 /// Headers of an answer relayed to leg A: our Contact and the copied ones.
@@ -1005,18 +1047,18 @@ fn in_dialog_request(
     body: &[u8],
     hostport: String,
 ) -> (Vec<u8>, String, String, Side, Link) {
-    let ruri = if l.remote_target.is_empty() {
-        format!("sip:{}", crate::settings::host_port(l.peer.addr()))
-    } else {
-        l.remote_target.clone()
-    };
+    let (ruri, routes) = dialog_route(l);
     let ident = format!(
         "From: {};tag={}\r\nCall-ID: {}\r\n",
         l.local, l.local_tag, l.call_id
     );
     let mut b = Builder::request_via(method, &ruri, &via(l.peer.transport(), &hostport, branch));
-    for r in &l.route_set {
-        b.push("Route", r);
+    for r in routes {
+        if r.starts_with('<') {
+            b.push("Route", r);
+        } else {
+            b.push("Route", &format!("<{r}>"));
+        }
     }
     b = b
         .raw(&ident)

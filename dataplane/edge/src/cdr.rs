@@ -39,6 +39,34 @@ struct MediaRecord {
     lost: u64,
     jitter_ms: f64,
     mos: Option<f64>,
+    /// Datagrams dropped because they came from an unexpected address, and the first such one.
+    #[serde(skip_serializing_if = "is_zero")]
+    unexpected_source_packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unexpected_source: Option<String>,
+    /// Why `mos` is null, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_media_reason: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Why a stream direction has no quality figures: nothing came, or it came from elsewhere.
+fn no_media_reason(s: &trunkgate_media::StreamStats) -> Option<String> {
+    if s.packets > 0 {
+        return None;
+    }
+    let expected = s
+        .latched
+        .map_or_else(|| "no address yet".to_string(), |a| a.to_string());
+    Some(match s.first_foreign {
+        Some(src) => format!(
+            "RTP came only from unexpected address {src} (expected {expected}); media.behindNat latches to any source"
+        ),
+        None => format!("no RTP arrived (expected from {expected})"),
+    })
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -86,6 +114,9 @@ pub fn write(c: &Call) {
                 lost: s.lost,
                 jitter_ms: (s.jitter_ms * 100.0).round() / 100.0,
                 mos: s.mos.map(|m| (m * 100.0).round() / 100.0),
+                unexpected_source_packets: s.foreign,
+                unexpected_source: s.first_foreign.map(|a| a.to_string()),
+                no_media_reason: no_media_reason(s),
             })
             .collect(),
     };

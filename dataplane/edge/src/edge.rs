@@ -234,6 +234,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                                 None
                             }
                         },
+                        media_counted: Default::default(),
                     };
                     worker.run(rx, events_rx, shutdown).await;
                 });

@@ -106,8 +106,31 @@ impl Worker {
     /// Media timeouts: an answered call that carried no RTP for `--media-timeout` ends with a
     /// BYE on both legs carrying a Reason header (RFC 3326).
     pub fn on_media_events(&mut self, events: Vec<trunkgate_media::MediaEvent>) {
+        self.count_media_drops();
         for e in events {
-            let trunkgate_media::MediaEvent::Timeout { call, .. } = e;
+            let call = match e {
+                trunkgate_media::MediaEvent::Timeout { call, .. } => call,
+                trunkgate_media::MediaEvent::UnexpectedSource {
+                    call,
+                    stream,
+                    from,
+                    src,
+                    expected,
+                } => {
+                    // Once per stream direction: the packets themselves are counted.
+                    let trunk = self.calls.get(&call).map(|c| c.trunk_id().to_string());
+                    tracing::warn!(
+                        call,
+                        trunk = trunk.as_deref().unwrap_or(""),
+                        stream,
+                        from = from.label(),
+                        %src,
+                        expected = ?expected,
+                        "media from an unexpected address dropped (not the SDP's or the latched one; set media.behindNat for carriers behind NAT)"
+                    );
+                    continue;
+                }
+            };
             let Some(c) = self.calls.get_mut(&call) else {
                 continue;
             };
@@ -123,4 +146,24 @@ impl Worker {
             self.end_call(call, None, "media timeout");
         }
     }
+
+    /// Adds what the relay dropped since the last look to
+    /// `trunkgate_edge_media_packets_dropped_total`.
+    fn count_media_drops(&mut self) {
+        let Some(engine) = self.media.as_ref() else {
+            return;
+        };
+        let now = engine.counters();
+        let m = &self.shared.metrics.media_dropped;
+        let foreign = now.foreign - self.media_counted.foreign;
+        if foreign > 0 {
+            m.with_label_values(&["unexpected_source"]).inc_by(foreign);
+        }
+        let dropped = now.dropped - self.media_counted.dropped;
+        if dropped > 0 {
+            m.with_label_values(&["not_forwarded"]).inc_by(dropped);
+        }
+        self.media_counted = now;
+    }
+
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub target_probes: IntCounterVec,
     pub options_answered: IntCounter,
     pub media_timeouts: IntCounterVec,
+    pub media_dropped: IntCounterVec,
     pub media_mos: prometheus::HistogramVec,
     pub media_loss: prometheus::HistogramVec,
     pub media_jitter: prometheus::HistogramVec,
@@ -152,6 +153,11 @@ impl Metrics {
                 "trunkgate_edge_target_probes_total",
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
+            ),
+            media_dropped: cv(
+                "trunkgate_edge_media_packets_dropped_total",
+                "RTP/RTCP datagrams the relay did not forward, by reason: unexpected_source (neither the latched address nor, before latching, the SDP's), not_forwarded (the other side is on hold, has no address yet, the send failed, or the datagram was too large).",
+                &["reason"],
             ),
             media_timeouts: cv(
                 "trunkgate_edge_media_timeouts_total",

@@ -41,6 +41,15 @@ pub fn headers<'m>(m: &'m impl HasHeaders, name: &'m str) -> impl Iterator<Item 
         .map(Header::value)
 }
 
+/// Every entry of a list header (`Record-Route`, `Route`), across repeated fields and
+/// comma-joined values, in order (RFC 3261 §7.3.1).
+pub fn list(m: &impl HasHeaders, name: &str) -> Vec<String> {
+    headers(m, name)
+        .flat_map(trunkgate_sip::list_entries)
+        .map(str::to_string)
+        .collect()
+}
+
 /// The URI inside a name-addr or addr-spec value (`"A" <sip:x@y>;tag=1` → `sip:x@y`).
 pub fn uri_of(value: &str) -> &str {
     let v = value.trim();

@@ -116,6 +116,9 @@ pub struct ServerTxn {
     pub call: Option<(u64, LegId)>,
     /// Via…CSeq lines every response to this request repeats (RFC 3261 §8.2.6.2).
     pub prefix: String,
+    /// The request's Record-Route lines, repeated in every response that creates or confirms a
+    /// dialog (RFC 3261 §12.1.1): 101–299 to an INVITE. Empty for other requests.
+    pub record_route: String,
     pub last: Option<Vec<u8>>,
     pub final_code: Option<u16>,
     pub acked: bool,
@@ -228,6 +231,8 @@ pub struct Worker {
     pub tcp_out: crate::tcp::Outgoing,
     /// This worker's media relay (None when it could not start: relayed calls get 503).
     pub media: Option<trunkgate_media::MediaEngine>,
+    /// The relay's totals already added to the metrics.
+    pub media_counted: trunkgate_media::Counters,
 }
 
 impl Worker {
@@ -388,6 +393,11 @@ impl Worker {
     ) -> ServerKey {
         let key = server_key(req);
         let prefix = response_prefix(req, src.addr(), tag);
+        let record_route = if req.method == trunkgate_sip::Method::Invite {
+            header_lines(req, "Record-Route")
+        } else {
+            String::new()
+        };
         self.hot.transactions[side.index()][0].inc();
         self.servers.insert(
             key.clone(),
@@ -396,6 +406,7 @@ impl Worker {
                 peer: src.clone(),
                 call: None,
                 prefix,
+                record_route,
                 last: None,
                 final_code: None,
                 acked: false,
@@ -416,6 +427,9 @@ impl Worker {
             return;
         }
         let mut b = Builder::response(code, reason).raw(&tx.prefix);
+        if (101..300).contains(&code) {
+            b = b.raw(&tx.record_route);
+        }
         if !lines.is_empty() {
             b = b.raw(lines);
         }
@@ -459,8 +473,10 @@ impl Worker {
                 .inc();
             self.servers.remove(&key);
             if let (Some((id, leg)), Some(200..=299)) = (call, code) {
-                tracing::info!(call = id, "no ACK for 2xx; ending the call");
-                self.end_call(id, Some(leg), "no ACK");
+                // RFC 3261 §13.3.1.4: the dialog is confirmed but the session SHOULD end, with
+                // a BYE on this leg too (its peer may well think the call is up).
+                tracing::info!(call = id, ?leg, "no ACK for 2xx; ending the call");
+                self.end_call(id, None, "no ACK");
             }
             return;
         }
@@ -900,6 +916,18 @@ pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str
             }
             s.push_str("\r\n");
         }
+    }
+    s
+}
+
+/// Every `name` header of `m` as `Name: value` lines, values and order untouched.
+fn header_lines(m: &impl HasHeaders, name: &str) -> String {
+    let mut s = String::new();
+    for v in msg::headers(m, name) {
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(v);
+        s.push_str("\r\n");
     }
     s
 }

@@ -27,8 +27,13 @@
 //!
 //! ```ignore
 //! _ = self.media.wait() => {
-//!     for MediaEvent::Timeout { call, session } in self.media.relay() {
-//!         // BYE on both legs with `Reason: SIP;cause=408;text="media timeout"`, then close.
+//!     for event in self.media.relay() {
+//!         match event {
+//!             // BYE on both legs with `Reason: SIP;cause=408;text="media timeout"`, then close.
+//!             MediaEvent::Timeout { call, session } => {}
+//!             // Log once; the packets are counted in `counters().foreign`.
+//!             MediaEvent::UnexpectedSource { call, src, .. } => {}
+//!         }
 //!     }
 //! }
 //! ```

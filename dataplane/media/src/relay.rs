@@ -162,6 +162,17 @@ pub enum MediaEvent {
     /// with a Reason header). Reported again each further timeout while the silence lasts, so
     /// a worker that ignores it for a call not yet answered hears of it again later.
     Timeout { call: u64, session: SessionId },
+    /// The first datagram of a stream direction that came from neither the latched address nor
+    /// (before latching) the SDP's, reported once per stream direction so the worker can log it;
+    /// every such datagram is counted in [`Counters::foreign`] and [`StreamStats::foreign`].
+    UnexpectedSource {
+        call: u64,
+        stream: usize,
+        from: Side,
+        src: SocketAddr,
+        /// The address the packet was expected from (latched or SDP), if any.
+        expected: Option<SocketAddr>,
+    },
 }
 
 /// One direction of one stream, as the relay saw it.
@@ -183,6 +194,8 @@ pub struct StreamStats {
     /// Datagrams from an address that is neither the latched one nor (before latching) the
     /// SDP's.
     pub foreign: u64,
+    /// The first such unexpected source.
+    pub first_foreign: Option<SocketAddr>,
     /// RFC 3550 A.3 expected and lost packets, summed over the SSRCs seen.
     pub expected: u64,
     pub lost: u64,
@@ -213,6 +226,7 @@ struct Flow {
     forwarded: u64,
     dropped: u64,
     foreign: u64,
+    first_foreign: Option<SocketAddr>,
     rx: Receiver,
 }
 
@@ -307,6 +321,7 @@ impl Leg {
             forwarded: f.forwarded,
             dropped: f.dropped,
             foreign: f.foreign,
+            first_foreign: f.first_foreign,
             expected: f.rx.expected(),
             lost: f.rx.lost(),
             jitter_ms: f.rx.jitter_ms(),
@@ -476,6 +491,8 @@ pub struct MediaEngine {
     next_check: Instant,
     check_every: Duration,
     counters: Counters,
+    /// Events found while forwarding, returned by the next `relay`.
+    found: Vec<MediaEvent>,
 }
 
 impl MediaEngine {
@@ -500,6 +517,7 @@ impl MediaEngine {
             next_check: Instant::now() + check_every,
             check_every,
             counters: Counters::default(),
+            found: Vec::new(),
         })
     }
 
@@ -629,6 +647,7 @@ impl MediaEngine {
                             forwarded: 0,
                             dropped: 0,
                             foreign: 0,
+                            first_foreign: None,
                             rx: Receiver::new(DEFAULT_CLOCK_RATE),
                         },
                     });
@@ -823,7 +842,9 @@ impl MediaEngine {
                 break;
             }
         }
-        self.expire(Instant::now())
+        let mut events = self.expire(Instant::now());
+        events.append(&mut self.found);
+        events
     }
 
     /// Reads one datagram from the socket `t` names and sends it on to the other side.
@@ -849,6 +870,7 @@ impl MediaEngine {
         let Ok((n, src)) = sock.recv_from(&mut self.buf) else {
             return;
         };
+        let foreign_before = x.from.foreign;
         pass(
             x,
             y,
@@ -858,6 +880,15 @@ impl MediaEngine {
             src,
             t.rtcp,
         );
+        if foreign_before == 0 && x.from.foreign == 1 {
+            self.found.push(MediaEvent::UnexpectedSource {
+                call: session.call,
+                stream: t.stream,
+                from: t.side,
+                src,
+                expected: x.rtp_peer.or(x.remote.map(|r| r.rtp)),
+            });
+        }
     }
 
     fn expire(&mut self, now: Instant) -> Vec<MediaEvent> {
@@ -904,6 +935,7 @@ fn pass(
     }
     let rtcp = on_rtcp_socket || is_rtcp(packet);
     if !x.admit(src, rtcp, on_rtcp_socket) {
+        x.from.first_foreign.get_or_insert(src);
         x.from.foreign += 1;
         counters.foreign += 1;
         return;

@@ -188,6 +188,12 @@ pub(crate) fn split_list(value: &str) -> List<'_> {
     List(Some(value))
 }
 
+/// The entries of a list header value (`Route`, `Record-Route`, `Contact`, ...), split at commas
+/// outside quoted strings and `<...>` (RFC 3261 §7.3.1), trimmed, empty ones skipped.
+pub fn list_entries(value: &str) -> impl Iterator<Item = &str> {
+    split_list(value).filter(|e| !e.is_empty())
+}
+
 pub(crate) struct List<'a>(Option<&'a str>);
 
 impl<'a> Iterator for List<'a> {

@@ -24,6 +24,7 @@ mod uri;
 mod wire;
 
 pub use error::{CodecError, Rejection};
+pub use grammar::list_entries;
 pub use fields::{
     call_id, cseq, from_tag, from_user, max_forwards, request_uri_user, to_tag, to_user,
     top_via_branch,
