@@ -514,6 +514,24 @@ fn build_trunk(
             None
         }
     };
+    if let Some(a) = &spec.inbound.auth {
+        if a.algorithms.is_empty() {
+            report.problem(
+                "spec.inbound.auth.algorithms",
+                Reason::Invalid,
+                "list at least one digest algorithm (MD5, SHA-256)",
+            );
+        }
+        for (i, alg) in a.algorithms.iter().enumerate() {
+            if a.algorithms[..i].contains(alg) {
+                report.problem(
+                    "spec.inbound.auth.algorithms",
+                    Reason::Invalid,
+                    format!("entry {i} ({alg:?}) is listed twice"),
+                );
+            }
+        }
+    }
     let inbound_auth = spec.inbound.auth.as_ref().and_then(|a| {
         credentials(
             ns,
@@ -621,6 +639,11 @@ fn build_trunk(
             allowed_cidrs: cidrs,
             hostnames,
             auth: inbound_auth,
+            auth_algorithms: spec
+                .inbound
+                .auth
+                .as_ref()
+                .map_or_else(|| vec![crate::DigestAlgorithm::Md5], |a| a.algorithms.clone()),
             dial_plan,
             destination: destination?,
         },

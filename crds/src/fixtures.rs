@@ -73,7 +73,14 @@ impl CarrierTrunk {
             secret_ref: SecretRef {
                 name: secret.into(),
             },
+            algorithms: vec![crate::DigestAlgorithm::Md5],
         });
+        self
+    }
+    pub fn with_inbound_auth_algorithms(mut self, algorithms: &[crate::DigestAlgorithm]) -> Self {
+        if let Some(a) = self.spec.inbound.auth.as_mut() {
+            a.algorithms = algorithms.to_vec();
+        }
         self
     }
     pub fn with_number_format(mut self, cc: &str) -> Self {

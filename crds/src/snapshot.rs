@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::digest::DigestCredentials;
 use crate::e164::{DialPlan, E164, NumberRange};
-use crate::{CallerIdPolicy, Limits, Media, NumberKind, Transport};
+use crate::{CallerIdPolicy, DigestAlgorithm, Limits, Media, NumberKind, Transport};
 
 /// Key of the snapshot inside the published Secret (gzip-compressed JSON).
 pub const SNAPSHOT_KEY: &str = "snapshot.json.gz";
@@ -61,9 +61,20 @@ pub struct InboundConfig {
     pub hostnames: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<DigestCredentials>,
+    /// Digest algorithms challenged with, most preferred first (`inbound.auth.algorithms`).
+    #[serde(default = "md5_only", skip_serializing_if = "is_md5_only")]
+    pub auth_algorithms: Vec<DigestAlgorithm>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dial_plan: Option<DialPlan>,
     pub destination: SipTarget,
+}
+
+fn md5_only() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Md5]
+}
+
+fn is_md5_only(a: &[DigestAlgorithm]) -> bool {
+    a == [DigestAlgorithm::Md5]
 }
 
 /// Outbound side of a trunk.

@@ -99,6 +99,26 @@ pub struct InboundAuth {
     pub realm: String,
     /// A Secret in the trunk's namespace with `username` and `password` keys.
     pub secret_ref: SecretRef,
+    /// Digest algorithms offered, most preferred first: one challenge each, in this order
+    /// (RFC 8760 §2.4), and an answer in any other is refused. Default `[MD5]`, the one every
+    /// carrier UA answers today (Kamailio `uac_auth`, sipp, baresip take only MD5, and some fail
+    /// on a SHA-256 challenge placed before it); add `SHA-256` for carriers that do RFC 8760.
+    #[serde(default = "default_algorithms")]
+    #[schemars(length(min = 1, max = 2), extend("x-kubernetes-list-type" = "set"))]
+    pub algorithms: Vec<DigestAlgorithm>,
+}
+
+/// A digest algorithm (RFC 7616 §3.3, RFC 8760 §2).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "MD5")]
+    Md5,
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+fn default_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Md5]
 }
 
 /// A Secret in the same namespace as the object that names it.

@@ -13,6 +13,8 @@ pub struct Trunk {
     pub hostnames: Vec<String>,
     /// (realm, Secret name)
     pub inbound_auth: Option<(String, String)>,
+    /// `inbound.auth.algorithms` (empty: not written, the default `[MD5]`).
+    pub digest_algorithms: Vec<String>,
     /// Country code of the number format (national prefix 0, international 00).
     pub country_code: Option<String>,
     pub destination: String,
@@ -44,6 +46,7 @@ impl Trunk {
             cidrs: vec![cidr.into()],
             hostnames: vec![],
             inbound_auth: None,
+            digest_algorithms: Vec::new(),
             country_code: Some("64".into()),
             destination: format!("sip:{destination}"),
             targets: vec![],
@@ -71,6 +74,12 @@ impl Trunk {
 
     pub fn inbound_auth(mut self, realm: &str, secret: &str) -> Self {
         self.inbound_auth = Some((realm.into(), secret.into()));
+        self
+    }
+
+    /// `inbound.auth.algorithms`, most preferred first (`"MD5"`, `"SHA-256"`).
+    pub fn digest_algorithms(mut self, algorithms: &[&str]) -> Self {
+        self.digest_algorithms = algorithms.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -146,9 +155,14 @@ impl Trunk {
             let _ = writeln!(y, "    hostnames: [{}]", list(&self.hostnames));
         }
         if let Some((realm, secret)) = &self.inbound_auth {
+            let algorithms = if self.digest_algorithms.is_empty() {
+                String::new()
+            } else {
+                format!(", algorithms: [{}]", list(&self.digest_algorithms))
+            };
             let _ = writeln!(
                 y,
-                "    auth: {{realm: \"{realm}\", secretRef: {{name: {secret}}}}}"
+                "    auth: {{realm: \"{realm}\", secretRef: {{name: {secret}}}{algorithms}}}"
             );
         }
         if let Some(cc) = &self.country_code {

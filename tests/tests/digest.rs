@@ -1,8 +1,10 @@
 //! Digest authentication of carriers on top of the address check (RFC 3261 §22, RFC 8760).
 //!
-//! The carrier here is a raw UDP socket, not sipp: the edge offers SHA-256 and MD5 challenges
-//! (SHA-256 first, as RFC 8760 §2 prefers), and sipp 3.6 answers only the first challenge and
-//! only in MD5. The MD5 answers are computed here, independently of the edge's digest code.
+//! The carrier here is a raw UDP socket, so that a test can answer exactly as it likes (a
+//! replay, a forged nonce, an algorithm the trunk does not offer). The edge offers the trunk's
+//! `inbound.auth.algorithms` (default MD5 only; `[SHA-256, MD5]` sends two challenges, SHA-256
+//! first as RFC 8760 §2.4 orders them). The MD5 answers are computed here, independently of the
+//! edge's digest code. Real peers answering the challenge (sipp, Kamailio) are in interop tests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,8 +21,14 @@ const NUMBER: &str = "+6498879333";
 const WAIT: Duration = Duration::from_secs(5);
 
 fn config(lab: &Lab, platform: SocketAddr) {
+    config_with(lab, platform, &[]);
+}
+
+/// The trunk with `inbound.auth.algorithms` (empty: the default).
+fn config_with(lab: &Lab, platform: SocketAddr, algorithms: &[&str]) {
     let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform)
-        .inbound_auth(REALM, "pacific-inbound");
+        .inbound_auth(REALM, "pacific-inbound")
+        .digest_algorithms(algorithms);
     lab.write_config(
         "acme.yaml",
         &documents(&[
@@ -167,6 +175,60 @@ fn digest_wrong_password_gets_403_and_is_counted() {
     sock.send(edge.public, &wrong.ack_non_2xx(sock.local, &resp));
     assert_eq!(auth_failures(&edge, "bad_response"), 1.0);
     assert!(edge.cdrs().is_empty(), "no call was set up");
+}
+
+/// The algorithms each 401 offers, in order.
+fn offered(edge: &Edge, sock: &RawUdp, call: &str) -> Vec<String> {
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", call);
+    let (_, resp) = challenge(edge, sock, &inv);
+    resp.header_all("WWW-Authenticate")
+        .into_iter()
+        .map(digest_params)
+        .map(|p| p.get("algorithm").cloned().unwrap_or_else(|| "MD5".into()))
+        .collect()
+}
+
+#[test]
+fn digest_challenges_follow_the_trunks_algorithms() {
+    let lab = Lab::new("digest_algorithms");
+    let platform = Sipp::reserve(PLATFORM);
+    // Default: MD5 alone, the one every carrier UA answers (sipp, Kamailio uac_auth, baresip).
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let sock = RawUdp::bind(CARRIER);
+    assert_eq!(offered(&edge, &sock, "alg-default"), ["MD5"]);
+    // Opt-in: both, SHA-256 first (RFC 8760 §2.4: most preferred first), one header each.
+    let before = edge.snapshot_version();
+    config_with(&lab, platform, &["SHA-256", "MD5"]);
+    assert_eventually!(
+        edge.snapshot_version() != before,
+        Duration::from_secs(5),
+        "the edge loads the changed trunk"
+    );
+    assert_eq!(offered(&edge, &sock, "alg-both"), ["SHA-256", "MD5"]);
+}
+
+#[test]
+fn digest_answer_in_an_algorithm_the_trunk_does_not_offer_is_refused() {
+    let lab = Lab::new("digest_downgrade");
+    let platform = Sipp::reserve(PLATFORM);
+    config_with(&lab, platform, &["SHA-256"]);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let sock = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", "digest-downgrade");
+    sock.send(edge.public, &inv.invite(sock.local));
+    let resp = sock.recv_final("INVITE", WAIT).expect("a challenge");
+    assert_eq!(resp.code(), Some(401), "{}", resp.text());
+    sock.send(edge.public, &inv.ack_non_2xx(sock.local, &resp));
+    let sha = digest_params(resp.header("WWW-Authenticate").expect("a challenge"));
+    assert_eq!(sha.get("algorithm").map(String::as_str), Some("SHA-256"));
+    // Right password, but answered in MD5 to a trunk that offers only SHA-256: a downgrade.
+    let md5 = with_credentials(&inv, PASSWORD, &sha["nonce"]);
+    sock.send(edge.public, &md5.invite(sock.local));
+    let refused = sock.recv_final("INVITE", WAIT).expect("an answer");
+    assert_eq!(refused.code(), Some(403), "{}", refused.text());
+    sock.send(edge.public, &md5.ack_non_2xx(sock.local, &refused));
+    assert_eq!(auth_failures(&edge, "algorithm_not_offered"), 1.0);
 }
 
 /// A nonce the edge did not sign (forged, or from an edge run before a restart) gets a new

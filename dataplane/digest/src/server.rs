@@ -89,13 +89,14 @@ impl NonceIssuer {
         self.format(realm, algorithm, stale, &self.nonce(realm))
     }
 
-    /// Both challenges, to be sent as two header fields (RFC 3261 §7.3.1 forbids joining them
-    /// with a comma), SHA-256 first as the preferred one (RFC 8760 §2). They share one nonce.
-    pub fn challenges(&self, realm: &str, stale: bool) -> Vec<String> {
+    /// One challenge per algorithm, in the order given (most preferred first, RFC 8760 §2.4),
+    /// to be sent as separate header fields (RFC 3261 §7.3.1 forbids joining them with a comma).
+    /// They share one nonce.
+    pub fn challenges(&self, realm: &str, stale: bool, algorithms: &[Algorithm]) -> Vec<String> {
         let nonce = self.nonce(realm);
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
-            .map(|algorithm| self.format(realm, algorithm, stale, &nonce))
+        algorithms
+            .iter()
+            .map(|&algorithm| self.format(realm, algorithm, stale, &nonce))
             .collect()
     }
 

@@ -3,8 +3,9 @@
 
 use std::time::SystemTime;
 
+use trunkgate_crds::DigestAlgorithm;
 use trunkgate_crds::digest::DigestCredentials;
-use trunkgate_digest::{AuthError, Credentials, NonceIssuer};
+use trunkgate_digest::{Algorithm, AuthError, Credentials, NonceIssuer};
 use trunkgate_sip::{Request, Response};
 
 use crate::msg;
@@ -25,6 +26,13 @@ pub struct AuthState {
     issuer: NonceIssuer,
 }
 
+fn algorithm(a: DigestAlgorithm) -> Algorithm {
+    match a {
+        DigestAlgorithm::Md5 => Algorithm::Md5,
+        DigestAlgorithm::Sha256 => Algorithm::Sha256,
+    }
+}
+
 fn creds(c: &DigestCredentials) -> Credentials<'_> {
     Credentials {
         realm: &c.realm,
@@ -42,24 +50,40 @@ impl AuthState {
         }
     }
 
-    /// Checks a carrier's INVITE against the trunk's credentials.
-    pub fn check(&mut self, req: &Request, c: &DigestCredentials) -> Result<(), AuthRefusal> {
+    /// Checks a carrier's INVITE against the trunk's credentials; challenges offer
+    /// `algorithms` in that order and an answer in another algorithm is refused.
+    pub fn check(
+        &mut self,
+        req: &Request,
+        c: &DigestCredentials,
+        algorithms: &[DigestAlgorithm],
+    ) -> Result<(), AuthRefusal> {
+        let offered: Vec<Algorithm> = algorithms.iter().map(|a| algorithm(*a)).collect();
         let value = msg::header(req, "Authorization");
         let ruri = req.uri.to_string();
         match self
             .issuer
             .verify(value, "INVITE", &ruri, &creds(c), SystemTime::now())
         {
-            Ok(_) => Ok(()),
+            Ok(v) if offered.contains(&v.algorithm) => Ok(()),
+            Ok(v) => Err(AuthRefusal::Forbidden {
+                label: "algorithm_not_offered",
+                text: format!(
+                    "digest algorithm {} is not offered on this trunk",
+                    v.algorithm.as_str()
+                ),
+            }),
             Err(AuthError::Missing) => Err(AuthRefusal::Challenge {
-                values: self.issuer.challenges(&c.realm, false),
+                values: self.issuer.challenges(&c.realm, false, &offered),
                 label: None,
             }),
             Err(e @ (AuthError::Stale | AuthError::OtherIssuer | AuthError::BadNonce)) => {
                 Err(AuthRefusal::Challenge {
-                    values: self
-                        .issuer
-                        .challenges(&c.realm, !matches!(e, AuthError::BadNonce)),
+                    values: self.issuer.challenges(
+                        &c.realm,
+                        !matches!(e, AuthError::BadNonce),
+                        &offered,
+                    ),
                     label: Some(e.metric_label()),
                 })
             }
