@@ -95,14 +95,15 @@ impl AuthState {
     }
 
     /// The `Authorization` (401) or `Proxy-Authorization` (407) line answering a carrier's
-    /// challenge for `method` to `ruri`.
+    /// challenge for `method` to `ruri`, and whether the challenge said `stale=true` (the
+    /// credentials were right, only the nonce had expired: RFC 2617 §3.2.1).
     pub fn answer(
         &mut self,
         resp: &Response,
         method: &str,
         ruri: &str,
         c: &DigestCredentials,
-    ) -> Result<String, String> {
+    ) -> Result<(String, bool), String> {
         let (ask, give) = if resp.status_code.code() == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -122,6 +123,6 @@ impl AuthState {
             1,
         )
         .map_err(|e| e.to_string())?;
-        Ok(format!("{give}: {value}\r\n"))
+        Ok((format!("{give}: {value}\r\n"), chosen.stale))
     }
 }

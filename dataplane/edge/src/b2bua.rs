@@ -171,7 +171,7 @@ impl Worker {
             b_lines,
             b_body,
             auth_line: None,
-            auth_answered: false,
+            auth_tries: 0,
             b_provisional: false,
             cancel_pending: false,
             cancelled: false,
@@ -441,7 +441,7 @@ impl Worker {
             c.b_lines = String::new();
             c.b_body = Vec::new();
             c.hops = Vec::new();
-            c.auth_line = None;
+            // `auth_line` stays for the ACK (RFC 3261 §13.2.2.4: same credentials as the INVITE).
             c.last_failure = None;
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
@@ -453,34 +453,51 @@ impl Worker {
             return self.finish_call(id);
         }
         let trunk = c.trunk;
-        if (code == 401 || code == 407) && c.direction == Direction::Outbound {
+        if (code == 401 || code == 407) && c.b.side == Side::Public {
+            // The carrier challenges the trunk (RFC 3261 §22.2): answer once, once more only
+            // after `stale=true`, then give up naming the real cause.
             let creds =
                 c.rt.trunk(trunk)
                     .outbound
                     .as_ref()
                     .and_then(|o| o.auth.clone());
-            if let (Some(creds), false) = (creds, c.auth_answered) {
-                let ruri = c.b.remote_target.clone();
-                match self.auth.answer(resp, "INVITE", &ruri, &creds) {
-                    Ok(line) => {
-                        let c = self.calls.get_mut(&id).expect("call present");
-                        c.auth_answered = true;
-                        c.auth_line = Some(line);
-                        // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
-                        let dest = c.b.peer.addr();
-                        return self.send_b_invite(id, dest);
-                    }
-                    Err(text) => return self.fail_a(id, 403, &text),
+            let tries = c.auth_tries;
+            let ruri = c.b.remote_target.clone();
+            let trunk_id = c.trunk_id().to_string();
+            let outcome = match creds {
+                None => Err(crate::challenge::Unanswered::NoCredentials),
+                Some(creds) => match self.auth.answer(resp, "INVITE", &ruri, &creds) {
+                    Err(why) => Err(crate::challenge::Unanswered::Unusable(why)),
+                    Ok((line, stale)) if tries == 0 || (stale && tries < 2) => Ok(line),
+                    Ok(_) => Err(crate::challenge::Unanswered::Refused {
+                        username: creds.username.clone(),
+                        realm: creds.realm.clone(),
+                    }),
+                },
+            };
+            let label = outcome.as_ref().map_or_else(|e| e.metric_label(), |_| "answered");
+            self.shared
+                .metrics
+                .carrier_challenges
+                .with_label_values(&[trunk_id.as_str(), "INVITE", label])
+                .inc();
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
+            return match outcome {
+                Ok(line) => {
+                    c.auth_tries = tries + 1;
+                    c.auth_line = Some(line);
+                    // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
+                    let dest = c.b.peer.addr();
+                    self.send_b_invite(id, dest)
                 }
-            }
-            let id_str = c.trunk_id().to_string();
-            return self.fail_a(
-                id,
-                403,
-                &format!(
-                    "carrier challenged and trunk {id_str} has no usable outbound credentials"
-                ),
-            );
+                Err(why) => {
+                    let text = why.text(&trunk_id, "INVITE");
+                    tracing::warn!(call = id, trunk = trunk_id, "{text}");
+                    self.fail_a(id, 403, &text)
+                }
+            };
         }
         let retryable = code == 408 || (500..600).contains(&code);
         if c.direction == Direction::Outbound && retryable && c.next_hop < c.hops.len() {
@@ -491,7 +508,7 @@ impl Worker {
                 .with_label_values(&[c.trunk_id(), label])
                 .inc();
             c.last_failure = Some((code, reason_of(resp)));
-            c.auth_answered = false;
+            c.auth_tries = 0;
             c.auth_line = None;
             return self.next_hop(id);
         }
@@ -532,7 +549,7 @@ impl Worker {
                         .with_label_values(&[c.trunk_id(), "timeout"])
                         .inc();
                     c.last_failure = Some((code, text));
-                    c.auth_answered = false;
+                    c.auth_tries = 0;
                     c.auth_line = None;
                     return self.next_hop(id);
                 }
@@ -769,8 +786,12 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
+        let mut lines = msg::copied_lines(req);
+        if initial && let Some(auth) = c.auth_line.take() {
+            // RFC 3261 §13.2.2.4: the ACK carries the INVITE's credentials.
+            lines.push_str(&auth);
+        }
         let l = c.leg(other);
-        let lines = msg::copied_lines(req);
         let (bytes, _, _, side, peer) = in_dialog_request(
             l,
             "ACK",

@@ -167,7 +167,8 @@ pub struct Call {
     pub b_lines: String,
     pub b_body: Vec<u8>,
     pub auth_line: Option<String>,
-    pub auth_answered: bool,
+    /// Times the current hop's INVITE was sent again with credentials.
+    pub auth_tries: u8,
     pub b_provisional: bool,
     pub cancel_pending: bool,
     pub cancelled: bool,

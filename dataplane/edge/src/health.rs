@@ -95,6 +95,8 @@ pub struct Probe {
     pub uri: String,
     pub threshold: u32,
     pub health: Arc<TargetHealth>,
+    /// The trunk's outbound credentials, for a carrier that challenges OPTIONS.
+    pub auth: Option<trunkgate_crds::digest::DigestCredentials>,
 }
 
 /// Which worker probes trunk `index`.
@@ -130,6 +132,7 @@ impl Worker {
                     uri: target.uri.clone(),
                     threshold: out.health_failure_threshold,
                     health: health.clone(),
+                    auth: out.auth.clone(),
                 });
                 let hop = hop_of(target);
                 match hop.addr {

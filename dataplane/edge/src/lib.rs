@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod b2bua;
 pub mod call;
+pub mod challenge;
 pub mod cdr;
 pub mod config;
 pub mod edge;

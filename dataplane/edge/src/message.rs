@@ -105,6 +105,56 @@ impl Builder {
     }
 }
 
+/// A request the edge built, sent again with credentials (RFC 3261 §22.2, §8.1.3.5): a new
+/// branch (a new transaction), CSeq `cseq`, earlier `Authorization`/`Proxy-Authorization` lines
+/// dropped and `auth_line` added. None when `sent` is not a request this module wrote with
+/// `branch`.
+pub fn resend_with(
+    sent: &[u8],
+    branch: &str,
+    new_branch: &str,
+    cseq: u32,
+    auth_line: &str,
+) -> Option<Vec<u8>> {
+    let split = sent.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&sent[..split + 2]).ok()?;
+    let body = &sent[split + 4..];
+    let mut out = String::with_capacity(head.len() + auth_line.len() + 16);
+    let mut lines = head.split_inclusive("\r\n");
+    out.push_str(lines.next()?);
+    let mut via_done = false;
+    let mut content_length = None;
+    for line in lines {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("Authorization")
+            || name.eq_ignore_ascii_case("Proxy-Authorization")
+        {
+            continue;
+        }
+        if !via_done && name.eq_ignore_ascii_case("Via") {
+            via_done = true;
+            let old = format!(";branch={branch}");
+            if !line.contains(&old) {
+                return None;
+            }
+            out.push_str(&line.replacen(&old, &format!(";branch={new_branch}"), 1));
+        } else if name.eq_ignore_ascii_case("CSeq") {
+            let method = line.split_whitespace().nth(2)?;
+            let _ = write!(out, "CSeq: {cseq} {method}\r\n");
+        } else if name.eq_ignore_ascii_case("Content-Length") {
+            content_length = Some(line);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.push_str(auth_line);
+    out.push_str(content_length?);
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    via_done.then_some(bytes)
+}
+
 /// A Via value for a request we send (RFC 3261 §18.1.1: sent-by is where responses come back).
 pub fn via(transport: &str, host_port: &str, branch: &str) -> String {
     format!("SIP/2.0/{transport} {host_port};branch={branch};rport")
@@ -197,5 +247,31 @@ mod tests {
             name_addr(Some("A \"B\""), "sip:x@y", Some("t")),
             "\"A B\" <sip:x@y>;tag=t"
         );
+    }
+
+    #[test]
+    fn a_challenged_request_goes_again_with_credentials_and_a_new_transaction() {
+        let sent = Builder::request_via("BYE", "sip:c@10.0.0.1", &via("UDP", "e:5060", "z9hG4bKa"))
+            .ids("From: <sip:a@e>;tag=1\r\nCall-ID: x\r\n", "<sip:b@c>;tag=2", 7, "BYE")
+            .header("Proxy-Authorization", "Digest old")
+            .body(b"v=0\r\n");
+        let again = resend_with(
+            &sent,
+            "z9hG4bKa",
+            "z9hG4bKb",
+            8,
+            "Proxy-Authorization: Digest new\r\n",
+        )
+        .expect("our own request");
+        let text = String::from_utf8_lossy(&again);
+        assert!(text.starts_with("BYE sip:c@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP e:5060;branch=z9hG4bKb;rport\r\n"), "{text}");
+        assert!(text.contains("CSeq: 8 BYE\r\n"), "{text}");
+        assert!(!text.contains("Digest old"), "{text}");
+        assert!(
+            text.ends_with("Proxy-Authorization: Digest new\r\nContent-Length: 5\r\n\r\nv=0\r\n"),
+            "{text}"
+        );
+        assert!(resend_with(&sent, "z9hG4bKother", "z9hG4bKb", 8, "").is_none());
+        assert!(resend_with(b"garbage", "z9hG4bKa", "z9hG4bKb", 8, "").is_none());
     }
 }

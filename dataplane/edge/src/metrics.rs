@@ -28,6 +28,7 @@ pub struct Metrics {
     pub options_answered: IntCounter,
     pub media_timeouts: IntCounterVec,
     pub media_dropped: IntCounterVec,
+    pub carrier_challenges: IntCounterVec,
     pub media_mos: prometheus::HistogramVec,
     pub media_loss: prometheus::HistogramVec,
     pub media_jitter: prometheus::HistogramVec,
@@ -153,6 +154,11 @@ impl Metrics {
                 "trunkgate_edge_target_probes_total",
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
+            ),
+            carrier_challenges: cv(
+                "trunkgate_edge_carrier_challenges_total",
+                "Digest challenges (401/407) from carriers to requests the edge sent after the initial INVITE, by trunk, method and result: answered, refused (challenged again after credentials: wrong username or password), no_credentials (the trunk has no outbound.auth), unusable.",
+                &["trunk", "method", "result"],
             ),
             media_dropped: cv(
                 "trunkgate_edge_media_packets_dropped_total",

@@ -159,6 +159,8 @@ pub struct ClientTxn {
     pub ruri: String,
     pub ident: String,
     pub cseq: u32,
+    /// How many times this request was already sent again with credentials.
+    pub auth_tries: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -531,6 +533,7 @@ impl Worker {
                 ruri,
                 ident,
                 cseq,
+                auth_tries: 0,
             },
         );
         if !reliable {
@@ -752,14 +755,23 @@ impl Worker {
             }
             tx.completed = true;
             // Nothing is retransmitted once completed: keep only what an ACK needs.
-            tx.bytes = Vec::new();
+            let sent = std::mem::take(&mut tx.bytes);
             if tx.invite && code >= 300 {
                 let ack = ack_for_non_2xx(tx, resp);
                 self.net.send(tx.side, &tx.dest, &ack);
             }
+            let carrier = tx.side == Side::Public && !matches!(tx.purpose, Purpose::Setup);
             // Keep the transaction a while to absorb retransmissions (timers D/K, RFC 6026).
             let linger = if tx.invite { TX_TIMEOUT } else { T4 };
             self.schedule(linger, Timer::ClientForget(key.clone()));
+            // A carrier's challenge to anything but the initial INVITE (which has its own path
+            // with failover) is answered here; only an unanswerable one goes on.
+            if (code == 401 || code == 407) && carrier {
+                match self.answer_challenge(&key, resp, &sent) {
+                    Ok(()) => return,
+                    Err(why) => return self.challenge_unanswered(key, resp, why),
+                }
+            }
         }
         self.client_response(key, resp);
     }

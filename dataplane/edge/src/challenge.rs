@@ -1,0 +1,174 @@
+//! Answering a carrier's digest challenge (401/407) on the requests the edge sends it after the
+//! initial INVITE: re-INVITE, UPDATE, INFO, PRACK, BYE and OPTIONS probes (RFC 3261 §22.2,
+//! §22.3). Carriers that challenge every request are common; passing their 407 to the platform,
+//! which has no credentials for them, would break hold, transfer and hang-up.
+//!
+//! Once per challenge: a request sent with credentials that is challenged again is given up
+//! unless the new challenge says `stale=true` (the nonce expired, the password was right:
+//! RFC 2617 §3.2.1), and then only once more.
+
+use trunkgate_crds::digest::DigestCredentials;
+use trunkgate_sip::Response;
+
+use crate::call::Side;
+use crate::message::resend_with;
+use crate::worker::{ClientKey, Purpose, Timer, Worker};
+
+/// How many times one request is sent again with credentials: once, plus once after `stale`.
+const MAX_TRIES: u8 = 2;
+
+/// Why a challenge was not answered, for the Warning and `trunkgate_edge_carrier_challenges_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The trunk has no `outbound.auth`.
+    NoCredentials,
+    /// Challenged again after credentials without `stale=true`: wrong username or password.
+    Refused { username: String, realm: String },
+    /// The challenge could not be answered (another realm, an algorithm without an HA1, ...).
+    Unusable(String),
+}
+
+impl Unanswered {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NoCredentials => "no_credentials",
+            Self::Refused { .. } => "refused",
+            Self::Unusable(_) => "unusable",
+        }
+    }
+
+    /// The Warning text for the platform (or the log), naming the real cause.
+    pub fn text(&self, trunk: &str, method: &str) -> String {
+        match self {
+            Self::NoCredentials => format!(
+                "the carrier challenged our {method} and trunk {trunk} has no outbound.auth credentials"
+            ),
+            Self::Refused { username, realm } => format!(
+                "the carrier refused trunk {trunk}'s credentials for {method} (username '{username}', realm '{realm}'): check the password in outbound.auth's Secret"
+            ),
+            Self::Unusable(why) => {
+                format!("cannot answer the carrier's challenge to {method} on trunk {trunk}: {why}")
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// The trunk's outbound credentials for a request of `key`'s transaction, when it went to a
+    /// carrier: the call's trunk, or the probed trunk.
+    fn challenge_credentials(&self, key: &ClientKey) -> (String, Option<DigestCredentials>) {
+        let Some(tx) = self.clients.get(key) else {
+            return (String::new(), None);
+        };
+        match &tx.purpose {
+            Purpose::Probe(p) => (p.trunk_id.clone(), p.auth.clone()),
+            Purpose::Relay(_) | Purpose::Bye | Purpose::Setup | Purpose::Cancel => {
+                let Some(c) = self.calls.get(&tx.call) else {
+                    return (String::new(), None);
+                };
+                let creds = (tx.side == Side::Public)
+                    .then(|| c.rt.trunk(c.trunk).outbound.as_ref()?.auth.clone())
+                    .flatten();
+                (c.trunk_id().to_string(), creds)
+            }
+        }
+    }
+
+    /// Sends the challenged request of `key` (its bytes `sent`) again with credentials, as a
+    /// new transaction with the same purpose. Err says why it was not, and is counted.
+    pub(crate) fn answer_challenge(
+        &mut self,
+        key: &ClientKey,
+        resp: &Response,
+        sent: &[u8],
+    ) -> Result<(), Unanswered> {
+        let (trunk, creds) = self.challenge_credentials(key);
+        let result = self.resend_challenged(key, resp, sent, creds);
+        let label = match &result {
+            Ok(()) => "answered",
+            Err(e) => e.metric_label(),
+        };
+        self.shared
+            .metrics
+            .carrier_challenges
+            .with_label_values(&[trunk.as_str(), key.1.as_str(), label])
+            .inc();
+        result
+    }
+
+    fn resend_challenged(
+        &mut self,
+        key: &ClientKey,
+        resp: &Response,
+        sent: &[u8],
+        creds: Option<DigestCredentials>,
+    ) -> Result<(), Unanswered> {
+        let creds = creds.ok_or(Unanswered::NoCredentials)?;
+        let Some(tx) = self.clients.get(key) else {
+            return Err(Unanswered::Unusable("the request is gone".into()));
+        };
+        let tries = tx.auth_tries;
+        let (line, stale) = self
+            .auth
+            .answer(resp, &key.1, &tx.ruri, &creds)
+            .map_err(Unanswered::Unusable)?;
+        if tries >= MAX_TRIES || (tries > 0 && !stale) {
+            return Err(Unanswered::Refused {
+                username: creds.username.clone(),
+                realm: creds.realm.clone(),
+            });
+        }
+        // RFC 3261 §22.2: same request, CSeq one higher; inside a dialog the leg's CSeq moves on.
+        let cseq = match self.calls.get_mut(&tx.call) {
+            Some(c) if !matches!(tx.purpose, Purpose::Probe(_)) => {
+                let l = c.leg_mut(tx.leg);
+                l.local_cseq = l.local_cseq.max(tx.cseq) + 1;
+                l.local_cseq
+            }
+            _ => tx.cseq + 1,
+        };
+        let branch = self.mint.branch();
+        let bytes = resend_with(sent, &key.0, &branch, cseq, &line)
+            .ok_or_else(|| Unanswered::Unusable("the request cannot be rebuilt".into()))?;
+        let (call, leg, purpose, side, dest, ruri, ident) = (
+            tx.call,
+            tx.leg,
+            tx.purpose.clone(),
+            tx.side,
+            tx.dest.clone(),
+            tx.ruri.clone(),
+            tx.ident.clone(),
+        );
+        let probe = matches!(purpose, Purpose::Probe(_));
+        let new = self.open_client(
+            call, leg, purpose, side, dest, &key.1, branch, bytes, ruri, ident, cseq,
+        );
+        if let Some(tx) = self.clients.get_mut(&new) {
+            tx.auth_tries = tries + 1;
+        }
+        if probe {
+            let after = self.shared.settings.failover_timeout();
+            self.schedule(after, Timer::Failover(new));
+        }
+        Ok(())
+    }
+
+    /// A challenge the edge does not answer: the platform gets 403 with the real cause for a
+    /// relayed request (its own credentials mean nothing to the carrier); a probe counts the
+    /// answer as usual (a challenge means the target is alive); a BYE is logged.
+    pub(crate) fn challenge_unanswered(&mut self, key: ClientKey, resp: &Response, why: Unanswered) {
+        let (trunk, _) = self.challenge_credentials(&key);
+        let Some(tx) = self.clients.get(&key) else {
+            return;
+        };
+        let text = why.text(&trunk, &key.1);
+        tracing::warn!(trunk, method = key.1.as_str(), code = resp.status_code.code(), "{text}");
+        match tx.purpose.clone() {
+            Purpose::Relay(server) => self.refuse(&server, 403, &text, ""),
+            Purpose::Probe(probe) => {
+                self.probe_answered(&probe, resp.status_code.code(), "challenged")
+            }
+            Purpose::Bye | Purpose::Cancel | Purpose::Setup => {}
+        }
+    }
+}
