@@ -436,6 +436,50 @@ fn rtp_from_another_address_is_not_relayed_and_does_not_divert_the_stream() {
     );
 }
 
+/// A carrier whose RTP comes from another address than its SDP's (a NAT the trunk does not
+/// declare with `behindNat`): nothing is relayed, but the operator is told — the drops are
+/// counted, logged once, and the call record says why it has no quality figures.
+#[test]
+fn rtp_only_from_an_unexpected_address_is_counted_logged_once_and_explained_in_the_record() {
+    let lab = Lab::new("media_unexpected");
+    let (mut carrier, mut platform) = agents();
+    let edge = edge_with(&lab, platform.local, |t| t, 2, &[]);
+    let c_rtp = RtpEnd::bind(CARRIER);
+    let nat = RtpEnd::socket(DENIED);
+    let p_rtp = RtpEnd::bind(PLATFORM);
+    let offer = sdp(CARRIER, c_rtp.addr.port(), &[PCMU], "");
+    let answer = sdp(PLATFORM, p_rtp.addr.port(), &[PCMU], "");
+    let mut call = answered_call(&edge, &mut carrier, &mut platform, &offer, &answer);
+    send_g711(&nat, call.edge_public, 0, 7, 0x66, false);
+    assert!(arrivals(&p_rtp.rtp, 0).is_empty(), "nothing relayed");
+    let dropped = || {
+        edge.metric(
+            "trunkgate_edge_media_packets_dropped_total",
+            &[("reason", "unexpected_source")],
+        )
+    };
+    assert_eventually!(dropped() == 7.0, WAIT, "got {}", dropped());
+    carrier.bye(&mut call.carrier);
+    platform.answer_bye(WAIT);
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    let from_carrier = media_of(&cdr, "carrier");
+    assert_eq!(from_carrier["packets"], 0, "{cdr}");
+    assert_eq!(from_carrier["unexpectedSourcePackets"], 7, "{cdr}");
+    let nat_addr = nat.local_addr().expect("bound").to_string();
+    assert_eq!(from_carrier["unexpectedSource"], nat_addr.as_str(), "{cdr}");
+    let why = from_carrier["noMediaReason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&nat_addr) && why.contains(&c_rtp.addr.to_string()),
+        "the record names where RTP came from and where it was expected: {cdr}"
+    );
+    let log = edge.log_tail(200);
+    assert_eq!(
+        log.matches("media from an unexpected address").count(),
+        1,
+        "logged once per stream direction, not per packet:\n{log}"
+    );
+}
+
 /// `media: {behindNat: true}`: the carrier's SDP names its private address; its RTP comes from
 /// its NAT's outside address. The edge latches onto that and never sends to the private one.
 #[test]
