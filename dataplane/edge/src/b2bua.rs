@@ -475,7 +475,9 @@ impl Worker {
                     }),
                 },
             };
-            let label = outcome.as_ref().map_or_else(|e| e.metric_label(), |_| "answered");
+            let label = outcome
+                .as_ref()
+                .map_or_else(|e| e.metric_label(), |_| "answered");
             self.shared
                 .metrics
                 .carrier_challenges
@@ -573,11 +575,8 @@ impl Worker {
         };
         let to = msg::header(resp, "To").unwrap_or_default();
         let (ruri, routes) = dialog_route(&c.b);
-        let mut b = Builder::request_via(
-            "ACK",
-            &ruri,
-            &via(c.b.peer.transport(), &hostport, &branch),
-        );
+        let mut b =
+            Builder::request_via("ACK", &ruri, &via(c.b.peer.transport(), &hostport, &branch));
         for r in routes {
             if r.starts_with('<') {
                 b.push("Route", r);
@@ -1098,5 +1097,70 @@ impl Side {
             Side::Public => Side::Internal,
             Side::Internal => Side::Public,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(routes: &[&str]) -> Leg {
+        Leg {
+            side: Side::Public,
+            peer: Link::Udp("192.0.2.7:5060".parse().expect("an address")),
+            call_id: "c1".into(),
+            local_tag: "tg1".into(),
+            remote_tag: Some("r1".into()),
+            local: "<sip:+6498879333@edge.example>".into(),
+            remote: "<sip:+6421555123@carrier.example>;tag=r1".into(),
+            remote_target: "sip:ua@198.51.100.9:5070".into(),
+            route_set: routes.iter().map(|r| r.to_string()).collect(),
+            local_cseq: 1,
+            invite_cseq: 1,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+        }
+    }
+
+    #[test]
+    fn loose_routers_keep_the_remote_target_and_the_route_set() {
+        let l = leg(&["<sip:p1.example;lr;ftag=x>", "<sip:p2.example;lr=on>"]);
+        let (ruri, routes) = dialog_route(&l);
+        assert_eq!(ruri, "sip:ua@198.51.100.9:5070");
+        assert_eq!(
+            routes,
+            ["<sip:p1.example;lr;ftag=x>", "<sip:p2.example;lr=on>"]
+        );
+    }
+
+    #[test]
+    fn a_strict_router_first_takes_the_request_uri_and_the_target_goes_last() {
+        // RFC 3261 §12.2.1.1: Request-URI = first route's URI, Route = the rest + remote target.
+        let l = leg(&["<sip:strict.example>", "<sip:p2.example;lr>"]);
+        let (ruri, routes) = dialog_route(&l);
+        assert_eq!(ruri, "sip:strict.example");
+        assert_eq!(routes, ["<sip:p2.example;lr>", "sip:ua@198.51.100.9:5070"]);
+    }
+
+    #[test]
+    fn no_route_set_sends_to_the_target_or_the_peer() {
+        let mut l = leg(&[]);
+        assert_eq!(dialog_route(&l).0, "sip:ua@198.51.100.9:5070");
+        l.remote_target.clear();
+        assert_eq!(dialog_route(&l).0, "sip:192.0.2.7:5060");
+    }
+
+    #[test]
+    fn a_contact_in_a_reinvite_or_its_answer_moves_the_remote_target() {
+        let mut l = leg(&[]);
+        let req = trunkgate_sip::parse(
+            b"INVITE sip:x@e SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9;branch=z9hG4bK1\r\nFrom: <sip:a@c>;tag=r1\r\nTo: <sip:b@e>;tag=tg1\r\nCall-ID: c1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:ua@198.51.100.10:5080;transport=tcp>\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("a valid request");
+        let trunkgate_sip::SipMessage::Request(req) = req else {
+            panic!("a request");
+        };
+        refresh_target(&mut l, &req);
+        assert_eq!(l.remote_target, "sip:ua@198.51.100.10:5080;transport=tcp");
     }
 }

@@ -156,13 +156,23 @@ impl Worker {
     /// A challenge the edge does not answer: the platform gets 403 with the real cause for a
     /// relayed request (its own credentials mean nothing to the carrier); a probe counts the
     /// answer as usual (a challenge means the target is alive); a BYE is logged.
-    pub(crate) fn challenge_unanswered(&mut self, key: ClientKey, resp: &Response, why: Unanswered) {
+    pub(crate) fn challenge_unanswered(
+        &mut self,
+        key: ClientKey,
+        resp: &Response,
+        why: Unanswered,
+    ) {
         let (trunk, _) = self.challenge_credentials(&key);
         let Some(tx) = self.clients.get(&key) else {
             return;
         };
         let text = why.text(&trunk, &key.1);
-        tracing::warn!(trunk, method = key.1.as_str(), code = resp.status_code.code(), "{text}");
+        tracing::warn!(
+            trunk,
+            method = key.1.as_str(),
+            code = resp.status_code.code(),
+            "{text}"
+        );
         match tx.purpose.clone() {
             Purpose::Relay(server) => self.refuse(&server, 403, &text, ""),
             Purpose::Probe(probe) => {

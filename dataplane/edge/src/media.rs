@@ -165,5 +165,4 @@ impl Worker {
         }
         self.media_counted = now;
     }
-
 }

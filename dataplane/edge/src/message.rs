@@ -252,7 +252,12 @@ mod tests {
     #[test]
     fn a_challenged_request_goes_again_with_credentials_and_a_new_transaction() {
         let sent = Builder::request_via("BYE", "sip:c@10.0.0.1", &via("UDP", "e:5060", "z9hG4bKa"))
-            .ids("From: <sip:a@e>;tag=1\r\nCall-ID: x\r\n", "<sip:b@c>;tag=2", 7, "BYE")
+            .ids(
+                "From: <sip:a@e>;tag=1\r\nCall-ID: x\r\n",
+                "<sip:b@c>;tag=2",
+                7,
+                "BYE",
+            )
             .header("Proxy-Authorization", "Digest old")
             .body(b"v=0\r\n");
         let again = resend_with(
@@ -264,7 +269,12 @@ mod tests {
         )
         .expect("our own request");
         let text = String::from_utf8_lossy(&again);
-        assert!(text.starts_with("BYE sip:c@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP e:5060;branch=z9hG4bKb;rport\r\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "BYE sip:c@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP e:5060;branch=z9hG4bKb;rport\r\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("CSeq: 8 BYE\r\n"), "{text}");
         assert!(!text.contains("Digest old"), "{text}");
         assert!(

@@ -24,11 +24,11 @@ mod uri;
 mod wire;
 
 pub use error::{CodecError, Rejection};
-pub use grammar::list_entries;
 pub use fields::{
     call_id, cseq, from_tag, from_user, max_forwards, request_uri_user, to_tag, to_user,
     top_via_branch,
 };
+pub use grammar::list_entries;
 pub use parse::{ExtensionRequest, MAX_MESSAGE_LEN, SipMessage, parse};
 pub use response::{response_to, warning};
 pub use rsipstack::sip as model;
