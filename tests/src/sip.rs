@@ -404,6 +404,13 @@ impl RawInvite {
         s.into_bytes()
     }
 
+    /// The CANCEL of this INVITE (same branch, Request-URI, Call-ID, From, To and CSeq
+    /// number: RFC 3261 §9.1), with `local` in its Via.
+    pub fn cancel(&self, local: SocketAddr) -> Vec<u8> {
+        let s = self.common("CANCEL", &self.ruri, local, "CANCEL");
+        format!("{s}Content-Length: 0\r\n\r\n").into_bytes()
+    }
+
     /// The ACK of a non-2xx final answer (same branch, RFC 3261 §17.1.1.3).
     pub fn ack_non_2xx(&self, local: SocketAddr, resp: &SipMsg) -> Vec<u8> {
         let to = resp.header("To").unwrap_or_default();

@@ -740,21 +740,18 @@ impl Worker {
         self.finish_call(id);
     }
 
-    pub(crate) fn on_ack(&mut self, _side: Side, _src: &Link, req: &Request) {
+    pub(crate) fn on_ack(&mut self, side: Side, src: &Link, req: &Request) {
         let key = crate::worker::server_key(req);
         if let Some(tx) = self.servers.get_mut(&key)
             && tx.final_code.is_some_and(|c| c >= 300)
+            && (side == Side::Internal || tx.peer.addr().ip() == src.addr().ip())
         {
             // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timer G, linger (Timer I).
             tx.acked = true;
             self.schedule(T4, Timer::ServerForget(key));
             return;
         }
-        let Some(tag) = trunkgate_sip::to_tag(req) else {
-            return;
-        };
-        let call_id = trunkgate_sip::call_id(req).unwrap_or_default();
-        let Some(&(id, leg)) = self.dialogs.get(&(call_id.to_string(), tag.to_string())) else {
+        let Some((id, leg)) = self.dialog_of(side, src, req) else {
             return;
         };
         let Some(c) = self.calls.get_mut(&id) else {
@@ -812,7 +809,12 @@ impl Worker {
             .unwrap_or_default()
             .to_string();
         let inv = (branch, "INVITE".to_string());
-        let Some(tx) = self.servers.get(&inv) else {
+        // RFC 3261 §9.2: branch, source, Call-ID, From tag and CSeq number all match the INVITE.
+        let Some(tx) = self
+            .servers
+            .get(&inv)
+            .filter(|_| self.cancel_matches(&inv, src, req))
+        else {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 481, "no such transaction to cancel", "");
         };
@@ -845,23 +847,9 @@ impl Worker {
         }
     }
 
-    pub(crate) fn on_in_dialog(&mut self, side: Side, src: &Link, req: &Request, tag: &str) {
-        let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
-        let found = self.dialogs.get(&(call_id, tag.to_string())).copied();
-        let live = found.and_then(|(id, leg)| {
-            let c = self.calls.get(&id)?;
-            (c.state != CallState::Ended && c.leg(leg).side == side).then_some((id, leg))
-        });
-        let Some((id, leg)) = live else {
-            if side == Side::Public && !self.source_allowed(src.addr()) {
-                // Unknown source and no such call: say nothing (default deny).
-                self.shared
-                    .metrics
-                    .acl_drops
-                    .with_label_values(&[side.label()])
-                    .inc();
-                return;
-            }
+    pub(crate) fn on_in_dialog(&mut self, side: Side, src: &Link, req: &Request) {
+        // Only the dialog's own peer, from its address, continues it (RFC 3261 §12.2.2).
+        let Some((id, leg)) = self.dialog_of(side, src, req) else {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 481, "no such call", "");
         };

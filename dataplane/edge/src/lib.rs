@@ -9,6 +9,7 @@ pub mod cdr;
 pub mod challenge;
 pub mod config;
 pub mod edge;
+pub mod gate;
 pub mod health;
 pub mod ids;
 pub mod media;

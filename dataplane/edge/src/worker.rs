@@ -605,7 +605,11 @@ impl Worker {
             SipMessage::Request(r) => trunkgate_sip::to_tag(r).and_then(owner),
             SipMessage::Extension(_) => None,
         };
-        if side == Side::Public && minted.is_none() && !self.source_allowed(src.addr()) {
+        // A source outside every trunk's allowedCidrs gets nothing back: only a message of a
+        // transaction or dialog of ours, from the very address that one uses, goes on (the
+        // checks are in `on_response` and `gate::expected`).
+        let allowed = side == Side::Internal || self.source_allowed(src.addr());
+        if !allowed && minted.is_none() {
             self.metrics()
                 .acl_drops
                 .with_label_values(&[side.label()])
@@ -629,7 +633,7 @@ impl Worker {
                 Some(w) if may_hand_off && w != self.index => {
                     self.hand_off(w, side, src, SipMessage::Response(r))
                 }
-                _ => self.on_response(side, src, &r),
+                _ => self.on_response(side, src, &r, allowed),
             },
             SipMessage::Request(r) => {
                 // Our To tag names the owner; a request without one (a new INVITE, its CANCEL
@@ -643,7 +647,7 @@ impl Worker {
                     Some(w) if may_hand_off && w != self.index => {
                         self.hand_off(w, side, src, SipMessage::Request(r))
                     }
-                    _ => self.on_request(side, src, &r),
+                    _ => self.on_request(side, src, &r, allowed),
                 }
             }
             SipMessage::Extension(r) => {
@@ -658,8 +662,12 @@ impl Worker {
         }
     }
 
-    fn on_request(&mut self, side: Side, src: &Link, req: &Request) {
+    fn on_request(&mut self, side: Side, src: &Link, req: &Request, allowed: bool) {
         use trunkgate_sip::Method as M;
+        if !allowed && !self.expected(side, src, req) {
+            // A forged tag or branch from outside the allow-lists: silence (default deny).
+            return self.count_acl_drop(side);
+        }
         if req.method == M::Ack {
             return self.on_ack(side, src, req);
         }
@@ -683,9 +691,8 @@ impl Worker {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 482, "request already passed through this edge", "");
         }
-        if let Some(tag) = trunkgate_sip::to_tag(req) {
-            let tag = tag.to_string();
-            return self.on_in_dialog(side, src, req, &tag);
+        if trunkgate_sip::to_tag(req).is_some() {
+            return self.on_in_dialog(side, src, req);
         }
         match req.method {
             M::Invite => self.on_new_invite(side, src, req),
@@ -718,7 +725,7 @@ impl Worker {
         })
     }
 
-    fn on_response(&mut self, side: Side, src: &Link, resp: &Response) {
+    fn on_response(&mut self, side: Side, src: &Link, resp: &Response, allowed: bool) {
         let Some(branch) = trunkgate_sip::top_via_branch(resp) else {
             return;
         };
@@ -732,6 +739,15 @@ impl Worker {
             return;
         };
         if tx.side != side {
+            return;
+        }
+        // A carrier's answer comes from the address we sent to: a guessed branch from anywhere
+        // else must not answer or end our requests (from outside the allow-lists: silently).
+        if side == Side::Public && tx.dest.addr().ip() != src.addr().ip() {
+            if !allowed {
+                self.count_acl_drop(side);
+            }
+            tracing::debug!(src = %src.addr(), code, "response from another address than the request went to");
             return;
         }
         tx.responded = true;

@@ -1,0 +1,86 @@
+//! Who may reach a transaction or dialog of ours (RFC 3261 §9.2, §12.2.2, §17.2.3). A source
+//! outside every trunk's `allowedCidrs` never gets a byte back; all it can do is continue a
+//! transaction or dialog of its own, from the address that one already uses. A tag or branch
+//! that looks like ours proves nothing: both are in every message the edge sends.
+
+use std::net::IpAddr;
+
+use trunkgate_sip::{Method, Request};
+
+use crate::call::{CallState, LegId, Side};
+use crate::worker::{Link, Worker, server_key};
+
+impl Worker {
+    /// Whether a request from a source outside the allow-lists belongs to something of ours
+    /// that this very address is part of: a retransmission of its request, the ACK or CANCEL of
+    /// its INVITE, or a request inside a dialog whose peer it is. Anything else is dropped.
+    pub(crate) fn expected(&self, side: Side, src: &Link, req: &Request) -> bool {
+        let ip = src.addr().ip();
+        let key = server_key(req);
+        if self
+            .servers
+            .get(&key)
+            .is_some_and(|tx| tx.peer.addr().ip() == ip)
+        {
+            return true;
+        }
+        if req.method == Method::Cancel {
+            let invite = (key.0.clone(), "INVITE".to_string());
+            return self.cancel_matches(&invite, src, req);
+        }
+        self.dialog_of(side, src, req).is_some()
+    }
+
+    /// The live call leg a request with our To tag belongs to, when its Call-ID and tag name
+    /// one of our dialogs on `side` and it comes from that leg's peer address (§12.2.2).
+    pub(crate) fn dialog_of(&self, side: Side, src: &Link, req: &Request) -> Option<(u64, LegId)> {
+        let tag = trunkgate_sip::to_tag(req)?;
+        let call_id = trunkgate_sip::call_id(req)?;
+        let &(id, leg) = self.dialogs.get(&(call_id.to_string(), tag.to_string()))?;
+        let c = self.calls.get(&id)?;
+        let l = c.leg(leg);
+        let live = c.state != CallState::Ended || req.method == Method::Ack;
+        (live && l.side == side && same_peer(side, l.peer.addr().ip(), src.addr().ip()))
+            .then_some((id, leg))
+    }
+
+    /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction with its branch, from the
+    /// same address, with the INVITE's Call-ID, From tag and CSeq number.
+    pub(crate) fn cancel_matches(
+        &self,
+        invite: &crate::worker::ServerKey,
+        src: &Link,
+        req: &Request,
+    ) -> bool {
+        let Some(tx) = self.servers.get(invite) else {
+            return false;
+        };
+        if !same_peer(tx.side, tx.peer.addr().ip(), src.addr().ip()) {
+            return false;
+        }
+        let Some((id, _)) = tx.call else {
+            // An INVITE refused without a call: the CANCEL changes nothing.
+            return true;
+        };
+        let Some(c) = self.calls.get(&id) else {
+            return true;
+        };
+        trunkgate_sip::call_id(req) == Some(c.a.call_id.as_str())
+            && trunkgate_sip::from_tag(req) == c.a.remote_tag.as_deref()
+            && trunkgate_sip::cseq(req).map(|(n, _)| n) == Some(c.a.invite_cseq)
+    }
+
+    pub(crate) fn count_acl_drop(&self, side: Side) {
+        self.shared
+            .metrics
+            .acl_drops
+            .with_label_values(&[side.label()])
+            .inc();
+    }
+}
+
+/// The carrier side is held to the address a dialog or transaction started with; the platform
+/// side (inside the cluster, behind Services whose pods may answer from any address) is not.
+fn same_peer(side: Side, known: IpAddr, now: IpAddr) -> bool {
+    side == Side::Internal || known == now
+}
