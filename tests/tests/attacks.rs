@@ -3,8 +3,9 @@
 //! amplification), a CANCEL or BYE carrying another caller's identifiers changes nothing, and
 //! only the dialog's own carrier, from its own address, continues it.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use trunkgate_tests::sip::RawInvite;
 use trunkgate_tests::sipp::scenario;
@@ -227,4 +228,192 @@ fn a_cancel_with_the_callers_branch_from_elsewhere_cancels_nothing() {
     assert_eq!(terminated.code(), Some(487), "{}", terminated.text());
     carrier.send(edge.public, &inv.ack_non_2xx(carrier.local, &terminated));
     uas.wait().assert_ok();
+}
+
+// ---- TCP: ACL at accept, caps, timeouts -----------------------------------------------------
+
+/// A TCP connection to `to` from `from` (any port). On loopback the edge's reset of a refused
+/// connection can beat `connect` itself: then this is the reset.
+fn try_tcp_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.bind(&SocketAddr::new(from, 0).into())?;
+    sock.connect_timeout(&to.into(), WAIT)?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(WAIT))?;
+    Ok(s)
+}
+
+fn tcp_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    try_tcp_from(from, to).expect("a TCP connection the edge keeps")
+}
+
+/// Whether the edge refused the connection: reset at connect, or closed within `within`.
+fn refused_within(from: IpAddr, to: SocketAddr, within: Duration) -> bool {
+    match try_tcp_from(from, to) {
+        Err(_) => true,
+        Ok(mut s) => closed_within(&mut s, within).is_some(),
+    }
+}
+
+/// How long until the edge closes `s` (reset or FIN), reading and discarding what comes; None
+/// when it is still open after `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(within)).expect("a read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+}
+
+fn tcp_refused(edge: &Edge, reason: &str) -> f64 {
+    edge.metric(
+        "trunkgate_edge_tcp_refused_total",
+        &[("side", "public"), ("reason", reason)],
+    )
+}
+
+#[test]
+fn tcp_from_outside_the_allow_lists_is_closed_at_accept_and_calls_go_on() {
+    let lab = Lab::new("attack_tcp_acl");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::answering(&lab, "platform", platform).start();
+    // Hundreds of connections from denied addresses (the issue saw 22,500 reach the fd limit):
+    // each is reset at once, so none is held.
+    let mut held = Vec::new();
+    for i in 0..300u32 {
+        let from = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, (i % 200) as u8 + 1));
+        if let Ok(mut s) = try_tcp_from(from, edge.public) {
+            let _ = s.write_all(b"OPTIONS sip:x SIP/2.0\r\n");
+            held.push(s);
+        }
+    }
+    assert_eventually!(
+        tcp_refused(&edge, "acl") >= 300.0,
+        WAIT,
+        "each denied connection is refused at accept: {}",
+        tcp_refused(&edge, "acl")
+    );
+    let mut replies = 0;
+    for s in held.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("a timeout");
+        let mut buf = [0u8; 64];
+        if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+            replies += 1;
+        }
+    }
+    assert_eq!(replies, 0, "not a byte goes back");
+    assert_eq!(
+        edge.metric("trunkgate_edge_tcp_connections", &[]),
+        0.0,
+        "no connection is held"
+    );
+    // A legitimate call over UDP still works.
+    let carrier = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "after-flood");
+    carrier.send(edge.public, &inv.invite(carrier.local));
+    let ok = carrier
+        .recv_final("INVITE", WAIT)
+        .expect("the call is answered");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    carrier.send(
+        edge.public,
+        &inv.in_dialog("ACK", inv.cseq, carrier.local, &ok),
+    );
+    carrier.send(
+        edge.public,
+        &inv.in_dialog("BYE", inv.cseq + 1, carrier.local, &ok),
+    );
+    assert_eq!(
+        carrier.recv_final("BYE", WAIT).and_then(|m| m.code()),
+        Some(200)
+    );
+    uas.wait().assert_ok();
+}
+
+#[test]
+fn tcp_connections_are_capped_per_source_and_closed_when_idle_or_incomplete() {
+    let lab = Lab::new("attack_tcp_caps");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: [
+                "--tcp-max-per-source",
+                "3",
+                "--tcp-idle-seconds",
+                "2",
+                "--tcp-message-seconds",
+                "1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..EdgeOptions::default()
+        },
+    );
+    let mut first: Vec<TcpStream> = (0..3).map(|_| tcp_from(CARRIER, edge.public)).collect();
+    assert_eventually!(
+        edge.metric("trunkgate_edge_tcp_connections", &[]) == 3.0,
+        WAIT,
+        "three held"
+    );
+    assert!(
+        refused_within(CARRIER, edge.public, Duration::from_secs(1)),
+        "the fourth from one source is closed at once"
+    );
+    assert_eq!(tcp_refused(&edge, "source_cap"), 1.0);
+    // Another source is not held back by the first one's cap.
+    let mut other = tcp_from(OTHER_CARRIER, edge.public);
+    // A message begun and never finished (slow loris): closed after --tcp-message-seconds.
+    other
+        .write_all(b"INVITE sip:+6498870000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP x")
+        .expect("write a partial message");
+    let partial = closed_within(&mut other, Duration::from_secs(4)).expect("closed");
+    assert!(partial < Duration::from_secs(4), "{partial:?}");
+    // Quiet connections: closed after --tcp-idle-seconds, and their places come back.
+    for s in first.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).is_some(),
+            "an idle connection is closed"
+        );
+    }
+    let closed = |reason: &str| {
+        edge.metric(
+            "trunkgate_edge_tcp_closed_total",
+            &[("side", "public"), ("reason", reason)],
+        )
+    };
+    assert_eq!(closed("incomplete"), 1.0);
+    assert_eventually!(closed("idle") >= 3.0, WAIT, "idle closes counted");
+    assert_eventually!(
+        edge.metric("trunkgate_edge_tcp_connections", &[]) == 0.0,
+        WAIT,
+        "every place given back"
+    );
+    let _again = tcp_from(CARRIER, edge.public);
+    assert_eventually!(
+        edge.metric("trunkgate_edge_tcp_connections", &[]) == 1.0,
+        WAIT,
+        "the source may connect again"
+    );
 }

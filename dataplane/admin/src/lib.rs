@@ -69,11 +69,26 @@ impl Admin {
 pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin endpoint listening");
+    // Accept errors (out of file descriptors, most often) back off from 10 ms to 1 s and are
+    // logged once per 10 s: a spinning loop would eat a core and fill the log.
+    let mut backoff = std::time::Duration::ZERO;
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = std::time::Duration::ZERO;
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                backoff = (backoff * 2).clamp(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_secs(1),
+                );
+                if last_warning.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                    last_warning = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, "admin accept failed; backing off (logged once per 10 s)");
+                }
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };

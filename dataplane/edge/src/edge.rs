@@ -55,7 +55,34 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         handoff_tx.push(tx);
         handoff_rx.push(rx);
     }
+    // Each relayed stream holds four sockets; TCP connections get what the RTP ports and a
+    // reserve leave under the open-file limit.
+    let nofile = match trunkgate_media::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            1024
+        }
+    };
+    let tcp_cap = crate::tcp::connection_budget(
+        settings.tcp_max_connections,
+        nofile,
+        settings.rtp_ports,
+    );
+    if tcp_cap < settings.tcp_max_connections {
+        tracing::warn!(
+            tcp_cap,
+            nofile,
+            "--tcp-max-connections lowered to keep file descriptors for RTP ports and the rest"
+        );
+    }
+    let tcp = Arc::new(crate::tcp::Census::new(
+        tcp_cap,
+        settings.tcp_max_per_source.max(1),
+        metrics.tcp_connections.clone(),
+    ));
     let shared = Arc::new(Shared {
+        tcp,
         runtime: ArcSwap::from_pointee(Runtime::build(
             EdgeConfig::default().stamped(),
             None,
@@ -77,10 +104,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
     });
     let ready = Arc::new(AtomicBool::new(false));
-    // Each relayed stream holds four sockets.
-    if let Err(e) = trunkgate_media::raise_fd_limit() {
-        tracing::warn!(error = %e, "could not raise the open-file limit");
-    }
     let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
 
     // Bind every worker's sockets before anything runs, so a bad address fails at once.
@@ -201,7 +224,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                                     l,
                                     side,
                                     events_tx.clone(),
-                                    shared.metrics.clone(),
+                                    shared.clone(),
                                 ));
                             }
                             Err(e) => tracing::error!(error = %e, "TCP listener"),

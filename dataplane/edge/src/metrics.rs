@@ -29,6 +29,9 @@ pub struct Metrics {
     pub media_timeouts: IntCounterVec,
     pub media_dropped: IntCounterVec,
     pub carrier_challenges: IntCounterVec,
+    pub tcp_refused: IntCounterVec,
+    pub tcp_closed: IntCounterVec,
+    pub tcp_connections: IntGauge,
     pub media_mos: prometheus::HistogramVec,
     pub media_loss: prometheus::HistogramVec,
     pub media_jitter: prometheus::HistogramVec,
@@ -155,6 +158,27 @@ impl Metrics {
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
             ),
+            tcp_refused: cv(
+                "trunkgate_edge_tcp_refused_total",
+                "TCP connections closed at accept, by side and reason: acl (source in no trunk's allowedCidrs), source_cap (--tcp-max-per-source), total_cap (--tcp-max-connections), accept_error (e.g. out of file descriptors; the accept loop backs off).",
+                &["side", "reason"],
+            ),
+            tcp_closed: cv(
+                "trunkgate_edge_tcp_closed_total",
+                "TCP connections the edge closed or saw closed, by side and reason: idle (--tcp-idle-seconds), incomplete (a message not whole within --tcp-message-seconds), framing, oversize, peer.",
+                &["side", "reason"],
+            ),
+            tcp_connections: {
+                let g = IntGauge::new(
+                    "trunkgate_edge_tcp_connections",
+                    "SIP-over-TCP connections held now, accepted and opened.",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("registered once");
+                g
+            },
             carrier_challenges: cv(
                 "trunkgate_edge_carrier_challenges_total",
                 "Digest challenges (401/407) from carriers to requests the edge sent after the initial INVITE, by trunk, method and result: answered, refused (challenged again after credentials: wrong username or password), no_credentials (the trunk has no outbound.auth), unusable.",

@@ -68,6 +68,20 @@ pub struct Settings {
     /// How often standalone mode checks the config folder for changes, in milliseconds.
     #[arg(long, env = "TRUNKGATE_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
+    /// Most SIP-over-TCP connections the edge holds, accepted and opened, both sides; beyond it
+    /// new ones are closed at once. Lowered at start so a reserve of file descriptors stays for
+    /// RTP ports, config reloads and the admin endpoint.
+    #[arg(long, env = "TRUNKGATE_TCP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub tcp_max_connections: usize,
+    /// Most TCP connections one source address may hold.
+    #[arg(long, env = "TRUNKGATE_TCP_MAX_PER_SOURCE", default_value_t = 32)]
+    pub tcp_max_per_source: usize,
+    /// A TCP connection that brings nothing for this long is closed (CRLF keep-alives count).
+    #[arg(long, env = "TRUNKGATE_TCP_IDLE_SECONDS", default_value_t = 300)]
+    pub tcp_idle_seconds: u64,
+    /// A SIP message begun on a TCP connection must be complete within this many seconds.
+    #[arg(long, env = "TRUNKGATE_TCP_MESSAGE_SECONDS", default_value_t = 10)]
+    pub tcp_message_seconds: u64,
     /// Write call detail records (JSON, one per line) to stdout.
     #[arg(long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub cdr: bool,

@@ -3,7 +3,11 @@
 //! owns it; any worker may write to it through its channel, so a handed-over call answers on
 //! the connection its request came in on.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,16 +34,142 @@ pub fn reuseport_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener>
     Ok(s.into())
 }
 
-/// Accepts connections for one side until the runtime stops.
+/// File descriptors kept out of the TCP budget for everything else: UDP SIP sockets, epoll
+/// instances, DNS, config reloads, the admin endpoint, log files.
+const FD_RESERVE: u64 = 512;
+
+/// How many TCP connections the edge may hold: what was asked, but never so many that the RTP
+/// ports (one socket each) and [`FD_RESERVE`] would no longer fit under the open-file limit.
+pub fn connection_budget(requested: usize, nofile: u64, rtp_ports: (u16, u16)) -> usize {
+    let rtp = u64::from(rtp_ports.1.saturating_sub(rtp_ports.0)) + 1;
+    let room = nofile.saturating_sub(rtp + FD_RESERVE);
+    requested.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// The TCP connections the edge holds, in all and per source address, shared by every worker
+/// (SO_REUSEPORT spreads one source's connections over them).
+pub struct Census {
+    max_total: usize,
+    max_per_source: usize,
+    total: AtomicUsize,
+    by_source: Mutex<HashMap<IpAddr, usize>>,
+    gauge: prometheus::IntGauge,
+}
+
+/// One connection counted in the [`Census`]; dropping it gives the place back.
+pub struct Admitted {
+    census: Arc<Census>,
+    source: Option<IpAddr>,
+}
+
+impl Census {
+    pub fn new(max_total: usize, max_per_source: usize, gauge: prometheus::IntGauge) -> Self {
+        Self {
+            max_total,
+            max_per_source,
+            total: AtomicUsize::new(0),
+            by_source: Mutex::new(HashMap::new()),
+            gauge,
+        }
+    }
+
+    /// A place for a connection from `source` (None: one we open), or the cap that refused it.
+    pub fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Admitted, &'static str> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("total_cap");
+        }
+        if let Some(ip) = source {
+            let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if *n >= self.max_per_source {
+                drop(map);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err("source_cap");
+            }
+            *n += 1;
+        }
+        self.gauge.inc();
+        Ok(Admitted {
+            census: self.clone(),
+            source,
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let c = &self.census;
+        if let Some(ip) = self.source {
+            let mut map = c.by_source.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        c.total.fetch_sub(1, Ordering::AcqRel);
+        c.gauge.dec();
+    }
+}
+
+/// How long a connection may be quiet, and how long a message may take to arrive whole.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub message: Duration,
+}
+
+/// Closes a refused connection at once with a reset (no FIN handshake, no TIME_WAIT to hold).
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Accepts connections for one side until the runtime stops. On the carrier side only sources
+/// some trunk allows are kept; every connection is counted against the caps; errors (EMFILE
+/// among them) back off from 10 ms to 1 s instead of spinning.
 pub async fn accept(
     listener: TcpListener,
     side: Side,
     events: mpsc::UnboundedSender<Event>,
-    metrics: Metrics,
+    shared: Arc<crate::worker::Shared>,
 ) {
+    let metrics = shared.metrics.clone();
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(shared.settings.tcp_idle_seconds.max(1)),
+        message: Duration::from_secs(shared.settings.tcp_message_seconds.max(1)),
+    };
+    let mut backoff = Duration::ZERO;
+    let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                backoff = Duration::ZERO;
+                let refused = |reason: &str| {
+                    metrics
+                        .tcp_refused
+                        .with_label_values(&[side.label(), reason])
+                        .inc();
+                };
+                if side == Side::Public && !shared.runtime.load().source_allowed(peer.ip()) {
+                    refused("acl");
+                    reset(stream);
+                    continue;
+                }
+                let admitted = match shared.tcp.admit(Some(peer.ip())) {
+                    Ok(a) => a,
+                    Err(reason) => {
+                        refused(reason);
+                        reset(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(connection(
@@ -50,17 +180,30 @@ pub async fn accept(
                     rx,
                     events.clone(),
                     metrics.clone(),
+                    timeouts,
+                    admitted,
                 ));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                metrics
+                    .tcp_refused
+                    .with_label_values(&[side.label(), "accept_error"])
+                    .inc();
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    last_warning = Some(Instant::now());
+                    tracing::warn!(error = %e, side = side.label(), "TCP accept failed; backing off (logged once per 10 s)");
+                }
+                tokio::time::sleep(backoff).await;
             }
         }
     }
 }
 
-/// Reads framed messages from a connection and writes what the channel brings.
+/// Reads framed messages from a connection and writes what the channel brings. Closed when
+/// quiet for `timeouts.idle`, or when a message begun does not complete within
+/// `timeouts.message` (a slow-loris holds nothing for long).
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -69,6 +212,8 @@ async fn connection(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::UnboundedSender<Event>,
     metrics: Metrics,
+    timeouts: Timeouts,
+    _admitted: Admitted,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
@@ -80,10 +225,29 @@ async fn connection(
     });
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
+    // When the unfinished message in `buf` began.
+    let mut begun: Option<Instant> = None;
+    let closed = |reason: &str| {
+        metrics
+            .tcp_closed
+            .with_label_values(&[side.label(), reason])
+            .inc();
+    };
     'read: loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let deadline = match begun {
+            Some(t) => t + timeouts.message,
+            None => Instant::now() + timeouts.idle,
+        };
+        let n = match tokio::time::timeout_at(deadline.into(), rd.read(&mut chunk)).await {
+            Err(_) => {
+                closed(if begun.is_some() { "incomplete" } else { "idle" });
+                break;
+            }
+            Ok(Ok(0) | Err(_)) => {
+                closed("peer");
+                break;
+            }
+            Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -125,11 +289,18 @@ async fn connection(
                         .malformed
                         .with_label_values(&[side.label(), e.metric_label()])
                         .inc();
+                    closed("framing");
                     break 'read;
                 }
             }
         }
+        begun = match (buf.is_empty(), begun) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Instant::now()),
+        };
         if buf.len() > MAX_BUFFER {
+            closed("oversize");
             break;
         }
     }
@@ -157,6 +328,13 @@ impl Worker {
                 {
                     return Ok(Link::Tcp(addr, tx.clone()));
                 }
+                let admitted = self.shared.tcp.admit(None).map_err(|_| {
+                    format!("{addr}: the edge holds its most TCP connections (--tcp-max-connections)")
+                })?;
+                let timeouts = Timeouts {
+                    idle: Duration::from_secs(self.shared.settings.tcp_idle_seconds.max(1)),
+                    message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),
+                };
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.tcp_out.insert((side, addr), tx.clone());
                 let events = self.events.clone();
@@ -171,7 +349,11 @@ impl Worker {
                     match connect {
                         Ok(Ok(stream)) => {
                             let _ = stream.set_nodelay(true);
-                            connection(stream, addr, side, writer_tx, rx, events, metrics).await;
+                            connection(
+                                stream, addr, side, writer_tx, rx, events, metrics, timeouts,
+                                admitted,
+                            )
+                            .await;
                         }
                         _ => {
                             let _ = events.send(Event::LinkFailed { addr });
@@ -200,3 +382,34 @@ impl Worker {
 
 /// Per-worker table of connections we opened.
 pub type Outgoing = crate::worker::Table<(Side, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcp_budget_leaves_room_for_rtp_and_the_rest() {
+        // 10,000 RTP ports and the reserve under a 20,000-file limit leave 9,488.
+        assert_eq!(connection_budget(50_000, 20_000, (20000, 29999)), 9_488);
+        assert_eq!(connection_budget(4096, 1_048_576, (20000, 29999)), 4096);
+        assert_eq!(connection_budget(4096, 1024, (20000, 29999)), 0);
+    }
+
+    #[test]
+    fn the_census_caps_per_source_and_in_all_and_gives_places_back() {
+        let gauge = prometheus::IntGauge::new("g", "g").expect("a gauge");
+        let census = Arc::new(Census::new(3, 2, gauge.clone()));
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        let a1 = census.admit(Some(a)).expect("first from a");
+        let _a2 = census.admit(Some(a)).expect("second from a");
+        assert_eq!(census.admit(Some(a)).err(), Some("source_cap"));
+        let _b1 = census.admit(Some(b)).expect("first from b");
+        assert_eq!(census.admit(Some(b)).err(), Some("total_cap"));
+        assert_eq!(census.admit(None).err(), Some("total_cap"));
+        assert_eq!(gauge.get(), 3);
+        drop(a1);
+        assert_eq!(census.total(), 2);
+        assert!(census.admit(Some(a)).is_ok(), "a place came back");
+    }
+}

@@ -52,6 +52,8 @@ pub struct Shared {
     pub nonce_key: [u8; 32],
     /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
     pub resolver: Option<trunkgate_resolve::Resolver>,
+    /// TCP connections held, against `--tcp-max-connections` and `--tcp-max-per-source`.
+    pub tcp: Arc<crate::tcp::Census>,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
