@@ -639,11 +639,10 @@ fn build_trunk(
             allowed_cidrs: cidrs,
             hostnames,
             auth: inbound_auth,
-            auth_algorithms: spec
-                .inbound
-                .auth
-                .as_ref()
-                .map_or_else(|| vec![crate::DigestAlgorithm::Md5], |a| a.algorithms.clone()),
+            auth_algorithms: spec.inbound.auth.as_ref().map_or_else(
+                || vec![crate::DigestAlgorithm::Md5],
+                |a| a.algorithms.clone(),
+            ),
             dial_plan,
             destination: destination?,
         },
