@@ -177,6 +177,58 @@ fn digest_wrong_password_gets_403_and_is_counted() {
     assert!(edge.cdrs().is_empty(), "no call was set up");
 }
 
+/// Guessing is slow and then futile: after --auth-max-failures wrong answers the source and the
+/// trunk's username are blocked, and the right password is refused too until the block ends.
+#[test]
+fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block() {
+    let lab = Lab::new("digest_lockout");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: ["--auth-max-failures", "3", "--auth-block-seconds", "60"]
+                .map(String::from)
+                .to_vec(),
+            ..EdgeOptions::default()
+        },
+    );
+    let sock = RawUdp::bind(CARRIER);
+    let attempt = |label: &str, password: &str| -> SipMsg {
+        let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
+        let (md5, _) = challenge(&edge, &sock, &inv);
+        let authed = with_credentials(&inv, password, &md5["nonce"]);
+        sock.send(edge.public, &authed.invite(sock.local));
+        let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
+        sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+        resp
+    };
+    for i in 0..3 {
+        let resp = attempt(&format!("guess-{i}"), &format!("guess-{i}"));
+        assert_eq!(resp.code(), Some(403), "{}", resp.text());
+    }
+    assert_eq!(
+        edge.metric("trunkgate_edge_auth_blocks_total", &[("scope", "source")]),
+        1.0
+    );
+    let right = attempt("right-during-block", PASSWORD);
+    assert_eq!(right.code(), Some(403), "{}", right.text());
+    assert!(
+        right
+            .header("Warning")
+            .is_some_and(|w| w.contains("try again later")),
+        "{}",
+        right.text()
+    );
+    assert_eq!(auth_failures(&edge, "blocked"), 1.0);
+    assert!(
+        edge.log_tail(100)
+            .contains("blocked after repeated authentication failures"),
+        "one log line per block"
+    );
+    assert!(edge.cdrs().is_empty(), "no call got through");
+}
+
 /// The algorithms each 401 offers, in order.
 fn offered(edge: &Edge, sock: &RawUdp, call: &str) -> Vec<String> {
     let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", call);

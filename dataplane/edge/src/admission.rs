@@ -191,7 +191,7 @@ pub fn inbound(
     };
     let trunk = rt.trunk(t);
     if let Some(c) = &trunk.inbound.auth {
-        match auth.check(req, c, &trunk.inbound.auth_algorithms) {
+        match auth.check(req, c, &trunk.inbound.auth_algorithms, src.ip()) {
             Ok(()) => {}
             Err(AuthRefusal::Challenge { values, label }) => {
                 let mut r = refuse(

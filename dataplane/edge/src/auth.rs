@@ -1,13 +1,16 @@
 //! Digest authentication at the edge: challenging carriers on inbound calls and answering
 //! carriers' challenges on outbound calls, from HA1 hashes only (RFC 3261 §22, RFC 8760).
 
-use std::time::SystemTime;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use trunkgate_crds::DigestAlgorithm;
 use trunkgate_crds::digest::DigestCredentials;
 use trunkgate_digest::{Algorithm, AuthError, Credentials, NonceIssuer};
 use trunkgate_sip::{Request, Response};
 
+use crate::lockout::{Key, Lockout};
 use crate::msg;
 
 /// What to do with a request that failed the check.
@@ -21,10 +24,17 @@ pub enum AuthRefusal {
     Forbidden { label: &'static str, text: String },
 }
 
-/// One worker's digest state (nonce key and replay guard).
+/// One worker's digest state (nonce key and replay guard), and the lockout all workers share.
 pub struct AuthState {
     issuer: NonceIssuer,
+    lockout: Arc<Lockout>,
+    /// `trunkgate_edge_auth_blocks_total{scope}`.
+    blocks: prometheus::IntCounterVec,
 }
+
+/// What a carrier is told while its address or username is slowed down or blocked: the same
+/// whether the password would have been right or not.
+const LOCKED_OUT: &str = "too many failed authentication attempts; try again later";
 
 fn algorithm(a: DigestAlgorithm) -> Algorithm {
     match a {
@@ -44,22 +54,77 @@ fn creds(c: &DigestCredentials) -> Credentials<'_> {
 
 impl AuthState {
     /// `worker` goes into every nonce this worker mints; only it accepts them.
-    pub fn new(key: [u8; 32], worker: usize) -> Self {
+    pub fn new(
+        key: [u8; 32],
+        worker: usize,
+        lockout: Arc<Lockout>,
+        blocks: prometheus::IntCounterVec,
+    ) -> Self {
         Self {
             issuer: NonceIssuer::new(key).with_issuer(worker as u8),
+            lockout,
+            blocks,
         }
     }
 
     /// Checks a carrier's INVITE against the trunk's credentials; challenges offer
     /// `algorithms` in that order and an answer in another algorithm is refused.
+    /// A source or username that failed too often is refused before its credentials are
+    /// looked at ([`Lockout`]).
     pub fn check(
         &mut self,
         req: &Request,
         c: &DigestCredentials,
         algorithms: &[DigestAlgorithm],
+        src: IpAddr,
+    ) -> Result<(), AuthRefusal> {
+        let value = msg::header(req, "Authorization");
+        let keys = [
+            Key::Source(src),
+            Key::User(c.realm.clone(), c.username.clone()),
+        ];
+        let now = Instant::now();
+        if value.is_some()
+            && let Err(v) = self.lockout.admit(&keys, now)
+        {
+            return Err(AuthRefusal::Forbidden {
+                label: v.metric_label(),
+                text: LOCKED_OUT.into(),
+            });
+        }
+        let result = self.verify(req, value, c, algorithms);
+        match &result {
+            Ok(()) => self.lockout.succeeded(&keys),
+            Err(AuthRefusal::Forbidden { label, .. }) => {
+                // A wrong password counts against the trunk's username too; a made-up username
+                // only against the source.
+                let keys = if *label == "unknown_user" {
+                    &keys[..1]
+                } else {
+                    &keys[..]
+                };
+                for b in self.lockout.failed(keys, now) {
+                    self.blocks.with_label_values(&[b.key.scope()]).inc();
+                    tracing::warn!(
+                        key = ?b.key,
+                        failures = b.failures,
+                        "digest: blocked after repeated authentication failures"
+                    );
+                }
+            }
+            Err(AuthRefusal::Challenge { .. }) => {}
+        }
+        result
+    }
+
+    fn verify(
+        &mut self,
+        req: &Request,
+        value: Option<&str>,
+        c: &DigestCredentials,
+        algorithms: &[DigestAlgorithm],
     ) -> Result<(), AuthRefusal> {
         let offered: Vec<Algorithm> = algorithms.iter().map(|a| algorithm(*a)).collect();
-        let value = msg::header(req, "Authorization");
         let ruri = req.uri.to_string();
         match self
             .issuer

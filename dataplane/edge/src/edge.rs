@@ -64,11 +64,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             1024
         }
     };
-    let tcp_cap = crate::tcp::connection_budget(
-        settings.tcp_max_connections,
-        nofile,
-        settings.rtp_ports,
-    );
+    let tcp_cap =
+        crate::tcp::connection_budget(settings.tcp_max_connections, nofile, settings.rtp_ports);
     if tcp_cap < settings.tcp_max_connections {
         tracing::warn!(
             tcp_cap,
@@ -83,6 +80,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let shared = Arc::new(Shared {
         tcp,
+        lockout: Arc::new(crate::lockout::Lockout::new(
+            settings.auth_max_failures,
+            Duration::from_secs(settings.auth_block_seconds),
+        )),
         runtime: ArcSwap::from_pointee(Runtime::build(
             EdgeConfig::default().stamped(),
             None,
@@ -247,7 +248,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         clients: Default::default(),
                         timers: Default::default(),
                         events: events_tx,
-                        auth: AuthState::new(key, index),
+                        auth: AuthState::new(
+                            key,
+                            index,
+                            shared.lockout.clone(),
+                            shared.metrics.auth_blocks.clone(),
+                        ),
                         hot: shared.metrics.hot(),
                         tcp_out: Default::default(),
                         media: match trunkgate_media::MediaEngine::new(media_cfg) {

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub media_dropped: IntCounterVec,
     pub carrier_challenges: IntCounterVec,
     pub tcp_refused: IntCounterVec,
+    pub auth_blocks: IntCounterVec,
     pub tcp_closed: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub media_mos: prometheus::HistogramVec,
@@ -157,6 +158,11 @@ impl Metrics {
                 "trunkgate_edge_target_probes_total",
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
+            ),
+            auth_blocks: cv(
+                "trunkgate_edge_auth_blocks_total",
+                "Digest lockouts begun after --auth-max-failures failures, by scope: source (an address) or username (a trunk's). Attempts refused while slowed down or blocked count in trunkgate_edge_auth_failures_total{reason=throttled|blocked}.",
+                &["scope"],
             ),
             tcp_refused: cv(
                 "trunkgate_edge_tcp_refused_total",

@@ -82,6 +82,13 @@ pub struct Settings {
     /// A SIP message begun on a TCP connection must be complete within this many seconds.
     #[arg(long, env = "TRUNKGATE_TCP_MESSAGE_SECONDS", default_value_t = 10)]
     pub tcp_message_seconds: u64,
+    /// Digest failures (per source address, and per trunk username) before a block; after the
+    /// third, each try must wait twice as long as the one before (1 s up to 32 s).
+    #[arg(long, env = "TRUNKGATE_AUTH_MAX_FAILURES", default_value_t = 10)]
+    pub auth_max_failures: u32,
+    /// How long a block lasts: every attempt, a right password included, is refused.
+    #[arg(long, env = "TRUNKGATE_AUTH_BLOCK_SECONDS", default_value_t = 300)]
+    pub auth_block_seconds: u64,
     /// Write call detail records (JSON, one per line) to stdout.
     #[arg(long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub cdr: bool,

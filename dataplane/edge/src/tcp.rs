@@ -240,7 +240,11 @@ async fn connection(
         };
         let n = match tokio::time::timeout_at(deadline.into(), rd.read(&mut chunk)).await {
             Err(_) => {
-                closed(if begun.is_some() { "incomplete" } else { "idle" });
+                closed(if begun.is_some() {
+                    "incomplete"
+                } else {
+                    "idle"
+                });
                 break;
             }
             Ok(Ok(0) | Err(_)) => {
@@ -329,7 +333,9 @@ impl Worker {
                     return Ok(Link::Tcp(addr, tx.clone()));
                 }
                 let admitted = self.shared.tcp.admit(None).map_err(|_| {
-                    format!("{addr}: the edge holds its most TCP connections (--tcp-max-connections)")
+                    format!(
+                        "{addr}: the edge holds its most TCP connections (--tcp-max-connections)"
+                    )
                 })?;
                 let timeouts = Timeouts {
                     idle: Duration::from_secs(self.shared.settings.tcp_idle_seconds.max(1)),

@@ -54,6 +54,8 @@ pub struct Shared {
     pub resolver: Option<trunkgate_resolve::Resolver>,
     /// TCP connections held, against `--tcp-max-connections` and `--tcp-max-per-source`.
     pub tcp: Arc<crate::tcp::Census>,
+    /// Digest failures per source and username, shared by every worker.
+    pub lockout: Arc<crate::lockout::Lockout>,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
