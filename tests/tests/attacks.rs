@@ -230,6 +230,36 @@ fn a_cancel_with_the_callers_branch_from_elsewhere_cancels_nothing() {
     uas.wait().assert_ok();
 }
 
+/// Refusals tell a carrier no more than they must: a 404 does not say which numbers are served
+/// or name the trunk (the issue saw "+6497770001 is not a number of trunk interop/kam-carrier").
+#[test]
+fn a_refusal_does_not_tell_the_carrier_which_numbers_or_trunks_exist() {
+    let lab = Lab::new("attack_enumeration");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let carrier = RawUdp::bind(CARRIER);
+    // An owned number of another tenant's trunk, and a number nobody owns.
+    for number in ["+6498870000", "+6497770001"] {
+        let inv = RawInvite::new(&edge.public_uri(number), CALLER, "enumerate");
+        carrier.send(edge.public, &inv.invite(carrier.local));
+        let resp = carrier.recv_final("INVITE", WAIT).expect("an answer");
+        carrier.send(edge.public, &inv.ack_non_2xx(carrier.local, &resp));
+        assert_eq!(resp.code(), Some(404), "{}", resp.text());
+        let warning = resp.header("Warning").unwrap_or_default().to_string();
+        for detail in [&number[1..], "acme", "pacific", "beta", "other", "trunk"] {
+            assert!(
+                !warning.contains(detail),
+                "the 404's Warning gives away '{detail}': {warning}"
+            );
+        }
+    }
+    assert!(
+        edge.log_tail(50).contains("+6497770001"),
+        "the detail is in the log for the operator"
+    );
+}
+
 // ---- TCP: ACL at accept, caps, timeouts -----------------------------------------------------
 
 /// A TCP connection to `to` from `from` (any port). On loopback the edge's reset of a refused

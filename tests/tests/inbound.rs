@@ -407,7 +407,14 @@ fn unknown_number_gets_404_with_warning() {
     let lab = Lab::new("unknown_number");
     let platform = Sipp::reserve(PLATFORM);
     one_trunk(&lab, platform, |t| t);
-    let edge = Edge::start(&lab, EdgeOptions::default());
+    // The detail is for labs; by default carriers get less (tests/attacks.rs).
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: vec!["--detailed-warnings".into()],
+            ..EdgeOptions::default()
+        },
+    );
     let ruri = edge.public_uri("+6498000001");
     let carrier = Sipp::uac(
         &lab,

@@ -264,6 +264,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                             }
                         },
                         media_counted: Default::default(),
+                        refusal_log: (std::time::Instant::now(), 0),
                     };
                     worker.run(rx, events_rx, shutdown).await;
                 });

@@ -82,6 +82,11 @@ pub struct Settings {
     /// A SIP message begun on a TCP connection must be complete within this many seconds.
     #[arg(long, env = "TRUNKGATE_TCP_MESSAGE_SECONDS", default_value_t = 10)]
     pub tcp_message_seconds: u64,
+    /// Carriers get the full reason in every refusal's Warning (which number is not served,
+    /// which trunk, why credentials failed). Off by default: that detail helps an attacker
+    /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.
+    #[arg(long, env = "TRUNKGATE_DETAILED_WARNINGS", default_value_t = false)]
+    pub detailed_warnings: bool,
     /// Digest failures (per source address, and per trunk username) before a block; after the
     /// third, each try must wait twice as long as the one before (1 s up to 32 s).
     #[arg(long, env = "TRUNKGATE_AUTH_MAX_FAILURES", default_value_t = 10)]

@@ -239,6 +239,17 @@ pub struct Worker {
     pub media: Option<trunkgate_media::MediaEngine>,
     /// The relay's totals already added to the metrics.
     pub media_counted: trunkgate_media::Counters,
+    /// (start of the current second, carrier refusals logged in it).
+    pub refusal_log: (Instant, u32),
+}
+
+/// Carrier refusals written to the log per second and worker; the rest are only counted.
+const REFUSAL_LOG_PER_SECOND: u32 = 20;
+
+/// Refusals about the carrier's own message, whose detail tells it nothing about our set-up:
+/// 400, 415, 420, 482, 483, 484, 488, 505, 513.
+fn about_their_message(code: u16) -> bool {
+    matches!(code, 400 | 415 | 420 | 482 | 483 | 484 | 488 | 505 | 513)
 }
 
 impl Worker {
@@ -453,14 +464,50 @@ impl Worker {
         }
     }
 
-    /// A refusal with a Warning saying why (RFC 3261 §20.43).
+    /// A refusal with a Warning (RFC 3261 §20.43). The platform always learns why; a carrier
+    /// learns why only when the problem is in its own message (syntax, SDP, number format, hop
+    /// count), else just the reason phrase — whether a number is served, which trunk, why its
+    /// credentials failed stay in the log and the metrics (`--detailed-warnings` for labs).
     pub fn refuse(&mut self, key: &ServerKey, code: u16, text: &str, extra: &str) {
+        let terse = !self.shared.settings.detailed_warnings
+            && !about_their_message(code)
+            && self
+                .servers
+                .get(key)
+                .is_some_and(|tx| tx.side == Side::Public);
+        let shown = if terse {
+            self.log_refusal(code, text);
+            reason_phrase(code)
+        } else {
+            text
+        };
         let mut lines = format!(
             "Warning: {}\r\n",
-            warning(&self.shared.public_hostport, text)
+            warning(&self.shared.public_hostport, shown)
         );
         lines.push_str(extra);
         self.respond(key, code, reason_phrase(code), &lines, &[]);
+    }
+
+    /// Logs why a carrier was refused, at most [`REFUSAL_LOG_PER_SECOND`] lines a second per
+    /// worker (a flood is counted in the metrics, not written out line by line).
+    fn log_refusal(&mut self, code: u16, text: &str) {
+        let now = Instant::now();
+        let (since, n) = &mut self.refusal_log;
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            if *n > REFUSAL_LOG_PER_SECOND {
+                tracing::info!(
+                    suppressed = *n - REFUSAL_LOG_PER_SECOND,
+                    "more carrier refusals not logged"
+                );
+            }
+            *since = now;
+            *n = 0;
+        }
+        *n += 1;
+        if *n <= REFUSAL_LOG_PER_SECOND {
+            tracing::info!(code, why = text, "refused a carrier's request");
+        }
     }
 
     fn server_retransmit(&mut self, key: ServerKey) {
