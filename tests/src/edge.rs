@@ -223,6 +223,17 @@ impl Edge {
         self.process.running()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the edge's whole process group: a stopped edge
+    /// reads nothing, so what arrives meanwhile fills its sockets' buffers.
+    pub fn signal(&self, signal: &str) {
+        let group = format!("-{}", self.process.id());
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &group])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} the edge's process group");
+    }
+
     /// The last `n` lines of the edge's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -167,6 +167,39 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         })
     }));
     let admin_addr = settings.admin;
+    // Kernel receive drops on the edge's UDP sockets, every few seconds.
+    {
+        let counter = metrics.kernel_drops.clone();
+        let (public, internal, rtp) = (
+            settings.public_sip.port(),
+            settings.internal_sip.port(),
+            settings.rtp_ports,
+        );
+        control.spawn(async move {
+            let mut drops = crate::kernel::DropCounter::default();
+            let kind = |port: u16| {
+                use crate::kernel::Socket;
+                if port == public {
+                    Some(Socket::SipPublic)
+                } else if port == internal {
+                    Some(Socket::SipInternal)
+                } else if (rtp.0..=rtp.1).contains(&port) {
+                    Some(Socket::Rtp)
+                } else {
+                    None
+                }
+            };
+            loop {
+                let tables = tokio::task::spawn_blocking(crate::kernel::read_tables)
+                    .await
+                    .unwrap_or_default();
+                for (socket, n) in drops.read(&tables, kind) {
+                    counter.with_label_values(&[socket.label()]).inc_by(n);
+                }
+                tokio::time::sleep(crate::kernel::EVERY).await;
+            }
+        });
+    }
     control.spawn(async move {
         if let Err(e) = trunkgate_admin::serve(admin_addr, admin).await {
             tracing::error!(error = %e, "admin endpoint failed");

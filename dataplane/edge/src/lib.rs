@@ -12,6 +12,7 @@ pub mod edge;
 pub mod gate;
 pub mod health;
 pub mod ids;
+pub mod kernel;
 pub mod lockout;
 pub mod media;
 pub mod message;

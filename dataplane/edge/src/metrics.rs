@@ -31,6 +31,7 @@ pub struct Metrics {
     pub carrier_challenges: IntCounterVec,
     pub tcp_refused: IntCounterVec,
     pub auth_blocks: IntCounterVec,
+    pub kernel_drops: IntCounterVec,
     pub tcp_closed: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub media_mos: prometheus::HistogramVec,
@@ -158,6 +159,11 @@ impl Metrics {
                 "trunkgate_edge_target_probes_total",
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
+            ),
+            kernel_drops: cv(
+                "trunkgate_edge_kernel_receive_drops_total",
+                "UDP datagrams the kernel dropped on the edge's sockets before they were read (receive buffer full), by socket: sip_public, sip_internal, rtp. Read from /proc/net/udp every 5 s.",
+                &["socket"],
             ),
             auth_blocks: cv(
                 "trunkgate_edge_auth_blocks_total",
