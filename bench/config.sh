@@ -1,5 +1,6 @@
 # The edge configuration both edge benchmarks run on: one carrier at 127.0.0.10 whose numbers
-# +6499990000..+6499999999 are delivered to a platform at DESTINATION, with limits out of the way.
+# +6499990000..+6499999999 are delivered to a platform at DESTINATION, with limits out of the way
+# (the edges run with --source-rate 0: the load generator is one address).
 #
 #   bench_config DIR DESTINATION RELAY     (RELAY: media.relay, true or false)
 bench_config() {
@@ -13,7 +14,7 @@ spec:
     allowedCidrs: ["127.0.0.10/32"]
     numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
     destination: "$2"
-  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000}
+  limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000, maxCallsInSetup: 100000}
   media: {relay: $3}
 ---
 apiVersion: trunkgate.io/v1alpha1

@@ -47,7 +47,7 @@ settle=${SETTLE:-yes}
 start_edge() {
 	"$EDGE_BIN" --config "$OUT/config" --public-sip 127.0.0.1:15060 --internal-sip 127.0.0.1:15070 \
 		--admin 127.0.0.1:19092 --workers "${EDGE_WORKERS:-1}" --rtp-ports 10000-32767 --media-timeout 3600 \
-		--drain-seconds 0 >"$OUT/edge_cdr.jsonl" 2>"$OUT/edge_$1.log" &
+		--drain-seconds 0 --source-rate 0 >"$OUT/edge_cdr.jsonl" 2>"$OUT/edge_$1.log" &
 	PID=$!
 	for ((i = 0; i < 100; i++)); do curl -sf 127.0.0.1:19092/readyz >/dev/null 2>&1 && return 0; sleep 0.1; done
 	echo "the edge did not become ready: $OUT/edge_$1.log" >&2

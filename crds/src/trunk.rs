@@ -294,6 +294,12 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_calls_per_second: Option<u32>,
+    /// Calls of this trunk being set up at once (INVITE received, final answer not yet
+    /// acknowledged); more are refused with 503. Unset: the edge's `--max-calls-in-setup`. Bounds
+    /// what a flood of INVITEs that are never ACKed can hold (media ports, memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_calls_in_setup: Option<u32>,
 }
 
 /// Media handling.

@@ -289,6 +289,159 @@ fn datagrams_the_kernel_drops_are_counted() {
     );
 }
 
+// ---- floods from an allowed (or spoofed allowed) source ------------------------------------
+
+fn edge_with(lab: &Lab, args: &[&str]) -> Edge {
+    Edge::start(
+        lab,
+        EdgeOptions {
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            ..EdgeOptions::default()
+        },
+    )
+}
+
+/// An INVITE from `sock` to `number` that is never acknowledged; returns its final answer.
+fn unacked_invite(edge: &Edge, sock: &RawUdp, number: &str, label: &str) -> SipMsg {
+    let inv = RawInvite::new(&edge.public_uri(number), CALLER, label);
+    sock.send(edge.public, &inv.invite(sock.local));
+    sock.recv_final("INVITE", WAIT).expect("a final answer")
+}
+
+fn refusals(edge: &Edge, reason: &str) -> f64 {
+    edge.metric("trunkgate_edge_refusals_total", &[("reason", reason)])
+}
+
+#[test]
+fn a_source_over_its_rate_is_blocked_and_other_carriers_calls_go_on() {
+    let lab = Lab::new("attack_source_rate");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = edge_with(
+        &lab,
+        &["--source-rate", "100", "--source-block-seconds", "30"],
+    );
+    let uas = Sipp::answering(&lab, "platform", platform).start();
+    // 2,000 requests at once from one allowed address: past its burst (200) it is blocked.
+    let flood = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "flood");
+    let options =
+        String::from_utf8_lossy(&inv.invite(flood.local)).replacen("INVITE", "OPTIONS", 1);
+    for _ in 0..2000 {
+        let _ = flood.sock.send_to(options.as_bytes(), edge.public);
+    }
+    assert_eventually!(
+        edge.metric("trunkgate_edge_source_blocks_total", &[("side", "public")]) == 1.0,
+        WAIT,
+        "the flooding source is blocked once"
+    );
+    assert!(edge.metric("trunkgate_edge_source_rate_dropped_total", &[]) > 1000.0);
+    let _ = flood.drain(Duration::from_millis(300));
+    flood.send(edge.public, options.as_bytes());
+    assert!(
+        flood.drain(SILENCE).is_empty(),
+        "a blocked source gets nothing back"
+    );
+    // Another carrier's call goes through meanwhile.
+    let other = RawUdp::bind(OTHER_CARRIER);
+    let call = RawInvite::new(&edge.public_uri("+6498870000"), CALLER, "other-carrier");
+    other.send(edge.public, &call.invite(other.local));
+    let ok = other.recv_final("INVITE", WAIT).expect("an answer");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    other.send(
+        edge.public,
+        &call.in_dialog("ACK", call.cseq, other.local, &ok),
+    );
+    other.send(
+        edge.public,
+        &call.in_dialog("BYE", call.cseq + 1, other.local, &ok),
+    );
+    assert_eq!(
+        other.recv_final("BYE", WAIT).and_then(|m| m.code()),
+        Some(200)
+    );
+    uas.wait().assert_ok();
+}
+
+#[test]
+fn invites_that_are_never_acknowledged_are_capped_per_trunk() {
+    let lab = Lab::new("attack_unacked");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = edge_with(&lab, &["--max-calls-in-setup", "2"]);
+    let _uas = Sipp::answering(&lab, "platform", platform)
+        .calls(10)
+        .timeout_secs(20)
+        .start();
+    let carrier = RawUdp::bind(CARRIER);
+    for i in 0..2 {
+        let ok = unacked_invite(&edge, &carrier, NUMBER, &format!("unacked-{i}"));
+        assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    }
+    let refused = unacked_invite(&edge, &carrier, NUMBER, "unacked-2");
+    assert_eq!(refused.code(), Some(503), "{}", refused.text());
+    assert_eq!(refusals(&edge, "max_calls_in_setup"), 1.0);
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_calls_in_setup",
+            &[("trunk", "acme/pacific")]
+        ),
+        2.0
+    );
+    // Another trunk's calls are not held back by this one's set-up cap.
+    let other = RawUdp::bind(OTHER_CARRIER);
+    let ok = unacked_invite(&edge, &other, "+6498870000", "other-trunk");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+}
+
+#[test]
+fn one_trunk_cannot_take_the_rtp_ports_another_needs() {
+    let lab = Lab::new("attack_ports");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    // One worker with ten port pairs; quarantine out of the way.
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            workers: 1,
+            extra_args: [
+                "--rtp-ports",
+                "31000-31019",
+                "--rtp-quarantine-seconds",
+                "0",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..EdgeOptions::default()
+        },
+    );
+    let _uas = Sipp::answering(&lab, "platform", platform)
+        .calls(20)
+        .timeout_secs(20)
+        .start();
+    let carrier = RawUdp::bind(CARRIER);
+    let mut answered = 0;
+    for i in 0..10 {
+        match unacked_invite(&edge, &carrier, NUMBER, &format!("hog-{i}")).code() {
+            Some(200) => answered += 1,
+            Some(503) => break,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // Two trunks relay media and a call holds a pair on each side: under pressure (a fifth of
+    // the pairs free) each trunk gets at most half.
+    assert_eq!(answered, 4, "the hog stops when two pairs are left");
+    assert_eq!(refusals(&edge, "rtp_share"), 1.0);
+    let other = RawUdp::bind(OTHER_CARRIER);
+    let ok = unacked_invite(&edge, &other, "+6498870000", "other-trunk");
+    assert_eq!(
+        ok.code(),
+        Some(200),
+        "the other trunk still gets ports: {}",
+        ok.text()
+    );
+}
+
 // ---- TCP: ACL at accept, caps, timeouts -----------------------------------------------------
 
 /// A TCP connection to `to` from `from` (any port). On loopback the edge's reset of a refused

@@ -69,6 +69,50 @@ impl Worker {
                 return self.refuse(&key, r.code, &r.text, &r.extra);
             }
         };
+        let dir = if side == Side::Public {
+            "inbound"
+        } else {
+            "outbound"
+        };
+        let trunk_cfg = rt.trunk(adm.trunk);
+        let max_setup = trunk_cfg
+            .limits
+            .max_calls_in_setup
+            .unwrap_or(self.shared.settings.max_calls_in_setup);
+        let setup = match rt.state[adm.trunk as usize].begin_setup(max_setup) {
+            Ok(s) => s,
+            Err(n) => {
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk_cfg.id.as_str(), dir, "max_calls_in_setup"])
+                    .inc();
+                let text = format!("trunk is at its limit of {n} calls in set-up");
+                return self.refuse(&key, 503, &text, "Retry-After: 5\r\n");
+            }
+        };
+        // One trunk cannot take the ports every trunk needs: under pressure it gets its share.
+        if trunk_cfg.media.relay
+            && let Some(engine) = self.media.as_ref()
+        {
+            let mine = self.rtp_by_trunk.get(&trunk_cfg.id).copied().unwrap_or(0);
+            if !crate::media::may_take_ports(
+                engine.ports_available(),
+                engine.port_pairs(),
+                mine,
+                rt.relay_trunks,
+            ) {
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk_cfg.id.as_str(), dir, "rtp_share"])
+                    .inc();
+                return self.refuse(
+                    &key,
+                    503,
+                    "trunk holds its share of this edge's RTP ports",
+                    "Retry-After: 5\r\n",
+                );
+            }
+        }
         let id = self.next_call;
         self.next_call += 1;
         // Media: the offer goes through this worker's relay unless the trunk says otherwise.
@@ -82,7 +126,13 @@ impl Worker {
                 &trunk_media.codecs,
                 trunk_media.behind_nat,
             ) {
-                Ok((session, body)) => (Some(session), body),
+                Ok((session, body)) => {
+                    *self
+                        .rtp_by_trunk
+                        .entry(rt.trunk(adm.trunk).id.clone())
+                        .or_insert(0) += 1;
+                    (Some(session), body)
+                }
                 Err(r) => {
                     let trunk = rt.trunk(adm.trunk).id.as_str();
                     let dir = if side == Side::Public {
@@ -185,6 +235,7 @@ impl Worker {
             ended_by: None,
             last_failure: None,
             slot: Some(adm.slot),
+            setup: Some(setup),
             media,
             media_stats: Vec::new(),
             bye_lines: String::new(),
@@ -771,6 +822,10 @@ impl Worker {
             return;
         };
         let initial = leg == LegId::A && ack_cseq == c.a.invite_cseq && c.b_ack.is_none();
+        if leg == LegId::A && ack_cseq == c.a.invite_cseq {
+            // Set up: the caller acknowledged the answer.
+            c.setup = None;
+        }
         let cseq = if initial {
             Some(c.b.invite_cseq)
         } else {

@@ -183,6 +183,8 @@ pub struct Call {
     pub ended_by: Option<&'static str>,
     pub last_failure: Option<(u16, String)>,
     pub slot: Option<CallSlot>,
+    /// Its place among the trunk's calls in set-up, until leg A's final answer is acknowledged.
+    pub setup: Option<crate::config::SetupSlot>,
     /// The call's relay session (None when the trunk passes SDP untouched).
     pub media: Option<trunkgate_media::SessionId>,
     /// Relay statistics, filled when the call ends.

@@ -21,6 +21,9 @@ pub struct TrunkState {
     /// (second << 32) | calls started in that second.
     cps: AtomicU64,
     pub active_gauge: prometheus::IntGauge,
+    /// Calls being set up (final answer not yet acknowledged).
+    setup: AtomicU32,
+    setup_gauge: prometheus::IntGauge,
 }
 
 /// Why the limits refused a call.
@@ -37,7 +40,21 @@ impl TrunkState {
             active: AtomicU32::new(0),
             cps: AtomicU64::new(0),
             active_gauge: metrics.active_calls.with_label_values(&[id]),
+            setup: AtomicU32::new(0),
+            setup_gauge: metrics.calls_in_setup.with_label_values(&[id]),
         }
+    }
+
+    /// Counts one call in set-up against `max`; the place is given back when the slot drops.
+    pub fn begin_setup(self: &Arc<Self>, max: u32) -> Result<SetupSlot, u32> {
+        if self.setup.fetch_add(1, Ordering::AcqRel) >= max {
+            self.setup.fetch_sub(1, Ordering::AcqRel);
+            return Err(max);
+        }
+        self.setup_gauge.inc();
+        Ok(SetupSlot {
+            trunk: self.clone(),
+        })
     }
 
     /// Admits one call under the trunk's limits; the slot is released when dropped.
@@ -97,6 +114,19 @@ impl Drop for CallSlot {
     }
 }
 
+/// One call in set-up; its place in the trunk's `maxCallsInSetup` is given back when dropped
+/// (the call's final answer was acknowledged, or it ended).
+pub struct SetupSlot {
+    trunk: Arc<TrunkState>,
+}
+
+impl Drop for SetupSlot {
+    fn drop(&mut self) {
+        self.trunk.setup.fetch_sub(1, Ordering::AcqRel);
+        self.trunk.setup_gauge.dec();
+    }
+}
+
 /// A loaded snapshot.
 pub struct Runtime {
     pub config: EdgeConfig,
@@ -106,6 +136,8 @@ pub struct Runtime {
     health: Vec<Box<[Arc<TargetHealth>]>>,
     acl: SourceAcl,
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
+    /// Trunks whose media goes through the relay: the RTP ports' fair share divides by it.
+    pub relay_trunks: usize,
 }
 
 impl Runtime {
@@ -207,6 +239,7 @@ impl Runtime {
                 .iter()
                 .map(move |net| (*net, i as u32))
         }));
+        let relay_trunks = config.trunks.iter().filter(|t| t.media.relay).count();
         Self {
             config,
             index,
@@ -214,6 +247,7 @@ impl Runtime {
             health,
             acl,
             routes,
+            relay_trunks,
         }
     }
 
@@ -348,6 +382,7 @@ mod tests {
         t.spec.limits = Some(trunkgate_crds::Limits {
             max_concurrent_calls: Some(2),
             max_calls_per_second: Some(3),
+            max_calls_in_setup: None,
         });
         let rt = runtime(&[t.clone()]);
         let st = rt.state[0].clone();

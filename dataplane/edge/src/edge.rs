@@ -80,6 +80,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let shared = Arc::new(Shared {
         tcp,
+        source_limit: crate::source_limit::SourceLimiter::new(
+            settings.source_rate,
+            Duration::from_secs(settings.source_block_seconds),
+        ),
         lockout: Arc::new(crate::lockout::Lockout::new(
             settings.auth_max_failures,
             Duration::from_secs(settings.auth_block_seconds),
@@ -298,6 +302,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         },
                         media_counted: Default::default(),
                         refusal_log: (std::time::Instant::now(), 0),
+                        rtp_by_trunk: Default::default(),
                     };
                     worker.run(rx, events_rx, shutdown).await;
                 });

@@ -8,6 +8,13 @@ const COOKIE: &str = "z9hG4bK";
 /// Marks our identifiers: `tg` + two hex digits of the owning worker.
 const MARK: &str = "tg";
 
+/// Whether a datagram may carry a tag or branch the edge minted (`...;tag=tg..`,
+/// `branch=z9hG4bKtg..`): a scan, not a parse, to drop what cannot be ours before parsing it.
+pub fn may_carry_ours(datagram: &[u8]) -> bool {
+    memchr::memmem::find(datagram, b"=tg").is_some()
+        || memchr::memmem::find(datagram, b"z9hG4bKtg").is_some()
+}
+
 /// Mints identifiers for one worker.
 pub struct IdMint {
     worker: u8,

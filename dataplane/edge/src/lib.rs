@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod msg;
 pub mod settings;
 pub mod source;
+pub mod source_limit;
 pub mod tcp;
 pub mod timers;
 pub mod worker;

@@ -41,6 +41,19 @@ impl From<trunkgate_media::sdp::Error> for SdpRefusal {
     }
 }
 
+/// Whether a trunk with `mine` relayed calls may open one more, with `free` of `total`
+/// port pairs free and `trunks` trunks relaying media. While ports are plentiful (over a fifth
+/// free) any trunk may; under pressure only a trunk below its fair share (the pairs split evenly
+/// among the trunks) may, so one trunk flooding never leaves the others without ports. A lone
+/// trunk's share is the whole pool.
+pub fn may_take_ports(free: usize, total: usize, mine: u32, trunks: usize) -> bool {
+    if free == 0 {
+        return false;
+    }
+    // A relayed (audio) call holds a pair on each side.
+    free * 5 > total || 2 * (mine as usize) < total / trunks.max(1)
+}
+
 /// Opens the relay for a new call whose offer (`body`, maybe empty) came from `from`; returns
 /// the session and the body to send on the other leg. `codecs` is the trunk's allow-list.
 pub fn open(
@@ -100,6 +113,13 @@ impl Worker {
         let (Some(session), Some(engine)) = (c.media.take(), self.media.as_mut()) else {
             return Vec::new();
         };
+        let trunk = c.rt.trunk(c.trunk).id.as_str();
+        if let Some(n) = self.rtp_by_trunk.get_mut(trunk) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.rtp_by_trunk.remove(trunk);
+            }
+        }
         engine.close(session)
     }
 
@@ -164,5 +184,29 @@ impl Worker {
             m.with_label_values(&["not_forwarded"]).inc_by(dropped);
         }
         self.media_counted = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_take_ports;
+
+    #[test]
+    fn a_trunk_gets_its_fair_share_of_ports_under_pressure() {
+        // Plenty free: anyone, however many it holds.
+        assert!(may_take_ports(300, 1000, 350, 2));
+        // Under pressure, two trunks: the one with 440 calls (880 pairs) is stopped, the other
+        // still gets ports.
+        assert!(
+            !may_take_ports(100, 1000, 440, 2),
+            "the flooding trunk is stopped"
+        );
+        assert!(
+            may_take_ports(100, 1000, 20, 2),
+            "the other one still gets ports"
+        );
+        // A lone trunk may use the whole pool.
+        assert!(may_take_ports(2, 1000, 499, 1));
+        assert!(!may_take_ports(0, 1000, 0, 2), "nothing free");
     }
 }

@@ -10,6 +10,9 @@ pub struct Metrics {
     pub calls: IntCounterVec,
     pub refusals: IntCounterVec,
     pub active_calls: IntGaugeVec,
+    pub calls_in_setup: IntGaugeVec,
+    pub source_blocks: IntCounterVec,
+    pub source_dropped: IntCounter,
     pub acl_drops: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub malformed: IntCounterVec,
@@ -160,6 +163,27 @@ impl Metrics {
                 "OPTIONS health probes of carrier targets, by trunk and result (ok, failed).",
                 &["trunk", "result"],
             ),
+            calls_in_setup: gv(
+                "trunkgate_edge_calls_in_setup",
+                "Calls being set up (final answer not yet acknowledged), by trunk; capped by limits.maxCallsInSetup or --max-calls-in-setup.",
+                &["trunk"],
+            ),
+            source_blocks: cv(
+                "trunkgate_edge_source_blocks_total",
+                "Carrier-side source addresses blocked for --source-block-seconds after sending more than --source-rate requests a second (beyond the burst), by side.",
+                &["side"],
+            ),
+            source_dropped: {
+                let c = IntCounter::new(
+                    "trunkgate_edge_source_rate_dropped_total",
+                    "Carrier-side requests dropped unanswered because their source was over --source-rate or blocked.",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("registered once");
+                c
+            },
             kernel_drops: cv(
                 "trunkgate_edge_kernel_receive_drops_total",
                 "UDP datagrams the kernel dropped on the edge's sockets before they were read (receive buffer full), by socket: sip_public, sip_internal, rtp. Read from /proc/net/udp every 5 s.",

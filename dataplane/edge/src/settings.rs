@@ -82,6 +82,18 @@ pub struct Settings {
     /// A SIP message begun on a TCP connection must be complete within this many seconds.
     #[arg(long, env = "TRUNKGATE_TCP_MESSAGE_SECONDS", default_value_t = 10)]
     pub tcp_message_seconds: u64,
+    /// Calls of one trunk in set-up at once (final answer not yet acknowledged), unless the
+    /// trunk's limits.maxCallsInSetup says otherwise; more get 503.
+    #[arg(long, env = "TRUNKGATE_MAX_CALLS_IN_SETUP", default_value_t = 500)]
+    pub max_calls_in_setup: u32,
+    /// Requests a second one carrier-side source address may send (a burst of twice as many
+    /// passes); past it the source is blocked for --source-block-seconds and its requests are
+    /// dropped unanswered, the role Kamailio's `pike` plays. 0: no limit.
+    #[arg(long, env = "TRUNKGATE_SOURCE_RATE", default_value_t = 2000)]
+    pub source_rate: u32,
+    /// How long a source over --source-rate stays blocked.
+    #[arg(long, env = "TRUNKGATE_SOURCE_BLOCK_SECONDS", default_value_t = 30)]
+    pub source_block_seconds: u64,
     /// Carriers get the full reason in every refusal's Warning (which number is not served,
     /// which trunk, why credentials failed). Off by default: that detail helps an attacker
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.

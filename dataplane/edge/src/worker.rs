@@ -56,6 +56,8 @@ pub struct Shared {
     pub tcp: Arc<crate::tcp::Census>,
     /// Digest failures per source and username, shared by every worker.
     pub lockout: Arc<crate::lockout::Lockout>,
+    /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
+    pub source_limit: crate::source_limit::SourceLimiter,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
@@ -241,6 +243,8 @@ pub struct Worker {
     pub media_counted: trunkgate_media::Counters,
     /// (start of the current second, carrier refusals logged in it).
     pub refusal_log: (Instant, u32),
+    /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
+    pub rtp_by_trunk: Table<String, u32>,
 }
 
 /// Carrier refusals written to the log per second and worker; the rest are only counted.
@@ -597,6 +601,18 @@ impl Worker {
     // ---- receiving -------------------------------------------------------------------------
 
     fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
+        if side == Side::Public {
+            if self.source_allowed(src) {
+                if self.over_rate(src.ip()) {
+                    return;
+                }
+            } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
+                // Outside the allow-lists only a message of ours may go on, and it carries one
+                // of our tags or branches: anything else is dropped unparsed (a flood of them
+                // then costs a look-up and a scan, not a parse).
+                return self.count_acl_drop(side);
+            }
+        }
         match trunkgate_sip::parse(data) {
             Ok(m) => self.on_message(side, &Link::Udp(src), m, true),
             Err(trunkgate_sip::CodecError::KeepAlive) => {}
@@ -619,6 +635,28 @@ impl Worker {
                     ));
                     self.send(side, &Link::Udp(src), &trunkgate_sip::serialize(&reply));
                 }
+            }
+        }
+    }
+
+    /// Whether `ip` (an allowed carrier-side source) is over `--source-rate` or blocked; counts
+    /// the drop and logs a new block.
+    pub(crate) fn over_rate(&self, ip: std::net::IpAddr) -> bool {
+        match self.shared.source_limit.check(ip, Instant::now()) {
+            crate::source_limit::Verdict::Pass => false,
+            crate::source_limit::Verdict::Drop { newly } => {
+                let m = self.metrics();
+                m.source_dropped.inc();
+                if newly {
+                    m.source_blocks.with_label_values(&["public"]).inc();
+                    tracing::warn!(
+                        source = %ip,
+                        rate = self.shared.settings.source_rate,
+                        seconds = self.shared.settings.source_block_seconds,
+                        "carrier-side source over --source-rate: blocked, its requests dropped unanswered"
+                    );
+                }
+                true
             }
         }
     }
@@ -846,7 +884,12 @@ impl Worker {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Resolved { call, result } => self.on_resolved(call, result),
-            Event::Message { side, src, msg } => self.on_message(side, &src, *msg, true),
+            Event::Message { side, src, msg } => {
+                if side == Side::Public && self.over_rate(src.addr().ip()) {
+                    return;
+                }
+                self.on_message(side, &src, *msg, true)
+            }
             Event::LinkFailed { addr } => self.on_link_failed(addr),
             Event::ProbeResolved {
                 probe,
@@ -903,6 +946,7 @@ impl Worker {
         c.media_stats = stats;
         c.state = CallState::Ended;
         c.slot = None;
+        c.setup = None;
         let code = c.final_code.unwrap_or(500);
         self.shared
             .metrics

@@ -526,6 +526,11 @@ impl MediaEngine {
         self.sessions
     }
 
+    /// Port pairs in this engine's slice, free, in use or resting.
+    pub fn port_pairs(&self) -> usize {
+        self.pool.capacity()
+    }
+
     /// Port pairs that could be handed out now (for a readiness or capacity gauge).
     pub fn ports_available(&self) -> usize {
         self.pool.available(Instant::now())
