@@ -6,7 +6,7 @@ RELEASE_BIN := target/release
 CRD_FILE := crds/crds.yaml
 CHART_CRD_DIR := charts/trunkgate/crds
 
-.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image fuzz
 
 EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 --admin 127.0.0.1:9091
 
@@ -27,6 +27,11 @@ test: test-deps
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
 	@bash scripts/chart-test.sh
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+
+## fuzz: coverage-guided fuzzing of every parser of network or user input, 10 minutes a target
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} bash scripts/fuzz.sh
 
 test-deps:
 	@bash scripts/test-deps.sh

@@ -55,14 +55,39 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Manifests> {
     let mut files = Vec::new();
     collect(dir, &mut files)?;
     files.sort();
-    let trunk_schema = open_api_schema(&CarrierTrunk::crd());
-    let own_schema = open_api_schema(&NumberOwnership::crd());
+    let loader = Loader::new();
     let mut m = Manifests::default();
     for file in files {
         let text = std::fs::read_to_string(&file)?;
-        load_text(&file, &text, &trunk_schema, &own_schema, &mut m);
+        loader.load(&file, &text, &mut m);
     }
     Ok(m)
+}
+
+/// Reads YAML text into [`Manifests`] against the CRD schemas, built once.
+pub struct Loader {
+    trunk_schema: Value,
+    own_schema: Value,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Loader {
+    pub fn new() -> Self {
+        Self {
+            trunk_schema: open_api_schema(&CarrierTrunk::crd()),
+            own_schema: open_api_schema(&NumberOwnership::crd()),
+        }
+    }
+
+    /// Adds the documents of one file's `text` (named `file` in problems) to `m`.
+    pub fn load(&self, file: &Path, text: &str, m: &mut Manifests) {
+        load_text(file, text, &self.trunk_schema, &self.own_schema, m);
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

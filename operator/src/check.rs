@@ -7,8 +7,14 @@ use std::path::Path;
 use trunkgate_crds::compile;
 use trunkgate_crds::files::load_dir;
 
-/// Checks a folder and writes the findings; returns whether everything is valid.
-pub fn check(dir: &Path, out: &mut impl Write) -> std::io::Result<bool> {
+/// Checks a folder and writes the findings; returns whether everything is valid. With
+/// `snapshot_out`, the snapshot the operator would publish (the Secret's gzip JSON) is written
+/// there, for a GitOps pipeline to keep or an edge to be started on.
+pub fn check(
+    dir: &Path,
+    out: &mut impl Write,
+    snapshot_out: Option<&Path>,
+) -> std::io::Result<bool> {
     let m = load_dir(dir)?;
     let mut problems = 0usize;
     for p in &m.problems {
@@ -46,7 +52,11 @@ pub fn check(dir: &Path, out: &mut impl Write) -> std::io::Result<bool> {
             )?;
         }
     }
-    let bytes = compiled.config.encode().map(|b| b.len());
+    let encoded = compiled.config.encode();
+    if let (Some(path), Ok(b)) = (snapshot_out, &encoded) {
+        std::fs::write(path, b)?;
+    }
+    let bytes = encoded.map(|b| b.len());
     let size = match &bytes {
         Ok(b) => format!("{b} bytes compressed"),
         Err(e) => {

@@ -27,6 +27,10 @@ enum Command {
     Check {
         /// Folder to read (recursively).
         dir: PathBuf,
+        /// Also write the snapshot the operator would publish (gzip JSON, the Secret's
+        /// `snapshot.json.gz`) to this file.
+        #[arg(long)]
+        snapshot_out: Option<PathBuf>,
     },
     /// Run the controller in a cluster.
     Run(Box<RunArgs>),
@@ -92,9 +96,9 @@ fn main() -> ExitCode {
             print!("{}", trunkgate_crds::schema::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Check { dir } => {
+        Command::Check { dir, snapshot_out } => {
             let mut out = std::io::stdout();
-            match trunkgate_operator::check::check(&dir, &mut out) {
+            match trunkgate_operator::check::check(&dir, &mut out, snapshot_out.as_deref()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {

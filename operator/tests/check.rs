@@ -9,7 +9,7 @@ use trunkgate_operator::check::check;
 fn every_example_validates_against_the_crd_schema_and_compiles() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut out = Vec::new();
-    let ok = check(&dir, &mut out).unwrap();
+    let ok = check(&dir, &mut out, None).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(ok, "{text}");
     assert!(text.contains("0 problem(s)"), "{text}");
@@ -19,6 +19,20 @@ fn every_example_validates_against_the_crd_schema_and_compiles() {
         text.contains("5 trunks") || text.contains("trunks"),
         "{text}"
     );
+}
+
+#[test]
+fn the_snapshot_check_would_publish_is_written_on_request_and_decodes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let file = std::env::temp_dir().join(format!("trunkgate-snap-{}.gz", std::process::id()));
+    let mut out = Vec::new();
+    assert!(check(&dir, &mut out, Some(&file)).unwrap());
+    let bytes = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let snap = trunkgate_crds::EdgeConfig::decode(&bytes).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(&snap.version), "{text}");
+    assert!(!snap.trunks.is_empty());
 }
 
 #[test]
@@ -55,7 +69,7 @@ metadata: {name: ignored}
     )
     .unwrap();
     let mut out = Vec::new();
-    let ok = check(&dir, &mut out).unwrap();
+    let ok = check(&dir, &mut out, None).unwrap();
     let text = String::from_utf8(out).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     assert!(!ok);
