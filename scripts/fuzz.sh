@@ -34,6 +34,8 @@ echo "fuzz: building the targets (instrumented, release)"
 }
 
 status=0
+passed=0
+failed=0
 printf '%-12s %12s %10s %8s\n' target executions exec/s crashes
 for t in "${targets[@]}"; do
 	corpus=$fuzz_dir/corpus/$t
@@ -61,8 +63,12 @@ for t in "${targets[@]}"; do
 	printf '%-12s %12s %10s %8s\n' "$t" "${runs:-?}" "${speed:-?}" "$crashes"
 	if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
 		status=1
+		failed=$((failed + 1))
 		echo "fuzz: $t failed (exit $rc); its log: $log; inputs in $fuzz_dir/artifacts/$t" >&2
 		grep -E 'panicked|ERROR|SUMMARY' "$log" | head -5 >&2 || true
+	else
+		passed=$((passed + 1))
 	fi
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $status
