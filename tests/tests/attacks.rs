@@ -16,16 +16,21 @@ const NUMBER: &str = "+6498879333";
 const WAIT: Duration = Duration::from_secs(5);
 /// Long enough for any reply (and its first retransmissions) to arrive on loopback.
 const SILENCE: Duration = Duration::from_millis(1500);
+/// The first tenant's carrier's second SBC.
+const SECOND_SBC: &str = "127.0.0.12";
 /// The carrier of another tenant's trunk: allowed, but not a party to the first tenant's calls.
 const OTHER_CARRIER: std::net::IpAddr =
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
 
-/// `acme/pacific` (carrier 127.0.0.10) delivers to `platform`; `beta/other` allows 127.0.0.11.
+/// `acme/pacific` (carriers 127.0.0.10 and .12) delivers to `platform`; `beta/other` allows
+/// 127.0.0.11.
 fn config(lab: &Lab, platform: SocketAddr) {
+    let mut acme = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
+    acme.cidrs.push(SECOND_SBC.to_string() + "/32");
     lab.write_config(
         "acme.yaml",
         &config::documents(&[
-            Trunk::new("acme", "pacific", "127.0.0.10/32", platform).yaml(),
+            acme.yaml(),
             Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
         ]),
     );
@@ -391,6 +396,38 @@ fn invites_that_are_never_acknowledged_are_capped_per_trunk() {
     // Another trunk's calls are not held back by this one's set-up cap.
     let other = RawUdp::bind(OTHER_CARRIER);
     let ok = unacked_invite(&edge, &other, "+6498870000", "other-trunk");
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+}
+
+#[test]
+fn one_address_flooding_unacknowledged_invites_leaves_room_for_its_trunks_other_sbcs() {
+    let lab = Lab::new("attack_unacked_source");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = edge_with(
+        &lab,
+        &[
+            "--max-calls-in-setup",
+            "10",
+            "--max-calls-in-setup-per-source",
+            "2",
+        ],
+    );
+    let _uas = Sipp::answering(&lab, "platform", platform)
+        .calls(10)
+        .timeout_secs(20)
+        .start();
+    let flooder = RawUdp::bind(CARRIER);
+    for i in 0..2 {
+        let ok = unacked_invite(&edge, &flooder, NUMBER, &format!("flood-{i}"));
+        assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    }
+    let refused = unacked_invite(&edge, &flooder, NUMBER, "flood-2");
+    assert_eq!(refused.code(), Some(503), "{}", refused.text());
+    assert_eq!(refusals(&edge, "source_calls_in_setup"), 1.0);
+    // The same trunk's other SBC still sets calls up.
+    let sbc: IpAddr = SECOND_SBC.parse().expect("an address");
+    let ok = unacked_invite(&edge, &RawUdp::bind(sbc), NUMBER, "second-sbc");
     assert_eq!(ok.code(), Some(200), "{}", ok.text());
 }
 

@@ -90,6 +90,21 @@ impl Worker {
                 return self.refuse(&key, 503, &text, "Retry-After: 5\r\n");
             }
         };
+        let setup_source = if side == Side::Public {
+            match self.shared.setup_sources.admit(Some(src.addr().ip())) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.metrics()
+                        .refusals
+                        .with_label_values(&[trunk_cfg.id.as_str(), dir, "source_calls_in_setup"])
+                        .inc();
+                    let text = "this address has its most calls in set-up";
+                    return self.refuse(&key, 503, text, "Retry-After: 5\r\n");
+                }
+            }
+        } else {
+            None
+        };
         // One trunk cannot take the ports every trunk needs: under pressure it gets its share.
         if trunk_cfg.media.relay
             && let Some(engine) = self.media.as_ref()
@@ -236,6 +251,7 @@ impl Worker {
             last_failure: None,
             slot: Some(adm.slot),
             setup: Some(setup),
+            setup_source,
             media,
             media_stats: Vec::new(),
             bye_lines: String::new(),
@@ -825,6 +841,7 @@ impl Worker {
         if leg == LegId::A && ack_cseq == c.a.invite_cseq {
             // Set up: the caller acknowledged the answer.
             c.setup = None;
+            c.setup_source = None;
         }
         let cseq = if initial {
             Some(c.b.invite_cseq)

@@ -185,6 +185,8 @@ pub struct Call {
     pub slot: Option<CallSlot>,
     /// Its place among the trunk's calls in set-up, until leg A's final answer is acknowledged.
     pub setup: Option<crate::config::SetupSlot>,
+    /// Its place among its carrier-side source's calls in set-up (inbound calls only).
+    pub setup_source: Option<crate::census::Admitted>,
     /// The call's relay session (None when the trunk passes SDP untouched).
     pub media: Option<trunkgate_media::SessionId>,
     /// Relay statistics, filled when the call ends.

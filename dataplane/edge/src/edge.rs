@@ -73,13 +73,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             "--tcp-max-connections lowered to keep file descriptors for RTP ports and the rest"
         );
     }
-    let tcp = Arc::new(crate::tcp::Census::new(
+    let tcp = Arc::new(crate::census::Census::new(
         tcp_cap,
         settings.tcp_max_per_source.max(1),
-        metrics.tcp_connections.clone(),
+        Some(metrics.tcp_connections.clone()),
     ));
     let shared = Arc::new(Shared {
         tcp,
+        setup_sources: Arc::new(crate::census::Census::new(
+            usize::MAX,
+            settings.max_calls_in_setup_per_source.max(1) as usize,
+            None,
+        )),
         source_limit: crate::source_limit::SourceLimiter::new(
             settings.source_rate,
             Duration::from_secs(settings.source_block_seconds),

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod b2bua;
 pub mod call;
 pub mod cdr;
+pub mod census;
 pub mod challenge;
 pub mod config;
 pub mod edge;

@@ -86,6 +86,14 @@ pub struct Settings {
     /// trunk's limits.maxCallsInSetup says otherwise; more get 503.
     #[arg(long, env = "TRUNKGATE_MAX_CALLS_IN_SETUP", default_value_t = 500)]
     pub max_calls_in_setup: u32,
+    /// Calls in set-up at once from one carrier-side address, over all trunks: a flood of
+    /// INVITEs that are never acknowledged from one address leaves room for the trunk's others.
+    #[arg(
+        long,
+        env = "TRUNKGATE_MAX_CALLS_IN_SETUP_PER_SOURCE",
+        default_value_t = 100
+    )]
+    pub max_calls_in_setup_per_source: u32,
     /// Requests a second one carrier-side source address may send (a burst of twice as many
     /// passes); past it the source is blocked for --source-block-seconds and its requests are
     /// dropped unanswered, the role Kamailio's `pike` plays. 0: no limit.

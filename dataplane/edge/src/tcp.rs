@@ -3,10 +3,8 @@
 //! owns it; any worker may write to it through its channel, so a handed-over call answers on
 //! the connection its request came in on.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -44,78 +42,6 @@ pub fn connection_budget(requested: usize, nofile: u64, rtp_ports: (u16, u16)) -
     let rtp = u64::from(rtp_ports.1.saturating_sub(rtp_ports.0)) + 1;
     let room = nofile.saturating_sub(rtp + FD_RESERVE);
     requested.min(usize::try_from(room).unwrap_or(usize::MAX))
-}
-
-/// The TCP connections the edge holds, in all and per source address, shared by every worker
-/// (SO_REUSEPORT spreads one source's connections over them).
-pub struct Census {
-    max_total: usize,
-    max_per_source: usize,
-    total: AtomicUsize,
-    by_source: Mutex<HashMap<IpAddr, usize>>,
-    gauge: prometheus::IntGauge,
-}
-
-/// One connection counted in the [`Census`]; dropping it gives the place back.
-pub struct Admitted {
-    census: Arc<Census>,
-    source: Option<IpAddr>,
-}
-
-impl Census {
-    pub fn new(max_total: usize, max_per_source: usize, gauge: prometheus::IntGauge) -> Self {
-        Self {
-            max_total,
-            max_per_source,
-            total: AtomicUsize::new(0),
-            by_source: Mutex::new(HashMap::new()),
-            gauge,
-        }
-    }
-
-    /// A place for a connection from `source` (None: one we open), or the cap that refused it.
-    pub fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Admitted, &'static str> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err("total_cap");
-        }
-        if let Some(ip) = source {
-            let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(ip).or_insert(0);
-            if *n >= self.max_per_source {
-                drop(map);
-                self.total.fetch_sub(1, Ordering::AcqRel);
-                return Err("source_cap");
-            }
-            *n += 1;
-        }
-        self.gauge.inc();
-        Ok(Admitted {
-            census: self.clone(),
-            source,
-        })
-    }
-
-    pub fn total(&self) -> usize {
-        self.total.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let c = &self.census;
-        if let Some(ip) = self.source {
-            let mut map = c.by_source.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-        c.total.fetch_sub(1, Ordering::AcqRel);
-        c.gauge.dec();
-    }
 }
 
 /// How long a connection may be quiet, and how long a message may take to arrive whole.
@@ -213,7 +139,7 @@ async fn connection(
     events: mpsc::UnboundedSender<Event>,
     metrics: Metrics,
     timeouts: Timeouts,
-    _admitted: Admitted,
+    _admitted: crate::census::Admitted,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let writer = tokio::spawn(async move {
@@ -399,23 +325,5 @@ mod tests {
         assert_eq!(connection_budget(50_000, 20_000, (20000, 29999)), 9_488);
         assert_eq!(connection_budget(4096, 1_048_576, (20000, 29999)), 4096);
         assert_eq!(connection_budget(4096, 1024, (20000, 29999)), 0);
-    }
-
-    #[test]
-    fn the_census_caps_per_source_and_in_all_and_gives_places_back() {
-        let gauge = prometheus::IntGauge::new("g", "g").expect("a gauge");
-        let census = Arc::new(Census::new(3, 2, gauge.clone()));
-        let a: IpAddr = [192, 0, 2, 1].into();
-        let b: IpAddr = [192, 0, 2, 2].into();
-        let a1 = census.admit(Some(a)).expect("first from a");
-        let _a2 = census.admit(Some(a)).expect("second from a");
-        assert_eq!(census.admit(Some(a)).err(), Some("source_cap"));
-        let _b1 = census.admit(Some(b)).expect("first from b");
-        assert_eq!(census.admit(Some(b)).err(), Some("total_cap"));
-        assert_eq!(census.admit(None).err(), Some("total_cap"));
-        assert_eq!(gauge.get(), 3);
-        drop(a1);
-        assert_eq!(census.total(), 2);
-        assert!(census.admit(Some(a)).is_ok(), "a place came back");
     }
 }

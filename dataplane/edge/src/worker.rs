@@ -53,9 +53,11 @@ pub struct Shared {
     /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
     pub resolver: Option<trunkgate_resolve::Resolver>,
     /// TCP connections held, against `--tcp-max-connections` and `--tcp-max-per-source`.
-    pub tcp: Arc<crate::tcp::Census>,
+    pub tcp: Arc<crate::census::Census>,
     /// Digest failures per source and username, shared by every worker.
     pub lockout: Arc<crate::lockout::Lockout>,
+    /// Calls in set-up per carrier-side source (`--max-calls-in-setup-per-source`).
+    pub setup_sources: Arc<crate::census::Census>,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
     pub source_limit: crate::source_limit::SourceLimiter,
 }
@@ -947,6 +949,7 @@ impl Worker {
         c.state = CallState::Ended;
         c.slot = None;
         c.setup = None;
+        c.setup_source = None;
         let code = c.final_code.unwrap_or(500);
         self.shared
             .metrics
