@@ -35,6 +35,9 @@ impl Default for EdgeOptions {
     }
 }
 
+/// How long a drop may take to show in [`Edge::denied_count`].
+pub const DENIED_COUNT_DELAY: Duration = Duration::from_secs(8);
+
 /// The longest an edge may live: a safety net (`timeout`) should the test process itself be
 /// killed before its guards run.
 const EDGE_MAX_SECONDS: u64 = 300;
@@ -258,6 +261,22 @@ impl Edge {
     /// 0 when there is none.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// Carrier-side datagrams dropped for their source: in userspace
+    /// (`trunkgate_edge_acl_drops_total`) or by the kernel prefilter (counted with the kernel's
+    /// receive drops, read every 5 s: wait up to [`DENIED_COUNT_DELAY`] for them).
+    pub fn denied_count(&self) -> f64 {
+        let text = self.metrics();
+        metric_sum(
+            &text,
+            "trunkgate_edge_acl_drops_total",
+            &[("side", "public")],
+        ) + metric_sum(
+            &text,
+            "trunkgate_edge_kernel_receive_drops_total",
+            &[("socket", "sip_public")],
+        )
     }
 
     /// The snapshot version in use (`/snapshot`).

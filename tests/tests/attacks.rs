@@ -44,7 +44,7 @@ fn config(lab: &Lab, platform: SocketAddr) {
 }
 
 fn acl_drops(edge: &Edge) -> f64 {
-    edge.metric("trunkgate_edge_acl_drops_total", &[("side", "public")])
+    edge.denied_count()
 }
 
 /// `req` (an INVITE's bytes) with one header line replaced or added.
@@ -125,7 +125,7 @@ fn a_forged_to_tag_from_outside_the_allow_lists_gets_no_reply_at_all() {
     );
     assert_eventually!(
         acl_drops(&edge) >= before + 3.0,
-        WAIT,
+        trunkgate_tests::edge::DENIED_COUNT_DELAY,
         "each is counted as an ACL drop"
     );
 }
@@ -263,6 +263,39 @@ fn a_refusal_does_not_tell_the_carrier_which_numbers_or_trunks_exist() {
         edge.log_tail(50).contains("+6497770001"),
         "the detail is in the log for the operator"
     );
+}
+
+/// A flood from outside every allow-list is dropped in the kernel (the prefilter): no worker
+/// wakes for it, yet it is counted; with the prefilter off userspace drops the same datagrams.
+#[test]
+fn a_denied_flood_is_dropped_in_the_kernel_and_counted() {
+    let lab = Lab::new("attack_prefilter");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    for (prefilter, in_kernel) in [("true", true), ("false", false)] {
+        let edge = edge_with(&lab, &["--kernel-prefilter", prefilter]);
+        let flood = RawUdp::bind(DENIED);
+        let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "prefilter");
+        let bytes = inv.invite(flood.local);
+        for _ in 0..2000 {
+            let _ = flood.sock.send_to(&bytes, edge.public);
+            // Paced a little so that the kernel's buffer is not what drops them.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        assert_eventually!(
+            edge.denied_count() >= 2000.0,
+            trunkgate_tests::edge::DENIED_COUNT_DELAY,
+            "every datagram counted (prefilter {prefilter}): {}",
+            edge.denied_count()
+        );
+        let userspace = edge.metric("trunkgate_edge_acl_drops_total", &[("side", "public")]);
+        assert_eq!(
+            userspace == 0.0,
+            in_kernel,
+            "prefilter {prefilter}: {userspace} reached userspace"
+        );
+        assert!(flood.drain(Duration::from_millis(200)).is_empty());
+    }
 }
 
 /// What the kernel drops before the edge reads it shows in a metric (the issue saw 1.1 M

@@ -314,6 +314,12 @@ impl Worker {
         };
         match result {
             Ok(dests) if !dests.is_empty() => {
+                if c.b.side == Side::Public {
+                    // Their answers must pass the kernel filter.
+                    for (addr, _) in &dests {
+                        self.shared.prefilter.allow_ip(addr.ip());
+                    }
+                }
                 let expanded = dests.into_iter().map(|(addr, transport)| crate::call::Hop {
                     addr: Some(addr),
                     transport,

@@ -80,6 +80,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let shared = Arc::new(Shared {
         tcp,
+        prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
         setup_sources: Arc::new(crate::census::Census::new(
             usize::MAX,
             settings.max_calls_in_setup_per_source.max(1) as usize,
@@ -118,14 +119,20 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     // Bind every worker's sockets before anything runs, so a bad address fails at once.
     let mut sockets = Vec::with_capacity(workers);
+    let mut filtered = Vec::with_capacity(workers);
     for _ in 0..workers {
+        let public = reuseport_udp(settings.public_sip)?;
+        if let Ok(dup) = public.try_clone() {
+            filtered.push(dup);
+        }
         sockets.push((
-            reuseport_udp(settings.public_sip)?,
+            public,
             reuseport_udp(settings.internal_sip)?,
             crate::tcp::reuseport_tcp(settings.public_sip)?,
             crate::tcp::reuseport_tcp(settings.internal_sip)?,
         ));
     }
+    shared.prefilter.add_sockets(filtered);
 
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

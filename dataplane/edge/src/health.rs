@@ -172,7 +172,10 @@ impl Worker {
         result: Result<(SocketAddr, Transport), String>,
     ) {
         match result {
-            Ok((addr, transport)) => self.send_probe(probe, addr, transport, uri_host),
+            Ok((addr, transport)) => {
+                self.shared.prefilter.allow_ip(addr.ip());
+                self.send_probe(probe, addr, transport, uri_host)
+            }
             Err(text) => self.probe_done(&probe, false, &text),
         }
     }

@@ -19,6 +19,7 @@ pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod msg;
+pub mod prefilter;
 pub mod settings;
 pub mod source;
 pub mod source_limit;

@@ -47,11 +47,9 @@ impl From<trunkgate_media::sdp::Error> for SdpRefusal {
 /// among the trunks) may, so one trunk flooding never leaves the others without ports. A lone
 /// trunk's share is the whole pool.
 pub fn may_take_ports(free: usize, total: usize, mine: u32, trunks: usize) -> bool {
-    if free == 0 {
-        return false;
-    }
-    // A relayed (audio) call holds a pair on each side.
-    free * 5 > total || 2 * (mine as usize) < total / trunks.max(1)
+    // Nothing free at all is the relay's own refusal (ports_exhausted), whoever asks; a relayed
+    // (audio) call holds a pair on each side.
+    free == 0 || free * 5 > total || 2 * (mine as usize) < total / trunks.max(1)
 }
 
 /// Opens the relay for a new call whose offer (`body`, maybe empty) came from `from`; returns
@@ -207,6 +205,9 @@ mod tests {
         );
         // A lone trunk may use the whole pool.
         assert!(may_take_ports(2, 1000, 499, 1));
-        assert!(!may_take_ports(0, 1000, 0, 2), "nothing free");
+        assert!(
+            may_take_ports(0, 1000, 0, 2),
+            "nothing free: the relay refuses it as ports_exhausted"
+        );
     }
 }

@@ -102,6 +102,11 @@ pub struct Settings {
     /// How long a source over --source-rate stays blocked.
     #[arg(long, env = "TRUNKGATE_SOURCE_BLOCK_SECONDS", default_value_t = 30)]
     pub source_block_seconds: u64,
+    /// Drop, in the kernel, carrier-side UDP from IPv4 addresses the edge never heard of (no
+    /// allowedCidrs entry of any snapshot loaded, no outbound target): a flood from them then
+    /// never wakes a worker. Userspace checks everything either way.
+    #[arg(long, env = "TRUNKGATE_KERNEL_PREFILTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kernel_prefilter: bool,
     /// Carriers get the full reason in every refusal's Warning (which number is not served,
     /// which trunk, why credentials failed). Off by default: that detail helps an attacker
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.

@@ -27,6 +27,8 @@ pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: E
     }
     let version = config.version.clone();
     let trunks = config.trunks.len();
+    // Widen the kernel filter before the snapshot that needs it runs.
+    shared.prefilter.allow_snapshot(&config);
     let next = Runtime::build(config, Some(&current), &shared.metrics);
     shared.runtime.store(Arc::new(next));
     shared.metrics.snapshot_info.reset();

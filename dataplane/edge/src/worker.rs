@@ -58,6 +58,8 @@ pub struct Shared {
     pub lockout: Arc<crate::lockout::Lockout>,
     /// Calls in set-up per carrier-side source (`--max-calls-in-setup-per-source`).
     pub setup_sources: Arc<crate::census::Census>,
+    /// The kernel-side filter of the carrier-side UDP sockets (`--kernel-prefilter`).
+    pub prefilter: crate::prefilter::Prefilter,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
     pub source_limit: crate::source_limit::SourceLimiter,
 }
