@@ -149,8 +149,10 @@ impl Edge {
             .args(["--admin", &admin.to_string()])
             .args(["--workers", &opts.workers.to_string()])
             .args(["--failover-seconds", &opts.failover_seconds.to_string()])
-            .args(["--drain-seconds", "0"])
             .args(["--reload-ms", &opts.reload_ms.to_string()]);
+        if !opts.extra_args.iter().any(|a| a == "--drain-seconds") {
+            cmd.args(["--drain-seconds", "0"]);
+        }
         if own_rtp.is_none() {
             cmd.args([
                 "--rtp-ports".to_string(),
@@ -235,6 +237,21 @@ impl Edge {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -{signal} the edge's process group");
+    }
+
+    /// Sends `signal` to the edge process alone (not the `timeout` that guards it, which would
+    /// pass the signal on a second time).
+    pub fn signal_edge(&self, signal: &str) {
+        let ok = Command::new("pkill")
+            .args([&format!("-{signal}"), "-P", &self.process.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pkill -{signal} the edge");
+    }
+
+    /// Waits for the edge to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_for(timeout)
     }
 
     /// The last `n` lines of the edge's log.

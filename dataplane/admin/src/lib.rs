@@ -67,7 +67,16 @@ impl Admin {
 
 /// Binds `addr` and serves until the task is dropped.
 pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    serve_listener(listener, admin).await
+}
+
+/// Serves on a listener bound beforehand (so that a taken port fails at start-up, not later in a
+/// task), non-blocking, until the task is dropped.
+pub async fn serve_listener(listener: std::net::TcpListener, admin: Admin) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin endpoint listening");
     // Accept errors (out of file descriptors, most often) back off from 10 ms to 1 s and are
     // logged once per 10 s: a spinning loop would eat a core and fill the log.

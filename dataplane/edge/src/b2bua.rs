@@ -813,6 +813,30 @@ impl Worker {
         self.finish_call(id);
     }
 
+    /// The edge is stopping: every call still up ends now, with a BYE on both legs once
+    /// answered, with 503 to the caller (and CANCEL onward) while it is being set up.
+    pub(crate) fn hang_up_all(&mut self) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            match c.state {
+                CallState::Proceeding => {
+                    c.final_code = Some(503);
+                    let key = c.a_invite.clone();
+                    self.refuse(&key, 503, "edge shutting down", "Retry-After: 5\r\n");
+                    self.end_call(id, None, "shutdown");
+                }
+                CallState::Confirmed => {
+                    c.bye_lines = "Reason: SIP;cause=503;text=\"edge shutting down\"\r\n".into();
+                    self.end_call(id, None, "shutdown");
+                }
+                CallState::Ending | CallState::Ended => {}
+            }
+        }
+    }
+
     pub(crate) fn on_ack(&mut self, side: Side, src: &Link, req: &Request) {
         let key = crate::worker::server_key(req);
         if let Some(tx) = self.servers.get_mut(&key)

@@ -31,6 +31,17 @@ pub fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// Fails, naming the address and protocol, when another process holds `addr` for UDP or TCP
+/// (an edge among them: its SO_REUSEPORT sockets refuse a plain bind).
+fn ensure_unused(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let in_use = |proto: &str, e: std::io::Error| {
+        anyhow::anyhow!("{what} {proto} {addr} is in use by another process (another edge?): {e}")
+    };
+    std::net::UdpSocket::bind(addr).map_err(|e| in_use("UDP", e))?;
+    std::net::TcpListener::bind(addr).map_err(|e| in_use("TCP", e))?;
+    Ok(())
+}
+
 fn random_key() -> [u8; 32] {
     use rand::RngCore;
     let mut k = [0u8; 32];
@@ -117,7 +128,27 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
 
-    // Bind every worker's sockets before anything runs, so a bad address fails at once.
+    // Bind every worker's sockets before anything runs, so a bad address fails at once. The
+    // workers share their ports through SO_REUSEPORT, which would as gladly share them with a
+    // second edge started by mistake (splitting the calls between the two): first make sure
+    // nobody else holds them.
+    for (addr, what) in [
+        (settings.public_sip, "carrier-side SIP (--public-sip)"),
+        (settings.internal_sip, "platform-side SIP (--internal-sip)"),
+    ] {
+        ensure_unused(addr, what)?;
+    }
+    if let Some(dir) = &settings.config
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "--config {}: no such folder (the CarrierTrunk, NumberOwnership and Secret YAML to run)",
+            dir.display()
+        );
+    }
+    let admin_listener = std::net::TcpListener::bind(settings.admin)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| anyhow::anyhow!("admin endpoint (--admin) TCP {}: {e}", settings.admin))?;
     let mut sockets = Vec::with_capacity(workers);
     let mut filtered = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -182,7 +213,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             (200, "application/json", format!("{body}\n"))
         })
     }));
-    let admin_addr = settings.admin;
     // Kernel receive drops on the edge's UDP sockets, every few seconds.
     {
         let counter = metrics.kernel_drops.clone();
@@ -217,7 +247,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         });
     }
     control.spawn(async move {
-        if let Err(e) = trunkgate_admin::serve(admin_addr, admin).await {
+        if let Err(e) = trunkgate_admin::serve_listener(admin_listener, admin).await {
             tracing::error!(error = %e, "admin endpoint failed");
         }
     });
@@ -338,22 +368,30 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         ready.store(false, Ordering::Release);
         metrics.draining.set(1);
         let until = Instant::now() + drain;
-        loop {
-            let active: u64 = shared
-                .runtime
-                .load()
-                .state
-                .iter()
-                .map(|s| u64::from(s.active()))
-                .sum();
-            if active == 0 || Instant::now() >= until {
-                break;
+        let drained = async {
+            loop {
+                let active: u64 = shared
+                    .runtime
+                    .load()
+                    .state
+                    .iter()
+                    .map(|s| u64::from(s.active()))
+                    .sum();
+                if active == 0 || Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // A second SIGINT/SIGTERM (Ctrl-C again) ends the drain at once.
+        tokio::select! {
+            () = drained => {}
+            () = wait_for_signal() => tracing::info!("second signal: stopping now"),
         }
     });
+    // Workers hang up the calls left (BYE on both legs, or 503 and CANCEL while ringing; a call
+    // detail record for each) and stop.
     let _ = shutdown_tx.send(true);
-    // Workers with calls left past the grace period are not waited for.
     let deadline = Instant::now() + Duration::from_secs(2);
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {

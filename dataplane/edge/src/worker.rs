@@ -311,10 +311,11 @@ impl Worker {
                 r = shutdown.changed(), if !stopping => {
                     if r.is_err() || *shutdown.borrow() {
                         stopping = true;
+                        self.hang_up_all();
                     }
                 }
             }
-            if stopping && self.calls.is_empty() {
+            if stopping && self.calls.values().all(|c| c.state == CallState::Ended) {
                 return;
             }
         }
