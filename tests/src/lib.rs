@@ -16,6 +16,7 @@
 pub mod baresip;
 pub mod config;
 pub mod edge;
+pub mod kamailio;
 pub mod rtp;
 pub mod sip;
 pub mod sipp;

@@ -391,7 +391,7 @@ impl Worker {
         let mut b = Builder::request("INVITE", &ruri)
             .header("Via", &via(dest.transport(), hostport, &branch))
             .ids(&ident, &c.b.remote, cseq, "INVITE")
-            .header("Contact", &format!("<sip:{hostport}>"))
+            .header("Contact", &contact(hostport, &dest))
             .raw(&c.b_lines);
         if let Some(auth) = &c.auth_line {
             b = b.raw(auth);
@@ -477,7 +477,7 @@ impl Worker {
                 return;
             }
             let a_key = c.a_invite.clone();
-            let lines = answer_lines(&self.shared, c.a.side, resp);
+            let lines = answer_lines(&self.shared, &c.a, resp);
             // Early media (183): its SDP goes through the relay; a body we cannot read is
             // dropped rather than passed with the far side's addresses in it.
             let body = self
@@ -518,7 +518,7 @@ impl Worker {
             c.last_failure = None;
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
-            let lines = answer_lines(&self.shared, c.a.side, resp);
+            let lines = answer_lines(&self.shared, &c.a, resp);
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         // 3xx-6xx.
@@ -1054,9 +1054,10 @@ impl Worker {
         let from = sent_on.other();
         let mut lines = msg::copied_lines(resp);
         if method == "INVITE" || method == "UPDATE" {
+            let l = c.leg(from);
             lines = format!(
-                "Contact: <sip:{}>\r\n{lines}",
-                self_hostport(&self.shared, c.leg(from).side)
+                "Contact: {}\r\n{lines}",
+                contact(&self_hostport(&self.shared, l.side), &l.peer)
             );
         }
         if (method == "INVITE" || method == "UPDATE") && (200..300).contains(&code) {
@@ -1130,12 +1131,22 @@ fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
 }
 
 /// Headers of an answer relayed to leg A: our Contact and the copied ones.
-fn answer_lines(shared: &crate::worker::Shared, side: Side, resp: &Response) -> String {
+fn answer_lines(shared: &crate::worker::Shared, a: &Leg, resp: &Response) -> String {
     format!(
-        "Contact: <sip:{}>\r\n{}",
-        shared.hostport(side),
+        "Contact: {}\r\n{}",
+        contact(shared.hostport(a.side), &a.peer),
         msg::copied_lines(resp)
     )
+}
+
+/// Our Contact on a leg: a `sip:` URI means UDP (RFC 3263 §4.1), so a leg over TCP says so, or
+/// the peer's in-dialog requests would come back over UDP.
+fn contact(hostport: &str, link: &Link) -> String {
+    if link.reliable() {
+        format!("<sip:{hostport};transport=tcp>")
+    } else {
+        format!("<sip:{hostport}>")
+    }
 }
 
 fn self_hostport(shared: &crate::worker::Shared, side: Side) -> String {
@@ -1152,7 +1163,7 @@ fn in_dialog_request(
     method: &str,
     branch: &str,
     cseq: u32,
-    contact: Option<&str>,
+    contact_hostport: Option<&str>,
     lines: &str,
     body: &[u8],
     hostport: String,
@@ -1174,8 +1185,8 @@ fn in_dialog_request(
         .raw(&ident)
         .header("To", &l.remote)
         .header("CSeq", &format!("{cseq} {method}"));
-    if let Some(hp) = contact {
-        b.push("Contact", &format!("<sip:{hp}>"));
+    if let Some(hp) = contact_hostport {
+        b.push("Contact", &contact(hp, &l.peer));
     }
     let bytes = b.raw(lines).body(body);
     (bytes, ruri, ident, l.side, l.peer.clone())
