@@ -228,7 +228,7 @@ mod tests {
         let lock = Lockout::new(1, Duration::from_secs(60));
         let t0 = Instant::now();
         let user = Key::User("realm".into(), "trunk-7".into());
-        assert_eq!(lock.failed(&[user.clone()], t0).len(), 1);
+        assert_eq!(lock.failed(std::slice::from_ref(&user), t0).len(), 1);
         // Another source trying the blocked username is refused as well.
         let other = Key::Source([192, 0, 2, 8].into());
         assert_eq!(lock.admit(&[other, user], t0), Err(Verdict::Blocked));
