@@ -307,7 +307,8 @@ request_route {{
 }
 
 /// The carrier an outbound trunk points at: it challenges (407, RFC 3261 §22.3) every INVITE
-/// — new or re-INVITE — and every BYE that comes from `edge_ip`, with a plain-text password
+/// — new or re-INVITE — every BYE that comes from `edge_ip` and every OPTIONS (the edge's health
+/// probes, answered 200 once authenticated), with a plain-text password
 /// (no database), record-routes new INVITEs so later requests pass here again, and relays to
 /// the carrier's far end.
 pub fn challenging_carrier(
@@ -328,6 +329,11 @@ pub fn challenging_carrier(
 request_route {{
 {prologue}
 {in_dialog}
+    if (is_method("OPTIONS")) {{
+        route(AUTH);
+        sl_send_reply("200", "OK");
+        exit;
+    }}
     if (!is_method("INVITE")) {{
         sl_send_reply("405", "Method Not Allowed");
         exit;

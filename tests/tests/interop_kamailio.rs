@@ -652,6 +652,68 @@ impl Outbound {
     }
 }
 
+/// The carrier challenges the edge's OPTIONS health probes too: each is answered with the
+/// trunk's credentials, and the target counts as up.
+#[test]
+fn kamailio_challenging_carrier_options_probes_are_answered() {
+    let lab = Lab::new("kam_challenge_options");
+    let kam_addr = Kamailio::reserve(CARRIER_TARGET);
+    let trunk = Trunk::new(
+        "acme",
+        "pacific",
+        "127.0.0.10/32",
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
+    )
+    .target(kam_addr)
+    .outbound_auth("pacific-outbound", OUTBOUND_REALM)
+    .health_check(1, 1);
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            trunk.yaml(),
+            secret("acme", "pacific-outbound", OUTBOUND_USER, OUTBOUND_PASSWORD),
+        ]),
+    );
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let cfg = kamailio::challenging_carrier(
+        kam_addr,
+        EDGE_PUBLIC_IP,
+        Sipp::reserve(CARRIER_TARGET_2),
+        &Credentials::new(OUTBOUND_USER, OUTBOUND_REALM, OUTBOUND_PASSWORD),
+    );
+    let kam = Kamailio::start(&lab, "kamailio", &cfg);
+    let answered = || {
+        edge.metric(
+            "trunkgate_edge_carrier_challenges_total",
+            &[("method", "OPTIONS"), ("result", "answered")],
+        )
+    };
+    assert_eventually!(
+        answered() >= 2.0,
+        Duration::from_secs(10),
+        "probes challenged and answered: {}\nKamailio:\n{}",
+        answered(),
+        kam.report()
+    );
+    let accepted = kam
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "AUTH" && e.text.starts_with("accepted OPTIONS"))
+        .count();
+    assert!(
+        accepted >= 2,
+        "Kamailio accepted the probes' credentials:\n{}",
+        kam.report()
+    );
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_trunk_targets_healthy",
+            &[("trunk", "acme/pacific")]
+        ),
+        1.0
+    );
+}
+
 /// The carrier challenges the INVITE and later the BYE: the edge answers both.
 #[test]
 fn kamailio_challenging_carrier_invite_and_bye_are_answered() {
