@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use crate::digest::DigestCredentials;
 use crate::e164::{DialPlan, NumberRange, parse_number_spec};
-use crate::report::{ObjectKey, ObjectKind, Reason, Report};
+use crate::report::{ObjectKey, ObjectKind, Reason, Refused, Report};
 use crate::snapshot::{
     EdgeConfig, InboundConfig, NumberIndex, OutboundConfig, Owner, OwnershipConfig, RouteConfig,
     SipTarget, TrunkConfig,
@@ -50,7 +50,7 @@ fn namespace_of<K: ResourceExt>(o: &K) -> String {
 }
 
 /// Older objects first; objects without a creation time (files) after, by namespace and name.
-fn age_key<K: ResourceExt>(o: &K) -> (bool, Option<i64>, String, String) {
+fn age_key<K: ResourceExt>(o: &K) -> AgeKey {
     let ts = o
         .meta()
         .creation_timestamp
@@ -67,24 +67,72 @@ pub fn compile(
     secrets: &Secrets,
     previous: Option<&EdgeConfig>,
 ) -> Compiled {
-    let mut trunk_order: Vec<&CarrierTrunk> = trunks.iter().collect();
-    trunk_order.sort_by_key(|t| age_key(*t));
-    let mut own_order: Vec<&NumberOwnership> = ownerships.iter().collect();
-    own_order.sort_by_key(|o| age_key(*o));
+    compile_with_refused(trunks, ownerships, &[], secrets, previous)
+}
+
+/// Sort key: undated (files) after dated, then creation time, namespace, name.
+type AgeKey = (bool, Option<i64>, String, String);
+
+/// One input object in age order: read, or refused before compile() (schema, in files).
+enum Entry<'a, K> {
+    Read(&'a K),
+    Refused(&'a Refused),
+}
+
+fn ordered<'a, K: ResourceExt>(
+    objects: &'a [K],
+    refused: &'a [Refused],
+    kind: ObjectKind,
+) -> Vec<Entry<'a, K>> {
+    let mut out: Vec<(AgeKey, Entry<'a, K>)> = objects
+        .iter()
+        .map(|o| (age_key(o), Entry::Read(o)))
+        .collect();
+    for r in refused.iter().filter(|r| r.key.kind == kind) {
+        let key = (true, None, r.key.namespace.clone(), r.key.name.clone());
+        if !out.iter().any(|(k, _)| k.2 == key.2 && k.3 == key.3) {
+            out.push((key, Entry::Refused(r)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.into_iter().map(|(_, e)| e).collect()
+}
+
+/// [`compile`], with objects that were refused before compiling (files whose documents fail the
+/// schema): each is reported and keeps its last good version, exactly like an object compile()
+/// finds invalid itself. One rule for standalone, `check` and the operator.
+pub fn compile_with_refused(
+    trunks: &[CarrierTrunk],
+    ownerships: &[NumberOwnership],
+    refused: &[Refused],
+    secrets: &Secrets,
+    previous: Option<&EdgeConfig>,
+) -> Compiled {
+    let trunk_order = ordered(trunks, refused, ObjectKind::CarrierTrunk);
+    let own_order = ordered(ownerships, refused, ObjectKind::NumberOwnership);
 
     // 1. Each trunk on its own; on failure fall back to its last good version.
-    let mut trunk_reports: Vec<Report> = Vec::with_capacity(trunks.len());
-    let mut valid: Vec<TrunkConfig> = Vec::with_capacity(trunks.len());
-    let mut valid_report: Vec<usize> = Vec::with_capacity(trunks.len());
-    for t in &trunk_order {
-        let key = ObjectKey {
-            kind: ObjectKind::CarrierTrunk,
-            namespace: namespace_of(*t),
-            name: t.name_any(),
+    let mut trunk_reports: Vec<Report> = Vec::with_capacity(trunk_order.len());
+    let mut valid: Vec<TrunkConfig> = Vec::with_capacity(trunk_order.len());
+    let mut valid_report: Vec<usize> = Vec::with_capacity(trunk_order.len());
+    for entry in &trunk_order {
+        let (mut report, built) = match entry {
+            Entry::Read(t) => {
+                let key = ObjectKey {
+                    kind: ObjectKind::CarrierTrunk,
+                    namespace: namespace_of(*t),
+                    name: t.name_any(),
+                };
+                let mut report = Report::new(key.clone(), t.metadata.generation);
+                let built = build_trunk(t, &key, secrets, &mut report);
+                (report, built)
+            }
+            Entry::Refused(r) => {
+                let mut report = Report::new(r.key.clone(), None);
+                report.problems = r.problems.clone();
+                (report, None)
+            }
         };
-        let mut report = Report::new(key, t.metadata.generation);
-        let key = report.key.clone();
-        let built = build_trunk(t, &key, secrets, &mut report);
         match built {
             Some(cfg) if report.problems.is_empty() => {
                 valid.push(cfg);
@@ -107,6 +155,7 @@ pub fn compile(
         .enumerate()
         .map(|(i, t)| (t.id.clone(), i))
         .collect();
+    let trunk_known = |id: &str| trunk_reports.iter().any(|r| r.key.id() == id);
 
     // 2. Each NumberOwnership on its own, against the valid trunks.
     struct Candidate {
@@ -115,13 +164,42 @@ pub fn compile(
         kind: NumberKind,
         verified: bool,
         ranges: Vec<NumberRange>,
+        dated: bool,
     }
-    let mut own_reports: Vec<Report> = Vec::with_capacity(ownerships.len());
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(ownerships.len());
-    for o in &own_order {
+    let mut own_reports: Vec<Report> = Vec::with_capacity(own_order.len());
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(own_order.len());
+    for entry in &own_order {
+        let o = match entry {
+            Entry::Read(o) => *o,
+            Entry::Refused(r) => {
+                // Refused before compiling: its last good version, on the trunk it had then.
+                let mut report = Report::new(r.key.clone(), None);
+                report.problems = r.problems.clone();
+                let id = report.key.id();
+                let old = previous.and_then(|p| {
+                    let o = p.ownerships.iter().find(|x| x.id == id)?;
+                    let trunk = p.trunks.get(o.trunk as usize)?;
+                    Some((o, trunk_index.get(&trunk.id).copied()?, trunk.id.clone()))
+                });
+                if let Some((old, trunk, trunk_id)) = old {
+                    report.kept_generation = Some(None);
+                    report.trunk = Some(trunk_id);
+                    candidates.push(Candidate {
+                        report: own_reports.len(),
+                        trunk,
+                        kind: old.kind,
+                        verified: old.verified,
+                        ranges: old.ranges.clone(),
+                        dated: false,
+                    });
+                }
+                own_reports.push(report);
+                continue;
+            }
+        };
         let key = ObjectKey {
             kind: ObjectKind::NumberOwnership,
-            namespace: namespace_of(*o),
+            namespace: namespace_of(o),
             name: o.name_any(),
         };
         let mut report = Report::new(key, o.metadata.generation);
@@ -132,24 +210,24 @@ pub fn compile(
         report.verified = (o.spec.kind == NumberKind::Platform).then_some(verified);
         let trunk = trunk_index.get(&trunk_id).copied();
         if trunk.is_none() {
-            let reason = if trunks.iter().any(|t| {
-                namespace_of(t) == report.key.namespace && t.name_any() == o.spec.trunk_ref.name
-            }) {
-                Reason::TrunkNotAccepted
+            if trunk_known(&trunk_id) {
+                report.problem(
+                    "spec.trunkRef.name",
+                    Reason::TrunkNotAccepted,
+                    format!("CarrierTrunk {trunk_id} is not accepted; fix it first"),
+                );
             } else {
-                Reason::TrunkNotFound
-            };
-            let msg = match reason {
-                Reason::TrunkNotAccepted => {
-                    format!("CarrierTrunk {trunk_id} is not accepted; fix it first")
-                }
-                _ => format!(
-                    "CarrierTrunk {trunk_id} does not exist (a NumberOwnership can only name a trunk in its own namespace)"
-                ),
-            };
-            report.problem("spec.trunkRef.name", reason, msg);
+                report.problem(
+                    "spec.trunkRef.name",
+                    Reason::TrunkNotFound,
+                    format!(
+                        "CarrierTrunk {trunk_id} does not exist (a NumberOwnership can only name a trunk in its own namespace)"
+                    ),
+                );
+            }
         }
         report.number_count = Some(ranges.iter().map(NumberRange::count).sum());
+        let dated = o.metadata.creation_timestamp.is_some();
         match trunk {
             Some(trunk) if report.problems.is_empty() => candidates.push(Candidate {
                 report: own_reports.len(),
@@ -157,6 +235,7 @@ pub fn compile(
                 kind: o.spec.kind,
                 verified,
                 ranges,
+                dated,
             }),
             Some(trunk) if report.problems.iter().all(|p| p.reason.keeps_last_good()) => {
                 if let Some(old) = previous.and_then(|p| {
@@ -170,6 +249,7 @@ pub fn compile(
                         kind: old.kind,
                         verified: old.verified,
                         ranges: old.ranges.clone(),
+                        dated,
                     });
                 }
             }
@@ -178,9 +258,11 @@ pub fn compile(
         own_reports.push(report);
     }
 
-    // 3. Number conflicts: the older object keeps the numbers, the newer is refused whole.
-    // A BYOC number belongs to one carrier; a platform number may be verified with several
-    // carriers, but only once per trunk.
+    // 3. Number conflicts: the older object keeps the numbers; the newer keeps the rest of its
+    // own (a conflict costs only what conflicts). A BYOC number belongs to one carrier; a
+    // platform number may be verified with several carriers, but only once per trunk.
+    // "Older" is the creation time in a cluster; files carry none, so there the object first by
+    // namespace and name wins, and the message says so.
     let conflicts = find_conflicts(
         &candidates
             .iter()
@@ -189,24 +271,55 @@ pub fn compile(
     );
     let mut accepted = vec![false; candidates.len()];
     for i in 0..candidates.len() {
-        let blocking = conflicts[i]
-            .iter()
-            .find(|(other, _)| *other < i && accepted[*other]);
-        match blocking {
-            Some((other, range)) => {
-                let other_key = own_reports[candidates[*other].report].key.id();
-                let rep = &mut own_reports[candidates[i].report];
-                rep.kept_generation = None;
-                rep.problem(
-                    "spec.numbers",
-                    Reason::NumberConflict,
-                    format!(
-                        "{range} is already claimed by NumberOwnership {other_key}, which is older; remove the overlap from one of them"
-                    ),
-                );
+        let mut lost: Vec<(usize, NumberRange)> = Vec::new();
+        for (other, _) in conflicts[i].iter().filter(|(o, _)| *o < i && accepted[*o]) {
+            for theirs in &candidates[*other].ranges {
+                for mine in &candidates[i].ranges {
+                    if let Some(overlap) = mine.overlap(theirs) {
+                        lost.push((*other, overlap));
+                    }
+                }
             }
-            None => accepted[i] = true,
         }
+        if lost.is_empty() {
+            accepted[i] = true;
+            continue;
+        }
+        let before: u64 = candidates[i].ranges.iter().map(NumberRange::count).sum();
+        let mut ranges = std::mem::take(&mut candidates[i].ranges);
+        for (_, r) in &lost {
+            ranges = ranges.iter().flat_map(|m| m.minus(r)).collect();
+        }
+        let after: u64 = ranges.iter().map(NumberRange::count).sum();
+        candidates[i].ranges = ranges;
+        accepted[i] = after > 0;
+        let mut lost_sorted = lost.clone();
+        lost_sorted.sort_by_key(|(o, r)| (*o, *r));
+        lost_sorted.dedup();
+        let (other, range) = lost_sorted[0];
+        let other_key = own_reports[candidates[other].report].key.id();
+        let why = if candidates[i].dated && candidates[other].dated {
+            "which is older"
+        } else {
+            "which wins because it comes first by namespace and name (objects read from files carry no creation time)"
+        };
+        let more = match lost_sorted.len() - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more overlapping block(s))"),
+        };
+        let rep = &mut own_reports[candidates[i].report];
+        rep.kept_generation = None;
+        if after > 0 {
+            rep.partial_numbers = Some(after);
+        }
+        rep.problem(
+            "spec.numbers",
+            Reason::NumberConflict,
+            format!(
+                "{range} is already claimed by NumberOwnership {other_key}, {why}{more}; {} of this object's {before} numbers are not served; remove the overlap from one of them",
+                before - after
+            ),
+        );
     }
 
     // 4. Trunks of different tenants behind the same carrier addresses must be told apart by
@@ -417,7 +530,7 @@ fn check_verification(o: &NumberOwnership, report: &mut Report) -> bool {
     let Some(v) = &o.spec.verification else {
         return false;
     };
-    if v.verified_by.trim().is_empty() {
+    if v.verified_by.chars().all(|c| c.is_ascii_whitespace()) {
         report.problem(
             "spec.verification.verifiedBy",
             Reason::Invalid,
@@ -425,7 +538,8 @@ fn check_verification(o: &NumberOwnership, report: &mut Report) -> bool {
         );
         return false;
     }
-    if chrono::DateTime::parse_from_rfc3339(&v.verified_at).is_err() {
+    if v.verified_at.contains(' ') || chrono::DateTime::parse_from_rfc3339(&v.verified_at).is_err()
+    {
         report.problem(
             "spec.verification.verifiedAt",
             Reason::Invalid,
@@ -456,8 +570,23 @@ fn build_trunk(
         );
     }
     for (i, c) in spec.inbound.allowed_cidrs.iter().enumerate() {
-        match c.trim().parse::<IpNet>() {
-            Ok(net) => cidrs.push(net.trunc()),
+        // Leading zeros ("010.0.0.0/8") are refused as the API server's isCIDR() refuses them:
+        // some parsers read them as octal.
+        let parsed = if has_leading_zero(c) {
+            Err(())
+        } else {
+            c.parse::<IpNet>().map_err(|_| ())
+        };
+        match parsed {
+            Ok(net) => {
+                if net.trunc() != net {
+                    report.warnings.push(format!(
+                        "spec.inbound.allowedCidrs[{i}]: '{c}' has host bits set; it is read as {}",
+                        net.trunc()
+                    ));
+                }
+                cidrs.push(net.trunc())
+            }
             Err(_) => report.problem(
                 format!("spec.inbound.allowedCidrs[{i}]"),
                 Reason::Invalid,
@@ -467,7 +596,7 @@ fn build_trunk(
     }
     let mut hostnames = Vec::with_capacity(spec.inbound.hostnames.len());
     for (i, h) in spec.inbound.hostnames.iter().enumerate() {
-        let h = h.trim().to_ascii_lowercase();
+        let h = h.to_ascii_lowercase();
         if valid_host(&h) {
             hostnames.push(h);
         } else {
@@ -624,7 +753,7 @@ fn build_trunk(
     if media
         .codecs
         .iter()
-        .any(|c| c.trim().is_empty() || c.contains(' '))
+        .any(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic()))
     {
         report.problem(
             "spec.media.codecs",
@@ -700,6 +829,24 @@ fn credentials(
     Some(DigestCredentials::new(realm, user, pass))
 }
 
+/// A port as the CRD's rule takes it: digits without a leading zero, 1-65535.
+fn parse_port(p: &str) -> Option<u16> {
+    if p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// Whether a dotted-quad part of an address starts with 0 and has more digits after it.
+fn has_leading_zero(cidr: &str) -> bool {
+    let addr = cidr.split('/').next().unwrap_or_default();
+    let mask = cidr.split_once('/').map(|(_, m)| m);
+    let octal = |part: &str| {
+        part.len() > 1 && part.starts_with('0') && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    (addr.contains('.') && addr.split('.').any(octal)) || mask.is_some_and(octal)
+}
+
 fn valid_host(h: &str) -> bool {
     if h.parse::<std::net::IpAddr>().is_ok() {
         return true;
@@ -721,7 +868,7 @@ pub fn parse_target(
     priority: u32,
     weight: u32,
 ) -> Result<SipTarget, String> {
-    let raw = uri.trim();
+    let raw = uri;
     let bad = || {
         format!(
             "'{raw}' is not a SIP URI or host such as sip:sbc1.carrier.example:5060;transport=udp"
@@ -734,6 +881,9 @@ pub fn parse_target(
     } else {
         (false, raw)
     };
+    if raw.contains(char::is_whitespace) {
+        return Err(bad());
+    }
     let rest = rest.split_once('@').map_or(rest, |(_, h)| h);
     let mut parts = rest.split(';');
     let hostport = parts.next().unwrap_or_default();
@@ -755,7 +905,7 @@ pub fn parse_target(
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(bad)?;
         let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse::<u16>().map_err(|_| bad())?),
+            Some(p) => Some(parse_port(p).ok_or_else(bad)?),
             None if after.is_empty() => None,
             None => return Err(bad()),
         };
@@ -763,7 +913,7 @@ pub fn parse_target(
     } else if hostport.matches(':').count() > 1 {
         (hostport.to_string(), None)
     } else if let Some((h, p)) = hostport.split_once(':') {
-        (h.to_string(), Some(p.parse::<u16>().map_err(|_| bad())?))
+        (h.to_string(), Some(parse_port(p).ok_or_else(bad)?))
     } else {
         (hostport.to_string(), None)
     };

@@ -71,6 +71,38 @@ impl NumberRange {
     pub fn count(&self) -> u64 {
         self.end - self.start + 1
     }
+
+    /// The numbers both blocks hold.
+    pub fn overlap(&self, other: &NumberRange) -> Option<NumberRange> {
+        self.overlaps(other).then(|| NumberRange {
+            len: self.len,
+            start: self.start.max(other.start),
+            end: self.end.min(other.end),
+        })
+    }
+
+    /// This block without the numbers of `other`: none, one or two blocks.
+    pub fn minus(&self, other: &NumberRange) -> Vec<NumberRange> {
+        if !self.overlaps(other) {
+            return vec![*self];
+        }
+        let mut out = Vec::with_capacity(2);
+        if other.start > self.start {
+            out.push(NumberRange {
+                len: self.len,
+                start: self.start,
+                end: other.start - 1,
+            });
+        }
+        if other.end < self.end {
+            out.push(NumberRange {
+                len: self.len,
+                start: other.end + 1,
+                end: self.end,
+            });
+        }
+        out
+    }
 }
 
 impl fmt::Display for NumberRange {

@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::compile::Secrets;
-use crate::report::{ObjectKey, ObjectKind};
-use crate::schema::{open_api_schema, validate_document};
+use crate::report::{ObjectKey, ObjectKind, Problem, Reason, Refused};
+use crate::schema::{schema_of, validate_document};
 use crate::{CarrierTrunk, NumberOwnership};
 
 /// A problem with a document, before compile() sees it.
@@ -44,6 +43,11 @@ pub struct Manifests {
     pub sources: HashMap<ObjectKey, PathBuf>,
     /// Documents refused before compiling.
     pub problems: Vec<FileProblem>,
+    /// CarrierTrunks and NumberOwnerships refused by the schema, by name: compile() reports
+    /// them and keeps their last good version, as it does for objects it refuses itself.
+    pub refused: Vec<Refused>,
+    /// Files that are not valid YAML: nothing in them could be read.
+    pub unreadable: Vec<PathBuf>,
     /// Documents of other kinds, passed over.
     pub skipped: usize,
 }
@@ -79,8 +83,8 @@ impl Default for Loader {
 impl Loader {
     pub fn new() -> Self {
         Self {
-            trunk_schema: open_api_schema(&CarrierTrunk::crd()),
-            own_schema: open_api_schema(&NumberOwnership::crd()),
+            trunk_schema: schema_of("CarrierTrunk"),
+            own_schema: schema_of("NumberOwnership"),
         }
     }
 
@@ -113,13 +117,15 @@ fn load_text(file: &Path, text: &str, trunk_schema: &Value, own_schema: &Value, 
     let docs: Vec<Value> = match serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text) {
         Ok(d) => d,
         Err(e) => {
+            let (document, message) = yaml_error(text, &e);
             m.problems.push(FileProblem {
                 file: file.to_path_buf(),
-                document: 1,
+                document,
                 object: None,
                 field: "(yaml)".into(),
-                message: format!("not valid YAML: {e}"),
+                message,
             });
+            m.unreadable.push(file.to_path_buf());
             return;
         }
     };
@@ -163,12 +169,6 @@ fn load_text(file: &Path, text: &str, trunk_schema: &Value, own_schema: &Value, 
                 let is_trunk = kind == "CarrierTrunk";
                 let findings =
                     validate_document(if is_trunk { trunk_schema } else { own_schema }, &doc);
-                if !findings.is_empty() {
-                    for (field, msg) in findings {
-                        problem(m, label.clone(), &field, msg);
-                    }
-                    continue;
-                }
                 let key = ObjectKey {
                     kind: if is_trunk {
                         ObjectKind::CarrierTrunk
@@ -180,6 +180,20 @@ fn load_text(file: &Path, text: &str, trunk_schema: &Value, own_schema: &Value, 
                 };
                 if m.sources.contains_key(&key) {
                     problem(m, label, "metadata.name", "defined twice".into());
+                    continue;
+                }
+                if !findings.is_empty() {
+                    let mut problems = Vec::with_capacity(findings.len());
+                    for (field, msg) in findings {
+                        problem(m, label.clone(), &field, msg.clone());
+                        problems.push(Problem {
+                            field,
+                            reason: Reason::Invalid,
+                            message: msg,
+                        });
+                    }
+                    m.sources.insert(key.clone(), file.to_path_buf());
+                    m.refused.push(Refused { key, problems });
                     continue;
                 }
                 let parsed = if is_trunk {
@@ -221,6 +235,49 @@ fn load_text(file: &Path, text: &str, trunk_schema: &Value, own_schema: &Value, 
     }
 }
 
+/// Which document of `text` a parse error is in, and a message in our words (the parser's own
+/// hints name its options, which a user cannot set).
+fn yaml_error(text: &str, e: &serde_saphyr::Error) -> (usize, String) {
+    let e = e.without_snippet();
+    let at = e.location().map(|l| (l.line(), l.column()));
+    let what = match e {
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("the key '{k}' appears twice in one mapping; keep one")
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
+            "a key appears twice in one mapping; keep one".to_string()
+        }
+        other => other.to_string(),
+    };
+    let Some((line, column)) = at.filter(|(l, _)| *l > 0) else {
+        return (1, format!("not valid YAML: {what}"));
+    };
+    (
+        document_at(text, line),
+        format!("not valid YAML at line {line}, column {column}: {what}"),
+    )
+}
+
+/// The 1-based document that 1-based `line` falls in (documents start after `---` lines).
+fn document_at(text: &str, line: u64) -> usize {
+    let mut document = 1;
+    let mut seen_content = false;
+    for (i, l) in text.lines().enumerate() {
+        if (i as u64) + 1 >= line {
+            break;
+        }
+        if l.starts_with("---") {
+            if seen_content {
+                document += 1;
+            }
+            seen_content = false;
+        } else if !l.trim().is_empty() && !l.trim_start().starts_with('#') {
+            seen_content = true;
+        }
+    }
+    document
+}
+
 fn secret_data(doc: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> {
     use base64::Engine as _;
     let mut out = BTreeMap::new();
@@ -246,4 +303,38 @@ fn secret_data(doc: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_key_names_the_key_the_line_and_the_right_document() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n---\n# second\napiVersion: trunkgate.io/v1alpha1\nkind: NumberOwnership\nmetadata: {name: n}\nspec:\n  kind: Byoc\n  kind: Byoc\n";
+        let mut m = Manifests::default();
+        Loader::new().load(Path::new("f.yaml"), text, &mut m);
+        let p = &m.problems[0];
+        assert_eq!(p.document, 2, "{p}");
+        assert!(
+            p.message.contains("'kind' appears twice") && p.message.contains("line 11"),
+            "{p}"
+        );
+        assert!(!p.message.contains("DuplicateKeyPolicy"), "{p}");
+        assert_eq!(m.unreadable, vec![PathBuf::from("f.yaml")]);
+    }
+
+    #[test]
+    fn schema_refused_objects_are_kept_by_name() {
+        let text = "apiVersion: trunkgate.io/v1alpha1\nkind: CarrierTrunk\nmetadata: {name: t, namespace: a}\nspec:\n  inbound: {allowedCidrs: [\"10.0.0.0/8\", \"10.0.0.300/8\"], destination: \"sip:p\"}\n";
+        let mut m = Manifests::default();
+        Loader::new().load(Path::new("f.yaml"), text, &mut m);
+        assert!(m.trunks.is_empty());
+        assert_eq!(m.refused.len(), 1);
+        let r = &m.refused[0];
+        assert_eq!(r.key.id(), "a/t");
+        assert_eq!(r.problems[0].field, "spec.inbound.allowedCidrs[1]");
+        assert!(r.problems[0].message.contains("'10.0.0.300/8'"));
+    }
 }

@@ -19,6 +19,6 @@ pub mod report;
 pub mod schema;
 pub mod snapshot;
 
-pub use compile::{Compiled, Secrets, compile};
-pub use report::{ObjectKey, ObjectKind, Problem, Reason, Report};
+pub use compile::{Compiled, Secrets, compile, compile_with_refused};
+pub use report::{ObjectKey, ObjectKind, Problem, Reason, Refused, Report};
 pub use snapshot::EdgeConfig;

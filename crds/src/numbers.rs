@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self.kind != 'Platform' || !has(self.verification) || (size(self.verification.verifiedBy) > 0)").message("verification.verifiedBy must name who verified the number"))]
 #[serde(rename_all = "camelCase")]
 pub struct NumberOwnershipSpec {
     /// The CarrierTrunk, in this namespace, that serves these numbers.
@@ -43,7 +42,6 @@ pub struct NumberOwnershipSpec {
     /// E.164 numbers (`+6498879333`), inclusive ranges of equal length
     /// (`+6498879300-+6498879399`) and prefixes (`+64988793*`).
     #[x_kube(validation = Rule::new("size(self) > 0").message("numbers must list at least one number"))]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^\\\\+[1-9][0-9]{0,13}\\\\*$') || n.matches('^\\\\+[1-9][0-9]{1,14}$') || (n.matches('^\\\\+[1-9][0-9]{1,14}-\\\\+[1-9][0-9]{1,14}$') && size(n.split('-')[0]) == size(n.split('-')[1]) && n.split('-')[0] <= n.split('-')[1]))").message("each entry is an E.164 number (+ then up to 15 digits), a range +A-+B of equal length with A <= B, or a prefix ending in '*'"))]
     #[schemars(length(max = 5000), inner(length(max = 40)))]
     pub numbers: Vec<String>,
     /// Who verified, with the carrier, that the customer may present these platform numbers.

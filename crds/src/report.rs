@@ -129,6 +129,14 @@ impl fmt::Display for Problem {
     }
 }
 
+/// An object refused before compile() could read it (by the schema, in files): compile() reports
+/// it under its name and keeps its last good version, the one rule for every invalid object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub key: ObjectKey,
+    pub problems: Vec<Problem>,
+}
+
 /// A status condition as compile() sees it; the operator adds times and generations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionState {
@@ -147,6 +155,11 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Facts worth telling the user that are not problems.
     pub notes: Vec<String>,
+    /// Things that work but are probably not what the user meant (host bits in a CIDR, ...).
+    pub warnings: Vec<String>,
+    /// NumberOwnership only: the numbers of this generation in the snapshot when a conflict took
+    /// some of them (the rest of the object is served).
+    pub partial_numbers: Option<u64>,
     /// The edge keeps running this object's last good generation (it is invalid now).
     pub kept_generation: Option<Option<i64>>,
     /// NumberOwnership only: how many numbers its entries cover.
@@ -164,6 +177,8 @@ impl Report {
             generation,
             problems: Vec::new(),
             notes: Vec::new(),
+            warnings: Vec::new(),
+            partial_numbers: None,
             kept_generation: None,
             number_count: None,
             verified: None,
@@ -189,6 +204,12 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// Whether the object's current generation is in the snapshot, whole or (a NumberOwnership
+    /// that lost a number conflict) with the numbers nobody older claims.
+    pub fn in_snapshot(&self) -> bool {
+        self.is_ready() || self.partial_numbers.is_some()
+    }
+
     fn first(&self, pick: impl Fn(&Reason) -> bool) -> Option<&Problem> {
         self.problems.iter().find(|p| pick(&p.reason))
     }
@@ -197,12 +218,16 @@ impl Report {
     pub fn conditions(&self, snapshot_version: &str) -> Vec<ConditionState> {
         let mut out = Vec::with_capacity(5);
         let spec_problem = self.first(|r| matches!(r, Reason::Invalid | Reason::AddressConflict));
+        let remarks: Vec<String> = self
+            .warnings
+            .iter()
+            .map(|w| format!("Warning: {w}"))
+            .chain(self.notes.iter().cloned())
+            .collect();
         out.push(match spec_problem {
             Some(p) => cond("Accepted", false, p.reason.as_str(), &p.to_string()),
-            None if self.notes.is_empty() => {
-                cond("Accepted", true, "Accepted", "The spec is valid.")
-            }
-            None => cond("Accepted", true, "Accepted", &self.notes.join(" ")),
+            None if remarks.is_empty() => cond("Accepted", true, "Accepted", "The spec is valid."),
+            None => cond("Accepted", true, "Accepted", &remarks.join(" ")),
         });
         out.push(match self.first(Reason::is_reference) {
             Some(p) => cond("ResolvedRefs", false, p.reason.as_str(), &p.to_string()),
@@ -250,10 +275,15 @@ impl Report {
                 &format!("Included in edge snapshot {snapshot_version}."),
             ),
             Some(p) => {
-                let kept = match self.kept_generation {
-                    Some(Some(g)) => format!(" The edge keeps running generation {g}."),
-                    Some(None) => " The edge keeps running the last good version.".to_string(),
-                    None => " Not in the edge snapshot.".to_string(),
+                let kept = match (self.partial_numbers, self.kept_generation) {
+                    (Some(n), _) => {
+                        format!(" The other {n} numbers are in edge snapshot {snapshot_version}.")
+                    }
+                    (None, Some(Some(g))) => format!(" The edge keeps running generation {g}."),
+                    (None, Some(None)) => {
+                        " The edge keeps running the last good version.".to_string()
+                    }
+                    (None, None) => " Not in the edge snapshot.".to_string(),
                 };
                 cond("Ready", false, p.reason.as_str(), &format!("{p}.{kept}"))
             }

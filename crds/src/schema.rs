@@ -8,9 +8,190 @@ use serde_json::Value;
 
 use crate::{CarrierTrunk, NumberOwnership};
 
-/// Both CRDs, as `trunkgate-operator crd` prints them.
+/// Both CRDs, as `trunkgate-operator crd` prints them: the derived schemas with
+/// [`refine`]'s rules, so that the API server refuses what compile() would refuse.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![CarrierTrunk::crd(), NumberOwnership::crd()]
+    vec![
+        refine(CarrierTrunk::crd(), &trunk_rules()),
+        refine(NumberOwnership::crd(), &ownership_rules()),
+    ]
+}
+
+/// The schema of one kind as [`crds`] has it.
+pub fn schema_of(kind: &str) -> Value {
+    crds()
+        .iter()
+        .find(|c| c.spec.names.kind == kind)
+        .map(open_api_schema)
+        .unwrap_or(Value::Null)
+}
+
+/// A host name or IPv4 address (RFC 1123 labels; compile()'s `valid_host`), or an IPv6
+/// reference in brackets, then an optional port 1-65535 without leading zeros.
+const HOSTPORT: &str = "([A-Za-z0-9-]{1,63}([.][A-Za-z0-9-]{1,63})*|\\\\[[0-9A-Fa-f:.]+\\\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?";
+/// A transport parameter names one of the transports the edge speaks (RFC 3261 §19.1.1).
+const TRANSPORT_RULE: (&str, &str) = (
+    "!self.matches(';transport=') || self.matches(';transport=(?i:udp|tcp|tls)(;|$)')",
+    "'\\'' + self + '\\' names a transport other than udp, tcp or tls'",
+);
+
+/// One CEL rule: where (a path of property names, `[]` for list items), the rule and a
+/// `messageExpression` that names the offending value.
+struct PathRule {
+    path: &'static str,
+    rule: String,
+    message: String,
+}
+
+fn rule(path: &'static str, rule: impl Into<String>, message: impl Into<String>) -> PathRule {
+    PathRule {
+        path,
+        rule: rule.into(),
+        message: message.into(),
+    }
+}
+
+/// Rules on list entries (so that the API server, like compile(), names the entry's index and
+/// value), and the cross-field rules the derive cannot express.
+fn trunk_rules() -> Vec<PathRule> {
+    let uri = |scheme: &str| format!("self.matches('^{scheme}([^@ ]+@)?{HOSTPORT}(;[^; ]*)*$')");
+    vec![
+        rule(
+            "spec.inbound.allowedCidrs[]",
+            "isCIDR(self)",
+            "'\\'' + self + '\\' is not a CIDR such as 203.0.113.0/28 or 2001:db8::/64'",
+        ),
+        rule(
+            "spec.inbound.hostnames[]",
+            "self.matches('^[A-Za-z0-9-]{1,63}([.][A-Za-z0-9-]{1,63})*$')",
+            "'\\'' + self + '\\' is not a host name'",
+        ),
+        rule(
+            "spec.inbound.destination",
+            uri("sips?:"),
+            "'\\'' + self + '\\' is not a SIP URI such as sip:voice-platform.acme.svc.cluster.local:5060'",
+        ),
+        rule(
+            "spec.inbound.destination",
+            TRANSPORT_RULE.0,
+            TRANSPORT_RULE.1,
+        ),
+        rule(
+            "spec.outbound.targets[].uri",
+            uri("(sips?:)?"),
+            "'\\'' + self + '\\' is not a SIP URI or host such as sip:sbc1.carrier.example:5060;transport=udp'",
+        ),
+        rule(
+            "spec.outbound.targets[].uri",
+            TRANSPORT_RULE.0,
+            TRANSPORT_RULE.1,
+        ),
+        rule(
+            "spec.routes[].prefix",
+            "self.matches('^[+][0-9]{0,15}$')",
+            "'\\'' + self + '\\' is not + followed by up to 15 digits'",
+        ),
+        rule(
+            "spec.media.codecs[]",
+            "self.matches('^[!-~]+$')",
+            "'\\'' + self + '\\' is not an SDP encoding name such as PCMU'",
+        ),
+        rule(
+            "spec",
+            "!has(self.routes) || size(self.routes) == 0 || has(self.outbound)",
+            "'routes need spec.outbound: there is no carrier target to send those calls to'",
+        ),
+    ]
+}
+
+fn ownership_rules() -> Vec<PathRule> {
+    vec![
+        rule(
+            "spec.numbers[]",
+            "self.matches('^[+][1-9][0-9]{0,13}[*]$') || self.matches('^[+][1-9][0-9]{1,14}$') || (self.matches('^[+][1-9][0-9]{1,14}-[+][1-9][0-9]{1,14}$') && size(self.split('-')[0]) == size(self.split('-')[1]) && self.split('-')[0] <= self.split('-')[1])",
+            "'\\'' + self + '\\' is not an E.164 number (+ then up to 15 digits), a range +A-+B of equal length with A <= B, or a prefix ending in *'",
+        ),
+        rule(
+            "spec.verification.verifiedBy",
+            "self.matches('[^ \\t\\n\\r\\f]')",
+            "'must name who at the carrier verified the numbers'",
+        ),
+    ]
+}
+
+/// Adds `rules` to the CRD's schema and drops the integer formats the API server does not
+/// know (`uint32`, `uint64`: every apply would warn "unrecognized format").
+fn refine(mut crd: CustomResourceDefinition, rules: &[PathRule]) -> CustomResourceDefinition {
+    let Some(version) = crd.spec.versions.first_mut() else {
+        return crd;
+    };
+    let Some(schema) = version
+        .schema
+        .as_mut()
+        .and_then(|s| s.open_api_v3_schema.as_mut())
+    else {
+        return crd;
+    };
+    let Ok(mut json) = serde_json::to_value(&*schema) else {
+        return crd;
+    };
+    strip_unknown_formats(&mut json);
+    for r in rules {
+        if let Some(node) = node_at(&mut json, r.path)
+            && let Some(obj) = node.as_object_mut()
+        {
+            let list = obj
+                .entry("x-kubernetes-validations")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(list) = list.as_array_mut() {
+                list.push(serde_json::json!({"rule": r.rule, "messageExpression": r.message}));
+            }
+        }
+    }
+    // The API server checks `date-time` itself (and CEL then sees a timestamp, not a string).
+    if let Some(at) = node_at(&mut json, "spec.verification.verifiedAt")
+        && let Some(obj) = at.as_object_mut()
+    {
+        obj.insert("format".into(), "date-time".into());
+    }
+    if let Ok(refined) = serde_json::from_value(json) {
+        *schema = refined;
+    }
+    crd
+}
+
+/// The schema node of `path` (`a.b[].c`), descending `properties` and `items`.
+fn node_at<'a>(schema: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut node = schema;
+    for part in path.split('.') {
+        let (name, items) = match part.strip_suffix("[]") {
+            Some(n) => (n, true),
+            None => (part, false),
+        };
+        node = node.get_mut("properties")?.get_mut(name)?;
+        if items {
+            node = node.get_mut("items")?;
+        }
+    }
+    Some(node)
+}
+
+fn strip_unknown_formats(v: &mut Value) {
+    match v {
+        Value::Object(obj) => {
+            if matches!(
+                obj.get("format").and_then(Value::as_str),
+                Some("uint8" | "uint16" | "uint32" | "uint64" | "int8" | "int16" | "uint")
+            ) {
+                obj.remove("format");
+            }
+            for child in obj.values_mut() {
+                strip_unknown_formats(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_unknown_formats),
+        _ => {}
+    }
 }
 
 /// The CRDs as one multi-document YAML file.
@@ -42,6 +223,10 @@ pub type Finding = (String, String);
 /// `metadata` is not descended into (the API server checks it on its own terms).
 pub fn validate_document(schema: &Value, doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
+    // The API server drops null values of fields that are not nullable before it validates.
+    let mut doc = doc.clone();
+    prune_nulls(schema, &mut doc);
+    let doc = &doc;
     walk(schema, doc, "", &mut out);
     if out.is_empty()
         && let Err(errors) = kube::core::cel::Validator::new().validate(schema, doc, None)
@@ -51,6 +236,31 @@ pub fn validate_document(schema: &Value, doc: &Value) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Removes object fields whose value is null where the schema does not say `nullable`.
+fn prune_nulls(schema: &Value, v: &mut Value) {
+    match v {
+        Value::Object(obj) => {
+            let props = schema.get("properties");
+            obj.retain(|k, child| {
+                let nullable = props.and_then(|p| p.get(k)).and_then(|s| s.get("nullable"))
+                    == Some(&Value::Bool(true));
+                !child.is_null() || nullable
+            });
+            for (k, child) in obj.iter_mut() {
+                if let Some(s) = props.and_then(|p| p.get(k)) {
+                    prune_nulls(s, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                items.iter_mut().for_each(|i| prune_nulls(s, i));
+            }
+        }
+        _ => {}
+    }
 }
 
 fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<Finding>) {
@@ -104,7 +314,19 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<Finding>) {
             out.push((here(path), format!("must be at most {max}")));
         }
     }
+    if let (Some(s), Some("date-time")) = (v.as_str(), schema.get("format").and_then(Value::as_str))
+        && chrono::DateTime::parse_from_rfc3339(s).is_err()
+    {
+        out.push((here(path), format!("'{s}' is not an RFC 3339 date-time")));
+    }
     if let Some(items) = v.as_array() {
+        if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+            for (i, item) in items.iter().enumerate() {
+                if items[..i].contains(item) {
+                    out.push((format!("{path}[{i}]"), format!("duplicate value {item}")));
+                }
+            }
+        }
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
             && items.len() as u64 > max
         {
@@ -233,7 +455,7 @@ mod tests {
     }
 
     fn trunk_schema() -> Value {
-        open_api_schema(&CarrierTrunk::crd())
+        schema_of("CarrierTrunk")
     }
 
     fn trunk(spec: Value) -> Value {
@@ -280,7 +502,7 @@ mod tests {
             (
                 serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
                 "routes": [{"prefix": "64"}]}),
-                Some("route prefixes"),
+                Some("'64' is not + followed by up to 15 digits"),
             ),
         ];
         for (spec, want) in cases {
@@ -297,7 +519,7 @@ mod tests {
 
     #[test]
     fn number_entry_cel_rule_table() {
-        let schema = open_api_schema(&NumberOwnership::crd());
+        let schema = schema_of("NumberOwnership");
         let doc = |n: &str| {
             serde_json::json!({"apiVersion": "trunkgate.io/v1alpha1", "kind": "NumberOwnership",
                 "metadata": {"name": "x"}, "spec": {"trunkRef": {"name": "t"}, "kind": "Byoc", "numbers": [n]}})

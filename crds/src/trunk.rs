@@ -51,7 +51,6 @@ pub struct CarrierTrunkSpec {
     /// Destination prefixes this trunk serves for outbound calls, used when neither the
     /// X-Trunkgate-Trunk header nor the caller's number selects a trunk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(r, r.prefix.matches('^\\\\+[0-9]{0,15}$'))").message("route prefixes are '+' followed by up to 15 digits"))]
     #[schemars(length(max = 1000))]
     pub routes: Vec<Route>,
     /// Capacity limits enforced by every edge pod for this trunk.
@@ -69,7 +68,6 @@ pub struct Inbound {
     /// The carrier's signalling addresses in CIDR form (`203.0.113.0/28`, `2001:db8::/64`).
     /// SIP from anywhere else is dropped (default deny).
     #[x_kube(validation = Rule::new("size(self) > 0").message("allowedCidrs must list at least one carrier address"))]
-    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("every allowedCidrs entry must be a CIDR such as 203.0.113.0/28"))]
     #[schemars(length(max = 256), inner(length(max = 64)))]
     pub allowed_cidrs: Vec<String>,
     /// Request-URI hosts that belong to this trunk, to tell apart tenants whose calls come from
@@ -86,7 +84,6 @@ pub struct Inbound {
     pub number_format: Option<NumberFormat>,
     /// Where inbound calls are delivered on the platform: a SIP URI such as
     /// `sip:voice-platform.acme.svc.cluster.local:5060`.
-    #[x_kube(validation = Rule::new("self.startsWith('sip:') || self.startsWith('sips:')").message("destination must be a sip: or sips: URI"))]
     #[schemars(length(max = 512))]
     pub destination: String,
 }
@@ -183,7 +180,6 @@ pub struct Outbound {
 pub struct Target {
     /// A SIP URI (`sip:sbc1.carrier.example:5060;transport=udp`, `sips:host:5061`) or a bare host
     /// name or IP address. A host name without a port is resolved by RFC 3263 (NAPTR, SRV, A/AAAA).
-    #[x_kube(validation = Rule::new("size(self) > 0 && !self.contains(' ')").message("uri must be a SIP URI or host without spaces"))]
     #[schemars(length(max = 512))]
     pub uri: String,
     /// Transport to use when the URI does not say; default UDP (TLS for sips:).

@@ -573,3 +573,162 @@ fn targets_are_probed_only_when_the_trunk_asks() {
     assert_eq!(probe("a/plain"), Some((0, 1)), "no healthCheck: not probed");
     assert_eq!(probe("a/probed"), Some((10, 2)));
 }
+
+/// A conflict costs only what conflicts: the newer object keeps its other numbers, says how many
+/// it lost and to whom, and "older" is the creation time (files: first by namespace and name).
+#[test]
+fn conflict_costs_only_the_overlap() {
+    let trunks = [
+        CarrierTrunk::test("acme", "a"),
+        CarrierTrunk::test("acme", "b").with_cidrs(&["198.51.100.7/32"]),
+    ];
+    let old = NumberOwnership::test("acme", "old", "a", &["+6498879350-+6498879359"]);
+    let new = NumberOwnership::test(
+        "acme",
+        "new",
+        "b",
+        &["+6498879300-+6498879399", "+6498870000"],
+    );
+    let c = compile(
+        &trunks,
+        &[new.clone().created_at(2_000), old.clone().created_at(1_000)],
+        &Secrets::new(),
+        None,
+    );
+    let rep = c.reports.iter().find(|r| r.key.id() == "acme/new").unwrap();
+    assert_eq!(own_reasons(&c, "acme/new"), vec![Reason::NumberConflict]);
+    assert_eq!(
+        rep.partial_numbers,
+        Some(91),
+        "101 numbers less the 10 taken"
+    );
+    assert!(rep.in_snapshot() && !rep.is_ready());
+    let msg = &rep.problems[0].message;
+    assert!(
+        msg.contains("acme/old")
+            && msg.contains("which is older")
+            && msg.contains("10 of this object's 101"),
+        "{msg}"
+    );
+    let ready = rep
+        .conditions(&c.config.version)
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready
+            .message
+            .contains("other 91 numbers are in edge snapshot"),
+        "{}",
+        ready.message
+    );
+    let index = NumberIndex::of(&c.config);
+    let b = c.config.trunk("acme/b").unwrap().0;
+    let a = c.config.trunk("acme/a").unwrap().0;
+    let owner = |n: &str| {
+        index
+            .owners(E164::parse(n).unwrap())
+            .first()
+            .map(|o| o.trunk)
+    };
+    assert_eq!(owner("+6498879300"), Some(b), "the rest still routes");
+    assert_eq!(owner("+6498870000"), Some(b));
+    assert_eq!(
+        owner("+6498879355"),
+        Some(a),
+        "the overlap stays with the older"
+    );
+
+    // Without creation times (files), the first by namespace and name wins, and says why.
+    let c = compile(&trunks, &[new, old], &Secrets::new(), None);
+    let rep = c.reports.iter().find(|r| r.key.id() == "acme/old").unwrap();
+    assert!(
+        rep.problems[0]
+            .message
+            .contains("comes first by namespace and name"),
+        "{}",
+        rep.problems[0].message
+    );
+}
+
+/// Objects refused before compiling (schema errors in files) follow the same rule as invalid
+/// ones: the last good version keeps running, and their NumberOwnerships say the trunk is not
+/// accepted (not that it does not exist).
+#[test]
+fn refused_objects_keep_their_last_good_version() {
+    use trunkgate_crds::{ObjectKey, Problem, Refused, compile_with_refused};
+    let trunk = CarrierTrunk::test("acme", "t").with_targets(&["sip:a.example"]);
+    let numbers = NumberOwnership::test("acme", "n", "t", &["+6498879333"]);
+    let first = compile(
+        std::slice::from_ref(&trunk),
+        std::slice::from_ref(&numbers),
+        &Secrets::new(),
+        None,
+    );
+    let refused = |kind, name: &str| Refused {
+        key: ObjectKey {
+            kind,
+            namespace: "acme".into(),
+            name: name.into(),
+        },
+        problems: vec![Problem {
+            field: "spec.inbound.allowedCidrs[0]".into(),
+            reason: Reason::Invalid,
+            message: "'10.0.0.300/8' is not a CIDR".into(),
+        }],
+    };
+    let second = compile_with_refused(
+        &[],
+        &[],
+        &[
+            refused(ObjectKind::CarrierTrunk, "t"),
+            refused(ObjectKind::NumberOwnership, "n"),
+        ],
+        &Secrets::new(),
+        Some(&first.config),
+    );
+    assert_eq!(second.config, first.config, "both keep running");
+    assert_eq!(trunk_reasons(&second, "acme/t"), vec![Reason::Invalid]);
+    // A new ownership of a refused trunk without a last good version: not accepted.
+    let third = compile_with_refused(
+        &[],
+        &[NumberOwnership::test("acme", "m", "u", &["+6498879334"])],
+        &[refused(ObjectKind::CarrierTrunk, "u")],
+        &Secrets::new(),
+        None,
+    );
+    assert_eq!(
+        own_reasons(&third, "acme/m"),
+        vec![Reason::TrunkNotAccepted]
+    );
+    assert!(third.config.trunks.is_empty());
+}
+
+#[test]
+fn host_bits_give_a_warning_and_the_network_is_used() {
+    let c = compile(
+        &[CarrierTrunk::test("acme", "t").with_cidrs(&["203.0.113.5/28"])],
+        &[],
+        &Secrets::new(),
+        None,
+    );
+    let rep = &c.reports[0];
+    assert!(rep.is_ready());
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("allowedCidrs[0]") && w.contains("203.0.113.0/28")),
+        "{:?}",
+        rep.warnings
+    );
+    assert_eq!(
+        c.config.trunks[0].inbound.allowed_cidrs[0].to_string(),
+        "203.0.113.0/28"
+    );
+    let accepted = rep
+        .conditions("v")
+        .into_iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap();
+    assert!(accepted.status && accepted.message.starts_with("Warning:"));
+}

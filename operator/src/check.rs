@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use trunkgate_crds::compile;
+use trunkgate_crds::compile_with_refused;
 use trunkgate_crds::files::load_dir;
 
 /// Checks a folder and writes the findings; returns whether everything is valid. With
@@ -21,7 +21,8 @@ pub fn check(
         writeln!(out, "error: {p}")?;
         problems += 1;
     }
-    let compiled = compile(&m.trunks, &m.ownerships, &m.secrets, None);
+    let compiled = compile_with_refused(&m.trunks, &m.ownerships, &m.refused, &m.secrets, None);
+    let refused: std::collections::HashSet<_> = m.refused.iter().map(|r| &r.key).collect();
     for r in compiled.problems() {
         let file = m
             .sources
@@ -29,6 +30,10 @@ pub fn check(
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "?".into());
         for p in &r.problems {
+            if refused.contains(&r.key) {
+                // Already written above, with its document.
+                continue;
+            }
             writeln!(
                 out,
                 "error: {file} {}: {}: {} ({})",
@@ -41,6 +46,14 @@ pub fn check(
         }
     }
     for r in &compiled.reports {
+        let file = m
+            .sources
+            .get(&r.key)
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "?".into());
+        for w in &r.warnings {
+            writeln!(out, "warning: {file} {}: {w}", r.key)?;
+        }
         for n in &r.notes {
             writeln!(out, "note: {}: {n}", r.key)?;
         }

@@ -49,7 +49,7 @@ pub fn conditions(
             condition(c.type_, status, c.reason, c.message, report, existing, now)
         })
         .collect();
-    let programmed = if !report.is_ready() {
+    let programmed = if !report.in_snapshot() {
         Some((
             "False",
             "NotInSnapshot",
@@ -96,7 +96,7 @@ pub fn trunk_status(
         edge: Some(edge.clone()),
         // Target health comes from the edge pods' probes; until they report it, keep what is there.
         targets: existing.and_then(|s| s.targets.clone()),
-        snapshot_version: report.is_ready().then(|| config.version.clone()),
+        snapshot_version: report.in_snapshot().then(|| config.version.clone()),
     }
 }
 
@@ -115,7 +115,7 @@ pub fn ownership_status(
         conditions: conditions(report, &config.version, rollout, old, now),
         observed_generation: report.generation,
         number_count: report.number_count,
-        snapshot_version: report.is_ready().then(|| config.version.clone()),
+        snapshot_version: report.in_snapshot().then(|| config.version.clone()),
     }
 }
 

@@ -13,6 +13,7 @@
 //! panic.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod baresip;
 pub mod config;
 pub mod edge;

@@ -672,3 +672,55 @@ fn call_detail_records_describe_each_call() {
     assert_eq!(failed["durationSeconds"].as_f64(), Some(0.0), "{failed}");
     assert_eq!(edge.cdrs().len(), 3, "one record per call");
 }
+
+/// One rule for bad edits in standalone mode too: a schema error (a bad CIDR) or a file that is
+/// no longer YAML keeps the trunk and its numbers at their last good version, so calls go on.
+#[test]
+fn bad_edits_in_the_folder_keep_the_last_good_version() {
+    let lab = Lab::new("bad_edits");
+    let platform = Sipp::reserve(PLATFORM);
+    let trunk = config(&lab, platform, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let uas = Sipp::answering(&lab, "platform", platform).calls(2).start();
+    let problems = || {
+        edge.metric(
+            "trunkgate_edge_snapshot_reloads_total",
+            &[("result", "with_problems")],
+        )
+    };
+
+    // 1. A bad CIDR (the schema refuses the document) beside a good one.
+    let bad = Trunk {
+        cidrs: vec!["127.0.0.10/32".into(), "10.0.0.300/8".into()],
+        ..trunk
+    };
+    lab.write_config("acme-trunk.yaml", &bad.yaml());
+    assert_eventually!(
+        problems() >= 1.0,
+        Duration::from_secs(5),
+        "the edge reads the bad edit"
+    );
+    let log = edge.log_tail(400);
+    assert!(
+        log.contains("10.0.0.300/8") && log.contains("allowedCidrs[1]"),
+        "the log names the bad entry and its index:\n{log}"
+    );
+    carrier_call(&lab, &edge, "after-bad-cidr", "uac_call.xml", &[])
+        .wait()
+        .assert_ok();
+
+    // 2. The numbers file stops being YAML: its NumberOwnership keeps running.
+    lab.write_config(
+        "acme-numbers.yaml",
+        "kind: NumberOwnership\n  numbers: [oops\n",
+    );
+    assert_eventually!(
+        problems() >= 2.0,
+        Duration::from_secs(5),
+        "the edge reads the broken file"
+    );
+    carrier_call(&lab, &edge, "after-broken-yaml", "uac_call.xml", &[])
+        .wait()
+        .assert_ok();
+    uas.wait().assert_ok();
+}

@@ -175,7 +175,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
         (Some(dir), _) => {
-            if let Some(cfg) = crate::source::compile_dir(dir, None, &shared) {
+            if let Some(cfg) =
+                crate::source::compile_dir(dir, None, &mut Default::default(), &shared)
+            {
                 crate::source::install(&shared, &ready, cfg);
             }
             control.spawn(crate::source::watch_dir(

@@ -2,6 +2,7 @@
 //! compile() the operator uses, or the operator's snapshot Secret (cluster mode). Either way a
 //! new snapshot is swapped in whole for new calls, and one that fails keeps the last good one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use trunkgate_crds::files::load_dir;
 use trunkgate_crds::snapshot::EdgeConfig;
+use trunkgate_crds::{ObjectKey, Problem, Reason, Refused};
 
 use crate::config::Runtime;
 use crate::worker::Shared;
@@ -70,13 +72,20 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
-/// Compiles the folder; logs every problem. None when the folder cannot be read.
+/// Where each object was read from at the last load, so that the objects of a file that stops
+/// being valid YAML keep their last good version instead of vanishing.
+pub type Sources = HashMap<ObjectKey, PathBuf>;
+
+/// Compiles the folder; logs every problem. None when the folder cannot be read. Objects the
+/// schema refuses, and those of a file that is no longer YAML, keep their last good version
+/// (the same rule as the operator's and `check`'s).
 pub fn compile_dir(
     dir: &Path,
     previous: Option<&EdgeConfig>,
+    sources: &mut Sources,
     shared: &Shared,
 ) -> Option<EdgeConfig> {
-    let m = match load_dir(dir) {
+    let mut m = match load_dir(dir) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot read the config folder; keeping the last good snapshot");
@@ -91,10 +100,35 @@ pub fn compile_dir(
     for p in &m.problems {
         tracing::warn!(problem = %p, "document refused");
     }
-    let compiled = trunkgate_crds::compile(&m.trunks, &m.ownerships, &m.secrets, previous);
+    for (key, file) in sources.iter() {
+        if m.unreadable.contains(file) && !m.sources.contains_key(key) {
+            m.refused.push(Refused {
+                key: key.clone(),
+                problems: vec![Problem {
+                    field: "(yaml)".into(),
+                    reason: Reason::Invalid,
+                    message: format!("{} is not valid YAML", file.display()),
+                }],
+            });
+            m.sources.insert(key.clone(), file.clone());
+        }
+    }
+    *sources = m.sources.clone();
+    let compiled = trunkgate_crds::compile_with_refused(
+        &m.trunks,
+        &m.ownerships,
+        &m.refused,
+        &m.secrets,
+        previous,
+    );
+    for r in &compiled.reports {
+        for w in &r.warnings {
+            tracing::warn!(object = %r.key, warning = %w, "object compiled with a warning");
+        }
+    }
     for r in compiled.problems() {
         for p in &r.problems {
-            tracing::warn!(object = %r.key, problem = %p, kept_last_good = r.kept_generation.is_some(), "object not compiled");
+            tracing::warn!(object = %r.key, problem = %p, kept_last_good = r.kept_generation.is_some(), partial = r.partial_numbers.is_some(), "object not compiled as written");
         }
     }
     if !m.problems.is_empty() || compiled.problems().next().is_some() {
@@ -115,6 +149,7 @@ pub async fn watch_dir(
     ready: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut seen = Vec::new();
+    let mut sources = Sources::new();
     loop {
         let now = fingerprint(&dir);
         if now != seen {
@@ -122,7 +157,7 @@ pub async fn watch_dir(
             let previous = ready
                 .load(Ordering::Acquire)
                 .then(|| shared.runtime.load().config.clone());
-            if let Some(cfg) = compile_dir(&dir, previous.as_ref(), &shared) {
+            if let Some(cfg) = compile_dir(&dir, previous.as_ref(), &mut sources, &shared) {
                 install(&shared, &ready, cfg);
             }
         }
