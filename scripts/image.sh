@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Builds the two images from the Dockerfile with whatever container engine is here.
+# Builds the two images the same way `make e2e` does, then loads them into a container engine.
 #
 #   make image                                   # localhost/trunkgate-{operator,edge}:VERSION
 #   REGISTRY=ghcr.io/acme TAG=0.1.0 make image   # then push them with the same engine
 #   CONTAINER_ENGINE=podman make image           # pick the engine (default: docker, podman, nerdctl)
+#   CONTAINER_ENGINE=none make image             # only the tarballs (target/images/*.tar)
+#
+# One recipe: `cargo build --release`, then scripts/image-tar.py writes a docker-archive tarball
+# per image from images/images.json (binary, its shared libraries, CA bundle, passwd; no base
+# image). The engine only loads those tarballs (`docker load`), so the images you push are the
+# ones `make e2e` tested. Without an engine the tarballs are left in target/images/ for
+# `ctr -n k8s.io images import`, `kind load image-archive` or `k3d image import`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REGISTRY=${REGISTRY:-localhost}
 TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)}
+OUT=${IMAGE_DIR:-target/images}
 ENGINE=${CONTAINER_ENGINE:-}
+
+cargo build --release --locked -p trunkgate-operator -p trunkgate-edge --bins
+python3 scripts/image-tar.py --registry "$REGISTRY" --tag "$TAG" --out-dir "$OUT"
+
 if [ -z "$ENGINE" ]; then
 	for e in docker podman nerdctl; do
 		if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then
@@ -17,13 +29,15 @@ if [ -z "$ENGINE" ]; then
 		fi
 	done
 fi
-if [ -z "$ENGINE" ]; then
-	echo "image: no working container engine (docker, podman or nerdctl with its daemon running);" >&2
-	echo "       install one, or run the binaries directly (make build; target/release/)." >&2
-	exit 2
+if [ -z "$ENGINE" ] || [ "$ENGINE" = none ]; then
+	echo "image: no container engine running (docker, podman or nerdctl); the images are the tarballs"
+	echo "       $OUT/trunkgate-operator.tar and $OUT/trunkgate-edge.tar ($REGISTRY/trunkgate-*:$TAG):"
+	echo "       load them with 'docker load -i FILE', 'ctr -n k8s.io images import FILE',"
+	echo "       'kind load image-archive FILE' or 'k3d image import FILE'."
+	exit 0
 fi
-for target in operator edge; do
-	echo "$ENGINE build --target $target -t $REGISTRY/trunkgate-$target:$TAG ."
-	"$ENGINE" build --target "$target" -t "$REGISTRY/trunkgate-$target:$TAG" .
+for name in operator edge; do
+	echo "$ENGINE load -i $OUT/trunkgate-$name.tar"
+	"$ENGINE" load -i "$OUT/trunkgate-$name.tar"
 done
-echo "built $REGISTRY/trunkgate-operator:$TAG and $REGISTRY/trunkgate-edge:$TAG"
+echo "loaded $REGISTRY/trunkgate-operator:$TAG and $REGISTRY/trunkgate-edge:$TAG into $ENGINE"
