@@ -8,7 +8,7 @@ CHART_CRD_DIR := charts/trunkgate/crds
 
 .PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image fuzz
 
-EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 --admin 127.0.0.1:9091
+EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5080 --admin 127.0.0.1:9091
 
 ## run: build and run the edge standalone on examples/ (no cluster needed); Ctrl-C stops it
 run: build
@@ -22,11 +22,13 @@ build:
 check-examples:
 	$(CARGO) run -q -p trunkgate-operator -- check examples
 
-## test: install what the tests need (sipp, helm, ...) when missing, then run every test
+## test: install what the tests need (sipp, helm, ...) when missing, then run every test, the
+## end-to-end run on a real single-node cluster included (as root; see scripts/e2e.sh)
 test: test-deps
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
 	@bash scripts/chart-test.sh
+	@E2E_FROM_MAKE_TEST=1 bash scripts/e2e.sh
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
 
 ## fuzz: coverage-guided fuzzing of every parser of network or user input, 10 minutes a target
@@ -74,11 +76,13 @@ crds-check:
 BENCH_RATES ?= 2000 5000
 BENCH_PPS ?= 50000 100000
 
-## image: build the operator and edge images with docker, podman or nerdctl (REGISTRY, TAG, CONTAINER_ENGINE)
+## image: build the operator and edge image tarballs from the release binaries (no engine needed)
+## and load them into docker, podman or nerdctl when one runs (REGISTRY, TAG, CONTAINER_ENGINE)
 image:
 	bash scripts/image.sh
 
-## e2e: the whole flow on a real kind/k3d cluster (needs docker, kind or k3d, kubectl); not in `make test`
+## e2e: the chart on a real cluster: starts ../shared/k8s/cluster (root) or uses $$KUBECONFIG,
+## images, helm install, examples, a call through the edge pod, CR edit, upgrade drain, uninstall
 e2e:
 	bash scripts/e2e.sh
 

@@ -133,6 +133,40 @@ done
 check "alerts, ServiceMonitors and dashboard (statefulset-ip-pool)" \
   "$py" tests/chart/chart_checks.py monitoring "$work/statefulset-ip-pool.yaml"
 
+# --- listening addresses --------------------------------------------------------------------------
+# The default renders are checked by `workloads` above (the pod's own address, never a wildcard on
+# the host network). A wildcard only when a value asks for it, and then NOTES.txt says so.
+wild() {
+  template --set edge.adminAddress=0.0.0.0 | grep -A1 'name: TRUNKGATE_ADMIN' | grep -q '"0.0.0.0:9091"' &&
+    "$helm" install tg "$chart" --dry-run=client --namespace trunkgate-test --set edge.adminAddress=0.0.0.0 |
+    grep -q 'EVERY interface of the node'
+}
+check "edge.adminAddress=0.0.0.0 binds every address only when asked, and NOTES.txt warns" wild
+notes() {
+  "$helm" install tg "$chart" --dry-run=client --namespace trunkgate-test |
+    grep -q 'platform-side SIP 5080/udp+tcp: only the platform should reach it'
+}
+check "NOTES.txt warns that platform-side SIP is on the node's IP (daemonset)" notes
+expect_fail "admin on loopback in statefulset mode fails" "adminAddress on loopback needs edge.mode daemonset" \
+  template "${ips3[@]}" --set edge.replicas=1 --set edge.adminAddress=127.0.0.1
+render_to "$work/admin-loopback.yaml" --set edge.adminAddress=127.0.0.1
+check "admin on loopback: the probes ask 127.0.0.1 (daemonset)" \
+  "$py" tests/chart/chart_checks.py workloads "$work/admin-loopback.yaml"
+
+# --- defaults: binaries, chart, deploy/, Makefile, README ---------------------------------------------
+# The binaries' own --help states their defaults; they must be the chart's.
+helps() {
+  cargo run -q --locked -p trunkgate-edge --bin trunkgate-edge -- --help >"$work/edge-help.txt" 2>"$work/build.log" &&
+    cargo run -q --locked -p trunkgate-operator --bin trunkgate-operator -- run --help >"$work/operator-help.txt" 2>>"$work/build.log"
+}
+if helps; then
+  check "defaults agree: edge and operator flags, values.yaml, deploy/, Makefile, README; RTP range fits the examples" \
+    "$py" tests/chart/chart_checks.py defaults "$work/edge-help.txt" "$work/operator-help.txt" "$work/default.yaml"
+else
+  failed=$((failed + 1))
+  echo "FAIL defaults agree (could not build the binaries for --help)"
+fi
+
 # --- plain manifests and GitOps examples ------------------------------------------------------------
 check "deploy/trunkgate.yaml is up to date (scripts/render-manifests.sh --check)" \
   bash scripts/render-manifests.sh --check

@@ -38,16 +38,16 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Namespace of the snapshot Secret and the leader Lease.
+    /// Namespace of the leader Lease, and of the snapshot Secret unless --snapshot-secret names
+    /// another.
     #[arg(long, env = "TRUNKGATE_NAMESPACE", default_value = "trunkgate-system")]
     namespace: String,
-    /// Name of the snapshot Secret that edge pods watch.
-    #[arg(
-        long,
-        env = "TRUNKGATE_SNAPSHOT_SECRET",
-        default_value = "trunkgate-edge-config"
-    )]
-    snapshot_secret: String,
+    /// The snapshot Secret the edge pods watch, as NAMESPACE/NAME, the form the edge's
+    /// --snapshot-secret takes [default: NAMESPACE/trunkgate-edge-config, NAMESPACE from
+    /// --namespace]. A bare NAME (the older form) is taken in --namespace, with a warning. The
+    /// edge pods are looked for in the Secret's namespace.
+    #[arg(long, env = "TRUNKGATE_SNAPSHOT_SECRET")]
+    snapshot_secret: Option<String>,
     /// The FQDN carriers send calls to (reported in CarrierTrunk status).
     #[arg(long, env = "TRUNKGATE_EDGE_FQDN")]
     edge_fqdn: Option<String>,
@@ -136,7 +136,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--snapshot-secret` as (namespace, name, old form used). `NAMESPACE/NAME` like the edge's
+/// flag; a bare `NAME` is the older form, taken in `namespace`.
+fn snapshot_secret_ref(
+    value: Option<&str>,
+    namespace: &str,
+) -> Result<(String, String, bool), String> {
+    let Some(value) = value else {
+        return Ok((namespace.to_string(), "trunkgate-edge-config".into(), false));
+    };
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string(), false))
+        }
+        None if !value.is_empty() => Ok((namespace.to_string(), value.to_string(), true)),
+        _ => Err(format!(
+            "--snapshot-secret (TRUNKGATE_SNAPSHOT_SECRET) must be NAMESPACE/NAME, got '{value}'"
+        )),
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (snapshot_namespace, snapshot_name, old_form) =
+        snapshot_secret_ref(args.snapshot_secret.as_deref(), &args.namespace)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    if old_form {
+        tracing::warn!(
+            secret = %format!("{snapshot_namespace}/{snapshot_name}"),
+            "--snapshot-secret (TRUNKGATE_SNAPSHOT_SECRET) without a namespace is the older form; \
+             write NAMESPACE/NAME, as the edge takes it (taken in --namespace)"
+        );
+    }
     let metrics = Metrics::new();
     let admin = trunkgate_admin::Admin::new(metrics.registry.clone());
     admin
@@ -145,8 +175,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(trunkgate_admin::serve(args.admin, admin));
     let client = kube::Client::try_default().await?;
     let settings = Settings {
-        snapshot_namespace: args.namespace.clone(),
-        snapshot_name: args.snapshot_secret,
+        snapshot_namespace,
+        snapshot_name,
         edge: EdgeEndpoint {
             fqdn: args.edge_fqdn,
             addresses: args.edge_address,
@@ -176,4 +206,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(0);
     anyhow::bail!("lost the leader lease or a watch ended; restarting")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_secret_ref;
+
+    #[test]
+    fn snapshot_secret_is_namespace_slash_name_like_the_edge() {
+        let ok = |v: Option<&str>| snapshot_secret_ref(v, "tg").map_err(|e| e.to_string());
+        assert_eq!(
+            ok(None),
+            Ok(("tg".into(), "trunkgate-edge-config".into(), false))
+        );
+        assert_eq!(
+            ok(Some("other/snap")),
+            Ok(("other".into(), "snap".into(), false))
+        );
+        // The older form: a bare name, in --namespace, flagged for a warning.
+        assert_eq!(ok(Some("snap")), Ok(("tg".into(), "snap".into(), true)));
+        for bad in ["", "/snap", "ns/", "a/b/c"] {
+            let err = ok(Some(bad)).expect_err(bad);
+            assert!(err.contains("NAMESPACE/NAME"), "{err}");
+        }
+    }
 }

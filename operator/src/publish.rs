@@ -22,11 +22,10 @@ pub fn snapshot_secret(
     name: &str,
 ) -> Result<Secret, SnapshotError> {
     let bytes = config.encode()?;
+    // No `app.kubernetes.io/managed-by`: the Helm chart creates this Secret (so that `helm
+    // uninstall` removes it) and Helm sets that label; applying another value would make every
+    // `helm upgrade` conflict with this field manager. The field manager names the operator.
     let mut labels = BTreeMap::new();
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_string(),
-        MANAGER.to_string(),
-    );
     labels.insert(
         "app.kubernetes.io/part-of".to_string(),
         "trunkgate".to_string(),

@@ -5,6 +5,8 @@
   chart_checks.py rbac FILE                       least privilege of the edge and the operator
   chart_checks.py workloads FILE                  pod settings the edge and operator rely on
   chart_checks.py monitoring FILE                 alerts, ServiceMonitor selectors, dashboard
+  chart_checks.py defaults EDGE_HELP OPERATOR_HELP DEFAULT_RENDER
+                                                  binaries, chart, deploy/, Makefile, README agree
 
 Each prints what it checked and exits 1 on the first file with a finding.
 """
@@ -94,7 +96,8 @@ def rbac(path):
     ns = op["metadata"]["namespace"]
     container = op["spec"]["template"]["spec"]["containers"][0]
     args = dict(a.split("=", 1) for a in container["args"] if a.startswith("--"))
-    snapshot = args["--snapshot-secret"]
+    snapshot_ns, snapshot = args["--snapshot-secret"].split("/", 1)
+    assert snapshot_ns == ns, f"operator: snapshot Secret in {snapshot_ns}, release in {ns}"
     lease = args.get("--leader-lease", "")
     edge_sa = edge_workload(docs)["spec"]["template"]["spec"]["serviceAccountName"]
     op_sa = op["spec"]["template"]["spec"]["serviceAccountName"]
@@ -175,6 +178,37 @@ def check_security(kind, pod, low_port):
         assert caps.get("add", []) == want, f"{kind}/{c['name']}: adds {caps.get('add')}, want {want}"
 
 
+WILDCARDS = ("0.0.0.0:", "[::]:", ":")
+
+
+def check_listen(kind, pod, c, env, admin_port):
+    """Every address the edge binds is deliberate: the pod's own address (the node's IP with
+    hostNetwork) or loopback with probes that ask loopback; never a wildcard on the host
+    network. Returns a one-line summary."""
+    own = "fieldRef:status.hostIP" if pod.get("hostNetwork") else "fieldRef:status.podIP"
+    found = {}
+    for flag in ("TRUNKGATE_PUBLIC_SIP", "TRUNKGATE_INTERNAL_SIP", "TRUNKGATE_ADMIN"):
+        value = env_source(env, flag)
+        found[flag] = value
+        assert not value.startswith(WILDCARDS), \
+            f"edge {kind}: {flag}={value} binds every address" + \
+            (" of the node (hostNetwork)" if pod.get("hostNetwork") else "")
+    for flag in ("TRUNKGATE_PUBLIC_SIP", "TRUNKGATE_INTERNAL_SIP"):
+        assert found[flag].startswith(own + ":"), f"edge {kind}: {flag}={found[flag]}, want {own}:PORT"
+    admin = found["TRUNKGATE_ADMIN"]
+    assert admin.endswith(f":{admin_port}"), f"edge {kind}: admin {admin} not on port {admin_port}"
+    if admin.startswith(("127.", "[::1]")):
+        assert pod.get("hostNetwork"), f"edge {kind}: admin on loopback without hostNetwork cannot be probed"
+        host = admin.rsplit(":", 1)[0].strip("[]")
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert c[probe]["httpGet"].get("host") == host, f"edge {kind}: {probe} does not ask {host}"
+    else:
+        assert admin.startswith(own + ":"), f"edge {kind}: admin {admin}, want {own}:{admin_port}"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert "host" not in c[probe]["httpGet"], f"edge {kind}: {probe} asks another host"
+    return ", ".join(f"{k[len('TRUNKGATE_'):]}={v}" for k, v in found.items())
+
+
 def workloads(path):
     docs = load(path)
     op = one(docs, "Deployment")
@@ -201,13 +235,15 @@ def workloads(path):
     names = {n[len("TRUNKGATE_"):] for n in env if n.startswith("TRUNKGATE_")}
     assert not names - EDGE_FLAGS, f"edge: unknown flag variables {sorted(names - EDGE_FLAGS)}"
     assert not REQUIRED_EDGE_FLAGS - names, f"edge: missing {sorted(REQUIRED_EDGE_FLAGS - names)}"
-    assert env["TRUNKGATE_SNAPSHOT_SECRET"]["value"] == f"{ns}/{flags['--snapshot-secret']}", \
+    # One meaning on both sides: NAMESPACE/NAME.
+    assert env["TRUNKGATE_SNAPSHOT_SECRET"]["value"] == flags["--snapshot-secret"], \
         "edge and operator disagree on the snapshot Secret"
+    assert flags["--snapshot-secret"].startswith(f"{ns}/"), "operator: snapshot Secret not NAMESPACE/NAME"
     low, high = (int(p) for p in env["TRUNKGATE_RTP_PORTS"]["value"].split("-"))
     ports = [p["containerPort"] for p in c["ports"]] + [low]
     check_security(f"edge {kind}", pod, min(ports) < 1024)
     admin = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
-    assert env["TRUNKGATE_ADMIN"]["value"] == f"0.0.0.0:{admin}", "edge: admin address"
+    listen = check_listen(kind, pod, c, env, admin)
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", "edge: readiness is not /readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", "edge: liveness is not /healthz"
     pre = c.get("lifecycle", {}).get("preStop", {})
@@ -258,6 +294,7 @@ def workloads(path):
             assert replicas <= len(pool), "statefulset: more replicas than IPs"
         print(f"  edge StatefulSet: {len(pool)} LoadBalancer Services, pod i advertises ips[i], "
               f"{high - low + 1} RTP ports each")
+    print(f"  listening: {listen}")
     print(f"  security contexts: non-root, read-only root FS, drop ALL, seccomp RuntimeDefault")
     return True
 
@@ -312,6 +349,113 @@ def monitoring(path):
     return True
 
 
+# --- defaults -----------------------------------------------------------------------------------
+
+def help_defaults(text):
+    """{--flag: default} from a clap --help text ("[default: X]" under each flag)."""
+    out, flag = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\s+(?:-\w, )?(--[a-z0-9-]+)", line)
+        if m:
+            flag = m.group(1)
+        d = re.search(r"\[default: ([^\]]*)\]", line)
+        if d and flag:
+            out[flag] = d.group(1)
+    return out
+
+
+def port_of(addr):
+    return int(addr.rsplit(":", 1)[1])
+
+
+def defaults(edge_help, operator_help, render):
+    """The defaults the binaries, the chart (values and its render), deploy/trunkgate.yaml,
+    the Makefile and the README state must be the same numbers."""
+    with open(edge_help) as f:
+        edge = help_defaults(f.read())
+    with open(operator_help) as f:
+        op = help_defaults(f.read())
+    with open("charts/trunkgate/values.yaml") as f:
+        values = yaml.safe_load(f)
+    e = values["edge"]
+    findings = []
+
+    def same(what, a, b):
+        if a != b:
+            findings.append(f"{what}: {a!r} != {b!r}")
+
+    same("edge --public-sip port vs edge.publicSipPort", port_of(edge["--public-sip"]), e["publicSipPort"])
+    same("edge --internal-sip port vs edge.internalSipPort", port_of(edge["--internal-sip"]), e["internalSipPort"])
+    same("edge --admin port vs edge.adminPort", port_of(edge["--admin"]), e["adminPort"])
+    same("operator --edge-admin-port vs edge.adminPort", int(op["--edge-admin-port"]), e["adminPort"])
+    same("operator --admin port vs operator.adminPort", port_of(op["--admin"]), values["operator"]["adminPort"])
+    same("edge --drain-seconds vs edge.drainSeconds", int(edge["--drain-seconds"]), e["drainSeconds"])
+    same("operator --debounce-ms vs operator.debounceMs", int(op["--debounce-ms"]), values["operator"]["debounceMs"])
+    same("operator --secret-selector vs operator.secretSelector", op["--secret-selector"],
+         values["operator"]["secretSelector"])
+    for path in (render, "deploy/trunkgate.yaml"):
+        docs = load(path)
+        ds = edge_workload(docs)
+        assert ds["kind"] == "DaemonSet", f"{path}: default mode is not daemonset"
+        env = env_of(ds["spec"]["template"]["spec"]["containers"][0])
+        same(f"edge --rtp-ports vs {path} TRUNKGATE_RTP_PORTS", edge["--rtp-ports"],
+             env["TRUNKGATE_RTP_PORTS"]["value"])
+        same(f"edge --drain-seconds vs {path}", edge["--drain-seconds"], env["TRUNKGATE_DRAIN_SECONDS"]["value"])
+        same(f"edge --internal-sip port vs {path}", port_of(edge["--internal-sip"]),
+             port_of(env["TRUNKGATE_INTERNAL_SIP"]["value"]))
+        op_args = dict(a.split("=", 1) for a in one(docs, "Deployment")["spec"]["template"]["spec"]
+                       ["containers"][0]["args"] if a.startswith("--"))
+        same(f"{path}: operator --snapshot-secret vs edge TRUNKGATE_SNAPSHOT_SECRET",
+             op_args["--snapshot-secret"], env["TRUNKGATE_SNAPSHOT_SECRET"]["value"])
+        if path == "deploy/trunkgate.yaml":
+            # The operator's own default is the one deploy/ uses (namespace trunkgate-system).
+            same("operator --snapshot-secret default vs deploy/trunkgate.yaml",
+                 "trunkgate-system/trunkgate-edge-config", op_args["--snapshot-secret"])
+    assert "NAMESPACE/trunkgate-edge-config" in op.get("--snapshot-secret", operator_help_text(operator_help)), \
+        "operator --snapshot-secret: the help does not say NAMESPACE/NAME"
+
+    # make run and the README's two-minute call use the edge's own ports on loopback.
+    with open("Makefile") as f:
+        make = f.read()
+    m = re.search(r"--internal-sip 127\.0\.0\.1:(\d+)", make)
+    same("Makefile EDGE_FLAGS --internal-sip port vs the edge default", int(m.group(1)) if m else None,
+         port_of(edge["--internal-sip"]))
+    with open("README.md") as f:
+        readme = f.read()
+    m = re.search(r"platform side `127\.0\.0\.1:(\d+)`", readme)
+    same("README make run platform side port vs the edge default", int(m.group(1)) if m else None,
+         port_of(edge["--internal-sip"]))
+
+    # The default RTP range carries the example trunks (lab excepted: a loopback toy with
+    # limits meant never to bind): 4 ports a call, a freed pair resting 5 s (values.yaml rule).
+    low, high = (int(p) for p in edge["--rtp-ports"].split("-"))
+    ports = high - low + 1
+    need_all = 0
+    for path in ("examples/acme.yaml", "examples/globex.yaml"):
+        with open(path) as f:
+            for d in yaml.safe_load_all(f):
+                if d and d.get("kind") == "CarrierTrunk":
+                    lim = d["spec"].get("limits", {})
+                    need = 4 * (lim.get("maxConcurrentCalls", 0) + 5 * lim.get("maxCallsPerSecond", 0))
+                    need_all += need
+                    if need > ports:
+                        findings.append(f"{path} {d['metadata']['name']} needs {need} RTP ports, "
+                                        f"the default range has {ports}")
+    if need_all > ports:
+        findings.append(f"the example trunks together need {need_all} RTP ports, the default has {ports}")
+    for finding in findings:
+        print(f"  {finding}")
+    print(f"  edge: public :{port_of(edge['--public-sip'])}, internal :{port_of(edge['--internal-sip'])}, "
+          f"admin :{port_of(edge['--admin'])}, drain {edge['--drain-seconds']} s, RTP {edge['--rtp-ports']} "
+          f"({ports} ports; the example trunks need {need_all}); snapshot Secret NAMESPACE/NAME on both sides")
+    return not findings
+
+
+def operator_help_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def main(argv):
     cmd = argv[1]
     try:
@@ -323,6 +467,8 @@ def main(argv):
             ok = workloads(argv[2])
         elif cmd == "monitoring":
             ok = monitoring(argv[2])
+        elif cmd == "defaults":
+            ok = defaults(argv[2], argv[3], argv[4])
         else:
             raise SystemExit(f"unknown command {cmd}")
     except (AssertionError, KeyError, StopIteration, ValueError) as e:

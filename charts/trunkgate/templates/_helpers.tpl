@@ -53,6 +53,37 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* "true" when some edge port is privileged (< 1024). */}}
+{{/* The last RTP port: edge.rtpPorts.high, or by mode when 0 (daemonset: low + 9999, the edge's
+own default range; statefulset: low + 99, every port being a LoadBalancer Service port). */}}
+{{- define "trunkgate.edge.rtpHigh" -}}
+{{- $e := .Values.edge -}}
+{{- if gt (int $e.rtpPorts.high) 0 -}}
+{{- int $e.rtpPorts.high -}}
+{{- else if eq $e.mode "statefulset" -}}
+{{- min 65535 (add (int $e.rtpPorts.low) 99) -}}
+{{- else -}}
+{{- min 65535 (add (int $e.rtpPorts.low) 9999) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The edge's admin address without the port: edge.adminAddress, else the pod's own address
+($(POD_IP), or $(HOST_IP) in daemonset mode, from the downward API). Never 0.0.0.0 by default. */}}
+{{- define "trunkgate.edge.adminHost" -}}
+{{- $e := .Values.edge -}}
+{{- if $e.adminAddress -}}
+{{- if contains ":" $e.adminAddress -}}[{{ $e.adminAddress }}]{{- else -}}{{ $e.adminAddress }}{{- end -}}
+{{- else -}}
+{{- ternary "$(POD_IP)" "$(HOST_IP)" (eq $e.mode "statefulset") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the admin endpoint is on loopback (the probes must then ask that address). */}}
+{{- define "trunkgate.edge.adminLoopback" -}}
+{{- if or (hasPrefix "127." .Values.edge.adminAddress) (eq .Values.edge.adminAddress "::1") -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "trunkgate.edge.lowPort" -}}
 {{- $e := .Values.edge -}}
 {{- if or (lt (int $e.publicSipPort) 1024) (lt (int $e.internalSipPort) 1024) (lt (int $e.rtpPorts.low) 1024) (lt (int $e.adminPort) 1024) -}}

@@ -22,7 +22,7 @@ pub struct Settings {
     #[arg(long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060")]
     pub public_sip: SocketAddr,
     /// Platform-side SIP address (UDP and TCP).
-    #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5070")]
+    #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5080")]
     pub internal_sip: SocketAddr,
     /// Address put in carrier-side SDP (defaults to the public SIP address, or the advertised IP).
     #[arg(long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
@@ -55,7 +55,7 @@ pub struct Settings {
     #[arg(long, env = "TRUNKGATE_FAILOVER_SECONDS", default_value_t = 4.0)]
     pub failover_seconds: f64,
     /// Seconds to let calls finish after SIGTERM before exiting.
-    #[arg(long, env = "TRUNKGATE_DRAIN_SECONDS", default_value_t = 270)]
+    #[arg(long, env = "TRUNKGATE_DRAIN_SECONDS", default_value_t = 285)]
     pub drain_seconds: u64,
     /// Seconds without RTP before a call is ended.
     #[arg(long, env = "TRUNKGATE_MEDIA_TIMEOUT", default_value_t = 60)]

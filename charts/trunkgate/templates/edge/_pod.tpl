@@ -3,10 +3,13 @@ The edge pod template, shared by the DaemonSet and the StatefulSet. Every flag r
 its TRUNKGATE_<FLAG> environment variable, so addresses can be composed from the downward API
 with $(VAR) references.
 
-daemonset mode: hostNetwork; the node's IP (status.hostIP) is bound and advertised on both sides.
+daemonset mode: hostNetwork; the node's IP (status.hostIP) is bound and advertised on both sides,
+and the admin endpoint binds it too (not 0.0.0.0: with hostNetwork that would be every interface
+of the node).
 statefulset mode: the pod binds its pod IP; towards carriers it advertises ips[ordinal] from
 TRUNKGATE_ADVERTISE_IP_POOL (ordinal = the number after the last "-" of POD_NAME), never the pod
-IP. No init script can work this out: the image is distroless and the root FS read-only.
+IP. No init script can work this out: the image holds the binary and its libraries only (no
+shell) and the root FS is read-only.
 
 No exec preStop hook: the image has no shell (no `sleep`). The edge drains on SIGTERM by itself
 (not ready, 503 to new INVITEs, established calls run on for drainSeconds), and
@@ -18,6 +21,7 @@ kubelet's own sleep action, which needs no binary in the image.
 {{- $sts := eq $e.mode "statefulset" -}}
 {{- $low := eq (include "trunkgate.edge.lowPort" .) "true" -}}
 {{- $ip := ternary "$(POD_IP)" "$(HOST_IP)" $sts -}}
+{{- $adminLoopback := eq (include "trunkgate.edge.adminLoopback" .) "true" -}}
 metadata:
   labels:
     {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
@@ -89,13 +93,15 @@ spec:
           value: {{ join "," $e.loadBalancer.ips | quote }}
         {{- end }}
         - name: TRUNKGATE_RTP_PORTS
-          value: "{{ $e.rtpPorts.low }}-{{ $e.rtpPorts.high }}"
+          value: "{{ $e.rtpPorts.low }}-{{ include "trunkgate.edge.rtpHigh" . }}"
         {{- if gt (int $e.workers) 0 }}
         - name: TRUNKGATE_WORKERS
           value: {{ $e.workers | quote }}
         {{- end }}
+        # The pod's own address (the node's IP with hostNetwork), not every interface: see
+        # edge.adminAddress.
         - name: TRUNKGATE_ADMIN
-          value: "0.0.0.0:{{ $e.adminPort }}"
+          value: "{{ include "trunkgate.edge.adminHost" . }}:{{ $e.adminPort }}"
         {{- with .Values.edgeEndpoint.fqdn }}
         - name: TRUNKGATE_ADVERTISE_HOST
           value: {{ . | quote }}
@@ -128,12 +134,18 @@ spec:
         httpGet:
           path: /readyz
           port: admin
+          {{- if $adminLoopback }}
+          host: {{ $e.adminAddress }}
+          {{- end }}
         periodSeconds: 5
         failureThreshold: 2
       livenessProbe:
         httpGet:
           path: /healthz
           port: admin
+          {{- if $adminLoopback }}
+          host: {{ $e.adminAddress }}
+          {{- end }}
         periodSeconds: 10
         failureThreshold: 3
       {{- if gt (int $e.preStopSleepSeconds) 0 }}
