@@ -262,22 +262,36 @@ start_platform() {
 start_platform "$work/call"
 t=$(now)
 (cd "$work/call" && timeout 60 sipp -sn uac "$node_ip:5060" -i "$here_ip" -p 5061 -s 099990001 -m 1 \
-	-nostdin -timeout 30s -trace_err -trace_rtt -rtt_freq 1 >uac.out 2>&1) ||
+	-nostdin -timeout 30s -trace_err -trace_msg >uac.out 2>&1) ||
 	{ tail -20 "$work/call/uac.out"; fail "the call through the edge pod failed"; }
 figure "call through the edge pod (sipp run: INVITE to BYE answered)" "$t"
 wait "$platform_pid" || fail "the lab platform's sipp did not see a whole call"
 until_true 10 "the call's CDR in the edge pod's log" \
 	bash -c "kubectl -n '$NS' logs '$pod' | grep '\"type\":\"cdr\"' | grep -q '\"callee\":\"+6499990001\"'"
 kubectl -n "$NS" logs "$pod" | grep '"type":"cdr"' | grep '"callee":"+6499990001"' | tail -1 | tee "$work/call/cdr.json"
-# Set-up time: sipp's INVITE -> 200 OK (whole milliseconds) and the edge's own start -> answer.
-rtd_ms=$(awk -F';' 'NR > 1 && $2 != "" {print $2; exit}' "$work"/call/*_rtt.csv 2>/dev/null || true)
+# Set-up time: INVITE sent -> 200 OK received at the carrier (sipp's message trace, in µs), and
+# the edge's own start -> answer (its CDR).
+rtd_ms=$(python3 -c 'import re, sys
+from datetime import datetime
+text = open(sys.argv[1]).read()
+blocks = re.split(r"^-{20,} (\S+ \S+)\n", text, flags=re.M)
+sent = got = None
+for when, body in zip(blocks[1::2], blocks[2::2]):
+    msg = body.split("\n\n", 1)[-1].lstrip()
+    t = datetime.strptime(when, "%Y-%m-%d %H:%M:%S.%f")
+    if sent is None and "sent" in body.split("\n", 1)[0] and msg.startswith("INVITE "):
+        sent = t
+    elif sent and got is None and msg.startswith("SIP/2.0 200") and re.search(r"^CSeq: *\d+ INVITE", msg, re.M):
+        got = t
+if sent and got:
+    print(f"{(got - sent).total_seconds() * 1000:.1f}")' "$(ls "$work"/call/*_messages.log | head -1)" 2>/dev/null || true)
 edge_ms=$(python3 -c 'import json, sys
 from datetime import datetime
 c = json.load(open(sys.argv[1]))
 t = lambda s: datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00")
 ms = (t(c["answer"]) - t(c["start"])).total_seconds() * 1000
 print(f"{ms:.1f}")' "$work/call/cdr.json")
-figures+=("call set-up through the edge pod: INVITE -> 200 OK ${rtd_ms:-?} ms at the carrier (sipp rtd, whole ms), ${edge_ms} ms in the edge (CDR start -> answer)")
+figures+=("call set-up through the edge pod: INVITE -> 200 OK ${rtd_ms:-?} ms at the carrier (sipp trace), ${edge_ms} ms in the edge (CDR start -> answer)")
 say "call set-up: ${rtd_ms:-?} ms at the carrier (sipp), ${edge_ms} ms in the edge pod (CDR)"
 
 # --- 5. a CR edit reaches the pod ----------------------------------------------------------------
