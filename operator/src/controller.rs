@@ -72,6 +72,8 @@ pub struct Published {
     pub compiled: Option<Arc<Compiled>>,
     /// Why the latest compile could not be published (the edge keeps the previous snapshot).
     pub error: Option<String>,
+    /// The version the snapshot Secret holds (what the edges run), when known.
+    pub running: Option<String>,
 }
 
 /// Shared by the compiler and the reconcilers.
@@ -116,20 +118,26 @@ impl Context {
     /// Installs a compile result (used by the compiler, and by tests).
     pub fn set_compiled(&self, compiled: Arc<Compiled>, error: Option<String>) {
         if let Ok(mut p) = self.published.write() {
+            if error.is_none() {
+                p.running = Some(compiled.config.version.clone());
+            }
             p.compiled = Some(compiled);
             p.error = error;
         }
     }
 }
 
-/// Compiles, publishes the snapshot when its version changed, and records metrics. Returns the
-/// publish error, if any: the previous snapshot then stays in place.
+/// Compiles, publishes the snapshot unless the Secret already holds its version (`live`: the
+/// version the snapshot Secret holds now, None when it is missing, so a deleted Secret is
+/// written again), and records metrics. Returns the publish error, if any: the previous
+/// snapshot then stays in place.
 pub async fn compile_and_publish(
     ctx: &Context,
     trunks: &[CarrierTrunk],
     ownerships: &[NumberOwnership],
     secrets: &Secrets,
     previous: Option<&EdgeConfig>,
+    live: Option<&str>,
 ) -> (Arc<Compiled>, Option<String>) {
     let started = Instant::now();
     let compiled = Arc::new(compile(trunks, ownerships, secrets, previous));
@@ -147,7 +155,7 @@ pub async fn compile_and_publish(
                 .inc();
         }
     }
-    if previous.map(|p| &p.version) == Some(&compiled.config.version) {
+    if live == Some(compiled.config.version.as_str()) {
         return (compiled, None);
     }
     let s = &ctx.settings;
@@ -180,7 +188,8 @@ pub async fn compile_and_publish(
                 .snapshot_publishes
                 .with_label_values(&[e.metric_label()])
                 .inc();
-            tracing::error!(error = %e, "could not publish the edge snapshot; edges keep the previous one");
+            tracing::error!(error = %e, version = %compiled.config.version, "could not publish the edge snapshot; edges keep the previous one");
+            publish_failed_event(ctx, &e.to_string()).await;
             (compiled, Some(e.to_string()))
         }
     }
@@ -220,39 +229,56 @@ where
     Ok(true)
 }
 
-fn unpublished(mut report: Report, error: &str) -> Report {
-    report.problems.insert(
-        0,
-        trunkgate_crds::Problem {
-            field: "(snapshot)".into(),
-            reason: trunkgate_crds::Reason::Invalid,
-            message: format!("the edge snapshot could not be published: {error}"),
-        },
-    );
-    report
+/// An Event on the snapshot Secret: publishing failed (the objects themselves may be valid).
+async fn publish_failed_event(ctx: &Context, error: &str) {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: None,
+    };
+    let recorder = Recorder::new(ctx.client.clone(), reporter);
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(ctx.settings.snapshot_name.clone()),
+        namespace: Some(ctx.settings.snapshot_namespace.clone()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "SnapshotNotPublished".into(),
+        note: Some(format!(
+            "The edge snapshot could not be published; edges keep the previous one: {error}"
+        )),
+        action: "Publish".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, "could not record the SnapshotNotPublished event");
+    }
 }
 
-/// What a reconcile needs from the latest compile for one object: its report (with a publish
-/// failure folded in) and the snapshot it belongs to. None while the compile has not caught up
-/// with the object: the compiler triggers every reconcile again when it has.
+/// What a reconcile needs from the latest compile for one object: its report, the snapshot it
+/// belongs to and, when that snapshot could not be published, why. None while the compile has
+/// not caught up with the object: the compiler triggers every reconcile again when it has.
 fn report_for(
     ctx: &Context,
     kind: ObjectKind,
     ns: &str,
     name: &str,
     generation: Option<i64>,
-) -> Option<(Report, Arc<Compiled>)> {
+) -> Option<(Report, Arc<Compiled>, Option<status::Unpublished>)> {
     let latest = ctx.latest();
     let compiled = latest.compiled?;
     let report = find_report(&compiled, kind, ns, name)?;
     if report.generation != generation {
         return None;
     }
-    let report = match &latest.error {
-        Some(e) => unpublished(report.clone(), e),
-        None => report.clone(),
-    };
-    Some((report, compiled))
+    let unpublished = latest.error.map(|error| status::Unpublished {
+        error,
+        running: latest.running.clone(),
+    });
+    Some((report.clone(), compiled, unpublished))
 }
 
 /// Writes one object's status from the latest compile: `desired` builds it from the object's
@@ -262,7 +288,13 @@ async fn reconcile_status<K, S>(
     obj: &K,
     kind: ObjectKind,
     current: Option<&S>,
-    desired: impl FnOnce(&Report, &EdgeConfig, Option<&Rollout>, &Time) -> S,
+    desired: impl FnOnce(
+        &Report,
+        &EdgeConfig,
+        Option<&Rollout>,
+        Option<&status::Unpublished>,
+        &Time,
+    ) -> S,
 ) -> Result<Action, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -276,12 +308,20 @@ where
         .with_label_values(&[K::kind(&()).as_ref()])
         .inc();
     let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let Some((report, compiled)) = report_for(ctx, kind, &ns, &name, obj.meta().generation) else {
+    let Some((report, compiled, unpublished)) =
+        report_for(ctx, kind, &ns, &name, obj.meta().generation)
+    else {
         return Ok(Action::await_change());
     };
     let now = Time(jiff::Timestamp::now());
     let rollout = ctx.rollout();
-    let desired = desired(&report, &compiled.config, rollout.as_ref(), &now);
+    let desired = desired(
+        &report,
+        &compiled.config,
+        rollout.as_ref(),
+        unpublished.as_ref(),
+        &now,
+    );
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     if apply_status(api, &name, current, &desired).await? {
         ctx.metrics
@@ -300,8 +340,16 @@ pub async fn reconcile_trunk(obj: Arc<CarrierTrunk>, ctx: Arc<Context>) -> Resul
         obj.as_ref(),
         ObjectKind::CarrierTrunk,
         current,
-        |report, config, rollout, now| {
-            status::trunk_status(report, config, rollout, &ctx.settings.edge, current, now)
+        |report, config, rollout, unpublished, now| {
+            status::trunk_status(
+                report,
+                config,
+                rollout,
+                unpublished,
+                &ctx.settings.edge,
+                current,
+                now,
+            )
         },
     )
     .await
@@ -318,8 +366,8 @@ pub async fn reconcile_ownership(
         obj.as_ref(),
         ObjectKind::NumberOwnership,
         current,
-        |report, config, rollout, now| {
-            status::ownership_status(report, config, rollout, current, now)
+        |report, config, rollout, unpublished, now| {
+            status::ownership_status(report, config, rollout, unpublished, current, now)
         },
     )
     .await
@@ -371,7 +419,7 @@ where
                 Ok(Event::InitDone) => true,
                 Ok(Event::Init) => false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "watch error");
+                    tracing::warn!(resource = %K::plural(&()), error = %e, "watch error");
                     false
                 }
             };
@@ -417,10 +465,84 @@ where
     store.state().iter().map(|o| (**o).clone()).collect()
 }
 
+/// Waits until the API server serves both custom resources: a CRD installed after the operator
+/// started is picked up within a second, and the wait is logged once, naming what is missing.
+pub async fn wait_for_crds(client: &Client) {
+    use kube::api::ListParams;
+    let mut logged = false;
+    loop {
+        let trunks = Api::<CarrierTrunk>::all(client.clone())
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        let owns = Api::<NumberOwnership>::all(client.clone())
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        let missing: Vec<String> = [
+            ("carriertrunks.trunkgate.io", trunks.err()),
+            ("numberownerships.trunkgate.io", owns.err()),
+        ]
+        .into_iter()
+        .filter_map(|(name, e)| e.map(|e| format!("{name} ({e})")))
+        .collect();
+        if missing.is_empty() {
+            if logged {
+                tracing::info!("the custom resources are served; starting");
+            }
+            return;
+        }
+        if !logged {
+            tracing::warn!(
+                missing = %missing.join(", "),
+                "waiting for the CustomResourceDefinitions: install crds/crds.yaml (the Helm chart does)"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Names of Secrets that exist without the credentials label (so a reference to one can say
+/// so, instead of "does not exist").
+fn unlabelled(
+    store: &Store<kube::core::PartialObjectMeta<Secret>>,
+    labelled: &Secrets,
+) -> Vec<(String, String)> {
+    store
+        .state()
+        .iter()
+        .map(|m| (m.namespace().unwrap_or_default(), m.name_any()))
+        .filter(|k| !labelled.contains_key(k))
+        .collect()
+}
+
+/// Rewrites "Secret X does not exist" where X exists but lacks the label the operator selects.
+pub fn explain_unlabelled(
+    compiled: &mut Compiled,
+    unlabelled: &[(String, String)],
+    selector: &str,
+) {
+    for r in &mut compiled.reports {
+        for p in &mut r.problems {
+            if p.reason != trunkgate_crds::Reason::SecretNotFound {
+                continue;
+            }
+            if let Some((ns, name)) = unlabelled
+                .iter()
+                .find(|(ns, name)| p.message == format!("Secret {ns}/{name} does not exist"))
+            {
+                p.message = format!(
+                    "Secret {ns}/{name} exists but the operator reads only Secrets labelled {selector} (--secret-selector); label it"
+                );
+            }
+        }
+    }
+}
+
 /// Runs the operator until the returned future is dropped or a watch ends.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let s = ctx.settings.clone();
+    wait_for_crds(&client).await;
     let (changes_tx, mut changes_rx) = watch::channel(0u64);
     let (trunks, trunk_events) = reflect(
         Api::<CarrierTrunk>::all(client.clone()),
@@ -444,6 +566,42 @@ pub async fn run(ctx: Arc<Context>) {
         secret_fingerprint,
         changes_tx.clone(),
     );
+    // The snapshot Secret itself: deleted or overwritten, it is written again.
+    let (snapshot, snapshot_events) = reflect(
+        Api::<Secret>::namespaced(client.clone(), &s.snapshot_namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", s.snapshot_name)),
+        secret_fingerprint,
+        changes_tx.clone(),
+    );
+    // Names (metadata only) of every Secret, when a selector narrows the main watch: to tell
+    // "missing" from "not labelled".
+    let (all_secret_names, all_secret_events) = {
+        let (reader, writer) = reflector::store();
+        let stream = if s.secret_selector.is_empty() {
+            futures::stream::pending().boxed()
+        } else {
+            let changes = changes_tx.clone();
+            reflector::reflector(
+                writer,
+                watcher::watcher(
+                    Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff(),
+            )
+            .filter_map(move |ev| {
+                if matches!(
+                    ev,
+                    Ok(Event::Apply(_)) | Ok(Event::Delete(_)) | Ok(Event::InitDone)
+                ) {
+                    changes.send_modify(|n| *n += 1);
+                }
+                std::future::ready(Some(()))
+            })
+            .boxed()
+        };
+        (reader, stream)
+    };
     let (compiled_tx, compiled_rx) = watch::channel(());
     let compiled_tx = std::sync::Arc::new(compiled_tx);
     let rollout_tx = compiled_tx.clone();
@@ -454,7 +612,8 @@ pub async fn run(ctx: Arc<Context>) {
             let _ = tokio::join!(
                 trunks.wait_until_ready(),
                 owns.wait_until_ready(),
-                secrets.wait_until_ready()
+                secrets.wait_until_ready(),
+                snapshot.wait_until_ready()
             );
             let snap_api: Api<Secret> =
                 Api::namespaced(ctx.client.clone(), &ctx.settings.snapshot_namespace);
@@ -479,14 +638,32 @@ pub async fn run(ctx: Arc<Context>) {
                     ctx.settings.snapshot_namespace.as_str(),
                     ctx.settings.snapshot_name.as_str(),
                 );
+                let live = snapshot
+                    .state()
+                    .first()
+                    .and_then(|s| s.metadata.annotations.as_ref())
+                    .and_then(|a| a.get(publish::VERSION_ANNOTATION).cloned());
+                let labelled = secrets_map(&secrets, skip);
                 let (compiled, error) = compile_and_publish(
                     &ctx,
                     &owned(&trunks),
                     &owned(&owns),
-                    &secrets_map(&secrets, skip),
+                    &labelled,
                     previous.as_ref(),
+                    live.as_deref(),
                 )
                 .await;
+                let compiled = if ctx.settings.secret_selector.is_empty() {
+                    compiled
+                } else {
+                    let mut c = (*compiled).clone();
+                    explain_unlabelled(
+                        &mut c,
+                        &unlabelled(&all_secret_names, &labelled),
+                        &ctx.settings.secret_selector,
+                    );
+                    Arc::new(c)
+                };
                 if error.is_none() {
                     previous = Some(compiled.config.clone());
                 }
@@ -575,5 +752,7 @@ pub async fn run(ctx: Arc<Context>) {
         _ = drain(Box::pin(trunk_events)) => tracing::warn!("CarrierTrunk watch ended"),
         _ = drain(Box::pin(own_events)) => tracing::warn!("NumberOwnership watch ended"),
         _ = drain(Box::pin(secret_events)) => tracing::warn!("Secret watch ended"),
+        _ = drain(Box::pin(snapshot_events)) => tracing::warn!("snapshot Secret watch ended"),
+        _ = drain(all_secret_events) => tracing::warn!("Secret names watch ended"),
     }
 }

@@ -188,7 +188,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let ctx = Context::new(client.clone(), settings, metrics.clone());
     if args.leader_lease.is_empty() {
-        controller::run(ctx).await;
+        tokio::select! {
+            _ = controller::run(ctx) => {}
+            _ = stop_signal() => {}
+        }
         return Ok(());
     }
     let lock = LeaseLock {
@@ -196,16 +199,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         name: args.leader_lease,
         identity: args.identity,
         duration: Duration::from_secs(15),
+        retry: Duration::from_secs(1),
     };
-    lock.acquire().await;
+    tokio::select! {
+        _ = lock.acquire() => {}
+        _ = stop_signal() => return Ok(()),
+    }
     metrics.leader.set(1);
     tracing::info!(identity = %lock.identity, "leading");
-    tokio::select! {
-        _ = controller::run(ctx) => {}
-        _ = lock.keep() => {}
-    }
+    let stopped = tokio::select! {
+        _ = controller::run(ctx) => false,
+        _ = lock.keep() => false,
+        _ = stop_signal() => true,
+    };
     metrics.leader.set(0);
+    // Whatever ended the term, give the lease up so a standby leads within a second.
+    match lock.release().await {
+        Ok(true) => tracing::info!(identity = %lock.identity, "released the leader lease"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release the leader lease; it expires by itself")
+        }
+    }
+    if stopped {
+        return Ok(());
+    }
     anyhow::bail!("lost the leader lease or a watch ended; restarting")
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
 }
 
 #[cfg(test)]

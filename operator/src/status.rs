@@ -8,6 +8,16 @@ use trunkgate_crds::{NumberOwnershipStatus, snapshot::EdgeConfig};
 
 use crate::rollout::Rollout;
 
+/// The latest snapshot could not be published: a problem of the snapshot, not of the objects.
+/// Their `Accepted`/`ResolvedRefs` keep saying whether *they* are valid; `Ready` says the
+/// snapshot they are in does not run yet, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unpublished {
+    pub error: String,
+    /// The version the edges keep running.
+    pub running: Option<String>,
+}
+
 fn condition(
     type_: &str,
     status: &str,
@@ -38,13 +48,23 @@ pub fn conditions(
     report: &Report,
     snapshot_version: &str,
     rollout: Option<&Rollout>,
+    unpublished: Option<&Unpublished>,
     existing: &[Condition],
     now: &Time,
 ) -> Vec<Condition> {
     let mut out: Vec<Condition> = report
         .conditions(snapshot_version)
         .into_iter()
-        .map(|c| {
+        .map(|mut c| {
+            if let (Some(u), "Ready", true) = (unpublished, c.type_, report.in_snapshot()) {
+                c.status = false;
+                c.reason = "SnapshotNotPublished".into();
+                c.message = format!(
+                    "Valid and compiled into snapshot {snapshot_version}, which could not be published: {}. The edges keep running snapshot {}.",
+                    u.error,
+                    u.running.as_deref().unwrap_or("(none yet)")
+                );
+            }
             let status = if c.status { "True" } else { "False" };
             condition(c.type_, status, c.reason, c.message, report, existing, now)
         })
@@ -78,11 +98,26 @@ pub fn conditions(
     out
 }
 
+/// `status.snapshotVersion`: the snapshot that runs this object. When the latest could not be
+/// published, the one the object last reported (the edges still run it).
+fn running_version(
+    report: &Report,
+    config: &EdgeConfig,
+    unpublished: Option<&Unpublished>,
+    last: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    match unpublished {
+        None => report.in_snapshot().then(|| config.version.clone()),
+        Some(_) => last(),
+    }
+}
+
 /// Desired CarrierTrunk status.
 pub fn trunk_status(
     report: &Report,
     config: &EdgeConfig,
     rollout: Option<&Rollout>,
+    unpublished: Option<&Unpublished>,
     edge: &EdgeEndpoint,
     existing: Option<&CarrierTrunkStatus>,
     now: &Time,
@@ -91,12 +126,14 @@ pub fn trunk_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     CarrierTrunkStatus {
-        conditions: conditions(report, &config.version, rollout, old, now),
+        conditions: conditions(report, &config.version, rollout, unpublished, old, now),
         observed_generation: report.generation,
         edge: Some(edge.clone()),
         // Target health comes from the edge pods' probes; until they report it, keep what is there.
         targets: existing.and_then(|s| s.targets.clone()),
-        snapshot_version: report.in_snapshot().then(|| config.version.clone()),
+        snapshot_version: running_version(report, config, unpublished, || {
+            existing.and_then(|s| s.snapshot_version.clone())
+        }),
     }
 }
 
@@ -105,6 +142,7 @@ pub fn ownership_status(
     report: &Report,
     config: &EdgeConfig,
     rollout: Option<&Rollout>,
+    unpublished: Option<&Unpublished>,
     existing: Option<&NumberOwnershipStatus>,
     now: &Time,
 ) -> NumberOwnershipStatus {
@@ -112,10 +150,12 @@ pub fn ownership_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     NumberOwnershipStatus {
-        conditions: conditions(report, &config.version, rollout, old, now),
+        conditions: conditions(report, &config.version, rollout, unpublished, old, now),
         observed_generation: report.generation,
         number_count: report.number_count,
-        snapshot_version: report.in_snapshot().then(|| config.version.clone()),
+        snapshot_version: running_version(report, config, unpublished, || {
+            existing.and_then(|s| s.snapshot_version.clone())
+        }),
     }
 }
 
@@ -131,8 +171,8 @@ mod tests {
         let rep = &c.reports[0];
         let t1 = Time(jiff::Timestamp::from_second(1_000).unwrap());
         let t2 = Time(jiff::Timestamp::from_second(2_000).unwrap());
-        let first = conditions(rep, "v1", None, &[], &t1);
-        let again = conditions(rep, "v2", None, &first, &t2);
+        let first = conditions(rep, "v1", None, None, &[], &t1);
+        let again = conditions(rep, "v2", None, None, &first, &t2);
         assert!(again.iter().all(|c| c.last_transition_time == t1));
         let bad = compile(
             &[CarrierTrunk::test("a", "t").with_cidrs(&[])],
@@ -140,7 +180,7 @@ mod tests {
             &Secrets::new(),
             None,
         );
-        let flipped = conditions(&bad.reports[0], "v3", None, &first, &t2);
+        let flipped = conditions(&bad.reports[0], "v3", None, None, &first, &t2);
         let ready = flipped.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(
             (ready.status.as_str(), &ready.last_transition_time),

@@ -101,7 +101,7 @@ async fn publishes_snapshot_secret_with_server_side_apply_once_per_version() {
         (body, handle)
     });
     let (compiled, err) =
-        controller::compile_and_publish(&ctx, &trunks, &owns, &Secrets::new(), None).await;
+        controller::compile_and_publish(&ctx, &trunks, &owns, &Secrets::new(), None, None).await;
     assert_eq!(err, None);
     let (body, mut handle) = server.await.unwrap();
     assert_eq!(body["kind"], "Secret");
@@ -122,6 +122,7 @@ async fn publishes_snapshot_secret_with_server_side_apply_once_per_version() {
         &owns,
         &Secrets::new(),
         Some(&compiled.config),
+        Some(compiled.config.version.as_str()),
     )
     .await;
     assert_eq!(err, None);
@@ -146,6 +147,7 @@ async fn publish_failure_is_reported_not_fatal() {
         &[CarrierTrunk::test("a", "t")],
         &[],
         &Secrets::new(),
+        None,
         None,
     )
     .await;
@@ -259,6 +261,7 @@ async fn leader_lease_created_when_absent_and_respected_when_held() {
         name: "trunkgate-operator".into(),
         identity: "pod-a".into(),
         duration: Duration::from_secs(15),
+        retry: Duration::from_secs(1),
     };
     let lease_path = "/apis/coordination.k8s.io/v1/namespaces/trunkgate-system/leases";
     let server = tokio::spawn(async move {
