@@ -179,3 +179,55 @@ pub async fn ensure_namespace(client: &kube::Client, name: &str) {
     .await
     .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
 }
+
+/// The API of one of the kinds tests apply (Namespace, Secret and both custom resources).
+pub fn api_of(
+    client: &kube::Client,
+    kind: &str,
+    namespace: Option<&str>,
+) -> kube::Api<kube::api::DynamicObject> {
+    use kube::core::{ApiResource, GroupVersionKind};
+    let (group, version, plural) = match kind {
+        "Namespace" => ("", "v1", "namespaces"),
+        "Secret" => ("", "v1", "secrets"),
+        "CarrierTrunk" => ("trunkgate.io", "v1alpha1", "carriertrunks"),
+        "NumberOwnership" => ("trunkgate.io", "v1alpha1", "numberownerships"),
+        other => panic!("tests do not apply {other}"),
+    };
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match namespace {
+        Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+        None => kube::Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Applies every document of a YAML text (server-side apply, strict field validation).
+pub async fn apply_yaml(client: &kube::Client, text: &str) {
+    use kube::api::{Patch, PatchParams};
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(text).expect("YAML to apply");
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        let kind = doc["kind"].as_str().expect("kind").to_string();
+        let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+        let ns = doc["metadata"]["namespace"].as_str().map(str::to_string);
+        let api = api_of(
+            client,
+            &kind,
+            if kind == "Namespace" {
+                None
+            } else {
+                Some(ns.as_deref().unwrap_or("default"))
+            },
+        );
+        api.patch(
+            &name,
+            &PatchParams::apply("trunkgate-tests")
+                .force()
+                .validation_strict(),
+            &Patch::Apply(&doc),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+}

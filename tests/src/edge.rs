@@ -47,57 +47,57 @@ const EDGE_MAX_SECONDS: u64 = 300;
 /// once per test binary.
 pub fn edge_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TRUNKGATE_EDGE_BIN") {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_file(),
-                "TRUNKGATE_EDGE_BIN={} is not a file",
-                p.display()
-            );
-            return p;
-        }
-        // The test runs as <target>/<profile>/deps/<test>-<hash>.
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test binary under <target>/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir
-            .parent()
-            .expect("a target folder above the profile folder")
-            .to_path_buf();
-        let bin = profile_dir.join("trunkgate-edge");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "trunkgate-edge",
-            "--bin",
-            "trunkgate-edge",
-        ])
+    BIN.get_or_init(|| workspace_bin("trunkgate-edge", "TRUNKGATE_EDGE_BIN"))
+        .clone()
+}
+
+/// The path of the operator binary: `TRUNKGATE_OPERATOR_BIN`, else built as [`edge_bin`] is.
+pub fn operator_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("trunkgate-operator", "TRUNKGATE_OPERATOR_BIN"))
+        .clone()
+}
+
+/// The binary `name` (package and binary of the same name): `$env` when set, else built (or
+/// found fresh) in the target folder this test runs from.
+fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env}={} is not a file", p.display());
+        return p;
+    }
+    // The test runs as <target>/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary under <target>/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .expect("a target folder above the profile folder")
+        .to_path_buf();
+    let bin = profile_dir.join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", name, "--bin", name])
         .env("CARGO_TARGET_DIR", &target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "could not build trunkgate-edge ({cmd:?}: {status:?}); build it with \
-             `cargo build -p trunkgate-edge` or point TRUNKGATE_EDGE_BIN at a binary"
-        );
-        assert!(
-            bin.is_file(),
-            "{} is missing after building; set TRUNKGATE_EDGE_BIN",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
+    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "could not build {name} ({cmd:?}: {status:?}); build it with \
+         `cargo build -p {name}` or point {env} at a binary"
+    );
+    assert!(
+        bin.is_file(),
+        "{} is missing after building; set {env}",
+        bin.display()
+    );
+    bin
 }
 
 /// A running edge; dropping it kills it.
