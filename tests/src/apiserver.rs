@@ -190,6 +190,11 @@ pub fn api_of(
     let (group, version, plural) = match kind {
         "Namespace" => ("", "v1", "namespaces"),
         "Secret" => ("", "v1", "secrets"),
+        "ServiceAccount" => ("", "v1", "serviceaccounts"),
+        "Role" => ("rbac.authorization.k8s.io", "v1", "roles"),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+        "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
         "CarrierTrunk" => ("trunkgate.io", "v1alpha1", "carriertrunks"),
         "NumberOwnership" => ("trunkgate.io", "v1alpha1", "numberownerships"),
         other => panic!("tests do not apply {other}"),
@@ -214,7 +219,7 @@ pub async fn apply_yaml(client: &kube::Client, text: &str) {
         let api = api_of(
             client,
             &kind,
-            if kind == "Namespace" {
+            if matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding") {
                 None
             } else {
                 Some(ns.as_deref().unwrap_or("default"))
@@ -230,4 +235,52 @@ pub async fn apply_yaml(client: &kube::Client, text: &str) {
         .await
         .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
     }
+}
+
+/// A token for a ServiceAccount (what `kubectl create token SA -n NS` gives).
+pub async fn service_account_token(client: &kube::Client, namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create_token_request(name, &Default::default(), &req)
+        .await
+        .unwrap_or_else(|e| panic!("token for {namespace}/{name}: {e}"))
+        .status
+        .expect("token status")
+        .token
+}
+
+/// `helm template` of the chart (release `trunkgate`), only the given templates.
+pub fn helm_template(namespace: &str, templates: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let local = root.join(".tools/bin/helm");
+    let helm = if local.is_file() {
+        local
+    } else {
+        PathBuf::from("helm")
+    };
+    let mut cmd = Command::new(&helm);
+    cmd.args(["template", "trunkgate"])
+        .arg(root.join("charts/trunkgate"))
+        .args(["--namespace", namespace]);
+    for t in templates {
+        cmd.args(["--show-only", t]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {} (make test-deps installs it): {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

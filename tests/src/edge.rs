@@ -22,6 +22,9 @@ pub struct EdgeOptions {
     /// `--reload-ms`: how often the config folder is checked.
     pub reload_ms: u64,
     pub extra_args: Vec<String>,
+    /// Environment for the edge (`KUBECONFIG` in cluster mode). With `--snapshot-secret` among
+    /// `extra_args` the edge runs in cluster mode and gets no `--config`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for EdgeOptions {
@@ -31,6 +34,7 @@ impl Default for EdgeOptions {
             failover_seconds: 4.0,
             reload_ms: 100,
             extra_args: vec![],
+            env: vec![],
         }
     }
 }
@@ -140,11 +144,11 @@ impl Edge {
         let log = lab.path(&format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("create the edge log");
         let mut cmd = Command::new("timeout");
-        cmd.arg(EDGE_MAX_SECONDS.to_string())
-            .arg(&bin)
-            .arg("--config")
-            .arg(lab.config_dir())
-            .args(["--public-sip", &public.to_string()])
+        cmd.arg(EDGE_MAX_SECONDS.to_string()).arg(&bin);
+        if !opts.extra_args.iter().any(|a| a == "--snapshot-secret") {
+            cmd.arg("--config").arg(lab.config_dir());
+        }
+        cmd.args(["--public-sip", &public.to_string()])
             .args(["--internal-sip", &internal.to_string()])
             .args(["--admin", &admin.to_string()])
             .args(["--workers", &opts.workers.to_string()])
@@ -170,6 +174,7 @@ impl Edge {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let mut process = ProcessGroup::spawn(cmd, "trunkgate-edge");
         let out = process.child.stdout.take().expect("the edge's stdout");
         let stdout = Arc::new(Mutex::new(Vec::new()));
