@@ -94,7 +94,8 @@ cleanup() {
 	set +e
 	for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
-	if [ "$passed" != 1 ] && [ -n "${KUBECONFIG:-}" ] && [ -f "${KUBECONFIG%%:*}" ]; then
+	if [ "$passed" != 1 ] && { [ "$started_cluster" = 1 ] || [ "$MODE" = kubeconfig ]; }; then
+		[ "$MODE" = local ] && export KUBECONFIG="$state/kubeconfig"
 		say "--- state at failure"
 		kubectl get pods -A -o wide 2>&1 | head -30
 		kubectl get carriertrunks,numberownerships -A 2>&1 | head -20
@@ -118,10 +119,11 @@ cleanup() {
 		for n in "${created_namespaces[@]}"; do kubectl delete namespace "$n" --wait=false >/dev/null 2>&1; done
 		[ -n "$labelled_node" ] && kubectl label node "$labelled_node" trunkgate.io/edge- >/dev/null 2>&1
 	fi
-	if [ "$rc" = 0 ] || [ "${KEEP:-0}" != 1 ]; then
-		[ "$rc" = 0 ] && rm -rf "$work"
+	if [ "$rc" = 0 ]; then
+		rm -rf "$work"
+	else
+		say "FAILED (logs and sipp traces kept in $work)"
 	fi
-	[ "$rc" != 0 ] && say "FAILED (logs and sipp traces kept in $work)"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -164,7 +166,9 @@ if [ "$MODE" = local ]; then
 	say "== cluster (../shared/k8s/cluster/start-cluster.sh, images imported at start)"
 	t=$(now)
 	started_cluster=1
-	IMAGES_DIR="$work/images" "$CLUSTER_SCRIPT" start "$state" >"$work/cluster-start.log" 2>&1 ||
+	# Its own session: a Ctrl-C (or a CI timeout) that signals this script's process group must
+	# not kill containerd, the kubelet and the API server before the trap stops them in order.
+	IMAGES_DIR="$work/images" setsid --wait "$CLUSTER_SCRIPT" start "$state" >"$work/cluster-start.log" 2>&1 ||
 		{ tail -20 "$work/cluster-start.log"; fail "the cluster did not start (log: $work/cluster-start.log)"; }
 	export KUBECONFIG="$state/kubeconfig"
 	figure "cluster start (node Ready, images imported)" "$t"
