@@ -6,6 +6,10 @@ set -euo pipefail
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The real API server of the operator tests (../shared/k8s/start-apiserver.sh): its binaries are
+# xz-compressed, its certificates made with openssl.
+command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # Real peers of the interop tests: Kamailio as a carrier's proxy/SBC (rr, tm, uac, auth modules
 # are in the main package), baresip as a UA with audio (ausine, sndfile, aufile modules).
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)

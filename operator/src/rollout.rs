@@ -2,6 +2,7 @@
 //! selector, its own namespace) and asks each pod's admin endpoint for `/snapshot`; objects of the
 //! current snapshot then get `Programmed` with "N of M edge pods".
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,10 +22,44 @@ pub struct Rollout {
     pub total: u32,
     /// Pods that did not answer (unreachable or not ready yet).
     pub unreachable: u32,
+    /// Per probed trunk, over the pods that run `version`: the fewest targets any pod finds
+    /// answering its probes, and how many targets there are.
+    pub targets: BTreeMap<String, (u32, u32)>,
+}
+
+/// What one edge pod's `/snapshot` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSnapshot {
+    pub version: String,
+    /// Per probed trunk: targets answering, targets.
+    pub targets: BTreeMap<String, (u32, u32)>,
+}
+
+impl PodSnapshot {
+    /// Reads a `/snapshot` body.
+    pub fn parse(body: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+        let version = v.get("version")?.as_str()?.to_string();
+        let mut targets = BTreeMap::new();
+        if let Some(map) = v.get("targets").and_then(|t| t.as_object()) {
+            for (id, t) in map {
+                let n = |k: &str| t.get(k).and_then(|x| x.as_u64()).map(|x| x as u32);
+                if let (Some(h), Some(total)) = (n("healthy"), n("total")) {
+                    targets.insert(id.clone(), (h, total));
+                }
+            }
+        }
+        Some(Self { version, targets })
+    }
 }
 
 /// `/snapshot` of one edge pod: its running version, or None when it does not answer.
 pub async fn pod_version(addr: SocketAddr, timeout: Duration) -> Option<String> {
+    pod_snapshot(addr, timeout).await.map(|s| s.version)
+}
+
+/// `/snapshot` of one edge pod, or None when it does not answer.
+pub async fn pod_snapshot(addr: SocketAddr, timeout: Duration) -> Option<PodSnapshot> {
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /snapshot HTTP/1.0\r\nHost: edge\r\n\r\n")
@@ -37,8 +72,7 @@ pub async fn pod_version(addr: SocketAddr, timeout: Duration) -> Option<String> 
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
-        v.get("version")?.as_str().map(str::to_string)
+        PodSnapshot::parse(body)
     };
     tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }
@@ -64,8 +98,11 @@ pub async fn observe(
         let ip = status.pod_ip.and_then(|ip| ip.parse().ok());
         match ip {
             Some(ip) => {
-                match pod_version(SocketAddr::new(ip, admin_port), Duration::from_secs(2)).await {
-                    Some(v) if v == version => r.programmed += 1,
+                match pod_snapshot(SocketAddr::new(ip, admin_port), Duration::from_secs(2)).await {
+                    Some(s) if s.version == version => {
+                        r.programmed += 1;
+                        r.add_pod_targets(&s.targets);
+                    }
                     Some(_) => {}
                     None => r.unreachable += 1,
                 }
@@ -77,6 +114,19 @@ pub async fn observe(
 }
 
 impl Rollout {
+    /// Folds one pod's target health in: the fewest answering targets wins.
+    pub fn add_pod_targets(&mut self, pod: &BTreeMap<String, (u32, u32)>) {
+        for (id, (up, total)) in pod {
+            self.targets
+                .entry(id.clone())
+                .and_modify(|(u, t)| {
+                    *u = (*u).min(*up);
+                    *t = (*t).max(*total);
+                })
+                .or_insert((*up, *total));
+        }
+    }
+
     /// The `Programmed` condition for an object that is part of `version`.
     pub fn condition(&self) -> (&'static str, &'static str, String) {
         if self.total == 0 {
@@ -115,6 +165,7 @@ mod tests {
             programmed: p,
             total: t,
             unreachable: u,
+            targets: BTreeMap::new(),
         };
         assert_eq!(r(0, 0, 0).condition().0, "Unknown");
         assert_eq!(r(3, 3, 0).condition().0, "True");
@@ -122,5 +173,22 @@ mod tests {
         let (s, reason, msg) = r(1, 3, 1).condition();
         assert_eq!((s, reason), ("False", "RollingOut"));
         assert!(msg.contains("1 of 3") && msg.contains("1 did not answer"));
+    }
+
+    #[test]
+    fn pod_snapshot_and_the_fewest_answering_targets() {
+        let s = PodSnapshot::parse(
+            r#"{"version":"v1","targets":{"acme/t":{"healthy":1,"total":2}},"trunks":1}"#,
+        )
+        .expect("parses");
+        assert_eq!(s.version, "v1");
+        let mut r = Rollout::default();
+        r.add_pod_targets(&s.targets);
+        r.add_pod_targets(&BTreeMap::from([("acme/t".to_string(), (2, 2))]));
+        assert_eq!(r.targets["acme/t"], (1, 2));
+        assert_eq!(
+            PodSnapshot::parse(r#"{"version":"v2"}"#).map(|s| s.targets.len()),
+            Some(0)
+        );
     }
 }

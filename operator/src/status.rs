@@ -112,6 +112,34 @@ fn running_version(
     }
 }
 
+/// `status.targets`: the outbound targets and how many answer the edge pods' probes (the fewest
+/// any pod running this snapshot sees), or that they are not probed.
+fn target_health(
+    report: &Report,
+    config: &EdgeConfig,
+    rollout: Option<&Rollout>,
+) -> Option<trunkgate_crds::trunk::TargetHealth> {
+    let (_, trunk) = config.trunk(&report.key.id())?;
+    let outbound = trunk.outbound.as_ref()?;
+    let total = outbound.targets.len() as u32;
+    let (healthy, summary) = if outbound.health_interval_seconds == 0 {
+        (total, format!("{total}/{total} (not probed)"))
+    } else {
+        match rollout
+            .filter(|r| r.version == config.version)
+            .and_then(|r| r.targets.get(&trunk.id))
+        {
+            Some((up, _)) => (*up, format!("{up}/{total}")),
+            None => (0, format!("?/{total} (no edge pod has reported)")),
+        }
+    };
+    Some(trunkgate_crds::trunk::TargetHealth {
+        healthy,
+        total,
+        summary,
+    })
+}
+
 /// Desired CarrierTrunk status.
 pub fn trunk_status(
     report: &Report,
@@ -129,8 +157,7 @@ pub fn trunk_status(
         conditions: conditions(report, &config.version, rollout, unpublished, old, now),
         observed_generation: report.generation,
         edge: Some(edge.clone()),
-        // Target health comes from the edge pods' probes; until they report it, keep what is there.
-        targets: existing.and_then(|s| s.targets.clone()),
+        targets: target_health(report, config, rollout),
         snapshot_version: running_version(report, config, unpublished, || {
             existing.and_then(|s| s.snapshot_version.clone())
         }),
@@ -164,6 +191,36 @@ pub fn ownership_status(
 mod tests {
     use super::*;
     use trunkgate_crds::{CarrierTrunk, Secrets, compile};
+
+    #[test]
+    fn target_health_from_the_edge_pods_or_not_probed() {
+        let mut t = CarrierTrunk::test("a", "t").with_targets(&["sip:x.example", "sip:y.example"]);
+        let c = compile(std::slice::from_ref(&t), &[], &Secrets::new(), None);
+        let th = target_health(&c.reports[0], &c.config, None).unwrap();
+        assert_eq!(
+            (th.healthy, th.total, th.summary.as_str()),
+            (2, 2, "2/2 (not probed)")
+        );
+        t.spec.outbound.as_mut().unwrap().health_check = Some(trunkgate_crds::trunk::HealthCheck {
+            interval_seconds: 30,
+            failure_threshold: 3,
+        });
+        let c = compile(std::slice::from_ref(&t), &[], &Secrets::new(), None);
+        let th = target_health(&c.reports[0], &c.config, None).unwrap();
+        assert_eq!(th.summary, "?/2 (no edge pod has reported)");
+        let mut r = Rollout {
+            version: c.config.version.clone(),
+            ..Rollout::default()
+        };
+        r.targets.insert("a/t".into(), (1, 2));
+        let th = target_health(&c.reports[0], &c.config, Some(&r)).unwrap();
+        assert_eq!((th.healthy, th.summary.as_str()), (1, "1/2"));
+        let none = compile(&[CarrierTrunk::test("a", "u")], &[], &Secrets::new(), None);
+        assert!(
+            target_health(&none.reports[0], &none.config, None).is_none(),
+            "no outbound"
+        );
+    }
 
     #[test]
     fn transition_time_kept_while_status_unchanged() {

@@ -368,6 +368,7 @@ async fn programmed_condition_written_from_the_rollout() {
         programmed: 3,
         total: 3,
         unreachable: 0,
+        targets: Default::default(),
     });
     let reply = serde_json::to_value(&trunk).unwrap();
     let server = tokio::spawn(async move {

@@ -115,6 +115,13 @@ async fn operator_publishes_the_examples_writes_status_and_rewrites_a_deleted_sn
         .await
         .unwrap_or_else(|| panic!("{kind} {ns}/{name} not Ready; log:\n{}", read(&log)));
         assert_eq!(ready["status"]["snapshotVersion"], version.as_str());
+        if name == "pacific-telco" {
+            // The TARGETS column: probed targets, no edge pod reporting in this test.
+            let summary = ready["status"]["targets"]["summary"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(summary == "?/3 (no edge pod has reported)", "{summary}");
+        }
     }
 
     // Deleted: written again within seconds.

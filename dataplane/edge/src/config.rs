@@ -141,6 +141,25 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Per probed trunk (`outbound.healthCheck` set): its id, targets answering probes, targets.
+    /// The operator reads it from `/snapshot` into `CarrierTrunk.status.targets`.
+    pub fn probed_targets(&self) -> Vec<(&str, u32, u32)> {
+        self.config
+            .trunks
+            .iter()
+            .zip(&self.health)
+            .filter(|(t, _)| {
+                t.outbound
+                    .as_ref()
+                    .is_some_and(|o| o.health_interval_seconds > 0)
+            })
+            .map(|(t, h)| {
+                let up = h.iter().filter(|h| h.is_up()).count() as u32;
+                (t.id.as_str(), up, h.len() as u32)
+            })
+            .collect()
+    }
+
     /// Builds the lookup structures; `previous` lends its per-trunk state to trunks that stay.
     pub fn build(config: EdgeConfig, previous: Option<&Runtime>, metrics: &Metrics) -> Self {
         let index = NumberIndex::of(&config);

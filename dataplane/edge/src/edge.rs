@@ -206,7 +206,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     admin.extra = Some(Arc::new(move |path: &str| {
         (path == "/snapshot").then(|| {
             let rt = snap.runtime.load();
+            let targets: serde_json::Map<String, serde_json::Value> = rt
+                .probed_targets()
+                .into_iter()
+                .map(|(id, up, total)| {
+                    (
+                        id.to_string(),
+                        serde_json::json!({"healthy": up, "total": total}),
+                    )
+                })
+                .collect();
             let body = serde_json::json!({
+                "targets": targets,
                 "version": rt.config.version,
                 "trunks": rt.config.trunks.len(),
                 "ownerships": rt.config.ownerships.len(),
