@@ -219,7 +219,10 @@ pub async fn apply_yaml(client: &kube::Client, text: &str) {
         let api = api_of(
             client,
             &kind,
-            if matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding") {
+            if matches!(
+                kind.as_str(),
+                "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+            ) {
                 None
             } else {
                 Some(ns.as_deref().unwrap_or("default"))
