@@ -81,7 +81,8 @@ fn is_md5_only(a: &[DigestAlgorithm]) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboundConfig {
-    /// Sorted by priority, then weight (highest first).
+    /// Sorted by priority (lowest first), as written within one priority; the edge draws the
+    /// order within a priority by weight for each call (RFC 2782).
     pub targets: Vec<SipTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<DigestCredentials>,

@@ -189,7 +189,8 @@ pub struct Target {
     #[serde(default = "one")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("priority must be between 1 and 65535"))]
     pub priority: u32,
-    /// Share of calls among targets of the same priority (0..65535; 0 only when others fail).
+    /// Share of calls among targets of the same priority (0..65535); as in RFC 2782, a target
+    /// of weight 0 beside weighted ones is tried first only rarely.
     #[serde(default = "one")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 65535").message("weight must be between 0 and 65535"))]
     pub weight: u32,

@@ -409,43 +409,12 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
     })
 }
 
-/// Targets (with their index) by priority; within a priority, a weighted random order (RFC
-/// 2782's selection).
+/// Targets (with their index) in RFC 2782 order: by priority, then a weighted random draw.
 pub fn weighted_order(targets: &[SipTarget]) -> Vec<(usize, &SipTarget)> {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    let mut out = Vec::with_capacity(targets.len());
-    let mut i = 0;
-    while i < targets.len() {
-        let p = targets[i].priority;
-        let mut group: Vec<(usize, &SipTarget)> = targets[i..]
-            .iter()
-            .take_while(|t| t.priority == p)
-            .enumerate()
-            .map(|(k, t)| (i + k, t))
-            .collect();
-        i += group.len();
-        while !group.is_empty() {
-            let total: u64 = group.iter().map(|(_, t)| u64::from(t.weight)).sum();
-            let pick = if total == 0 {
-                0
-            } else {
-                let mut r = rng.random_range(0..total);
-                group
-                    .iter()
-                    .position(|(_, t)| {
-                        let w = u64::from(t.weight);
-                        if r < w {
-                            true
-                        } else {
-                            r -= w;
-                            false
-                        }
-                    })
-                    .unwrap_or(0)
-            };
-            out.push(group.remove(pick));
-        }
-    }
-    out
+    trunkgate_resolve::weighted_order(
+        targets.iter().enumerate().collect(),
+        |(_, t)| t.priority,
+        |(_, t)| t.weight,
+        &mut rand::rng(),
+    )
 }

@@ -23,6 +23,7 @@ use hickory_resolver::{
 
 pub use crate::error::{Error, Result};
 use crate::select::Plan;
+pub use crate::select::weighted_order;
 
 /// The time budget of one [`Resolver::resolve`] call, all lookups included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);

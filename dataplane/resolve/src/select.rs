@@ -100,26 +100,50 @@ pub(crate) fn naptr_replacements(
         .collect()
 }
 
-/// RFC 2782: lowest priority first; within a priority, a weighted random draw without
-/// replacement, where weight-0 records sit first so only a draw of 0 picks them.
-pub(crate) fn order_srv<R: Rng + ?Sized>(mut records: Vec<SRV>, rng: &mut R) -> Vec<SRV> {
-    records.sort_by_key(|r| r.priority);
-    let mut ordered = Vec::with_capacity(records.len());
-    for group in records.chunk_by(|a, b| a.priority == b.priority) {
-        let mut pool: Vec<&SRV> = group.iter().collect();
-        pool.sort_by_key(|r| r.weight != 0);
+/// The SRV records in RFC 2782 order (see [`weighted_order`]).
+pub(crate) fn order_srv<R: Rng + ?Sized>(records: Vec<SRV>, rng: &mut R) -> Vec<SRV> {
+    weighted_order(
+        records,
+        |r| u32::from(r.priority),
+        |r| u32::from(r.weight),
+        rng,
+    )
+}
+
+/// RFC 2782 order, for SRV records and for a trunk's configured targets alike: lowest priority
+/// first; within a priority, a weighted random draw without replacement. Weight-0 entries sit
+/// first in each draw, which runs over 0..=sum of weights and takes the first entry whose running
+/// sum reaches it, so a weight-0 entry goes first only on a draw of 0 ("a very small chance"
+/// beside weighted ones) and entries that all weigh 0 keep their order.
+pub fn weighted_order<T, R: Rng + ?Sized>(
+    mut items: Vec<T>,
+    priority: impl Fn(&T) -> u32,
+    weight: impl Fn(&T) -> u32,
+    rng: &mut R,
+) -> Vec<T> {
+    // Stable sorts: equal keys keep the order they were given in.
+    items.sort_by_key(|t| priority(t));
+    let mut ordered = Vec::with_capacity(items.len());
+    let mut rest = items.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let p = priority(&first);
+        let mut pool = vec![first];
+        while let Some(t) = rest.next_if(|t| priority(t) == p) {
+            pool.push(t);
+        }
+        pool.sort_by_key(|t| weight(t) != 0);
         while !pool.is_empty() {
-            let total: u32 = pool.iter().map(|r| u32::from(r.weight)).sum();
+            let total: u64 = pool.iter().map(|t| u64::from(weight(t))).sum();
             let draw = rng.random_range(0..=total);
             let mut running = 0;
             let chosen = pool
                 .iter()
-                .position(|r| {
-                    running += u32::from(r.weight);
+                .position(|t| {
+                    running += u64::from(weight(t));
                     running >= draw
                 })
                 .unwrap_or(0);
-            ordered.push(pool.remove(chosen).clone());
+            ordered.push(pool.remove(chosen));
         }
     }
     ordered
@@ -340,5 +364,30 @@ mod tests {
         let mut got = ports(&ordered);
         got.sort_unstable();
         assert_eq!(got, [1, 2, 3]);
+    }
+
+    #[test]
+    fn weighted_order_keeps_priorities_and_weight_zero_runs_last_but_rarely_first() {
+        // (name, priority, weight): the shape of a trunk's outbound targets
+        let items = [("a", 2, 0), ("b", 1, 0), ("c", 1, 50), ("d", 3, 1)];
+        let mut rng = StdRng::seed_from_u64(2782);
+        let mut b_first = 0;
+        for _ in 0..10_000 {
+            let got = weighted_order(items.to_vec(), |t| t.1, |t| t.2, &mut rng);
+            let names: Vec<&str> = got.iter().map(|t| t.0).collect();
+            assert!(names[2..] == ["a", "d"], "{names:?}");
+            if names[0] == "b" {
+                b_first += 1;
+            }
+        }
+        // draws 0..=50: only 0 puts the weight-0 target first, about 2% of the time
+        assert!((50..400).contains(&b_first), "{b_first}");
+    }
+
+    #[test]
+    fn weighted_order_of_zero_weights_is_the_given_order() {
+        let items = vec![(1, 0), (2, 0), (3, 0)];
+        let got = weighted_order(items, |_| 1, |t| t.1, &mut StdRng::seed_from_u64(7));
+        assert_eq!(got, [(1, 0), (2, 0), (3, 0)]);
     }
 }
