@@ -1071,8 +1071,7 @@ impl Worker {
     }
 }
 
-/// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
-/// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
+/// The resolver's name for a configured transport.
 pub(crate) fn resolve_transport(t: trunkgate_crds::Transport) -> trunkgate_resolve::Transport {
     match t {
         trunkgate_crds::Transport::Udp => trunkgate_resolve::Transport::Udp,
@@ -1089,6 +1088,8 @@ pub(crate) fn crds_transport(t: trunkgate_resolve::Transport) -> trunkgate_crds:
     }
 }
 
+/// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
+/// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
 fn learn_dialog(b: &mut Leg, resp: &Response) {
     let to = msg::header(resp, "To").unwrap_or_default();
     b.remote_tag = msg::param(to, "tag").map(str::to_string);
@@ -1190,15 +1191,6 @@ fn in_dialog_request(
     }
     let bytes = b.raw(lines).body(body);
     (bytes, ruri, ident, l.side, l.peer.clone())
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Public => Side::Internal,
-            Side::Internal => Side::Public,
-        }
-    }
 }
 
 #[cfg(test)]

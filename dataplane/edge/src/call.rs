@@ -8,38 +8,7 @@ use trunkgate_crds::e164::E164;
 
 use crate::config::{CallSlot, Runtime};
 
-/// Which network a leg or socket faces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The carriers (internet-facing).
-    Public,
-    /// The platform (cluster-internal).
-    Internal,
-}
-
-impl Side {
-    /// 0 for the carriers' side, 1 for the platform's.
-    pub fn index(self) -> usize {
-        match self {
-            Side::Public => 0,
-            Side::Internal => 1,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Side::Public => "public",
-            Side::Internal => "internal",
-        }
-    }
-    /// Who is on this side, for call records.
-    pub fn party(self) -> &'static str {
-        match self {
-            Side::Public => "carrier",
-            Side::Internal => "platform",
-        }
-    }
-}
+pub use trunkgate_media::Side;
 
 /// Which way the call goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,10 +131,13 @@ pub struct Call {
     /// Next hops for the B-leg INVITE, tried in order; `next_hop` indexes the untried one.
     pub hops: Vec<Hop>,
     pub next_hop: usize,
-    /// The B-leg INVITE, less Via, CSeq and Request-URI (re-sent on failover and auth).
+    /// The user part of the B-leg Request-URI and To (the called number as sent on).
     pub b_user: String,
+    /// The B-leg INVITE's header lines but Via, From, To, Call-ID, CSeq and Contact, and its
+    /// body: kept to send the INVITE again on failover and to answer a challenge.
     pub b_lines: String,
     pub b_body: Vec<u8>,
+    /// The Authorization or Proxy-Authorization line answering the carrier's challenge.
     pub auth_line: Option<String>,
     /// Times the current hop's INVITE was sent again with credentials.
     pub auth_tries: u8,

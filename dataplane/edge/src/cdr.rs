@@ -105,10 +105,7 @@ pub fn write(c: &Call) {
             .iter()
             .map(|s| MediaRecord {
                 stream: s.stream,
-                from: match s.from {
-                    trunkgate_media::Side::Public => "carrier",
-                    trunkgate_media::Side::Internal => "platform",
-                },
+                from: s.from.party(),
                 packets: s.packets,
                 bytes: s.bytes,
                 lost: s.lost,

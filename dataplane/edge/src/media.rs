@@ -14,13 +14,6 @@ pub struct SdpRefusal {
     pub label: &'static str,
 }
 
-fn side(s: Side) -> trunkgate_media::Side {
-    match s {
-        Side::Public => trunkgate_media::Side::Public,
-        Side::Internal => trunkgate_media::Side::Internal,
-    }
-}
-
 impl From<MediaError> for SdpRefusal {
     fn from(e: MediaError) -> Self {
         Self {
@@ -76,7 +69,7 @@ pub fn open(
     let mut sdp = Sdp::parse(body)?;
     sdp.filter_codecs(codecs)?;
     let session = engine.open(call, sdp.media().len())?;
-    if let Err(e) = engine.relay_sdp(session, side(from), &mut sdp, nat && from == Side::Public) {
+    if let Err(e) = engine.relay_sdp(session, from, &mut sdp, nat && from == Side::Public) {
         engine.close(session);
         return Err(e.into());
     }
@@ -99,7 +92,7 @@ impl Worker {
             return Ok(body.to_vec());
         };
         let mut sdp = Sdp::parse(body)?;
-        engine.relay_sdp(session, side(from_side), &mut sdp, nat)?;
+        engine.relay_sdp(session, from_side, &mut sdp, nat)?;
         Ok(sdp.to_bytes())
     }
 

@@ -933,8 +933,8 @@ impl Worker {
         };
         for st in stats.iter().filter(|st| st.packets > 0) {
             let dir = match st.from {
-                trunkgate_media::Side::Public => "from_carrier",
-                trunkgate_media::Side::Internal => "from_platform",
+                Side::Public => "from_carrier",
+                Side::Internal => "from_platform",
             };
             let m = &self.shared.metrics;
             let labels = [c.rt.trunk(c.trunk).id.as_str(), dir];

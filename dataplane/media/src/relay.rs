@@ -33,7 +33,8 @@ const BIND_ATTEMPTS: usize = 8;
 /// Largest datagram relayed whole (larger ones arrive truncated and are dropped).
 const MAX_DATAGRAM: usize = 4096;
 
-/// Which network a leg of the call faces (the same two as the edge's signalling sides).
+/// Which network a leg of the call, a socket or a stream faces: the one `Side` of the edge's
+/// signalling and media.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     /// The carriers.
@@ -57,10 +58,19 @@ impl Side {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0 for the carriers' side, 1 for the platform's.
+    pub fn index(self) -> usize {
         match self {
             Side::Public => 0,
             Side::Internal => 1,
+        }
+    }
+
+    /// Who is on this side, for call records.
+    pub fn party(self) -> &'static str {
+        match self {
+            Side::Public => "carrier",
+            Side::Internal => "platform",
         }
     }
 }
