@@ -303,7 +303,7 @@ def workloads(path):
 
 REQUIRED_ALERT_EXPRS = [
     "trunkgate_edge_trunk_targets_healthy) == 0",
-    "trunkgate_edge_trunk_targets_total) > 0",
+    "trunkgate_edge_trunk_targets_configured) > 0",
     "sum by (trunk) (rate(trunkgate_edge_refusals_total[5m]))",
     "/ sum by (trunk) (rate(trunkgate_edge_calls_total[5m])) > 0.2",
     "histogram_quantile(0.95, sum by (le, trunk) (rate(trunkgate_edge_media_loss_ratio_bucket[10m]))) > 0.05",

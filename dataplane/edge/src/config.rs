@@ -223,7 +223,7 @@ impl Runtime {
                 }
             }
             metrics
-                .targets_total
+                .targets_configured
                 .with_label_values(&[t.id.as_str()])
                 .set(t.outbound.as_ref().map_or(0, |o| o.targets.len() as i64));
             metrics
@@ -242,7 +242,7 @@ impl Runtime {
                 .filter(|t| !now.contains(t.id.as_str()))
             {
                 let _ = metrics
-                    .targets_total
+                    .targets_configured
                     .remove_label_values(&[gone.id.as_str()]);
                 let _ = metrics
                     .targets_healthy
@@ -385,7 +385,7 @@ mod tests {
             m.registry
                 .gather()
                 .iter()
-                .filter(|f| f.name() == "trunkgate_edge_trunk_targets_total")
+                .filter(|f| f.name() == "trunkgate_edge_trunk_targets_configured")
                 .map(|f| f.get_metric().len())
                 .sum::<usize>()
         };

@@ -25,7 +25,7 @@ pub struct Metrics {
     pub snapshot_reloads: IntCounterVec,
     pub snapshot_info: IntGaugeVec,
     pub draining: IntGauge,
-    pub targets_total: IntGaugeVec,
+    pub targets_configured: IntGaugeVec,
     pub targets_healthy: IntGaugeVec,
     pub target_probes: IntCounterVec,
     pub options_answered: IntCounter,
@@ -148,8 +148,8 @@ impl Metrics {
                 "1 for the snapshot version in use.",
                 &["version"],
             ),
-            targets_total: gv(
-                "trunkgate_edge_trunk_targets_total",
+            targets_configured: gv(
+                "trunkgate_edge_trunk_targets_configured",
                 "Outbound targets configured, by trunk.",
                 &["trunk"],
             ),
