@@ -172,7 +172,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     admin
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
-    tokio::spawn(trunkgate_admin::serve(args.admin, admin));
+    // Bound here so that a taken port stops the operator at start-up; a later failure of the
+    // server is logged (its probes then fail, and the kubelet restarts the pod).
+    let listener = std::net::TcpListener::bind(args.admin)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| anyhow::anyhow!("admin endpoint (--admin) TCP {}: {e}", args.admin))?;
+    tokio::spawn(async move {
+        if let Err(e) = trunkgate_admin::serve_listener(listener, admin).await {
+            tracing::error!(error = %e, "admin endpoint failed");
+        }
+    });
     let client = kube::Client::try_default().await?;
     let settings = Settings {
         snapshot_namespace,

@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,13 +62,6 @@ impl Admin {
             )),
         }
     }
-}
-
-/// Binds `addr` and serves until the task is dropped.
-pub async fn serve(addr: SocketAddr, admin: Admin) -> std::io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    serve_listener(listener, admin).await
 }
 
 /// Serves on a listener bound beforehand (so that a taken port fails at start-up, not later in a
