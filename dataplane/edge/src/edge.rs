@@ -14,6 +14,7 @@ use trunkgate_crds::snapshot::EdgeConfig;
 use crate::auth::AuthState;
 use crate::config::Runtime;
 use crate::ids::IdMint;
+use crate::lifeline::WorkerError;
 use crate::metrics::Metrics;
 use crate::settings::{Settings, available_cpus, host_port, worker_count};
 use crate::worker::{Shared, Worker};
@@ -171,6 +172,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (deaths_tx, mut deaths_rx) = mpsc::unbounded_channel();
 
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
@@ -282,85 +284,30 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         media_cfg.internal_bind = settings.internal_sip.ip();
         media_cfg.timeout = Duration::from_secs(settings.media_timeout.max(1));
         media_cfg.quarantine = Duration::from_secs(settings.rtp_quarantine_seconds);
+        let line = crate::lifeline::Lifeline::new(index, deaths_tx.clone(), shutdown_rx.clone());
         let t = std::thread::Builder::new()
             .name(format!("trunkgate-w{index}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
+                let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "worker runtime");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let (public, internal) = match (
-                        tokio::net::UdpSocket::from_std(public),
-                        tokio::net::UdpSocket::from_std(internal),
-                    ) {
-                        (Ok(p), Ok(i)) => (p, i),
-                        _ => {
-                            tracing::error!("worker sockets");
-                            return;
-                        }
-                    };
-                    let (events_tx, events_rx) = mpsc::unbounded_channel();
-                    for (listener, side) in [
-                        (tcp_public, crate::call::Side::Public),
-                        (tcp_internal, crate::call::Side::Internal),
-                    ] {
-                        match tokio::net::TcpListener::from_std(listener) {
-                            Ok(l) => {
-                                tokio::spawn(crate::tcp::accept(
-                                    l,
-                                    side,
-                                    events_tx.clone(),
-                                    shared.clone(),
-                                ));
-                            }
-                            Err(e) => tracing::error!(error = %e, "TCP listener"),
-                        }
-                    }
-                    let key = shared.nonce_key;
-                    let worker = Worker {
-                        index,
-                        shared: shared.clone(),
-                        net: crate::worker::Net {
-                            public: Arc::new(public),
-                            internal: Arc::new(internal),
-                            metrics: shared.metrics.clone(),
-                        },
-                        mint: IdMint::new(index),
-                        calls: Default::default(),
-                        next_call: 1,
-                        dialogs: Default::default(),
-                        servers: Default::default(),
-                        clients: Default::default(),
-                        timers: Default::default(),
-                        events: events_tx,
-                        auth: AuthState::new(
-                            key,
+                    .map_err(WorkerError::Runtime)
+                    .and_then(|rt| {
+                        rt.block_on(run_worker(
                             index,
-                            shared.lockout.clone(),
-                            shared.metrics.auth_blocks.clone(),
-                        ),
-                        hot: shared.metrics.hot(),
-                        tcp_out: Default::default(),
-                        media: match trunkgate_media::MediaEngine::new(media_cfg) {
-                            Ok(m) => Some(m),
-                            Err(e) => {
-                                tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
-                                None
-                            }
-                        },
-                        media_counted: Default::default(),
-                        refusal_log: (std::time::Instant::now(), 0),
-                        rtp_by_trunk: Default::default(),
-                    };
-                    worker.run(rx, events_rx, shutdown).await;
-                });
+                            shared,
+                            WorkerSockets {
+                                public,
+                                internal,
+                                tcp_public,
+                                tcp_internal,
+                            },
+                            media_cfg,
+                            rx,
+                            shutdown,
+                        ))
+                    });
+                line.ended(result);
             })?;
         threads.push(t);
     }
@@ -374,8 +321,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     // Graceful drain: not ready, new INVITEs get 503, calls run until they end or time is up.
     let drain = Duration::from_secs(settings.drain_seconds);
-    control.block_on(async {
-        wait_for_signal().await;
+    let died = control.block_on(async {
+        // A worker that dies takes its share of calls with it: the pod drains as on SIGTERM and
+        // then exits non-zero, so that it is replaced.
+        let died = tokio::select! {
+            () = wait_for_signal() => None,
+            Some(death) = deaths_rx.recv() => {
+                tracing::error!(
+                    worker = death.index,
+                    reason = death.error.metric_label(),
+                    error = %death.error,
+                    "worker died; draining, then exiting"
+                );
+                Some(death)
+            }
+        };
         tracing::info!(seconds = drain.as_secs(), "draining");
         shared.draining.store(true, Ordering::Release);
         ready.store(false, Ordering::Release);
@@ -401,6 +361,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             () = drained => {}
             () = wait_for_signal() => tracing::info!("second signal: stopping now"),
         }
+        died
     });
     // Workers hang up the calls left (BYE on both legs, or 503 and CANCEL while ringing; a call
     // detail record for each) and stop.
@@ -412,6 +373,89 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopped");
+    match died {
+        None => Ok(()),
+        Some(d) => Err(anyhow::anyhow!("worker {} died: {}", d.index, d.error)),
+    }
+}
+
+/// One worker's sockets, bound before any worker starts.
+struct WorkerSockets {
+    public: std::net::UdpSocket,
+    internal: std::net::UdpSocket,
+    tcp_public: std::net::TcpListener,
+    tcp_internal: std::net::TcpListener,
+}
+
+/// A worker's life on its own thread's event loop: until shutdown, or an error that its
+/// [`Lifeline`](crate::lifeline::Lifeline) reports.
+async fn run_worker(
+    index: usize,
+    shared: Arc<Shared>,
+    sockets: WorkerSockets,
+    media_cfg: trunkgate_media::MediaConfig,
+    rx: mpsc::Receiver<crate::worker::Handoff>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let WorkerSockets {
+        public,
+        internal,
+        tcp_public,
+        tcp_internal,
+    } = sockets;
+    let public = tokio::net::UdpSocket::from_std(public).map_err(WorkerError::Sockets)?;
+    let internal = tokio::net::UdpSocket::from_std(internal).map_err(WorkerError::Sockets)?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    for (listener, side) in [
+        (tcp_public, crate::call::Side::Public),
+        (tcp_internal, crate::call::Side::Internal),
+    ] {
+        let l = tokio::net::TcpListener::from_std(listener).map_err(WorkerError::Sockets)?;
+        tokio::spawn(crate::tcp::accept(
+            l,
+            side,
+            events_tx.clone(),
+            shared.clone(),
+        ));
+    }
+    let key = shared.nonce_key;
+    let worker = Worker {
+        index,
+        shared: shared.clone(),
+        net: crate::worker::Net {
+            public: Arc::new(public),
+            internal: Arc::new(internal),
+            metrics: shared.metrics.clone(),
+        },
+        mint: IdMint::new(index),
+        calls: Default::default(),
+        next_call: 1,
+        dialogs: Default::default(),
+        servers: Default::default(),
+        clients: Default::default(),
+        timers: Default::default(),
+        events: events_tx,
+        auth: AuthState::new(
+            key,
+            index,
+            shared.lockout.clone(),
+            shared.metrics.auth_blocks.clone(),
+        ),
+        hot: shared.metrics.hot(),
+        tcp_out: Default::default(),
+        media: match trunkgate_media::MediaEngine::new(media_cfg) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
+                None
+            }
+        },
+        media_counted: Default::default(),
+        refusal_log: (std::time::Instant::now(), 0),
+        rtp_by_trunk: Default::default(),
+    };
+    worker.run(rx, events_rx, shutdown).await;
+    // `run` returns once shutdown has begun; the lifeline tells an early return apart.
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod health;
 pub mod ids;
 pub mod kernel;
+pub mod lifeline;
 pub mod lockout;
 pub mod media;
 pub mod message;
