@@ -3,7 +3,7 @@
 //! (re-INVITE, UPDATE, PRACK, INFO) relayed with their answers.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use trunkgate_sip::{Request, Response};
 
@@ -221,7 +221,6 @@ impl Worker {
             tx.call = Some((id, LegId::A));
         }
         let call = Call {
-            id,
             rt,
             trunk: adm.trunk,
             direction: adm.direction,
@@ -244,7 +243,6 @@ impl Worker {
             caller: adm.caller,
             callee: adm.callee,
             started: SystemTime::now(),
-            started_at: Instant::now(),
             answered: None,
             final_code: None,
             ended_by: None,
@@ -692,7 +690,8 @@ impl Worker {
                 Builder::request_via(method, &target, &via(dest.transport(), &hostport, &branch))
                     .ids(&ident, &to, n, method)
                     .finish();
-            self.send_raw(side, &dest, &bytes);
+            // No transaction: an ACK of a 2xx has none (§13.2.2.4); this BYE is sent once.
+            self.send(side, &dest, &bytes);
         }
     }
 

@@ -2,7 +2,7 @@
 //! needed to finish the call and write its record.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use trunkgate_crds::e164::E164;
 
@@ -117,7 +117,6 @@ impl Hop {
 
 /// Everything about one call.
 pub struct Call {
-    pub id: u64,
     pub rt: Arc<Runtime>,
     pub trunk: u32,
     pub direction: Direction,
@@ -149,7 +148,6 @@ pub struct Call {
     pub caller: Option<E164>,
     pub callee: E164,
     pub started: SystemTime,
-    pub started_at: Instant,
     pub answered: Option<SystemTime>,
     pub final_code: Option<u16>,
     pub ended_by: Option<&'static str>,

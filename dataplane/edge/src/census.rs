@@ -63,6 +63,7 @@ impl Census {
         })
     }
 
+    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }

@@ -1,7 +1,6 @@
 //! Reading what the edge needs from a parsed message (the codec's model) and from header values.
 
 use rsip_model::{HasHeaders, Header, Method};
-use trunkgate_sip::SipMessage;
 
 pub use trunkgate_sip::model as rsip_model;
 
@@ -103,15 +102,6 @@ pub fn param<'v>(value: &'v str, name: &str) -> Option<&'v str> {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
-}
-
-/// The message's body.
-pub fn body(m: &SipMessage) -> &[u8] {
-    match m {
-        SipMessage::Request(r) => &r.body,
-        SipMessage::Response(r) => &r.body,
-        SipMessage::Extension(r) => &r.body,
-    }
 }
 
 /// Headers of `m` that the edge copies to the other leg, as `Name: value\r\n` lines.

@@ -125,15 +125,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The host the carrier side sees.
-    pub fn public_host(&self) -> String {
-        match (&self.advertise_host, self.advertised_pool_ip()) {
-            (Some(h), _) => h.clone(),
-            (None, Some(ip)) => ip.to_string(),
-            (None, None) => host_of(self.public_sip),
-        }
-    }
-
     /// The IP picked from `--advertise-ip-pool` by this pod's ordinal.
     pub fn advertised_pool_ip(&self) -> Option<IpAddr> {
         let pod = std::env::var("POD_NAME").ok()?;

@@ -164,7 +164,6 @@ pub struct ClientTxn {
     pub responded: bool,
     pub completed: bool,
     pub interval: Duration,
-    pub started: Instant,
     /// Request-URI, From, To and Call-ID lines, for an ACK or CANCEL of this INVITE.
     pub ruri: String,
     pub ident: String,
@@ -589,7 +588,6 @@ impl Worker {
                 responded: false,
                 completed: false,
                 interval: T1,
-                started: Instant::now(),
                 ruri,
                 ident,
                 cseq,
@@ -971,11 +969,6 @@ impl Worker {
         self.schedule(T4, Timer::CallForget(id));
     }
 
-    /// Sends a raw ACK (no transaction: §17.1.1.3 / §13.2.2.4).
-    pub fn send_raw(&self, side: Side, dest: &Link, bytes: &[u8]) {
-        self.send(side, dest, bytes);
-    }
-
     pub fn draining(&self) -> bool {
         self.shared.draining.load(Ordering::Acquire)
     }
@@ -1064,11 +1057,9 @@ fn header_lines(m: &impl HasHeaders, name: &str) -> String {
 /// RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via.
 fn with_received(via: &str, src: SocketAddr) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut had_rport = false;
     for (i, p) in via.split(';').enumerate() {
         let name = p.split('=').next().unwrap_or("").trim();
         if i > 0 && name.eq_ignore_ascii_case("rport") {
-            had_rport = true;
             parts.push(format!("rport={}", src.port()));
         } else if i > 0 && name.eq_ignore_ascii_case("received") {
             continue;
@@ -1078,7 +1069,6 @@ fn with_received(via: &str, src: SocketAddr) -> String {
     }
     let mut out = parts.join(";");
     out.push_str(&format!(";received={}", src.ip()));
-    let _ = had_rport;
     out
 }
 
