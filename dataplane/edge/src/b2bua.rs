@@ -11,7 +11,7 @@ use crate::admission;
 use crate::call::{Call, CallState, Direction, Leg, LegId, Side};
 use crate::message::{Builder, reason_phrase, via};
 use crate::msg;
-use crate::worker::{ClientKey, Event, Link, Purpose, ServerKey, T4, Timer, Worker};
+use crate::worker::{ClientKey, Link, Lookup, Purpose, ServerKey, T4, Timer, Worker};
 
 fn strip_tag(value: &str) -> String {
     value
@@ -277,31 +277,14 @@ impl Worker {
         if let Some(addr) = hop.addr {
             return self.send_b_invite(id, addr);
         }
-        // RFC 3263: NAPTR, SRV, then A/AAAA, off the event loop; the answer comes back as an event.
-        let Some(resolver) = self.shared.resolver.clone() else {
-            c.last_failure = Some((503, format!("{}: no DNS resolver configured", hop.host)));
-            return self.next_hop(id);
-        };
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let result = resolver
-                .resolve(&hop.resolve_target())
-                .await
-                .map(|ds| {
-                    ds.into_iter()
-                        .map(|d| (d.addr, crds_transport(d.transport)))
-                        .collect()
-                })
-                .map_err(|e| e.to_string());
-            let _ = events.send(Event::Resolved { call: id, result });
-        });
+        self.resolve(&hop, Lookup::Call(id));
     }
 
     /// The addresses of the hop being tried replace it, in order (RFC 3263 §4.3: try each).
     pub(crate) fn on_resolved(
         &mut self,
         id: u64,
-        result: Result<Vec<(SocketAddr, trunkgate_crds::Transport)>, String>,
+        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
     ) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -314,13 +297,13 @@ impl Worker {
             Ok(dests) if !dests.is_empty() => {
                 if c.b.side == Side::Public {
                     // Their answers must pass the kernel filter.
-                    for (addr, _) in &dests {
-                        self.shared.prefilter.allow_ip(addr.ip());
+                    for d in &dests {
+                        self.shared.prefilter.allow_ip(d.addr.ip());
                     }
                 }
-                let expanded = dests.into_iter().map(|(addr, transport)| crate::call::Hop {
-                    addr: Some(addr),
-                    transport,
+                let expanded = dests.into_iter().map(|d| crate::call::Hop {
+                    addr: Some(d.addr),
+                    transport: crds_transport(d.transport),
                     ..hop.clone()
                 });
                 c.hops.splice(at..=at, expanded);
@@ -331,8 +314,8 @@ impl Worker {
                 c.last_failure = Some((503, format!("{}: no address", hop.host)));
                 self.next_hop(id);
             }
-            Err(text) => {
-                c.last_failure = Some((503, text));
+            Err(e) => {
+                c.last_failure = Some((503, e.to_string()));
                 self.next_hop(id);
             }
         }

@@ -20,7 +20,7 @@ use trunkgate_crds::Transport;
 use crate::admission::hop_of;
 use crate::call::{LegId, Side};
 use crate::message::{Builder, via};
-use crate::worker::{Event, Purpose, Timer, Worker};
+use crate::worker::{Lookup, Purpose, Timer, Worker};
 
 /// How often a worker looks for targets whose probe is due.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -137,46 +137,33 @@ impl Worker {
                 let hop = hop_of(target);
                 match hop.addr {
                     Some(addr) => self.send_probe(probe, addr, hop.transport, &hop.uri_host),
-                    None => self.resolve_probe(probe, hop),
+                    None => {
+                        let uri_host = hop.uri_host.clone();
+                        self.resolve(&hop, Lookup::Probe { probe, uri_host })
+                    }
                 }
             }
         }
-    }
-
-    /// RFC 3263 for a target given by name, off the loop; the first address is probed.
-    fn resolve_probe(&mut self, probe: Arc<Probe>, hop: crate::call::Hop) {
-        let Some(resolver) = self.shared.resolver.clone() else {
-            return self.probe_done(&probe, false, "no DNS resolver configured");
-        };
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let result = match resolver.resolve(&hop.resolve_target()).await {
-                Ok(dests) => dests
-                    .first()
-                    .map(|d| (d.addr, crate::b2bua::crds_transport(d.transport)))
-                    .ok_or_else(|| format!("{}: no address", hop.host)),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = events.send(Event::ProbeResolved {
-                probe,
-                uri_host: hop.uri_host,
-                result,
-            });
-        });
     }
 
     pub(crate) fn on_probe_resolved(
         &mut self,
         probe: Arc<Probe>,
         uri_host: &str,
-        result: Result<(SocketAddr, Transport), String>,
+        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
     ) {
-        match result {
-            Ok((addr, transport)) => {
-                self.shared.prefilter.allow_ip(addr.ip());
-                self.send_probe(probe, addr, transport, uri_host)
+        // The target's first address is the one probed.
+        match result.as_deref().map(<[_]>::first) {
+            Ok(Some(d)) => {
+                self.shared.prefilter.allow_ip(d.addr.ip());
+                let transport = crate::b2bua::crds_transport(d.transport);
+                self.send_probe(probe, d.addr, transport, uri_host)
             }
-            Err(text) => self.probe_done(&probe, false, &text),
+            Ok(None) => {
+                let text = format!("{uri_host}: no address");
+                self.probe_done(&probe, false, &text)
+            }
+            Err(e) => self.probe_done(&probe, false, &e.to_string()),
         }
     }
 

@@ -107,15 +107,21 @@ pub enum Event {
     },
     /// A TCP connection we opened could not be used.
     LinkFailed { addr: SocketAddr },
+    /// The answer to an RFC 3263 lookup that [`Worker::resolve`] started.
     Resolved {
-        call: u64,
-        result: Result<Vec<(SocketAddr, trunkgate_crds::Transport)>, String>,
+        lookup: Lookup,
+        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
     },
-    /// The address of a carrier target to probe.
-    ProbeResolved {
+}
+
+/// Who waits for an RFC 3263 lookup.
+pub enum Lookup {
+    /// A call's B-leg hop.
+    Call(u64),
+    /// The carrier target a health probe is for (its first address is probed).
+    Probe {
         probe: Arc<crate::health::Probe>,
         uri_host: String,
-        result: Result<(SocketAddr, trunkgate_crds::Transport), String>,
     },
 }
 
@@ -886,7 +892,14 @@ impl Worker {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Resolved { call, result } => self.on_resolved(call, result),
+            Event::Resolved {
+                lookup: Lookup::Call(call),
+                result,
+            } => self.on_resolved(call, result),
+            Event::Resolved {
+                lookup: Lookup::Probe { probe, uri_host },
+                result,
+            } => self.on_probe_resolved(probe, &uri_host, result),
             Event::Message { side, src, msg } => {
                 if side == Side::Public && self.over_rate(src.addr().ip()) {
                     return;
@@ -894,11 +907,6 @@ impl Worker {
                 self.on_message(side, &src, *msg, true)
             }
             Event::LinkFailed { addr } => self.on_link_failed(addr),
-            Event::ProbeResolved {
-                probe,
-                uri_host,
-                result,
-            } => self.on_probe_resolved(probe, &uri_host, result),
         }
     }
 
@@ -967,6 +975,23 @@ impl Worker {
         // Transactions absorb retransmissions on their own; the call itself only has to outlive
         // stray in-dialog requests for a moment (they get 481 afterwards).
         self.schedule(T4, Timer::CallForget(id));
+    }
+
+    /// RFC 3263 location of `hop` (NAPTR, SRV, then A/AAAA) off the event loop; the answer comes
+    /// back as [`Event::Resolved`] for `lookup`. Without a resolver it fails at once.
+    pub fn resolve(&mut self, hop: &crate::call::Hop, lookup: Lookup) {
+        let Some(resolver) = self.shared.resolver.clone() else {
+            let result = Err(trunkgate_resolve::Error::Config {
+                reason: format!("{}: no DNS resolver configured", hop.host),
+            });
+            return self.on_event(Event::Resolved { lookup, result });
+        };
+        let events = self.events.clone();
+        let hop = hop.clone();
+        tokio::spawn(async move {
+            let result = resolver.resolve(&hop.resolve_target()).await;
+            let _ = events.send(Event::Resolved { lookup, result });
+        });
     }
 
     pub fn draining(&self) -> bool {
