@@ -30,6 +30,22 @@ pub(crate) fn branch_in(headers: &Headers) -> Option<&str> {
     param(&entry[find_byte(entry, b';')?..], "branch")
 }
 
+/// The sent-by (`host[:port]`) of the top Via: with the branch and the method, the key of a
+/// server transaction (RFC 3261 §17.2.3).
+pub fn top_via_sent_by(message: &impl HasHeaders) -> Option<&str> {
+    let via = first(message, |h| match h {
+        Header::Via(v) => Some(v.value()),
+        _ => None,
+    })?;
+    let entry = split_list(via).next()?;
+    let entry = &entry[..find_byte(entry, b';').unwrap_or(entry.len())];
+    // §20.42: sent-protocol is name/version/transport, slashes maybe with LWS around them.
+    let transport_on = entry.splitn(3, '/').nth(2)?.trim_start();
+    let (_, sent_by) = transport_on.split_once(|c: char| c.is_ascii_whitespace())?;
+    let sent_by = sent_by.trim();
+    (!sent_by.is_empty()).then_some(sent_by)
+}
+
 pub fn call_id(message: &impl HasHeaders) -> Option<&str> {
     call_id_in(message.headers())
 }

@@ -26,7 +26,7 @@ mod wire;
 pub use error::{CodecError, Rejection};
 pub use fields::{
     call_id, cseq, from_tag, from_user, max_forwards, request_uri_user, to_tag, to_user,
-    top_via_branch,
+    top_via_branch, top_via_sent_by,
 };
 pub use grammar::list_entries;
 pub use parse::{ExtensionRequest, MAX_MESSAGE_LEN, SipMessage, parse};

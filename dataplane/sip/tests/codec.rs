@@ -80,6 +80,10 @@ fn a_typical_invite_reads_with_every_accessor() {
     assert_eq!(invite.method, Method::Invite);
     assert_eq!(invite.body, SDP.as_bytes());
     assert_eq!(top_via_branch(&invite), Some("z9hG4bKcarrier1"));
+    assert_eq!(
+        trunkgate_sip::top_via_sent_by(&invite),
+        Some("192.0.2.10:5060")
+    );
     assert_eq!(call_id(&invite), Some("a84b4c76e66710@192.0.2.10"));
     assert_eq!(cseq(&invite), Some((314159, "INVITE")));
     assert_eq!(from_tag(&invite), Some("f1"));
@@ -222,6 +226,10 @@ fn ipv6_request_uri_and_via_are_read() {
     assert_eq!(request_uri_user(&invite), Some("+15551230000"));
     let reply = response_to(&invite, 404, None, None);
     assert_eq!(top_via_branch(&reply), Some("z9hG4bK6"));
+    assert_eq!(
+        trunkgate_sip::top_via_sent_by(&reply),
+        Some("[2001:db8::10]:5060")
+    );
 }
 
 #[test]

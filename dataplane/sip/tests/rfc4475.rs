@@ -241,6 +241,7 @@ fn valid_messages_read_as_the_rfc_describes() {
     assert_eq!(from_tag(&wsinv), Some("98asjd8"));
     assert_eq!(cseq(&wsinv), Some((9, "INVITE")));
     assert_eq!(top_via_branch(&wsinv), Some("390skdjuw"));
+    assert_eq!(trunkgate_sip::top_via_sent_by(&wsinv), Some("192.0.2.2"));
     let vias = wsinv
         .headers
         .iter()

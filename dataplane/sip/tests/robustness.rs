@@ -48,6 +48,7 @@ fn exercise(bytes: &[u8]) {
     match parse(bytes) {
         Ok(message) => {
             let _ = (top_via_branch(&message), call_id(&message), cseq(&message));
+            let _ = trunkgate_sip::top_via_sent_by(&message);
             let _ = (from_tag(&message), to_tag(&message), max_forwards(&message));
             let _ = (from_user(&message), to_user(&message));
             if let SipMessage::Request(request) = &message {
