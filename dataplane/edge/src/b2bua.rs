@@ -11,7 +11,8 @@ use crate::admission;
 use crate::call::{Call, CallState, Direction, Leg, LegId, Side};
 use crate::message::{Builder, reason_phrase, via};
 use crate::msg;
-use crate::worker::{ClientKey, Link, Lookup, Purpose, ServerKey, T4, Timer, Worker};
+use crate::transaction::{Role, ServerState, T4, TransactionKey};
+use crate::worker::{Link, Lookup, Purpose, Timer, Worker};
 
 fn strip_tag(value: &str) -> String {
     value
@@ -386,7 +387,7 @@ impl Worker {
             Purpose::Setup,
             side,
             dest,
-            "INVITE",
+            trunkgate_sip::Method::Invite,
             branch,
             bytes,
             ruri,
@@ -414,14 +415,16 @@ impl Worker {
     }
 
     /// A response to a request we sent.
-    pub(crate) fn client_response(&mut self, key: ClientKey, resp: &Response) {
+    pub(crate) fn client_response(&mut self, key: TransactionKey, resp: &Response) {
         let Some(tx) = self.clients.get(&key) else {
             return;
         };
         let (id, leg, purpose, cseq) = (tx.call, tx.leg, tx.purpose.clone(), tx.cseq);
         match purpose {
             Purpose::Setup => self.setup_response(id, key, resp),
-            Purpose::Relay(server) => self.relay_response(id, leg, server, &key.1, cseq, resp),
+            Purpose::Relay(server) => {
+                self.relay_response(id, leg, server, key.method(), cseq, resp)
+            }
             Purpose::Probe(probe) => {
                 self.probe_answered(&probe, resp.status_code.code(), &reason_of(resp))
             }
@@ -429,7 +432,7 @@ impl Worker {
         }
     }
 
-    fn setup_response(&mut self, id: u64, key: ClientKey, resp: &Response) {
+    fn setup_response(&mut self, id: u64, key: TransactionKey, resp: &Response) {
         let code = resp.status_code.code();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -579,11 +582,11 @@ impl Worker {
     }
 
     /// A request of ours that timed out or was abandoned.
-    pub(crate) fn client_failed(&mut self, key: ClientKey, code: u16, text: String) {
+    pub(crate) fn client_failed(&mut self, key: TransactionKey, code: u16, text: String) {
         let Some(tx) = self.clients.get_mut(&key) else {
             return;
         };
-        tx.completed = true;
+        tx.machine.give_up();
         let (id, purpose) = (tx.call, tx.purpose.clone());
         self.schedule(T4, Timer::ClientForget(key.clone()));
         match purpose {
@@ -650,7 +653,7 @@ impl Worker {
         }
     }
 
-    fn ack_and_bye_stray(&mut self, _id: u64, key: &ClientKey, resp: &Response) {
+    fn ack_and_bye_stray(&mut self, _id: u64, key: &TransactionKey, resp: &Response) {
         let Some(tx) = self.clients.get(key) else {
             return;
         };
@@ -700,7 +703,7 @@ impl Worker {
         let bytes = Builder::request_via(
             "CANCEL",
             &tx.ruri,
-            &via(tx.dest.transport(), &hostport, &inv.0),
+            &via(tx.dest.transport(), &hostport, inv.branch()),
         )
         .ids(&tx.ident, &to, tx.cseq, "CANCEL")
         .finish();
@@ -717,8 +720,8 @@ impl Worker {
             Purpose::Cancel,
             side,
             dest,
-            "CANCEL",
-            inv.0.clone(),
+            trunkgate_sip::Method::Cancel,
+            inv.branch().to_string(),
             bytes,
             ruri,
             ident,
@@ -752,7 +755,7 @@ impl Worker {
             Purpose::Bye,
             side,
             peer,
-            "BYE",
+            trunkgate_sip::Method::Bye,
             branch,
             bytes,
             ruri,
@@ -820,14 +823,15 @@ impl Worker {
     }
 
     pub(crate) fn on_ack(&mut self, side: Side, src: &Link, req: &Request) {
-        let key = crate::worker::server_key(req);
+        let key = TransactionKey::from_request(req, Role::Server);
         if let Some(tx) = self.servers.get_mut(&key)
-            && tx.final_code.is_some_and(|c| c >= 300)
+            && tx.machine.state() == ServerState::Completed
             && (side == Side::Internal || tx.peer.addr().ip() == src.addr().ip())
         {
-            // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timer G, linger (Timer I).
-            tx.acked = true;
-            self.schedule(T4, Timer::ServerForget(key));
+            // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timers G and H, linger (Timer I).
+            if let Some(actions) = tx.machine.on_ack() {
+                self.server_acked(&key, &actions);
+            }
             return;
         }
         let Some((id, leg)) = self.dialog_of(side, src, req) else {
@@ -840,10 +844,10 @@ impl Worker {
             return;
         };
         let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
-        if let Some(tx) = self.servers.get_mut(&sk) {
-            tx.acked = true;
+        // The ACK of our 2xx (end to end, its own branch): stop its retransmission.
+        if let Some(actions) = self.servers.get_mut(&sk).and_then(|tx| tx.machine.on_ack()) {
+            self.server_acked(&sk, &actions);
         }
-        self.schedule(T4, Timer::ServerForget(sk));
         // End-to-end ACK: pass it to the other leg (RFC 3261 §13.2.2.4 on that leg).
         let other = leg.other();
         let Some(c) = self.calls.get_mut(&id) else {
@@ -889,11 +893,9 @@ impl Worker {
     }
 
     pub(crate) fn on_cancel(&mut self, side: Side, src: &Link, req: &Request) {
-        let branch = trunkgate_sip::top_via_branch(req)
-            .unwrap_or_default()
-            .to_string();
-        let inv = (branch, "INVITE".to_string());
-        // RFC 3261 §9.2: branch, source, Call-ID, From tag and CSeq number all match the INVITE.
+        // RFC 3261 §9.2: branch and sent-by (the key), source, Call-ID, From tag and CSeq number
+        // all match the INVITE.
+        let inv = TransactionKey::from_request(req, Role::Server).cancelled();
         let Some(tx) = self
             .servers
             .get(&inv)
@@ -902,13 +904,14 @@ impl Worker {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 481, "no such transaction to cancel", "");
         };
-        let (call, final_code) = (tx.call, tx.final_code);
+        let (call, finished) = (tx.call, tx.machine.finished());
         let tag = call
             .and_then(|(id, _)| self.calls.get(&id))
             .map(|c| c.a.local_tag.clone());
         let k = self.open_server(side, src, req, tag.as_deref());
         self.respond(&k, 200, "OK", "", &[]);
-        if final_code.is_some() {
+        if finished {
+            // The final answer crossed the CANCEL: it stands (§9.2).
             return;
         }
         let Some((id, _)) = call else { return };
@@ -956,10 +959,10 @@ impl Worker {
     }
 
     /// Passes an in-dialog request to the other leg; its answer comes back to `server`.
-    fn relay_request(&mut self, id: u64, from: LegId, server: ServerKey, req: &Request) {
+    fn relay_request(&mut self, id: u64, from: LegId, server: TransactionKey, req: &Request) {
         let branch = self.mint.branch();
         let to = from.other();
-        let method = msg::method_name(&req.method);
+        let method = req.method;
         let body = match self.relay_body(id, from, &req.body) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
@@ -989,7 +992,7 @@ impl Worker {
         let hp = self_hostport(&self.shared, l.side);
         let (bytes, ruri, ident, side, peer) = in_dialog_request(
             l,
-            method,
+            msg::method_name(&method),
             &branch,
             cseq,
             contact.then_some(hp.as_str()),
@@ -1017,11 +1020,12 @@ impl Worker {
         &mut self,
         id: u64,
         sent_on: LegId,
-        server: ServerKey,
-        method: &str,
+        server: TransactionKey,
+        method: trunkgate_sip::Method,
         cseq: u32,
         resp: &Response,
     ) {
+        use trunkgate_sip::Method as M;
         let code = resp.status_code.code();
         if code == 100 {
             return;
@@ -1035,17 +1039,17 @@ impl Worker {
         };
         let from = sent_on.other();
         let mut lines = msg::copied_lines(resp);
-        if method == "INVITE" || method == "UPDATE" {
+        if matches!(method, M::Invite | M::Update) {
             let l = c.leg(from);
             lines = format!(
                 "Contact: {}\r\n{lines}",
                 contact(&self_hostport(&self.shared, l.side), &l.peer)
             );
         }
-        if (method == "INVITE" || method == "UPDATE") && (200..300).contains(&code) {
+        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
             refresh_target(c.leg_mut(sent_on), resp);
         }
-        if method == "INVITE" && (200..300).contains(&code) {
+        if method == M::Invite && (200..300).contains(&code) {
             c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
             c.leg_mut(from).awaiting_ack = Some(server.clone());
         }

@@ -69,7 +69,7 @@ pub struct Leg {
     /// CSeq of the INVITE that created this leg.
     pub invite_cseq: u32,
     /// An INVITE we answered 2xx on this leg and whose ACK has not come (server key).
-    pub awaiting_ack: Option<crate::worker::ServerKey>,
+    pub awaiting_ack: Option<crate::transaction::TransactionKey>,
     /// CSeq of the re-INVITE we relayed onto this leg and answered 2xx, for the ACK to follow.
     pub reinvite_cseq: Option<u32>,
 }
@@ -124,9 +124,9 @@ pub struct Call {
     pub b: Leg,
     pub state: CallState,
     /// Server transaction of the initial INVITE on leg A.
-    pub a_invite: crate::worker::ServerKey,
+    pub a_invite: crate::transaction::TransactionKey,
     /// Client transaction key of the current INVITE attempt on leg B.
-    pub b_invite: Option<crate::worker::ClientKey>,
+    pub b_invite: Option<crate::transaction::TransactionKey>,
     /// Next hops for the B-leg INVITE, tried in order; `next_hop` indexes the untried one.
     pub hops: Vec<Hop>,
     pub next_hop: usize,

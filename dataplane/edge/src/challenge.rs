@@ -12,7 +12,9 @@ use trunkgate_sip::Response;
 
 use crate::call::Side;
 use crate::message::resend_with;
-use crate::worker::{ClientKey, Purpose, Timer, Worker};
+use crate::msg::method_name;
+use crate::transaction::TransactionKey;
+use crate::worker::{Purpose, Timer, Worker};
 
 /// How many times one request is sent again with credentials: once, plus once after `stale`.
 const MAX_TRIES: u8 = 2;
@@ -56,7 +58,7 @@ impl Unanswered {
 impl Worker {
     /// The trunk's outbound credentials for a request of `key`'s transaction, when it went to a
     /// carrier: the call's trunk, or the probed trunk.
-    fn challenge_credentials(&self, key: &ClientKey) -> (String, Option<DigestCredentials>) {
+    fn challenge_credentials(&self, key: &TransactionKey) -> (String, Option<DigestCredentials>) {
         let Some(tx) = self.clients.get(key) else {
             return (String::new(), None);
         };
@@ -78,7 +80,7 @@ impl Worker {
     /// new transaction with the same purpose. Err says why it was not, and is counted.
     pub(crate) fn answer_challenge(
         &mut self,
-        key: &ClientKey,
+        key: &TransactionKey,
         resp: &Response,
         sent: &[u8],
     ) -> Result<(), Unanswered> {
@@ -91,14 +93,14 @@ impl Worker {
         self.shared
             .metrics
             .carrier_challenges
-            .with_label_values(&[trunk.as_str(), key.1.as_str(), label])
+            .with_label_values(&[trunk.as_str(), method_name(&key.method()), label])
             .inc();
         result
     }
 
     fn resend_challenged(
         &mut self,
-        key: &ClientKey,
+        key: &TransactionKey,
         resp: &Response,
         sent: &[u8],
         creds: Option<DigestCredentials>,
@@ -110,7 +112,7 @@ impl Worker {
         let tries = tx.auth_tries;
         let (line, stale) = self
             .auth
-            .answer(resp, &key.1, &tx.ruri, &creds)
+            .answer(resp, method_name(&key.method()), &tx.ruri, &creds)
             .map_err(Unanswered::Unusable)?;
         if tries >= MAX_TRIES || (tries > 0 && !stale) {
             return Err(Unanswered::Refused {
@@ -128,7 +130,7 @@ impl Worker {
             _ => tx.cseq + 1,
         };
         let branch = self.mint.branch();
-        let bytes = resend_with(sent, &key.0, &branch, cseq, &line)
+        let bytes = resend_with(sent, key.branch(), &branch, cseq, &line)
             .ok_or_else(|| Unanswered::Unusable("the request cannot be rebuilt".into()))?;
         let (call, leg, purpose, side, dest, ruri, ident) = (
             tx.call,
@@ -141,7 +143,17 @@ impl Worker {
         );
         let probe = matches!(purpose, Purpose::Probe(_));
         let new = self.open_client(
-            call, leg, purpose, side, dest, &key.1, branch, bytes, ruri, ident, cseq,
+            call,
+            leg,
+            purpose,
+            side,
+            dest,
+            key.method(),
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
         );
         if let Some(tx) = self.clients.get_mut(&new) {
             tx.auth_tries = tries + 1;
@@ -158,7 +170,7 @@ impl Worker {
     /// answer as usual (a challenge means the target is alive); a BYE is logged.
     pub(crate) fn challenge_unanswered(
         &mut self,
-        key: ClientKey,
+        key: TransactionKey,
         resp: &Response,
         why: Unanswered,
     ) {
@@ -166,10 +178,10 @@ impl Worker {
         let Some(tx) = self.clients.get(&key) else {
             return;
         };
-        let text = why.text(&trunk, &key.1);
+        let text = why.text(&trunk, method_name(&key.method()));
         tracing::warn!(
             trunk,
-            method = key.1.as_str(),
+            method = method_name(&key.method()),
             code = resp.status_code.code(),
             "{text}"
         );

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use trunkgate_sip::{Method, Request};
 
 use crate::call::{CallState, LegId, Side};
-use crate::worker::{Link, Worker, server_key};
+use crate::transaction::{Role, TransactionKey};
+use crate::worker::{Link, Worker};
 
 impl Worker {
     /// Whether a request from a source outside the allow-lists belongs to something of ours
@@ -16,7 +17,7 @@ impl Worker {
     /// its INVITE, or a request inside a dialog whose peer it is. Anything else is dropped.
     pub(crate) fn expected(&self, side: Side, src: &Link, req: &Request) -> bool {
         let ip = src.addr().ip();
-        let key = server_key(req);
+        let key = TransactionKey::from_request(req, Role::Server);
         if self
             .servers
             .get(&key)
@@ -25,8 +26,7 @@ impl Worker {
             return true;
         }
         if req.method == Method::Cancel {
-            let invite = (key.0.clone(), "INVITE".to_string());
-            return self.cancel_matches(&invite, src, req);
+            return self.cancel_matches(&key.cancelled(), src, req);
         }
         self.dialog_of(side, src, req).is_some()
     }
@@ -44,11 +44,11 @@ impl Worker {
             .then_some((id, leg))
     }
 
-    /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction with its branch, from the
-    /// same address, with the INVITE's Call-ID, From tag and CSeq number.
+    /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction with its branch and
+    /// sent-by (`invite`, the CANCEL's key [`TransactionKey::cancelled`]), from the same address, with the INVITE's Call-ID, From tag and CSeq number.
     pub(crate) fn cancel_matches(
         &self,
-        invite: &crate::worker::ServerKey,
+        invite: &TransactionKey,
         src: &Link,
         req: &Request,
     ) -> bool {

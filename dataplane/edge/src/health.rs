@@ -195,7 +195,7 @@ impl Worker {
             Purpose::Probe(probe),
             Side::Public,
             dest,
-            "OPTIONS",
+            trunkgate_sip::Method::Options,
             branch,
             bytes,
             ruri,

@@ -26,7 +26,5 @@ mod source;
 mod source_limit;
 mod tcp;
 mod timers;
-// The worker moves onto these machines next; until then only the tests use them.
-#[allow(dead_code)]
 mod transaction;
 mod worker;

@@ -303,7 +303,7 @@ impl Worker {
         let keys: Vec<_> = self
             .clients
             .iter()
-            .filter(|(_, tx)| !tx.completed && tx.dest.reliable() && tx.dest.addr() == addr)
+            .filter(|(_, tx)| tx.machine.pending() && tx.dest.reliable() && tx.dest.addr() == addr)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {

@@ -93,10 +93,6 @@ impl TransactionKey {
     pub fn method(&self) -> Method {
         self.method
     }
-
-    pub fn is_invite(&self) -> bool {
-        self.method == Method::Invite
-    }
 }
 
 /// The timers of RFC 3261 §17 and RFC 6026 by their names, plus the 2xx retransmission a UAS
@@ -261,6 +257,14 @@ impl ClientTransaction {
     /// Whether any response has come (the failover timer waits for none).
     pub fn answered(&self) -> bool {
         !matches!(self.state, ClientState::Calling | ClientState::Trying)
+    }
+
+    /// Whether it still waits for a final response (the user has not given up either).
+    pub fn pending(&self) -> bool {
+        matches!(
+            self.state,
+            ClientState::Calling | ClientState::Trying | ClientState::Proceeding
+        )
     }
 
     /// A response with status `code` arrived for this transaction.

@@ -21,22 +21,14 @@ use crate::message::{Builder, reason_phrase, warning};
 use crate::metrics::Metrics;
 use crate::msg;
 use crate::settings::Settings;
-
-/// RFC 3261 §17.1.1.1 timer values.
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
-pub const T4: Duration = Duration::from_secs(5);
-/// Timer B/F/H/J: 64·T1.
-pub const TX_TIMEOUT: Duration = Duration::from_secs(32);
+use crate::transaction::{
+    self, Actions, ClientState, ClientTransaction, Delivery, Role, ServerTransaction, T4,
+    TransactionKey,
+};
 
 /// A worker's tables: keys come from the network, so the hasher is seeded per process
 /// (foldhash's RandomState), and faster than SipHash.
 pub type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// (top Via branch, method) of a request we received.
-pub type ServerKey = (String, String);
-/// (branch we minted, method) of a request we sent.
-pub type ClientKey = (String, String);
 
 /// What every worker shares, read-only but for atomics and the snapshot swap.
 pub struct Shared {
@@ -135,11 +127,9 @@ pub struct ServerTxn {
     /// The request's Record-Route lines, repeated in every response that creates or confirms a
     /// dialog (RFC 3261 §12.1.1): 101–299 to an INVITE. Empty for other requests.
     pub record_route: String,
+    /// The last response sent, repeated to retransmissions and by Timer G.
     pub last: Option<Vec<u8>>,
-    pub final_code: Option<u16>,
-    pub acked: bool,
-    pub interval: Duration,
-    pub started: Instant,
+    pub machine: ServerTransaction,
 }
 
 /// Why we sent a request.
@@ -148,7 +138,7 @@ pub enum Purpose {
     /// The INVITE that sets up leg B.
     Setup,
     /// A request relayed from the other leg; its answer goes back to that server transaction.
-    Relay(ServerKey),
+    Relay(TransactionKey),
     /// A BYE ending this leg.
     Bye,
     /// A CANCEL of leg B's INVITE.
@@ -164,12 +154,9 @@ pub struct ClientTxn {
     pub purpose: Purpose,
     pub side: Side,
     pub dest: Link,
+    /// The request as sent, for retransmissions (dropped at its final response).
     pub bytes: Vec<u8>,
-    pub invite: bool,
-    /// A response (any) has arrived: retransmissions stop (§17.1.1.2, §17.1.2.2).
-    pub responded: bool,
-    pub completed: bool,
-    pub interval: Duration,
+    pub machine: ClientTransaction,
     /// Request-URI, From, To and Call-ID lines, for an ACK or CANCEL of this INVITE.
     pub ruri: String,
     pub ident: String,
@@ -180,12 +167,14 @@ pub struct ClientTxn {
 
 #[derive(Clone, Debug)]
 pub enum Timer {
-    ClientRetransmit(ClientKey),
-    ClientTimeout(ClientKey),
-    Failover(ClientKey),
-    ClientForget(ClientKey),
-    ServerRetransmit(ServerKey),
-    ServerForget(ServerKey),
+    /// A named timer of a request we sent (RFC 3261 §17.1).
+    Client(TransactionKey, transaction::Timer),
+    /// A named timer of a request we received (RFC 3261 §17.2).
+    Server(TransactionKey, transaction::Timer),
+    /// An outbound target that has not answered within `--failover-seconds`.
+    Failover(TransactionKey),
+    /// A request we gave up on (timeout, failover) stops absorbing late answers.
+    ClientForget(TransactionKey),
     CallForget(u64),
     /// Look for carrier targets whose OPTIONS probe is due.
     ProbeTick,
@@ -238,8 +227,8 @@ pub struct Worker {
     pub calls: Table<u64, Call>,
     pub next_call: u64,
     pub dialogs: Table<(String, String), (u64, LegId)>,
-    pub servers: Table<ServerKey, ServerTxn>,
-    pub clients: Table<ClientKey, ClientTxn>,
+    pub servers: Table<TransactionKey, ServerTxn>,
+    pub clients: Table<TransactionKey, ClientTxn>,
     pub timers: crate::timers::Timers<Timer>,
     pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
@@ -347,46 +336,13 @@ impl Worker {
 
     fn on_timer(&mut self, t: Timer) {
         match t {
-            Timer::ClientRetransmit(key) => {
-                let Some(tx) = self.clients.get_mut(&key) else {
-                    return;
-                };
-                if tx.responded || tx.completed {
-                    return;
-                }
-                // RFC 3261 §17.1.1.2 Timer A doubles; §17.1.2.2 Timer E doubles up to T2.
-                tx.interval = if tx.invite {
-                    tx.interval * 2
-                } else {
-                    (tx.interval * 2).min(T2)
-                };
-                self.net.send(tx.side, &tx.dest, &tx.bytes);
-                self.hot.retransmissions[tx.side.index()].inc();
-                let interval = tx.interval;
-                self.schedule(interval, Timer::ClientRetransmit(key));
-            }
-            Timer::ClientTimeout(key) => {
-                let Some(tx) = self.clients.get(&key) else {
-                    return;
-                };
-                if tx.completed {
-                    return;
-                }
-                self.metrics()
-                    .timeouts
-                    .with_label_values(&[tx.side.label()])
-                    .inc();
-                self.client_failed(
-                    key,
-                    408,
-                    "no answer within 32 s (RFC 3261 timer B/F)".into(),
-                );
-            }
+            Timer::Client(key, t) => self.client_timer(key, t),
+            Timer::Server(key, t) => self.server_timer(key, t),
             Timer::Failover(key) => {
                 let Some(tx) = self.clients.get(&key) else {
                     return;
                 };
-                if tx.responded || tx.completed {
+                if tx.machine.answered() {
                     return;
                 }
                 self.metrics()
@@ -403,12 +359,79 @@ impl Worker {
             Timer::ClientForget(key) => {
                 self.clients.remove(&key);
             }
-            Timer::ServerRetransmit(key) => self.server_retransmit(key),
-            Timer::ServerForget(key) => {
-                self.servers.remove(&key);
-            }
             Timer::CallForget(id) => self.forget_call(id),
             Timer::ProbeTick => self.probe_tick(),
+        }
+    }
+
+    /// Starts the timers a transaction asked for.
+    fn arm(&mut self, role: Role, key: &TransactionKey, actions: &Actions) {
+        for &(t, after) in actions.arm.iter().flatten() {
+            let timer = match role {
+                Role::Client => Timer::Client(key.clone(), t),
+                Role::Server => Timer::Server(key.clone(), t),
+            };
+            self.schedule(after, timer);
+        }
+    }
+
+    fn client_timer(&mut self, key: TransactionKey, t: transaction::Timer) {
+        let Some(tx) = self.clients.get_mut(&key) else {
+            return;
+        };
+        let actions = tx.machine.on_timer(t);
+        if actions.resend {
+            self.net.send(tx.side, &tx.dest, &tx.bytes);
+            self.hot.retransmissions[tx.side.index()].inc();
+        }
+        let side = tx.side;
+        self.arm(Role::Client, &key, &actions);
+        if actions.timed_out {
+            self.metrics()
+                .timeouts
+                .with_label_values(&[side.label()])
+                .inc();
+            // Kept a while by client_failed, to absorb late answers.
+            return self.client_failed(
+                key,
+                408,
+                "no answer within 32 s (RFC 3261 timer B/F)".into(),
+            );
+        }
+        if actions.terminated {
+            self.clients.remove(&key);
+        }
+    }
+
+    fn server_timer(&mut self, key: TransactionKey, t: transaction::Timer) {
+        let Some(tx) = self.servers.get_mut(&key) else {
+            return;
+        };
+        let actions = tx.machine.on_timer(t);
+        // Only unreliable transports run the retransmission timers.
+        if actions.resend
+            && let Some(bytes) = &tx.last
+        {
+            self.net.send(tx.side, &tx.peer, bytes);
+            self.hot.retransmissions[tx.side.index()].inc();
+        }
+        let (side, call) = (tx.side, tx.call);
+        self.arm(Role::Server, &key, &actions);
+        if actions.terminated {
+            self.servers.remove(&key);
+        }
+        if actions.timed_out {
+            // Timer H (non-2xx) or L (2xx): no ACK ever came.
+            self.metrics()
+                .timeouts
+                .with_label_values(&[side.label()])
+                .inc();
+            if let (Some((id, leg)), transaction::Timer::L) = (call, t) {
+                // RFC 3261 §13.3.1.4: the dialog is confirmed but the session SHOULD end, with
+                // a BYE on this leg too (its peer may well think the call is up).
+                tracing::info!(call = id, ?leg, "no ACK for 2xx; ending the call");
+                self.end_call(id, None, "no ACK");
+            }
         }
     }
 
@@ -421,10 +444,11 @@ impl Worker {
         src: &Link,
         req: &Request,
         tag: Option<&str>,
-    ) -> ServerKey {
-        let key = server_key(req);
+    ) -> TransactionKey {
+        let key = TransactionKey::from_request(req, Role::Server);
         let prefix = response_prefix(req, src.addr(), tag);
-        let record_route = if req.method == trunkgate_sip::Method::Invite {
+        let invite = req.method == trunkgate_sip::Method::Invite;
+        let record_route = if invite {
             header_lines(req, "Record-Route")
         } else {
             String::new()
@@ -439,24 +463,28 @@ impl Worker {
                 prefix,
                 record_route,
                 last: None,
-                final_code: None,
-                acked: false,
-                interval: T1,
-                started: Instant::now(),
+                machine: ServerTransaction::new(invite, src.reliable()),
             },
         );
         key
     }
 
-    /// Sends a response on a server transaction; final responses start the RFC 3261 §17.2
-    /// timers (G/H for INVITE, 2xx retransmission per §13.3.1.4, J for others).
-    pub fn respond(&mut self, key: &ServerKey, code: u16, reason: &str, lines: &str, body: &[u8]) {
+    /// Sends a response on a server transaction; a final one starts its RFC 3261 §17.2 timers
+    /// (G/H or the §13.3.1.4 2xx retransmission and L for an INVITE, J for others).
+    pub fn respond(
+        &mut self,
+        key: &TransactionKey,
+        code: u16,
+        reason: &str,
+        lines: &str,
+        body: &[u8],
+    ) {
         let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
-        if tx.final_code.is_some() {
+        let Some(actions) = tx.machine.respond(code) else {
             return;
-        }
+        };
         let mut b = Builder::response(code, reason).raw(&tx.prefix);
         if (101..300).contains(&code) {
             b = b.raw(&tx.record_route);
@@ -467,14 +495,9 @@ impl Worker {
         let bytes = b.body(body);
         self.net.send(tx.side, &tx.peer, &bytes);
         tx.last = Some(bytes);
-        if code >= 200 {
-            tx.final_code = Some(code);
-            tx.started = Instant::now();
-            if key.1 == "INVITE" {
-                self.schedule(T1, Timer::ServerRetransmit(key.clone()));
-            } else {
-                self.schedule(TX_TIMEOUT, Timer::ServerForget(key.clone()));
-            }
+        self.arm(Role::Server, key, &actions);
+        if actions.terminated {
+            self.servers.remove(key);
         }
     }
 
@@ -482,7 +505,7 @@ impl Worker {
     /// learns why only when the problem is in its own message (syntax, SDP, number format, hop
     /// count), else just the reason phrase — whether a number is served, which trunk, why its
     /// credentials failed stay in the log and the metrics (`--detailed-warnings` for labs).
-    pub fn refuse(&mut self, key: &ServerKey, code: u16, text: &str, extra: &str) {
+    pub fn refuse(&mut self, key: &TransactionKey, code: u16, text: &str, extra: &str) {
         let terse = !self.shared.settings.detailed_warnings
             && !about_their_message(code)
             && self
@@ -524,38 +547,12 @@ impl Worker {
         }
     }
 
-    fn server_retransmit(&mut self, key: ServerKey) {
-        let Some(tx) = self.servers.get_mut(&key) else {
-            return;
-        };
-        if tx.acked {
-            return;
+    /// The ACK our final response waited for came: Timer I, or the end over TCP.
+    pub(crate) fn server_acked(&mut self, key: &TransactionKey, actions: &Actions) {
+        self.arm(Role::Server, key, actions);
+        if actions.terminated {
+            self.servers.remove(key);
         }
-        if tx.started.elapsed() >= TX_TIMEOUT {
-            // Timer H (non-2xx) or the §13.3.1.4 give-up for 2xx: no ACK ever came.
-            let (side, call, code) = (tx.side, tx.call, tx.final_code);
-            self.metrics()
-                .timeouts
-                .with_label_values(&[side.label()])
-                .inc();
-            self.servers.remove(&key);
-            if let (Some((id, leg)), Some(200..=299)) = (call, code) {
-                // RFC 3261 §13.3.1.4: the dialog is confirmed but the session SHOULD end, with
-                // a BYE on this leg too (its peer may well think the call is up).
-                tracing::info!(call = id, ?leg, "no ACK for 2xx; ending the call");
-                self.end_call(id, None, "no ACK");
-            }
-            return;
-        }
-        // Timer G doubles up to T2 (§17.2.1); so does the 2xx retransmission (§13.3.1.4).
-        tx.interval = (tx.interval * 2).min(T2);
-        let interval = tx.interval;
-        // Over TCP the transport delivers; the timer still bounds the wait for the ACK.
-        if let (Some(bytes), false) = (&tx.last, tx.peer.reliable()) {
-            self.net.send(tx.side, &tx.peer, bytes);
-            self.hot.retransmissions[tx.side.index()].inc();
-        }
-        self.schedule(interval, Timer::ServerRetransmit(key));
     }
 
     // ---- client transactions ---------------------------------------------------------------
@@ -569,16 +566,16 @@ impl Worker {
         purpose: Purpose,
         side: Side,
         dest: Link,
-        method: &str,
+        method: trunkgate_sip::Method,
         branch: String,
         bytes: Vec<u8>,
         ruri: String,
         ident: String,
         cseq: u32,
-    ) -> ClientKey {
-        let key = (branch, method.to_string());
-        let invite = method == "INVITE";
-        let reliable = dest.reliable();
+    ) -> TransactionKey {
+        let key = TransactionKey::client(&branch, method);
+        let (machine, actions) =
+            ClientTransaction::start(method == trunkgate_sip::Method::Invite, dest.reliable());
         self.send(side, &dest, &bytes);
         self.hot.transactions[side.index()][1].inc();
         self.clients.insert(
@@ -590,20 +587,14 @@ impl Worker {
                 side,
                 dest,
                 bytes,
-                invite,
-                responded: false,
-                completed: false,
-                interval: T1,
+                machine,
                 ruri,
                 ident,
                 cseq,
                 auth_tries: 0,
             },
         );
-        if !reliable {
-            self.schedule(T1, Timer::ClientRetransmit(key.clone()));
-        }
-        self.schedule(TX_TIMEOUT, Timer::ClientTimeout(key.clone()));
+        self.arm(Role::Client, &key, &actions);
         key
     }
 
@@ -772,10 +763,12 @@ impl Worker {
         if req.method == M::Cancel {
             return self.on_cancel(side, src, req);
         }
-        let key = server_key(req);
+        let key = TransactionKey::from_request(req, Role::Server);
         if let Some(tx) = self.servers.get(&key) {
             // A retransmission: repeat the last response (§17.2.1, §17.2.2).
-            if let Some(bytes) = &tx.last {
+            if tx.machine.on_retransmission().resend
+                && let Some(bytes) = &tx.last
+            {
                 self.net.send(tx.side, &tx.peer, bytes);
             }
             self.hot.retransmissions[side.index()].inc();
@@ -824,13 +817,9 @@ impl Worker {
     }
 
     fn on_response(&mut self, side: Side, src: &Link, resp: &Response, allowed: bool) {
-        let Some(branch) = trunkgate_sip::top_via_branch(resp) else {
+        let Some(key) = TransactionKey::of_response(resp) else {
             return;
         };
-        let Some((_, method)) = trunkgate_sip::cseq(resp) else {
-            return;
-        };
-        let key = (branch.to_string(), method.to_string());
         let code = resp.status_code.code();
         let Some(tx) = self.clients.get_mut(&key) else {
             tracing::debug!(src = %src.addr(), code, "response matches no transaction");
@@ -848,46 +837,48 @@ impl Worker {
             tracing::debug!(src = %src.addr(), code, "response from another address than the request went to");
             return;
         }
-        tx.responded = true;
-        if code >= 200 {
-            if tx.completed {
-                // A retransmitted final: repeat our ACK for a non-2xx (§17.1.1.3) and for a
-                // 2xx of leg B's INVITE (§13.2.2.4).
-                if tx.invite {
-                    let (call, leg) = (tx.call, tx.leg);
-                    if code >= 300 {
-                        let ack = ack_for_non_2xx(tx, resp);
-                        self.net.send(tx.side, &tx.dest, &ack);
-                    } else if let Some(c) = self.calls.get(&call)
-                        && leg == LegId::B
-                        && let Some(ack) = &c.b_ack
-                    {
-                        self.net.send(c.b.side, &c.b.peer, ack);
-                    }
+        let given_up = tx.machine.state() == ClientState::Terminated;
+        let actions = tx.machine.on_response(code);
+        if actions.ack {
+            // §17.1.1.3: the ACK of a non-2xx final, again for each retransmission of it.
+            let ack = ack_for_non_2xx(tx, resp);
+            self.net.send(tx.side, &tx.dest, &ack);
+        }
+        // Nothing is retransmitted once a final came: keep only what an ACK or a challenge
+        // answer needs.
+        let sent = if code >= 200 && actions.deliver == Delivery::Response {
+            std::mem::take(&mut tx.bytes)
+        } else {
+            Vec::new()
+        };
+        let (call, leg, purpose_setup) = (tx.call, tx.leg, matches!(tx.purpose, Purpose::Setup));
+        let carrier = tx.side == Side::Public && !purpose_setup;
+        self.arm(Role::Client, &key, &actions);
+        match actions.deliver {
+            Delivery::None => {}
+            // A retransmitted 2xx of leg B's INVITE: repeat our ACK (§13.2.2.4).
+            Delivery::Retransmitted2xx => {
+                if let Some(c) = self.calls.get(&call)
+                    && leg == LegId::B
+                    && let Some(ack) = &c.b_ack
+                {
+                    self.net.send(c.b.side, &c.b.peer, ack);
                 }
-                return;
             }
-            tx.completed = true;
-            // Nothing is retransmitted once completed: keep only what an ACK needs.
-            let sent = std::mem::take(&mut tx.bytes);
-            if tx.invite && code >= 300 {
-                let ack = ack_for_non_2xx(tx, resp);
-                self.net.send(tx.side, &tx.dest, &ack);
-            }
-            let carrier = tx.side == Side::Public && !matches!(tx.purpose, Purpose::Setup);
-            // Keep the transaction a while to absorb retransmissions (timers D/K, RFC 6026).
-            let linger = if tx.invite { TX_TIMEOUT } else { T4 };
-            self.schedule(linger, Timer::ClientForget(key.clone()));
+            // After a give-up only the set-up cares (to hang up a late answer).
+            Delivery::Response if given_up && !purpose_setup => {}
             // A carrier's challenge to anything but the initial INVITE (which has its own path
             // with failover) is answered here; only an unanswerable one goes on.
-            if (code == 401 || code == 407) && carrier {
-                match self.answer_challenge(&key, resp, &sent) {
-                    Ok(()) => return,
-                    Err(why) => return self.challenge_unanswered(key, resp, why),
+            Delivery::Response if (code == 401 || code == 407) && carrier => {
+                if let Err(why) = self.answer_challenge(&key, resp, &sent) {
+                    self.challenge_unanswered(key.clone(), resp, why);
                 }
             }
+            Delivery::Response => self.client_response(key.clone(), resp),
         }
-        self.client_response(key, resp);
+        if actions.terminated {
+            self.clients.remove(&key);
+        }
     }
 
     fn on_event(&mut self, e: Event) {
@@ -1019,18 +1010,6 @@ async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
 
 /// Methods the edge accepts (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
-
-pub fn server_key(req: &Request) -> ServerKey {
-    let branch = trunkgate_sip::top_via_branch(req)
-        .unwrap_or_default()
-        .to_string();
-    // ACK matches the INVITE transaction (§17.2.3).
-    let method = match req.method {
-        trunkgate_sip::Method::Ack => "INVITE".to_string(),
-        ref m => msg::method_name(m).to_string(),
-    };
-    (branch, method)
-}
 
 /// The lines every response to `req` repeats: Via (top one with received/rport, RFC 3581),
 /// From, To (with our tag), Call-ID, CSeq.
