@@ -1,0 +1,282 @@
+//! What leg B's INVITE gets back: provisional and final answers, the carrier's digest
+//! challenge, failover, timeouts, the ACK of its 2xx.
+
+use std::time::SystemTime;
+
+use trunkgate_sip::Response;
+
+use super::*;
+use crate::call::{CallState, Direction, LegId, Side};
+use crate::message::{Builder, via};
+use crate::msg;
+use crate::transaction::{T4, TransactionKey};
+use crate::worker::{Purpose, Timer, Worker};
+
+impl Worker {
+    /// A response to a request we sent.
+    pub(crate) fn client_response(&mut self, key: TransactionKey, resp: &Response) {
+        let Some(tx) = self.clients.get(&key) else {
+            return;
+        };
+        let (id, leg, purpose, cseq) = (tx.call, tx.leg, tx.purpose.clone(), tx.cseq);
+        match purpose {
+            Purpose::Setup => self.setup_response(id, key, resp),
+            Purpose::Relay(server) => {
+                self.relay_response(id, leg, server, key.method(), cseq, resp)
+            }
+            Purpose::Probe(probe) => {
+                self.probe_answered(&probe, resp.status_code.code(), &reason_of(resp))
+            }
+            Purpose::Bye | Purpose::Cancel => {}
+        }
+    }
+
+    pub(super) fn setup_response(&mut self, id: u64, key: TransactionKey, resp: &Response) {
+        let code = resp.status_code.code();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.b_invite.as_ref() != Some(&key) {
+            // An abandoned attempt (failover) answered late: accept and hang up at once.
+            if (200..300).contains(&code) {
+                self.ack_and_bye_stray(id, &key, resp);
+            }
+            return;
+        }
+        if code == 100 {
+            return;
+        }
+        let to = msg::header(resp, "To").unwrap_or_default().to_string();
+        if code < 200 {
+            c.b_provisional = true;
+            if msg::param(&to, "tag").is_some() {
+                learn_dialog(&mut c.b, resp);
+            }
+            if c.cancel_pending {
+                c.cancel_pending = false;
+                return self.send_cancel(id);
+            }
+            if c.cancelled {
+                return;
+            }
+            let a_key = c.a_invite.clone();
+            let lines = answer_lines(&self.shared, &c.a, resp);
+            // Early media (183): its SDP goes through the relay; a body we cannot read is
+            // dropped rather than passed with the far side's addresses in it.
+            let body = self
+                .relay_body(id, LegId::B, &resp.body)
+                .unwrap_or_default();
+            return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
+        }
+        c.b_invite = None;
+        if code < 300 {
+            learn_dialog(&mut c.b, resp);
+            if c.cancelled || c.state != CallState::Proceeding {
+                // Leg A is already gone (CANCEL raced the answer): confirm and end leg B.
+                self.ack_b(id, resp);
+                self.send_bye(id, LegId::B);
+                return self.finish_call(id);
+            }
+            let body = match self.relay_body(id, LegId::B, &resp.body) {
+                Ok(b) => b,
+                Err(r) => {
+                    // The answer cannot be relayed: confirm leg B and hang it up, refuse leg A.
+                    self.ack_b(id, resp);
+                    self.send_bye(id, LegId::B);
+                    return self.fail_a(id, r.code, &r.text);
+                }
+            };
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
+            c.state = CallState::Confirmed;
+            c.answered = Some(SystemTime::now());
+            c.final_code = Some(code);
+            // What re-sending the INVITE (failover, digest) needed is not needed any more:
+            // an answered call holds only its dialogs (memory per active call).
+            c.b_lines = String::new();
+            c.b_body = Vec::new();
+            c.hops = Vec::new();
+            // `auth_line` stays for the ACK (RFC 3261 §13.2.2.4: same credentials as the INVITE).
+            c.last_failure = None;
+            let a_key = c.a_invite.clone();
+            c.a.awaiting_ack = Some(a_key.clone());
+            let lines = answer_lines(&self.shared, &c.a, resp);
+            return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
+        }
+        // 3xx-6xx.
+        if c.cancelled {
+            return self.finish_call(id);
+        }
+        let trunk = c.trunk;
+        if (code == 401 || code == 407) && c.b.side == Side::Public {
+            // The carrier challenges the trunk (RFC 3261 §22.2): answer once, once more only
+            // after `stale=true`, then give up naming the real cause.
+            let creds =
+                c.rt.trunk(trunk)
+                    .outbound
+                    .as_ref()
+                    .and_then(|o| o.auth.clone());
+            let tries = c.auth_tries;
+            let ruri = c.b.remote_target.clone();
+            let trunk_id = c.trunk_id().to_string();
+            let outcome = match creds {
+                None => Err(crate::challenge::Unanswered::NoCredentials),
+                Some(creds) => match self.auth.answer(resp, "INVITE", &ruri, &creds) {
+                    Err(why) => Err(crate::challenge::Unanswered::Unusable(why)),
+                    Ok((line, stale)) if tries == 0 || (stale && tries < 2) => Ok(line),
+                    Ok(_) => Err(crate::challenge::Unanswered::Refused {
+                        username: creds.username.clone(),
+                        realm: creds.realm.clone(),
+                    }),
+                },
+            };
+            let label = outcome
+                .as_ref()
+                .map_or_else(|e| e.metric_label(), |_| "answered");
+            self.shared
+                .metrics
+                .carrier_challenges
+                .with_label_values(&[trunk_id.as_str(), "INVITE", label])
+                .inc();
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
+            return match outcome {
+                Ok(line) => {
+                    c.auth_tries = tries + 1;
+                    c.auth_line = Some(line);
+                    // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
+                    let dest = c.b.peer.addr();
+                    self.send_b_invite(id, dest)
+                }
+                Err(why) => {
+                    let text = why.text(&trunk_id, "INVITE");
+                    tracing::warn!(call = id, trunk = trunk_id, "{text}");
+                    self.fail_a(id, 403, &text)
+                }
+            };
+        }
+        let retryable = code == 408 || (500..600).contains(&code);
+        if c.direction == Direction::Outbound && retryable && c.next_hop < c.hops.len() {
+            let label = crate::metrics::code_class(code);
+            self.shared
+                .metrics
+                .failovers
+                .with_label_values(&[c.trunk_id(), label])
+                .inc();
+            c.last_failure = Some((code, reason_of(resp)));
+            c.auth_tries = 0;
+            c.auth_line = None;
+            return self.next_hop(id);
+        }
+        c.final_code = Some(code);
+        let a_key = c.a_invite.clone();
+        let lines = msg::copied_lines(resp)
+            + &msg::header(resp, "Retry-After")
+                .map(|v| format!("Retry-After: {v}\r\n"))
+                .unwrap_or_default();
+        self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
+        self.finish_call(id);
+    }
+
+    /// A request of ours that timed out or was abandoned.
+    pub(crate) fn client_failed(&mut self, key: TransactionKey, code: u16, text: String) {
+        let Some(tx) = self.clients.get_mut(&key) else {
+            return;
+        };
+        tx.machine.give_up();
+        let (id, purpose) = (tx.call, tx.purpose.clone());
+        self.schedule(T4, Timer::ClientForget(key.clone()));
+        match purpose {
+            Purpose::Setup => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if c.b_invite.as_ref() != Some(&key) {
+                    return;
+                }
+                c.b_invite = None;
+                if c.cancelled {
+                    return self.finish_call(id);
+                }
+                if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {
+                    self.shared
+                        .metrics
+                        .failovers
+                        .with_label_values(&[c.trunk_id(), "timeout"])
+                        .inc();
+                    c.last_failure = Some((code, text));
+                    c.auth_tries = 0;
+                    c.auth_line = None;
+                    return self.next_hop(id);
+                }
+                self.fail_a(id, code, &text);
+            }
+            Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
+            Purpose::Probe(probe) => self.probe_done(&probe, false, &text),
+            Purpose::Bye | Purpose::Cancel => {}
+        }
+    }
+
+    /// ACK for leg B's 2xx (a new transaction: RFC 3261 §13.2.2.4).
+    pub(super) fn ack_b(&mut self, id: u64, resp: &Response) {
+        let branch = self.mint.branch();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let hostport = match c.b.side {
+            Side::Public => self.shared.public_hostport.clone(),
+            Side::Internal => self.shared.internal_hostport.clone(),
+        };
+        let to = msg::header(resp, "To").unwrap_or_default();
+        let (ruri, routes) = dialog_route(&c.b);
+        let mut b =
+            Builder::request_via("ACK", &ruri, &via(c.b.peer.transport(), &hostport, &branch));
+        for r in routes {
+            if r.starts_with('<') {
+                b.push("Route", r);
+            } else {
+                b.push("Route", &format!("<{r}>"));
+            }
+        }
+        let bytes = b
+            .header("From", &format!("{};tag={}", c.b.local, c.b.local_tag))
+            .header("To", to)
+            .header("Call-ID", &c.b.call_id)
+            .header("CSeq", &format!("{} ACK", c.b.invite_cseq))
+            .finish();
+        c.b_ack = Some(bytes);
+        if let Some(ack) = &c.b_ack {
+            self.net.send(c.b.side, &c.b.peer, ack);
+        }
+    }
+
+    pub(super) fn ack_and_bye_stray(&mut self, _id: u64, key: &TransactionKey, resp: &Response) {
+        let Some(tx) = self.clients.get(key) else {
+            return;
+        };
+        let (side, dest, ruri, ident, cseq) = (
+            tx.side,
+            tx.dest.clone(),
+            tx.ruri.clone(),
+            tx.ident.clone(),
+            tx.cseq,
+        );
+        let to = msg::header(resp, "To").unwrap_or_default().to_string();
+        let target = msg::header(resp, "Contact")
+            .map(msg::uri_of)
+            .map(str::to_string)
+            .unwrap_or(ruri);
+        let hostport = self.hostport(side).to_string();
+        for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
+            let branch = self.mint.branch();
+            let bytes =
+                Builder::request_via(method, &target, &via(dest.transport(), &hostport, &branch))
+                    .ids(&ident, &to, n, method)
+                    .finish();
+            // No transaction: an ACK of a 2xx has none (§13.2.2.4); this BYE is sent once.
+            self.send(side, &dest, &bytes);
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! A new call: admission, leg A's server transaction and leg B's first INVITE.
+
+use std::time::SystemTime;
+
+use trunkgate_sip::Request;
+
+use super::*;
+use crate::admission;
+use crate::call::{Call, CallState, Leg, LegId, Side};
+use crate::msg;
+use crate::worker::{Link, Worker};
+
+impl Worker {
+    pub(crate) fn on_new_invite(&mut self, side: Side, src: &Link, req: &Request) {
+        let tag = self.mint.tag();
+        let key = self.open_server(side, src, req, Some(&tag));
+        if self.draining() {
+            return self.refuse(
+                &key,
+                503,
+                "edge is draining for maintenance",
+                "Retry-After: 30\r\n",
+            );
+        }
+        let rt = self.shared.runtime.load_full();
+        let host = self.hostport(side.other()).to_string();
+        let admitted = match side {
+            Side::Public => admission::inbound(&rt, &mut self.auth, src.addr(), req, &host),
+            Side::Internal => admission::outbound(&rt, req, &host),
+        };
+        let adm = match admitted {
+            Ok(a) => a,
+            Err(r) => {
+                let trunk = r.trunk.map_or("", |t| rt.trunk(t).id.as_str());
+                let dir = if side == Side::Public {
+                    "inbound"
+                } else {
+                    "outbound"
+                };
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk, dir, r.reason])
+                    .inc();
+                if side == Side::Public
+                    && (r.code == 403 || r.code == 401 && r.reason != "challenge")
+                {
+                    self.metrics()
+                        .auth_failures
+                        .with_label_values(&[trunk, r.reason])
+                        .inc();
+                }
+                return self.refuse(&key, r.code, &r.text, &r.extra);
+            }
+        };
+        let dir = if side == Side::Public {
+            "inbound"
+        } else {
+            "outbound"
+        };
+        let trunk_cfg = rt.trunk(adm.trunk);
+        let max_setup = trunk_cfg
+            .limits
+            .max_calls_in_setup
+            .unwrap_or(self.shared.settings.max_calls_in_setup);
+        let setup = match rt.state[adm.trunk as usize].begin_setup(max_setup) {
+            Ok(s) => s,
+            Err(n) => {
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk_cfg.id.as_str(), dir, "max_calls_in_setup"])
+                    .inc();
+                let text = format!("trunk is at its limit of {n} calls in set-up");
+                return self.refuse(&key, 503, &text, "Retry-After: 5\r\n");
+            }
+        };
+        let setup_source = if side == Side::Public {
+            match self.shared.setup_sources.admit(Some(src.addr().ip())) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.metrics()
+                        .refusals
+                        .with_label_values(&[trunk_cfg.id.as_str(), dir, "source_calls_in_setup"])
+                        .inc();
+                    let text = "this address has its most calls in set-up";
+                    return self.refuse(&key, 503, text, "Retry-After: 5\r\n");
+                }
+            }
+        } else {
+            None
+        };
+        // One trunk cannot take the ports every trunk needs: under pressure it gets its share.
+        if trunk_cfg.media.relay
+            && let Some(engine) = self.media.as_ref()
+        {
+            let mine = self.rtp_by_trunk.get(&trunk_cfg.id).copied().unwrap_or(0);
+            if !crate::media::may_take_ports(
+                engine.ports_available(),
+                engine.port_pairs(),
+                mine,
+                rt.relay_trunks,
+            ) {
+                self.metrics()
+                    .refusals
+                    .with_label_values(&[trunk_cfg.id.as_str(), dir, "rtp_share"])
+                    .inc();
+                return self.refuse(
+                    &key,
+                    503,
+                    "trunk holds its share of this edge's RTP ports",
+                    "Retry-After: 5\r\n",
+                );
+            }
+        }
+        let id = self.next_call;
+        self.next_call += 1;
+        // Media: the offer goes through this worker's relay unless the trunk says otherwise.
+        let trunk_media = &rt.trunk(adm.trunk).media;
+        let (media, b_body) = if trunk_media.relay {
+            match crate::media::open(
+                &mut self.media,
+                id,
+                side,
+                &req.body,
+                &trunk_media.codecs,
+                trunk_media.behind_nat,
+            ) {
+                Ok((session, body)) => {
+                    *self
+                        .rtp_by_trunk
+                        .entry(rt.trunk(adm.trunk).id.clone())
+                        .or_insert(0) += 1;
+                    (Some(session), body)
+                }
+                Err(r) => {
+                    let trunk = rt.trunk(adm.trunk).id.as_str();
+                    let dir = if side == Side::Public {
+                        "inbound"
+                    } else {
+                        "outbound"
+                    };
+                    self.shared
+                        .metrics
+                        .refusals
+                        .with_label_values(&[trunk, dir, r.label])
+                        .inc();
+                    return self.refuse(&key, r.code, &r.text, "");
+                }
+            }
+        } else {
+            (None, req.body.clone())
+        };
+        // RFC 3261 §17.2.1: the B2BUA will take more than 200 ms to answer.
+        self.respond(&key, 100, "Trying", "", &[]);
+        let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
+        let from = msg::header(req, "From").unwrap_or_default().to_string();
+        let to = msg::header(req, "To").unwrap_or_default().to_string();
+        let (cseq, _) = trunkgate_sip::cseq(req).unwrap_or((1, "INVITE"));
+        let a = Leg {
+            side,
+            peer: src.clone(),
+            call_id,
+            local_tag: tag,
+            remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
+            local: strip_tag(&to),
+            remote: from,
+            remote_target: msg::header(req, "Contact")
+                .map(msg::uri_of)
+                .unwrap_or_default()
+                .to_string(),
+            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
+            route_set: msg::list(req, "Record-Route"),
+            local_cseq: 1,
+            invite_cseq: cseq,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+        };
+        let b = Leg {
+            side: side.other(),
+            peer: src.clone(),
+            call_id: self.mint.call_id(),
+            local_tag: self.mint.tag(),
+            remote_tag: None,
+            local: adm.from.clone(),
+            remote: String::new(),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            invite_cseq: 1,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+        };
+        let max_forwards = trunkgate_sip::max_forwards(req)
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .max(1);
+        let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
+        b_lines.push_str(&adm.identity_lines);
+        b_lines.push_str(&msg::copied_lines(req));
+        self.dialogs
+            .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
+        self.dialogs
+            .insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
+        if let Some(tx) = self.servers.get_mut(&key) {
+            tx.call = Some((id, LegId::A));
+        }
+        let call = Call {
+            rt,
+            trunk: adm.trunk,
+            direction: adm.direction,
+            a,
+            b,
+            state: CallState::Proceeding,
+            a_invite: key,
+            b_invite: None,
+            hops: adm.hops,
+            next_hop: 0,
+            b_user: adm.callee_user,
+            b_lines,
+            b_body,
+            auth_line: None,
+            auth_tries: 0,
+            b_provisional: false,
+            cancel_pending: false,
+            cancelled: false,
+            b_ack: None,
+            caller: adm.caller,
+            callee: adm.callee,
+            started: SystemTime::now(),
+            answered: None,
+            final_code: None,
+            ended_by: None,
+            last_failure: None,
+            slot: Some(adm.slot),
+            setup: Some(setup),
+            setup_source,
+            media,
+            media_stats: Vec::new(),
+            bye_lines: String::new(),
+        };
+        self.calls.insert(id, call);
+        self.next_hop(id);
+    }
+}
