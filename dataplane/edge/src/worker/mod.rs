@@ -1,0 +1,483 @@
+//! One worker: a single-threaded event loop that owns its sockets (SO_REUSEPORT), its
+//! transactions (RFC 3261 §17), its dialogs and its calls. No locks on the call path; the
+//! snapshot is read through ArcSwap. A message for a call another worker owns is handed over.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use trunkgate_sip::SipMessage;
+
+use crate::auth::AuthState;
+use crate::call::{Call, CallState, LegId, Side};
+use crate::config::Runtime;
+use crate::ids::IdMint;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::transaction::{self, ClientTransaction, ServerTransaction, T4, TransactionKey};
+
+/// A worker's tables: keys come from the network, so the hasher is seeded per process
+/// (foldhash's RandomState), and faster than SipHash.
+pub type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What every worker shares, read-only but for atomics and the snapshot swap.
+pub struct Shared {
+    pub settings: Settings,
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub handoff: Vec<mpsc::Sender<Handoff>>,
+    pub draining: AtomicBool,
+    /// host:port in carrier-side Via/Contact.
+    pub public_hostport: String,
+    /// host:port in platform-side Via/Contact.
+    pub internal_hostport: String,
+    pub nonce_key: [u8; 32],
+    /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
+    pub resolver: Option<trunkgate_resolve::Resolver>,
+    /// TCP connections held, against `--tcp-max-connections` and `--tcp-max-per-source`.
+    pub tcp: Arc<crate::census::Census>,
+    /// Digest failures per source and username, shared by every worker.
+    pub lockout: Arc<crate::lockout::Lockout>,
+    /// Calls in set-up per carrier-side source (`--max-calls-in-setup-per-source`).
+    pub setup_sources: Arc<crate::census::Census>,
+    /// The kernel-side filter of the carrier-side UDP sockets (`--kernel-prefilter`).
+    pub prefilter: crate::prefilter::Prefilter,
+    /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
+    pub source_limit: crate::source_limit::SourceLimiter,
+}
+
+/// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
+/// it; the connection's own worker owns the socket).
+#[derive(Clone, Debug)]
+pub enum Link {
+    Udp(SocketAddr),
+    Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+}
+
+impl Link {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Link::Udp(a) | Link::Tcp(a, _) => *a,
+        }
+    }
+    /// The Via transport token (RFC 3261 §18.1.1: also decides whether we retransmit).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Link::Udp(_) => "UDP",
+            Link::Tcp(..) => "TCP",
+        }
+    }
+    pub fn reliable(&self) -> bool {
+        matches!(self, Link::Tcp(..))
+    }
+}
+
+/// A parsed message for another worker's call.
+pub struct Handoff {
+    pub side: Side,
+    pub src: Link,
+    pub msg: Box<SipMessage>,
+}
+
+/// Work that comes back to the worker from its own tasks.
+pub enum Event {
+    /// A message read from one of this worker's TCP connections.
+    Message {
+        side: Side,
+        src: Link,
+        msg: Box<SipMessage>,
+    },
+    /// A TCP connection we opened could not be used.
+    LinkFailed { addr: SocketAddr },
+    /// The answer to an RFC 3263 lookup that [`Worker::resolve`] started.
+    Resolved {
+        lookup: Lookup,
+        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
+    },
+}
+
+/// Who waits for an RFC 3263 lookup.
+pub enum Lookup {
+    /// A call's B-leg hop.
+    Call(u64),
+    /// The carrier target a health probe is for (its first address is probed).
+    Probe {
+        probe: Arc<crate::health::Probe>,
+        uri_host: String,
+    },
+}
+
+/// A request we received and the responses we gave it.
+pub struct ServerTxn {
+    pub side: Side,
+    pub peer: Link,
+    pub call: Option<(u64, LegId)>,
+    /// Via…CSeq lines every response to this request repeats (RFC 3261 §8.2.6.2).
+    pub prefix: String,
+    /// The request's Record-Route lines, repeated in every response that creates or confirms a
+    /// dialog (RFC 3261 §12.1.1): 101–299 to an INVITE. Empty for other requests.
+    pub record_route: String,
+    /// The last response sent, repeated to retransmissions and by Timer G.
+    pub last: Option<Vec<u8>>,
+    pub machine: ServerTransaction,
+}
+
+/// Why we sent a request.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    /// The INVITE that sets up leg B.
+    Setup,
+    /// A request relayed from the other leg; its answer goes back to that server transaction.
+    Relay(TransactionKey),
+    /// A BYE ending this leg.
+    Bye,
+    /// A CANCEL of leg B's INVITE.
+    Cancel,
+    /// An OPTIONS health probe of a carrier target (no call).
+    Probe(Arc<crate::health::Probe>),
+}
+
+/// A request we sent and its state.
+pub struct ClientTxn {
+    pub call: u64,
+    pub leg: LegId,
+    pub purpose: Purpose,
+    pub side: Side,
+    pub dest: Link,
+    /// The request as sent, for retransmissions (dropped at its final response).
+    pub bytes: Vec<u8>,
+    pub machine: ClientTransaction,
+    /// Request-URI, From, To and Call-ID lines, for an ACK or CANCEL of this INVITE.
+    pub ruri: String,
+    pub ident: String,
+    pub cseq: u32,
+    /// How many times this request was already sent again with credentials.
+    pub auth_tries: u8,
+}
+
+#[derive(Clone, Debug)]
+pub enum Timer {
+    /// A named timer of a request we sent (RFC 3261 §17.1).
+    Client(TransactionKey, transaction::Timer),
+    /// A named timer of a request we received (RFC 3261 §17.2).
+    Server(TransactionKey, transaction::Timer),
+    /// An outbound target that has not answered within `--failover-seconds`.
+    Failover(TransactionKey),
+    /// A request we gave up on (timeout, failover) stops absorbing late answers.
+    ClientForget(TransactionKey),
+    CallForget(u64),
+    /// Look for carrier targets whose OPTIONS probe is due.
+    ProbeTick,
+}
+
+/// A worker's sockets: sending borrows only these, not the worker's tables.
+pub struct Net {
+    pub public: Arc<UdpSocket>,
+    pub internal: Arc<UdpSocket>,
+    pub metrics: Metrics,
+}
+
+impl Net {
+    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
+        let ok = match dest {
+            Link::Udp(addr) => {
+                let sock = match side {
+                    Side::Public => &self.public,
+                    Side::Internal => &self.internal,
+                };
+                sock.try_send_to(bytes, *addr).is_ok()
+            }
+            Link::Tcp(_, tx) => tx.send(bytes.to_vec()).is_ok(),
+        };
+        if !ok {
+            self.metrics
+                .send_errors
+                .with_label_values(&[side.label()])
+                .inc();
+            tracing::debug!(dest = %dest.addr(), "send failed");
+        }
+    }
+}
+
+impl Shared {
+    pub fn hostport(&self, side: Side) -> &str {
+        match side {
+            Side::Public => &self.public_hostport,
+            Side::Internal => &self.internal_hostport,
+        }
+    }
+}
+
+/// One worker's state.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub net: Net,
+    pub mint: IdMint,
+    pub calls: Table<u64, Call>,
+    pub next_call: u64,
+    pub dialogs: Table<(String, String), (u64, LegId)>,
+    pub servers: Table<TransactionKey, ServerTxn>,
+    pub clients: Table<TransactionKey, ClientTxn>,
+    pub timers: crate::timers::Timers<Timer>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub auth: AuthState,
+    /// Counters every message touches, resolved once.
+    pub hot: crate::metrics::Hot,
+    pub tcp_out: crate::tcp::Outgoing,
+    /// This worker's media relay (None when it could not start: relayed calls get 503).
+    pub media: Option<trunkgate_media::MediaEngine>,
+    /// The relay's totals already added to the metrics.
+    pub media_counted: trunkgate_media::Counters,
+    /// (start of the current second, carrier refusals logged in it).
+    pub refusal_log: (Instant, u32),
+    /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
+    pub rtp_by_trunk: Table<String, u32>,
+}
+
+mod receive;
+mod transactions;
+
+use receive::header_lines;
+pub use receive::response_prefix;
+
+impl Worker {
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn hostport(&self, side: Side) -> &str {
+        self.shared.hostport(side)
+    }
+
+    /// Runs until shutdown completes.
+    pub async fn run(
+        mut self,
+        mut handoff_rx: mpsc::Receiver<Handoff>,
+        mut events_rx: mpsc::UnboundedReceiver<Event>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let public = self.net.public.clone();
+        let internal = self.net.internal.clone();
+        let mut buf_pub = vec![0u8; 65_535];
+        let mut buf_int = vec![0u8; 65_535];
+        let mut stopping = false;
+        self.schedule(crate::health::TICK, Timer::ProbeTick);
+        loop {
+            let next = self.timers.next_deadline();
+            let sleep = async move {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = public.recv_from(&mut buf_pub) => match r {
+                    Ok((n, src)) => self.on_datagram(Side::Public, src, &buf_pub[..n]),
+                    Err(e) => tracing::debug!(error = %e, "public recv"),
+                },
+                r = internal.recv_from(&mut buf_int) => match r {
+                    Ok((n, src)) => self.on_datagram(Side::Internal, src, &buf_int[..n]),
+                    Err(e) => tracing::debug!(error = %e, "internal recv"),
+                },
+                Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, *h.msg, false),
+                Some(e) = events_rx.recv() => self.on_event(e),
+                _ = wait_media(&self.media) => {
+                    if let Some(m) = self.media.as_mut() {
+                        let events = m.relay();
+                        self.on_media_events(events);
+                    }
+                }
+                _ = sleep => self.fire_timers(),
+                r = shutdown.changed(), if !stopping => {
+                    if r.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        self.hang_up_all();
+                    }
+                }
+            }
+            if stopping && self.calls.values().all(|c| c.state == CallState::Ended) {
+                return;
+            }
+        }
+    }
+
+    // ---- sending -------------------------------------------------------------------------
+
+    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
+        self.net.send(side, dest, bytes);
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    pub fn schedule(&mut self, after: Duration, t: Timer) {
+        self.timers.set(Instant::now(), after, t);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.timers.pop_due(now) {
+            self.on_timer(t);
+        }
+    }
+
+    fn on_timer(&mut self, t: Timer) {
+        match t {
+            Timer::Client(key, t) => self.client_timer(key, t),
+            Timer::Server(key, t) => self.server_timer(key, t),
+            Timer::Failover(key) => {
+                let Some(tx) = self.clients.get(&key) else {
+                    return;
+                };
+                if tx.machine.answered() {
+                    return;
+                }
+                self.metrics()
+                    .timeouts
+                    .with_label_values(&[tx.side.label()])
+                    .inc();
+                let secs = self.shared.settings.failover_seconds;
+                self.client_failed(
+                    key,
+                    408,
+                    format!("carrier target did not answer within {secs} s"),
+                );
+            }
+            Timer::ClientForget(key) => {
+                self.clients.remove(&key);
+            }
+            Timer::CallForget(id) => self.forget_call(id),
+            Timer::ProbeTick => self.probe_tick(),
+        }
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    /// Removes a call and everything that points to it.
+    fn forget_call(&mut self, id: u64) {
+        if let Some(c) = self.calls.remove(&id) {
+            self.dialogs
+                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            self.dialogs
+                .remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
+        }
+    }
+
+    /// Marks a call over, writes its record and schedules its removal.
+    pub fn finish_call(&mut self, id: u64) {
+        if self
+            .calls
+            .get(&id)
+            .is_none_or(|c| c.state == CallState::Ended)
+        {
+            return;
+        }
+        // The relay session ends with the call: its ports go to quarantine, its figures to the
+        // call record and the per-trunk histograms.
+        let stats = self.close_media(id);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        for st in stats.iter().filter(|st| st.packets > 0) {
+            let dir = match st.from {
+                Side::Public => "from_carrier",
+                Side::Internal => "from_platform",
+            };
+            let m = &self.shared.metrics;
+            let labels = [c.rt.trunk(c.trunk).id.as_str(), dir];
+            if let Some(mos) = st.mos {
+                m.media_mos.with_label_values(&labels).observe(mos);
+            }
+            m.media_loss
+                .with_label_values(&labels)
+                .observe(st.lost as f64 / st.expected.max(1) as f64);
+            m.media_jitter
+                .with_label_values(&labels)
+                .observe(st.jitter_ms / 1000.0);
+        }
+        c.media_stats = stats;
+        c.state = CallState::Ended;
+        c.slot = None;
+        c.setup = None;
+        c.setup_source = None;
+        let code = c.final_code.unwrap_or(500);
+        self.shared
+            .metrics
+            .calls
+            .with_label_values(&[
+                c.trunk_id(),
+                c.direction.label(),
+                crate::metrics::code_class(code),
+            ])
+            .inc();
+        if self.shared.settings.cdr {
+            crate::cdr::write(c);
+        }
+        // Transactions absorb retransmissions on their own; the call itself only has to outlive
+        // stray in-dialog requests for a moment (they get 481 afterwards).
+        self.schedule(T4, Timer::CallForget(id));
+    }
+
+    /// RFC 3263 location of `hop` (NAPTR, SRV, then A/AAAA) off the event loop; the answer comes
+    /// back as [`Event::Resolved`] for `lookup`. Without a resolver it fails at once.
+    pub fn resolve(&mut self, hop: &crate::call::Hop, lookup: Lookup) {
+        let Some(resolver) = self.shared.resolver.clone() else {
+            let result = Err(trunkgate_resolve::Error::Config {
+                reason: format!("{}: no DNS resolver configured", hop.host),
+            });
+            return self.on_event(Event::Resolved { lookup, result });
+        };
+        let events = self.events.clone();
+        let hop = hop.clone();
+        tokio::spawn(async move {
+            let result = resolver.resolve(&hop.resolve_target()).await;
+            let _ = events.send(Event::Resolved { lookup, result });
+        });
+    }
+
+    pub fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The worker a Call-ID belongs to: the same answer on every worker (FNV-1a, no seed).
+pub fn home_worker(call_id: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in call_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
+/// Resolves when the relay has work; never when this worker has no relay.
+async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
+    match media {
+        Some(m) => m.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Methods the edge accepts (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
+
+#[cfg(test)]
+mod tests {
+    use super::home_worker;
+
+    #[test]
+    fn call_ids_spread_over_workers_the_same_way_everywhere() {
+        let mut seen = [0usize; 4];
+        for i in 0..4000 {
+            seen[home_worker(&format!("{i}-4987@127.0.0.1"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
+        assert_eq!(home_worker("abc@host", 3), home_worker("abc@host", 3));
+        assert_eq!(home_worker("abc@host", 1), 0);
+    }
+}

@@ -1,0 +1,319 @@
+//! Receiving: datagrams and TCP messages checked against the allow-lists and rate limits,
+//! parsed, handed to the worker that owns them, and sorted into requests and responses.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use trunkgate_sip::{HasHeaders, Request, SipMessage};
+
+use super::*;
+use crate::call::Side;
+use crate::ids::owner;
+use crate::message::Builder;
+use crate::msg;
+use crate::transaction::{Role, TransactionKey};
+
+impl Worker {
+    // ---- receiving -------------------------------------------------------------------------
+
+    pub(super) fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
+        if side == Side::Public {
+            if self.source_allowed(src) {
+                if self.over_rate(src.ip()) {
+                    return;
+                }
+            } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
+                // Outside the allow-lists only a message of ours may go on, and it carries one
+                // of our tags or branches: anything else is dropped unparsed (a flood of them
+                // then costs a look-up and a scan, not a parse).
+                return self.count_acl_drop(side);
+            }
+        }
+        match trunkgate_sip::parse(data) {
+            Ok(m) => self.on_message(side, &Link::Udp(src), m, true),
+            Err(trunkgate_sip::CodecError::KeepAlive) => {}
+            Err(e) => {
+                self.metrics()
+                    .malformed
+                    .with_label_values(&[side.label(), e.metric_label()])
+                    .inc();
+                if side == Side::Public && !self.source_allowed(src) {
+                    self.metrics()
+                        .acl_drops
+                        .with_label_values(&[side.label()])
+                        .inc();
+                    return;
+                }
+                if let Some(mut reply) = e.reply() {
+                    reply.headers.push(trunkgate_sip::warning(
+                        &self.shared.public_hostport,
+                        e.reason(),
+                    ));
+                    self.send(side, &Link::Udp(src), &trunkgate_sip::serialize(&reply));
+                }
+            }
+        }
+    }
+
+    /// Whether `ip` (an allowed carrier-side source) is over `--source-rate` or blocked; counts
+    /// the drop and logs a new block.
+    pub(crate) fn over_rate(&self, ip: std::net::IpAddr) -> bool {
+        match self.shared.source_limit.check(ip, Instant::now()) {
+            crate::source_limit::Verdict::Pass => false,
+            crate::source_limit::Verdict::Drop { newly } => {
+                let m = self.metrics();
+                m.source_dropped.inc();
+                if newly {
+                    m.source_blocks.with_label_values(&["public"]).inc();
+                    tracing::warn!(
+                        source = %ip,
+                        rate = self.shared.settings.source_rate,
+                        seconds = self.shared.settings.source_block_seconds,
+                        "carrier-side source over --source-rate: blocked, its requests dropped unanswered"
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether any CarrierTrunk's `allowedCidrs` holds `src` (the carrier ACL).
+    pub(crate) fn source_allowed(&self, src: SocketAddr) -> bool {
+        self.shared.runtime.load().source_allowed(src.ip())
+    }
+
+    pub(super) fn hand_off(&self, to: usize, side: Side, src: &Link, m: SipMessage) {
+        let src = src.clone();
+        match self.shared.handoff.get(to).map(|tx| {
+            tx.try_send(Handoff {
+                side,
+                src,
+                msg: Box::new(m),
+            })
+        }) {
+            Some(Ok(())) => self.hot.handoffs_ok.inc(),
+            _ => self
+                .metrics()
+                .handoffs
+                .with_label_values(&["dropped"])
+                .inc(),
+        }
+    }
+
+    pub fn on_message(&mut self, side: Side, src: &Link, m: SipMessage, may_hand_off: bool) {
+        // Messages of calls already up pass even when a reload has since removed the carrier's
+        // addresses (the call keeps the configuration it started with): they carry a branch or
+        // tag we minted, and are dropped later if they match nothing.
+        // The worker named by our branch (responses) or our To tag (in-dialog requests).
+        let minted = match &m {
+            SipMessage::Response(r) => trunkgate_sip::top_via_branch(r).and_then(owner),
+            SipMessage::Request(r) => trunkgate_sip::to_tag(r).and_then(owner),
+            SipMessage::Extension(_) => None,
+        };
+        // A source outside every trunk's allowedCidrs gets nothing back: only a message of a
+        // transaction or dialog of ours, from the very address that one uses, goes on (the
+        // checks are in `on_response` and `gate::expected`).
+        let allowed = side == Side::Internal || self.source_allowed(src.addr());
+        if !allowed && minted.is_none() {
+            self.metrics()
+                .acl_drops
+                .with_label_values(&[side.label()])
+                .inc();
+            if self.shared.settings.acl_reply_403
+                && let SipMessage::Request(r) = &m
+                && r.method != trunkgate_sip::Method::Ack
+            {
+                let key = self.open_server(side, src, r, None);
+                self.refuse(
+                    &key,
+                    403,
+                    "source address not allowed by any CarrierTrunk",
+                    "",
+                );
+            }
+            return;
+        }
+        match m {
+            SipMessage::Response(r) => match minted {
+                Some(w) if may_hand_off && w != self.index => {
+                    self.hand_off(w, side, src, SipMessage::Response(r))
+                }
+                _ => self.on_response(side, src, &r, allowed),
+            },
+            SipMessage::Request(r) => {
+                // Our To tag names the owner; a request without one (a new INVITE, its CANCEL
+                // and retransmissions) belongs to the worker its Call-ID hashes to, so one
+                // carrier's calls spread over every core although the kernel hands all of its
+                // datagrams (one source address) to the same socket.
+                let workers = self.shared.handoff.len();
+                let to =
+                    minted.or_else(|| trunkgate_sip::call_id(&r).map(|c| home_worker(c, workers)));
+                match to {
+                    Some(w) if may_hand_off && w != self.index => {
+                        self.hand_off(w, side, src, SipMessage::Request(r))
+                    }
+                    _ => self.on_request(side, src, &r, allowed),
+                }
+            }
+            SipMessage::Extension(r) => {
+                // RFC 3261 §8.2.1: a method we do not know gets 501.
+                let prefix = response_prefix_of(&r, src.addr(), None);
+                let bytes = Builder::response(501, "Not Implemented")
+                    .raw(&prefix)
+                    .header("Allow", ALLOW)
+                    .finish();
+                self.send(side, src, &bytes);
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, side: Side, src: &Link, req: &Request, allowed: bool) {
+        use trunkgate_sip::Method as M;
+        if !allowed && !self.expected(side, src, req) {
+            // A forged tag or branch from outside the allow-lists: silence (default deny).
+            return self.count_acl_drop(side);
+        }
+        if req.method == M::Ack {
+            return self.on_ack(side, src, req);
+        }
+        if req.method == M::Cancel {
+            return self.on_cancel(side, src, req);
+        }
+        let key = TransactionKey::from_request(req, Role::Server);
+        if let Some(tx) = self.servers.get(&key) {
+            // A retransmission: repeat the last response (§17.2.1, §17.2.2).
+            if tx.machine.on_retransmission().resend
+                && let Some(bytes) = &tx.last
+            {
+                self.net.send(tx.side, &tx.peer, bytes);
+            }
+            self.hot.retransmissions[side.index()].inc();
+            return;
+        }
+        if trunkgate_sip::max_forwards(req) == Some(0) && req.method != M::Options {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 483, "Max-Forwards reached 0", "");
+        }
+        if self.is_loop(req) {
+            let k = self.open_server(side, src, req, None);
+            return self.refuse(&k, 482, "request already passed through this edge", "");
+        }
+        if trunkgate_sip::to_tag(req).is_some() {
+            return self.on_in_dialog(side, src, req);
+        }
+        match req.method {
+            M::Invite => self.on_new_invite(side, src, req),
+            M::Options => {
+                let k = self.open_server(side, src, req, None);
+                self.metrics().options_answered.inc();
+                let lines = format!(
+                    "Allow: {ALLOW}\r\nAccept: application/sdp\r\nSupported: 100rel, timer\r\n"
+                );
+                self.respond(&k, 200, "OK", &lines, &[]);
+            }
+            M::Register | M::Subscribe | M::Publish | M::Message | M::Refer | M::Notify => {
+                let k = self.open_server(side, src, req, None);
+                let lines = format!("Allow: {ALLOW}\r\n");
+                self.refuse(&k, 405, "the edge only carries calls", &lines);
+            }
+            _ => {
+                let k = self.open_server(side, src, req, None);
+                self.refuse(&k, 481, "no such call", "");
+            }
+        }
+    }
+
+    /// RFC 3261 §16.3 item 4 in spirit: a request carrying a Via we minted came back to us.
+    pub(super) fn is_loop(&self, req: &Request) -> bool {
+        msg::headers(req, "Via").any(|v| {
+            msg::param(v, "branch").and_then(owner).is_some()
+                && (v.contains(self.shared.public_hostport.as_str())
+                    || v.contains(self.shared.internal_hostport.as_str()))
+        })
+    }
+
+    pub(super) fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Resolved {
+                lookup: Lookup::Call(call),
+                result,
+            } => self.on_resolved(call, result),
+            Event::Resolved {
+                lookup: Lookup::Probe { probe, uri_host },
+                result,
+            } => self.on_probe_resolved(probe, &uri_host, result),
+            Event::Message { side, src, msg } => {
+                if side == Side::Public && self.over_rate(src.addr().ip()) {
+                    return;
+                }
+                self.on_message(side, &src, *msg, true)
+            }
+            Event::LinkFailed { addr } => self.on_link_failed(addr),
+        }
+    }
+}
+
+/// The lines every response to `req` repeats: Via (top one with received/rport, RFC 3581),
+/// From, To (with our tag), Call-ID, CSeq.
+pub fn response_prefix(req: &Request, src: SocketAddr, tag: Option<&str>) -> String {
+    response_prefix_of(req, src, tag)
+}
+
+pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str>) -> String {
+    let mut s = String::with_capacity(512);
+    for (i, via) in msg::headers(m, "Via").enumerate() {
+        s.push_str("Via: ");
+        if i == 0 {
+            s.push_str(&with_received(via, src));
+        } else {
+            s.push_str(via);
+        }
+        s.push_str("\r\n");
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        if let Some(v) = msg::header(m, name) {
+            s.push_str(name);
+            s.push_str(": ");
+            s.push_str(v);
+            if name == "To"
+                && msg::param(v, "tag").is_none()
+                && let Some(t) = tag
+            {
+                s.push_str(";tag=");
+                s.push_str(t);
+            }
+            s.push_str("\r\n");
+        }
+    }
+    s
+}
+
+/// Every `name` header of `m` as `Name: value` lines, values and order untouched.
+pub(super) fn header_lines(m: &impl HasHeaders, name: &str) -> String {
+    let mut s = String::new();
+    for v in msg::headers(m, name) {
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(v);
+        s.push_str("\r\n");
+    }
+    s
+}
+
+/// RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via.
+pub(super) fn with_received(via: &str, src: SocketAddr) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (i, p) in via.split(';').enumerate() {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if i > 0 && name.eq_ignore_ascii_case("rport") {
+            parts.push(format!("rport={}", src.port()));
+        } else if i > 0 && name.eq_ignore_ascii_case("received") {
+            continue;
+        } else {
+            parts.push(p.to_string());
+        }
+    }
+    let mut out = parts.join(";");
+    out.push_str(&format!(";received={}", src.ip()));
+    out
+}

@@ -1,0 +1,353 @@
+//! The worker's side of RFC 3261 §17: it keeps the transactions and their timers, and does
+//! what their state machines (crate::transaction) ask: send, resend, ACK, hand up, forget.
+
+use std::time::{Duration, Instant};
+
+use trunkgate_sip::{Request, Response};
+
+use super::*;
+use crate::call::{LegId, Side};
+use crate::message::{Builder, reason_phrase, warning};
+use crate::msg;
+use crate::transaction::{
+    self, Actions, ClientState, ClientTransaction, Delivery, Role, ServerTransaction,
+    TransactionKey,
+};
+
+/// Carrier refusals written to the log per second and worker; the rest are only counted.
+const REFUSAL_LOG_PER_SECOND: u32 = 20;
+
+/// Refusals about the carrier's own message, whose detail tells it nothing about our set-up:
+/// 400, 415, 420, 482, 483, 484, 488, 505, 513.
+fn about_their_message(code: u16) -> bool {
+    matches!(code, 400 | 415 | 420 | 482 | 483 | 484 | 488 | 505 | 513)
+}
+
+impl Worker {
+    /// Starts the timers a transaction asked for.
+    pub(super) fn arm(&mut self, role: Role, key: &TransactionKey, actions: &Actions) {
+        for &(t, after) in actions.arm.iter().flatten() {
+            let timer = match role {
+                Role::Client => Timer::Client(key.clone(), t),
+                Role::Server => Timer::Server(key.clone(), t),
+            };
+            self.schedule(after, timer);
+        }
+    }
+
+    pub(super) fn client_timer(&mut self, key: TransactionKey, t: transaction::Timer) {
+        let Some(tx) = self.clients.get_mut(&key) else {
+            return;
+        };
+        let actions = tx.machine.on_timer(t);
+        if actions.resend {
+            self.net.send(tx.side, &tx.dest, &tx.bytes);
+            self.hot.retransmissions[tx.side.index()].inc();
+        }
+        let side = tx.side;
+        self.arm(Role::Client, &key, &actions);
+        if actions.timed_out {
+            self.metrics()
+                .timeouts
+                .with_label_values(&[side.label()])
+                .inc();
+            // Kept a while by client_failed, to absorb late answers.
+            return self.client_failed(
+                key,
+                408,
+                "no answer within 32 s (RFC 3261 timer B/F)".into(),
+            );
+        }
+        if actions.terminated {
+            self.clients.remove(&key);
+        }
+    }
+
+    pub(super) fn server_timer(&mut self, key: TransactionKey, t: transaction::Timer) {
+        let Some(tx) = self.servers.get_mut(&key) else {
+            return;
+        };
+        let actions = tx.machine.on_timer(t);
+        // Only unreliable transports run the retransmission timers.
+        if actions.resend
+            && let Some(bytes) = &tx.last
+        {
+            self.net.send(tx.side, &tx.peer, bytes);
+            self.hot.retransmissions[tx.side.index()].inc();
+        }
+        let (side, call) = (tx.side, tx.call);
+        self.arm(Role::Server, &key, &actions);
+        if actions.terminated {
+            self.servers.remove(&key);
+        }
+        if actions.timed_out {
+            // Timer H (non-2xx) or L (2xx): no ACK ever came.
+            self.metrics()
+                .timeouts
+                .with_label_values(&[side.label()])
+                .inc();
+            if let (Some((id, leg)), transaction::Timer::L) = (call, t) {
+                // RFC 3261 §13.3.1.4: the dialog is confirmed but the session SHOULD end, with
+                // a BYE on this leg too (its peer may well think the call is up).
+                tracing::info!(call = id, ?leg, "no ACK for 2xx; ending the call");
+                self.end_call(id, None, "no ACK");
+            }
+        }
+    }
+
+    // ---- server transactions ---------------------------------------------------------------
+
+    /// Opens a server transaction for `req` from `src`; `tag` is the To tag our responses carry.
+    pub fn open_server(
+        &mut self,
+        side: Side,
+        src: &Link,
+        req: &Request,
+        tag: Option<&str>,
+    ) -> TransactionKey {
+        let key = TransactionKey::from_request(req, Role::Server);
+        let prefix = response_prefix(req, src.addr(), tag);
+        let invite = req.method == trunkgate_sip::Method::Invite;
+        let record_route = if invite {
+            header_lines(req, "Record-Route")
+        } else {
+            String::new()
+        };
+        self.hot.transactions[side.index()][0].inc();
+        self.servers.insert(
+            key.clone(),
+            ServerTxn {
+                side,
+                peer: src.clone(),
+                call: None,
+                prefix,
+                record_route,
+                last: None,
+                machine: ServerTransaction::new(invite, src.reliable()),
+            },
+        );
+        key
+    }
+
+    /// Sends a response on a server transaction; a final one starts its RFC 3261 §17.2 timers
+    /// (G/H or the §13.3.1.4 2xx retransmission and L for an INVITE, J for others).
+    pub fn respond(
+        &mut self,
+        key: &TransactionKey,
+        code: u16,
+        reason: &str,
+        lines: &str,
+        body: &[u8],
+    ) {
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        let Some(actions) = tx.machine.respond(code) else {
+            return;
+        };
+        let mut b = Builder::response(code, reason).raw(&tx.prefix);
+        if (101..300).contains(&code) {
+            b = b.raw(&tx.record_route);
+        }
+        if !lines.is_empty() {
+            b = b.raw(lines);
+        }
+        let bytes = b.body(body);
+        self.net.send(tx.side, &tx.peer, &bytes);
+        tx.last = Some(bytes);
+        self.arm(Role::Server, key, &actions);
+        if actions.terminated {
+            self.servers.remove(key);
+        }
+    }
+
+    /// A refusal with a Warning (RFC 3261 §20.43). The platform always learns why; a carrier
+    /// learns why only when the problem is in its own message (syntax, SDP, number format, hop
+    /// count), else just the reason phrase — whether a number is served, which trunk, why its
+    /// credentials failed stay in the log and the metrics (`--detailed-warnings` for labs).
+    pub fn refuse(&mut self, key: &TransactionKey, code: u16, text: &str, extra: &str) {
+        let terse = !self.shared.settings.detailed_warnings
+            && !about_their_message(code)
+            && self
+                .servers
+                .get(key)
+                .is_some_and(|tx| tx.side == Side::Public);
+        let shown = if terse {
+            self.log_refusal(code, text);
+            reason_phrase(code)
+        } else {
+            text
+        };
+        let mut lines = format!(
+            "Warning: {}\r\n",
+            warning(&self.shared.public_hostport, shown)
+        );
+        lines.push_str(extra);
+        self.respond(key, code, reason_phrase(code), &lines, &[]);
+    }
+
+    /// Logs why a carrier was refused, at most [`REFUSAL_LOG_PER_SECOND`] lines a second per
+    /// worker (a flood is counted in the metrics, not written out line by line).
+    pub(super) fn log_refusal(&mut self, code: u16, text: &str) {
+        let now = Instant::now();
+        let (since, n) = &mut self.refusal_log;
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            if *n > REFUSAL_LOG_PER_SECOND {
+                tracing::info!(
+                    suppressed = *n - REFUSAL_LOG_PER_SECOND,
+                    "more carrier refusals not logged"
+                );
+            }
+            *since = now;
+            *n = 0;
+        }
+        *n += 1;
+        if *n <= REFUSAL_LOG_PER_SECOND {
+            tracing::info!(code, why = text, "refused a carrier's request");
+        }
+    }
+
+    /// The ACK our final response waited for came: Timer I, or the end over TCP.
+    pub(crate) fn server_acked(&mut self, key: &TransactionKey, actions: &Actions) {
+        self.arm(Role::Server, key, actions);
+        if actions.terminated {
+            self.servers.remove(key);
+        }
+    }
+
+    // ---- client transactions ---------------------------------------------------------------
+
+    /// Sends a request and keeps it for retransmission (RFC 3261 §17.1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_client(
+        &mut self,
+        call: u64,
+        leg: LegId,
+        purpose: Purpose,
+        side: Side,
+        dest: Link,
+        method: trunkgate_sip::Method,
+        branch: String,
+        bytes: Vec<u8>,
+        ruri: String,
+        ident: String,
+        cseq: u32,
+    ) -> TransactionKey {
+        let key = TransactionKey::client(&branch, method);
+        let (machine, actions) =
+            ClientTransaction::start(method == trunkgate_sip::Method::Invite, dest.reliable());
+        self.send(side, &dest, &bytes);
+        self.hot.transactions[side.index()][1].inc();
+        self.clients.insert(
+            key.clone(),
+            ClientTxn {
+                call,
+                leg,
+                purpose,
+                side,
+                dest,
+                bytes,
+                machine,
+                ruri,
+                ident,
+                cseq,
+                auth_tries: 0,
+            },
+        );
+        self.arm(Role::Client, &key, &actions);
+        key
+    }
+
+    pub(super) fn on_response(&mut self, side: Side, src: &Link, resp: &Response, allowed: bool) {
+        let Some(key) = TransactionKey::of_response(resp) else {
+            return;
+        };
+        let code = resp.status_code.code();
+        let Some(tx) = self.clients.get_mut(&key) else {
+            tracing::debug!(src = %src.addr(), code, "response matches no transaction");
+            return;
+        };
+        if tx.side != side {
+            return;
+        }
+        // A carrier's answer comes from the address we sent to: a guessed branch from anywhere
+        // else must not answer or end our requests (from outside the allow-lists: silently).
+        if side == Side::Public && tx.dest.addr().ip() != src.addr().ip() {
+            if !allowed {
+                self.count_acl_drop(side);
+            }
+            tracing::debug!(src = %src.addr(), code, "response from another address than the request went to");
+            return;
+        }
+        let given_up = tx.machine.state() == ClientState::Terminated;
+        let actions = tx.machine.on_response(code);
+        if actions.ack {
+            // §17.1.1.3: the ACK of a non-2xx final, again for each retransmission of it.
+            let ack = ack_for_non_2xx(tx, resp);
+            self.net.send(tx.side, &tx.dest, &ack);
+        }
+        // Nothing is retransmitted once a final came: keep only what an ACK or a challenge
+        // answer needs.
+        let sent = if code >= 200 && actions.deliver == Delivery::Response {
+            std::mem::take(&mut tx.bytes)
+        } else {
+            Vec::new()
+        };
+        let (call, leg, purpose_setup) = (tx.call, tx.leg, matches!(tx.purpose, Purpose::Setup));
+        let carrier = tx.side == Side::Public && !purpose_setup;
+        self.arm(Role::Client, &key, &actions);
+        match actions.deliver {
+            Delivery::None => {}
+            // A retransmitted 2xx of leg B's INVITE: repeat our ACK (§13.2.2.4).
+            Delivery::Retransmitted2xx => {
+                if let Some(c) = self.calls.get(&call)
+                    && leg == LegId::B
+                    && let Some(ack) = &c.b_ack
+                {
+                    self.net.send(c.b.side, &c.b.peer, ack);
+                }
+            }
+            // After a give-up only the set-up cares (to hang up a late answer).
+            Delivery::Response if given_up && !purpose_setup => {}
+            // A carrier's challenge to anything but the initial INVITE (which has its own path
+            // with failover) is answered here; only an unanswerable one goes on.
+            Delivery::Response if (code == 401 || code == 407) && carrier => {
+                if let Err(why) = self.answer_challenge(&key, resp, &sent) {
+                    self.challenge_unanswered(key.clone(), resp, why);
+                }
+            }
+            Delivery::Response => self.client_response(key.clone(), resp),
+        }
+        if actions.terminated {
+            self.clients.remove(&key);
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response: same branch, Request-URI, From, Call-ID and CSeq
+/// number as the INVITE, To from the response (RFC 3261 §17.1.1.3).
+pub(super) fn ack_for_non_2xx(tx: &ClientTxn, resp: &Response) -> Vec<u8> {
+    let to = msg::header(resp, "To").unwrap_or_default();
+    let top_via = msg::header(resp, "Via").unwrap_or_default();
+    Builder::request_via("ACK", &tx.ruri, &strip_received(top_via))
+        .ids(&tx.ident, to, tx.cseq, "ACK")
+        .finish()
+}
+
+pub(super) fn strip_received(via: &str) -> String {
+    via.split(';')
+        .filter(|p| {
+            let n = p.split('=').next().unwrap_or("").trim();
+            !n.eq_ignore_ascii_case("received")
+        })
+        .map(|p| {
+            let n = p.split('=').next().unwrap_or("").trim();
+            if n.eq_ignore_ascii_case("rport") {
+                "rport"
+            } else {
+                p
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
