@@ -418,3 +418,121 @@ pub fn weighted_order(targets: &[SipTarget]) -> Vec<(usize, &SipTarget)> {
         &mut rand::rng(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use trunkgate_crds::{CarrierTrunk, NumberOwnership, Secrets, compile};
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// acme/telco: carrier 203.0.113.0/28, numbers +6498879333 (inbound) and +6498879000
+    /// (BYOC, may be presented), outbound to one target with a route for +64.
+    fn runtime(policy: CallerIdPolicy) -> Runtime {
+        let trunk = CarrierTrunk::test("acme", "telco")
+            .with_number_format("64")
+            .with_targets(&["sip:192.0.2.50:5060"])
+            .with_policy(policy)
+            .with_route("+64", 1);
+        let owned =
+            NumberOwnership::test("acme", "numbers", "telco", &["+6498879333", "+6498879000"]);
+        let c = compile(&[trunk], &[owned], &Secrets::new(), None);
+        assert!(c.problems().next().is_none(), "fixture compiles");
+        Runtime::build(c.config, None, &Metrics::new())
+    }
+
+    fn invite(ruri_user: &str, from_user: &str) -> Request {
+        let text = format!(
+            "INVITE sip:{ruri_user}@edge.example SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKa1\r\nMax-Forwards: 70\r\nFrom: \"Ann\" <sip:{from_user}@carrier.example>;tag=f1\r\nTo: <sip:{ruri_user}@edge.example>\r\nCall-ID: adm1@carrier.example\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        match trunkgate_sip::parse(text.as_bytes()) {
+            Ok(trunkgate_sip::SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn auth() -> AuthState {
+        let lockout = std::sync::Arc::new(crate::lockout::Lockout::new(
+            5,
+            std::time::Duration::from_secs(60),
+        ));
+        AuthState::new([7; 32], 0, lockout, Metrics::new().auth_blocks.clone())
+    }
+
+    fn carrier() -> SocketAddr {
+        "203.0.113.5:5060".parse().expect("an address")
+    }
+
+    fn refused(r: Result<Admission, Refusal>) -> (u16, &'static str) {
+        match r {
+            Ok(a) => panic!("admitted to {} hops", a.hops.len()),
+            Err(r) => (r.code, r.reason),
+        }
+    }
+
+    #[test]
+    fn inbound_national_numbers_become_e164_and_reach_the_platform() {
+        let rt = runtime(CallerIdPolicy::Strict);
+        let a = inbound(
+            &rt,
+            &mut auth(),
+            carrier(),
+            &invite("098879333", "021555123"),
+            "h",
+        )
+        .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        assert_eq!(a.callee.to_string(), "+6498879333");
+        assert_eq!(
+            a.caller.map(|c| c.to_string()).as_deref(),
+            Some("+6421555123")
+        );
+        assert!(a.identity_lines.contains("X-Trunkgate-Trunk: acme/telco"));
+        assert_eq!(a.hops.len(), 1, "the trunk's platform destination");
+    }
+
+    #[test]
+    fn inbound_refusals_name_their_cause() {
+        let rt = runtime(CallerIdPolicy::Strict);
+        let mut auth = auth();
+        let unowned = inbound(
+            &rt,
+            &mut auth,
+            carrier(),
+            &invite("+6498870001", "+64215"),
+            "h",
+        );
+        assert_eq!(refused(unowned), (404, "number_not_owned"));
+        let letters = inbound(&rt, &mut auth, carrier(), &invite("support", "+64215"), "h");
+        assert_eq!(refused(letters), (484, "number_format"));
+    }
+
+    #[test]
+    fn outbound_presents_a_byoc_number_and_refuses_another_under_strict() {
+        let rt = runtime(CallerIdPolicy::Strict);
+        let a = outbound(&rt, &invite("+6421555123", "+6498879000"), "edge.example")
+            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        assert!(a.from.contains("+6498879000"), "{}", a.from);
+        assert!(a.identity_lines.contains("P-Asserted-Identity"));
+        assert_eq!(a.hops.len(), 1);
+        let foreign = outbound(&rt, &invite("+6421555123", "+6111111111"), "edge.example");
+        assert_eq!(refused(foreign), (403, "caller_id_not_allowed"));
+    }
+
+    #[test]
+    fn outbound_anonymizes_a_foreign_caller_id_when_the_trunk_says_so() {
+        let rt = runtime(CallerIdPolicy::Anonymize);
+        let a = outbound(&rt, &invite("+6421555123", "+6111111111"), "edge.example")
+            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        assert!(a.from.contains("anonymous.invalid"), "{}", a.from);
+        assert_eq!(a.identity_lines, "Privacy: id\r\n");
+    }
+
+    #[test]
+    fn outbound_without_a_route_or_with_a_bad_number_is_refused() {
+        let rt = runtime(CallerIdPolicy::Strict);
+        let elsewhere = outbound(&rt, &invite("+4420712345", "anonymous"), "edge.example");
+        assert_eq!(refused(elsewhere), (404, "no_route"));
+        let bad = outbound(&rt, &invite("0800123", "anonymous"), "edge.example");
+        assert_eq!(refused(bad), (484, "number_format"));
+    }
+}
