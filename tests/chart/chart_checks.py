@@ -135,12 +135,16 @@ def rbac(path):
             assert scope == ns, f"operator: {role} writes Leases cluster-wide"
             if writes - {"create"}:
                 assert r.get("resourceNames") == [lease], f"operator: {role} writes other Leases"
+        elif resources == {"events"} and r["apiGroups"] == ["events.k8s.io"]:
+            # SnapshotNotPublished Events, in the release namespace only.
+            assert scope == ns, f"operator: {role} writes Events cluster-wide"
+            assert writes <= {"create", "patch"}, f"operator: {role} may {sorted(writes)} Events"
         else:
             allowed = {"carriertrunks/status", "numberownerships/status"}
             assert resources <= allowed and writes <= {"patch", "update"}, \
                 f"operator: {role} may {sorted(writes)} {sorted(resources)}"
     print(f"  operator ServiceAccount {ns}/{op_sa}: writes only Secret {ns}/{snapshot} "
-          f"(+ create), Lease {lease or '(none)'}, CR status; no wildcards")
+          f"(+ create), Lease {lease or '(none)'}, Events, CR status; no wildcards")
     return True
 
 

@@ -724,3 +724,47 @@ fn bad_edits_in_the_folder_keep_the_last_good_version() {
         .assert_ok();
     uas.wait().assert_ok();
 }
+
+/// A platform that rings and never answers cannot hold the call in set-up for ever: after
+/// `--ringing-seconds` the edge CANCELs it and answers the carrier 408.
+#[test]
+fn a_call_that_rings_too_long_is_cancelled_with_408() {
+    let lab = Lab::new("ringing_timeout");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: vec!["--ringing-seconds".into(), "2".into()],
+            ..EdgeOptions::default()
+        },
+    );
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_ring_cancel.xml", &[]),
+        platform,
+    )
+    .start();
+    let carrier = carrier_call(
+        &lab,
+        &edge,
+        "carrier",
+        "uac_refused.xml",
+        &[("CODE", "408")],
+    )
+    .wait();
+    carrier.assert_ok();
+    let uas = uas.wait();
+    uas.assert_ok();
+    uas.request("CANCEL");
+    let cdr = edge.wait_cdr("the call that rang too long", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["finalStatus"], 408);
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_ringing_timeouts_total",
+            &[("trunk", "acme/pacific")]
+        ),
+        1.0
+    );
+}

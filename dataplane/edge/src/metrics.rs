@@ -19,6 +19,7 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     pub retransmissions: IntCounterVec,
     pub timeouts: IntCounterVec,
+    pub ringing_timeouts: IntCounterVec,
     pub failovers: IntCounterVec,
     pub handoffs: IntCounterVec,
     pub send_errors: IntCounterVec,
@@ -122,6 +123,11 @@ impl Metrics {
                 "trunkgate_edge_transaction_timeouts_total",
                 "Transactions that timed out (timers B, F, H), by side.",
                 &["side"],
+            ),
+            ringing_timeouts: cv(
+                "trunkgate_edge_ringing_timeouts_total",
+                "Calls CANCELed after ringing for --ringing-seconds without a final answer, by trunk.",
+                &["trunk"],
             ),
             failovers: cv(
                 "trunkgate_edge_failovers_total",

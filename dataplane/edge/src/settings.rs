@@ -54,6 +54,11 @@ pub struct Settings {
     /// target is tried.
     #[arg(long, env = "TRUNKGATE_FAILOVER_SECONDS", default_value_t = 4.0)]
     pub failover_seconds: f64,
+    /// Seconds a call may ring (leg B answered provisionally, no final answer) before the edge
+    /// CANCELs it and answers the caller 408, so a peer that never answers cannot hold a call
+    /// in set-up for ever (the role of RFC 3261 §16.6's Timer C, which is over 3 minutes).
+    #[arg(long, env = "TRUNKGATE_RINGING_SECONDS", default_value_t = 180)]
+    pub ringing_seconds: u64,
     /// Seconds to let calls finish after SIGTERM before exiting.
     #[arg(long, env = "TRUNKGATE_DRAIN_SECONDS", default_value_t = 285)]
     pub drain_seconds: u64,

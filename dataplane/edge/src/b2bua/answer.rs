@@ -1,7 +1,7 @@
 //! What leg B's INVITE gets back: provisional and final answers, the carrier's digest
 //! challenge, failover, timeouts, the ACK of its 2xx.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use trunkgate_sip::Response;
 
@@ -48,6 +48,13 @@ impl Worker {
         }
         let to = msg::header(resp, "To").unwrap_or_default().to_string();
         if code < 200 {
+            if !c.b_provisional {
+                let ringing = Duration::from_secs(self.shared.settings.ringing_seconds.max(1));
+                self.schedule(ringing, Timer::Ringing(id, key.clone()));
+            }
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
             c.b_provisional = true;
             if msg::param(&to, "tag").is_some() {
                 learn_dialog(&mut c.b, resp);

@@ -152,6 +152,36 @@ impl Worker {
         }
     }
 
+    /// Leg B has rung for `--ringing-seconds` without a final answer: CANCEL it and answer the
+    /// caller 408 (RFC 3261 §16.6 Timer C plays this part in a proxy).
+    pub(crate) fn ringing_too_long(&mut self, id: u64, key: &TransactionKey) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.state != CallState::Proceeding || c.cancelled || c.b_invite.as_ref() != Some(key) {
+            return;
+        }
+        c.cancelled = true;
+        c.final_code = Some(408);
+        c.ended_by = Some("edge");
+        c.state = CallState::Ending;
+        let a_key = c.a_invite.clone();
+        let trunk = c.trunk_id().to_string();
+        let secs = self.shared.settings.ringing_seconds;
+        self.shared
+            .metrics
+            .ringing_timeouts
+            .with_label_values(&[trunk.as_str()])
+            .inc();
+        self.refuse(
+            &a_key,
+            408,
+            &format!("no final answer after {secs} s of ringing"),
+            "",
+        );
+        self.send_cancel(id);
+    }
+
     pub(crate) fn on_ack(&mut self, side: Side, src: &Link, req: &Request) {
         let key = TransactionKey::from_request(req, Role::Server);
         if let Some(tx) = self.servers.get_mut(&key)

@@ -168,6 +168,8 @@ pub enum Timer {
     Server(TransactionKey, transaction::Timer),
     /// An outbound target that has not answered within `--failover-seconds`.
     Failover(TransactionKey),
+    /// A call that rings too long (`--ringing-seconds`): leg B's INVITE is CANCELed.
+    Ringing(u64, TransactionKey),
     /// A request we gave up on (timeout, failover) stops absorbing late answers.
     ClientForget(TransactionKey),
     CallForget(u64),
@@ -352,6 +354,7 @@ impl Worker {
                 self.clients.remove(&key);
             }
             Timer::CallForget(id) => self.forget_call(id),
+            Timer::Ringing(id, key) => self.ringing_too_long(id, &key),
             Timer::ProbeTick => self.probe_tick(),
         }
     }
