@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod report;
 pub mod schema;
 pub mod snapshot;
+pub mod snapshot_secrets;
 
 pub use compile::{Compiled, Secrets, compile, compile_with_refused};
 pub use report::{ObjectKey, ObjectKind, Problem, Reason, Refused, Report};

@@ -1,5 +1,7 @@
 //! `EdgeConfig`: the compiled, versioned snapshot that every edge pod runs, its number index,
-//! and its encoding into the data of one Kubernetes Secret.
+//! and its encoding into the data of Kubernetes Secrets: one when the compressed snapshot fits a
+//! Secret, else consecutive parts of it in up to `max_parts` Secrets with fixed names (so that
+//! RBAC can name each; see `parts`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,8 +16,14 @@ use crate::{CallerIdPolicy, DigestAlgorithm, Limits, Media, NumberKind, Transpor
 
 /// Key of the snapshot inside the published Secret (gzip-compressed JSON).
 pub const SNAPSHOT_KEY: &str = "snapshot.json.gz";
-/// The API server refuses objects over 1 MiB; leave room for metadata.
+/// The API server refuses objects over 1 MiB; leave room for metadata. The most one Secret
+/// (one part) carries.
 pub const MAX_SNAPSHOT_BYTES: usize = 1_000_000;
+/// The most JSON a snapshot may decode to (a guard against a gzip bomb; 1,000,000 numbers take
+/// about 20 MB).
+const MAX_DECODED_BYTES: u64 = 512 << 20;
+/// Parts a snapshot may take unless configured otherwise (the chart's `snapshotMaxParts`).
+pub const DEFAULT_MAX_PARTS: usize = 8;
 
 /// Everything an edge pod needs, compiled from the valid CarrierTrunks, NumberOwnerships and
 /// Secrets. Contains no plaintext password.
@@ -317,14 +325,30 @@ impl NumberIndex {
 /// Why a snapshot could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot is {bytes} bytes compressed, over the {max}-byte Secret limit")]
-    TooLarge { bytes: usize, max: usize },
+    #[error(
+        "snapshot is {bytes} bytes compressed, over the {max_parts} parts of {part}-byte Secrets allowed (snapshotMaxParts / --snapshot-max-parts)"
+    )]
+    TooLarge {
+        bytes: usize,
+        part: usize,
+        max_parts: usize,
+    },
     #[error("snapshot Secret has no '{SNAPSHOT_KEY}' key")]
     Missing,
     #[error("snapshot is not valid gzip: {0}")]
     Gzip(#[source] std::io::Error),
     #[error("snapshot is not a valid EdgeConfig: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("snapshot in parts: {0}")]
+    Parts(String),
+    #[error(
+        "snapshot in parts: {part} belongs to snapshot {found}, the head to {head} (a publish in progress)"
+    )]
+    PartsOfAnotherVersion {
+        part: String,
+        head: String,
+        found: String,
+    },
     #[error("snapshot version {stated} does not match its content ({actual})")]
     VersionMismatch { stated: String, actual: String },
 }
@@ -338,6 +362,8 @@ impl SnapshotError {
             SnapshotError::Gzip(_) => "gzip",
             SnapshotError::Json(_) => "json",
             SnapshotError::VersionMismatch { .. } => "version_mismatch",
+            SnapshotError::Parts(_) => "parts",
+            SnapshotError::PartsOfAnotherVersion { .. } => "parts_of_another_version",
         }
     }
 }
@@ -357,26 +383,50 @@ impl EdgeConfig {
         self
     }
 
-    /// gzip-compressed JSON for the snapshot Secret.
+    /// gzip-compressed JSON: what the snapshot Secrets carry, whole or in parts.
     pub fn encode(&self) -> Result<Vec<u8>, SnapshotError> {
         let json = serde_json::to_vec(self)?;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&json).map_err(SnapshotError::Gzip)?;
-        let bytes = gz.finish().map_err(SnapshotError::Gzip)?;
-        if bytes.len() > MAX_SNAPSHOT_BYTES {
+        gz.finish().map_err(SnapshotError::Gzip)
+    }
+
+    /// `encode()` cut into consecutive parts of at most `part` bytes, one per Secret; an error
+    /// when more than `max_parts` would be needed.
+    pub fn encode_parts(
+        &self,
+        part: usize,
+        max_parts: usize,
+    ) -> Result<Vec<Vec<u8>>, SnapshotError> {
+        let bytes = self.encode()?;
+        let part = part.max(1);
+        let needed = bytes.len().div_ceil(part).max(1);
+        if needed > max_parts {
             return Err(SnapshotError::TooLarge {
                 bytes: bytes.len(),
-                max: MAX_SNAPSHOT_BYTES,
+                part,
+                max_parts,
             });
         }
-        Ok(bytes)
+        if needed == 1 {
+            return Ok(vec![bytes]);
+        }
+        Ok(bytes.chunks(part).map(<[u8]>::to_vec).collect())
+    }
+
+    /// Reads what `encode_parts` wrote, parts in order.
+    pub fn decode_parts(parts: &[&[u8]]) -> Result<Self, SnapshotError> {
+        if let [one] = parts {
+            return Self::decode(one);
+        }
+        Self::decode(&parts.concat())
     }
 
     /// Reads what `encode` wrote and checks the version against the content.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(bytes)
-            .take(64 << 20)
+            .take(MAX_DECODED_BYTES)
             .read_to_end(&mut json)
             .map_err(SnapshotError::Gzip)?;
         let config: EdgeConfig = serde_json::from_slice(&json)?;
@@ -467,5 +517,61 @@ mod tests {
             EdgeConfig::decode(b"not gzip"),
             Err(SnapshotError::Gzip(_))
         ));
+    }
+
+    /// A config with `n` single numbers in one ownership: gzip cannot fold them into little.
+    fn numbers(n: u64) -> EdgeConfig {
+        EdgeConfig {
+            version: String::new(),
+            trunks: vec![],
+            ownerships: vec![OwnershipConfig {
+                id: "a/b".into(),
+                trunk: 0,
+                kind: NumberKind::Byoc,
+                verified: false,
+                ranges: (0..n)
+                    .map(|i| NumberRange {
+                        len: 11,
+                        start: 64_900_000_000 + i * 7919 % 99_999_989,
+                        end: 64_900_000_000 + i * 7919 % 99_999_989,
+                    })
+                    .collect(),
+            }],
+        }
+        .stamped()
+    }
+
+    #[test]
+    fn a_small_snapshot_is_one_part_a_large_one_several_in_order() {
+        let small = numbers(10);
+        let parts = small.encode_parts(MAX_SNAPSHOT_BYTES, 8).unwrap();
+        assert_eq!(parts, vec![small.encode().unwrap()]);
+
+        let large = numbers(5_000);
+        let whole = large.encode().unwrap();
+        let parts = large.encode_parts(4_096, 64).unwrap();
+        assert_eq!(parts.len(), whole.len().div_ceil(4_096));
+        assert!(parts.iter().all(|p| p.len() <= 4_096));
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        assert_eq!(EdgeConfig::decode_parts(&refs).unwrap(), large);
+        // Parts out of order, or one missing, never decode to a snapshot.
+        let mut swapped = refs.clone();
+        swapped.swap(0, 1);
+        assert!(EdgeConfig::decode_parts(&swapped).is_err());
+        assert!(EdgeConfig::decode_parts(&refs[..refs.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn more_parts_than_allowed_is_an_error_naming_the_sizes() {
+        let large = numbers(5_000);
+        let bytes = large.encode().unwrap().len();
+        let e = large.encode_parts(1_000, 2).unwrap_err();
+        assert_eq!(e.metric_label(), "too_large");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "snapshot is {bytes} bytes compressed, over the 2 parts of 1000-byte Secrets allowed (snapshotMaxParts / --snapshot-max-parts)"
+            )
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use trunkgate_crds::compile_with_refused;
 use trunkgate_crds::files::load_dir;
+use trunkgate_crds::snapshot::{DEFAULT_MAX_PARTS, MAX_SNAPSHOT_BYTES, SnapshotError};
 
 /// Checks a folder and writes the findings; returns whether everything is valid. With
 /// `snapshot_out`, the snapshot the operator would publish (the Secret's gzip JSON) is written
@@ -69,9 +70,21 @@ pub fn check(
     if let (Some(path), Ok(b)) = (snapshot_out, &encoded) {
         std::fs::write(path, b)?;
     }
-    let bytes = encoded.map(|b| b.len());
-    let size = match &bytes {
-        Ok(b) => format!("{b} bytes compressed"),
+    let parts = encoded.and_then(|b| {
+        let parts = b.len().div_ceil(MAX_SNAPSHOT_BYTES).max(1);
+        if parts > DEFAULT_MAX_PARTS {
+            Err(SnapshotError::TooLarge {
+                bytes: b.len(),
+                part: MAX_SNAPSHOT_BYTES,
+                max_parts: DEFAULT_MAX_PARTS,
+            })
+        } else {
+            Ok((b.len(), parts))
+        }
+    });
+    let size = match &parts {
+        Ok((b, 1)) => format!("{b} bytes compressed"),
+        Ok((b, n)) => format!("{b} bytes compressed, in {n} Secrets"),
         Err(e) => {
             problems += 1;
             format!("NOT PUBLISHABLE: {e}")

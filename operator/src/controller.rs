@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use trunkgate_crds::report::{ObjectKind, Report};
 use trunkgate_crds::snapshot::{EdgeConfig, SnapshotError};
+use trunkgate_crds::snapshot_secrets::{self, Layout};
 use trunkgate_crds::trunk::EdgeEndpoint;
 use trunkgate_crds::{CarrierTrunk, Compiled, NumberOwnership, Secrets, compile};
 
@@ -35,6 +36,10 @@ pub struct Settings {
     /// Namespace and name of the snapshot Secret.
     pub snapshot_namespace: String,
     pub snapshot_name: String,
+    /// Most Secrets one snapshot may take (the head and its parts).
+    pub snapshot_max_parts: usize,
+    /// Most compressed bytes per Secret.
+    pub snapshot_part_bytes: usize,
     /// What trunk status tells carriers about the edge.
     pub edge: EdgeEndpoint,
     /// Quiet time after a change before compiling.
@@ -138,6 +143,7 @@ pub async fn compile_and_publish(
     secrets: &Secrets,
     previous: Option<&EdgeConfig>,
     live: Option<&str>,
+    stale_parts: &[String],
 ) -> (Arc<Compiled>, Option<String>) {
     let started = Instant::now();
     let compiled = Arc::new(compile(trunks, ownerships, secrets, previous));
@@ -159,28 +165,36 @@ pub async fn compile_and_publish(
         return (compiled, None);
     }
     let s = &ctx.settings;
-    let result =
-        match publish::snapshot_secret(&compiled.config, &s.snapshot_namespace, &s.snapshot_name) {
-            Err(e) => Err(Error::from(e)),
-            Ok(secret) => {
-                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.snapshot_namespace);
-                publish::publish(&api, &secret).await.map_err(Error::from)
-            }
-        };
+    let result = match snapshot_secrets::build_with_part_size(
+        &compiled.config,
+        &s.snapshot_namespace,
+        &s.snapshot_name,
+        s.snapshot_part_bytes,
+        s.snapshot_max_parts,
+    ) {
+        Err(e) => Err(Error::from(e)),
+        Ok(secrets) => {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.snapshot_namespace);
+            publish::publish(&api, secrets, stale_parts)
+                .await
+                .map_err(Error::from)
+        }
+    };
     match result {
-        Ok(bytes) => {
+        Ok(published) => {
             ctx.metrics
                 .snapshot_publishes
                 .with_label_values(&["ok"])
                 .inc();
-            ctx.metrics.snapshot_bytes.set(bytes as i64);
+            ctx.metrics.snapshot_bytes.set(published.bytes as i64);
+            ctx.metrics.snapshot_secrets.set(published.secrets as i64);
             ctx.metrics
                 .snapshot_numbers
                 .set(compiled.number_count() as i64);
             ctx.metrics
                 .snapshot_trunks
                 .set(compiled.config.trunks.len() as i64);
-            tracing::info!(version = %compiled.config.version, bytes, trunks = compiled.config.trunks.len(), "published edge snapshot");
+            tracing::info!(version = %compiled.config.version, bytes = published.bytes, secrets = published.secrets, trunks = compiled.config.trunks.len(), "published edge snapshot");
             (compiled, None)
         }
         Err(e) => {
@@ -227,6 +241,48 @@ where
     )
     .await?;
     Ok(true)
+}
+
+/// The version the snapshot Secrets hold whole (None when the head is missing, or a part is
+/// missing or of another version: then it must be written again), and the names of the part
+/// Secrets of this head that exist, so that a smaller snapshot can remove the rest.
+fn live_snapshot(
+    head: Option<&Secret>,
+    parts: &[Arc<Secret>],
+    head_name: &str,
+) -> (Option<String>, Vec<String>) {
+    let prefix = format!("{head_name}-part-");
+    let mine: Vec<&Secret> = parts
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    let existing = mine
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let Some(head) = head else {
+        return (None, existing);
+    };
+    let Some(version) = snapshot_secrets::version_of(head) else {
+        return (None, existing);
+    };
+    let whole = match snapshot_secrets::layout(head) {
+        Ok(Layout::Whole) => true,
+        Ok(Layout::Parts(names)) => names.iter().all(|n| {
+            mine.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(n.as_str())
+                    && snapshot_secrets::version_of(p) == Some(version)
+            })
+        }),
+        Err(_) => false,
+    };
+    (whole.then(|| version.to_string()), existing)
 }
 
 /// An Event on the snapshot Secret: publishing failed (the objects themselves may be valid).
@@ -573,6 +629,13 @@ pub async fn run(ctx: Arc<Context>) {
         secret_fingerprint,
         changes_tx.clone(),
     );
+    // Its parts, when a snapshot takes several Secrets.
+    let (parts, parts_events) = reflect(
+        Api::<Secret>::namespaced(client.clone(), &s.snapshot_namespace),
+        watcher::Config::default().labels(&format!("{}=true", snapshot_secrets::PART_LABEL)),
+        secret_fingerprint,
+        changes_tx.clone(),
+    );
     // Names (metadata only) of every Secret, when a selector narrows the main watch: to tell
     // "missing" from "not labelled".
     let (all_secret_names, all_secret_events) = {
@@ -613,24 +676,19 @@ pub async fn run(ctx: Arc<Context>) {
                 trunks.wait_until_ready(),
                 owns.wait_until_ready(),
                 secrets.wait_until_ready(),
-                snapshot.wait_until_ready()
+                snapshot.wait_until_ready(),
+                parts.wait_until_ready()
             );
             let snap_api: Api<Secret> =
                 Api::namespaced(ctx.client.clone(), &ctx.settings.snapshot_namespace);
-            let mut previous = match snap_api.get_opt(&ctx.settings.snapshot_name).await {
-                Ok(Some(secret)) => match publish::read_snapshot(&secret) {
-                    Ok(c) => Some(c),
+            let mut previous =
+                match publish::read_snapshot(&snap_api, &ctx.settings.snapshot_name).await {
+                    Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "existing snapshot unreadable; starting afresh");
                         None
                     }
-                },
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the existing snapshot");
-                    None
-                }
-            };
+                };
             loop {
                 tokio::time::sleep(ctx.settings.debounce).await;
                 changes_rx.borrow_and_update();
@@ -638,11 +696,11 @@ pub async fn run(ctx: Arc<Context>) {
                     ctx.settings.snapshot_namespace.as_str(),
                     ctx.settings.snapshot_name.as_str(),
                 );
-                let live = snapshot
-                    .state()
-                    .first()
-                    .and_then(|s| s.metadata.annotations.as_ref())
-                    .and_then(|a| a.get(publish::VERSION_ANNOTATION).cloned());
+                let (live, stale) = live_snapshot(
+                    snapshot.state().first().map(|s| s.as_ref()),
+                    &parts.state(),
+                    &ctx.settings.snapshot_name,
+                );
                 let labelled = secrets_map(&secrets, skip);
                 let (compiled, error) = compile_and_publish(
                     &ctx,
@@ -651,6 +709,7 @@ pub async fn run(ctx: Arc<Context>) {
                     &labelled,
                     previous.as_ref(),
                     live.as_deref(),
+                    &stale,
                 )
                 .await;
                 let compiled = if ctx.settings.secret_selector.is_empty() {
@@ -753,6 +812,7 @@ pub async fn run(ctx: Arc<Context>) {
         _ = drain(Box::pin(own_events)) => tracing::warn!("NumberOwnership watch ended"),
         _ = drain(Box::pin(secret_events)) => tracing::warn!("Secret watch ended"),
         _ = drain(Box::pin(snapshot_events)) => tracing::warn!("snapshot Secret watch ended"),
+        _ = drain(Box::pin(parts_events)) => tracing::warn!("snapshot part Secrets watch ended"),
         _ = drain(all_secret_events) => tracing::warn!("Secret names watch ended"),
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 use trunkgate_crds::trunk::EdgeEndpoint;
 use trunkgate_operator::controller::{self, Context, Settings};
@@ -48,6 +49,25 @@ struct RunArgs {
     /// edge pods are looked for in the Secret's namespace.
     #[arg(long, env = "TRUNKGATE_SNAPSHOT_SECRET")]
     snapshot_secret: Option<String>,
+    /// Most Secrets one snapshot may take: the named Secret, and for a snapshot over 1 MB
+    /// compressed its parts NAME-part-1 .. NAME-part-(N-1), which the edge's RBAC must name (the
+    /// chart's snapshotMaxParts sets both).
+    #[arg(
+        long,
+        env = "TRUNKGATE_SNAPSHOT_MAX_PARTS",
+        default_value_t = trunkgate_crds::snapshot::DEFAULT_MAX_PARTS,
+        value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from)
+    )]
+    snapshot_max_parts: usize,
+    /// Most bytes of compressed snapshot one Secret carries (lower it where etcd's
+    /// --max-request-bytes is lower than Kubernetes' default 1.5 MiB).
+    #[arg(
+        long,
+        env = "TRUNKGATE_SNAPSHOT_PART_BYTES",
+        default_value_t = trunkgate_crds::snapshot::MAX_SNAPSHOT_BYTES,
+        value_parser = clap::value_parser!(u32).range(1024..=trunkgate_crds::snapshot::MAX_SNAPSHOT_BYTES as i64).map(|v| v as usize)
+    )]
+    snapshot_part_bytes: usize,
     /// The FQDN carriers send calls to (reported in CarrierTrunk status).
     #[arg(long, env = "TRUNKGATE_EDGE_FQDN")]
     edge_fqdn: Option<String>,
@@ -186,6 +206,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings {
         snapshot_namespace,
         snapshot_name,
+        snapshot_max_parts: args.snapshot_max_parts,
+        snapshot_part_bytes: args.snapshot_part_bytes,
         edge: EdgeEndpoint {
             fqdn: args.edge_fqdn,
             addresses: args.edge_address,

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub compile_duration: Histogram,
     pub compiles: prometheus::IntCounter,
     pub snapshot_bytes: IntGauge,
+    pub snapshot_secrets: IntGauge,
     pub snapshot_numbers: IntGauge,
     pub snapshot_trunks: IntGauge,
     pub snapshot_publishes: IntCounterVec,
@@ -99,6 +100,10 @@ impl Metrics {
             snapshot_bytes: gauge(
                 "trunkgate_operator_snapshot_bytes",
                 "Compressed size of the published snapshot.",
+            ),
+            snapshot_secrets: gauge(
+                "trunkgate_operator_snapshot_secrets",
+                "Secrets the published snapshot takes (1, or its parts when over 1 MB compressed).",
             ),
             snapshot_numbers: gauge(
                 "trunkgate_operator_snapshot_numbers",

@@ -1,55 +1,19 @@
-//! The edge snapshot as one Secret: built from an EdgeConfig, applied with server-side apply,
-//! and read back at start-up as the last good snapshot.
+//! Publishing the edge snapshot: its Secrets (`trunkgate_crds::snapshot_secrets`) applied with
+//! server-side apply, parts before the head so that a reader never meets a head whose parts are
+//! not there yet, and read back at start-up as the last good snapshot.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use trunkgate_crds::snapshot::{EdgeConfig, SNAPSHOT_KEY, SnapshotError};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use trunkgate_crds::snapshot::{EdgeConfig, SnapshotError};
+use trunkgate_crds::snapshot_secrets::{self, Layout, SnapshotSecrets};
+
+pub use trunkgate_crds::snapshot_secrets::VERSION_ANNOTATION;
 
 /// Field manager of everything the operator writes.
 pub const MANAGER: &str = "trunkgate-operator";
-/// Annotation carrying the snapshot version, readable without decoding the data.
-pub const VERSION_ANNOTATION: &str = "trunkgate.io/snapshot-version";
 
-/// The Secret that carries `config`.
-pub fn snapshot_secret(
-    config: &EdgeConfig,
-    namespace: &str,
-    name: &str,
-) -> Result<Secret, SnapshotError> {
-    let bytes = config.encode()?;
-    // No `app.kubernetes.io/managed-by`: the Helm chart creates this Secret (so that `helm
-    // uninstall` removes it) and Helm sets that label; applying another value would make every
-    // `helm upgrade` conflict with this field manager. The field manager names the operator.
-    let mut labels = BTreeMap::new();
-    labels.insert(
-        "app.kubernetes.io/part-of".to_string(),
-        "trunkgate".to_string(),
-    );
-    let mut annotations = BTreeMap::new();
-    annotations.insert(VERSION_ANNOTATION.to_string(), config.version.clone());
-    let mut data = BTreeMap::new();
-    data.insert(SNAPSHOT_KEY.to_string(), ByteString(bytes));
-    Ok(Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_string()),
-        data: Some(data),
-        ..Secret::default()
-    })
-}
-
-/// Applies the snapshot Secret; returns its compressed size.
-pub async fn publish(api: &Api<Secret>, secret: &Secret) -> Result<usize, kube::Error> {
+async fn apply(api: &Api<Secret>, secret: &Secret) -> Result<Secret, kube::Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let mut body = serde_json::to_value(secret).map_err(kube::Error::SerdeError)?;
     body["apiVersion"] = "v1".into();
@@ -59,22 +23,94 @@ pub async fn publish(api: &Api<Secret>, secret: &Secret) -> Result<usize, kube::
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(body),
     )
-    .await?;
-    Ok(secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SNAPSHOT_KEY))
-        .map_or(0, |b| b.0.len()))
+    .await
 }
 
-/// Decodes a snapshot Secret.
-pub fn read_snapshot(secret: &Secret) -> Result<EdgeConfig, SnapshotError> {
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SNAPSHOT_KEY))
-        .ok_or(SnapshotError::Missing)?;
-    EdgeConfig::decode(&bytes.0)
+/// What was published.
+#[derive(Clone, Copy, Debug)]
+pub struct Published {
+    /// Compressed size.
+    pub bytes: usize,
+    /// Secrets written (the head and its parts).
+    pub secrets: usize,
+}
+
+/// Applies the snapshot's Secrets: its parts (owned by the head), then the head; then removes
+/// parts left over from a larger snapshot (`stale`: names of part Secrets that exist).
+pub async fn publish(
+    api: &Api<Secret>,
+    mut secrets: SnapshotSecrets,
+    stale: &[String],
+) -> Result<Published, kube::Error> {
+    let head_name = secrets.head.metadata.name.clone().unwrap_or_default();
+    if !secrets.parts.is_empty() {
+        // The head's uid, for the parts' ownerReferences; a head that does not exist yet gets
+        // them on the next write (below).
+        let uid = api.get_opt(&head_name).await?.and_then(|h| h.metadata.uid);
+        for part in &mut secrets.parts {
+            if let Some(uid) = &uid {
+                snapshot_secrets::owned_by_head(part, &head_name, uid);
+            }
+            apply(api, part).await?;
+        }
+        let head = apply(api, &secrets.head).await?;
+        if uid.is_none()
+            && let Some(uid) = head.metadata.uid
+        {
+            for part in &mut secrets.parts {
+                snapshot_secrets::owned_by_head(part, &head_name, &uid);
+                apply(api, part).await?;
+            }
+        }
+    } else {
+        apply(api, &secrets.head).await?;
+    }
+    let wanted: Vec<String> = secrets
+        .parts
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    for name in stale.iter().filter(|n| !wanted.contains(n)) {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %e, "could not remove a part Secret of an older snapshot")
+            }
+        }
+    }
+    Ok(Published {
+        bytes: secrets.bytes,
+        secrets: secrets.parts.len() + 1,
+    })
+}
+
+/// Reads the snapshot the Secrets hold now (None when the head does not exist).
+pub async fn read_snapshot(api: &Api<Secret>, head: &str) -> Result<Option<EdgeConfig>, ReadError> {
+    let Some(head) = api.get_opt(head).await? else {
+        return Ok(None);
+    };
+    Ok(Some(assemble(api, &head).await?))
+}
+
+/// The snapshot of `head`, its parts fetched by name.
+pub async fn assemble(api: &Api<Secret>, head: &Secret) -> Result<EdgeConfig, ReadError> {
+    let mut parts = Vec::new();
+    if let Layout::Parts(names) = snapshot_secrets::layout(head)? {
+        for name in names {
+            parts.push(api.get_opt(&name).await?);
+        }
+    }
+    Ok(snapshot_secrets::assemble(head, &parts)?)
+}
+
+/// Why the published snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 #[cfg(test)]
@@ -86,11 +122,12 @@ mod tests {
     #[test]
     fn secret_round_trips_and_names_its_version() {
         let c = compile(&[CarrierTrunk::test("a", "t")], &[], &Secrets::new(), None);
-        let s = snapshot_secret(&c.config, "trunkgate-system", "trunkgate-edge-config").unwrap();
+        let s = snapshot_secrets::build(&c.config, "trunkgate-system", "trunkgate-edge-config", 8)
+            .unwrap();
         assert_eq!(
-            s.metadata.annotations.as_ref().unwrap()[VERSION_ANNOTATION],
+            s.head.metadata.annotations.as_ref().unwrap()[VERSION_ANNOTATION],
             c.config.version
         );
-        assert_eq!(read_snapshot(&s).unwrap(), c.config);
+        assert_eq!(snapshot_secrets::assemble(&s.head, &[]).unwrap(), c.config);
     }
 }

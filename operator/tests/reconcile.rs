@@ -24,6 +24,8 @@ fn mock_ctx() -> (Arc<Context>, Handle) {
     let settings = Settings {
         snapshot_namespace: "trunkgate-system".into(),
         snapshot_name: "trunkgate-edge-config".into(),
+        snapshot_max_parts: 8,
+        snapshot_part_bytes: 1_000_000,
         edge: EdgeEndpoint {
             fqdn: Some("sip.example.net".into()),
             addresses: vec!["192.0.2.10".into()],
@@ -101,7 +103,8 @@ async fn publishes_snapshot_secret_with_server_side_apply_once_per_version() {
         (body, handle)
     });
     let (compiled, err) =
-        controller::compile_and_publish(&ctx, &trunks, &owns, &Secrets::new(), None, None).await;
+        controller::compile_and_publish(&ctx, &trunks, &owns, &Secrets::new(), None, None, &[])
+            .await;
     assert_eq!(err, None);
     let (body, mut handle) = server.await.unwrap();
     assert_eq!(body["kind"], "Secret");
@@ -123,6 +126,7 @@ async fn publishes_snapshot_secret_with_server_side_apply_once_per_version() {
         &Secrets::new(),
         Some(&compiled.config),
         Some(compiled.config.version.as_str()),
+        &[],
     )
     .await;
     assert_eq!(err, None);
@@ -149,6 +153,7 @@ async fn publish_failure_is_reported_not_fatal() {
         &Secrets::new(),
         None,
         None,
+        &[],
     )
     .await;
     server.await.unwrap();

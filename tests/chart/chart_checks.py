@@ -99,6 +99,8 @@ def rbac(path):
     snapshot_ns, snapshot = args["--snapshot-secret"].split("/", 1)
     assert snapshot_ns == ns, f"operator: snapshot Secret in {snapshot_ns}, release in {ns}"
     lease = args.get("--leader-lease", "")
+    max_parts = int(args.get("--snapshot-max-parts", "1"))
+    parts = [f"{snapshot}-part-{i}" for i in range(1, max_parts)]
     edge_sa = edge_workload(docs)["spec"]["template"]["spec"]["serviceAccountName"]
     op_sa = op["spec"]["template"]["spec"]["serviceAccountName"]
 
@@ -109,10 +111,15 @@ def rbac(path):
         assert not r.get("nonResourceURLs"), f"edge: {role} grants nonResourceURLs"
         assert r.get("apiGroups") == [""], f"edge: {role} grants apiGroups {r.get('apiGroups')}"
         assert r.get("resources") == ["secrets"], f"edge: {role} grants {r.get('resources')}"
+        if r.get("resourceNames") == parts and parts:
+            # The parts of a snapshot too large for one Secret: read by name only.
+            assert r["verbs"] == ["get"], f"edge: {role} grants {r['verbs']} on the snapshot parts"
+            continue
         assert set(r["verbs"]) <= {"get", "list", "watch"}, f"edge: {role} grants {r['verbs']}"
         assert r.get("resourceNames") == [snapshot], \
             f"edge: {role} resourceNames {r.get('resourceNames')} != [{snapshot}]"
-    print(f"  edge ServiceAccount {ns}/{edge_sa}: only get/list/watch on Secret {ns}/{snapshot}")
+    print(f"  edge ServiceAccount {ns}/{edge_sa}: only get/list/watch on Secret {ns}/{snapshot}, "
+          f"get on its {len(parts)} part names")
 
     op_rules = bound_rules(docs, op_sa, ns)
     for scope, role, r in op_rules:
@@ -126,11 +133,14 @@ def rbac(path):
         resources = set(r["resources"])
         if "secrets" in resources and "" in r["apiGroups"]:
             assert scope == ns, f"operator: {role} writes Secrets cluster-wide ({sorted(writes)})"
-            assert not {"delete", "deletecollection"} & writes, f"operator: {role} deletes Secrets"
-            # `create` cannot be narrowed by resourceNames; everything else must name the snapshot.
+            assert "deletecollection" not in writes, f"operator: {role} may deletecollection Secrets"
+            # `create` cannot be narrowed by resourceNames; everything else must name the snapshot
+            # or its parts (delete: only the parts a smaller snapshot leaves over).
             if writes - {"create"}:
-                assert r.get("resourceNames") == [snapshot], \
-                    f"operator: {role} may {sorted(writes)} Secrets {r.get('resourceNames') or 'any'}"
+                names = r.get("resourceNames")
+                assert names == [snapshot] or (names == parts and parts), \
+                    f"operator: {role} may {sorted(writes)} Secrets {names or 'any'}"
+                assert "delete" not in writes or names == parts, f"operator: {role} deletes Secret {names}"
         elif "leases" in resources:
             assert scope == ns, f"operator: {role} writes Leases cluster-wide"
             if writes - {"create"}:
@@ -143,7 +153,7 @@ def rbac(path):
             allowed = {"carriertrunks/status", "numberownerships/status"}
             assert resources <= allowed and writes <= {"patch", "update"}, \
                 f"operator: {role} may {sorted(writes)} {sorted(resources)}"
-    print(f"  operator ServiceAccount {ns}/{op_sa}: writes only Secret {ns}/{snapshot} "
+    print(f"  operator ServiceAccount {ns}/{op_sa}: writes only Secret {ns}/{snapshot} and its parts "
           f"(+ create), Lease {lease or '(none)'}, Events, CR status; no wildcards")
     return True
 
@@ -395,6 +405,8 @@ def defaults(edge_help, operator_help, render):
     same("operator --admin port vs operator.adminPort", port_of(op["--admin"]), values["operator"]["adminPort"])
     same("edge --drain-seconds vs edge.drainSeconds", int(edge["--drain-seconds"]), e["drainSeconds"])
     same("operator --debounce-ms vs operator.debounceMs", int(op["--debounce-ms"]), values["operator"]["debounceMs"])
+    same("operator --snapshot-max-parts vs snapshotMaxParts", int(op["--snapshot-max-parts"]),
+         values["snapshotMaxParts"])
     same("operator --secret-selector vs operator.secretSelector", op["--secret-selector"],
          values["operator"]["secretSelector"])
     for path in (render, "deploy/trunkgate.yaml"):

@@ -7,6 +7,20 @@
 {{- default (printf "%s-edge-config" (include "trunkgate.fullname" .)) .Values.snapshotSecretName -}}
 {{- end -}}
 
+{{/* The snapshot's Secrets as a YAML flow list: the head, then its parts 1..snapshotMaxParts-1. */}}
+{{- define "trunkgate.snapshotParts" -}}
+{{- $head := include "trunkgate.snapshotSecret" . -}}
+{{- $n := int .Values.snapshotMaxParts -}}
+{{- if or (lt $n 1) (gt $n 64) -}}
+{{- fail (printf "snapshotMaxParts must be 1 to 64, got %v" .Values.snapshotMaxParts) -}}
+{{- end -}}
+{{- $names := list -}}
+{{- range $i := untilStep 1 $n 1 -}}
+{{- $names = append $names (printf "%s-part-%d" $head $i | quote) -}}
+{{- end -}}
+[{{ join ", " $names }}]
+{{- end -}}
+
 {{- define "trunkgate.leaseName" -}}
 {{- default (printf "%s-operator" (include "trunkgate.fullname" .)) .Values.operator.leaderElection.leaseName -}}
 {{- end -}}

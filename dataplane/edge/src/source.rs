@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use trunkgate_crds::files::load_dir;
-use trunkgate_crds::snapshot::EdgeConfig;
+use trunkgate_crds::snapshot::{EdgeConfig, SnapshotError};
+use trunkgate_crds::snapshot_secrets::{self, Layout};
 use trunkgate_crds::{ObjectKey, Problem, Reason, Refused};
 
 use crate::config::Runtime;
@@ -165,7 +166,39 @@ pub async fn watch_dir(
     }
 }
 
-/// Cluster mode: watch the one snapshot Secret (RBAC: get/list/watch on that name only).
+/// The snapshot that the head Secret `head` and its parts carry, the parts read by name
+/// (`trunkgate_crds::snapshot_secrets`). Parts of another version mean the operator is writing
+/// a new snapshot: read again, a few times, before giving up until the next change of the head.
+async fn read_secrets(
+    api: &kube::Api<k8s_openapi::api::core::v1::Secret>,
+    head: &k8s_openapi::api::core::v1::Secret,
+) -> Result<EdgeConfig, SnapshotError> {
+    let names = match snapshot_secrets::layout(head)? {
+        Layout::Whole => return snapshot_secrets::assemble(head, &[]),
+        Layout::Parts(names) => names,
+    };
+    let mut attempt = 0;
+    loop {
+        let mut parts = Vec::with_capacity(names.len());
+        for name in &names {
+            let part = api.get_opt(name).await.map_err(|e| {
+                SnapshotError::Parts(format!("cannot read part Secret {name}: {e}"))
+            })?;
+            parts.push(part);
+        }
+        match snapshot_secrets::assemble(head, &parts) {
+            Err(e @ SnapshotError::PartsOfAnotherVersion { .. }) if attempt < 5 => {
+                tracing::info!(error = %e, "snapshot parts are being written; reading again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Cluster mode: watch the snapshot's head Secret and read its parts (RBAC: get/list/watch on
+/// that name, get on the part names only).
 pub async fn watch_secret(
     ns_name: String,
     shared: Arc<Shared>,
@@ -180,7 +213,7 @@ pub async fn watch_secret(
     let client = kube::Client::try_default().await?;
     let api: kube::Api<Secret> = kube::Api::namespaced(client, ns);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, config).boxed();
+    let mut stream = watcher::watcher(api.clone(), config).boxed();
     while let Some(ev) = stream.next().await {
         let secret = match ev {
             Ok(watcher::Event::Apply(s)) | Ok(watcher::Event::InitApply(s)) => s,
@@ -191,15 +224,7 @@ pub async fn watch_secret(
                 continue;
             }
         };
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(trunkgate_crds::snapshot::SNAPSHOT_KEY))
-            .map(|b| b.0.clone());
-        let decoded = match bytes {
-            Some(b) => EdgeConfig::decode(&b),
-            None => Err(trunkgate_crds::snapshot::SnapshotError::Missing),
-        };
+        let decoded = read_secrets(&api, &secret).await;
         match decoded {
             Ok(cfg) => {
                 install(&shared, &ready, cfg);
