@@ -86,9 +86,11 @@ image:
 e2e:
 	bash scripts/e2e.sh
 
-## bench: print the benchmark figures (compile, SIP parse, CPS against Kamailio in the same sitting)
+## bench: print the benchmark figures (compile, snapshot at scale on a real API server, SIP parse, CPS against Kamailio in the same sitting)
 bench: build
 	$(CARGO) run --release -q -p trunkgate-crds --example compile_bench
+	$(CARGO) build --release -q -p trunkgate-operator -p trunkgate-edge --bins
+	$(CARGO) run --release -q -p trunkgate-tests --example snapshot_scale
 	$(CARGO) run --release -q -p trunkgate-sip --example parse_bench
 	@command -v kamailio >/dev/null 2>&1 || bash ../shared/bench/setup.sh
 	bash bench/compare_cps.sh $(BENCH_RATES)

@@ -442,13 +442,18 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) 
 
 /// Reflects a kind into a store and bumps `changes` whenever something that compile() reads
 /// changed (the spec generation for custom resources, the resource version for Secrets) —
-/// not on our own status writes.
+/// not on our own status writes. The stream (objects touched) drives the store: the status
+/// controllers run on it and on the same store, so each object is held once. Stored objects
+/// drop their managedFields, which nothing here reads.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     fingerprint: fn(&K) -> String,
     changes: watch::Sender<u64>,
-) -> (Store<K>, impl Stream<Item = ()> + Send)
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -460,12 +465,15 @@ where
 {
     let (reader, writer) = reflector::store();
     let mut seen: HashMap<String, String> = HashMap::new();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff())
-        .filter_map(move |ev| {
+    let events = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, events)
+        .inspect(move |ev| {
             let bump = match ev {
                 Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
                     let uid = o.meta().uid.clone().unwrap_or_default();
-                    let fp = fingerprint(&o);
+                    let fp = fingerprint(o);
                     seen.insert(uid, fp.clone()).as_ref() != Some(&fp)
                 }
                 Ok(Event::Delete(o)) => {
@@ -482,9 +490,16 @@ where
             if bump {
                 changes.send_modify(|n| *n += 1);
             }
-            std::future::ready(Some(()))
-        });
+        })
+        .touched_objects();
     (reader, stream)
+}
+
+/// A reflected stream that only keeps its store current.
+fn unit<K>(
+    s: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> std::pin::Pin<Box<dyn Stream<Item = ()> + Send>> {
+    s.map(|_| ()).boxed()
 }
 
 fn generation_fingerprint<K: Resource>(o: &K) -> String {
@@ -612,6 +627,7 @@ pub async fn run(ctx: Arc<Context>) {
         generation_fingerprint,
         changes_tx.clone(),
     );
+    let (trunk_store, own_store) = (trunks.clone(), owns.clone());
     let mut secret_config = watcher::Config::default();
     if !s.secret_selector.is_empty() {
         secret_config = secret_config.labels(&s.secret_selector);
@@ -780,26 +796,20 @@ pub async fn run(ctx: Arc<Context>) {
         })
     };
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(200));
-    let trunk_ctrl = Controller::new(
-        Api::<CarrierTrunk>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(config.clone())
-    .reconcile_all_on(trigger(compiled_rx.clone()))
-    .run(reconcile_trunk, error_policy("CarrierTrunk"), ctx.clone())
-    .for_each(|_| std::future::ready(()));
-    let own_ctrl = Controller::new(
-        Api::<NumberOwnership>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(config)
-    .reconcile_all_on(trigger(compiled_rx))
-    .run(
-        reconcile_ownership,
-        error_policy("NumberOwnership"),
-        ctx.clone(),
-    )
-    .for_each(|_| std::future::ready(()));
+    let trunk_ctrl = Controller::for_stream(trunk_events, trunk_store)
+        .with_config(config.clone())
+        .reconcile_all_on(trigger(compiled_rx.clone()))
+        .run(reconcile_trunk, error_policy("CarrierTrunk"), ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    let own_ctrl = Controller::for_stream(own_events, own_store)
+        .with_config(config)
+        .reconcile_all_on(trigger(compiled_rx))
+        .run(
+            reconcile_ownership,
+            error_policy("NumberOwnership"),
+            ctx.clone(),
+        )
+        .for_each(|_| std::future::ready(()));
     let drain = |s: std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>| {
         s.for_each(|_| std::future::ready(()))
     };
@@ -808,11 +818,9 @@ pub async fn run(ctx: Arc<Context>) {
         _ = rollout_task => tracing::warn!("rollout poller stopped"),
         _ = trunk_ctrl => tracing::warn!("CarrierTrunk controller stopped"),
         _ = own_ctrl => tracing::warn!("NumberOwnership controller stopped"),
-        _ = drain(Box::pin(trunk_events)) => tracing::warn!("CarrierTrunk watch ended"),
-        _ = drain(Box::pin(own_events)) => tracing::warn!("NumberOwnership watch ended"),
-        _ = drain(Box::pin(secret_events)) => tracing::warn!("Secret watch ended"),
-        _ = drain(Box::pin(snapshot_events)) => tracing::warn!("snapshot Secret watch ended"),
-        _ = drain(Box::pin(parts_events)) => tracing::warn!("snapshot part Secrets watch ended"),
+        _ = drain(unit(secret_events)) => tracing::warn!("Secret watch ended"),
+        _ = drain(unit(snapshot_events)) => tracing::warn!("snapshot Secret watch ended"),
+        _ = drain(unit(parts_events)) => tracing::warn!("snapshot part Secrets watch ended"),
         _ = drain(all_secret_events) => tracing::warn!("Secret names watch ended"),
     }
 }

@@ -65,19 +65,34 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// GET `path` from an admin endpoint; the status code (0 when unreachable).
-fn http_status(port: u16, path: &str) -> u16 {
+/// GET `path` from an admin endpoint: the whole answer ("" when unreachable).
+fn http_get(port: u16, path: &str) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace()
+    buf
+}
+
+/// The status code of GET `path` (0 when unreachable).
+fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path)
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// The body of GET `path`.
+fn http_body(port: u16, path: &str) -> String {
+    let answer = http_get(port, path);
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 fn spawn(
@@ -216,39 +231,48 @@ async fn run(numbers: usize, trunks: usize) {
     );
     assert_eq!(held as usize, numbers, "the snapshot holds every number");
 
-    // Statuses: every object Ready with this snapshot's version.
+    // Statuses: the operator's own count of status writes says when to look (listing 10,000
+    // objects often would load the API server the operator writes to); a list confirms.
     let version = config.version.clone();
     let ready_in = loop {
-        let lp = ListParams::default();
-        let done_t = trunk_api.list(&lp).await.map_or(0, |l| {
-            l.items
-                .iter()
-                .filter(|t| {
-                    t.status
-                        .as_ref()
-                        .and_then(|s| s.snapshot_version.as_deref())
-                        == Some(version.as_str())
-                })
-                .count()
-        });
-        let done_o = own_api.list(&lp).await.map_or(0, |l| {
-            l.items
-                .iter()
-                .filter(|o| {
-                    o.status
-                        .as_ref()
-                        .and_then(|s| s.snapshot_version.as_deref())
-                        == Some(version.as_str())
-                })
-                .count()
-        });
-        if done_t + done_o == 2 * trunks {
-            break Some(t_op.elapsed());
+        let writes = http_body(op_port, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("trunkgate_operator_status_writes_total"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>() as usize;
+        if writes >= 2 * trunks {
+            let at = t_op.elapsed();
+            let lp = ListParams::default();
+            let done_t = trunk_api.list(&lp).await.map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .and_then(|s| s.snapshot_version.as_deref())
+                            == Some(version.as_str())
+                    })
+                    .count()
+            });
+            let done_o = own_api.list(&lp).await.map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|o| {
+                        o.status
+                            .as_ref()
+                            .and_then(|s| s.snapshot_version.as_deref())
+                            == Some(version.as_str())
+                    })
+                    .count()
+            });
+            if done_t + done_o == 2 * trunks {
+                break Some(at);
+            }
         }
         if Instant::now() > deadline {
             break None;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     match ready_in {
         Some(d) => println!(
