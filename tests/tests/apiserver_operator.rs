@@ -199,6 +199,58 @@ stringData: {username: u, password: p}
         "the new trunk changed the snapshot; log:\n{}",
         read(&log)
     );
+    let typed: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let running = || async {
+        let head = typed.get(SNAPSHOT).await.ok()?;
+        trunkgate_crds::snapshot_secrets::assemble(&head, &[]).ok()
+    };
+    let before = running().await.expect("the snapshot decodes");
+    let auth_of = |c: &trunkgate_crds::EdgeConfig| {
+        c.trunk("lab/needs-creds")
+            .and_then(|(_, t)| t.inbound.auth.clone())
+    };
+    let old_auth = auth_of(&before).expect("the trunk runs with credentials");
+
+    // Rotation: a new password in the Secret reaches the snapshot (as a new digest).
+    apply_yaml(
+        &client,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: plain, namespace: lab, labels: {trunkgate.io/credentials: "true"}}
+stringData: {username: u, password: rotated}
+"#,
+    )
+    .await;
+    let rotated = until(Duration::from_secs(10), || async {
+        let c = running().await?;
+        let auth = auth_of(&c)?;
+        (auth != old_auth).then_some(c)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the rotated password never reached the snapshot; log:\n{}",
+            read(&log)
+        )
+    });
+    assert_ne!(rotated.version, before.version);
+
+    // Delete: the trunk leaves the snapshot.
+    trunks
+        .delete("needs-creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = until(Duration::from_secs(10), || async {
+        let c = running().await?;
+        c.trunk("lab/needs-creds").is_none().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the deleted trunk left the snapshot; log:\n{}",
+        read(&log)
+    );
 }
 
 fn read(p: &Path) -> String {
