@@ -191,6 +191,7 @@ pub fn api_of(
         "Namespace" => ("", "v1", "namespaces"),
         "Secret" => ("", "v1", "secrets"),
         "ServiceAccount" => ("", "v1", "serviceaccounts"),
+        "Event" => ("events.k8s.io", "v1", "events"),
         "Role" => ("rbac.authorization.k8s.io", "v1", "roles"),
         "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings"),
         "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles"),

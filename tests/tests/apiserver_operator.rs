@@ -19,6 +19,16 @@ const SNAPSHOT: &str = "trunkgate-edge-config";
 
 /// Starts `trunkgate-operator run` against `server` as `identity`; its log goes to the lab.
 fn operator(lab: &Lab, server: &ApiServer, identity: &str) -> (ProcessGroup, std::path::PathBuf) {
+    operator_with(lab, server, identity, &[])
+}
+
+/// `operator` with more flags.
+fn operator_with(
+    lab: &Lab,
+    server: &ApiServer,
+    identity: &str,
+    extra: &[&str],
+) -> (ProcessGroup, std::path::PathBuf) {
     let log = lab.dir.join(format!("operator-{identity}.log"));
     let file = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new(operator_bin());
@@ -33,6 +43,7 @@ fn operator(lab: &Lab, server: &ApiServer, identity: &str) -> (ProcessGroup, std
         "--identity",
         identity,
     ])
+    .args(extra)
     .env("KUBECONFIG", &server.kubeconfig)
     .env("RUST_LOG", "info,kube=warn")
     .stdout(Stdio::null())
@@ -352,4 +363,110 @@ async fn leader_failover_after_sigterm_takes_under_two_seconds() {
     );
     assert!(read(&log_a).contains("released the leader lease"));
     assert!(took < Duration::from_secs(2), "failover took {took:?}");
+}
+
+/// Issue 11 item 2 on the real server: a snapshot that cannot be published (here: over two
+/// parts of 1,024 bytes) is the snapshot's problem. Every object stays Accepted, says
+/// `Ready=False SnapshotNotPublished` and keeps naming the snapshot the edges run; a Warning
+/// Event says why; once it fits again, all is Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_published_leaves_every_object_valid() {
+    let lab = Lab::new("apiserver-unpublished");
+    let server = ApiServer::start(&lab.dir);
+    let client = server.client().await;
+    install_crds(&client).await;
+    ensure_namespace(&client, NS).await;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for f in ["namespaces.yaml", "acme.yaml", "globex.yaml", "lab.yaml"] {
+        apply_yaml(&client, &std::fs::read_to_string(examples.join(f)).unwrap()).await;
+    }
+    let (_op, log) = operator_with(
+        &lab,
+        &server,
+        "op-a",
+        &["--snapshot-max-parts", "2", "--snapshot-part-bytes", "1024"],
+    );
+    let secrets = api_of(&client, "Secret", Some(NS));
+    let first = until(Duration::from_secs(20), || get(&secrets, SNAPSHOT))
+        .await
+        .unwrap_or_else(|| panic!("no snapshot Secret; log:\n{}", read(&log)));
+    let version = snapshot_version(&first).expect("version annotation");
+    let trunks = api_of(&client, "CarrierTrunk", Some("acme"));
+    let running = until(Duration::from_secs(20), || async {
+        let o = get(&trunks, "pacific-telco").await?;
+        (o["status"]["snapshotVersion"] == version.as_str()).then_some(())
+    })
+    .await;
+    assert!(running.is_some(), "status names the snapshot; log:\n{}", read(&log));
+
+    // Too many numbers for two parts.
+    let numbers: Vec<String> = (0..3_000)
+        .map(|i| format!("\"+6155{:06}\"", (i * 7_919) % 1_000_000))
+        .collect();
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: trunkgate.io/v1alpha1\nkind: NumberOwnership\nmetadata: {{name: many, namespace: lab}}\nspec: {{trunkRef: {{name: loopback-carrier}}, kind: Byoc, numbers: [{}]}}\n",
+            numbers.join(", ")
+        ),
+    )
+    .await;
+    let owns = api_of(&client, "NumberOwnership", Some("lab"));
+    let unpublished = |api: &Api<kube::api::DynamicObject>, name: &'static str| {
+        let api = api.clone();
+        async move {
+            let o = get(&api, name).await?;
+            let ready = condition(&o, "Ready")?;
+            (ready["reason"] == "SnapshotNotPublished").then_some(o)
+        }
+    };
+    let other_tenant = until(Duration::from_secs(20), || {
+        unpublished(&trunks, "pacific-telco")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no SnapshotNotPublished; log:\n{}", read(&log)));
+    let big = until(Duration::from_secs(10), || unpublished(&owns, "many"))
+        .await
+        .expect("the new object says it too");
+    for o in [&other_tenant, &big] {
+        assert_eq!(condition(o, "Accepted").unwrap()["status"], "True", "{o}");
+        let ready = condition(o, "Ready").unwrap();
+        assert_eq!(ready["status"], "False");
+        let msg = ready["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("2 parts"),
+            "the message names the limit: {msg}"
+        );
+    }
+    // The other tenant's status still names the snapshot the edges run.
+    assert_eq!(other_tenant["status"]["snapshotVersion"], version.as_str());
+    let still = get(&secrets, SNAPSHOT).await.unwrap();
+    assert_eq!(snapshot_version(&still).as_deref(), Some(version.as_str()));
+    let events = api_of(&client, "Event", Some(NS));
+    let warned = until(Duration::from_secs(10), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                serde_json::to_value(e)
+                    .ok()
+                    .is_some_and(|v| v["reason"] == "SnapshotNotPublished")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(warned.is_some(), "a Warning Event on the snapshot Secret");
+
+    // Fits again: Ready.
+    owns.delete("many", &DeleteParams::default()).await.unwrap();
+    let ready = until(Duration::from_secs(20), || async {
+        let o = get(&trunks, "pacific-telco").await?;
+        (condition(&o, "Ready")?["status"] == "True").then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "Ready again once it fits; log:\n{}",
+        read(&log)
+    );
 }
