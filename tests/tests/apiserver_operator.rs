@@ -397,7 +397,11 @@ async fn a_snapshot_that_cannot_be_published_leaves_every_object_valid() {
         (o["status"]["snapshotVersion"] == version.as_str()).then_some(())
     })
     .await;
-    assert!(running.is_some(), "status names the snapshot; log:\n{}", read(&log));
+    assert!(
+        running.is_some(),
+        "status names the snapshot; log:\n{}",
+        read(&log)
+    );
 
     // Too many numbers for two parts.
     let numbers: Vec<String> = (0..3_000)

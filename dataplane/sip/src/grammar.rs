@@ -238,7 +238,7 @@ impl<'a> Iterator for List<'a> {
 }
 
 /// The index just past the closing quote of the quoted-string that opens `bytes`.
-fn quoted_string_end(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn quoted_string_end(bytes: &[u8]) -> Option<usize> {
     let mut i = 1;
     while i < bytes.len() {
         match bytes[i] {

@@ -21,6 +21,7 @@ mod response;
 mod scan;
 mod stream;
 mod uri;
+pub mod values;
 mod wire;
 
 pub use error::{CodecError, Rejection};

@@ -56,7 +56,7 @@ impl Worker {
                 return;
             };
             c.b_provisional = true;
-            if msg::param(&to, "tag").is_some() {
+            if msg::header_param(&to, "tag").is_some() {
                 learn_dialog(&mut c.b, resp);
             }
             if c.cancel_pending {

@@ -49,7 +49,7 @@ pub(crate) fn crds_transport(t: trunkgate_resolve::Transport) -> trunkgate_crds:
 /// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
 fn learn_dialog(b: &mut Leg, resp: &Response) {
     let to = msg::header(resp, "To").unwrap_or_default();
-    b.remote_tag = msg::param(to, "tag").map(str::to_string);
+    b.remote_tag = msg::header_param(to, "tag").map(str::to_string);
     b.remote = to.to_string();
     if let Some(ct) = msg::header(resp, "Contact") {
         b.remote_target = msg::uri_of(ct).to_string();
@@ -68,7 +68,7 @@ fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
         l.remote_target.clone()
     };
     match l.route_set.split_first() {
-        Some((first, rest)) if msg::param(msg::uri_of(first), "lr").is_none() => {
+        Some((first, rest)) if msg::uri_param(msg::uri_of(first), "lr").is_none() => {
             let mut routes: Vec<&str> = rest.iter().map(String::as_str).collect();
             routes.push(&l.remote_target);
             (msg::uri_of(first).to_string(), routes)

@@ -225,11 +225,13 @@ impl Worker {
 
     /// RFC 3261 §16.3 item 4 in spirit: a request carrying a Via we minted came back to us.
     pub(super) fn is_loop(&self, req: &Request) -> bool {
-        msg::headers(req, "Via").any(|v| {
-            msg::param(v, "branch").and_then(owner).is_some()
-                && (v.contains(self.shared.public_hostport.as_str())
-                    || v.contains(self.shared.internal_hostport.as_str()))
-        })
+        msg::headers(req, "Via")
+            .flat_map(trunkgate_sip::list_entries)
+            .any(|v| {
+                msg::via_param(v, "branch").and_then(owner).is_some()
+                    && (v.contains(self.shared.public_hostport.as_str())
+                        || v.contains(self.shared.internal_hostport.as_str()))
+            })
     }
 
     pub(super) fn on_event(&mut self, e: Event) {
@@ -276,7 +278,7 @@ pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str
             s.push_str(": ");
             s.push_str(v);
             if name == "To"
-                && msg::param(v, "tag").is_none()
+                && msg::header_param(v, "tag").is_none()
                 && let Some(t) = tag
             {
                 s.push_str(";tag=");
