@@ -78,13 +78,33 @@ pub struct Leg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallState {
     /// INVITE sent on leg B, no final answer yet.
-    Proceeding,
+    Proceeding(Attempt),
     /// Answered on both legs.
     Confirmed,
+    /// Leg A was cancelled (by the caller, or after ringing too long) before leg B answered:
+    /// leg B's INVITE is CANCELed once it has rung (RFC 3261 §9.1), and its final answer ends
+    /// the call (a 2xx that crosses the CANCEL is acknowledged and hung up).
+    Cancelling(Attempt),
     /// A BYE or a final error is ending it.
     Ending,
     /// Over; kept a while to absorb retransmissions.
     Ended,
+}
+
+/// Where leg B's current INVITE stands before its final answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// No provisional answer yet: a CANCEL must wait for one (RFC 3261 §9.1).
+    Calling,
+    /// A provisional answer came: it rings, and a CANCEL may be sent.
+    Ringing,
+}
+
+impl CallState {
+    /// Whether leg A was cancelled while leg B was being set up.
+    pub fn cancelled(&self) -> bool {
+        matches!(self, CallState::Cancelling(_))
+    }
 }
 
 /// A place to send the B-leg INVITE.
@@ -140,9 +160,6 @@ pub struct Call {
     pub auth_line: Option<String>,
     /// Times the current hop's INVITE was sent again with credentials.
     pub auth_tries: u8,
-    pub b_provisional: bool,
-    pub cancel_pending: bool,
-    pub cancelled: bool,
     /// The ACK we sent for leg B's 2xx, re-sent when the 2xx is retransmitted.
     pub b_ack: Option<Vec<u8>>,
     pub caller: Option<E164>,

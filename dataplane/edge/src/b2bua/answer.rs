@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use trunkgate_sip::Response;
 
 use super::*;
-use crate::call::{CallState, Direction, LegId, Side};
+use crate::call::{Attempt, CallState, Direction, LegId, Side};
 use crate::message::{Builder, via};
 use crate::msg;
 use crate::transaction::{T4, TransactionKey};
@@ -48,22 +48,27 @@ impl Worker {
         }
         let to = msg::header(resp, "To").unwrap_or_default().to_string();
         if code < 200 {
-            if !c.b_provisional {
+            if c.state == CallState::Proceeding(Attempt::Calling) {
                 let ringing = Duration::from_secs(self.shared.settings.ringing_seconds.max(1));
                 self.schedule(ringing, Timer::Ringing(id, key.clone()));
             }
             let Some(c) = self.calls.get_mut(&id) else {
                 return;
             };
-            c.b_provisional = true;
+            let first = match &mut c.state {
+                CallState::Proceeding(a) | CallState::Cancelling(a) => {
+                    std::mem::replace(a, Attempt::Ringing) == Attempt::Calling
+                }
+                _ => false,
+            };
             if msg::header_param(&to, "tag").is_some() {
                 learn_dialog(&mut c.b, resp);
             }
-            if c.cancel_pending {
-                c.cancel_pending = false;
-                return self.send_cancel(id);
-            }
-            if c.cancelled {
+            if c.state.cancelled() {
+                // Cancelled before leg B rang: its CANCEL goes now (RFC 3261 §9.1).
+                if first {
+                    self.send_cancel(id);
+                }
                 return;
             }
             let a_key = c.a_invite.clone();
@@ -78,7 +83,7 @@ impl Worker {
         c.b_invite = None;
         if code < 300 {
             learn_dialog(&mut c.b, resp);
-            if c.cancelled || c.state != CallState::Proceeding {
+            if !matches!(c.state, CallState::Proceeding(_)) {
                 // Leg A is already gone (CANCEL raced the answer): confirm and end leg B.
                 self.ack_b(id, resp);
                 self.send_bye(id, LegId::B);
@@ -112,7 +117,7 @@ impl Worker {
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         // 3xx-6xx.
-        if c.cancelled {
+        if c.state.cancelled() {
             return self.finish_call(id);
         }
         let trunk = c.trunk;
@@ -204,7 +209,7 @@ impl Worker {
                     return;
                 }
                 c.b_invite = None;
-                if c.cancelled {
+                if c.state.cancelled() {
                     return self.finish_call(id);
                 }
                 if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::call::{Direction, LegId, Side};
+use crate::call::{Attempt, CallState, Direction, LegId, Side};
 use crate::message::{Builder, via};
 use crate::worker::{Lookup, Purpose, Timer, Worker};
 
@@ -13,7 +13,7 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if c.cancelled {
+        if c.state.cancelled() {
             return self.finish_call(id);
         }
         let Some(hop) = c.hops.get(c.next_hop).cloned() else {
@@ -109,7 +109,9 @@ impl Worker {
         let cseq = c.b.local_cseq;
         c.b.local_cseq += 1;
         c.b.invite_cseq = cseq;
-        c.b_provisional = false;
+        if let CallState::Proceeding(a) = &mut c.state {
+            *a = Attempt::Calling;
+        }
         let side = c.b.side;
         let hostport = match side {
             Side::Public => self.shared.public_hostport.as_str(),

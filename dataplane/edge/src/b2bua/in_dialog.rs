@@ -4,7 +4,7 @@
 use trunkgate_sip::{Request, Response};
 
 use super::*;
-use crate::call::{CallState, LegId, Side};
+use crate::call::{Attempt, CallState, LegId, Side};
 use crate::message::{Builder, via};
 use crate::msg;
 use crate::transaction::{Role, ServerState, TransactionKey};
@@ -100,7 +100,10 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if matches!(c.state, CallState::Ended | CallState::Ending) {
+        if matches!(
+            c.state,
+            CallState::Ended | CallState::Ending | CallState::Cancelling(_)
+        ) {
             return;
         }
         let confirmed = c.state == CallState::Confirmed;
@@ -137,7 +140,7 @@ impl Worker {
                 continue;
             };
             match c.state {
-                CallState::Proceeding => {
+                CallState::Proceeding(_) => {
                     c.final_code = Some(503);
                     let key = c.a_invite.clone();
                     self.refuse(&key, 503, "edge shutting down", "Retry-After: 5\r\n");
@@ -147,7 +150,7 @@ impl Worker {
                     c.bye_lines = "Reason: SIP;cause=503;text=\"edge shutting down\"\r\n".into();
                     self.end_call(id, None, "shutdown");
                 }
-                CallState::Ending | CallState::Ended => {}
+                CallState::Cancelling(_) | CallState::Ending | CallState::Ended => {}
             }
         }
     }
@@ -158,13 +161,15 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if c.state != CallState::Proceeding || c.cancelled || c.b_invite.as_ref() != Some(key) {
+        let CallState::Proceeding(attempt) = c.state else {
+            return;
+        };
+        if c.b_invite.as_ref() != Some(key) {
             return;
         }
-        c.cancelled = true;
         c.final_code = Some(408);
         c.ended_by = Some("edge");
-        c.state = CallState::Ending;
+        c.state = CallState::Cancelling(attempt);
         let a_key = c.a_invite.clone();
         let trunk = c.trunk_id().to_string();
         let secs = self.shared.settings.ringing_seconds;
@@ -279,15 +284,17 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        c.cancelled = true;
+        let attempt = match c.state {
+            CallState::Proceeding(a) | CallState::Cancelling(a) => a,
+            _ => Attempt::Calling,
+        };
         c.final_code = Some(487);
         c.ended_by = Some(side.party());
-        c.state = CallState::Ending;
+        c.state = CallState::Cancelling(attempt);
         if c.b_invite.is_some() {
-            if c.b_provisional {
+            // Before leg B rang, its CANCEL waits for a provisional answer (RFC 3261 §9.1).
+            if attempt == Attempt::Ringing {
                 self.send_cancel(id);
-            } else {
-                c.cancel_pending = true;
             }
         } else {
             self.finish_call(id);

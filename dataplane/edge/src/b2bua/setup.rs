@@ -6,7 +6,7 @@ use trunkgate_sip::Request;
 
 use super::*;
 use crate::admission;
-use crate::call::{Call, CallState, Leg, LegId, Side};
+use crate::call::{Attempt, Call, CallState, Leg, LegId, Side};
 use crate::msg;
 use crate::worker::{Link, Worker};
 
@@ -209,7 +209,7 @@ impl Worker {
             direction: adm.direction,
             a,
             b,
-            state: CallState::Proceeding,
+            state: CallState::Proceeding(Attempt::Calling),
             a_invite: key,
             b_invite: None,
             hops: adm.hops,
@@ -219,9 +219,6 @@ impl Worker {
             b_body,
             auth_line: None,
             auth_tries: 0,
-            b_provisional: false,
-            cancel_pending: false,
-            cancelled: false,
             b_ack: None,
             caller: adm.caller,
             callee: adm.callee,
