@@ -1,6 +1,6 @@
 # The edge configuration both edge benchmarks run on: one carrier at 127.0.0.10 whose numbers
 # +6499990000..+6499999999 are delivered to a platform at DESTINATION, with limits out of the way
-# (the edges run with --source-rate 0: the load generator is one address).
+# (the edges run with --source-rate 0 and no set-up caps: the load generator is one address).
 #
 #   bench_config DIR DESTINATION RELAY     (RELAY: media.relay, true or false)
 bench_config() {

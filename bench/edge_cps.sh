@@ -40,7 +40,7 @@ wait_quiet
 CPU_REF=$(cpu_ref)
 
 "$EDGE_BIN" --config "$RUN/config" --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 \
-	--admin 127.0.0.1:19091 --workers "$WORKERS" --source-rate 0 >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
+	--admin 127.0.0.1:19091 --workers "$WORKERS" --source-rate 0 --max-calls-in-setup 1000000 --max-calls-in-setup-per-source 1000000 >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
 EDGE_PID=$!
 for ((i = 0; i < 100; i++)); do
 	curl -sf 127.0.0.1:19091/readyz >/dev/null 2>&1 && break
