@@ -278,6 +278,30 @@ fn failover_to_the_second_target_on_503() {
     assert_eq!(cdr["finalStatus"], 200);
 }
 
+/// A `sips:` target (TLS, not yet supported) is skipped at once for the next one, counted by
+/// cause; the call goes through the second target.
+#[test]
+fn a_tls_target_fails_over_at_once_counted_by_cause() {
+    let lab = Lab::new("failover_tls");
+    let t2 = Sipp::reserve(CARRIER_TARGET_2);
+    let mut t = trunk(&[t2]);
+    t.targets.insert(0, (format!("sips:{CARRIER_TARGET}"), 1, 1));
+    t.targets[1].1 = 2;
+    config(&lab, t, &[]);
+    let edge = failover_edge(&lab);
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2).start();
+    let platform = platform_call(&lab, &edge, "platform", BYOC, "uac_call.xml", "");
+    platform.assert_ok();
+    second.wait().assert_ok();
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_failovers_total",
+            &[("trunk", "lab/carrier"), ("cause", "tls_unsupported")]
+        ),
+        1.0
+    );
+}
+
 #[test]
 fn failover_to_the_second_target_on_timeout() {
     let lab = Lab::new("failover_timeout");

@@ -177,7 +177,7 @@ impl Worker {
     ) {
         let dest = match self.link_to(Side::Public, addr, transport) {
             Ok(l) => l,
-            Err(text) => return self.probe_done(&probe, false, &text),
+            Err(e) => return self.probe_done(&probe, false, &e.to_string()),
         };
         let branch = self.mint.branch();
         let (tag, call_id) = (self.mint.tag(), self.mint.call_id());

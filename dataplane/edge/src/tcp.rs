@@ -238,6 +238,25 @@ async fn connection(
     writer.abort();
 }
 
+/// Why a next hop cannot be reached over the transport it asks for.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}: TLS signalling is not supported by this edge yet")]
+    TlsUnsupported(SocketAddr),
+    #[error("{0}: the edge holds its most TCP connections (--tcp-max-connections)")]
+    TcpFull(SocketAddr),
+}
+
+impl LinkError {
+    /// Low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            LinkError::TlsUnsupported(_) => "tls_unsupported",
+            LinkError::TcpFull(_) => "tcp_connections_full",
+        }
+    }
+}
+
 impl Worker {
     /// How to reach `addr` with `transport` from `side`: UDP as is, TCP over a connection of
     /// this worker's (opened on first use; messages queue until it is up).
@@ -246,23 +265,21 @@ impl Worker {
         side: Side,
         addr: SocketAddr,
         transport: Transport,
-    ) -> Result<Link, String> {
+    ) -> Result<Link, LinkError> {
         match transport {
             Transport::Udp => Ok(Link::Udp(addr)),
-            Transport::Tls => Err(format!(
-                "{addr}: TLS signalling is not supported by this edge yet"
-            )),
+            Transport::Tls => Err(LinkError::TlsUnsupported(addr)),
             Transport::Tcp => {
                 if let Some(tx) = self.tcp_out.get(&(side, addr))
                     && !tx.is_closed()
                 {
                     return Ok(Link::Tcp(addr, tx.clone()));
                 }
-                let admitted = self.shared.tcp.admit(None).map_err(|_| {
-                    format!(
-                        "{addr}: the edge holds its most TCP connections (--tcp-max-connections)"
-                    )
-                })?;
+                let admitted = self
+                    .shared
+                    .tcp
+                    .admit(None)
+                    .map_err(|_| LinkError::TcpFull(addr))?;
                 let timeouts = Timeouts {
                     idle: Duration::from_secs(self.shared.settings.tcp_idle_seconds.max(1)),
                     message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),

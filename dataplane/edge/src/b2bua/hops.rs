@@ -88,9 +88,16 @@ impl Worker {
         };
         let dest = match self.link_to(side, addr, transport) {
             Ok(l) => l,
-            Err(text) => {
+            Err(e) => {
                 if let Some(c) = self.calls.get_mut(&id) {
-                    c.last_failure = Some((503, text));
+                    if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {
+                        self.shared
+                            .metrics
+                            .failovers
+                            .with_label_values(&[c.trunk_id(), e.metric_label()])
+                            .inc();
+                    }
+                    c.last_failure = Some((503, e.to_string()));
                 }
                 return self.next_hop(id);
             }
