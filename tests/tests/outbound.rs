@@ -285,7 +285,8 @@ fn a_tls_target_fails_over_at_once_counted_by_cause() {
     let lab = Lab::new("failover_tls");
     let t2 = Sipp::reserve(CARRIER_TARGET_2);
     let mut t = trunk(&[t2]);
-    t.targets.insert(0, (format!("sips:{CARRIER_TARGET}"), 1, 1));
+    t.targets
+        .insert(0, (format!("sips:{CARRIER_TARGET}"), 1, 1));
     t.targets[1].1 = 2;
     config(&lab, t, &[]);
     let edge = failover_edge(&lab);

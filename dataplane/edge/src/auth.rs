@@ -168,7 +168,7 @@ impl AuthState {
         method: &str,
         ruri: &str,
         c: &DigestCredentials,
-    ) -> Result<(String, bool), String> {
+    ) -> Result<(String, bool), crate::challenge::Unusable> {
         let (ask, give) = if resp.status_code.code() == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -178,7 +178,7 @@ impl AuthState {
             .filter_map(|v| trunkgate_digest::parse_challenge(v).ok())
             .collect();
         let chosen = trunkgate_digest::choose(&challenges)
-            .ok_or_else(|| format!("carrier sent no usable {ask}"))?;
+            .ok_or(crate::challenge::Unusable::NoChallenge(ask))?;
         let value = trunkgate_digest::answer(
             chosen,
             method,
@@ -186,8 +186,7 @@ impl AuthState {
             &creds(c),
             trunkgate_digest::random_cnonce,
             1,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok((format!("{give}: {value}\r\n"), chosen.stale))
     }
 }

@@ -27,7 +27,20 @@ pub enum Unanswered {
     /// Challenged again after credentials without `stale=true`: wrong username or password.
     Refused { username: String, realm: String },
     /// The challenge could not be answered (another realm, an algorithm without an HA1, ...).
-    Unusable(String),
+    Unusable(Unusable),
+}
+
+/// Why a carrier's challenge could not be answered with the trunk's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("the carrier sent no {0} the edge can answer")]
+    NoChallenge(&'static str),
+    #[error(transparent)]
+    Digest(#[from] trunkgate_digest::AuthError),
+    #[error("the request is gone")]
+    Gone,
+    #[error("the request cannot be rebuilt")]
+    NotRebuilt,
 }
 
 impl Unanswered {
@@ -107,7 +120,7 @@ impl Worker {
     ) -> Result<(), Unanswered> {
         let creds = creds.ok_or(Unanswered::NoCredentials)?;
         let Some(tx) = self.clients.get(key) else {
-            return Err(Unanswered::Unusable("the request is gone".into()));
+            return Err(Unanswered::Unusable(Unusable::Gone));
         };
         let tries = tx.auth_tries;
         let (line, stale) = self
@@ -131,7 +144,7 @@ impl Worker {
         };
         let branch = self.mint.branch();
         let bytes = resend_with(sent, key.branch(), &branch, cseq, &line)
-            .ok_or_else(|| Unanswered::Unusable("the request cannot be rebuilt".into()))?;
+            .ok_or(Unanswered::Unusable(Unusable::NotRebuilt))?;
         let (call, leg, purpose, side, dest, ruri, ident) = (
             tx.call,
             tx.leg,
