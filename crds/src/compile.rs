@@ -79,14 +79,17 @@ enum Entry<'a, K> {
     Refused(&'a Refused),
 }
 
-fn ordered<'a, K: ResourceExt>(
-    objects: &'a [K],
+fn ordered<'a, K: ResourceExt, B: std::borrow::Borrow<K>>(
+    objects: &'a [B],
     refused: &'a [Refused],
     kind: ObjectKind,
 ) -> Vec<Entry<'a, K>> {
     let mut out: Vec<(AgeKey, Entry<'a, K>)> = objects
         .iter()
-        .map(|o| (age_key(o), Entry::Read(o)))
+        .map(|o| {
+            let o = o.borrow();
+            (age_key(o), Entry::Read(o))
+        })
         .collect();
     for r in refused.iter().filter(|r| r.key.kind == kind) {
         let key = (true, None, r.key.namespace.clone(), r.key.name.clone());
@@ -108,6 +111,30 @@ pub fn compile_with_refused(
     secrets: &Secrets,
     previous: Option<&EdgeConfig>,
 ) -> Compiled {
+    compile_any(trunks, ownerships, refused, secrets, previous)
+}
+
+/// `compile()` over shared objects, as a reflector's store holds them: nothing is copied.
+pub fn compile_shared(
+    trunks: &[std::sync::Arc<CarrierTrunk>],
+    ownerships: &[std::sync::Arc<NumberOwnership>],
+    secrets: &Secrets,
+    previous: Option<&EdgeConfig>,
+) -> Compiled {
+    compile_any(trunks, ownerships, &[], secrets, previous)
+}
+
+fn compile_any<T, O>(
+    trunks: &[T],
+    ownerships: &[O],
+    refused: &[Refused],
+    secrets: &Secrets,
+    previous: Option<&EdgeConfig>,
+) -> Compiled
+where
+    T: std::borrow::Borrow<CarrierTrunk>,
+    O: std::borrow::Borrow<NumberOwnership>,
+{
     let trunk_order = ordered(trunks, refused, ObjectKind::CarrierTrunk);
     let own_order = ordered(ownerships, refused, ObjectKind::NumberOwnership);
 

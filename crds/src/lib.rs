@@ -20,6 +20,6 @@ pub mod schema;
 pub mod snapshot;
 pub mod snapshot_secrets;
 
-pub use compile::{Compiled, Secrets, compile, compile_with_refused};
+pub use compile::{Compiled, Secrets, compile, compile_shared, compile_with_refused};
 pub use report::{ObjectKey, ObjectKind, Problem, Reason, Refused, Report};
 pub use snapshot::EdgeConfig;

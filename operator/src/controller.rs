@@ -3,7 +3,6 @@
 //! CarrierTrunk's and NumberOwnership's status from that compile.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use trunkgate_crds::report::{ObjectKind, Report};
 use trunkgate_crds::snapshot::{EdgeConfig, SnapshotError};
 use trunkgate_crds::snapshot_secrets::{self, Layout};
 use trunkgate_crds::trunk::EdgeEndpoint;
-use trunkgate_crds::{CarrierTrunk, Compiled, NumberOwnership, Secrets, compile};
+use trunkgate_crds::{CarrierTrunk, Compiled, NumberOwnership, Secrets, compile_shared};
 
 use crate::metrics::Metrics;
 use crate::publish::{self, MANAGER};
@@ -138,15 +137,16 @@ impl Context {
 /// snapshot then stays in place.
 pub async fn compile_and_publish(
     ctx: &Context,
-    trunks: &[CarrierTrunk],
-    ownerships: &[NumberOwnership],
+    trunks: &[Arc<CarrierTrunk>],
+    ownerships: &[Arc<NumberOwnership>],
     secrets: &Secrets,
     previous: Option<&EdgeConfig>,
     live: Option<&str>,
     stale_parts: &[String],
 ) -> (Arc<Compiled>, Option<String>) {
     let started = Instant::now();
-    let compiled = Arc::new(compile(trunks, ownerships, secrets, previous));
+    // The reflector's objects as they are: compile() reads them, it copies none.
+    let compiled = Arc::new(compile_shared(trunks, ownerships, secrets, previous));
     ctx.metrics
         .compile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -528,14 +528,6 @@ fn secrets_map(store: &Store<Secret>, skip: (&str, &str)) -> Secrets {
     out
 }
 
-fn owned<K>(store: &Store<K>) -> Vec<K>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
-}
-
 /// Waits until the API server serves both custom resources: a CRD installed after the operator
 /// started is picked up within a second, and the wait is logged once, naming what is missing.
 pub async fn wait_for_crds(client: &Client) {
@@ -720,25 +712,23 @@ pub async fn run(ctx: Arc<Context>) {
                 let labelled = secrets_map(&secrets, skip);
                 let (compiled, error) = compile_and_publish(
                     &ctx,
-                    &owned(&trunks),
-                    &owned(&owns),
+                    &trunks.state(),
+                    &owns.state(),
                     &labelled,
                     previous.as_ref(),
                     live.as_deref(),
                     &stale,
                 )
                 .await;
-                let compiled = if ctx.settings.secret_selector.is_empty() {
-                    compiled
-                } else {
-                    let mut c = (*compiled).clone();
+                let mut compiled = compiled;
+                if !ctx.settings.secret_selector.is_empty() {
+                    // The only reference: changed in place, not copied.
                     explain_unlabelled(
-                        &mut c,
+                        Arc::make_mut(&mut compiled),
                         &unlabelled(&all_secret_names, &labelled),
                         &ctx.settings.secret_selector,
                     );
-                    Arc::new(c)
-                };
+                }
                 if error.is_none() {
                     previous = Some(compiled.config.clone());
                 }

@@ -84,13 +84,13 @@ fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
 #[tokio::test]
 async fn publishes_snapshot_secret_with_server_side_apply_once_per_version() {
     let (ctx, mut handle) = mock_ctx();
-    let trunks = [CarrierTrunk::test("acme", "t")];
-    let owns = [NumberOwnership::test(
+    let trunks = [Arc::new(CarrierTrunk::test("acme", "t"))];
+    let owns = [Arc::new(NumberOwnership::test(
         "acme",
         "n",
         "t",
         &["+6498879300-+6498879399"],
-    )];
+    ))];
     let server = tokio::spawn(async move {
         let body = expect(
             &mut handle,
@@ -148,7 +148,7 @@ async fn publish_failure_is_reported_not_fatal() {
     });
     let (_, err) = controller::compile_and_publish(
         &ctx,
-        &[CarrierTrunk::test("a", "t")],
+        &[Arc::new(CarrierTrunk::test("a", "t"))],
         &[],
         &Secrets::new(),
         None,

@@ -321,6 +321,12 @@ async fn run(numbers: usize, trunks: usize) {
                 "  edge: start -> ready {:.2} s (read {count} Secret(s), decode, index); memory {rss:.0} MiB resident, {hwm:.0} MiB peak",
                 d.as_secs_f64()
             );
+            if d > Duration::from_secs(5) {
+                // Slower than a load takes: keep the edge's log to see why.
+                let kept = std::env::temp_dir().join(format!("snapshot_scale-edge-{numbers}.log"));
+                let _ = std::fs::copy(lab.path("edge.log"), &kept);
+                println!("  (edge log kept in {})", kept.display());
+            }
         }
         None => println!(
             "  edge: not ready within 300 s; log: {}",
