@@ -490,9 +490,9 @@ mod tests {
         assert_eq!(idx.shared_by(0, 2), None);
     }
 
-    #[test]
-    fn encode_decode_round_trip_checks_version() {
-        let cfg = EdgeConfig {
+    /// A stamped config with one BYOC ownership of `ranges`.
+    fn one_ownership(ranges: Vec<NumberRange>) -> EdgeConfig {
+        EdgeConfig {
             version: String::new(),
             trunks: vec![],
             ownerships: vec![OwnershipConfig {
@@ -500,10 +500,15 @@ mod tests {
                 trunk: 0,
                 kind: NumberKind::Byoc,
                 verified: false,
-                ranges: vec![r("+6498879300-+6498879399")],
+                ranges,
             }],
         }
-        .stamped();
+        .stamped()
+    }
+
+    #[test]
+    fn encode_decode_round_trip_checks_version() {
+        let cfg = one_ownership(vec![r("+6498879300-+6498879399")]);
         let bytes = cfg.encode().unwrap();
         assert_eq!(EdgeConfig::decode(&bytes).unwrap(), cfg);
         let mut tampered = cfg.clone();
@@ -521,24 +526,18 @@ mod tests {
 
     /// A config with `n` single numbers in one ownership: gzip cannot fold them into little.
     fn numbers(n: u64) -> EdgeConfig {
-        EdgeConfig {
-            version: String::new(),
-            trunks: vec![],
-            ownerships: vec![OwnershipConfig {
-                id: "a/b".into(),
-                trunk: 0,
-                kind: NumberKind::Byoc,
-                verified: false,
-                ranges: (0..n)
-                    .map(|i| NumberRange {
+        one_ownership(
+            (0..n)
+                .map(|i| {
+                    let at = 64_900_000_000 + i * 7919 % 99_999_989;
+                    NumberRange {
                         len: 11,
-                        start: 64_900_000_000 + i * 7919 % 99_999_989,
-                        end: 64_900_000_000 + i * 7919 % 99_999_989,
-                    })
-                    .collect(),
-            }],
-        }
-        .stamped()
+                        start: at,
+                        end: at,
+                    }
+                })
+                .collect(),
+        )
     }
 
     #[test]

@@ -95,6 +95,15 @@ fn http_body(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How many of `items` report `version` as the snapshot they run.
+fn count_at<T>(
+    items: &[T],
+    version_of: impl Fn(&T) -> Option<&str>,
+    version: Option<&str>,
+) -> usize {
+    items.iter().filter(|i| version_of(i) == version).count()
+}
+
 fn spawn(
     bin: &std::path::Path,
     args: &[String],
@@ -243,27 +252,20 @@ async fn run(numbers: usize, trunks: usize) {
         if writes >= 2 * trunks {
             let at = t_op.elapsed();
             let lp = ListParams::default();
+            let v = Some(version.as_str());
             let done_t = trunk_api.list(&lp).await.map_or(0, |l| {
-                l.items
-                    .iter()
-                    .filter(|t| {
-                        t.status
-                            .as_ref()
-                            .and_then(|s| s.snapshot_version.as_deref())
-                            == Some(version.as_str())
-                    })
-                    .count()
+                count_at(
+                    &l.items,
+                    |t| t.status.as_ref()?.snapshot_version.as_deref(),
+                    v,
+                )
             });
             let done_o = own_api.list(&lp).await.map_or(0, |l| {
-                l.items
-                    .iter()
-                    .filter(|o| {
-                        o.status
-                            .as_ref()
-                            .and_then(|s| s.snapshot_version.as_deref())
-                            == Some(version.as_str())
-                    })
-                    .count()
+                count_at(
+                    &l.items,
+                    |o| o.status.as_ref()?.snapshot_version.as_deref(),
+                    v,
+                )
             });
             if done_t + done_o == 2 * trunks {
                 break Some(at);

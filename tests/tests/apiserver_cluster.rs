@@ -97,6 +97,18 @@ where
     None
 }
 
+/// The edge in cluster mode on the snapshot Secrets, as the identity `kubeconfig` names.
+fn cluster_edge(lab: &Lab, kubeconfig: &Path) -> Edge {
+    Edge::start(
+        lab,
+        EdgeOptions {
+            extra_args: vec!["--snapshot-secret".into(), format!("{NS}/{HEAD}")],
+            env: vec![("KUBECONFIG".into(), kubeconfig.display().to_string())],
+            ..EdgeOptions::default()
+        },
+    )
+}
+
 /// A call from the lab carrier to `number` through the edge, answered by the platform.
 fn call_through(lab: &Lab, edge: &Edge, platform: std::net::SocketAddr, number: &str) {
     let uas = Sipp::answering(lab, "platform", platform).start();
@@ -141,14 +153,7 @@ async fn edge_and_operator_as_their_service_accounts_load_call_and_reload() {
     assert!(published, "the operator published; its log:\n{}", log());
 
     // The edge, as its ServiceAccount, on the snapshot Secret.
-    let edge = Edge::start(
-        &lab,
-        EdgeOptions {
-            extra_args: vec!["--snapshot-secret".into(), format!("{NS}/{HEAD}")],
-            env: vec![("KUBECONFIG".into(), edge_kubeconfig.display().to_string())],
-            ..EdgeOptions::default()
-        },
-    );
+    let edge = cluster_edge(&lab, &edge_kubeconfig);
     let version = edge.snapshot_version();
     call_through(&lab, &edge, platform, NUMBER);
 
@@ -257,14 +262,7 @@ async fn a_snapshot_in_parts_is_published_read_by_the_edge_and_kept_whole() {
     }
 
     // The edge, with the chart's RBAC, reads every part and runs the snapshot.
-    let edge = Edge::start(
-        &lab,
-        EdgeOptions {
-            extra_args: vec!["--snapshot-secret".into(), format!("{NS}/{HEAD}")],
-            env: vec![("KUBECONFIG".into(), edge_kubeconfig.display().to_string())],
-            ..EdgeOptions::default()
-        },
-    );
+    let edge = cluster_edge(&lab, &edge_kubeconfig);
     assert_eq!(edge.snapshot_version(), version);
     call_through(&lab, &edge, platform, NUMBER);
 

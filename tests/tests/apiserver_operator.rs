@@ -190,16 +190,7 @@ spec:
     );
 
     // Labelled, the Secret is read: the trunk joins the snapshot.
-    apply_yaml(
-        &client,
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: plain, namespace: lab, labels: {trunkgate.io/credentials: "true"}}
-stringData: {username: u, password: p}
-"#,
-    )
-    .await;
+    apply_yaml(&client, &labelled_secret("p")).await;
     let edited = until(Duration::from_secs(10), || async {
         let s = get(&secrets, SNAPSHOT).await?;
         snapshot_version(&s).filter(|v| *v != version)
@@ -223,16 +214,7 @@ stringData: {username: u, password: p}
     let old_auth = auth_of(&before).expect("the trunk runs with credentials");
 
     // Rotation: a new password in the Secret reaches the snapshot (as a new digest).
-    apply_yaml(
-        &client,
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {name: plain, namespace: lab, labels: {trunkgate.io/credentials: "true"}}
-stringData: {username: u, password: rotated}
-"#,
-    )
-    .await;
+    apply_yaml(&client, &labelled_secret("rotated")).await;
     let rotated = until(Duration::from_secs(10), || async {
         let c = running().await?;
         let auth = auth_of(&c)?;
@@ -262,6 +244,13 @@ stringData: {username: u, password: rotated}
         "the deleted trunk left the snapshot; log:\n{}",
         read(&log)
     );
+}
+
+/// The credential Secret `lab/plain`, labelled for the operator, with `password`.
+fn labelled_secret(password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: plain, namespace: lab, labels: {{trunkgate.io/credentials: \"true\"}}}}\nstringData: {{username: u, password: {password}}}\n"
+    )
 }
 
 fn read(p: &Path) -> String {
