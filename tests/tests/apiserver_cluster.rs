@@ -250,16 +250,21 @@ async fn a_snapshot_in_parts_is_published_read_by_the_edge_and_kept_whole() {
             annotation(&part, VERSION_ANNOTATION).as_ref(),
             Some(&version)
         );
-        let owner = &part
-            .metadata
-            .owner_references
-            .as_ref()
-            .expect("owned by the head")[0];
-        assert_eq!(
-            (owner.name.as_str(), owner.uid.as_str()),
-            (HEAD, head_uid.as_str())
-        );
     }
+    // On the first publish the head's uid exists only once the head does, so the parts get
+    // their ownerReferences in a second write right after it.
+    let owned = poll(100, || async {
+        for i in 1..count {
+            let part = secrets.get_opt(&format!("{HEAD}-part-{i}")).await.ok()??;
+            let owner = part.metadata.owner_references?.into_iter().next()?;
+            if (owner.name.as_str(), owner.uid.as_str()) != (HEAD, head_uid.as_str()) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(owned.is_some(), "every part owned by the head; log:\n{}", log());
 
     // The edge, with the chart's RBAC, reads every part and runs the snapshot.
     let edge = cluster_edge(&lab, &edge_kubeconfig);
