@@ -11,9 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 use trunkgate_crds::snapshot::EdgeConfig;
 
-use crate::auth::AuthState;
 use crate::config::Runtime;
-use crate::ids::IdMint;
 use crate::lifeline::WorkerError;
 use crate::metrics::Metrics;
 use crate::settings::{Settings, available_cpus, host_port, worker_count};
@@ -418,43 +416,20 @@ async fn run_worker(
             shared.clone(),
         ));
     }
-    let key = shared.nonce_key;
-    let worker = Worker {
-        index,
-        shared: shared.clone(),
-        net: crate::worker::Net {
-            public: Arc::new(public),
-            internal: Arc::new(internal),
-            metrics: shared.metrics.clone(),
-        },
-        mint: IdMint::new(index),
-        calls: Default::default(),
-        next_call: 1,
-        dialogs: Default::default(),
-        servers: Default::default(),
-        clients: Default::default(),
-        timers: Default::default(),
-        events: events_tx,
-        auth: AuthState::new(
-            key,
-            index,
-            shared.lockout.clone(),
-            shared.metrics.auth_blocks.clone(),
-        ),
-        hot: shared.metrics.hot(),
-        tcp_out: Default::default(),
-        media: match trunkgate_media::MediaEngine::new(media_cfg) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
-                None
-            }
-        },
-        media_counted: Default::default(),
-        refusal_log: (std::time::Instant::now(), 0),
-        rtp_by_trunk: Default::default(),
+    let media = match trunkgate_media::MediaEngine::new(media_cfg) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
+            None
+        }
     };
-    worker.run(rx, events_rx, shutdown).await;
+    let worker = Worker::new(index, shared.clone(), media);
+    let net = crate::worker::runtime::Net {
+        public,
+        internal,
+        events: events_tx,
+    };
+    crate::worker::runtime::run(worker, net, rx, events_rx, shutdown).await;
     // `run` returns once shutdown has begun; the lifeline tells an early return apart.
     Ok(())
 }

@@ -16,7 +16,7 @@ use trunkgate_sip::StreamFrame;
 
 use crate::call::Side;
 use crate::metrics::Metrics;
-use crate::worker::{Event, Link, Worker};
+use crate::worker::{Dial, Event, Link, Output, Worker};
 
 /// Largest buffered, unframed input per connection before it is closed.
 const MAX_BUFFER: usize = 256 * 1024;
@@ -284,31 +284,16 @@ impl Worker {
                     idle: Duration::from_secs(self.shared.settings.tcp_idle_seconds.max(1)),
                     message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),
                 };
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, queue) = mpsc::unbounded_channel();
                 self.tcp_out.insert((side, addr), tx.clone());
-                let events = self.events.clone();
-                let metrics = self.shared.metrics.clone();
-                let writer_tx = tx.clone();
-                tokio::spawn(async move {
-                    let connect = tokio::time::timeout(
-                        std::time::Duration::from_secs(3),
-                        TcpStream::connect(addr),
-                    )
-                    .await;
-                    match connect {
-                        Ok(Ok(stream)) => {
-                            let _ = stream.set_nodelay(true);
-                            connection(
-                                stream, addr, side, writer_tx, rx, events, metrics, timeouts,
-                                admitted,
-                            )
-                            .await;
-                        }
-                        _ => {
-                            let _ = events.send(Event::LinkFailed { addr });
-                        }
-                    }
-                });
+                self.out.push(Output::Dial(Box::new(Dial {
+                    side,
+                    addr,
+                    queue,
+                    writer: tx.clone(),
+                    timeouts,
+                    admitted,
+                })));
                 Ok(Link::Tcp(addr, tx))
             }
         }
@@ -325,6 +310,31 @@ impl Worker {
             .collect();
         for k in keys {
             self.client_failed(k, 503, format!("TCP connection to {addr} failed"));
+        }
+    }
+}
+
+/// Opens the connection a worker asked for ([`Output::Dial`]) and runs it; a connection that
+/// cannot be opened within 3 s comes back as [`Event::LinkFailed`].
+pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate::metrics::Metrics) {
+    let Dial {
+        side,
+        addr,
+        queue,
+        writer,
+        timeouts,
+        admitted,
+    } = d;
+    match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            connection(
+                stream, addr, side, writer, queue, events, metrics, timeouts, admitted,
+            )
+            .await;
+        }
+        _ => {
+            let _ = events.send(Event::LinkFailed { addr });
         }
     }
 }

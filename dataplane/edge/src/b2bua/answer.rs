@@ -260,7 +260,7 @@ impl Worker {
             .finish();
         c.b_ack = Some(bytes);
         if let Some(ack) = &c.b_ack {
-            self.net.send(c.b.side, &c.b.peer, ack);
+            self.out.send(c.b.side, &c.b.peer, ack);
         }
     }
 

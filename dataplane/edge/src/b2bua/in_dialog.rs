@@ -251,7 +251,7 @@ impl Worker {
             &body,
             self_hostport(&self.shared, l.side),
         );
-        self.net.send(side, &peer, &bytes);
+        self.out.send(side, &peer, &bytes);
         if initial {
             c.b_ack = Some(bytes);
         }

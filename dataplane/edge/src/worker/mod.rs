@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use trunkgate_sip::SipMessage;
 
@@ -177,35 +176,6 @@ pub enum Timer {
     ProbeTick,
 }
 
-/// A worker's sockets: sending borrows only these, not the worker's tables.
-pub struct Net {
-    pub public: Arc<UdpSocket>,
-    pub internal: Arc<UdpSocket>,
-    pub metrics: Metrics,
-}
-
-impl Net {
-    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
-        let ok = match dest {
-            Link::Udp(addr) => {
-                let sock = match side {
-                    Side::Public => &self.public,
-                    Side::Internal => &self.internal,
-                };
-                sock.try_send_to(bytes, *addr).is_ok()
-            }
-            Link::Tcp(_, tx) => tx.send(bytes.to_vec()).is_ok(),
-        };
-        if !ok {
-            self.metrics
-                .send_errors
-                .with_label_values(&[side.label()])
-                .inc();
-            tracing::debug!(dest = %dest.addr(), "send failed");
-        }
-    }
-}
-
 impl Shared {
     pub fn hostport(&self, side: Side) -> &str {
         match side {
@@ -219,7 +189,10 @@ impl Shared {
 pub struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
-    pub net: Net,
+    /// What the input being handled asks the runtime to do (sends, lookups, dials, hand-offs).
+    pub out: Outbox,
+    /// The time of the input being handled: the runtime sets it, tests move it.
+    pub now: Instant,
     pub mint: IdMint,
     pub calls: Table<u64, Call>,
     pub next_call: u64,
@@ -227,7 +200,6 @@ pub struct Worker {
     pub servers: Table<TransactionKey, ServerTxn>,
     pub clients: Table<TransactionKey, ClientTxn>,
     pub timers: crate::timers::Timers<Timer>,
-    pub events: mpsc::UnboundedSender<Event>,
     pub auth: AuthState,
     /// Counters every message touches, resolved once.
     pub hot: crate::metrics::Hot,
@@ -242,13 +214,52 @@ pub struct Worker {
     pub rtp_by_trunk: Table<String, u32>,
 }
 
+mod output;
 mod receive;
+pub mod runtime;
 mod transactions;
+
+pub use output::{Dial, Outbox, Output};
 
 use receive::header_lines;
 pub use receive::response_prefix;
 
 impl Worker {
+    /// Worker `index` with no calls yet, on `media` (None: relayed calls get 503).
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        media: Option<trunkgate_media::MediaEngine>,
+    ) -> Self {
+        let auth = AuthState::new(
+            shared.nonce_key,
+            index,
+            shared.lockout.clone(),
+            shared.metrics.auth_blocks.clone(),
+        );
+        let now = Instant::now();
+        Worker {
+            index,
+            hot: shared.metrics.hot(),
+            shared,
+            out: Outbox::default(),
+            now,
+            mint: IdMint::new(index),
+            calls: Default::default(),
+            next_call: 1,
+            dialogs: Default::default(),
+            servers: Default::default(),
+            clients: Default::default(),
+            timers: Default::default(),
+            auth,
+            tcp_out: Default::default(),
+            media,
+            media_counted: Default::default(),
+            refusal_log: (now, 0),
+            rtp_by_trunk: Default::default(),
+        }
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
     }
@@ -257,73 +268,21 @@ impl Worker {
         self.shared.hostport(side)
     }
 
-    /// Runs until shutdown completes.
-    pub async fn run(
-        mut self,
-        mut handoff_rx: mpsc::Receiver<Handoff>,
-        mut events_rx: mpsc::UnboundedReceiver<Event>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let public = self.net.public.clone();
-        let internal = self.net.internal.clone();
-        let mut buf_pub = vec![0u8; 65_535];
-        let mut buf_int = vec![0u8; 65_535];
-        let mut stopping = false;
-        self.schedule(crate::health::TICK, Timer::ProbeTick);
-        loop {
-            let next = self.timers.next_deadline();
-            let sleep = async move {
-                match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                r = public.recv_from(&mut buf_pub) => match r {
-                    Ok((n, src)) => self.on_datagram(Side::Public, src, &buf_pub[..n]),
-                    Err(e) => tracing::debug!(error = %e, "public recv"),
-                },
-                r = internal.recv_from(&mut buf_int) => match r {
-                    Ok((n, src)) => self.on_datagram(Side::Internal, src, &buf_int[..n]),
-                    Err(e) => tracing::debug!(error = %e, "internal recv"),
-                },
-                Some(h) = handoff_rx.recv() => self.on_message(h.side, &h.src, *h.msg, false),
-                Some(e) = events_rx.recv() => self.on_event(e),
-                _ = wait_media(&self.media) => {
-                    if let Some(m) = self.media.as_mut() {
-                        let events = m.relay();
-                        self.on_media_events(events);
-                    }
-                }
-                _ = sleep => self.fire_timers(),
-                r = shutdown.changed(), if !stopping => {
-                    if r.is_err() || *shutdown.borrow() {
-                        stopping = true;
-                        self.hang_up_all();
-                    }
-                }
-            }
-            if stopping && self.calls.values().all(|c| c.state == CallState::Ended) {
-                return;
-            }
-        }
-    }
-
     // ---- sending -------------------------------------------------------------------------
 
-    pub fn send(&self, side: Side, dest: &Link, bytes: &[u8]) {
-        self.net.send(side, dest, bytes);
+    pub fn send(&mut self, side: Side, dest: &Link, bytes: &[u8]) {
+        self.out.send(side, dest, bytes);
     }
 
     // ---- timers --------------------------------------------------------------------------
 
     pub fn schedule(&mut self, after: Duration, t: Timer) {
-        self.timers.set(Instant::now(), after, t);
+        self.timers.set(self.now, after, t);
     }
 
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(t) = self.timers.pop_due(now) {
+    /// Runs every timer due at `self.now`.
+    pub fn fire_timers(&mut self) {
+        while let Some(t) = self.timers.pop_due(self.now) {
             self.on_timer(t);
         }
     }
@@ -429,17 +388,15 @@ impl Worker {
     /// RFC 3263 location of `hop` (NAPTR, SRV, then A/AAAA) off the event loop; the answer comes
     /// back as [`Event::Resolved`] for `lookup`. Without a resolver it fails at once.
     pub fn resolve(&mut self, hop: &crate::call::Hop, lookup: Lookup) {
-        let Some(resolver) = self.shared.resolver.clone() else {
+        if self.shared.resolver.is_none() {
             let result = Err(trunkgate_resolve::Error::Config {
                 reason: format!("{}: no DNS resolver configured", hop.host),
             });
             return self.on_event(Event::Resolved { lookup, result });
-        };
-        let events = self.events.clone();
-        let hop = hop.clone();
-        tokio::spawn(async move {
-            let result = resolver.resolve(&hop.resolve_target()).await;
-            let _ = events.send(Event::Resolved { lookup, result });
+        }
+        self.out.push(Output::Resolve {
+            hop: hop.clone(),
+            lookup,
         });
     }
 
@@ -456,14 +413,6 @@ pub fn home_worker(call_id: &str, workers: usize) -> usize {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (h % workers.max(1) as u64) as usize
-}
-
-/// Resolves when the relay has work; never when this worker has no relay.
-async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
-    match media {
-        Some(m) => m.wait().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Methods the edge accepts (RFC 3261 §20.5).

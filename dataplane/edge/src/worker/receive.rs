@@ -2,7 +2,6 @@
 //! parsed, handed to the worker that owns them, and sorted into requests and responses.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use trunkgate_sip::{HasHeaders, Request, SipMessage};
 
@@ -58,7 +57,7 @@ impl Worker {
     /// Whether `ip` (an allowed carrier-side source) is over `--source-rate` or blocked; counts
     /// the drop and logs a new block.
     pub(crate) fn over_rate(&self, ip: std::net::IpAddr) -> bool {
-        match self.shared.source_limit.check(ip, Instant::now()) {
+        match self.shared.source_limit.check(ip, self.now) {
             crate::source_limit::Verdict::Pass => false,
             crate::source_limit::Verdict::Drop { newly } => {
                 let m = self.metrics();
@@ -82,22 +81,15 @@ impl Worker {
         self.shared.runtime.load().source_allowed(src.ip())
     }
 
-    pub(super) fn hand_off(&self, to: usize, side: Side, src: &Link, m: SipMessage) {
-        let src = src.clone();
-        match self.shared.handoff.get(to).map(|tx| {
-            tx.try_send(Handoff {
+    pub(super) fn hand_off(&mut self, to: usize, side: Side, src: &Link, m: SipMessage) {
+        self.out.push(Output::HandOff {
+            to,
+            handoff: Handoff {
                 side,
-                src,
+                src: src.clone(),
                 msg: Box::new(m),
-            })
-        }) {
-            Some(Ok(())) => self.hot.handoffs_ok.inc(),
-            _ => self
-                .metrics()
-                .handoffs
-                .with_label_values(&["dropped"])
-                .inc(),
-        }
+            },
+        });
     }
 
     pub fn on_message(&mut self, side: Side, src: &Link, m: SipMessage, may_hand_off: bool) {
@@ -185,7 +177,7 @@ impl Worker {
             if tx.machine.on_retransmission().resend
                 && let Some(bytes) = &tx.last
             {
-                self.net.send(tx.side, &tx.peer, bytes);
+                self.out.send(tx.side, &tx.peer, bytes);
             }
             self.hot.retransmissions[side.index()].inc();
             return;

@@ -1,7 +1,7 @@
 //! The worker's side of RFC 3261 §17: it keeps the transactions and their timers, and does
 //! what their state machines (crate::transaction) ask: send, resend, ACK, hand up, forget.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trunkgate_sip::{Request, Response};
 
@@ -41,7 +41,7 @@ impl Worker {
         };
         let actions = tx.machine.on_timer(t);
         if actions.resend {
-            self.net.send(tx.side, &tx.dest, &tx.bytes);
+            self.out.send(tx.side, &tx.dest, &tx.bytes);
             self.hot.retransmissions[tx.side.index()].inc();
         }
         let side = tx.side;
@@ -72,7 +72,7 @@ impl Worker {
         if actions.resend
             && let Some(bytes) = &tx.last
         {
-            self.net.send(tx.side, &tx.peer, bytes);
+            self.out.send(tx.side, &tx.peer, bytes);
             self.hot.retransmissions[tx.side.index()].inc();
         }
         let (side, call) = (tx.side, tx.call);
@@ -153,7 +153,7 @@ impl Worker {
             b = b.raw(lines);
         }
         let bytes = b.body(body);
-        self.net.send(tx.side, &tx.peer, &bytes);
+        self.out.send(tx.side, &tx.peer, &bytes);
         tx.last = Some(bytes);
         self.arm(Role::Server, key, &actions);
         if actions.terminated {
@@ -189,7 +189,7 @@ impl Worker {
     /// Logs why a carrier was refused, at most [`REFUSAL_LOG_PER_SECOND`] lines a second per
     /// worker (a flood is counted in the metrics, not written out line by line).
     pub(super) fn log_refusal(&mut self, code: u16, text: &str) {
-        let now = Instant::now();
+        let now = self.now;
         let (since, n) = &mut self.refusal_log;
         if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
             if *n > REFUSAL_LOG_PER_SECOND {
@@ -284,7 +284,7 @@ impl Worker {
         if actions.ack {
             // §17.1.1.3: the ACK of a non-2xx final, again for each retransmission of it.
             let ack = ack_for_non_2xx(tx, resp);
-            self.net.send(tx.side, &tx.dest, &ack);
+            self.out.send(tx.side, &tx.dest, &ack);
         }
         // Nothing is retransmitted once a final came: keep only what an ACK or a challenge
         // answer needs.
@@ -304,7 +304,7 @@ impl Worker {
                     && leg == LegId::B
                     && let Some(ack) = &c.b_ack
                 {
-                    self.net.send(c.b.side, &c.b.peer, ack);
+                    self.out.send(c.b.side, &c.b.peer, ack);
                 }
             }
             // After a give-up only the set-up cares (to hang up a late answer).
