@@ -264,7 +264,11 @@ async fn a_snapshot_in_parts_is_published_read_by_the_edge_and_kept_whole() {
         Some(())
     })
     .await;
-    assert!(owned.is_some(), "every part owned by the head; log:\n{}", log());
+    assert!(
+        owned.is_some(),
+        "every part owned by the head; log:\n{}",
+        log()
+    );
 
     // The edge, with the chart's RBAC, reads every part and runs the snapshot.
     let edge = cluster_edge(&lab, &edge_kubeconfig);

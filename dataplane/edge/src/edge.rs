@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
-use trunkgate_crds::snapshot::EdgeConfig;
 
-use crate::config::Runtime;
 use crate::lifeline::WorkerError;
 use crate::metrics::Metrics;
-use crate::settings::{Settings, available_cpus, host_port, worker_count};
+use crate::settings::{Settings, available_cpus, worker_count};
 use crate::worker::{Shared, Worker};
 
 /// A UDP socket that shares its port with the other workers' (SO_REUSEPORT).
@@ -41,23 +38,10 @@ fn ensure_unused(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_key() -> [u8; 32] {
-    use rand::RngCore;
-    let mut k = [0u8; 32];
-    rand::rng().fill_bytes(&mut k);
-    k
-}
-
 /// Runs the edge until SIGTERM/SIGINT and the drain that follows.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let workers = worker_count(settings.workers, available_cpus());
-    let public_hostport = match (&settings.advertise_host, settings.advertised_pool_ip()) {
-        (Some(h), _) => format!("{h}:{}", settings.public_sip.port()),
-        (None, Some(ip)) => host_port(SocketAddr::new(ip, settings.public_sip.port())),
-        (None, None) => host_port(settings.public_sip),
-    };
-    let internal_hostport = host_port(settings.internal_sip);
     let mut handoff_tx = Vec::with_capacity(workers);
     let mut handoff_rx = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -83,47 +67,20 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             "--tcp-max-connections lowered to keep file descriptors for RTP ports and the rest"
         );
     }
-    let tcp = Arc::new(crate::census::Census::new(
+    let resolver = match trunkgate_resolve::Resolver::from_system_conf() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver: targets must be IP addresses");
+            None
+        }
+    };
+    let shared = Arc::new(Shared::new(
+        settings.clone(),
+        metrics.clone(),
+        handoff_tx,
         tcp_cap,
-        settings.tcp_max_per_source.max(1),
-        Some(metrics.tcp_connections.clone()),
+        resolver,
     ));
-    let shared = Arc::new(Shared {
-        tcp,
-        prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
-        setup_sources: Arc::new(crate::census::Census::new(
-            usize::MAX,
-            settings.max_calls_in_setup_per_source.max(1) as usize,
-            None,
-        )),
-        source_limit: crate::source_limit::SourceLimiter::new(
-            settings.source_rate,
-            Duration::from_secs(settings.source_block_seconds),
-        ),
-        lockout: Arc::new(crate::lockout::Lockout::new(
-            settings.auth_max_failures,
-            Duration::from_secs(settings.auth_block_seconds),
-        )),
-        runtime: ArcSwap::from_pointee(Runtime::build(
-            EdgeConfig::default().stamped(),
-            None,
-            &metrics,
-        )),
-        metrics: metrics.clone(),
-        handoff: handoff_tx,
-        draining: AtomicBool::new(false),
-        public_hostport,
-        internal_hostport,
-        nonce_key: random_key(),
-        resolver: match trunkgate_resolve::Resolver::from_system_conf() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS resolver: targets must be IP addresses");
-                None
-            }
-        },
-        settings: settings.clone(),
-    });
     let ready = Arc::new(AtomicBool::new(false));
     let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
 

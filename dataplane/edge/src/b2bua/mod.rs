@@ -3,6 +3,8 @@
 //! (re-INVITE, UPDATE, PRACK, INFO) relayed with their answers.
 
 mod answer;
+#[cfg(test)]
+mod flows;
 mod hops;
 mod in_dialog;
 mod setup;

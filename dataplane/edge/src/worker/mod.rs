@@ -177,6 +177,58 @@ pub enum Timer {
 }
 
 impl Shared {
+    /// What `settings` make of the workers' common state: `handoff` holds one sender per
+    /// worker, `tcp_cap` the TCP connections the open-file limit leaves, `resolver` None when
+    /// targets must be IP addresses. The snapshot starts empty.
+    pub fn new(
+        settings: Settings,
+        metrics: Metrics,
+        handoff: Vec<mpsc::Sender<Handoff>>,
+        tcp_cap: usize,
+        resolver: Option<trunkgate_resolve::Resolver>,
+    ) -> Self {
+        use crate::settings::host_port;
+        let public_hostport = match (&settings.advertise_host, settings.advertised_pool_ip()) {
+            (Some(h), _) => format!("{h}:{}", settings.public_sip.port()),
+            (None, Some(ip)) => host_port(SocketAddr::new(ip, settings.public_sip.port())),
+            (None, None) => host_port(settings.public_sip),
+        };
+        Shared {
+            tcp: Arc::new(crate::census::Census::new(
+                tcp_cap,
+                settings.tcp_max_per_source.max(1),
+                Some(metrics.tcp_connections.clone()),
+            )),
+            prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
+            setup_sources: Arc::new(crate::census::Census::new(
+                usize::MAX,
+                settings.max_calls_in_setup_per_source.max(1) as usize,
+                None,
+            )),
+            source_limit: crate::source_limit::SourceLimiter::new(
+                settings.source_rate,
+                Duration::from_secs(settings.source_block_seconds),
+            ),
+            lockout: Arc::new(crate::lockout::Lockout::new(
+                settings.auth_max_failures,
+                Duration::from_secs(settings.auth_block_seconds),
+            )),
+            runtime: ArcSwap::from_pointee(Runtime::build(
+                trunkgate_crds::snapshot::EdgeConfig::default().stamped(),
+                None,
+                &metrics,
+            )),
+            metrics,
+            handoff,
+            draining: AtomicBool::new(false),
+            public_hostport,
+            internal_hostport: host_port(settings.internal_sip),
+            nonce_key: random_key(),
+            resolver,
+            settings,
+        }
+    }
+
     pub fn hostport(&self, side: Side) -> &str {
         match side {
             Side::Public => &self.public_hostport,
@@ -214,6 +266,8 @@ pub struct Worker {
     pub rtp_by_trunk: Table<String, u32>,
 }
 
+#[cfg(test)]
+pub mod harness;
 mod output;
 mod receive;
 pub mod runtime;
@@ -413,6 +467,13 @@ pub fn home_worker(call_id: &str, workers: usize) -> usize {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (h % workers.max(1) as u64) as usize
+}
+
+fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    k
 }
 
 /// Methods the edge accepts (RFC 3261 §20.5).

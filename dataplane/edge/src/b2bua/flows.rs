@@ -1,0 +1,414 @@
+//! The call paths end to end through one worker, without sockets (`worker::harness`): each
+//! test feeds the carrier's and the platform's messages and checks what the edge sends.
+
+use std::time::Duration;
+
+use trunkgate_crds::Secrets;
+
+use crate::call::Side;
+use crate::worker::harness::*;
+
+fn pacific_harness() -> Harness {
+    Harness::new(&[pacific()], &[numbers("pacific")], &Secrets::new())
+}
+
+/// An inbound call up to the platform's 200 and the carrier's ACK: (harness, the 200 the
+/// carrier got, the INVITE the platform got).
+fn answered(id: &str) -> (Harness, Sent, Sent) {
+    let mut h = pacific_harness();
+    let mut sent = h.carrier_sends(&carrier_invite(id, NUMBER, ""));
+    let invite = sent.pop().expect("an INVITE to the platform");
+    let ok = h
+        .platform_sends(&invite.answer(200, "p1", PLATFORM, ""))
+        .remove(0);
+    assert_eq!(ok.code(), Some(200));
+    (h, ok, invite)
+}
+
+#[test]
+fn an_inbound_call_is_set_up_relayed_and_ended_by_either_side() {
+    let mut h = pacific_harness();
+    let sent = h.carrier_sends(&carrier_invite("c1", NUMBER, ""));
+    assert_eq!(summary(&sent, Side::Public), ["100"]);
+    assert_eq!(summary(&sent, Side::Internal), ["INVITE"]);
+    let invite = &on(&sent, Side::Internal)[0];
+    assert_eq!(invite.to.to_string(), PLATFORM);
+    assert!(
+        invite
+            .text
+            .contains(&format!("INVITE sip:{NUMBER}@{PLATFORM}")),
+        "{}",
+        invite.text
+    );
+    assert!(invite.text.contains("X-Trunkgate-Trunk: acme/pacific"));
+    // The B leg is a new dialog: its own Call-ID, our tag, our Via only.
+    assert_ne!(invite.header("Call-ID"), Some("c1@carrier.example"));
+    assert!(
+        !invite.text.contains(CARRIER),
+        "nothing of the carrier's addresses leaks"
+    );
+
+    let ringing = h.platform_sends(&invite.answer(180, "p1", PLATFORM, ""));
+    assert_eq!(summary(&ringing, Side::Public), ["180"]);
+    let ok = h.platform_sends(&invite.answer(200, "p1", PLATFORM, ""));
+    assert_eq!(summary(&ok, Side::Public), ["200"]);
+    let ok = &ok[0];
+    assert_eq!(ok.header("Call-ID"), Some("c1@carrier.example"));
+    assert!(ok.header("Contact").unwrap_or_default().contains(PUBLIC));
+
+    let ack = h.carrier_sends(&carrier_in_dialog("c1", "ACK", 1, ok, "ack1"));
+    assert_eq!(summary(&ack, Side::Internal), ["ACK"]);
+    // A BYE is answered at once on its own leg and sent on the other (each leg is a dialog
+    // of its own); the platform's 200 then ends that transaction and nothing more goes out.
+    let bye = h.carrier_sends(&carrier_in_dialog("c1", "BYE", 2, ok, "bye1"));
+    assert_eq!(summary(&bye, Side::Public), ["200"]);
+    assert_eq!(summary(&bye, Side::Internal), ["BYE"]);
+    let done = h.platform_sends(&on(&bye, Side::Internal)[0].answer(200, "p1", PLATFORM, ""));
+    assert!(done.is_empty());
+    assert_eq!(
+        h.metric("trunkgate_edge_calls_total", &[("trunk", "acme/pacific")]),
+        1.0
+    );
+}
+
+#[test]
+fn a_source_outside_the_allow_lists_gets_nothing_back() {
+    let mut h = pacific_harness();
+    let sent = h.input(
+        Side::Public,
+        "198.18.0.9:5060",
+        &carrier_invite("x1", NUMBER, ""),
+    );
+    assert!(
+        sent.is_empty(),
+        "{:?}",
+        sent.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn no_ack_for_the_2xx_ends_both_legs_with_bye() {
+    // RFC 3261 §13.3.1.4: the 2xx is sent again until 64*T1; then the call ends, on both legs.
+    let (mut h, _ok, _invite) = answered("c2");
+    let later = h.advance(Duration::from_secs(33));
+    let to_carrier = summary(&later, Side::Public);
+    assert!(
+        to_carrier.iter().filter(|s| *s == "200").count() >= 5,
+        "{to_carrier:?}"
+    );
+    assert!(to_carrier.contains(&"BYE".to_string()), "{to_carrier:?}");
+    assert!(summary(&later, Side::Internal).contains(&"BYE".to_string()));
+}
+
+#[test]
+fn a_cancel_before_the_answer_cancels_leg_b_and_gets_487() {
+    let mut h = pacific_harness();
+    let sent = h.carrier_sends(&carrier_invite("c3", NUMBER, ""));
+    let invite = on(&sent, Side::Internal)[0].text.clone();
+    let invite = sent
+        .into_iter()
+        .find(|s| s.text == invite)
+        .expect("the INVITE");
+    h.platform_sends(&invite.answer(180, "p1", PLATFORM, ""));
+    let cancel = format!(
+        "CANCEL sip:{NUMBER}@{PUBLIC} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-c3;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{CALLER}@carrier.example>;tag=c-c3\r\nTo: <sip:{NUMBER}@{PUBLIC}>\r\nCall-ID: c3@carrier.example\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    // RFC 3261 §9.2: 200 to the CANCEL, 487 to the INVITE; leg B is CANCELed in turn.
+    let sent = h.carrier_sends(&cancel);
+    assert_eq!(summary(&sent, Side::Public), ["200", "487"]);
+    assert_eq!(summary(&sent, Side::Internal), ["CANCEL"]);
+    let terminated = h.platform_sends(&invite.answer(487, "p1", PLATFORM, ""));
+    assert!(summary(&terminated, Side::Public).is_empty());
+    assert_eq!(
+        summary(&terminated, Side::Internal),
+        ["ACK"],
+        "the 487 is ACKed hop by hop"
+    );
+}
+
+#[test]
+fn a_cancel_from_another_address_with_the_callers_branch_is_not_matched() {
+    // The CANCEL hijack: the branch alone must not find the INVITE (RFC 3261 §9.2 matches the
+    // transaction, and a transaction is also where its request came from).
+    let mut h = pacific_harness();
+    let sent = h.carrier_sends(&carrier_invite("c4", NUMBER, ""));
+    assert_eq!(summary(&sent, Side::Internal), ["INVITE"]);
+    let cancel = format!(
+        "CANCEL sip:{NUMBER}@{PUBLIC} SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.6:5060;branch=z9hG4bK-c4;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{CALLER}@carrier.example>;tag=c-c4\r\nTo: <sip:{NUMBER}@{PUBLIC}>\r\nCall-ID: c4@carrier.example\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let sent = h.input(Side::Public, "203.0.113.6:5060", &cancel);
+    assert_eq!(summary(&sent, Side::Public), ["481"]);
+    assert!(
+        summary(&sent, Side::Internal).is_empty(),
+        "the platform gets no CANCEL"
+    );
+}
+
+#[test]
+fn a_retransmitted_invite_is_absorbed_and_the_platform_gets_one() {
+    let mut h = pacific_harness();
+    let invite = carrier_invite("c5", NUMBER, "");
+    let first = h.carrier_sends(&invite);
+    assert_eq!(summary(&first, Side::Internal), ["INVITE"]);
+    let again = h.carrier_sends(&invite);
+    assert_eq!(
+        summary(&again, Side::Public),
+        ["100"],
+        "the last response again (§17.2.1)"
+    );
+    assert!(summary(&again, Side::Internal).is_empty());
+}
+
+#[test]
+fn record_route_is_echoed_in_the_answers_and_used_in_dialog() {
+    // RFC 3261 §12.1.1: the UAS copies Record-Route into every 101–299 answer to the INVITE.
+    let mut h = pacific_harness();
+    let rr = "Record-Route: <sip:203.0.113.7;lr;ftag=x>\r\n";
+    let sent = h.carrier_sends(&carrier_invite("c6", NUMBER, rr));
+    let invite = on(&sent, Side::Internal)[0];
+    let invite_text = invite.answer(180, "p1", PLATFORM, "");
+    let ringing = h.platform_sends(&invite_text);
+    assert_eq!(
+        ringing[0].header("Record-Route"),
+        Some("<sip:203.0.113.7;lr;ftag=x>")
+    );
+    let ok = sent
+        .iter()
+        .find(|s| s.side == Side::Internal)
+        .map(|i| i.answer(200, "p1", PLATFORM, ""))
+        .expect("the INVITE");
+    let ok = h.platform_sends(&ok).remove(0);
+    assert_eq!(
+        ok.header("Record-Route"),
+        Some("<sip:203.0.113.7;lr;ftag=x>")
+    );
+    // The platform hangs up: the BYE to the carrier follows the route set (first hop: the
+    // proxy, addressed by Route; Request-URI the caller's Contact).
+    h.carrier_sends(&carrier_in_dialog("c6", "ACK", 1, &ok, "ack6"));
+    let b_ok = sent
+        .into_iter()
+        .find(|s| s.side == Side::Internal)
+        .expect("the INVITE");
+    let bye = format!(
+        "BYE sip:{}@{INTERNAL} SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-pbye\r\nMax-Forwards: 70\r\nFrom: {};tag=p1\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        NUMBER,
+        b_ok.header("To").unwrap_or_default(),
+        b_ok.header("From").unwrap_or_default(),
+        b_ok.header("Call-ID").unwrap_or_default(),
+    );
+    let sent = h.platform_sends(&bye);
+    let bye = on(&sent, Side::Public)
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .expect("a BYE to the carrier");
+    assert!(
+        bye.text
+            .starts_with(&format!("BYE sip:{CALLER}@{CARRIER} ")),
+        "{}",
+        bye.text
+    );
+    assert_eq!(bye.header("Route"), Some("<sip:203.0.113.7;lr;ftag=x>"));
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_an_unknown_number_404() {
+    let mut h = pacific_harness();
+    let sent = h.carrier_sends(
+        &carrier_invite("c7", NUMBER, "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(summary(&sent, Side::Public), ["483"]);
+    let sent = h.carrier_sends(&carrier_invite("c8", "+6498870000", ""));
+    assert_eq!(summary(&sent, Side::Public), ["404"]);
+    assert!(sent[0].header("Warning").is_some(), "the refusal says why");
+}
+
+#[test]
+fn a_platform_that_never_answers_times_out_with_408_sent_until_acked() {
+    // Timer B (64*T1 = 32 s, RFC 3261 §17.1.1.2) without an answer from the platform: 408.
+    // Meanwhile the INVITE went again on Timer A, doubling from 0.5 s.
+    let mut h = pacific_harness();
+    h.carrier_sends(&carrier_invite("c9", NUMBER, ""));
+    let before = h.advance(Duration::from_millis(31_900));
+    assert!(summary(&before, Side::Public).is_empty());
+    assert_eq!(summary(&before, Side::Internal), ["INVITE"; 6]);
+    let later = h.advance(Duration::from_millis(200));
+    assert_eq!(summary(&later, Side::Public), ["408"]);
+    // The 408 goes again on Timer G until the carrier's ACK (§17.2.1).
+    let again = h.advance(Duration::from_millis(600));
+    assert_eq!(summary(&again, Side::Public), ["408"]);
+    let ack = format!(
+        "ACK sip:{NUMBER}@{PUBLIC} SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-c9;rport\r\nMax-Forwards: 70\r\nFrom: <sip:{CALLER}@carrier.example>;tag=c-c9\r\nTo: {}\r\nCall-ID: c9@carrier.example\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        again[0].header("To").unwrap_or_default()
+    );
+    assert!(
+        h.carrier_sends(&ack).is_empty(),
+        "the ACK of a non-2xx stays on its hop"
+    );
+    assert!(summary(&h.advance(Duration::from_secs(10)), Side::Public).is_empty());
+}
+
+// ---- outbound: platform → carrier ------------------------------------------------------------
+
+const TARGET_1: &str = "203.0.113.5:5060";
+const TARGET_2: &str = "203.0.113.6:5060";
+
+/// acme/pacific with two outbound targets (priority 1 then 2) and a route for +64.
+fn outbound_harness(flags: &[&str], auth: bool) -> Harness {
+    let mut t = pacific()
+        .with_targets(&[&format!("sip:{TARGET_1}"), &format!("sip:{TARGET_2}")])
+        .with_route("+64", 1);
+    let mut secrets = Secrets::new();
+    if auth {
+        t = t.with_outbound_auth("pacific-out", Some("carrier.example"));
+        secrets = trunkgate_crds::fixtures::secret("acme", "pacific-out", "acme", "s3cret");
+    }
+    Harness::with_flags(&[no_relay(t)], &[numbers("pacific")], &secrets, flags)
+}
+
+/// The platform's INVITE from our number to a New Zealand mobile.
+fn platform_invite(id: &str) -> String {
+    format!(
+        "INVITE sip:{CALLER}@{INTERNAL} SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-{id}\r\nMax-Forwards: 70\r\nFrom: <sip:{NUMBER}@platform.example>;tag=p-{id}\r\nTo: <sip:{CALLER}@{INTERNAL}>\r\nCall-ID: {id}@platform.example\r\nCSeq: 1 INVITE\r\nContact: <sip:app@{PLATFORM}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn invite_to(sent: &[Sent], target: &str) -> Option<usize> {
+    sent.iter().position(|s| {
+        s.side == Side::Public
+            && s.method().as_deref() == Some("INVITE")
+            && s.to.to_string() == target
+    })
+}
+
+#[test]
+fn an_outbound_call_fails_over_on_silence_and_on_503() {
+    let mut h = outbound_harness(&["--failover-seconds", "2"], false);
+    let sent = h.platform_sends(&platform_invite("o1"));
+    assert_eq!(summary(&sent, Side::Internal), ["100"]);
+    assert!(
+        invite_to(&sent, TARGET_1).is_some(),
+        "the first target first"
+    );
+    // The first target stays silent for --failover-seconds: the next one gets the call.
+    let later = h.advance(Duration::from_millis(2_100));
+    let mut later = later;
+    let second = later.remove(invite_to(&later, TARGET_2).expect("failover to the second target"));
+    assert!(
+        summary(&later, Side::Internal).is_empty(),
+        "the platform hears nothing yet"
+    );
+    // The last target refuses: its 503 is ACKed on its hop and the platform gets the refusal.
+    let sent = h.input(
+        Side::Public,
+        TARGET_2,
+        &second.answer(503, "t2", TARGET_2, ""),
+    );
+    assert_eq!(summary(&sent, Side::Public), ["ACK"]);
+    assert_eq!(summary(&sent, Side::Internal), ["503"]);
+    assert!(
+        h.metric("trunkgate_edge_failovers_total", &[]) >= 1.0,
+        "failover counted"
+    );
+}
+
+#[test]
+fn a_carriers_407_is_answered_with_the_trunks_credentials_on_the_invite_and_a_reinvite() {
+    let mut h = outbound_harness(&[], true);
+    let mut sent = h.platform_sends(&platform_invite("o2"));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("an INVITE"));
+    let challenge = "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"\r\n";
+    let sent = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(407, "t1", TARGET_1, challenge),
+    );
+    let again = &sent[invite_to(&sent, TARGET_1).expect("the INVITE again")];
+    let auth = again
+        .header("Proxy-Authorization")
+        .expect("with credentials");
+    assert!(
+        auth.contains("username=\"acme\"") && auth.contains("nonce=\"n1\""),
+        "{auth}"
+    );
+    assert_eq!(
+        again.header("CSeq"),
+        Some("2 INVITE"),
+        "a new CSeq (RFC 3261 §22.2)"
+    );
+    assert!(
+        summary(&sent, Side::Internal).is_empty(),
+        "the 407 stays between edge and carrier"
+    );
+
+    // Answered; the platform puts the call on hold and the carrier challenges that too.
+    let ok = h.input(
+        Side::Public,
+        TARGET_1,
+        &again.answer(200, "t1", TARGET_1, ""),
+    );
+    let ok_a = ok
+        .iter()
+        .find(|s| s.side == Side::Internal)
+        .expect("200 to the platform");
+    assert_eq!(ok_a.code(), Some(200));
+    let a_to = ok_a.header("To").unwrap_or_default().to_string();
+    let a_ack = format!(
+        "ACK sip:{CALLER}@{INTERNAL} SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-o2ack\r\nMax-Forwards: 70\r\nFrom: <sip:{NUMBER}@platform.example>;tag=p-o2\r\nTo: {a_to}\r\nCall-ID: o2@platform.example\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let acked = h.platform_sends(&a_ack);
+    assert_eq!(summary(&acked, Side::Public), ["ACK"]);
+    let reinvite = a_ack
+        .replace("ACK sip", "INVITE sip")
+        .replace("z9hG4bK-o2ack", "z9hG4bK-o2re")
+        .replace("CSeq: 1 ACK", "CSeq: 2 INVITE");
+    let sent = h.platform_sends(&reinvite);
+    let re = on(&sent, Side::Public)[0];
+    assert_eq!(re.method().as_deref(), Some("INVITE"));
+    let challenged = h.input(
+        Side::Public,
+        TARGET_1,
+        &re.answer(407, "t1", TARGET_1, challenge),
+    );
+    let retried = on(&challenged, Side::Public)
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("INVITE"))
+        .expect("the re-INVITE again, with credentials");
+    assert!(retried.header("Proxy-Authorization").is_some());
+    assert!(
+        !summary(&challenged, Side::Internal).contains(&"407".to_string()),
+        "the platform never sees the carrier's challenge"
+    );
+}
+
+#[test]
+fn a_call_that_rings_too_long_is_cancelled() {
+    let mut h = outbound_harness(&["--ringing-seconds", "5"], false);
+    let mut sent = h.platform_sends(&platform_invite("o3"));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("an INVITE"));
+    let ringing = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(180, "t1", TARGET_1, ""),
+    );
+    assert_eq!(summary(&ringing, Side::Internal), ["180"]);
+    // --ringing-seconds: leg B is CANCELed and the platform told at once.
+    let later = h.advance(Duration::from_millis(5_100));
+    assert_eq!(summary(&later, Side::Public), ["CANCEL"]);
+    assert_eq!(summary(&later, Side::Internal), ["408"]);
+    let cancel = on(&later, Side::Public)[0];
+    assert_eq!(
+        cancel.header("CSeq"),
+        Some("1 CANCEL"),
+        "same CSeq number (§9.1)"
+    );
+    let done = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(487, "t1", TARGET_1, ""),
+    );
+    assert_eq!(summary(&done, Side::Public), ["ACK"]);
+    assert!(
+        summary(&done, Side::Internal).is_empty(),
+        "the platform had its answer"
+    );
+}
