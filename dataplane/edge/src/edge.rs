@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
+use crate::call::Side;
 use crate::lifeline::WorkerError;
 use crate::metrics::Metrics;
 use crate::settings::{Settings, available_cpus, worker_count};
@@ -74,12 +75,19 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
+    let tls = crate::tls::Tls::load(
+        settings.tls_cert.as_deref(),
+        settings.tls_key.as_deref(),
+        settings.tls_ca.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("TLS (--tls-cert, --tls-key, --tls-ca): {e}"))?;
     let shared = Arc::new(Shared::new(
         settings.clone(),
         metrics.clone(),
         handoff_tx,
         tcp_cap,
         resolver,
+        Arc::new(tls),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
@@ -93,6 +101,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         (settings.internal_sip, "platform-side SIP (--internal-sip)"),
     ] {
         ensure_unused(addr, what)?;
+    }
+    for (addr, what) in [
+        (
+            settings.public_sips,
+            "carrier-side SIP over TLS (--public-sips)",
+        ),
+        (
+            settings.internal_sips,
+            "platform-side SIP over TLS (--internal-sips)",
+        ),
+    ] {
+        if let Some(addr) = addr {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("{what}: TCP {addr}: {e}"))?;
+        }
     }
     if let Some(dir) = &settings.config
         && !dir.is_dir()
@@ -112,12 +135,31 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if let Ok(dup) = public.try_clone() {
             filtered.push(dup);
         }
-        sockets.push((
+        let mut streams = vec![
+            (
+                crate::tcp::reuseport_tcp(settings.public_sip)?,
+                Side::Public,
+                false,
+            ),
+            (
+                crate::tcp::reuseport_tcp(settings.internal_sip)?,
+                Side::Internal,
+                false,
+            ),
+        ];
+        for (addr, side) in [
+            (settings.public_sips, Side::Public),
+            (settings.internal_sips, Side::Internal),
+        ] {
+            if let Some(addr) = addr {
+                streams.push((crate::tcp::reuseport_tcp(addr)?, side, true));
+            }
+        }
+        sockets.push(WorkerSockets {
             public,
-            reuseport_udp(settings.internal_sip)?,
-            crate::tcp::reuseport_tcp(settings.public_sip)?,
-            crate::tcp::reuseport_tcp(settings.internal_sip)?,
-        ));
+            internal: reuseport_udp(settings.internal_sip)?,
+            streams,
+        });
     }
     shared.prefilter.add_sockets(filtered);
 
@@ -128,6 +170,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .build()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (deaths_tx, mut deaths_rx) = mpsc::unbounded_channel();
+
+    control.spawn(crate::tls::watch(
+        shared.tls.clone(),
+        shared.metrics.clone(),
+        Duration::from_secs(2),
+    ));
 
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
@@ -223,9 +271,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     let mut threads = Vec::with_capacity(workers);
-    for (index, ((public, internal, tcp_public, tcp_internal), rx)) in
-        sockets.into_iter().zip(handoff_rx).enumerate()
-    {
+    for (index, (worker_sockets, rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {
         let shared = shared.clone();
         let shutdown = shutdown_rx.clone();
         let mut media_cfg = trunkgate_media::MediaConfig::new(
@@ -251,12 +297,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                         rt.block_on(run_worker(
                             index,
                             shared,
-                            WorkerSockets {
-                                public,
-                                internal,
-                                tcp_public,
-                                tcp_internal,
-                            },
+                            worker_sockets,
                             media_cfg,
                             rx,
                             shutdown,
@@ -271,6 +312,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         public = %settings.public_sip,
         internal = %settings.internal_sip,
         admin = %settings.admin,
+        public_tls = ?settings.public_sips,
+        internal_tls = ?settings.internal_sips,
         "trunkgate-edge running"
     );
 
@@ -338,8 +381,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 struct WorkerSockets {
     public: std::net::UdpSocket,
     internal: std::net::UdpSocket,
-    tcp_public: std::net::TcpListener,
-    tcp_internal: std::net::TcpListener,
+    /// TCP and TLS listeners: (listener, side, TLS).
+    streams: Vec<(std::net::TcpListener, Side, bool)>,
 }
 
 /// A worker's life on its own thread's event loop: until shutdown, or an error that its
@@ -355,20 +398,17 @@ async fn run_worker(
     let WorkerSockets {
         public,
         internal,
-        tcp_public,
-        tcp_internal,
+        streams,
     } = sockets;
     let public = tokio::net::UdpSocket::from_std(public).map_err(WorkerError::Sockets)?;
     let internal = tokio::net::UdpSocket::from_std(internal).map_err(WorkerError::Sockets)?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    for (listener, side) in [
-        (tcp_public, crate::call::Side::Public),
-        (tcp_internal, crate::call::Side::Internal),
-    ] {
+    for (listener, side, tls) in streams {
         let l = tokio::net::TcpListener::from_std(listener).map_err(WorkerError::Sockets)?;
         tokio::spawn(crate::tcp::accept(
             l,
             side,
+            tls,
             events_tx.clone(),
             shared.clone(),
         ));

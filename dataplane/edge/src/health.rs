@@ -175,13 +175,13 @@ impl Worker {
         transport: Transport,
         uri_host: &str,
     ) {
-        let dest = match self.link_to(Side::Public, addr, transport) {
+        let dest = match self.link_to(Side::Public, addr, transport, host_of_uri_host(uri_host)) {
             Ok(l) => l,
             Err(e) => return self.probe_done(&probe, false, &e.to_string()),
         };
         let branch = self.mint.branch();
         let (tag, call_id) = (self.mint.tag(), self.mint.call_id());
-        let hostport = self.shared.public_hostport.clone();
+        let hostport = self.shared.hostport_on(Side::Public, &dest).to_string();
         let ruri = format!("sip:{uri_host}");
         let ident = format!("From: <sip:trunkgate@{hostport}>;tag={tag}\r\nCall-ID: {call_id}\r\n");
         let bytes =
@@ -262,6 +262,17 @@ fn answer_alive(code: u16) -> Option<bool> {
 pub fn up_first<T>(order: Vec<(T, bool)>) -> Vec<T> {
     let (up, down): (Vec<_>, Vec<_>) = order.into_iter().partition(|(_, up)| *up);
     up.into_iter().chain(down).map(|(t, _)| t).collect()
+}
+
+/// The host of a URI's `host[:port]` (an IPv6 reference keeps its brackets off).
+fn host_of_uri_host(uri_host: &str) -> &str {
+    if let Some(rest) = uri_host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match uri_host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => uri_host,
+    }
 }
 
 #[cfg(test)]

@@ -26,5 +26,6 @@ mod source;
 mod source_limit;
 mod tcp;
 mod timers;
+mod tls;
 mod transaction;
 mod worker;

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub auth_blocks: IntCounterVec,
     pub kernel_drops: IntCounterVec,
     pub tcp_closed: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub media_mos: prometheus::HistogramVec,
     pub media_loss: prometheus::HistogramVec,
@@ -209,6 +211,16 @@ impl Metrics {
                 "trunkgate_edge_tcp_closed_total",
                 "TCP connections the edge closed or saw closed, by side and reason: idle (--tcp-idle-seconds), incomplete (a message not whole within --tcp-message-seconds), framing, oversize, peer.",
                 &["side", "reason"],
+            ),
+            tls_handshake_failures: cv(
+                "trunkgate_edge_tls_handshake_failures_total",
+                "TLS handshakes that failed, by side, direction (accepted: a peer connected to the edge; opened: the edge connected to a target) and reason: timeout (--tls-handshake-seconds), not_tls (plaintext on the TLS port), certificate (the peer's did not verify), certificate_refused (the peer refused the edge's), incompatible, alert, protocol, peer_closed, io.",
+                &["side", "direction", "reason"],
+            ),
+            tls_reloads: cv(
+                "trunkgate_edge_tls_reloads_total",
+                "Times the TLS certificate, key or CA files changed and were read again, by result: ok, or error (the material in use stays).",
+                &["result"],
             ),
             tcp_connections: {
                 let g = IntGauge::new(

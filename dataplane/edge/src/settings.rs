@@ -24,6 +24,27 @@ pub struct Settings {
     /// Platform-side SIP address (UDP and TCP).
     #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5080")]
     pub internal_sip: SocketAddr,
+    /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
+    /// --tls-key.
+    #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"])]
+    pub public_sips: Option<SocketAddr>,
+    /// Platform-side SIP over TLS. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "TRUNKGATE_INTERNAL_SIPS", requires_all = ["tls_cert", "tls_key"])]
+    pub internal_sips: Option<SocketAddr>,
+    /// The edge's certificate chain (PEM), leaf first: `tls.crt` of a Kubernetes TLS Secret.
+    /// Read again when it changes (a rotated Secret), without dropping calls.
+    #[arg(long, env = "TRUNKGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM): `tls.key` of a Kubernetes TLS Secret.
+    #[arg(long, env = "TRUNKGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the carriers' and the platform's TLS certificates, for
+    /// connections the edge opens. Default: the system's roots.
+    #[arg(long, env = "TRUNKGATE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A TLS handshake must finish within this many seconds, or the connection is closed.
+    #[arg(long, env = "TRUNKGATE_TLS_HANDSHAKE_SECONDS", default_value_t = 5)]
+    pub tls_handshake_seconds: u64,
     /// Address put in carrier-side SDP (defaults to the public SIP address, or the advertised IP).
     #[arg(long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
     pub public_media_ip: Option<IpAddr>,

@@ -63,6 +63,7 @@ fn reset(stream: TcpStream) {
 pub async fn accept(
     listener: TcpListener,
     side: Side,
+    tls: bool,
     events: mpsc::UnboundedSender<Event>,
     shared: Arc<crate::worker::Shared>,
 ) {
@@ -98,17 +99,25 @@ pub async fn accept(
                 };
                 let _ = stream.set_nodelay(true);
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(connection(
-                    stream,
+                let ends = Ends {
                     peer,
                     side,
                     tx,
                     rx,
-                    events.clone(),
-                    metrics.clone(),
+                    events: events.clone(),
+                    metrics: metrics.clone(),
                     timeouts,
                     admitted,
-                ));
+                };
+                if tls {
+                    let Some(config) = shared.tls.server.load_full().as_ref().clone() else {
+                        continue;
+                    };
+                    let limit = Duration::from_secs(shared.settings.tls_handshake_seconds.max(1));
+                    tokio::spawn(accept_tls(stream, config, limit, ends));
+                } else {
+                    tokio::spawn(connection(stream, false, ends));
+                }
             }
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -126,22 +135,65 @@ pub async fn accept(
     }
 }
 
+/// A connection's place in the worker: who it is, its two channels, its limits.
+pub struct Ends {
+    pub peer: SocketAddr,
+    pub side: Side,
+    pub tx: mpsc::UnboundedSender<Vec<u8>>,
+    pub rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub metrics: Metrics,
+    pub timeouts: Timeouts,
+    pub admitted: crate::census::Admitted,
+}
+
+/// The server side of a TLS handshake (RFC 3261 §26.2.1), then the connection as any other.
+/// A handshake that fails or takes longer than `limit` closes it, counted by reason.
+async fn accept_tls(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    limit: Duration,
+    ends: Ends,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let result = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake",
+        )),
+    };
+    match result {
+        Ok(tls) => connection(tls, true, ends).await,
+        Err(e) => {
+            let reason = crate::tls::failure_label(&e);
+            ends.metrics
+                .tls_handshake_failures
+                .with_label_values(&[ends.side.label(), "accepted", reason])
+                .inc();
+            tracing::debug!(peer = %ends.peer, reason, error = %e, "TLS handshake failed");
+        }
+    }
+}
+
 /// Reads framed messages from a connection and writes what the channel brings. Closed when
 /// quiet for `timeouts.idle`, or when a message begun does not complete within
 /// `timeouts.message` (a slow-loris holds nothing for long).
-#[allow(clippy::too_many_arguments)]
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    side: Side,
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    events: mpsc::UnboundedSender<Event>,
-    metrics: Metrics,
-    timeouts: Timeouts,
-    _admitted: crate::census::Admitted,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn connection<S>(stream: S, tls: bool, ends: Ends)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let Ends {
+        peer,
+        side,
+        tx,
+        mut rx,
+        events,
+        metrics,
+        timeouts,
+        admitted: _admitted,
+    } = ends;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if wr.write_all(&bytes).await.is_err() {
@@ -192,7 +244,11 @@ async fn connection(
                 Ok(Some(StreamFrame::Message { len })) => {
                     match trunkgate_sip::parse(&buf[..len]) {
                         Ok(msg) => {
-                            let src = Link::Tcp(peer, tx.clone());
+                            let src = if tls {
+                                Link::Tls(peer, tx.clone())
+                            } else {
+                                Link::Tcp(peer, tx.clone())
+                            };
                             if events
                                 .send(Event::Message {
                                     side,
@@ -241,8 +297,8 @@ async fn connection(
 /// Why a next hop cannot be reached over the transport it asks for.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("{0}: TLS signalling is not supported by this edge yet")]
-    TlsUnsupported(SocketAddr),
+    #[error("{0}: not a name a TLS certificate can carry")]
+    TlsName(String),
     #[error("{0}: the edge holds its most TCP connections (--tcp-max-connections)")]
     TcpFull(SocketAddr),
 }
@@ -251,7 +307,7 @@ impl LinkError {
     /// Low-cardinality label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            LinkError::TlsUnsupported(_) => "tls_unsupported",
+            LinkError::TlsName(_) => "tls_bad_name",
             LinkError::TcpFull(_) => "tcp_connections_full",
         }
     }
@@ -265,15 +321,26 @@ impl Worker {
         side: Side,
         addr: SocketAddr,
         transport: Transport,
+        host: &str,
     ) -> Result<Link, LinkError> {
-        match transport {
-            Transport::Udp => Ok(Link::Udp(addr)),
-            Transport::Tls => Err(LinkError::TlsUnsupported(addr)),
-            Transport::Tcp => {
-                if let Some(tx) = self.tcp_out.get(&(side, addr))
+        let tls = match transport {
+            Transport::Udp => return Ok(Link::Udp(addr)),
+            Transport::Tcp => None,
+            Transport::Tls => Some(
+                rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|_| LinkError::TlsName(host.to_string()))?,
+            ),
+        };
+        let link = |tx: mpsc::UnboundedSender<Vec<u8>>| match transport {
+            Transport::Tls => Link::Tls(addr, tx),
+            _ => Link::Tcp(addr, tx),
+        };
+        {
+            {
+                if let Some(tx) = self.tcp_out.get(&(side, addr, tls.is_some()))
                     && !tx.is_closed()
                 {
-                    return Ok(Link::Tcp(addr, tx.clone()));
+                    return Ok(link(tx.clone()));
                 }
                 let admitted = self
                     .shared
@@ -285,23 +352,31 @@ impl Worker {
                     message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),
                 };
                 let (tx, queue) = mpsc::unbounded_channel();
-                self.tcp_out.insert((side, addr), tx.clone());
+                self.tcp_out.insert((side, addr, tls.is_some()), tx.clone());
+                let tls = tls.map(|name| {
+                    (
+                        name,
+                        self.shared.tls.client.load_full(),
+                        Duration::from_secs(self.shared.settings.tls_handshake_seconds.max(1)),
+                    )
+                });
                 self.out.push(Output::Dial(Box::new(Dial {
                     side,
                     addr,
+                    tls,
                     queue,
                     writer: tx.clone(),
                     timeouts,
                     admitted,
                 })));
-                Ok(Link::Tcp(addr, tx))
+                Ok(link(tx))
             }
         }
     }
 
     /// A connection we opened failed: its pending requests fail over (RFC 3263 §4.3).
     pub fn on_link_failed(&mut self, addr: SocketAddr) {
-        self.tcp_out.retain(|(_, a), _| *a != addr);
+        self.tcp_out.retain(|(_, a, _), _| *a != addr);
         let keys: Vec<_> = self
             .clients
             .iter()
@@ -309,7 +384,12 @@ impl Worker {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            self.client_failed(k, 503, format!("TCP connection to {addr} failed"));
+            self.client_failed(
+                k,
+                503,
+                "connect_failed",
+                format!("connection to {addr} failed (TCP connect or TLS handshake)"),
+            );
         }
     }
 }
@@ -320,27 +400,59 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
     let Dial {
         side,
         addr,
+        tls,
         queue,
         writer,
         timeouts,
         admitted,
     } = d;
-    match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            connection(
-                stream, addr, side, writer, queue, events, metrics, timeouts, admitted,
-            )
-            .await;
-        }
+    let stream = match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await
+    {
+        Ok(Ok(stream)) => stream,
         _ => {
             let _ = events.send(Event::LinkFailed { addr });
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let ends = Ends {
+        peer: addr,
+        side,
+        tx: writer,
+        rx: queue,
+        events,
+        metrics,
+        timeouts,
+        admitted,
+    };
+    let Some((name, config, limit)) = tls else {
+        return connection(stream, false, ends).await;
+    };
+    // RFC 3261 §26.2.1 / RFC 5922: the target's certificate must name the host we looked up.
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let result = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake",
+        )),
+    };
+    match result {
+        Ok(tls) => connection(tls, true, ends).await,
+        Err(e) => {
+            let reason = crate::tls::failure_label(&e);
+            ends.metrics
+                .tls_handshake_failures
+                .with_label_values(&[side.label(), "opened", reason])
+                .inc();
+            tracing::warn!(target = %addr, reason, error = %e, "TLS handshake with a target failed");
+            let _ = ends.events.send(Event::LinkFailed { addr });
         }
     }
 }
 
 /// Per-worker table of connections we opened.
-pub type Outgoing = crate::worker::Table<(Side, SocketAddr), mpsc::UnboundedSender<Vec<u8>>>;
+pub type Outgoing = crate::worker::Table<(Side, SocketAddr, bool), mpsc::UnboundedSender<Vec<u8>>>;
 
 #[cfg(test)]
 mod tests {

@@ -193,7 +193,15 @@ impl Worker {
     }
 
     /// A request of ours that timed out or was abandoned.
-    pub(crate) fn client_failed(&mut self, key: TransactionKey, code: u16, text: String) {
+    /// A request we sent got no answer (`cause`: `timeout`, or `connect_failed` when its TCP
+    /// or TLS connection could not be opened): a call's next hop is tried, counted by cause.
+    pub(crate) fn client_failed(
+        &mut self,
+        key: TransactionKey,
+        code: u16,
+        cause: &'static str,
+        text: String,
+    ) {
         let Some(tx) = self.clients.get_mut(&key) else {
             return;
         };
@@ -216,7 +224,7 @@ impl Worker {
                     self.shared
                         .metrics
                         .failovers
-                        .with_label_values(&[c.trunk_id(), "timeout"])
+                        .with_label_values(&[c.trunk_id(), cause])
                         .inc();
                     c.last_failure = Some((code, text));
                     c.auth_tries = 0;
@@ -237,10 +245,7 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let hostport = match c.b.side {
-            Side::Public => self.shared.public_hostport.clone(),
-            Side::Internal => self.shared.internal_hostport.clone(),
-        };
+        let hostport = self.shared.hostport_on(c.b.side, &c.b.peer).to_string();
         let to = msg::header(resp, "To").unwrap_or_default();
         let (ruri, routes) = dialog_route(&c.b);
         let mut b =
@@ -280,7 +285,7 @@ impl Worker {
             .map(msg::uri_of)
             .map(str::to_string)
             .unwrap_or(ruri);
-        let hostport = self.hostport(side).to_string();
+        let hostport = self.shared.hostport_on(side, &dest).to_string();
         for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
             let branch = self.mint.branch();
             let bytes =

@@ -74,11 +74,11 @@ impl Worker {
     /// Sends (or re-sends, on failover and digest) the B-leg INVITE to `dest`.
     pub(super) fn send_b_invite(&mut self, id: u64, addr: SocketAddr) {
         let branch = self.mint.branch();
-        let Some(transport) = self
+        let Some((transport, host)) = self
             .calls
             .get(&id)
             .and_then(|c| c.hops.get(c.next_hop.wrapping_sub(1)))
-            .map(|h| h.transport)
+            .map(|h| (h.transport, h.host.clone()))
         else {
             return self.fail_a(id, 500, "no next hop to send the call to");
         };
@@ -86,7 +86,7 @@ impl Worker {
             Some(c) => c.b.side,
             None => return,
         };
-        let dest = match self.link_to(side, addr, transport) {
+        let dest = match self.link_to(side, addr, transport, &host) {
             Ok(l) => l,
             Err(e) => {
                 if let Some(c) = self.calls.get_mut(&id) {
@@ -120,10 +120,7 @@ impl Worker {
             *a = Attempt::Calling;
         }
         let side = c.b.side;
-        let hostport = match side {
-            Side::Public => self.shared.public_hostport.as_str(),
-            Side::Internal => self.shared.internal_hostport.as_str(),
-        };
+        let hostport = self.shared.hostport_on(side, &dest);
         let ident = format!(
             "From: {};tag={}\r\nCall-ID: {}\r\n",
             c.b.local, c.b.local_tag, c.b.call_id

@@ -21,7 +21,7 @@ impl Worker {
         let Some(tx) = self.clients.get(&inv) else {
             return;
         };
-        let hostport = self.hostport(tx.side).to_string();
+        let hostport = self.shared.hostport_on(tx.side, &tx.dest).to_string();
         let to = format!(
             "<sip:{}@{}>",
             c.b_user,
@@ -77,7 +77,7 @@ impl Worker {
             None,
             &lines,
             &[],
-            self_hostport(&self.shared, l.side),
+            self_hostport(&self.shared, l),
         );
         self.open_client(
             id,
@@ -249,7 +249,7 @@ impl Worker {
             None,
             &lines,
             &body,
-            self_hostport(&self.shared, l.side),
+            self_hostport(&self.shared, l),
         );
         self.out.send(side, &peer, &bytes);
         if initial {
@@ -362,7 +362,7 @@ impl Worker {
             req.method,
             trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
         );
-        let hp = self_hostport(&self.shared, l.side);
+        let hp = self_hostport(&self.shared, l);
         let (bytes, ruri, ident, side, peer) = in_dialog_request(
             l,
             msg::method_name(&method),
@@ -416,7 +416,7 @@ impl Worker {
             let l = c.leg(from);
             lines = format!(
                 "Contact: {}\r\n{lines}",
-                contact(&self_hostport(&self.shared, l.side), &l.peer)
+                contact(&self_hostport(&self.shared, l), &l.peer)
             );
         }
         if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {

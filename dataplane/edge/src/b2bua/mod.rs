@@ -94,7 +94,7 @@ fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
 fn answer_lines(shared: &crate::worker::Shared, a: &Leg, resp: &Response) -> String {
     format!(
         "Contact: {}\r\n{}",
-        contact(shared.hostport(a.side), &a.peer),
+        contact(shared.hostport_on(a.side, &a.peer), &a.peer),
         msg::copied_lines(resp)
     )
 }
@@ -102,18 +102,16 @@ fn answer_lines(shared: &crate::worker::Shared, a: &Leg, resp: &Response) -> Str
 /// Our Contact on a leg: a `sip:` URI means UDP (RFC 3263 §4.1), so a leg over TCP says so, or
 /// the peer's in-dialog requests would come back over UDP.
 fn contact(hostport: &str, link: &Link) -> String {
-    if link.reliable() {
-        format!("<sip:{hostport};transport=tcp>")
-    } else {
-        format!("<sip:{hostport}>")
+    match link {
+        Link::Udp(_) => format!("<sip:{hostport}>"),
+        Link::Tcp(..) => format!("<sip:{hostport};transport=tcp>"),
+        Link::Tls(..) => format!("<sip:{hostport};transport=tls>"),
     }
 }
 
-fn self_hostport(shared: &crate::worker::Shared, side: Side) -> String {
-    match side {
-        Side::Public => shared.public_hostport.clone(),
-        Side::Internal => shared.internal_hostport.clone(),
-    }
+/// host:port in Via and Contact of a request inside leg `l`'s dialog.
+fn self_hostport(shared: &crate::worker::Shared, l: &Leg) -> String {
+    shared.hostport_on(l.side, &l.peer).to_string()
 }
 
 /// A request inside a leg's dialog (RFC 3261 §12.2.1.1).

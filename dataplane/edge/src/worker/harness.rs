@@ -136,7 +136,15 @@ impl Harness {
         args.extend_from_slice(flags);
         let settings = <Settings as clap::Parser>::try_parse_from(args).expect("flags");
         let metrics = Metrics::new();
-        let shared = Shared::new(settings, metrics.clone(), Vec::new(), 100, None);
+        let tls = crate::tls::Tls::load(None, None, None).expect("no TLS files to read");
+        let shared = Shared::new(
+            settings,
+            metrics.clone(),
+            Vec::new(),
+            100,
+            None,
+            Arc::new(tls),
+        );
         let c = compile(trunks, numbers, secrets, None);
         let problems: Vec<_> = c.problems().collect();
         assert!(problems.is_empty(), "the fixture compiles: {problems:?}");

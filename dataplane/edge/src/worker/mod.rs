@@ -35,6 +35,11 @@ pub struct Shared {
     pub public_hostport: String,
     /// host:port in platform-side Via/Contact.
     pub internal_hostport: String,
+    /// host:port in Via/Contact on TLS connections, per side (None: no TLS listener there).
+    pub public_tls_hostport: Option<String>,
+    pub internal_tls_hostport: Option<String>,
+    /// The edge's certificate and the roots it checks TLS peers against.
+    pub tls: Arc<crate::tls::Tls>,
     pub nonce_key: [u8; 32],
     /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
     pub resolver: Option<trunkgate_resolve::Resolver>,
@@ -56,12 +61,14 @@ pub struct Shared {
 pub enum Link {
     Udp(SocketAddr),
     Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+    /// A TLS connection's writer (RFC 3261 §26.2).
+    Tls(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
 }
 
 impl Link {
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Link::Udp(a) | Link::Tcp(a, _) => *a,
+            Link::Udp(a) | Link::Tcp(a, _) | Link::Tls(a, _) => *a,
         }
     }
     /// The Via transport token (RFC 3261 §18.1.1: also decides whether we retransmit).
@@ -69,10 +76,11 @@ impl Link {
         match self {
             Link::Udp(_) => "UDP",
             Link::Tcp(..) => "TCP",
+            Link::Tls(..) => "TLS",
         }
     }
     pub fn reliable(&self) -> bool {
-        matches!(self, Link::Tcp(..))
+        matches!(self, Link::Tcp(..) | Link::Tls(..))
     }
 }
 
@@ -186,6 +194,7 @@ impl Shared {
         handoff: Vec<mpsc::Sender<Handoff>>,
         tcp_cap: usize,
         resolver: Option<trunkgate_resolve::Resolver>,
+        tls: Arc<crate::tls::Tls>,
     ) -> Self {
         use crate::settings::host_port;
         let public_hostport = match (&settings.advertise_host, settings.advertised_pool_ip()) {
@@ -223,6 +232,14 @@ impl Shared {
             draining: AtomicBool::new(false),
             public_hostport,
             internal_hostport: host_port(settings.internal_sip),
+            public_tls_hostport: settings
+                .public_sips
+                .map(|a| match &settings.advertise_host {
+                    Some(h) => format!("{h}:{}", a.port()),
+                    None => host_port(a),
+                }),
+            internal_tls_hostport: settings.internal_sips.map(host_port),
+            tls,
             nonce_key: random_key(),
             resolver,
             settings,
@@ -233,6 +250,19 @@ impl Shared {
         match side {
             Side::Public => &self.public_hostport,
             Side::Internal => &self.internal_hostport,
+        }
+    }
+
+    /// host:port in Via and Contact of a message on `link`: the TLS listener's on a TLS
+    /// connection, so the peer's next connection reaches TLS again.
+    pub fn hostport_on(&self, side: Side, link: &Link) -> &str {
+        let tls = match side {
+            Side::Public => &self.public_tls_hostport,
+            Side::Internal => &self.internal_tls_hostport,
+        };
+        match (link, tls) {
+            (Link::Tls(..), Some(hp)) => hp,
+            _ => self.hostport(side),
         }
     }
 }
@@ -360,6 +390,7 @@ impl Worker {
                 self.client_failed(
                     key,
                     408,
+                    "timeout",
                     format!("carrier target did not answer within {secs} s"),
                 );
             }

@@ -33,6 +33,13 @@ pub enum Output {
 pub struct Dial {
     pub side: Side,
     pub addr: SocketAddr,
+    /// TLS: the name the target's certificate must carry, the client configuration and the
+    /// handshake's time limit. None: plain TCP.
+    pub tls: Option<(
+        rustls_pki_types::ServerName<'static>,
+        std::sync::Arc<rustls::ClientConfig>,
+        std::time::Duration,
+    )>,
     pub queue: mpsc::UnboundedReceiver<Vec<u8>>,
     pub writer: mpsc::UnboundedSender<Vec<u8>>,
     pub timeouts: Timeouts,

@@ -55,6 +55,7 @@ impl Worker {
             return self.client_failed(
                 key,
                 408,
+                "timeout",
                 "no answer within 32 s (RFC 3261 timer B/F)".into(),
             );
         }

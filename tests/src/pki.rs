@@ -1,0 +1,134 @@
+//! Certificates for the TLS tests, made with the `openssl` command line (Debian's `openssl`
+//! package, which `make test` installs): a CA, and leaf certificates it signs for the names and
+//! addresses a test needs. P-256 keys, valid for two days, written into the test's folder.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::Lab;
+
+/// A certificate and its key, as PEM files.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A test CA in a lab folder.
+pub struct Pki {
+    pub ca: Pair,
+    dir: PathBuf,
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl (make test-deps installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+impl Pki {
+    /// A CA called `name`, its files `<name>.crt` and `<name>.key` in the lab folder.
+    pub fn new(lab: &Lab, name: &str) -> Self {
+        let ca = Pair {
+            cert: lab.path(&format!("{name}.crt")),
+            key: lab.path(&format!("{name}.key")),
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&ca.key),
+            "-out",
+            s(&ca.cert),
+            "-subj",
+            &format!("/CN=Trunkgate test CA {name}"),
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        Pki {
+            ca,
+            dir: lab.dir.clone(),
+        }
+    }
+
+    /// A leaf certificate `<file>.crt`/`.key` for `names` (DNS names or IP addresses), signed
+    /// by this CA, for servers and clients alike.
+    pub fn leaf(&self, file: &str, names: &[&str]) -> Pair {
+        let pair = Pair {
+            cert: self.dir.join(format!("{file}.crt")),
+            key: self.dir.join(format!("{file}.key")),
+        };
+        let csr = self.dir.join(format!("{file}.csr"));
+        let ext = self.dir.join(format!("{file}.ext"));
+        let san: Vec<String> = names
+            .iter()
+            .map(|n| {
+                if n.parse::<std::net::IpAddr>().is_ok() {
+                    format!("IP:{n}")
+                } else {
+                    format!("DNS:{n}")
+                }
+            })
+            .collect();
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
+                san.join(",")
+            ),
+        )
+        .expect("write the extensions file");
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&pair.key),
+            "-out",
+            s(&csr),
+            "-subj",
+            &format!("/CN={}", names.first().copied().unwrap_or("leaf")),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&self.ca.cert),
+            "-CAkey",
+            s(&self.ca.key),
+            "-CAcreateserial",
+            "-out",
+            s(&pair.cert),
+            "-days",
+            "2",
+            "-extfile",
+            s(&ext),
+        ]);
+        pair
+    }
+}

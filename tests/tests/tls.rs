@@ -1,0 +1,320 @@
+//! SIP over TLS (RFC 3261 §26.2) between the real edge and Kamailio 5.6 with its `tls` module as
+//! the carrier, certificates from a test CA made with `openssl`:
+//! - inbound: the carrier's phone (sipp, UDP) calls through Kamailio, which reaches the edge's
+//!   `--public-sips` listener over TLS and checks the edge's certificate; answered, ended by
+//!   the carrier through the same connection;
+//! - outbound: the platform calls a `sips:` target; the edge checks Kamailio's certificate
+//!   against `--tls-ca` and the target's address; a certificate of another CA is refused,
+//!   counted, and the platform gets 503;
+//! - bad input on the TLS port: plaintext SIP and a handshake that never finishes are closed
+//!   and counted, and get no SIP answer.
+//!
+//! Addresses: the carrier's phone `127.0.0.11` behind its Kamailio on `127.0.0.10`, the
+//! platform `127.0.0.20`; outbound: Kamailio on `127.0.0.30`, its far end (sipp) `127.0.0.31`.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use trunkgate_tests::config::documents;
+use trunkgate_tests::kamailio::{self, Kamailio, KamailioTls, Transport};
+use trunkgate_tests::pki::Pki;
+use trunkgate_tests::sipp::{Sipp, scenario};
+use trunkgate_tests::*;
+
+const CARRIER_PHONE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
+const CALLER: &str = "+6421555123";
+const NUMBER: &str = "+6498879333";
+const BYOC: &str = "+6498879301";
+const SIPP_SECS: u64 = 15;
+
+/// The edge with a TLS listener on the carrier side and the test CA's certificate for
+/// 127.0.0.1 (and `edge.test`); (edge, its TLS address).
+fn tls_edge(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
+    let own = pki.leaf("edge", &["127.0.0.1", "edge.test"]);
+    let sips = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
+    let mut args: Vec<String> = vec![
+        "--public-sips".into(),
+        sips.to_string(),
+        "--tls-cert".into(),
+        own.cert.display().to_string(),
+        "--tls-key".into(),
+        own.key.display().to_string(),
+        "--tls-ca".into(),
+        pki.ca.cert.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let edge = Edge::start(
+        lab,
+        EdgeOptions {
+            extra_args: args,
+            ..EdgeOptions::default()
+        },
+    );
+    (edge, sips)
+}
+
+fn tls_failures(edge: &Edge, direction: &str, reason: &str) -> f64 {
+    edge.metric(
+        "trunkgate_edge_tls_handshake_failures_total",
+        &[("direction", direction), ("reason", reason)],
+    )
+}
+
+#[test]
+fn an_inbound_call_over_tls_through_kamailio_is_answered_and_ended() {
+    let lab = Lab::new("tls_inbound");
+    let pki = Pki::new(&lab, "ca");
+    let platform = Sipp::reserve(PLATFORM);
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            trunk.yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &[NUMBER]).yaml(),
+        ]),
+    );
+    let (edge, sips) = tls_edge(&lab, &pki, &[]);
+    let mut cfg =
+        kamailio::carrier_proxy(Kamailio::reserve(CARRIER), sips, Transport::Tls, true, None);
+    cfg.tls = Some(KamailioTls {
+        listen: SocketAddr::new(CARRIER, free_port()),
+        own: pki.leaf("kamailio", &["127.0.0.10"]),
+        ca: pki.ca.cert.clone(),
+    });
+    let kam = Kamailio::start(&lab, "kamailio", &cfg);
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[("RING_MS", "200")]),
+        platform,
+    )
+    .timeout_secs(SIPP_SECS)
+    .start();
+    let ruri = kam.uri(NUMBER);
+    let caller = Sipp::uac(
+        &lab,
+        "carrier-phone",
+        scenario(
+            &lab,
+            "uac_rr_call.xml",
+            &[("RURI", &ruri), ("FROM_USER", CALLER), ("HOLD_MS", "300")],
+        ),
+        CARRIER_PHONE,
+        kam.addr,
+    )
+    .timeout_secs(SIPP_SECS)
+    .run();
+    caller.assert_ok();
+    let uas = uas.wait();
+    uas.request("BYE");
+    // Kamailio reached the edge over TLS, the INVITE and the caller's BYE alike.
+    for method in ["INVITE", "BYE"] {
+        let tls_out: Vec<_> = kam
+            .events_of("OUT", method)
+            .into_iter()
+            .filter(|e| e.names(sips) && e.proto() == Some("tls"))
+            .collect();
+        assert!(
+            !tls_out.is_empty(),
+            "Kamailio sent the {method} to the edge over TLS:\n{}",
+            kam.report()
+        );
+    }
+    // The edge's Contact on the TLS leg names its TLS listener (RFC 3261 §12.1.1).
+    let ok = caller.response(200, "INVITE");
+    let contact = ok.header("Contact").unwrap_or_default();
+    assert!(
+        contact.contains(&sips.to_string()) && contact.contains("transport=tls"),
+        "the 200's Contact: {contact}"
+    );
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["finalStatus"], 200, "{cdr}");
+    assert_eq!(cdr["endedBy"], "carrier", "{cdr}");
+    assert_eq!(tls_failures(&edge, "accepted", "certificate"), 0.0);
+}
+
+/// The platform's call to a `sips:` target; the target's Kamailio presents `kam_cert`.
+struct Outbound {
+    edge: Edge,
+    kam: Kamailio,
+    far_end: SocketAddr,
+    lab: Lab,
+}
+
+impl Outbound {
+    fn start(name: &str, kamailio_ca: &str) -> Self {
+        let lab = Lab::new(name);
+        let pki = Pki::new(&lab, "ca");
+        let kam_addr = Kamailio::reserve(CARRIER_TARGET);
+        let kam_tls = SocketAddr::new(CARRIER_TARGET, free_port());
+        let far_end = Sipp::reserve(CARRIER_TARGET_2);
+        let mut trunk = Trunk::new(
+            "acme",
+            "pacific",
+            "127.0.0.30/32",
+            SocketAddr::from(([127, 0, 0, 20], 5999)),
+        );
+        trunk.targets.push((format!("sips:{kam_tls}"), 1, 1));
+        trunk.routes.push(("+".into(), 100));
+        lab.write_config(
+            "acme.yaml",
+            &documents(&[
+                trunk.yaml(),
+                Numbers::byoc("acme", "numbers", "pacific", &[BYOC]).yaml(),
+            ]),
+        );
+        let (edge, _) = tls_edge(&lab, &pki, &[]);
+        // Kamailio's certificate: from the edge's CA, or from another one.
+        let own = if kamailio_ca == "ca" {
+            pki.leaf("kamailio", &["127.0.0.30"])
+        } else {
+            Pki::new(&lab, kamailio_ca).leaf("kamailio", &["127.0.0.30"])
+        };
+        let mut cfg = kamailio::relaying_carrier(kam_addr, far_end);
+        cfg.tls = Some(KamailioTls {
+            listen: kam_tls,
+            own,
+            ca: pki.ca.cert.clone(),
+        });
+        let kam = Kamailio::start(&lab, "kamailio", &cfg);
+        Self {
+            edge,
+            kam,
+            far_end,
+            lab,
+        }
+    }
+
+    fn platform_call(
+        &self,
+        template: &str,
+        vars: &[(&str, &str)],
+    ) -> trunkgate_tests::sipp::SippRun {
+        let ruri = self.edge.internal_uri(CALLER);
+        let mut all = vec![
+            ("RURI", ruri.as_str()),
+            ("FROM_USER", BYOC),
+            ("HEADERS", "X-Trunkgate-Trunk: acme/pacific"),
+        ];
+        all.extend_from_slice(vars);
+        Sipp::uac(
+            &self.lab,
+            "platform",
+            scenario(&self.lab, template, &all),
+            PLATFORM,
+            self.edge.internal,
+        )
+        .timeout_secs(SIPP_SECS)
+        .run()
+    }
+}
+
+#[test]
+fn an_outbound_call_to_a_sips_target_checks_its_certificate_and_goes_through() {
+    let t = Outbound::start("tls_outbound", "ca");
+    let far = Sipp::uas_at(
+        &t.lab,
+        "carrier-far-end",
+        scenario(&t.lab, "uas_rr_answer.xml", &[]),
+        t.far_end,
+    )
+    .timeout_secs(SIPP_SECS)
+    .start();
+    let call = t.platform_call("uac_call.xml", &[("HOLD_MS", "300")]);
+    call.assert_ok();
+    far.wait().request("BYE");
+    let from_edge: Vec<_> = t
+        .kam
+        .events_of("IN", "INVITE")
+        .into_iter()
+        .filter(|e| e.from_ip(EDGE_PUBLIC_IP) && e.proto() == Some("tls"))
+        .collect();
+    assert!(
+        !from_edge.is_empty(),
+        "the edge's INVITE reached Kamailio over TLS:\n{}",
+        t.kam.report()
+    );
+    assert!(
+        !t.kam
+            .events_of("IN", "BYE")
+            .into_iter()
+            .any(|e| e.from_ip(EDGE_PUBLIC_IP) && e.proto() != Some("tls")),
+        "the edge's BYE went over TLS too:\n{}",
+        t.kam.report()
+    );
+    assert_eq!(tls_failures(&t.edge, "opened", "certificate"), 0.0);
+}
+
+#[test]
+fn a_sips_target_with_a_certificate_of_another_ca_is_refused_and_counted() {
+    let t = Outbound::start("tls_outbound_wrong_ca", "other-ca");
+    // The only target cannot be trusted: 503 (sipp fails on any other answer).
+    let call = t.platform_call("uac_refused.xml", &[("CODE", "503")]);
+    call.assert_ok();
+    assert!(
+        tls_failures(&t.edge, "opened", "certificate") >= 1.0,
+        "counted:\n{}",
+        t.edge.metrics()
+    );
+    assert!(
+        t.kam.events_of("IN", "INVITE").is_empty(),
+        "no SIP reached the target:\n{}",
+        t.kam.report()
+    );
+}
+
+#[test]
+fn plaintext_and_a_stalled_handshake_on_the_tls_port_are_closed_and_counted() {
+    let lab = Lab::new("tls_bad_input");
+    let pki = Pki::new(&lab, "ca");
+    let trunk = Trunk::new(
+        "acme",
+        "pacific",
+        "127.0.0.1/32",
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
+    );
+    lab.write_config("acme.yaml", &trunk.yaml());
+    let (edge, sips) = tls_edge(&lab, &pki, &["--tls-handshake-seconds", "1"]);
+
+    // Plaintext SIP where a TLS ClientHello belongs: no SIP answer, the connection closed.
+    let mut plain = TcpStream::connect(sips).expect("connect to the TLS port");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    let invite = format!(
+        "OPTIONS sip:{sips} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-plain\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:{sips}>\r\nCall-ID: plain@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    plain.write_all(invite.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("SIP/2.0"),
+        "no SIP answer on the TLS port: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eventually!(
+        tls_failures(&edge, "accepted", "not_tls") >= 1.0,
+        Duration::from_secs(5),
+        "plaintext counted:\n{}",
+        edge.metrics()
+    );
+
+    // A connection that never says anything is closed after --tls-handshake-seconds.
+    let mut silent = TcpStream::connect(sips).expect("connect to the TLS port");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0)) || n.is_err(),
+        "closed without a byte: {n:?}"
+    );
+    assert_eventually!(
+        tls_failures(&edge, "accepted", "timeout") >= 1.0,
+        Duration::from_secs(5),
+        "timeout counted:\n{}",
+        edge.metrics()
+    );
+}
