@@ -20,8 +20,10 @@ import yaml
 EDGE_FLAGS = {
     "SNAPSHOT_SECRET", "PUBLIC_SIP", "INTERNAL_SIP", "PUBLIC_MEDIA_IP", "INTERNAL_MEDIA_IP",
     "RTP_PORTS", "WORKERS", "ADMIN", "ADVERTISE_HOST", "DRAIN_SECONDS", "ADVERTISE_IP_POOL",
+    "PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA",
 }
-REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL"}
+TLS_FLAGS = {"PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA"}
+REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL"} - TLS_FLAGS
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 
 
@@ -249,6 +251,19 @@ def workloads(path):
     names = {n[len("TRUNKGATE_"):] for n in env if n.startswith("TRUNKGATE_")}
     assert not names - EDGE_FLAGS, f"edge: unknown flag variables {sorted(names - EDGE_FLAGS)}"
     assert not REQUIRED_EDGE_FLAGS - names, f"edge: missing {sorted(REQUIRED_EDGE_FLAGS - names)}"
+    # TLS files come from mounted Secrets: every path the edge is given lies in a mount whose
+    # volume is a Secret, and a TLS listener has its certificate.
+    if names & {"PUBLIC_SIPS", "INTERNAL_SIPS"}:
+        assert {"TLS_CERT", "TLS_KEY"} <= names, "edge: a TLS listener without --tls-cert/--tls-key"
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for flag in ("TLS_CERT", "TLS_KEY", "TLS_CA"):
+        if flag in names:
+            path = env[f"TRUNKGATE_{flag}"]["value"]
+            mount = next((m for m in c.get("volumeMounts", [])
+                          if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+            assert mount, f"edge: {flag} {path} is in no volume mount"
+            assert mount.get("readOnly"), f"edge: the mount of {flag} is not read-only"
+            assert "secret" in volumes[mount["name"]], f"edge: {flag} is not from a Secret"
     # One meaning on both sides: NAMESPACE/NAME.
     assert env["TRUNKGATE_SNAPSHOT_SECRET"]["value"] == flags["--snapshot-secret"], \
         "edge and operator disagree on the snapshot Secret"

@@ -100,7 +100,8 @@ true
 
 {{- define "trunkgate.edge.lowPort" -}}
 {{- $e := .Values.edge -}}
-{{- if or (lt (int $e.publicSipPort) 1024) (lt (int $e.internalSipPort) 1024) (lt (int $e.rtpPorts.low) 1024) (lt (int $e.adminPort) 1024) -}}
+{{- $sips := and $e.tls.secretName (or (and (gt (int $e.tls.publicSipsPort) 0) (lt (int $e.tls.publicSipsPort) 1024)) (and (gt (int $e.tls.internalSipsPort) 0) (lt (int $e.tls.internalSipsPort) 1024))) -}}
+{{- if or (lt (int $e.publicSipPort) 1024) (lt (int $e.internalSipPort) 1024) (lt (int $e.rtpPorts.low) 1024) (lt (int $e.adminPort) 1024) $sips -}}
 true
 {{- end -}}
 {{- end -}}

@@ -22,6 +22,9 @@ kubelet's own sleep action, which needs no binary in the image.
 {{- $low := eq (include "trunkgate.edge.lowPort" .) "true" -}}
 {{- $ip := ternary "$(POD_IP)" "$(HOST_IP)" $sts -}}
 {{- $adminLoopback := eq (include "trunkgate.edge.adminLoopback" .) "true" -}}
+{{- $tls := $e.tls.secretName -}}
+{{- $publicSips := and $tls (gt (int $e.tls.publicSipsPort) 0) -}}
+{{- $internalSips := and $tls (gt (int $e.tls.internalSipsPort) 0) -}}
 metadata:
   labels:
     {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
@@ -106,6 +109,25 @@ spec:
         - name: TRUNKGATE_ADVERTISE_HOST
           value: {{ . | quote }}
         {{- end }}
+        {{- if $tls }}
+        # From the mounted Secret; read again when the kubelet updates it.
+        - name: TRUNKGATE_TLS_CERT
+          value: /etc/trunkgate/tls/tls.crt
+        - name: TRUNKGATE_TLS_KEY
+          value: /etc/trunkgate/tls/tls.key
+        {{- end }}
+        {{- if $publicSips }}
+        - name: TRUNKGATE_PUBLIC_SIPS
+          value: "{{ $ip }}:{{ $e.tls.publicSipsPort }}"
+        {{- end }}
+        {{- if $internalSips }}
+        - name: TRUNKGATE_INTERNAL_SIPS
+          value: "{{ $ip }}:{{ $e.tls.internalSipsPort }}"
+        {{- end }}
+        {{- if $e.tls.caSecretName }}
+        - name: TRUNKGATE_TLS_CA
+          value: /etc/trunkgate/tls-ca/ca.crt
+        {{- end }}
         - name: TRUNKGATE_DRAIN_SECONDS
           value: {{ $e.drainSeconds | quote }}
         - name: RUST_LOG
@@ -126,6 +148,16 @@ spec:
         - name: internal-tcp
           containerPort: {{ $e.internalSipPort }}
           protocol: TCP
+        {{- if $publicSips }}
+        - name: sip-tls
+          containerPort: {{ $e.tls.publicSipsPort }}
+          protocol: TCP
+        {{- end }}
+        {{- if $internalSips }}
+        - name: internal-tls
+          containerPort: {{ $e.tls.internalSipsPort }}
+          protocol: TCP
+        {{- end }}
         - name: admin
           containerPort: {{ $e.adminPort }}
           protocol: TCP
@@ -158,6 +190,33 @@ spec:
         {{- toYaml $e.resources | nindent 8 }}
       securityContext:
         {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low) | nindent 8 }}
+      {{- if or $tls $e.tls.caSecretName }}
+      volumeMounts:
+        {{- if $tls }}
+        - name: tls
+          mountPath: /etc/trunkgate/tls
+          readOnly: true
+        {{- end }}
+        {{- if $e.tls.caSecretName }}
+        - name: tls-ca
+          mountPath: /etc/trunkgate/tls-ca
+          readOnly: true
+        {{- end }}
+  volumes:
+    {{- if $tls }}
+    - name: tls
+      secret:
+        secretName: {{ $tls }}
+    {{- end }}
+    {{- if $e.tls.caSecretName }}
+    - name: tls-ca
+      secret:
+        secretName: {{ $e.tls.caSecretName }}
+        items:
+          - key: ca.crt
+            path: ca.crt
+    {{- end }}
+      {{- end }}
   {{- $nodeSelector := deepCopy $e.nodeSelector }}
   {{- if not $sts }}
   {{- $nodeSelector = mergeOverwrite $nodeSelector (deepCopy $e.daemonset.nodeSelector) }}
