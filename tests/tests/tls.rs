@@ -7,7 +7,9 @@
 //!   against `--tls-ca` and the target's address; a certificate of another CA is refused,
 //!   counted, and the platform gets 503;
 //! - bad input on the TLS port: plaintext SIP and a handshake that never finishes are closed
-//!   and counted, and get no SIP answer.
+//!   and counted, and get no SIP answer;
+//! - rotation: new certificate files (a renewed Secret) are presented to the next connection
+//!   (`openssl s_client` reads them), a broken file is reported and the old one stays.
 //!
 //! Addresses: the carrier's phone `127.0.0.11` behind its Kamailio on `127.0.0.10`, the
 //! platform `127.0.0.20`; outbound: Kamailio on `127.0.0.30`, its far end (sipp) `127.0.0.31`.
@@ -316,5 +318,80 @@ fn plaintext_and_a_stalled_handshake_on_the_tls_port_are_closed_and_counted() {
         Duration::from_secs(5),
         "timeout counted:\n{}",
         edge.metrics()
+    );
+}
+
+/// The subject of the certificate the edge presents at `addr`, as `openssl s_client` (a peer
+/// nobody here wrote) prints it.
+fn presented_subject(addr: SocketAddr) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find(|l| l.contains("Peer certificate:") || l.starts_with("subject="))
+        .unwrap_or(&text)
+        .to_string()
+}
+
+#[test]
+fn a_rotated_certificate_is_used_for_new_connections_and_a_broken_one_is_not() {
+    let lab = Lab::new("tls_rotation");
+    let pki = Pki::new(&lab, "ca");
+    let trunk = Trunk::new(
+        "acme",
+        "pacific",
+        "127.0.0.1/32",
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
+    );
+    lab.write_config("acme.yaml", &trunk.yaml());
+    let (edge, sips) = tls_edge(&lab, &pki, &[]);
+    let first = presented_subject(sips);
+    assert!(
+        first.contains("127.0.0.1"),
+        "the first certificate: {first}"
+    );
+    let reloads =
+        |result: &str| edge.metric("trunkgate_edge_tls_reloads_total", &[("result", result)]);
+
+    // cert-manager renews: new files in place (the kubelet swaps a mounted Secret the same way).
+    let renewed = pki.leaf("renewed", &["rotated.test", "127.0.0.1"]);
+    let (cert, key) = (lab.path("edge.crt"), lab.path("edge.key"));
+    std::fs::copy(&renewed.key, &key).expect("copy the key");
+    std::fs::copy(&renewed.cert, &cert).expect("copy the certificate");
+    assert_eventually!(
+        reloads("ok") >= 1.0,
+        Duration::from_secs(10),
+        "the new files were read:\n{}",
+        edge.log_tail(20)
+    );
+    let second = presented_subject(sips);
+    assert!(
+        second.contains("rotated.test"),
+        "the renewed certificate: {second}"
+    );
+
+    // A broken file is reported and the certificate in use stays. (Key and certificate are
+    // copied one after the other above, so a look between the two may already have counted
+    // an error: count from here.)
+    std::thread::sleep(Duration::from_millis(2_500));
+    let errors = reloads("error");
+    std::fs::write(&cert, "not a certificate\n").expect("write");
+    assert_eventually!(
+        reloads("error") > errors,
+        Duration::from_secs(10),
+        "the broken file was reported:\n{}",
+        edge.log_tail(20)
+    );
+    let third = presented_subject(sips);
+    assert!(
+        third.contains("rotated.test"),
+        "still the renewed certificate: {third}"
     );
 }
