@@ -133,6 +133,8 @@ fn an_inbound_call_over_tls_through_kamailio_is_answered_and_ended() {
     let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
     assert_eq!(cdr["finalStatus"], 200, "{cdr}");
     assert_eq!(cdr["endedBy"], "carrier", "{cdr}");
+    assert_eq!(cdr["carrierTransport"], "tls", "{cdr}");
+    assert_eq!(cdr["platformTransport"], "udp", "{cdr}");
     assert_eq!(tls_failures(&edge, "accepted", "certificate"), 0.0);
 }
 

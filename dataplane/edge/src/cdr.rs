@@ -24,6 +24,9 @@ struct Record<'a> {
     ended_by: Option<&'static str>,
     carrier_call_id: &'a str,
     platform_call_id: &'a str,
+    /// How each leg's signalling travelled: udp, tcp or tls.
+    carrier_transport: String,
+    platform_transport: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     media: Vec<MediaRecord>,
 }
@@ -79,8 +82,8 @@ fn rfc3339(t: SystemTime) -> String {
 pub fn write(c: &Call) {
     let end = SystemTime::now();
     let (carrier, platform) = match c.direction {
-        crate::call::Direction::Inbound => (&c.a.call_id, &c.b.call_id),
-        crate::call::Direction::Outbound => (&c.b.call_id, &c.a.call_id),
+        crate::call::Direction::Inbound => (&c.a, &c.b),
+        crate::call::Direction::Outbound => (&c.b, &c.a),
     };
     let duration = c
         .answered
@@ -98,8 +101,10 @@ pub fn write(c: &Call) {
         duration_seconds: duration,
         final_status: c.final_code.unwrap_or(500),
         ended_by: c.ended_by,
-        carrier_call_id: carrier,
-        platform_call_id: platform,
+        carrier_call_id: &carrier.call_id,
+        platform_call_id: &platform.call_id,
+        carrier_transport: carrier.peer.transport().to_ascii_lowercase(),
+        platform_transport: platform.peer.transport().to_ascii_lowercase(),
         media: c
             .media_stats
             .iter()
