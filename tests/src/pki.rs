@@ -20,6 +20,15 @@ pub struct Pki {
     dir: PathBuf,
 }
 
+/// `openssl req` arguments for a new unencrypted P-256 key.
+const NEW_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -47,11 +56,11 @@ impl Pki {
         openssl(&[
             "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+            NEW_KEY[0],
+            NEW_KEY[1],
+            NEW_KEY[2],
+            NEW_KEY[3],
+            NEW_KEY[4],
             "-keyout",
             s(&ca.key),
             "-out",
@@ -100,11 +109,11 @@ impl Pki {
         .expect("write the extensions file");
         openssl(&[
             "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+            NEW_KEY[0],
+            NEW_KEY[1],
+            NEW_KEY[2],
+            NEW_KEY[3],
+            NEW_KEY[4],
             "-keyout",
             s(&pair.key),
             "-out",

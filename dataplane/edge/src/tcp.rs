@@ -156,24 +156,33 @@ async fn accept_tls(
     ends: Ends,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let result = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
+    match handshake(limit, acceptor.accept(stream), &ends, "accepted").await {
+        Ok(tls) => connection(tls, true, ends).await,
+        Err(e) => tracing::debug!(peer = %ends.peer, error = %e, "TLS handshake failed"),
+    }
+}
+
+/// A TLS handshake (`direction`: accepted or opened) that must finish within `limit`; a
+/// failure is counted in `trunkgate_edge_tls_handshake_failures_total` by its reason.
+async fn handshake<S>(
+    limit: Duration,
+    tls: impl std::future::Future<Output = std::io::Result<S>>,
+    ends: &Ends,
+    direction: &'static str,
+) -> std::io::Result<S> {
+    let result = tokio::time::timeout(limit, tls).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "TLS handshake",
-        )),
-    };
-    match result {
-        Ok(tls) => connection(tls, true, ends).await,
-        Err(e) => {
-            let reason = crate::tls::failure_label(&e);
-            ends.metrics
-                .tls_handshake_failures
-                .with_label_values(&[ends.side.label(), "accepted", reason])
-                .inc();
-            tracing::debug!(peer = %ends.peer, reason, error = %e, "TLS handshake failed");
-        }
+        ))
+    });
+    if let Err(e) = &result {
+        ends.metrics
+            .tls_handshake_failures
+            .with_label_values(&[ends.side.label(), direction, crate::tls::failure_label(e)])
+            .inc();
     }
+    result
 }
 
 /// Reads framed messages from a connection and writes what the channel brings. Closed when
@@ -430,22 +439,10 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
     };
     // RFC 3261 §26.2.1 / RFC 5922: the target's certificate must name the host we looked up.
     let connector = tokio_rustls::TlsConnector::from(config);
-    let result = match tokio::time::timeout(limit, connector.connect(name, stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "TLS handshake",
-        )),
-    };
-    match result {
+    match handshake(limit, connector.connect(name, stream), &ends, "opened").await {
         Ok(tls) => connection(tls, true, ends).await,
         Err(e) => {
-            let reason = crate::tls::failure_label(&e);
-            ends.metrics
-                .tls_handshake_failures
-                .with_label_values(&[side.label(), "opened", reason])
-                .inc();
-            tracing::warn!(target = %addr, reason, error = %e, "TLS handshake with a target failed");
+            tracing::warn!(target = %addr, error = %e, "TLS handshake with a target failed");
             let _ = ends.events.send(Event::LinkFailed { addr });
         }
     }
