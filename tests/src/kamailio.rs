@@ -91,8 +91,9 @@ pub struct KamailioConfig {
     pub tls: Option<KamailioTls>,
 }
 
-/// Kamailio's TLS: where it listens, its certificate, and the CA it checks the edge's against
-/// (as server: a client certificate is not asked for; as client: the edge's must verify).
+/// Kamailio's TLS: where it listens, its certificate, and the CA it checks the edge's against,
+/// both ways (as server it asks for a client certificate: mutual TLS, as carriers that want it
+/// do; as client the edge's server certificate must verify).
 #[derive(Clone, Debug)]
 pub struct KamailioTls {
     pub listen: SocketAddr,
@@ -104,7 +105,7 @@ impl KamailioTls {
     /// The `tls.cfg` the `tls` module reads (its profile syntax).
     pub fn render(&self) -> String {
         format!(
-            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\n\
              certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n\n\
              [client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\n\
              certificate = {cert}\nprivate_key = {key}\nca_list = {ca}\n",

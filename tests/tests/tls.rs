@@ -4,8 +4,8 @@
 //!   `--public-sips` listener over TLS and checks the edge's certificate; answered, ended by
 //!   the carrier through the same connection;
 //! - outbound: the platform calls a `sips:` target; the edge checks Kamailio's certificate
-//!   against `--tls-ca` and the target's address; a certificate of another CA is refused,
-//!   counted, and the platform gets 503;
+//!   against `--tls-ca` and the target's address, and Kamailio asks for the edge's (mutual
+//!   TLS); a certificate of another CA is refused, counted, and the platform gets 503;
 //! - bad input on the TLS port: plaintext SIP and a handshake that never finishes are closed
 //!   and counted, and get no SIP answer;
 //! - rotation: new certificate files (a renewed Secret) are presented to the next connection
