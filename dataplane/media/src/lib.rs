@@ -6,6 +6,8 @@
 //! - [`relay`]: [`MediaEngine`], one per worker, on that worker's own event loop: sockets,
 //!   symmetric latching, RTP and RTCP forwarding, per-stream counters, media timeouts.
 //! - [`quality`]: RFC 3550 loss and jitter, and an E-model MOS.
+//! - [`srtp`] and [`sdes`]: SRTP on the carrier leg (RFC 3711, RFC 7714), keyed by SDES
+//!   (RFC 4568) in the offer/answer exchanges the relay rewrites; the platform leg stays RTP.
 //!
 //! # How the B2BUA drives it
 //!
@@ -66,13 +68,17 @@
 pub mod ports;
 pub mod quality;
 pub mod relay;
+pub mod sdes;
 pub mod sdp;
+pub mod srtp;
 
 pub use relay::{
     Counters, DEFAULT_TIMEOUT, MediaConfig, MediaEngine, MediaError, MediaEvent, SessionId, Side,
     StreamStats,
 };
+pub use sdes::{Exchange, Policy as SrtpPolicy};
 pub use sdp::{Direction, Remote, Sdp};
+pub use srtp::Suite;
 
 /// Raises the soft limit on open files to the hard limit (each relayed stream holds four
 /// sockets) and returns the new soft limit.

@@ -1,7 +1,9 @@
 //! The RTP/RTCP relay of one worker. Each stream of a call has a port pair on each side; a
 //! packet read on one side's socket goes out of the other side's socket to the address that
-//! side latched (RFC 4961 symmetric RTP). Payloads are never touched, so RFC 4733 events, SRTP
-//! and anything else pass byte for byte.
+//! side latched (RFC 4961 symmetric RTP). Payloads are never touched, so RFC 4733 events and
+//! anything else pass byte for byte, except on a carrier leg whose trunk has SRTP on
+//! (`media.srtp`, see [`crate::sdes`]): there what the carrier sends is authenticated, checked
+//! for replay and decrypted, and what goes to it is encrypted ([`crate::srtp`]).
 //!
 //! The sockets sit in one level-triggered epoll set owned by the engine. The worker's event loop
 //! awaits [`MediaEngine::wait`] (the epoll fd registered with the worker's tokio reactor) and then
@@ -20,7 +22,9 @@ use tokio::io::unix::AsyncFd;
 
 use crate::ports::{self, DEFAULT_QUARANTINE, PortPool};
 use crate::quality::{DEFAULT_CLOCK_RATE, Receiver};
+use crate::sdes::{self, Exchange, Keying, Outcome, Policy, Role};
 use crate::sdp::{self, Remote, Sdp};
+use crate::srtp::{LegSrtp, Reject, Suite};
 
 /// Default time without RTP in either direction before a call is ended.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -153,6 +157,10 @@ impl MediaError {
     }
 }
 
+fn srtp_key(_: Reject) -> MediaError {
+    MediaError::Sdp(sdp::Error::Malformed("a=crypto key"))
+}
+
 fn poller(e: nix::Error) -> MediaError {
     MediaError::Poller(io::Error::from(e))
 }
@@ -215,6 +223,11 @@ pub struct StreamStats {
     pub mos: Option<f64>,
     /// That side's RTP address: the latched source, or the SDP's before latching.
     pub latched: Option<SocketAddr>,
+    /// The SRTP suite of this side's packets when the relay decrypted them (the carrier leg of
+    /// a trunk with `media.srtp` on); None for plain RTP.
+    pub srtp: Option<Suite>,
+    /// SRTP or SRTCP packets from this side refused (authentication, replay, SSRC cap).
+    pub srtp_rejected: u64,
 }
 
 /// Totals of one engine since it started, for `/metrics`.
@@ -225,6 +238,8 @@ pub struct Counters {
     pub dropped: u64,
     pub foreign: u64,
     pub sessions_opened: u64,
+    /// SRTP and SRTCP packets refused, by [`Reject::index`].
+    pub srtp_rejected: [u64; 4],
 }
 
 /// Counters of the packets one side sent.
@@ -237,6 +252,7 @@ struct Flow {
     dropped: u64,
     foreign: u64,
     first_foreign: Option<SocketAddr>,
+    srtp_rejected: u64,
     rx: Receiver,
 }
 
@@ -254,6 +270,8 @@ struct Leg {
     rtcp_peer: Option<SocketAddr>,
     /// RTCP to this side leaves from our RTP port (rtcp-mux, or its RTCP came there).
     rtcp_on_rtp: bool,
+    /// SRTP keys of this leg (only ever the carrier's).
+    srtp: Option<Box<LegSrtp>>,
     from: Flow,
 }
 
@@ -295,18 +313,26 @@ impl Leg {
         }
     }
 
+    /// Whether a datagram from `src` may be taken: from the latched peer, or before latching
+    /// from the SDP's address (any address for a peer behind NAT).
+    fn acceptable(&self, src: SocketAddr, rtcp: bool) -> bool {
+        let latched = if rtcp { self.rtcp_peer } else { self.rtp_peer };
+        match (latched, &self.remote) {
+            (Some(p), _) => p == src,
+            (None, None) => false,
+            (None, Some(r)) => {
+                self.latch_any || Some(src.ip()) == self.expect || (rtcp && src.ip() == r.rtcp.ip())
+            }
+        }
+    }
+
     /// The first datagram from an acceptable source fixes the peer; later ones must match it.
     fn admit(&mut self, src: SocketAddr, rtcp: bool, on_rtcp_socket: bool) -> bool {
         let latched = if rtcp { self.rtcp_peer } else { self.rtp_peer };
         match latched {
             Some(p) => p == src,
             None => {
-                let Some(r) = &self.remote else {
-                    return false;
-                };
-                let ok = self.latch_any
-                    || Some(src.ip()) == self.expect
-                    || (rtcp && src.ip() == r.rtcp.ip());
+                let ok = self.acceptable(src, rtcp);
                 if ok {
                     if rtcp {
                         self.rtcp_peer = Some(src);
@@ -337,6 +363,8 @@ impl Leg {
             jitter_ms: f.rx.jitter_ms(),
             mos: f.rx.mos(),
             latched: self.rtp_peer.or(self.remote.map(|r| r.rtp)),
+            srtp: self.srtp.as_ref().map(|s| s.suite()),
+            srtp_rejected: f.srtp_rejected,
         }
     }
 }
@@ -345,6 +373,8 @@ impl Leg {
 struct Stream {
     /// Indexed by [`Side::index`].
     legs: [Leg; 2],
+    /// SDES state of the carrier leg.
+    keying: Keying,
 }
 
 #[derive(Debug)]
@@ -355,9 +385,41 @@ struct Session {
     armed: bool,
     /// The last RTP packet, SDP exchange, or timeout report.
     last_media: Instant,
+    /// The trunk's `media.srtp`.
+    srtp: Policy,
+    /// The side whose answer the last offer waits for.
+    awaiting: Option<Side>,
+    /// The side that gave the last answer (a 183 and its 200 both answer).
+    answered_by: Option<Side>,
 }
 
 impl Session {
+    /// Whether an SDP from `from` is an offer or an answer, and the exchange's new state.
+    fn role(&mut self, from: Side, exchange: Exchange) -> Role {
+        let role = match exchange {
+            Exchange::Offer => Role::Offer,
+            Exchange::Answer => Role::Answer,
+            Exchange::Response
+                if self.awaiting == Some(from)
+                    || (self.awaiting.is_none() && self.answered_by == Some(from)) =>
+            {
+                Role::Answer
+            }
+            Exchange::Response => Role::Offer,
+        };
+        match role {
+            Role::Offer => {
+                self.awaiting = Some(from.other());
+                self.answered_by = None;
+            }
+            Role::Answer => {
+                self.awaiting = None;
+                self.answered_by = Some(from);
+            }
+        }
+        role
+    }
+
     fn rearm(&mut self, now: Instant) {
         let mut pairs = false;
         let mut paused = false;
@@ -582,6 +644,9 @@ impl MediaEngine {
             streams: Vec::with_capacity(streams),
             armed: false,
             last_media: Instant::now(),
+            srtp: Policy::Disabled,
+            awaiting: None,
+            answered_by: None,
         });
         self.sessions += 1;
         self.counters.sessions_opened += 1;
@@ -620,6 +685,7 @@ impl MediaEngine {
             };
             self.session_mut(id)?.streams.push(Stream {
                 legs: [public, internal],
+                keying: Keying::default(),
             });
         }
     }
@@ -655,6 +721,7 @@ impl MediaEngine {
                         rtp_peer: None,
                         rtcp_peer: None,
                         rtcp_on_rtp: false,
+                        srtp: None,
                         from: Flow {
                             packets: 0,
                             bytes: 0,
@@ -663,6 +730,7 @@ impl MediaEngine {
                             dropped: 0,
                             foreign: 0,
                             first_foreign: None,
+                            srtp_rejected: 0,
                             rx: Receiver::new(DEFAULT_CLOCK_RATE),
                         },
                     });
@@ -731,11 +799,14 @@ impl MediaEngine {
         Ok(())
     }
 
-    /// Takes an SDP body that `from` sent (offer or answer, in any request or response) through
-    /// the relay: its streams become `from`'s remotes, and the body is rewritten in place for
-    /// the other side, with that side's relay address and ports. Streams are added when the
-    /// SDP has more `m=` lines than the session. An SDP exchange restarts the media timeout
-    /// (a 200 after a silent 183 starts afresh).
+    /// Sets the session's SRTP policy for the carrier leg (the trunk's `media.srtp`); before
+    /// the first SDP passes.
+    pub fn set_srtp(&mut self, id: SessionId, policy: Policy) -> Result<(), MediaError> {
+        self.session_mut(id)?.srtp = policy;
+        Ok(())
+    }
+
+    /// [`MediaEngine::relay_sdp_as`] for an SDP in a response.
     pub fn relay_sdp(
         &mut self,
         id: SessionId,
@@ -743,8 +814,26 @@ impl MediaEngine {
         sdp: &mut Sdp,
         latch_any_source: bool,
     ) -> Result<(), MediaError> {
+        self.relay_sdp_as(id, from, sdp, latch_any_source, Exchange::Response)
+    }
+
+    /// Takes an SDP body that `from` sent (offer or answer, in any request or response) through
+    /// the relay: its streams become `from`'s remotes, and the body is rewritten in place for
+    /// the other side, with that side's relay address and ports. Streams are added when the
+    /// SDP has more `m=` lines than the session. An SDP exchange restarts the media timeout
+    /// (a 200 after a silent 183 starts afresh). With SRTP on for the carrier leg, the
+    /// exchange also keys it ([`crate::sdes`]); an SDP the policy refuses changes nothing.
+    pub fn relay_sdp_as(
+        &mut self,
+        id: SessionId,
+        from: Side,
+        sdp: &mut Sdp,
+        latch_any_source: bool,
+        exchange: Exchange,
+    ) -> Result<(), MediaError> {
         let n = sdp.media().len();
         self.ensure_streams(id, n)?;
+        self.key_streams(id, from, sdp, exchange)?;
         for i in 0..n {
             let remote = sdp.remote(i)?;
             self.set_remote(id, from, i, remote, latch_any_source)?;
@@ -755,6 +844,49 @@ impl MediaEngine {
             .map(|i| self.local(id, to, i).map_or(0, |a| a.port()))
             .collect();
         sdp.rewrite(self.advertised_ip(to), &ports);
+        Ok(())
+    }
+
+    /// Runs the SDES exchange of each stream; keys change only when every stream's succeeds.
+    fn key_streams(
+        &mut self,
+        id: SessionId,
+        from: Side,
+        sdp: &mut Sdp,
+        exchange: Exchange,
+    ) -> Result<(), MediaError> {
+        let s = self.session_mut(id)?;
+        let role = s.role(from, exchange);
+        if s.srtp == Policy::Disabled {
+            return Ok(());
+        }
+        let mut settled = Vec::with_capacity(sdp.media().len());
+        for (i, m) in sdp.media_mut().iter_mut().enumerate() {
+            let st = s.streams.get(i).ok_or(MediaError::Unknown)?;
+            let mut keying = st.keying.clone();
+            let outcome = match from {
+                Side::Public => sdes::from_carrier(s.srtp, role, m, &mut keying)?,
+                Side::Internal => sdes::to_carrier(s.srtp, role, m, &mut keying)?,
+            };
+            settled.push((keying, outcome));
+        }
+        for (st, (keying, outcome)) in s.streams.iter_mut().zip(settled) {
+            let leg = &mut st.legs[Side::Public.index()];
+            match &outcome {
+                Outcome::Plain => leg.srtp = None,
+                Outcome::Srtp { peer, ours } => match leg.srtp.as_mut() {
+                    Some(k) => k.rekey(peer.clone(), ours.clone()).map_err(srtp_key)?,
+                    None => {
+                        leg.srtp = Some(Box::new(
+                            LegSrtp::new(peer.clone(), ours.clone()).map_err(srtp_key)?,
+                        ));
+                    }
+                },
+                Outcome::Unchanged => {}
+            }
+            st.keying = keying;
+            st.keying.settled(&outcome);
+        }
         Ok(())
     }
 
@@ -934,7 +1066,7 @@ impl MediaEngine {
 /// Counts one datagram from side `x` and sends it on to side `y`.
 fn pass(
     x: &mut Leg,
-    y: &Leg,
+    y: &mut Leg,
     last_media: &mut Instant,
     counters: &mut Counters,
     packet: &[u8],
@@ -949,6 +1081,23 @@ fn pass(
         return;
     }
     let rtcp = on_rtcp_socket || is_rtcp(packet);
+    // SRTP from the carrier latches only once it authenticates.
+    let opened;
+    let acceptable = x.srtp.is_some() && x.acceptable(src, rtcp);
+    let packet = match x.srtp.as_mut() {
+        Some(k) if acceptable => match k.unprotect(packet, rtcp) {
+            Ok(plain) => {
+                opened = plain;
+                &opened[..]
+            }
+            Err(r) => {
+                x.from.srtp_rejected += 1;
+                counters.srtp_rejected[r.index()] += 1;
+                return;
+            }
+        },
+        _ => packet,
+    };
     if !x.admit(src, rtcp, on_rtcp_socket) {
         x.from.first_foreign.get_or_insert(src);
         x.from.foreign += 1;
@@ -970,6 +1119,22 @@ fn pass(
         y.rtcp_dest()
     } else {
         y.rtp_dest().map(|a| (a, true))
+    };
+    let sealed;
+    let packet = match (y.srtp.as_mut(), dest) {
+        (Some(k), Some(_)) => match k.protect(packet, rtcp) {
+            Ok(p) => {
+                sealed = p;
+                &sealed[..]
+            }
+            Err(r) => {
+                counters.srtp_rejected[r.index()] += 1;
+                x.from.dropped += 1;
+                counters.dropped += 1;
+                return;
+            }
+        },
+        _ => packet,
     };
     let sent = dest.is_some_and(|(to, via_rtp)| {
         let out = if via_rtp { &y.rtp } else { &y.rtcp };

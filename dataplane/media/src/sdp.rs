@@ -222,6 +222,53 @@ impl Media {
         }
     }
 
+    /// The values of its `a=crypto` attributes (RFC 4568), in order.
+    pub fn crypto(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().filter_map(|l| match l.attribute() {
+            Some((n, Some(v))) if n.eq_ignore_ascii_case("crypto") => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A secure RTP profile: `RTP/SAVP` (RFC 3711 §12) or `RTP/SAVPF` (RFC 5124), and
+    /// DTLS-SRTP's `UDP/TLS/RTP/SAVP[F]`.
+    pub fn is_secure(&self) -> bool {
+        self.proto.to_ascii_uppercase().contains("SAVP")
+    }
+
+    /// DTLS-SRTP (RFC 5763): keys from a DTLS handshake on the media path, not from SDP.
+    pub fn is_dtls(&self) -> bool {
+        self.proto.to_ascii_uppercase().contains("TLS")
+    }
+
+    /// Turns `RTP/AVP[F]` into `RTP/SAVP[F]` or back; other profiles stay.
+    pub fn set_secure(&mut self, secure: bool) {
+        let upper = self.proto.to_ascii_uppercase();
+        self.proto = match (upper.as_str(), secure) {
+            ("RTP/AVP", true) => "RTP/SAVP".into(),
+            ("RTP/AVPF", true) => "RTP/SAVPF".into(),
+            ("RTP/SAVP", false) => "RTP/AVP".into(),
+            ("RTP/SAVPF", false) => "RTP/AVPF".into(),
+            _ => return,
+        };
+    }
+
+    /// Sets the profile as written (an answer repeats the offer's, RFC 3264 §6).
+    pub fn set_proto(&mut self, proto: &str) {
+        proto.clone_into(&mut self.proto);
+    }
+
+    /// Replaces every `a=crypto` with these values, in order, after the other attributes.
+    pub fn set_crypto<S: AsRef<str>>(&mut self, values: &[S]) {
+        self.lines.retain(|l| !l.is_attribute("crypto"));
+        for v in values {
+            self.lines.push(Line {
+                kind: b'a',
+                value: format!("crypto:{}", v.as_ref()),
+            });
+        }
+    }
+
     fn connection(&self) -> Result<Option<IpAddr>> {
         self.lines
             .iter()
@@ -234,7 +281,7 @@ impl Media {
         direction_of(&self.lines)
     }
 
-    fn is_rtp(&self) -> bool {
+    pub(crate) fn is_rtp(&self) -> bool {
         self.proto.to_ascii_uppercase().contains("RTP")
     }
 
@@ -413,6 +460,10 @@ impl Sdp {
 
     pub fn media(&self) -> &[Media] {
         &self.media
+    }
+
+    pub fn media_mut(&mut self) -> &mut [Media] {
+        &mut self.media
     }
 
     fn session_connection(&self) -> Result<Option<IpAddr>> {
