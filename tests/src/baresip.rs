@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::rtp::sdp_rtp_addr;
 use crate::sip::SipMsg;
+use crate::{Edge, assert_eventually};
 use crate::{Lab, ProcessGroup, eventually, free_ports, udp_bound};
 
 /// The address baresip names in its SDP. baresip 1.0 binds its RTP sockets to 0.0.0.0, so the
@@ -40,9 +42,26 @@ pub struct BaresipBuilder<'l> {
     user: String,
     tone_hz: u32,
     auto_answer: bool,
+    /// baresip's `mediaenc` for the account (`srtp`, `srtp-mand`).
+    mediaenc: Option<String>,
+    /// The CA file it checks TLS servers with (`sip_cafile`).
+    ca: Option<PathBuf>,
 }
 
 impl BaresipBuilder<'_> {
+    /// SRTP with SDES keys (baresip's `srtp` module): `srtp-mand` offers RTP/SAVP and takes
+    /// nothing else, `srtp` offers RTP/AVP with a=crypto and falls back to RTP.
+    pub fn srtp(mut self, mediaenc: &str) -> Self {
+        self.mediaenc = Some(mediaenc.to_string());
+        self
+    }
+
+    /// The CA it trusts for SIP over TLS (`sip_cafile`).
+    pub fn tls_ca(mut self, ca: &Path) -> Self {
+        self.ca = Some(ca.to_path_buf());
+        self
+    }
+
     /// The frequency of the sine tone it sends (10-20000 Hz; default 1000).
     pub fn tone(mut self, hz: u32) -> Self {
         self.tone_hz = hz;
@@ -80,7 +99,7 @@ module_path\t/usr/lib/baresip/modules
 module\tg711.so
 module\tausine.so
 module\tsndfile.so
-module_app\taccount.so
+{srtp_module}{cafile}module_app\taccount.so
 module_app\tmenu.so
 module_app\tctrl_tcp.so
 snd_path\t{snd}
@@ -90,6 +109,16 @@ ctrl_tcp_listen\t{ctrl}
             rtp_hi = rtp_ports.1,
             tone = self.tone_hz,
             snd = snd.display(),
+            srtp_module = if self.mediaenc.is_some() {
+                "module\tsrtp.so\n"
+            } else {
+                ""
+            },
+            cafile = self
+                .ca
+                .as_ref()
+                .map(|p| format!("sip_cafile\t{}\n", p.display()))
+                .unwrap_or_default(),
         );
         // No audio player module at all: baresip then plays nothing, and `sndfile` still dumps
         // every decoded frame. ausine only makes 48 kHz stereo; baresip resamples it for G.711.
@@ -101,7 +130,15 @@ ctrl_tcp_listen\t{ctrl}
             ""
         };
         // regint=0: no REGISTER, the edge takes no registrations.
-        let account = format!("<sip:{}@{}>;regint=0{answer}\n", self.user, self.sip_ip);
+        let mediaenc = self
+            .mediaenc
+            .as_ref()
+            .map(|m| format!(";mediaenc={m}"))
+            .unwrap_or_default();
+        let account = format!(
+            "<sip:{}@{}>;regint=0{answer}{mediaenc}\n",
+            self.user, self.sip_ip
+        );
         std::fs::write(dir.join("accounts"), account).expect("write baresip's accounts");
 
         let log = self.lab.path(&format!("{}.log", self.name));
@@ -175,6 +212,8 @@ impl Baresip {
             user: user.to_string(),
             tone_hz: 1000,
             auto_answer: false,
+            mediaenc: None,
+            ca: None,
         }
     }
 
@@ -365,17 +404,34 @@ fn next_netstring(buf: &[u8]) -> Option<(Option<Value>, usize)> {
 pub fn parse_trace(log: &str, me: SocketAddr) -> Vec<SipMsg> {
     let mut out = Vec::new();
     let mut rest = log;
-    while let Some(i) = rest.find("\nUDP ") {
+    while let Some((i, transport)) = ["\nUDP ", "\nTCP ", "\nTLS "]
+        .iter()
+        .filter_map(|t| rest.find(t).map(|i| (i, &t[1..])))
+        .min()
+    {
         let after = &rest[i + 1..];
         let (line, msg) = after.split_once('\n').unwrap_or((after, ""));
         let end = msg.find("\x1b[;m").unwrap_or(msg.len());
         let src = line
-            .trim_start_matches("UDP ")
+            .trim_start_matches(transport)
             .split(" -> ")
             .next()
             .unwrap_or_default()
             .trim();
-        if let Some(m) = SipMsg::parse(&msg[..end], src == me.to_string()) {
+        let text = &msg[..end];
+        let sent = if transport == "UDP " {
+            src == me.to_string()
+        } else {
+            // A connection's local end is an ephemeral port: tell the direction by the top Via,
+            // which is baresip's own on the requests it sends and the responses it receives.
+            SipMsg::parse(text, false).is_some_and(|m| {
+                m.header("Via")
+                    .unwrap_or_default()
+                    .contains(&me.to_string())
+                    == m.code().is_none()
+            })
+        };
+        if let Some(m) = SipMsg::parse(text, sent) {
             out.push(m);
         }
         rest = &msg[end..];
@@ -515,6 +571,146 @@ pub fn dominant_frequency(samples: &[f64], rate: u32, lo: u32, hi: u32, step: u3
         0.0
     };
     (best.0, share)
+}
+
+// What the interop tests check of a call between two baresips through the edge.
+
+/// Audio each phone must have heard before the call is hung up.
+pub const LISTEN_SECONDS: f64 = 2.0;
+/// SIP over loopback and baresip's auto-answer take well under this.
+pub const SETUP: Duration = Duration::from_secs(10);
+
+/// `caller` dials `uri`; once both talk and each heard LISTEN_SECONDS of the other, the callee
+/// hangs up. Returns when both saw the call close.
+pub fn talk_then_callee_hangs_up(caller: &mut Baresip, callee: &mut Baresip, uri: &str) {
+    caller.dial(uri);
+    caller.wait_event("CALL_ESTABLISHED", SETUP);
+    callee.wait_event("CALL_ESTABLISHED", SETUP);
+    // RTP from the other side reached each phone (through the edge's relay).
+    caller.wait_event("CALL_RTPESTAB", SETUP);
+    callee.wait_event("CALL_RTPESTAB", SETUP);
+    assert_eventually!(
+        caller.heard_seconds() >= LISTEN_SECONDS && callee.heard_seconds() >= LISTEN_SECONDS,
+        Duration::from_secs(15),
+        "each phone hears {LISTEN_SECONDS} s of the other; the caller heard {:.2} s, the callee \
+         {:.2} s",
+        caller.heard_seconds(),
+        callee.heard_seconds()
+    );
+    callee.hangup();
+    let closed = caller.wait_event("CALL_CLOSED", SETUP);
+    // baresip's words for "the peer sent BYE" (ECONNRESET), as opposed to a timeout or error.
+    assert_eq!(
+        closed["param"],
+        "Connection reset by peer",
+        "the caller's call ends by the callee's BYE: {closed}\n{}",
+        caller.trace_summary()
+    );
+    callee.wait_event("CALL_CLOSED", SETUP);
+}
+
+/// `by` sent a BYE that `to` received, and each got or sent its 200.
+pub fn assert_bye_crossed(by: &Baresip, to: &Baresip) {
+    let sent = by.sip_trace();
+    let answered = sent
+        .iter()
+        .any(|m| !m.sent && m.code() == Some(200) && m.cseq_method() == Some("BYE"));
+    assert!(
+        sent.iter().any(|m| m.sent && m.method() == Some("BYE")) && answered,
+        "{} sent BYE and got 200 from the edge:\n{}",
+        by.name,
+        by.trace_summary()
+    );
+    let got = to.sip_trace();
+    let answered = got
+        .iter()
+        .any(|m| m.sent && m.code() == Some(200) && m.cseq_method() == Some("BYE"));
+    assert!(
+        got.iter().any(|m| !m.sent && m.method() == Some("BYE")) && answered,
+        "{} received the BYE from the edge and answered 200:\n{}",
+        to.name,
+        to.trace_summary()
+    );
+}
+
+/// The SDP `who` received (the offer or the answer) names the edge's `ip` and a port of its
+/// relay: the audio went through the edge, not phone to phone.
+pub fn assert_given_edge_media(who: &Baresip, edge: &Edge, ip: IpAddr) {
+    let trace = who.sip_trace();
+    let addr = trace
+        .iter()
+        .filter(|m| !m.sent && m.body.contains("m=audio"))
+        .find_map(|m| sdp_rtp_addr(&m.body))
+        .unwrap_or_else(|| panic!("{} received no SDP:\n{}", who.name, who.trace_summary()));
+    let (lo, hi) = edge.rtp_ports;
+    assert!(
+        addr.ip() == ip && (lo..=hi).contains(&addr.port()),
+        "{} was given {addr}, not the edge's {ip} with a port of {lo}-{hi}",
+        who.name
+    );
+}
+
+/// What `who` heard is `tone_hz` (within the 10 Hz scan step), loud and clean.
+pub fn assert_heard(who: &Baresip, tone_hz: u32) {
+    let wav = who.recording();
+    assert!(
+        wav.seconds() >= LISTEN_SECONDS,
+        "{} recorded {:.2} s",
+        who.name,
+        wav.seconds()
+    );
+    assert!(
+        wav.rms() > 1000.0,
+        "{} heard near silence (RMS {:.0})",
+        who.name,
+        wav.rms()
+    );
+    let (freq, share) = dominant_frequency(&wav.mono(), wav.rate, 100, wav.rate / 2 - 100, 10);
+    assert!(
+        freq.abs_diff(tone_hz) <= 10,
+        "{} heard mostly {freq} Hz, not the {tone_hz} Hz the other phone sent ({:.2} s at {} Hz, \
+         {:.0}% of the energy)",
+        who.name,
+        wav.seconds(),
+        wav.rate,
+        share * 100.0
+    );
+    eprintln!(
+        "[{}] heard {freq} Hz for {:.2} s ({:.0}% of the energy, RMS {:.0})",
+        who.name,
+        wav.seconds(),
+        share * 100.0,
+        wav.rms()
+    );
+    // G.711 and jitter-buffer edges leave a little noise; a clean relay keeps the tone on top.
+    assert!(
+        share > 0.5,
+        "{} heard {freq} Hz but only as {:.0}% of the energy",
+        who.name,
+        share * 100.0
+    );
+}
+
+/// The record has both media directions with packets and a plausible MOS.
+pub fn assert_media_scored(cdr: &Value) {
+    for from in ["carrier", "platform"] {
+        let m = cdr["media"]
+            .as_array()
+            .and_then(|m| m.iter().find(|e| e["from"] == from))
+            .unwrap_or_else(|| panic!("no media entry from the {from} in the record: {cdr}"));
+        // 50 packets a second for at least LISTEN_SECONDS.
+        assert!(
+            m["packets"].as_u64().unwrap_or(0) >= 100,
+            "the {from}'s RTP was relayed: {m}"
+        );
+        let mos = m["mos"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("the {from}'s direction has a MOS: {m}"));
+        assert!(
+            (3.0..=4.6).contains(&mos),
+            "G.711 over loopback scores a good MOS: {m}"
+        );
+    }
 }
 
 #[cfg(test)]

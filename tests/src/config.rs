@@ -32,6 +32,8 @@ pub struct Trunk {
     pub media_codecs: Vec<String>,
     /// `media.behindNat`.
     pub media_behind_nat: bool,
+    /// `media.srtp` (None: not written, the default `Disabled`).
+    pub media_srtp: Option<String>,
     /// `outbound.healthCheck` (intervalSeconds, failureThreshold).
     pub health_check: Option<(u32, u32)>,
 }
@@ -58,6 +60,7 @@ impl Trunk {
             media_relay: None,
             media_codecs: vec![],
             media_behind_nat: false,
+            media_srtp: None,
             health_check: None,
         }
     }
@@ -124,6 +127,12 @@ impl Trunk {
     /// `media.behindNat: true`: the carrier's RTP may come from any address.
     pub fn behind_nat(mut self) -> Self {
         self.media_behind_nat = true;
+        self
+    }
+
+    /// `media.srtp`: `Disabled`, `Optional` or `Required`.
+    pub fn srtp(mut self, policy: &str) -> Self {
+        self.media_srtp = Some(policy.to_string());
         self
     }
 
@@ -222,6 +231,9 @@ impl Trunk {
         }
         if self.media_behind_nat {
             media.push("behindNat: true".to_string());
+        }
+        if let Some(p) = &self.media_srtp {
+            media.push(format!("srtp: {p}"));
         }
         if !media.is_empty() {
             let _ = writeln!(y, "  media: {{{}}}", media.join(", "));

@@ -50,6 +50,13 @@ struct MediaRecord {
     /// Why `mos` is null, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     no_media_reason: Option<String>,
+    /// The SRTP suite these packets came in when the edge decrypted them (the carrier's, on a
+    /// trunk with `media.srtp`); absent for plain RTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srtp: Option<&'static str>,
+    /// SRTP/SRTCP packets refused: failed authentication, replays, too many SSRCs.
+    #[serde(skip_serializing_if = "is_zero")]
+    srtp_rejected_packets: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -119,6 +126,8 @@ pub fn write(c: &Call) {
                 unexpected_source_packets: s.foreign,
                 unexpected_source: s.first_foreign.map(|a| a.to_string()),
                 no_media_reason: no_media_reason(s),
+                srtp: s.srtp.map(|suite| suite.name()),
+                srtp_rejected_packets: s.srtp_rejected,
             })
             .collect(),
     };

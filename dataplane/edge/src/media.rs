@@ -2,7 +2,8 @@
 //! and RTCP flow through this worker's relay (trunkgate-media), and the relay's statistics end
 //! up in the call record and the per-trunk histograms.
 
-use trunkgate_media::{MediaEngine, MediaError, Sdp, SessionId, StreamStats};
+use trunkgate_media::{Exchange, MediaEngine, MediaError, Sdp, SessionId, SrtpPolicy, StreamStats};
+use trunkgate_sip::Method;
 
 use crate::call::{LegId, Side};
 use crate::worker::Worker;
@@ -34,6 +35,39 @@ impl From<trunkgate_media::sdp::Error> for SdpRefusal {
     }
 }
 
+/// The trunk's `media.srtp` as the relay takes it.
+pub fn srtp_policy(p: trunkgate_crds::trunk::SrtpPolicy) -> SrtpPolicy {
+    use trunkgate_crds::trunk::SrtpPolicy as P;
+    match p {
+        P::Disabled => SrtpPolicy::Disabled,
+        P::Optional => SrtpPolicy::Optional,
+        P::Required => SrtpPolicy::Required,
+    }
+}
+
+/// What a body is in the offer/answer model (RFC 3264): SDP in an INVITE or UPDATE request is
+/// an offer (RFC 3311), in an ACK or PRACK an answer (RFC 3261 §13.2.1, RFC 3262 §5), in a
+/// response to INVITE, UPDATE or PRACK whichever the exchange calls for. None for a body the
+/// relay does not touch: another method's (INFO's DTMF, MESSAGE text) or another type's.
+/// A body without Content-Type, or a multipart one, is read as SDP (and refused if it is not),
+/// so media never bypasses the relay.
+pub fn exchange_of(method: Method, request: bool, content_type: Option<&str>) -> Option<Exchange> {
+    if let Some(ct) = content_type {
+        let ty = ct.split(';').next().unwrap_or("").trim();
+        let sdp = ty.eq_ignore_ascii_case("application/sdp")
+            || ty.to_ascii_lowercase().starts_with("multipart/");
+        if !sdp {
+            return None;
+        }
+    }
+    match (method, request) {
+        (Method::Invite | Method::Update, true) => Some(Exchange::Offer),
+        (Method::Ack | Method::PRack, true) => Some(Exchange::Answer),
+        (Method::Invite | Method::Update | Method::PRack, false) => Some(Exchange::Response),
+        _ => None,
+    }
+}
+
 /// Whether a trunk with `mine` relayed calls may open one more, with `free` of `total`
 /// port pairs free and `trunks` trunks relaying media. While ports are plentiful (over a fifth
 /// free) any trunk may; under pressure only a trunk below its fair share (the pairs split evenly
@@ -54,6 +88,7 @@ pub fn open(
     body: &[u8],
     codecs: &[String],
     nat: bool,
+    srtp: SrtpPolicy,
 ) -> Result<(SessionId, Vec<u8>), SdpRefusal> {
     let Some(engine) = media.as_mut() else {
         return Err(SdpRefusal {
@@ -64,12 +99,23 @@ pub fn open(
     };
     if body.is_empty() {
         // Late offer: it comes in the 2xx, the answer in the ACK (RFC 3261 §13.2.1).
-        return Ok((engine.open(call, 0)?, Vec::new()));
+        let session = engine.open(call, 0)?;
+        engine.set_srtp(session, srtp)?;
+        return Ok((session, Vec::new()));
     }
     let mut sdp = Sdp::parse(body)?;
     sdp.filter_codecs(codecs)?;
     let session = engine.open(call, sdp.media().len())?;
-    if let Err(e) = engine.relay_sdp(session, from, &mut sdp, nat && from == Side::Public) {
+    let relayed = engine.set_srtp(session, srtp).and_then(|()| {
+        engine.relay_sdp_as(
+            session,
+            from,
+            &mut sdp,
+            nat && from == Side::Public,
+            Exchange::Offer,
+        )
+    });
+    if let Err(e) = relayed {
         engine.close(session);
         return Err(e.into());
     }
@@ -77,13 +123,20 @@ pub fn open(
 }
 
 impl Worker {
-    /// Rewrites a body that passes from leg `from` of call `id` to the other leg. Bodies of
-    /// calls without relay (or empty ones) pass unchanged.
-    pub fn relay_body(&mut self, id: u64, from: LegId, body: &[u8]) -> Result<Vec<u8>, SdpRefusal> {
+    /// Rewrites a body that passes from leg `from` of call `id` to the other leg, as
+    /// `exchange` ([`exchange_of`]). Bodies of calls without relay, empty ones and ones that
+    /// are no SDP exchange (`None`) pass unchanged.
+    pub fn relay_body(
+        &mut self,
+        id: u64,
+        from: LegId,
+        body: &[u8],
+        exchange: Option<Exchange>,
+    ) -> Result<Vec<u8>, SdpRefusal> {
         let Some(c) = self.calls.get(&id) else {
             return Ok(body.to_vec());
         };
-        let (Some(session), false) = (c.media, body.is_empty()) else {
+        let (Some(session), false, Some(exchange)) = (c.media, body.is_empty(), exchange) else {
             return Ok(body.to_vec());
         };
         let from_side = c.leg(from).side;
@@ -92,7 +145,7 @@ impl Worker {
             return Ok(body.to_vec());
         };
         let mut sdp = Sdp::parse(body)?;
-        engine.relay_sdp(session, from_side, &mut sdp, nat)?;
+        engine.relay_sdp_as(session, from_side, &mut sdp, nat, exchange)?;
         Ok(sdp.to_bytes())
     }
 
@@ -174,13 +227,55 @@ impl Worker {
         if dropped > 0 {
             m.with_label_values(&["not_forwarded"]).inc_by(dropped);
         }
+        for r in trunkgate_media::srtp::Reject::ALL {
+            let n = now.srtp_rejected[r.index()] - self.media_counted.srtp_rejected[r.index()];
+            if n > 0 {
+                m.with_label_values(&[r.label()]).inc_by(n);
+            }
+        }
         self.media_counted = now;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::may_take_ports;
+    use super::{exchange_of, may_take_ports};
+    use trunkgate_media::Exchange;
+    use trunkgate_sip::Method;
+
+    #[test]
+    fn which_bodies_are_sdp_offers_or_answers() {
+        let sdp = Some("application/sdp");
+        for (method, request, ct, want) in [
+            (Method::Invite, true, sdp, Some(Exchange::Offer)),
+            (
+                Method::Update,
+                true,
+                Some("Application/SDP; charset=x"),
+                Some(Exchange::Offer),
+            ),
+            (Method::Ack, true, sdp, Some(Exchange::Answer)),
+            (Method::PRack, true, None, Some(Exchange::Answer)),
+            (Method::Invite, false, sdp, Some(Exchange::Response)),
+            (
+                Method::Invite,
+                true,
+                Some("multipart/mixed;boundary=x"),
+                Some(Exchange::Offer),
+            ),
+            // INFO's DTMF and MESSAGE text are not SDP: passed on untouched, not refused.
+            (Method::Info, true, Some("application/dtmf-relay"), None),
+            (Method::Info, true, sdp, None),
+            (Method::Message, true, Some("text/plain"), None),
+            (Method::Invite, true, Some("application/isup"), None),
+        ] {
+            assert_eq!(
+                exchange_of(method, request, ct),
+                want,
+                "{method:?} {request} {ct:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_trunk_gets_its_fair_share_of_ports_under_pressure() {

@@ -240,7 +240,7 @@ impl Metrics {
             ),
             media_dropped: cv(
                 "trunkgate_edge_media_packets_dropped_total",
-                "RTP/RTCP datagrams the relay did not forward, by reason: unexpected_source (neither the latched address nor, before latching, the SDP's), not_forwarded (the other side is on hold, has no address yet, the send failed, or the datagram was too large).",
+                "RTP/RTCP datagrams the relay did not forward, by reason: unexpected_source (neither the latched address nor, before latching, the SDP's), not_forwarded (the other side is on hold, has no address yet, the send failed, or the datagram was too large); on SRTP carrier legs srtp_auth (authentication tag did not verify), srtp_replay (a packet index seen before or behind the replay window), srtp_ssrc_limit (more SSRCs than a stream may carry), srtp_malformed (too short to be SRTP).",
                 &["reason"],
             ),
             media_timeouts: cv(

@@ -76,7 +76,16 @@ impl Worker {
             // Early media (183): its SDP goes through the relay; a body we cannot read is
             // dropped rather than passed with the far side's addresses in it.
             let body = self
-                .relay_body(id, LegId::B, &resp.body)
+                .relay_body(
+                    id,
+                    LegId::B,
+                    &resp.body,
+                    crate::media::exchange_of(
+                        trunkgate_sip::Method::Invite,
+                        false,
+                        msg::header(resp, "Content-Type"),
+                    ),
+                )
                 .unwrap_or_default();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
@@ -89,7 +98,16 @@ impl Worker {
                 self.send_bye(id, LegId::B);
                 return self.finish_call(id);
             }
-            let body = match self.relay_body(id, LegId::B, &resp.body) {
+            let body = match self.relay_body(
+                id,
+                LegId::B,
+                &resp.body,
+                crate::media::exchange_of(
+                    trunkgate_sip::Method::Invite,
+                    false,
+                    msg::header(resp, "Content-Type"),
+                ),
+            ) {
                 Ok(b) => b,
                 Err(r) => {
                     // The answer cannot be relayed: confirm leg B and hang it up, refuse leg A.

@@ -231,7 +231,18 @@ impl Worker {
         };
         let Some(cseq) = cseq else { return };
         let branch = self.mint.branch();
-        let body = self.relay_body(id, leg, &req.body).unwrap_or_default();
+        let body = self
+            .relay_body(
+                id,
+                leg,
+                &req.body,
+                crate::media::exchange_of(
+                    trunkgate_sip::Method::Ack,
+                    true,
+                    msg::header(req, "Content-Type"),
+                ),
+            )
+            .unwrap_or_default();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -336,7 +347,12 @@ impl Worker {
         let branch = self.mint.branch();
         let to = from.other();
         let method = req.method;
-        let body = match self.relay_body(id, from, &req.body) {
+        let body = match self.relay_body(
+            id,
+            from,
+            &req.body,
+            crate::media::exchange_of(req.method, true, msg::header(req, "Content-Type")),
+        ) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
         };
@@ -403,7 +419,12 @@ impl Worker {
         if code == 100 {
             return;
         }
-        let body = match self.relay_body(id, sent_on, &resp.body) {
+        let body = match self.relay_body(
+            id,
+            sent_on,
+            &resp.body,
+            crate::media::exchange_of(method, false, msg::header(resp, "Content-Type")),
+        ) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
         };

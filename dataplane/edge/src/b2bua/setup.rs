@@ -123,6 +123,7 @@ impl Worker {
                 &req.body,
                 &trunk_media.codecs,
                 trunk_media.behind_nat,
+                crate::media::srtp_policy(trunk_media.srtp),
             ) {
                 Ok((session, body)) => {
                     *self
