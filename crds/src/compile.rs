@@ -788,6 +788,13 @@ fn build_trunk(
             "codec names are SDP encoding names such as PCMU",
         );
     }
+    if media.srtp != crate::trunk::SrtpPolicy::Disabled && !media.relay {
+        report.problem(
+            "spec.media.srtp",
+            Reason::Invalid,
+            "srtp needs relay: true (SRTP ends in the edge relay)",
+        );
+    }
     Some(TrunkConfig {
         id: key.id(),
         generation: t.metadata.generation,

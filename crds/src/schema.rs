@@ -97,6 +97,11 @@ fn trunk_rules() -> Vec<PathRule> {
             "'\\'' + self + '\\' is not an SDP encoding name such as PCMU'",
         ),
         rule(
+            "spec.media",
+            "!has(self.srtp) || self.srtp == 'Disabled' || !has(self.relay) || self.relay",
+            "'srtp needs relay: true (SRTP ends in the edge relay)'",
+        ),
+        rule(
             "spec",
             "!has(self.routes) || size(self.routes) == 0 || has(self.outbound)",
             "'routes need spec.outbound: there is no carrier target to send those calls to'",
@@ -503,6 +508,16 @@ mod tests {
                 serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
                 "routes": [{"prefix": "64"}]}),
                 Some("'64' is not + followed by up to 15 digits"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "media": {"relay": false, "srtp": "Required"}}),
+                Some("srtp needs relay: true"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "media": {"relay": false, "srtp": "Disabled"}}),
+                None,
             ),
         ];
         for (spec, want) in cases {

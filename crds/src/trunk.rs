@@ -315,7 +315,10 @@ pub struct Media {
     /// carriers behind NAT.
     #[serde(default)]
     pub behind_nat: bool,
-    /// SRTP on the carrier leg.
+    /// SRTP on the carrier leg, keyed with SDES (`a=crypto`, RFC 4568): the edge decrypts what
+    /// the carrier sends and encrypts what goes to it; the platform leg stays plain RTP.
+    /// Suites: AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM. Needs
+    /// `relay: true`. Pair it with SIP over TLS, or the keys cross the network in clear.
     #[serde(default)]
     pub srtp: SrtpPolicy,
 }
@@ -338,12 +341,15 @@ impl Default for Media {
 /// SRTP policy on the carrier leg.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum SrtpPolicy {
-    /// Plain RTP.
+    /// The edge does not touch keys: plain RTP is relayed, and an SRTP call passes end to end
+    /// between carrier and platform as it is.
     #[default]
     Disabled,
-    /// Offer SRTP, accept RTP.
+    /// SRTP when the carrier offers it, RTP otherwise; the edge's own offers carry `a=crypto`
+    /// on RTP/AVP (best-effort SRTP) and take a plain answer.
     Optional,
-    /// Refuse calls without SRTP.
+    /// Only SRTP: a carrier offer without a usable `a=crypto` is refused 488, the edge offers
+    /// RTP/SAVP and a plain answer ends the call.
     Required,
 }
 
