@@ -12,7 +12,7 @@ top=$(pwd)
 fuzz_dir=tests/fuzz
 seconds=${FUZZ_SECONDS:-20}
 targets=("$@")
-((${#targets[@]})) || targets=(sip_message sip_stream sdp digest snapshot cr_yaml)
+((${#targets[@]})) || targets=(sip_message sip_stream sdp digest snapshot cr_yaml srtp)
 shared=${TRUNKGATE_SHARED:-$top/../shared}
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
@@ -46,7 +46,7 @@ for t in "${targets[@]}"; do
 		extra+=("$top/$fuzz_dir/seeds/sip")
 		if [ -d "$shared/testdata/rfc4475" ]; then extra+=("$(cd "$shared/testdata/rfc4475" && pwd)"); fi
 		;;
-	sdp | digest) extra+=("$top/$fuzz_dir/seeds/$t") ;;
+	sdp | digest | srtp) extra+=("$top/$fuzz_dir/seeds/$t") ;;
 	snapshot | cr_yaml) extra+=("$top/$seeds/$t") ;;
 	esac
 	log=$fuzz_dir/target/$t.log

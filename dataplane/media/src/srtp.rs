@@ -279,6 +279,69 @@ fn rtp_ssrc(p: &[u8]) -> Option<u32> {
     (h[0] >> 6 == 2).then(|| u32::from_be_bytes([h[8], h[9], h[10], h[11]]))
 }
 
+/// Whether an RTP header's CSRC list and extension fit in the packet, element by element for
+/// RFC 8285 one- and two-byte extensions: the `rtp` crate's header parser indexes past the end
+/// of a packet that says otherwise (found by `make fuzz`), so nothing reaches it unchecked.
+fn rtp_header_fits(p: &[u8]) -> bool {
+    let Some(&first) = p.first() else {
+        return false;
+    };
+    let mut off = 12 + 4 * usize::from(first & 0x0f);
+    if p.len() < off {
+        return false;
+    }
+    if first & 0x10 == 0 {
+        return true;
+    }
+    let Some(ext) = p.get(off..off + 4) else {
+        return false;
+    };
+    let profile = u16::from_be_bytes([ext[0], ext[1]]);
+    let end = off + 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+    off += 4;
+    if p.len() < end {
+        return false;
+    }
+    match profile {
+        // One-byte elements (RFC 8285 §4.2): ID and length-1 in one byte; ID 15 stops.
+        0xBEDE => {
+            while off < end {
+                let b = p[off];
+                off += 1;
+                if b == 0 {
+                    continue;
+                }
+                if b >> 4 == 15 {
+                    break;
+                }
+                off += usize::from(b & 0x0f) + 1;
+                if off > end {
+                    return false;
+                }
+            }
+        }
+        // Two-byte elements (RFC 8285 §4.3): an ID byte, a length byte.
+        0x1000 => {
+            while off < end {
+                let b = p[off];
+                off += 1;
+                if b == 0 {
+                    continue;
+                }
+                let Some(&len) = p.get(off).filter(|_| off < end) else {
+                    return false;
+                };
+                off += 1 + usize::from(len);
+                if off > end {
+                    return false;
+                }
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
 /// RTCP version 2 with the sender's SSRC: that SSRC.
 fn rtcp_ssrc(p: &[u8]) -> Option<u32> {
     let h = p.get(..RTCP_HEADER)?;
@@ -322,7 +385,7 @@ impl Transform {
             self.admit(rtcp_ssrc(p).ok_or(Reject::Malformed)?)?;
             self.ctx.decrypt_rtcp(p)
         } else {
-            if p.len() < 12 + suite.rtp_tag() {
+            if p.len() < 12 + suite.rtp_tag() || !rtp_header_fits(p) {
                 return Err(Reject::Malformed);
             }
             self.admit(rtp_ssrc(p).ok_or(Reject::Malformed)?)?;
@@ -336,6 +399,9 @@ impl Transform {
             self.admit(rtcp_ssrc(p).ok_or(Reject::Malformed)?)?;
             self.ctx.encrypt_rtcp(p)
         } else {
+            if !rtp_header_fits(p) {
+                return Err(Reject::Malformed);
+            }
             self.admit(rtp_ssrc(p).ok_or(Reject::Malformed)?)?;
             self.ctx.encrypt_rtp(p)
         };
@@ -549,6 +615,31 @@ mod tests {
                     let _ = edge.protect(&junk, rtcp);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rtp_extensions_that_overrun_the_packet_are_malformed() {
+        // Found by the srtp fuzz target: a one-byte extension element longer than the packet.
+        let crash = [
+            0x90u8, 0, 0, 0, 0, 0x60, 0x3b, 0xb2, 0x25, 0x02, 0, 0, 0x10, 0, 0, 1, 0, 0, 0, 0x60,
+            0x24, 0x7a, 0xb2, 0,
+        ];
+        let mut one_byte = rtp(1, 9);
+        one_byte[0] |= 0x10;
+        one_byte.splice(12..12, [0xbe, 0xde, 0, 1, 0x10, 0xaa, 0, 0]);
+        assert!(rtp_header_fits(&one_byte), "a well-formed element fits");
+        one_byte[16] = 0x1e; // ID 1, 15 bytes: past its one-word block
+        assert!(!rtp_header_fits(&one_byte));
+        let mut two_byte = rtp(1, 9);
+        two_byte[0] |= 0x10;
+        two_byte.splice(12..12, [0x10, 0x00, 0, 1, 0x01, 0x09, 0, 0]);
+        assert!(!rtp_header_fits(&two_byte), "a 9-byte element in a 4-byte block");
+        for suite in SUITES {
+            let (_, mut edge) = pair(suite);
+            assert_eq!(edge.unprotect(&crash, false), Err(Reject::Malformed), "{suite}");
+            assert_eq!(edge.unprotect(&one_byte, false), Err(Reject::Malformed));
+            assert_eq!(edge.protect(&one_byte, false), Err(Reject::Malformed));
         }
     }
 
