@@ -795,6 +795,7 @@ fn build_trunk(
             "srtp needs relay: true (SRTP ends in the edge relay)",
         );
     }
+    let tls = spec.tls.as_ref().map(|t| trunk_tls(ns, t, secrets, report));
     Some(TrunkConfig {
         id: key.id(),
         generation: t.metadata.generation,
@@ -813,7 +814,72 @@ fn build_trunk(
         routes,
         limits,
         media,
+        tls,
     })
+}
+
+/// `spec.tls`: the CA bundle read from its Secret, the names checked.
+fn trunk_tls(
+    ns: &str,
+    t: &crate::trunk::TrunkTls,
+    secrets: &Secrets,
+    report: &mut Report,
+) -> crate::snapshot::TlsConfig {
+    let name_ok = |n: &str| n.parse::<std::net::IpAddr>().is_ok() || valid_host(n);
+    let ca_pem = t.ca_secret_ref.as_ref().and_then(|r| {
+        let field = "spec.tls.caSecretRef";
+        let Some(data) = secrets.get(&(ns.to_string(), r.name.clone())) else {
+            report.problem(
+                field,
+                Reason::SecretNotFound,
+                format!("Secret {ns}/{} does not exist", r.name),
+            );
+            return None;
+        };
+        let pem = data
+            .get("ca.crt")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"));
+        if pem.is_none() {
+            report.problem(
+                field,
+                Reason::SecretInvalid,
+                format!(
+                    "Secret {ns}/{} needs a 'ca.crt' key with PEM certificates (-----BEGIN CERTIFICATE-----)",
+                    r.name
+                ),
+            );
+        }
+        pem.map(str::to_string)
+    });
+    let server_name = t.server_name.as_ref().map(|n| n.to_ascii_lowercase());
+    if let Some(n) = &server_name
+        && !name_ok(n)
+    {
+        report.problem(
+            "spec.tls.serverName",
+            Reason::Invalid,
+            format!("'{n}' is not a host name or IP address"),
+        );
+    }
+    let mut client_names = Vec::with_capacity(t.client_names.len());
+    for (i, n) in t.client_names.iter().enumerate() {
+        let n = n.to_ascii_lowercase();
+        if name_ok(&n) {
+            client_names.push(n);
+        } else {
+            report.problem(
+                format!("spec.tls.clientNames[{i}]"),
+                Reason::Invalid,
+                format!("'{n}' is not a host name or IP address"),
+            );
+        }
+    }
+    crate::snapshot::TlsConfig {
+        ca_pem,
+        server_name,
+        client_names,
+    }
 }
 
 fn credentials(

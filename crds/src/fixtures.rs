@@ -43,6 +43,7 @@ impl CarrierTrunk {
                 routes: vec![],
                 limits: None,
                 media: None,
+                tls: None,
             },
             status: None,
         }

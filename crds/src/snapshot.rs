@@ -57,6 +57,23 @@ pub struct TrunkConfig {
     pub limits: Limits,
     #[serde(default)]
     pub media: Media,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// What the edge expects of a carrier's certificates (`spec.tls`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// The CA bundle (PEM) from `caSecretRef`'s `ca.crt`; None: the edge's `--tls-ca` or the
+    /// system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Lower-case DNS names or IP addresses a client certificate must carry (one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_names: Vec<String>,
 }
 
 /// Inbound side of a trunk.

@@ -59,6 +59,37 @@ pub struct CarrierTrunkSpec {
     /// Media handling for calls over this trunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<Media>,
+    /// SIP over TLS with this carrier: which CA its certificates are checked against, the name
+    /// its servers' certificates carry, and the client certificate names that identify it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TrunkTls>,
+}
+
+/// TLS with one carrier (RFC 3261 §26.2, RFC 5922). The edge's own certificate and its TLS
+/// listeners are the edge's flags (`--tls-cert`, `--public-sips`, ...); this is what the edge
+/// expects of the carrier's.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrunkTls {
+    /// A Secret in the trunk's namespace whose `ca.crt` key holds the CA bundle (PEM) the
+    /// carrier's certificates are checked against: its servers' when the edge dials a `sips:`
+    /// or `;transport=tls` target, its clients' with `clientNames`. Unset: the edge's
+    /// `--tls-ca`, else the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
+    /// The name (DNS name or IP address) the carrier's server certificate must carry, instead
+    /// of the target's host: for targets given by address whose certificate names the SBC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+    /// Mutual TLS inbound: calls from this trunk must come over TLS with a client certificate,
+    /// checked against the CA bundle, that carries one of these DNS names or IP addresses;
+    /// others are refused 403. Among trunks that share `allowedCidrs`, the certificate picks
+    /// the trunk. The edge asks carriers for a client certificate only while some trunk sets
+    /// this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    pub client_names: Vec<String>,
 }
 
 /// How the carrier reaches us.

@@ -732,3 +732,58 @@ fn host_bits_give_a_warning_and_the_network_is_used() {
         .unwrap();
     assert!(accepted.status && accepted.message.starts_with("Warning:"));
 }
+
+#[test]
+fn trunk_tls_reads_its_ca_bundle_and_checks_names() {
+    use trunkgate_crds::trunk::{SecretRef, TrunkTls};
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let mut secrets = Secrets::new();
+    let mut data = std::collections::BTreeMap::new();
+    data.insert("ca.crt".to_string(), pem.as_bytes().to_vec());
+    secrets.insert(
+        ("acme".into(), "carrier-ca".into()),
+        data.into_iter().collect(),
+    );
+    let mut bad = std::collections::BTreeMap::new();
+    bad.insert("tls.crt".to_string(), pem.as_bytes().to_vec());
+    secrets.insert(
+        ("acme".into(), "wrong-key".into()),
+        bad.into_iter().collect(),
+    );
+    let with = |ca: Option<&str>, server: Option<&str>, clients: &[&str]| {
+        let mut t = CarrierTrunk::test("acme", "t");
+        t.spec.tls = Some(TrunkTls {
+            ca_secret_ref: ca.map(|n| SecretRef { name: n.into() }),
+            server_name: server.map(str::to_string),
+            client_names: clients.iter().map(|c| c.to_string()).collect(),
+        });
+        compile(&[t], &[], &secrets, None)
+    };
+    let c = with(
+        Some("carrier-ca"),
+        Some("SBC.Carrier.example"),
+        &["sbc1.carrier.example", "192.0.2.7"],
+    );
+    assert!(trunk_reasons(&c, "acme/t").is_empty());
+    let tls = c.config.trunks[0].tls.clone().unwrap();
+    assert_eq!(tls.ca_pem.as_deref(), Some(pem));
+    assert_eq!(
+        tls.server_name.as_deref(),
+        Some("sbc.carrier.example"),
+        "names are lower-cased"
+    );
+    assert_eq!(tls.client_names, vec!["sbc1.carrier.example", "192.0.2.7"]);
+    for (ca, server, clients, want) in [
+        (Some("missing"), None, vec![], Reason::SecretNotFound),
+        (Some("wrong-key"), None, vec![], Reason::SecretInvalid),
+        (None, Some("not a name"), vec![], Reason::Invalid),
+        (None, None, vec!["bad_name!"], Reason::Invalid),
+    ] {
+        let c = with(ca, server, &clients);
+        assert_eq!(
+            trunk_reasons(&c, "acme/t"),
+            vec![want],
+            "{ca:?} {server:?} {clients:?}"
+        );
+    }
+}
