@@ -34,6 +34,10 @@ pub struct Trunk {
     pub media_behind_nat: bool,
     /// `media.srtp` (None: not written, the default `Disabled`).
     pub media_srtp: Option<String>,
+    /// `tls.caSecretRef.name`, `tls.serverName`, `tls.clientNames`.
+    pub tls_ca_secret: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_client_names: Vec<String>,
     /// `outbound.healthCheck` (intervalSeconds, failureThreshold).
     pub health_check: Option<(u32, u32)>,
 }
@@ -61,6 +65,9 @@ impl Trunk {
             media_codecs: vec![],
             media_behind_nat: false,
             media_srtp: None,
+            tls_ca_secret: None,
+            tls_server_name: None,
+            tls_client_names: vec![],
             health_check: None,
         }
     }
@@ -133,6 +140,20 @@ impl Trunk {
     /// `media.srtp`: `Disabled`, `Optional` or `Required`.
     pub fn srtp(mut self, policy: &str) -> Self {
         self.media_srtp = Some(policy.to_string());
+        self
+    }
+
+    /// `tls`: the carrier's CA bundle (a Secret made by [`ca_secret`]), the name its server
+    /// certificates carry, the client certificate names that identify it.
+    pub fn tls(
+        mut self,
+        ca_secret: Option<&str>,
+        server_name: Option<&str>,
+        client_names: &[&str],
+    ) -> Self {
+        self.tls_ca_secret = ca_secret.map(str::to_string);
+        self.tls_server_name = server_name.map(str::to_string);
+        self.tls_client_names = client_names.iter().map(|n| n.to_string()).collect();
         self
     }
 
@@ -238,6 +259,19 @@ impl Trunk {
         if !media.is_empty() {
             let _ = writeln!(y, "  media: {{{}}}", media.join(", "));
         }
+        let mut tls = vec![];
+        if let Some(n) = &self.tls_ca_secret {
+            tls.push(format!("caSecretRef: {{name: {n}}}"));
+        }
+        if let Some(n) = &self.tls_server_name {
+            tls.push(format!("serverName: \"{n}\""));
+        }
+        if !self.tls_client_names.is_empty() {
+            tls.push(format!("clientNames: [{}]", list(&self.tls_client_names)));
+        }
+        if !tls.is_empty() {
+            let _ = writeln!(y, "  tls: {{{}}}", tls.join(", "));
+        }
         y
     }
 }
@@ -302,6 +336,15 @@ impl Numbers {
 }
 
 /// A credentials Secret as the trunks reference it.
+/// A Secret whose `ca.crt` is the PEM file at `ca` (a trunk's `tls.caSecretRef`).
+pub fn ca_secret(namespace: &str, name: &str, ca: &std::path::Path) -> String {
+    let pem = std::fs::read_to_string(ca).expect("read the CA certificate");
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{trunkgate.io/credentials: \"true\"}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indented}"
+    )
+}
+
 pub fn secret(namespace: &str, name: &str, username: &str, password: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {{trunkgate.io/credentials: \"true\"}}\ntype: Opaque\nstringData: {{username: \"{username}\", password: \"{password}\"}}\n"

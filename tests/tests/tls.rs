@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use trunkgate_tests::config::documents;
+use trunkgate_tests::config::{self, documents};
 use trunkgate_tests::kamailio::{self, Kamailio, KamailioTls, Transport};
 use trunkgate_tests::pki::Pki;
 use trunkgate_tests::sipp::{Sipp, scenario};
@@ -33,6 +33,13 @@ const SIPP_SECS: u64 = 15;
 /// The edge with a TLS listener on the carrier side and the test CA's certificate for
 /// 127.0.0.1 (and `edge.test`); (edge, its TLS address).
 fn tls_edge(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
+    let mut args = vec!["--tls-ca", pki.ca.cert.to_str().unwrap_or_default()];
+    args.extend_from_slice(extra);
+    tls_edge_without_ca(lab, pki, &args)
+}
+
+/// [`tls_edge`] without `--tls-ca`: only the system roots and the trunks' own CA bundles.
+fn tls_edge_without_ca(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
     let own = pki.leaf("edge", &["127.0.0.1", "edge.test"]);
     let sips = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
     let mut args: Vec<String> = vec![
@@ -42,8 +49,6 @@ fn tls_edge(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
         own.cert.display().to_string(),
         "--tls-key".into(),
         own.key.display().to_string(),
-        "--tls-ca".into(),
-        pki.ca.cert.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let edge = Edge::start(
@@ -146,8 +151,40 @@ struct Outbound {
     lab: Lab,
 }
 
+/// How an [`Outbound`] lab differs from the plain one.
+struct Setup<'a> {
+    /// The CA of Kamailio's certificate: "ca" (the edge's) or another.
+    kamailio_ca: &'a str,
+    /// The names on Kamailio's certificate.
+    kamailio_names: &'a [&'a str],
+    /// The trunk's `tls`: its CA bundle from a Secret (the lab's CA), its `serverName`.
+    trunk_ca: bool,
+    server_name: Option<&'a str>,
+    /// The edge is given `--tls-ca` (the lab's CA).
+    edge_ca: bool,
+}
+
+const PLAIN: Setup<'static> = Setup {
+    kamailio_ca: "ca",
+    kamailio_names: &["127.0.0.30"],
+    trunk_ca: false,
+    server_name: None,
+    edge_ca: true,
+};
+
 impl Outbound {
     fn start(name: &str, kamailio_ca: &str) -> Self {
+        Self::start_with(
+            name,
+            Setup {
+                kamailio_ca,
+                ..PLAIN
+            },
+        )
+    }
+
+    fn start_with(name: &str, setup: Setup<'_>) -> Self {
+        let kamailio_ca = setup.kamailio_ca;
         let lab = Lab::new(name);
         let pki = Pki::new(&lab, "ca");
         let kam_addr = Kamailio::reserve(CARRIER_TARGET);
@@ -161,19 +198,31 @@ impl Outbound {
         );
         trunk.targets.push((format!("sips:{kam_tls}"), 1, 1));
         trunk.routes.push(("+".into(), 100));
+        if setup.trunk_ca || setup.server_name.is_some() {
+            trunk = trunk.tls(
+                setup.trunk_ca.then_some("carrier-ca"),
+                setup.server_name,
+                &[],
+            );
+        }
         lab.write_config(
             "acme.yaml",
             &documents(&[
                 trunk.yaml(),
                 Numbers::byoc("acme", "numbers", "pacific", &[BYOC]).yaml(),
+                config::ca_secret("acme", "carrier-ca", &pki.ca.cert),
             ]),
         );
-        let (edge, _) = tls_edge(&lab, &pki, &[]);
+        let (edge, _) = if setup.edge_ca {
+            tls_edge(&lab, &pki, &[])
+        } else {
+            tls_edge_without_ca(&lab, &pki, &[])
+        };
         // Kamailio's certificate: from the edge's CA, or from another one.
         let own = if kamailio_ca == "ca" {
-            pki.leaf("kamailio", &["127.0.0.30"])
+            pki.leaf("kamailio", setup.kamailio_names)
         } else {
-            Pki::new(&lab, kamailio_ca).leaf("kamailio", &["127.0.0.30"])
+            Pki::new(&lab, kamailio_ca).leaf("kamailio", setup.kamailio_names)
         };
         let mut cfg = kamailio::relaying_carrier(kam_addr, far_end);
         cfg.tls = Some(KamailioTls {
@@ -395,5 +444,164 @@ fn a_rotated_certificate_is_used_for_new_connections_and_a_broken_one_is_not() {
     assert!(
         third.contains("rotated.test"),
         "still the renewed certificate: {third}"
+    );
+}
+
+#[test]
+fn a_trunks_own_ca_bundle_and_server_name_verify_a_target_the_edge_alone_would_not_trust() {
+    // Kamailio's certificate names only sbc.carrier.test, not the address the target is given
+    // by, and the edge has no --tls-ca: only the trunk's spec.tls makes the call possible.
+    let t = Outbound::start_with(
+        "tls_trunk_ca",
+        Setup {
+            kamailio_names: &["sbc.carrier.test"],
+            trunk_ca: true,
+            server_name: Some("sbc.carrier.test"),
+            edge_ca: false,
+            ..PLAIN
+        },
+    );
+    let far = Sipp::uas_at(
+        &t.lab,
+        "carrier-far-end",
+        scenario(&t.lab, "uas_rr_answer.xml", &[]),
+        t.far_end,
+    )
+    .timeout_secs(SIPP_SECS)
+    .start();
+    t.platform_call("uac_call.xml", &[("HOLD_MS", "300")])
+        .assert_ok();
+    far.wait().request("BYE");
+    assert_eq!(tls_failures(&t.edge, "opened", "certificate"), 0.0);
+}
+
+#[test]
+fn without_the_trunks_server_name_the_same_target_is_refused() {
+    // As above but without serverName: the certificate does not name 127.0.0.30.
+    let t = Outbound::start_with(
+        "tls_trunk_ca_no_name",
+        Setup {
+            kamailio_names: &["sbc.carrier.test"],
+            trunk_ca: true,
+            edge_ca: false,
+            ..PLAIN
+        },
+    );
+    t.platform_call("uac_refused.xml", &[("CODE", "503")])
+        .assert_ok();
+    assert!(tls_failures(&t.edge, "opened", "certificate") >= 1.0);
+}
+
+/// Kamailio on `ip` in front of the edge's TLS listener, presenting a certificate of the lab's
+/// CA for `names` as its client certificate.
+fn tls_carrier_proxy(
+    lab: &Lab,
+    pki: &Pki,
+    ip: IpAddr,
+    sips: SocketAddr,
+    names: &[&str],
+    file: &str,
+) -> Kamailio {
+    let mut cfg = kamailio::carrier_proxy(Kamailio::reserve(ip), sips, Transport::Tls, true, None);
+    cfg.tls = Some(KamailioTls {
+        listen: SocketAddr::new(ip, free_port()),
+        own: pki.leaf(file, names),
+        ca: pki.ca.cert.clone(),
+    });
+    Kamailio::start(lab, file, &cfg)
+}
+
+#[test]
+fn a_client_certificate_identifies_the_trunk_and_one_it_does_not_name_is_refused_403() {
+    let lab = Lab::new("tls_client_names");
+    let pki = Pki::new(&lab, "ca");
+    let platform = Sipp::reserve(PLATFORM);
+    // Kamailio A (127.0.0.10) presents kamailio.carrier.test: trunk acme/pacific asks for it.
+    // Kamailio B (127.0.0.12) presents the same name, but its trunk acme/strict asks for
+    // someone.else.test. Both trunks trust the lab's CA through their own Secret; the edge has
+    // no --tls-ca.
+    let pacific = Trunk::new("acme", "pacific", "127.0.0.10/32", platform).tls(
+        Some("carrier-ca"),
+        None,
+        &["kamailio.carrier.test"],
+    );
+    let strict = Trunk::new("acme", "strict", "127.0.0.12/32", platform).tls(
+        Some("carrier-ca"),
+        None,
+        &["someone.else.test"],
+    );
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            pacific.yaml(),
+            strict.yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &[NUMBER]).yaml(),
+            Numbers::byoc("acme", "strict-numbers", "strict", &[BYOC]).yaml(),
+            config::ca_secret("acme", "carrier-ca", &pki.ca.cert),
+        ]),
+    );
+    let (edge, sips) = tls_edge_without_ca(&lab, &pki, &[]);
+    let kam_a = tls_carrier_proxy(
+        &lab,
+        &pki,
+        CARRIER,
+        sips,
+        &["kamailio.carrier.test"],
+        "kamailio-a",
+    );
+    let strict_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12));
+    let kam_b = tls_carrier_proxy(
+        &lab,
+        &pki,
+        strict_ip,
+        sips,
+        &["kamailio.carrier.test"],
+        "kamailio-b",
+    );
+
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(&lab, "uas_answer.xml", &[("RING_MS", "100")]),
+        platform,
+    )
+    .timeout_secs(SIPP_SECS)
+    .start();
+    let ruri = kam_a.uri(NUMBER);
+    Sipp::uac(
+        &lab,
+        "carrier-phone",
+        scenario(
+            &lab,
+            "uac_rr_call.xml",
+            &[("RURI", &ruri), ("FROM_USER", CALLER), ("HOLD_MS", "200")],
+        ),
+        CARRIER_PHONE,
+        kam_a.addr,
+    )
+    .timeout_secs(SIPP_SECS)
+    .run()
+    .assert_ok();
+    uas.wait().request("BYE");
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["trunk"], "acme/pacific", "{cdr}");
+
+    let ruri = kam_b.uri(BYOC);
+    Sipp::uac(
+        &lab,
+        "carrier-phone-b",
+        scenario(&lab, "uac_refused.xml", &[("RURI", &ruri), ("CODE", "403")]),
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 13)),
+        kam_b.addr,
+    )
+    .timeout_secs(SIPP_SECS)
+    .run()
+    .assert_ok();
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_refusals_total",
+            &[("trunk", "acme/strict"), ("reason", "client_certificate")]
+        ),
+        1.0
     );
 }

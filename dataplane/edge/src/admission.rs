@@ -140,12 +140,16 @@ pub fn hop_of(t: &SipTarget) -> Hop {
 }
 
 /// Carrier → platform.
+/// `client_cert(t)`: for a trunk whose `spec.tls.clientNames` asks for a client certificate,
+/// whether the connection the request came on presented one that trunk accepts
+/// (`Some(true)`/`Some(false)`); None for a trunk that asks for none.
 pub fn inbound(
     rt: &Runtime,
     auth: &mut AuthState,
     src: SocketAddr,
     req: &Request,
     host: &str,
+    client_cert: impl Fn(u32) -> Option<bool>,
 ) -> Result<Admission, Refusal> {
     let candidates = rt.trunks_for_source(src.ip());
     let ruri_host = msg::host_of(&req.uri.to_string())
@@ -165,6 +169,30 @@ pub fn inbound(
             "unknown_hostname",
             format!("Request-URI host {ruri_host} is not served for this carrier"),
             None,
+        ));
+    }
+    // Mutual TLS: a trunk that asks for a client certificate takes only calls that presented
+    // one it accepts; a certificate it accepts picks it among trunks sharing addresses.
+    let checks: Vec<(u32, Option<bool>)> = by_host.iter().map(|t| (*t, client_cert(*t))).collect();
+    let by_host: Vec<u32> = if checks.iter().any(|(_, c)| *c == Some(true)) {
+        checks
+            .iter()
+            .filter(|(_, c)| *c == Some(true))
+            .map(|(t, _)| *t)
+            .collect()
+    } else {
+        checks
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    if by_host.is_empty() {
+        return Err(refuse(
+            403,
+            "client_certificate",
+            "this trunk takes calls only over TLS with a client certificate from its CA naming one of its clientNames",
+            checks.first().map(|(t, _)| *t),
         ));
     }
     let raw_b = trunkgate_sip::request_uri_user(req)
@@ -479,6 +507,7 @@ mod tests {
             carrier(),
             &invite("098879333", "021555123"),
             "h",
+            |_| None,
         )
         .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
         assert_eq!(a.callee.to_string(), "+6498879333");
@@ -500,10 +529,40 @@ mod tests {
             carrier(),
             &invite("+6498870001", "+64215"),
             "h",
+            |_| None,
         );
         assert_eq!(refused(unowned), (404, "number_not_owned"));
-        let letters = inbound(&rt, &mut auth, carrier(), &invite("support", "+64215"), "h");
+        let letters = inbound(
+            &rt,
+            &mut auth,
+            carrier(),
+            &invite("support", "+64215"),
+            "h",
+            |_| None,
+        );
         assert_eq!(refused(letters), (484, "number_format"));
+    }
+
+    #[test]
+    fn a_trunk_that_asks_for_a_client_certificate_takes_only_calls_that_presented_one_it_accepts() {
+        let rt = runtime(CallerIdPolicy::Strict);
+        let mut auth = auth();
+        let call = |auth: &mut AuthState, cert: Option<bool>| {
+            inbound(
+                &rt,
+                auth,
+                carrier(),
+                &invite("098879333", "021555123"),
+                "h",
+                move |_| cert,
+            )
+        };
+        assert_eq!(
+            refused(call(&mut auth, Some(false))),
+            (403, "client_certificate")
+        );
+        assert!(call(&mut auth, Some(true)).is_ok(), "its certificate");
+        assert!(call(&mut auth, None).is_ok(), "a trunk that asks for none");
     }
 
     #[test]

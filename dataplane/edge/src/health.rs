@@ -175,7 +175,14 @@ impl Worker {
         transport: Transport,
         uri_host: &str,
     ) {
-        let dest = match self.link_to(Side::Public, addr, transport, host_of_uri_host(uri_host)) {
+        let carrier = self.shared.tls.trunk(&probe.trunk_id);
+        let dest = match self.link_to(
+            Side::Public,
+            addr,
+            transport,
+            host_of_uri_host(uri_host),
+            carrier.as_deref(),
+        ) {
             Ok(l) => l,
             Err(e) => return self.probe_done(&probe, false, &e.to_string()),
         };

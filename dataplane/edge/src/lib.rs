@@ -27,5 +27,6 @@ mod source_limit;
 mod tcp;
 mod timers;
 mod tls;
+mod tls_peer;
 mod transaction;
 mod worker;

@@ -32,6 +32,10 @@ pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: E
     let trunks = config.trunks.len();
     // Widen the kernel filter before the snapshot that needs it runs.
     shared.prefilter.allow_snapshot(&config);
+    // The trunks' TLS expectations (CA bundles, names) before the calls that need them.
+    for (trunk, error) in shared.tls.apply_trunks(&config.trunks) {
+        tracing::warn!(%trunk, %error, "spec.tls cannot be used: its TLS calls are refused");
+    }
     let next = Runtime::build(config, Some(&current), &shared.metrics);
     shared.runtime.store(Arc::new(next));
     shared.metrics.snapshot_info.reset();

@@ -116,7 +116,7 @@ pub async fn accept(
                     let limit = Duration::from_secs(shared.settings.tls_handshake_seconds.max(1));
                     tokio::spawn(accept_tls(stream, config, limit, ends));
                 } else {
-                    tokio::spawn(connection(stream, false, ends));
+                    tokio::spawn(connection(stream, Secure::No, ends));
                 }
             }
             Err(e) => {
@@ -157,7 +157,15 @@ async fn accept_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match handshake(limit, acceptor.accept(stream), &ends, "accepted").await {
-        Ok(tls) => connection(tls, true, ends).await,
+        Ok(tls) => {
+            let chain = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(crate::tls_peer::PeerChain::from);
+            connection(tls, Secure::Tls(chain), ends).await
+        }
         Err(e) => tracing::debug!(peer = %ends.peer, error = %e, "TLS handshake failed"),
     }
 }
@@ -185,10 +193,16 @@ async fn handshake<S>(
     result
 }
 
+/// Whether a connection is TLS, and the client certificate chain the peer presented.
+enum Secure {
+    No,
+    Tls(Option<crate::tls_peer::PeerChain>),
+}
+
 /// Reads framed messages from a connection and writes what the channel brings. Closed when
 /// quiet for `timeouts.idle`, or when a message begun does not complete within
 /// `timeouts.message` (a slow-loris holds nothing for long).
-async fn connection<S>(stream: S, tls: bool, ends: Ends)
+async fn connection<S>(stream: S, secure: Secure, ends: Ends)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -253,10 +267,9 @@ where
                 Ok(Some(StreamFrame::Message { len })) => {
                     match trunkgate_sip::parse(&buf[..len]) {
                         Ok(msg) => {
-                            let src = if tls {
-                                Link::Tls(peer, tx.clone())
-                            } else {
-                                Link::Tcp(peer, tx.clone())
+                            let src = match &secure {
+                                Secure::Tls(chain) => Link::Tls(peer, tx.clone(), chain.clone()),
+                                Secure::No => Link::Tcp(peer, tx.clone()),
                             };
                             if events
                                 .send(Event::Message {
@@ -325,28 +338,33 @@ impl LinkError {
 impl Worker {
     /// How to reach `addr` with `transport` from `side`: UDP as is, TCP over a connection of
     /// this worker's (opened on first use; messages queue until it is up).
+    /// `carrier`: the trunk's TLS expectations when the peer is its carrier (its CA bundle and
+    /// the name its certificate carries, `spec.tls`).
     pub fn link_to(
         &mut self,
         side: Side,
         addr: SocketAddr,
         transport: Transport,
         host: &str,
+        carrier: Option<&crate::tls_peer::TrunkTls>,
     ) -> Result<Link, LinkError> {
         let tls = match transport {
             Transport::Udp => return Ok(Link::Udp(addr)),
             Transport::Tcp => None,
-            Transport::Tls => Some(
-                rustls_pki_types::ServerName::try_from(host.to_string())
+            Transport::Tls => Some(match carrier.and_then(|c| c.server_name.clone()) {
+                Some(name) => name,
+                None => rustls_pki_types::ServerName::try_from(host.to_string())
                     .map_err(|_| LinkError::TlsName(host.to_string()))?,
-            ),
+            }),
         };
         let link = |tx: mpsc::UnboundedSender<Vec<u8>>| match transport {
-            Transport::Tls => Link::Tls(addr, tx),
+            Transport::Tls => Link::Tls(addr, tx, None),
             _ => Link::Tcp(addr, tx),
         };
+        let key = (side, addr, tls.as_ref().map(|n| n.to_str().into_owned()));
         {
             {
-                if let Some(tx) = self.tcp_out.get(&(side, addr, tls.is_some()))
+                if let Some(tx) = self.tcp_out.get(&key)
                     && !tx.is_closed()
                 {
                     return Ok(link(tx.clone()));
@@ -361,11 +379,14 @@ impl Worker {
                     message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),
                 };
                 let (tx, queue) = mpsc::unbounded_channel();
-                self.tcp_out.insert((side, addr, tls.is_some()), tx.clone());
+                self.tcp_out.insert(key, tx.clone());
                 let tls = tls.map(|name| {
                     (
                         name,
-                        self.shared.tls.client.load_full(),
+                        carrier.map_or_else(
+                            || self.shared.tls.client.load_full(),
+                            |c| c.client.clone(),
+                        ),
                         Duration::from_secs(self.shared.settings.tls_handshake_seconds.max(1)),
                     )
                 });
@@ -435,12 +456,12 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
         admitted,
     };
     let Some((name, config, limit)) = tls else {
-        return connection(stream, false, ends).await;
+        return connection(stream, Secure::No, ends).await;
     };
     // RFC 3261 §26.2.1 / RFC 5922: the target's certificate must name the host we looked up.
     let connector = tokio_rustls::TlsConnector::from(config);
     match handshake(limit, connector.connect(name, stream), &ends, "opened").await {
-        Ok(tls) => connection(tls, true, ends).await,
+        Ok(tls) => connection(tls, Secure::Tls(None), ends).await,
         Err(e) => {
             tracing::warn!(target = %addr, error = %e, "TLS handshake with a target failed");
             let _ = ends.events.send(Event::LinkFailed { addr });
@@ -449,7 +470,9 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
 }
 
 /// Per-worker table of connections we opened.
-pub type Outgoing = crate::worker::Table<(Side, SocketAddr, bool), mpsc::UnboundedSender<Vec<u8>>>;
+/// Keyed by side, address and, for TLS, the name the peer's certificate was checked for.
+pub type Outgoing =
+    crate::worker::Table<(Side, SocketAddr, Option<String>), mpsc::UnboundedSender<Vec<u8>>>;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! from PEM files (a Kubernetes TLS Secret's `tls.crt`/`tls.key`, mounted) and read again when
 //! they change, the roots it checks peers against, and why a handshake failed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -20,6 +21,8 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("certificate and key do not fit: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("CA bundle: {0}")]
+    Bundle(String),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -53,20 +56,42 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// What the edge serves: its chain and key.
-pub fn server_config(cert: &Path, key_path: &Path) -> Result<ServerConfig, TlsError> {
-    Ok(ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)?
-        .with_no_client_auth()
-        .with_single_cert(certs(cert)?, key(key_path)?)?)
+/// What the edge serves: its chain and key. `ask_clients`: ask for a client certificate
+/// (optional; trusted per trunk later, see [`crate::tls_peer`]).
+pub fn server_config(
+    cert: &Path,
+    key_path: &Path,
+    ask_clients: bool,
+) -> Result<ServerConfig, TlsError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let builder = if ask_clients {
+        builder.with_client_cert_verifier(Arc::new(crate::tls_peer::AskForCertificate::new(
+            provider(),
+        )))
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(builder.with_single_cert(certs(cert)?, key(key_path)?)?)
 }
 
-/// What the edge checks servers it connects to against: `ca` (PEM) or the system's roots; it
-/// presents its own certificate when it has one (carriers that want mutual TLS).
+/// What the edge checks servers it connects to against: `roots`; it presents its own
+/// certificate when it has one (carriers that want mutual TLS).
 pub fn client_config(
-    ca: Option<&Path>,
+    roots: RootCertStore,
     own: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots);
+    Ok(match own {
+        Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// The edge's own roots: `ca` (PEM, `--tls-ca`) or the system's.
+pub fn default_roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -87,13 +112,7 @@ pub fn client_config(
             }
         }
     }
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)?
-        .with_root_certificates(roots);
-    Ok(match own {
-        Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
-        None => builder.with_no_client_auth(),
-    })
+    Ok(roots)
 }
 
 /// The edge's TLS material as it is now: swapped whole when the files change.
@@ -102,6 +121,15 @@ pub struct Tls {
     ca: Option<PathBuf>,
     pub server: ArcSwap<Option<Arc<ServerConfig>>>,
     pub client: ArcSwap<ClientConfig>,
+    /// `--tls-ca` or the system's roots.
+    roots: ArcSwap<RootCertStore>,
+    /// Per trunk id, its `spec.tls` made ready; rebuilt with each snapshot and each change of
+    /// the files (the trunks' client configurations carry the edge's certificate).
+    trunks: ArcSwap<HashMap<String, Arc<crate::tls_peer::TrunkTls>>>,
+    /// The snapshot's `tls` sections the map was built from.
+    trunk_configs: Mutex<Vec<(String, trunkgate_crds::snapshot::TlsConfig)>>,
+    /// Some trunk wants client certificates: the listeners ask for one.
+    ask_clients: std::sync::atomic::AtomicBool,
     /// Modification times of the files the current material came from.
     seen: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -127,7 +155,11 @@ impl Tls {
             files,
             ca: ca.map(Path::to_path_buf),
             server: ArcSwap::from_pointee(None),
-            client: ArcSwap::from_pointee(client_config(ca, None)?),
+            client: ArcSwap::from_pointee(client_config(default_roots(ca)?, None)?),
+            roots: ArcSwap::from_pointee(RootCertStore::empty()),
+            trunks: ArcSwap::from_pointee(HashMap::new()),
+            trunk_configs: Mutex::new(Vec::new()),
+            ask_clients: std::sync::atomic::AtomicBool::new(false),
             seen: Mutex::new(Vec::new()),
         };
         tls.build()?;
@@ -153,14 +185,81 @@ impl Tls {
             *seen = stamps;
         }
         let own = self.files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        let client = client_config(self.ca.as_deref(), own)?;
+        let roots = default_roots(self.ca.as_deref())?;
+        let client = client_config(roots.clone(), own)?;
+        let ask = self.ask_clients.load(std::sync::atomic::Ordering::Acquire);
         let server = match own {
-            Some((c, k)) => Some(Arc::new(server_config(c, k)?)),
+            Some((c, k)) => Some(Arc::new(server_config(c, k, ask)?)),
             None => None,
         };
+        self.roots.store(Arc::new(roots));
         self.server.store(Arc::new(server));
         self.client.store(Arc::new(client));
+        self.build_trunks();
         Ok(())
+    }
+
+    /// Takes the trunks' `spec.tls` of a new snapshot. Returns the trunks whose section cannot
+    /// be used (a CA bundle that does not parse): they keep no TLS expectations, so their
+    /// client-certificate calls are refused and their targets checked against the edge's roots.
+    pub fn apply_trunks(
+        &self,
+        trunks: &[trunkgate_crds::snapshot::TrunkConfig],
+    ) -> Vec<(String, TlsError)> {
+        let configs: Vec<_> = trunks
+            .iter()
+            .filter_map(|t| t.tls.clone().map(|c| (t.id.clone(), c)))
+            .collect();
+        let ask = configs.iter().any(|(_, c)| !c.client_names.is_empty());
+        if let Ok(mut held) = self.trunk_configs.lock() {
+            *held = configs;
+        }
+        let was = self
+            .ask_clients
+            .swap(ask, std::sync::atomic::Ordering::AcqRel);
+        if was != ask
+            && let Some((c, k)) = &self.files
+        {
+            match server_config(c, k, ask) {
+                Ok(server) => self.server.store(Arc::new(Some(Arc::new(server)))),
+                Err(e) => tracing::warn!(error = %e, "TLS listener configuration not rebuilt"),
+            }
+        }
+        self.build_trunks()
+    }
+
+    fn build_trunks(&self) -> Vec<(String, TlsError)> {
+        let configs = self
+            .trunk_configs
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let own = self.files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let default = self.roots.load_full();
+        let mut map = HashMap::new();
+        let mut failed = Vec::new();
+        for (id, cfg) in configs {
+            let client = |roots: Option<RootCertStore>| match roots {
+                Some(r) => client_config(r, own).map(Arc::new),
+                None => Ok(self.client.load_full()),
+            };
+            match crate::tls_peer::TrunkTls::build(&cfg, provider(), &default, client) {
+                Ok(t) => {
+                    map.insert(id, Arc::new(t));
+                }
+                Err(e) => {
+                    tracing::warn!(trunk = %id, error = %e, "trunk TLS settings cannot be used");
+                    failed.push((id, e));
+                }
+            }
+        }
+        self.trunks.store(Arc::new(map));
+        failed
+    }
+
+    /// A trunk's TLS expectations, when its CarrierTrunk has `spec.tls`.
+    pub fn trunk(&self, id: &str) -> Option<Arc<crate::tls_peer::TrunkTls>> {
+        self.trunks.load().get(id).cloned()
     }
 
     /// Reads the files again when one changed (a rotated Secret): Ok(true) when new material
@@ -232,10 +331,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("a temp dir");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").expect("write");
-        let e = server_config(&empty, &empty).expect_err("no certificate");
+        let e = server_config(&empty, &empty, false).expect_err("no certificate");
         assert!(e.to_string().contains("empty.pem"), "{e}");
         let missing = dir.join("missing.pem");
-        let e = server_config(&missing, &missing).expect_err("no file");
+        let e = server_config(&missing, &missing, false).expect_err("no file");
         assert!(e.to_string().contains("missing.pem"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -634,10 +634,17 @@ mod tests {
         let mut two_byte = rtp(1, 9);
         two_byte[0] |= 0x10;
         two_byte.splice(12..12, [0x10, 0x00, 0, 1, 0x01, 0x09, 0, 0]);
-        assert!(!rtp_header_fits(&two_byte), "a 9-byte element in a 4-byte block");
+        assert!(
+            !rtp_header_fits(&two_byte),
+            "a 9-byte element in a 4-byte block"
+        );
         for suite in SUITES {
             let (_, mut edge) = pair(suite);
-            assert_eq!(edge.unprotect(&crash, false), Err(Reject::Malformed), "{suite}");
+            assert_eq!(
+                edge.unprotect(&crash, false),
+                Err(Reject::Malformed),
+                "{suite}"
+            );
             assert_eq!(edge.unprotect(&one_byte, false), Err(Reject::Malformed));
             assert_eq!(edge.protect(&one_byte, false), Err(Reject::Malformed));
         }

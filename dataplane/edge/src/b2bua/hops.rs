@@ -82,11 +82,16 @@ impl Worker {
         else {
             return self.fail_a(id, 500, "no next hop to send the call to");
         };
-        let side = match self.calls.get(&id) {
-            Some(c) => c.b.side,
+        let (side, carrier) = match self.calls.get(&id) {
+            Some(c) => (
+                c.b.side,
+                (c.b.side == Side::Public)
+                    .then(|| self.shared.tls.trunk(c.trunk_id()))
+                    .flatten(),
+            ),
             None => return,
         };
-        let dest = match self.link_to(side, addr, transport, &host) {
+        let dest = match self.link_to(side, addr, transport, &host, carrier.as_deref()) {
             Ok(l) => l,
             Err(e) => {
                 if let Some(c) = self.calls.get_mut(&id) {

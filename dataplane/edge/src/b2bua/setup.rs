@@ -25,7 +25,17 @@ impl Worker {
         let rt = self.shared.runtime.load_full();
         let host = self.hostport(side.other()).to_string();
         let admitted = match side {
-            Side::Public => admission::inbound(&rt, &mut self.auth, src.addr(), req, &host),
+            Side::Public => {
+                let tls = &self.shared.tls;
+                let chain = src.peer_chain();
+                let client_cert = |t: u32| {
+                    let wanted = tls
+                        .trunk(&rt.trunk(t).id)
+                        .filter(|tt| tt.wants_client_certificate())?;
+                    Some(chain.is_some_and(|c| wanted.accepts_client(c)))
+                };
+                admission::inbound(&rt, &mut self.auth, src.addr(), req, &host, client_cert)
+            }
             Side::Internal => admission::outbound(&rt, req, &host),
         };
         let adm = match admitted {

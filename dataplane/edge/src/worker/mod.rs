@@ -61,14 +61,19 @@ pub struct Shared {
 pub enum Link {
     Udp(SocketAddr),
     Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
-    /// A TLS connection's writer (RFC 3261 §26.2).
-    Tls(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
+    /// A TLS connection's writer (RFC 3261 §26.2), and the certificate chain the peer
+    /// presented when it connected to us (checked per trunk: [`crate::tls_peer`]).
+    Tls(
+        SocketAddr,
+        mpsc::UnboundedSender<Vec<u8>>,
+        Option<crate::tls_peer::PeerChain>,
+    ),
 }
 
 impl Link {
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Link::Udp(a) | Link::Tcp(a, _) | Link::Tls(a, _) => *a,
+            Link::Udp(a) | Link::Tcp(a, _) | Link::Tls(a, _, _) => *a,
         }
     }
     /// The Via transport token (RFC 3261 §18.1.1: also decides whether we retransmit).
@@ -81,6 +86,13 @@ impl Link {
     }
     pub fn reliable(&self) -> bool {
         matches!(self, Link::Tcp(..) | Link::Tls(..))
+    }
+    /// The client certificate chain the peer presented on this connection, if any.
+    pub fn peer_chain(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+        match self {
+            Link::Tls(_, _, Some(chain)) => Some(chain),
+            _ => None,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ impl Net {
             Output::Send { side, dest, bytes } => {
                 let ok = match &dest {
                     Link::Udp(addr) => self.socket(side).try_send_to(&bytes, *addr).is_ok(),
-                    Link::Tcp(_, tx) | Link::Tls(_, tx) => tx.send(bytes).is_ok(),
+                    Link::Tcp(_, tx) | Link::Tls(_, tx, _) => tx.send(bytes).is_ok(),
                 };
                 if !ok {
                     shared
