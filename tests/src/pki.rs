@@ -82,6 +82,52 @@ impl Pki {
 
     /// A leaf certificate `<file>.crt`/`.key` for `names` (DNS names or IP addresses), signed
     /// by this CA, for servers and clients alike.
+    /// Like [`Pki::leaf`] but valid only on 1-2 January 2020: expired.
+    pub fn expired_leaf(&self, file: &str, names: &[&str]) -> Pair {
+        let pair = self.leaf(file, names);
+        // Sign the same request again with dates in the past (`openssl ca`, which, unlike
+        // `openssl x509` in OpenSSL 3.0, takes a start and end date).
+        let csr = self.dir.join(format!("{file}.csr"));
+        let ext = self.dir.join(format!("{file}.ext"));
+        let cfg = self.dir.join(format!("{file}.ca.cnf"));
+        let index = self.dir.join(format!("{file}.index"));
+        let serial = self.dir.join(format!("{file}.serial"));
+        std::fs::write(&index, "").expect("write the CA index");
+        std::fs::write(&serial, "1000\n").expect("write the CA serial");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = {}\nnew_certs_dir = {}\nserial = {}\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+                s(&index),
+                s(&self.dir),
+                s(&serial)
+            ),
+        )
+        .expect("write the CA configuration");
+        openssl(&[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            s(&cfg),
+            "-cert",
+            s(&self.ca.cert),
+            "-keyfile",
+            s(&self.ca.key),
+            "-in",
+            s(&csr),
+            "-out",
+            s(&pair.cert),
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+            "-extfile",
+            s(&ext),
+        ]);
+        pair
+    }
+
     pub fn leaf(&self, file: &str, names: &[&str]) -> Pair {
         let pair = Pair {
             cert: self.dir.join(format!("{file}.crt")),

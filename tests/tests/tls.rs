@@ -162,6 +162,8 @@ struct Setup<'a> {
     server_name: Option<&'a str>,
     /// The edge is given `--tls-ca` (the lab's CA).
     edge_ca: bool,
+    /// Kamailio's certificate expired in 2020.
+    expired: bool,
 }
 
 const PLAIN: Setup<'static> = Setup {
@@ -170,6 +172,7 @@ const PLAIN: Setup<'static> = Setup {
     trunk_ca: false,
     server_name: None,
     edge_ca: true,
+    expired: false,
 };
 
 impl Outbound {
@@ -219,7 +222,9 @@ impl Outbound {
             tls_edge_without_ca(&lab, &pki, &[])
         };
         // Kamailio's certificate: from the edge's CA, or from another one.
-        let own = if kamailio_ca == "ca" {
+        let own = if setup.expired {
+            pki.expired_leaf("kamailio", setup.kamailio_names)
+        } else if kamailio_ca == "ca" {
             pki.leaf("kamailio", setup.kamailio_names)
         } else {
             Pki::new(&lab, kamailio_ca).leaf("kamailio", setup.kamailio_names)
@@ -473,6 +478,30 @@ fn a_trunks_own_ca_bundle_and_server_name_verify_a_target_the_edge_alone_would_n
         .assert_ok();
     far.wait().request("BYE");
     assert_eq!(tls_failures(&t.edge, "opened", "certificate"), 0.0);
+}
+
+#[test]
+fn a_target_with_an_expired_certificate_is_refused_and_counted() {
+    let t = Outbound::start_with(
+        "tls_expired",
+        Setup {
+            expired: true,
+            ..PLAIN
+        },
+    );
+    t.platform_call("uac_refused.xml", &[("CODE", "503")])
+        .assert_ok();
+    assert!(tls_failures(&t.edge, "opened", "certificate") >= 1.0);
+    let log = t.edge.log_tail(400);
+    assert!(
+        log.contains("Expired") || log.contains("expired"),
+        "the edge says why: the certificate expired:\n{log}"
+    );
+    assert!(
+        t.kam.events_of("IN", "INVITE").is_empty(),
+        "no SIP reached the target:\n{}",
+        t.kam.report()
+    );
 }
 
 #[test]
