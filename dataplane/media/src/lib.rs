@@ -65,6 +65,7 @@
 // The workspace denies `unsafe_code`; the one exception is registering the relay's epoll fd
 // with tokio (`relay::Poller::new`), which tokio only offers as an unsafe call.
 
+pub mod fastpath;
 pub mod ports;
 pub mod quality;
 pub mod relay;

@@ -35,7 +35,61 @@ pub struct Receiver {
     payload_type: Option<u8>,
 }
 
+/// The RFC 3550 state of a [`Receiver`], handed to the kernel fast path and back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxState {
+    pub epoch: Instant,
+    pub clock_rate: u32,
+    pub ssrc: u32,
+    pub base_seq: u32,
+    pub max_seq: u16,
+    pub cycles: u32,
+    pub bad_seq: Option<u16>,
+    pub received: u64,
+    pub prior_expected: u64,
+    pub prior_received: u64,
+    pub last_transit: Option<i32>,
+    pub last_ts: u32,
+    pub last_pt: u8,
+    pub jitter: f64,
+}
+
 impl Receiver {
+    /// Its state once a packet has started it.
+    pub(crate) fn state(&self) -> Option<RxState> {
+        self.started.then_some(RxState {
+            epoch: self.epoch,
+            clock_rate: self.clock_rate,
+            ssrc: self.ssrc,
+            base_seq: self.base_seq,
+            max_seq: self.max_seq,
+            cycles: self.cycles,
+            bad_seq: self.bad_seq,
+            received: self.received,
+            prior_expected: self.prior_expected,
+            prior_received: self.prior_received,
+            last_transit: self.last_transit,
+            last_ts: self.last_ts,
+            last_pt: self.last_pt,
+            jitter: self.jitter,
+        })
+    }
+
+    /// Takes back the state the kernel carried on (same SSRC, epoch and clock).
+    pub(crate) fn set_state(&mut self, s: RxState) {
+        self.base_seq = s.base_seq;
+        self.max_seq = s.max_seq;
+        self.cycles = s.cycles;
+        self.bad_seq = s.bad_seq;
+        self.received = s.received;
+        self.prior_expected = s.prior_expected;
+        self.prior_received = s.prior_received;
+        self.last_transit = s.last_transit;
+        self.last_ts = s.last_ts;
+        self.last_pt = s.last_pt;
+        self.jitter = s.jitter;
+    }
+
     pub fn new(clock_rate: u32) -> Self {
         Self {
             clock_rate: clock_rate.max(1),

@@ -20,6 +20,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::fastpath::{self, FastPath};
 use crate::ports::{self, DEFAULT_QUARANTINE, PortPool};
 use crate::quality::{DEFAULT_CLOCK_RATE, Receiver};
 use crate::sdes::{self, Exchange, Keying, Outcome, Policy, Role};
@@ -36,6 +37,8 @@ const BUDGET: usize = 1024;
 const BIND_ATTEMPTS: usize = 8;
 /// Largest datagram relayed whole (larger ones arrive truncated and are dropped).
 const MAX_DATAGRAM: usize = 4096;
+/// RTP packets a direction relays in userspace before it is handed to the kernel fast path.
+const FAST_PATH_AFTER: u64 = 8;
 
 /// Which network a leg of the call, a socket or a stream faces: the one `Side` of the edge's
 /// signalling and media.
@@ -240,6 +243,11 @@ pub struct Counters {
     pub sessions_opened: u64,
     /// SRTP and SRTCP packets refused, by [`Reject::index`].
     pub srtp_rejected: [u64; 4],
+    /// RTP packets the kernel fast path forwarded (also in `received` and `forwarded`), as of
+    /// the stream directions taken back from it.
+    pub kernel_forwarded: u64,
+    /// Stream directions handed to the kernel fast path.
+    pub kernel_installs: u64,
 }
 
 /// Counters of the packets one side sent.
@@ -272,6 +280,8 @@ struct Leg {
     rtcp_on_rtp: bool,
     /// SRTP keys of this leg (only ever the carrier's).
     srtp: Option<Box<LegSrtp>>,
+    /// Its peer's RTP is forwarded by the kernel fast path under this key.
+    kernel: Option<fastpath::Key>,
     from: Flow,
 }
 
@@ -346,8 +356,31 @@ impl Leg {
         }
     }
 
-    fn stats(&self, stream: usize, from: Side) -> StreamStats {
-        let f = &self.from;
+    /// Adds what the kernel counted for this direction (`v`) to its flow.
+    fn absorb(&mut self, v: &fastpath::Value) {
+        self.from.packets += v.packets;
+        self.from.bytes += v.bytes;
+        self.from.forwarded += v.forwarded;
+        v.restore(&mut self.from.rx);
+    }
+
+    fn stats(&self, stream: usize, from: Side, fast: Option<&FastPath>) -> StreamStats {
+        let merged;
+        let f = match (self.kernel.as_ref(), fast) {
+            (Some(k), Some(fp)) => match fp.peek(k) {
+                Some(v) => {
+                    let mut copy = self.from.clone();
+                    copy.packets += v.packets;
+                    copy.bytes += v.bytes;
+                    copy.forwarded += v.forwarded;
+                    v.restore(&mut copy.rx);
+                    merged = copy;
+                    &merged
+                }
+                None => &self.from,
+            },
+            _ => &self.from,
+        };
         StreamStats {
             stream,
             from,
@@ -565,6 +598,8 @@ pub struct MediaEngine {
     counters: Counters,
     /// Events found while forwarding, returned by the next `relay`.
     found: Vec<MediaEvent>,
+    /// The kernel fast path, when the edge loaded it.
+    fast: Option<std::sync::Arc<FastPath>>,
 }
 
 impl MediaEngine {
@@ -590,7 +625,13 @@ impl MediaEngine {
             check_every,
             counters: Counters::default(),
             found: Vec::new(),
+            fast: None,
         })
+    }
+
+    /// Hands established streams to the kernel fast path from now on.
+    pub fn set_fast_path(&mut self, fast: std::sync::Arc<FastPath>) {
+        self.fast = Some(fast);
     }
 
     /// Sessions open.
@@ -722,6 +763,7 @@ impl MediaEngine {
                         rtcp_peer: None,
                         rtcp_on_rtp: false,
                         srtp: None,
+                        kernel: None,
                         from: Flow {
                             packets: 0,
                             bytes: 0,
@@ -792,8 +834,20 @@ impl MediaEngine {
         latch_any_source: bool,
     ) -> Result<(), MediaError> {
         let now = Instant::now();
-        let s = self.session_mut(id)?;
+        let fast = self.fast.clone();
+        let s = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.session.as_mut())
+            .ok_or(MediaError::Unknown)?;
         let st = s.streams.get_mut(stream).ok_or(MediaError::Unknown)?;
+        // A new SDP may move either end: the kernel gives both directions back first.
+        if let Some(fp) = fast.as_deref() {
+            for leg in &mut st.legs {
+                reclaim(leg, fp, &mut self.counters);
+            }
+        }
         st.legs[side.index()].set_remote(remote, latch_any_source);
         s.rearm(now);
         Ok(())
@@ -900,8 +954,8 @@ impl MediaEngine {
             .enumerate()
             .flat_map(|(i, st)| {
                 [
-                    st.legs[0].stats(i, Side::Public),
-                    st.legs[1].stats(i, Side::Internal),
+                    st.legs[0].stats(i, Side::Public, self.fast.as_deref()),
+                    st.legs[1].stats(i, Side::Internal, self.fast.as_deref()),
                 ]
             })
             .collect()
@@ -910,6 +964,20 @@ impl MediaEngine {
     /// Ends a call's media: its sockets close and its ports go into quarantine. Returns the
     /// final counters (for the call detail record).
     pub fn close(&mut self, id: SessionId) -> Vec<StreamStats> {
+        // The kernel's entries go first, so nothing is forwarded into the ports' next call.
+        if let Some(fp) = self.fast.clone()
+            && let Some(s) = self
+                .slots
+                .get_mut(id.slot as usize)
+                .filter(|s| s.generation == id.generation)
+                .and_then(|s| s.session.as_mut())
+        {
+            for st in &mut s.streams {
+                for leg in &mut st.legs {
+                    reclaim(leg, &fp, &mut self.counters);
+                }
+            }
+        }
         let stats = self.stats(id);
         if let Some(s) = self.take(id) {
             let now = Instant::now();
@@ -1017,6 +1085,14 @@ impl MediaEngine {
         let Ok((n, src)) = sock.recv_from(&mut self.buf) else {
             return;
         };
+        let rtcp = t.rtcp || is_rtcp(&self.buf[..n]);
+        if let (Some(fp), false) = (self.fast.as_deref(), rtcp)
+            && x.kernel.is_some()
+            && x.rtp_peer == Some(src)
+        {
+            // The kernel left this one to us (another SSRC, say): it gives the stream back.
+            reclaim(x, fp, &mut self.counters);
+        }
         let foreign_before = x.from.foreign;
         pass(
             x,
@@ -1027,6 +1103,30 @@ impl MediaEngine {
             src,
             t.rtcp,
         );
+        if let Some(fp) = self.fast.as_deref()
+            && !rtcp
+            && x.kernel.is_none()
+            && x.srtp.is_none()
+            && y.srtp.is_none()
+            && x.from.packets >= FAST_PATH_AFTER
+            && x.rtp_peer == Some(src)
+        {
+            let (x_ip, y_ip) = match t.side {
+                Side::Public => (self.cfg.public_bind, self.cfg.internal_bind),
+                Side::Internal => (self.cfg.internal_bind, self.cfg.public_bind),
+            };
+            let entry = y.rtp_dest().and_then(|to| {
+                let key = fastpath::Key::new(src, SocketAddr::new(x_ip, x.port))?;
+                let value = fastpath::Value::new(SocketAddr::new(y_ip, y.port), to, &x.from.rx)?;
+                Some((key, value))
+            });
+            if let Some((key, value)) = entry
+                && fp.install(key, value)
+            {
+                x.kernel = Some(key);
+                self.counters.kernel_installs += 1;
+            }
+        }
         if foreign_before == 0 && x.from.foreign == 1 {
             self.found.push(MediaEvent::UnexpectedSource {
                 call: session.call,
@@ -1048,6 +1148,24 @@ impl MediaEngine {
             let Some(s) = entry.session.as_mut() else {
                 continue;
             };
+            if s.armed
+                && now.saturating_duration_since(s.last_media) >= self.cfg.timeout
+                && let Some(fp) = self.fast.as_deref()
+            {
+                // RTP the kernel forwarded counts as media too.
+                for st in &s.streams {
+                    for leg in &st.legs {
+                        if let Some(v) = leg.kernel.as_ref().and_then(|k| fp.peek(k))
+                            && v.last_ns > 0
+                        {
+                            let at = fastpath::ns_instant(v.last_ns);
+                            if at > s.last_media {
+                                s.last_media = at;
+                            }
+                        }
+                    }
+                }
+            }
             if s.armed && now.saturating_duration_since(s.last_media) >= self.cfg.timeout {
                 s.last_media = now;
                 out.push(MediaEvent::Timeout {
@@ -1060,6 +1178,20 @@ impl MediaEngine {
             }
         }
         out
+    }
+}
+
+/// Takes a stream direction back from the kernel: its entry goes, what it counted joins the
+/// leg's flow.
+fn reclaim(leg: &mut Leg, fp: &FastPath, counters: &mut Counters) {
+    let Some(key) = leg.kernel.take() else {
+        return;
+    };
+    if let Some(v) = fp.take(&key) {
+        leg.absorb(&v);
+        counters.received += v.packets;
+        counters.forwarded += v.forwarded;
+        counters.kernel_forwarded += v.forwarded;
     }
 }
 

@@ -1,0 +1,46 @@
+//! Builds the RTP fast path (bpf/fastpath.c) into a BPF object with clang from Debian
+//! (`clang`, `libbpf-dev`; `make test-deps` installs them). Without clang the object is empty
+//! and the edge reports the fast path as not built, relaying in userspace only.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("fastpath.o");
+    let src = "bpf/fastpath.c";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-env-changed=TRUNKGATE_BPF_CLANG");
+    let clang = std::env::var("TRUNKGATE_BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let built = Command::new(&clang)
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-Wall",
+            "-Werror",
+            &arch_include,
+            "-c",
+            src,
+            "-o",
+        ])
+        .arg(&out)
+        .status();
+    match built {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            println!(
+                "cargo:warning=RTP fast path not built: {clang} exited with {s} (install clang and libbpf-dev)"
+            );
+            let _ = std::fs::write(&out, b"");
+        }
+        Err(e) => {
+            println!(
+                "cargo:warning=RTP fast path not built: {clang}: {e} (install clang and libbpf-dev)"
+            );
+            let _ = std::fs::write(&out, b"");
+        }
+    }
+}
