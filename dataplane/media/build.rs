@@ -12,6 +12,15 @@ fn main() {
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=TRUNKGATE_BPF_CLANG");
     let clang = std::env::var("TRUNKGATE_BPF_CLANG").unwrap_or_else(|_| "clang".into());
+    // Built again once clang appears (make test-deps installs it after a first `make run`): a
+    // path that does not exist makes cargo run this script on every build until it does.
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(&clang))
+            .find(|p| p.exists())
+    });
+    let watched = found.unwrap_or_else(|| PathBuf::from("/usr/bin/clang"));
+    println!("cargo:rerun-if-changed={}", watched.display());
     let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
     let built = Command::new(&clang)
         .args([

@@ -163,6 +163,13 @@ impl Edge {
                 format!("{}-{}", rtp_ports.0, rtp_ports.1),
             ]);
         }
+        // `TRUNKGATE_TEST_KERNEL_FAST_PATH=lo`: the same tests with the RTP fast path on
+        // (`make test` runs the media tests both ways).
+        if let Some(ifaces) = kernel_fast_path()
+            && !opts.extra_args.iter().any(|a| a == "--kernel-fast-path")
+        {
+            cmd.args(["--kernel-fast-path", &ifaces]);
+        }
         cmd.args(&opts.extra_args)
             .env("RUST_LOG", "debug,kube=warn")
             .stdin(Stdio::null())
@@ -391,6 +398,14 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         }
     }
     sum
+}
+
+/// The interfaces the edges of this test run put the RTP fast path on
+/// (`TRUNKGATE_TEST_KERNEL_FAST_PATH`), None when the run is userspace only.
+pub fn kernel_fast_path() -> Option<String> {
+    std::env::var("TRUNKGATE_TEST_KERNEL_FAST_PATH")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]

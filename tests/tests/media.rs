@@ -313,6 +313,25 @@ fn rtp_and_rtcp_cross_the_edge_both_ways_untouched_and_the_record_has_their_qual
     assert_eq!(from_platform["packets"], 50, "{cdr}");
     assert_eq!(from_platform["bytes"], 50 * 172, "{cdr}");
     assert_eq!(from_platform["lost"], 0, "{cdr}");
+    if trunkgate_tests::edge::kernel_fast_path().is_some() {
+        // The same figures, most of the packets forwarded by the kernel.
+        let kernel = || {
+            edge.metric(
+                "trunkgate_edge_media_kernel_packets_total",
+                &[("what", "forwarded")],
+            )
+        };
+        assert_eventually!(
+            kernel() >= 60.0,
+            Duration::from_secs(3),
+            "the kernel forwarded {} of the 100 RTP packets",
+            kernel()
+        );
+        assert_eq!(
+            edge.metric("trunkgate_edge_kernel_fast_path", &[("state", "on")]),
+            1.0
+        );
+    }
     for m in [from_carrier, from_platform] {
         let mos = m["mos"].as_f64().unwrap_or(0.0);
         assert!(

@@ -414,7 +414,12 @@ async fn run_worker(
         ));
     }
     let media = match trunkgate_media::MediaEngine::new(media_cfg) {
-        Ok(m) => Some(m),
+        Ok(mut m) => {
+            if let Some(f) = &shared.fast_path {
+                m.set_fast_path(f.clone());
+            }
+            Some(m)
+        }
         Err(e) => {
             tracing::error!(error = %e, worker = index, "media relay did not start; relayed calls get 503");
             None

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub tcp_refused: IntCounterVec,
     pub auth_blocks: IntCounterVec,
     pub kernel_drops: IntCounterVec,
+    pub kernel_fast_path: IntGaugeVec,
+    pub media_kernel_forwarded: IntCounterVec,
     pub tcp_closed: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
@@ -192,6 +194,16 @@ impl Metrics {
                     .expect("registered once");
                 c
             },
+            kernel_fast_path: gv(
+                "trunkgate_edge_kernel_fast_path",
+                "1 for the state of the RTP fast path in the kernel (--kernel-fast-path): on, off (not asked for), not_built (no clang when the edge was built), load (the kernel refused the program: CAP_BPF and CAP_NET_ADMIN?), attach (an interface refused it).",
+                &["state"],
+            ),
+            media_kernel_forwarded: cv(
+                "trunkgate_edge_media_kernel_packets_total",
+                "RTP packets of established streams the kernel fast path forwarded (counted when a stream direction is taken back from it: a new SDP, another SSRC, the call's end), by what: forwarded, installs (stream directions handed to the kernel).",
+                &["what"],
+            ),
             kernel_drops: cv(
                 "trunkgate_edge_kernel_receive_drops_total",
                 "UDP datagrams the kernel dropped on the edge's sockets before they were read (receive buffer full), by socket: sip_public, sip_internal, rtp. Read from /proc/net/udp every 5 s.",

@@ -133,6 +133,17 @@ pub struct Settings {
     /// never wakes a worker. Userspace checks everything either way.
     #[arg(long, env = "TRUNKGATE_KERNEL_PREFILTER", default_value_t = true, action = clap::ArgAction::Set)]
     pub kernel_prefilter: bool,
+    /// Forward established RTP streams in the kernel: a TC program on the ingress of these
+    /// interfaces (comma-separated, e.g. `eth0` or `lo`) rewrites and redirects their packets
+    /// without a socket read; anything else stays with the userspace relay. Needs CAP_BPF and
+    /// CAP_NET_ADMIN; without them the edge says so once and relays in userspace. Empty: off.
+    #[arg(
+        long,
+        env = "TRUNKGATE_KERNEL_FAST_PATH",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub kernel_fast_path: Vec<String>,
     /// Carriers get the full reason in every refusal's Warning (which number is not served,
     /// which trunk, why credentials failed). Off by default: that detail helps an attacker
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.

@@ -49,6 +49,8 @@ pub struct Shared {
     pub lockout: Arc<crate::lockout::Lockout>,
     /// Calls in set-up per carrier-side source (`--max-calls-in-setup-per-source`).
     pub setup_sources: Arc<crate::census::Census>,
+    /// The RTP fast path in the kernel (`--kernel-fast-path`), when it loaded.
+    pub fast_path: Option<Arc<trunkgate_media::fastpath::FastPath>>,
     /// The kernel-side filter of the carrier-side UDP sockets (`--kernel-prefilter`).
     pub prefilter: crate::prefilter::Prefilter,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
@@ -196,6 +198,41 @@ pub enum Timer {
     ProbeTick,
 }
 
+/// Loads the RTP fast path on `interfaces` (none: off); a failure is said once and counted,
+/// and the relay runs in userspace.
+fn load_fast_path(
+    interfaces: &[String],
+    metrics: &Metrics,
+) -> Option<Arc<trunkgate_media::fastpath::FastPath>> {
+    let interfaces: Vec<String> = interfaces
+        .iter()
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .collect();
+    if interfaces.is_empty() {
+        metrics.kernel_fast_path.with_label_values(&["off"]).set(1);
+        return None;
+    }
+    match trunkgate_media::fastpath::FastPath::load(&interfaces) {
+        Ok(f) => {
+            tracing::info!(
+                ?interfaces,
+                "RTP fast path loaded: established streams are forwarded in the kernel"
+            );
+            metrics.kernel_fast_path.with_label_values(&["on"]).set(1);
+            Some(Arc::new(f))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "RTP fast path not in use; the relay runs in userspace");
+            metrics
+                .kernel_fast_path
+                .with_label_values(&[e.label()])
+                .set(1);
+            None
+        }
+    }
+}
+
 impl Shared {
     /// What `settings` make of the workers' common state: `handoff` holds one sender per
     /// worker, `tcp_cap` the TCP connections the open-file limit leaves, `resolver` None when
@@ -221,6 +258,7 @@ impl Shared {
                 Some(metrics.tcp_connections.clone()),
             )),
             prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
+            fast_path: load_fast_path(&settings.kernel_fast_path, &metrics),
             setup_sources: Arc::new(crate::census::Census::new(
                 usize::MAX,
                 settings.max_calls_in_setup_per_source.max(1) as usize,
