@@ -106,6 +106,10 @@ expect_fail "HPA minReplicas > number of IPs fails" \
   template "${ips3[@]}" --set edge.autoscaling.enabled=true --set edge.autoscaling.minReplicas=4
 expect_fail "statefulset mode without IPs fails" "edge.mode statefulset needs edge.loadBalancer.ips" \
   template --set edge.mode=statefulset
+expect_fail "the kernel fast path outside daemonset mode fails" "edge.kernelFastPath needs edge.mode daemonset" \
+  template "${ips3[@]}" --set edge.kernelFastPath.enabled=true --set 'edge.kernelFastPath.interfaces={eth0}'
+expect_fail "the kernel fast path without interfaces fails" "edge.kernelFastPath.enabled needs edge.kernelFastPath.interfaces" \
+  template --set edgeEndpoint.fqdn=sip.example.net --set edge.kernelFastPath.enabled=true
 expect_fail "typo'd value key fails helm template (values.schema.json)" \
   "additional propert(y|ies) '?replcas'? (is )?not allowed" template --set edge.replcas=3
 expect_fail "typo'd value key fails helm lint" \

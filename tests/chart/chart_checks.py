@@ -20,10 +20,10 @@ import yaml
 EDGE_FLAGS = {
     "SNAPSHOT_SECRET", "PUBLIC_SIP", "INTERNAL_SIP", "PUBLIC_MEDIA_IP", "INTERNAL_MEDIA_IP",
     "RTP_PORTS", "WORKERS", "ADMIN", "ADVERTISE_HOST", "DRAIN_SECONDS", "ADVERTISE_IP_POOL",
-    "PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA",
+    "PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA", "KERNEL_FAST_PATH",
 }
 TLS_FLAGS = {"PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA"}
-REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL"} - TLS_FLAGS
+REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL", "KERNEL_FAST_PATH"} - TLS_FLAGS
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 
 
@@ -180,18 +180,24 @@ def env_source(env, name):
     return re.sub(r"\$\(([A-Z_]+)\)", lambda m: env_source(env, m.group(1)), e["value"])
 
 
-def check_security(kind, pod, low_port):
+def check_security(kind, pod, low_port, fast_path=False):
+    """Non-root with every capability dropped; with the kernel fast path (and only then) uid 0
+    with exactly CAP_BPF and CAP_NET_ADMIN added, on the host network."""
     psc = pod.get("securityContext", {})
-    assert psc.get("runAsNonRoot") is True, f"{kind}: pod not runAsNonRoot"
+    assert psc.get("runAsNonRoot") is (not fast_path), f"{kind}: pod runAsNonRoot {psc.get('runAsNonRoot')}"
     assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{kind}: seccomp"
+    if fast_path:
+        assert pod.get("hostNetwork") is True, f"{kind}: the fast path without hostNetwork"
     for c in pod["containers"]:
         sc = c.get("securityContext", {})
         assert sc.get("readOnlyRootFilesystem") is True, f"{kind}/{c['name']}: writable root FS"
         assert sc.get("allowPrivilegeEscalation") is False, f"{kind}/{c['name']}: privilege escalation"
         caps = sc.get("capabilities", {})
         assert caps.get("drop") == ["ALL"], f"{kind}/{c['name']}: capabilities not dropped"
-        want = ["NET_BIND_SERVICE"] if low_port else []
+        want = (["BPF", "NET_ADMIN"] if fast_path else []) + (["NET_BIND_SERVICE"] if low_port else [])
         assert caps.get("add", []) == want, f"{kind}/{c['name']}: adds {caps.get('add')}, want {want}"
+        if not fast_path:
+            assert sc.get("runAsNonRoot") is True and sc.get("runAsUser") != 0, f"{kind}/{c['name']}: root"
 
 
 WILDCARDS = ("0.0.0.0:", "[::]:", ":")
@@ -270,7 +276,10 @@ def workloads(path):
     assert flags["--snapshot-secret"].startswith(f"{ns}/"), "operator: snapshot Secret not NAMESPACE/NAME"
     low, high = (int(p) for p in env["TRUNKGATE_RTP_PORTS"]["value"].split("-"))
     ports = [p["containerPort"] for p in c["ports"]] + [low]
-    check_security(f"edge {kind}", pod, min(ports) < 1024)
+    fast_path = "KERNEL_FAST_PATH" in names
+    if fast_path:
+        assert env["TRUNKGATE_KERNEL_FAST_PATH"]["value"], "edge: the fast path without interfaces"
+    check_security(f"edge {kind}", pod, min(ports) < 1024, fast_path)
     admin = next(p["containerPort"] for p in c["ports"] if p["name"] == "admin")
     listen = check_listen(kind, pod, c, env, admin)
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", "edge: readiness is not /readyz"

@@ -110,6 +110,17 @@ true
 {{- define "trunkgate.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
+{{- if .fastPath }}
+# edge.kernelFastPath: the RTP fast path loads a BPF program and attaches it to the node's
+# interfaces (CAP_BPF, CAP_NET_ADMIN). Kubernetes gives added capabilities to uid 0 only (no
+# ambient capabilities), so the edge runs as uid 0 with every other capability dropped.
+runAsNonRoot: false
+runAsUser: 0
+runAsGroup: 65532
+capabilities:
+  drop: [ALL]
+  add: [BPF, NET_ADMIN{{ if .addBind }}, NET_BIND_SERVICE{{ end }}]
+{{- else }}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
@@ -121,11 +132,12 @@ capabilities:
   # the namespaced sysctl net.ipv4.ip_unprivileged_port_start, which always works.
   add: [NET_BIND_SERVICE]
   {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "trunkgate.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
+runAsNonRoot: {{ not .root }}
+runAsUser: {{ ternary 0 65532 .root }}
 runAsGroup: 65532
 seccompProfile:
   type: RuntimeDefault

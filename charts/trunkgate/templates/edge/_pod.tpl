@@ -25,6 +25,7 @@ kubelet's own sleep action, which needs no binary in the image.
 {{- $tls := $e.tls.secretName -}}
 {{- $publicSips := and $tls (gt (int $e.tls.publicSipsPort) 0) -}}
 {{- $internalSips := and $tls (gt (int $e.tls.internalSipsPort) 0) -}}
+{{- $fast := eq (toString $e.kernelFastPath.enabled) "true" -}}
 metadata:
   labels:
     {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
@@ -52,7 +53,7 @@ spec:
   {{- end }}
   terminationGracePeriodSeconds: {{ $e.terminationGracePeriodSeconds }}
   securityContext:
-    {{- include "trunkgate.podSecurityContext" . | nindent 4 }}
+    {{- include "trunkgate.podSecurityContext" (dict "root" $fast) | nindent 4 }}
     {{- if and $low $sts }}
     # A port below 1024 is configured: let the non-root edge bind it in the pod's own network
     # namespace (a "safe" sysctl; not allowed with hostNetwork, where the node must set it).
@@ -130,6 +131,10 @@ spec:
         {{- end }}
         - name: TRUNKGATE_DRAIN_SECONDS
           value: {{ $e.drainSeconds | quote }}
+        {{- if $fast }}
+        - name: TRUNKGATE_KERNEL_FAST_PATH
+          value: {{ join "," $e.kernelFastPath.interfaces | quote }}
+        {{- end }}
         - name: RUST_LOG
           value: {{ $e.logFilter | quote }}
         {{- with $e.extraEnv }}
@@ -189,7 +194,7 @@ spec:
       resources:
         {{- toYaml $e.resources | nindent 8 }}
       securityContext:
-        {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low) | nindent 8 }}
+        {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low "fastPath" $fast) | nindent 8 }}
       {{- if or $tls $e.tls.caSecretName }}
       volumeMounts:
         {{- if $tls }}
