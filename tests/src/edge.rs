@@ -25,6 +25,9 @@ pub struct EdgeOptions {
     /// Environment for the edge (`KUBECONFIG` in cluster mode). With `--snapshot-secret` among
     /// `extra_args` the edge runs in cluster mode and gets no `--config`.
     pub env: Vec<(String, String)>,
+    /// Runs the edge without any capability, root or not (`setpriv --bounding-set=-all`): how
+    /// an edge without CAP_BPF/CAP_NET_ADMIN behaves.
+    pub no_capabilities: bool,
 }
 
 impl Default for EdgeOptions {
@@ -35,6 +38,7 @@ impl Default for EdgeOptions {
             reload_ms: 100,
             extra_args: vec![],
             env: vec![],
+            no_capabilities: false,
         }
     }
 }
@@ -144,7 +148,17 @@ impl Edge {
         let log = lab.path(&format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("create the edge log");
         let mut cmd = Command::new("timeout");
-        cmd.arg(EDGE_MAX_SECONDS.to_string()).arg(&bin);
+        cmd.arg(EDGE_MAX_SECONDS.to_string());
+        if opts.no_capabilities {
+            cmd.args([
+                "setpriv",
+                "--bounding-set=-all",
+                "--inh-caps=-all",
+                "--ambient-caps=-all",
+                "--",
+            ]);
+        }
+        cmd.arg(&bin);
         if !opts.extra_args.iter().any(|a| a == "--snapshot-secret") {
             cmd.arg("--config").arg(lab.config_dir());
         }

@@ -1203,3 +1203,54 @@ fn a_sipp_call_playing_g711_reaches_the_platform_and_the_platforms_rtp_goes_back
         "the platform's packets reached the edge for the carrier: {cdr}"
     );
 }
+
+/// An edge asked for the kernel fast path but without CAP_BPF/CAP_NET_ADMIN says so once,
+/// counts it, and relays in userspace.
+#[test]
+fn without_capabilities_the_fast_path_is_reported_once_and_media_is_relayed_in_userspace() {
+    let lab = Lab::new("media_fast_path_no_caps");
+    let (mut carrier, mut platform) = agents();
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform.local);
+    lab.write_config("acme-trunk.yaml", &trunk.yaml());
+    lab.write_config(
+        "acme-numbers.yaml",
+        &Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+    );
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: vec!["--kernel-fast-path".into(), "lo".into()],
+            no_capabilities: true,
+            ..EdgeOptions::default()
+        },
+    );
+    let c_rtp = RtpEnd::bind(CARRIER);
+    let p_rtp = RtpEnd::bind(PLATFORM);
+    let offer = sdp(CARRIER, c_rtp.addr.port(), &[PCMU], "");
+    let answer = sdp(PLATFORM, p_rtp.addr.port(), &[PCMU], "");
+    let call = answered_call(&edge, &mut carrier, &mut platform, &offer, &answer);
+    let sent = send_g711(&c_rtp.rtp, call.edge_public, 0, 20, 9, false);
+    assert_eq!(
+        arrivals(&p_rtp.rtp, sent.len()).len(),
+        sent.len(),
+        "relayed in userspace"
+    );
+    assert_eq!(
+        edge.metric("trunkgate_edge_kernel_fast_path", &[("state", "load")]),
+        1.0,
+        "the refusal is counted"
+    );
+    let log = edge.log_tail(2000);
+    assert_eq!(
+        log.matches("RTP fast path not in use").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_media_kernel_packets_total",
+            &[("what", "installs")]
+        ),
+        0.0
+    );
+}

@@ -283,3 +283,49 @@ fn another_ssrc_goes_to_userspace_and_the_figures_still_add_up() {
         (60, 60, 0)
     );
 }
+
+#[test]
+fn rtp_the_kernel_forwards_keeps_the_call_from_the_media_timeout() {
+    let Some(fast) = fast_path() else { return };
+    let lo = ip("127.0.0.1");
+    let mut cfg = MediaConfig::new(lo, lo, (31600, 31699));
+    cfg.timeout = Duration::from_millis(400);
+    let mut m = MediaEngine::new(cfg).expect("engine");
+    m.set_fast_path(fast);
+    let c = call(&mut m, 4);
+    let mut events = Vec::new();
+    let mut buf = [0u8; 2048];
+    let talking_until = Instant::now() + Duration::from_millis(1500);
+    let mut seq = 1u16;
+    while Instant::now() < talking_until {
+        c.carrier.send_to(&rtp(seq, 5), c.public).expect("send");
+        seq += 1;
+        events.extend(m.relay());
+        while c.platform.recv(&mut buf).is_ok() {}
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        m.counters().kernel_installs,
+        1,
+        "the kernel carried the stream"
+    );
+    assert!(
+        events.is_empty(),
+        "no media timeout while the kernel forwards RTP: {events:?}"
+    );
+    // Silence: now the timeout fires.
+    let until = Instant::now() + Duration::from_secs(2);
+    while events.is_empty() && Instant::now() < until {
+        events.extend(m.relay());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        matches!(
+            events.first(),
+            Some(trunkgate_media::MediaEvent::Timeout { call: 4, .. })
+        ),
+        "{events:?}"
+    );
+    let stats = m.close(c.s);
+    assert_eq!(from(&stats, Side::Public).packets, u64::from(seq - 1));
+}
