@@ -204,7 +204,14 @@ impl Crypto {
                 return Err("a=crypto key lifetime is malformed");
             }
         }
-        let material = STANDARD
+        // RFC 4568 §6.1 writes keys in base64 with its padding; rtpengine (and others) leave the
+        // padding off the 28-byte GCM key, so either is read.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let material = lenient
             .decode(b64)
             .map_err(|_| "a=crypto key is not base64")?;
         let key = Key::from_material(suite, material).ok_or("a=crypto key has the wrong length")?;
@@ -551,6 +558,14 @@ mod tests {
             let e = Crypto::parse(&value).expect_err(&value);
             assert!(e.contains(why), "{value}: {e}");
         }
+        // rtpengine writes the 28-byte GCM key without its '=' padding.
+        let gcm = Crypto {
+            tag: 2,
+            key: Key::random(Suite::AeadAes128Gcm),
+        };
+        let padded = gcm.to_value();
+        assert!(padded.ends_with('='), "written with padding: {padded}");
+        assert_eq!(Crypto::parse(padded.trim_end_matches('=')), Ok(gcm.clone()));
         let wsh = Crypto::parse(&format!("7 AES_CM_128_HMAC_SHA1_32 inline:{k80} WSH=128"));
         assert_eq!(wsh.map(|c| c.tag), Ok(7), "WSH is only a hint");
         for suite in SUITES {
