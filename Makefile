@@ -79,6 +79,8 @@ crds-check:
 
 BENCH_RATES ?= 2000 5000
 BENCH_PPS ?= 50000 100000
+BENCH_SRTP_PPS ?= 50000 100000
+BENCH_TLS_RATES ?= 1000 2000
 
 ## image: build the operator and edge image tarballs from the release binaries (no engine needed)
 ## and load them into docker, podman or nerdctl when one runs (REGISTRY, TAG, CONTAINER_ENGINE)
@@ -90,16 +92,20 @@ image:
 e2e:
 	bash scripts/e2e.sh
 
-## bench: print the benchmark figures (compile, snapshot at scale on a real API server, SIP parse, CPS against Kamailio in the same sitting)
+## bench: print the benchmark figures (compile, snapshot at scale on a real API server, SIP parse, CPS against Kamailio in the same sitting,
+## RTP and SRTP<->RTP relay against rtpengine, TLS against UDP calls per second through a carrier's Kamailio)
 bench: build
 	$(CARGO) run --release -q -p trunkgate-crds --example compile_bench
 	$(CARGO) build --release -q -p trunkgate-operator -p trunkgate-edge --bins
 	$(CARGO) run --release -q -p trunkgate-tests --example snapshot_scale
 	$(CARGO) run --release -q -p trunkgate-sip --example parse_bench
-	@command -v kamailio >/dev/null 2>&1 || bash ../shared/bench/setup.sh
+	@command -v kamailio >/dev/null 2>&1 && command -v rtpengine >/dev/null 2>&1 || bash ../shared/bench/setup.sh
 	bash bench/compare_cps.sh $(BENCH_RATES)
 	$(CARGO) build --release -q -p trunkgate-media --example relay_bench
 	bash bench/rtp_compare.sh $(BENCH_PPS)
+	bash bench/srtp_compare.sh $(BENCH_SRTP_PPS)
+	@[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || bash scripts/test-deps.sh
+	-bash bench/tls_cps.sh $(BENCH_TLS_RATES)
 	$(CARGO) run --release -q -p trunkgate-media --example uring_probe -- 2000 100000 5
 
 clean:

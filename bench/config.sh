@@ -2,9 +2,14 @@
 # +6499990000..+6499999999 are delivered to a platform at DESTINATION, with limits out of the way
 # (the edges run with --source-rate 0 and no set-up caps: the load generator is one address).
 #
-#   bench_config DIR DESTINATION RELAY     (RELAY: media.relay, true or false)
+#   bench_config DIR DESTINATION RELAY [SRTP]
+#     RELAY: media.relay, true or false
+#     SRTP:  media.srtp on the carrier leg, Disabled (default), Optional or Required (needs RELAY
+#            true): with Required the carrier must offer SDES-SRTP, the platform gets plain RTP
 bench_config() {
 	mkdir -p "$1"
+	local media="relay: $3"
+	if [ -n "${4:-}" ]; then media="$media, srtp: $4"; fi
 	cat >"$1/bench.yaml" <<YAML
 apiVersion: trunkgate.io/v1alpha1
 kind: CarrierTrunk
@@ -15,7 +20,7 @@ spec:
     numberFormat: {countryCode: "64", nationalPrefix: "0", internationalPrefix: "00"}
     destination: "$2"
   limits: {maxConcurrentCalls: 100000, maxCallsPerSecond: 100000, maxCallsInSetup: 100000}
-  media: {relay: $3}
+  media: {$media}
 ---
 apiVersion: trunkgate.io/v1alpha1
 kind: NumberOwnership

@@ -10,12 +10,27 @@
 //! `--mode rtpengine` through a running rtpengine's ng port (offer/answer), so one generator
 //! measures both relays; their CPU is read from `/proc/PID/stat` (`--pid`).
 //!
+//! `--srtp SUITE` (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM) makes
+//! the carrier side of every call SDES-SRTP and the platform side plain RTP, so the relay
+//! bridges SRTP <-> RTP: the carrier offers RTP/SAVP with an `a=crypto` of that suite
+//! (in-process: the session's policy is `Required`; `--mode edge`: the edge's trunk must have
+//! `media: {srtp: Required}`; `--mode rtpengine`: the ng offer asks for RTP/AVP towards the
+//! platform and the answer for RTP/SAVP towards the carrier), and the relay's `a=crypto` is read
+//! from the answer it gives the carrier. The generator seals what each carrier socket sends and
+//! opens what it receives with `trunkgate_media::srtp::LegSrtp`; a packet that does not open
+//! (or reaches the platform still encrypted) is counted as `srtp_failed` and as lost. That
+//! crypto runs in the generator's own sender and receiver threads: the relay's CPU is its own
+//! process's (or thread's) and does not include it.
+//!
 //! Reported: packets/s forwarded and loss, the relay thread's CPU (getrusage RUSAGE_THREAD,
-//! user + system) per forwarded packet, added latency p50/p99 (send time in the payload), and
-//! memory per call (user-space RSS and kernel slab growth while the calls are opened).
+//! user + system) per forwarded packet, added latency p50/p99 (from the moment just before
+//! `send()`, after any sealing, kept per stream and sequence number, to the moment `recv()`
+//! returns, before any opening), and memory per call (user-space RSS and kernel slab growth
+//! while the calls are opened).
 //!
 //! ```sh
 //! cargo run --release -p trunkgate-media --example relay_bench -- --calls 1000 --pps 100000 --seconds 10
+//! cargo run --release -p trunkgate-media --example relay_bench -- --calls 50 --pps 5000 --seconds 3 --srtp AES_CM_128_HMAC_SHA1_80
 //! ```
 //!
 //! Loopback only; every loop is bounded by `--seconds` (and `--settle yes`, edge mode: twice
@@ -30,9 +45,14 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::time::TimeValLike;
-use trunkgate_media::{MediaConfig, MediaEngine, Sdp, Side};
+use trunkgate_media::srtp::{Crypto, Key, LegSrtp, SUITES, Suite};
+use trunkgate_media::{Exchange, MediaConfig, MediaEngine, Sdp, Side, SrtpPolicy};
 
 const PACKET: usize = 172;
+/// Every payload byte (G.711 µ-law silence): what the receiver checks a packet still carries.
+const PAYLOAD: u8 = 0xd5;
+/// Send times kept per stream: the last RING sequence numbers (5 s at 50 pps).
+const RING: usize = 256;
 /// Latency histogram: 1 µs buckets up to 20 ms.
 const BUCKETS: usize = 20_000;
 
@@ -63,6 +83,8 @@ struct Args {
     /// `--mode rtpengine`: its ng control address (bencode over UDP).
     ng: SocketAddr,
     number: u64,
+    /// `--srtp SUITE`: the carrier side of every call speaks SRTP with this suite.
+    srtp: Option<Suite>,
 }
 
 fn args() -> Result<Args, String> {
@@ -81,6 +103,7 @@ fn args() -> Result<Args, String> {
         platform_sip: SocketAddr::from(([127, 0, 0, 20], 5090)),
         ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
         number: 6_499_990_000,
+        srtp: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -101,6 +124,15 @@ fn args() -> Result<Args, String> {
             "--edge-pid" | "--pid" => a.relay_pid = v.parse().map_err(|_| "--pid PID")?,
             "--ng" => a.ng = v.parse().map_err(|_| "--ng IP:PORT")?,
             "--platform-sip" => a.platform_sip = v.parse().map_err(|_| "--platform-sip IP:PORT")?,
+            "--srtp" => {
+                a.srtp = match v.as_str() {
+                    "" | "none" | "off" => None,
+                    name => Some(Suite::from_name(name).ok_or_else(|| {
+                        let names: Vec<&str> = SUITES.iter().map(|s| s.name()).collect();
+                        format!("--srtp {name}: not one of {}", names.join(", "))
+                    })?),
+                }
+            }
             "--ports" => {
                 let (lo, hi) = v.split_once('-').ok_or("--ports LO-HI")?;
                 a.ports = (
@@ -119,6 +151,9 @@ fn args() -> Result<Args, String> {
     }
     if a.mode == "rtpengine" && a.relay_pid == 0 {
         return Err("--mode rtpengine needs --pid PID (rtpengine's, for its CPU time)".into());
+    }
+    if a.srtp.is_some() && a.mode == "direct" {
+        return Err("--srtp needs a relay to bridge SRTP to RTP (not --mode direct)".into());
     }
     if !a.ng.ip().is_loopback() {
         return Err("--ng must be a loopback address".into());
@@ -256,19 +291,97 @@ fn peer() -> UdpSocket {
     s
 }
 
-/// The SDP every bench peer offers or answers: G.711 and telephone-events at `addr`.
-fn sdp_text(addr: SocketAddr) -> String {
-    format!(
+/// The SDP every bench peer offers or answers: G.711 and telephone-events at `addr`; with
+/// `crypto`, as SDES-SRTP (RTP/SAVP and that `a=crypto`).
+fn sdp_text(addr: SocketAddr, crypto: Option<&Crypto>) -> String {
+    let mut body = format!(
         "v=0\r\no=bench 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         m=audio {port} {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
          a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n",
         ip = addr.ip(),
-        port = addr.port()
-    )
+        port = addr.port(),
+        proto = if crypto.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        }
+    );
+    if let Some(c) = crypto {
+        body.push_str(&format!("a=crypto:{}\r\n", c.to_value()));
+    }
+    body
 }
 
-fn sdp(addr: SocketAddr) -> Sdp {
-    Sdp::parse(sdp_text(addr).as_bytes()).expect("bench SDP")
+fn sdp(addr: SocketAddr, crypto: Option<&Crypto>) -> Sdp {
+    Sdp::parse(sdp_text(addr, crypto).as_bytes()).expect("bench SDP")
+}
+
+/// The SRTP keys of one call's carrier leg: the carrier's own (in its offer) and the relay's
+/// (in the answer the relay gave the carrier).
+#[derive(Clone)]
+struct CarrierKeys {
+    carrier: Key,
+    relay: Key,
+}
+
+impl CarrierKeys {
+    /// The carrier's end of the leg: seals with its key, opens with the relay's.
+    fn leg(&self) -> LegSrtp {
+        LegSrtp::new(self.relay.clone(), self.carrier.clone()).expect("SRTP context")
+    }
+}
+
+/// One call as the generator sees it: where its carrier socket sends, where its platform
+/// socket sends, and the carrier leg's keys when it is SRTP.
+type Target = (SocketAddr, SocketAddr, Option<CarrierKeys>);
+
+/// A carrier's offered crypto: tag 1, a fresh key of `suite`.
+fn carrier_crypto(suite: Suite) -> Crypto {
+    Crypto {
+        tag: 1,
+        key: Key::random(suite),
+    }
+}
+
+/// The relay's key in the answer it sent the carrier (its first `a=crypto`), which must be of
+/// the suite the carrier offered.
+fn answered_key(body: &str, suite: Suite) -> Result<Key, String> {
+    let value = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=crypto:"))
+        .ok_or_else(|| format!("the answer to the carrier has no a=crypto:\n{body}"))?;
+    // rtpengine writes the 28-byte AEAD_AES_128_GCM key and salt as base64 without its `=`
+    // padding, which Crypto::parse refuses: the generator pads it (the relay's parsing of the
+    // carrier's offer is not what is measured here).
+    let c = Crypto::parse(value)
+        .or_else(|e| Crypto::parse(&pad_inline_key(value)).map_err(|_| e))
+        .map_err(|e| format!("the answer's a=crypto:{value}: {e}"))?;
+    if c.key.suite() != suite {
+        return Err(format!(
+            "the answer's a=crypto is {}, the carrier offered {suite}",
+            c.key.suite()
+        ));
+    }
+    Ok(c.key)
+}
+
+/// An `a=crypto` value with its inline key's base64 padded to a multiple of 4 characters.
+fn pad_inline_key(value: &str) -> String {
+    let Some((head, rest)) = value.split_once("inline:") else {
+        return value.to_string();
+    };
+    let end = rest.find(['|', ' ']).unwrap_or(rest.len());
+    let (b64, tail) = rest.split_at(end);
+    let pad = "=".repeat((4 - b64.len() % 4) % 4);
+    format!("{head}inline:{b64}{pad}{tail}")
+}
+
+/// An SDP body sent to the platform must be plain RTP when the carrier leg is SRTP.
+fn check_plain(body: &str, what: &str) -> Result<(), String> {
+    if body.contains("RTP/SAVP") || body.contains("a=crypto") {
+        return Err(format!("{what} is not plain RTP:\n{body}"));
+    }
+    Ok(())
 }
 
 /// Where an SDP body wants RTP: `c=` address and first `m=` port.
@@ -299,7 +412,7 @@ fn relay_thread(
     a: &Args,
     peers: Vec<(SocketAddr, SocketAddr)>,
     phase: Arc<AtomicU8>,
-    ready: mpsc::Sender<Vec<(SocketAddr, SocketAddr)>>,
+    ready: mpsc::Sender<Vec<Target>>,
 ) -> RelayReport {
     pin(a.pin, 1);
     let tokio_mode = a.mode == "tokio";
@@ -316,16 +429,28 @@ fn relay_thread(
     let mut locals = Vec::with_capacity(peers.len());
     for (i, (carrier, platform)) in peers.iter().enumerate() {
         let s = m.open(i as u64, 1).expect("open (raise --ports range?)");
-        let mut offer = sdp(*carrier);
-        m.relay_sdp(s, Side::Public, &mut offer, false)
+        let offered = a.srtp.map(carrier_crypto);
+        if offered.is_some() {
+            m.set_srtp(s, SrtpPolicy::Required).expect("SRTP policy");
+        }
+        let mut offer = sdp(*carrier, offered.as_ref());
+        m.relay_sdp_as(s, Side::Public, &mut offer, false, Exchange::Offer)
             .expect("offer");
-        let mut answer = sdp(*platform);
-        m.relay_sdp(s, Side::Internal, &mut answer, false)
+        let mut answer = sdp(*platform, None);
+        m.relay_sdp_as(s, Side::Internal, &mut answer, false, Exchange::Response)
             .expect("answer");
+        let keys = offered.map(|c| {
+            check_plain(&offer.to_string(), "the offer to the platform").expect("plain offer");
+            CarrierKeys {
+                relay: answered_key(&answer.to_string(), c.key.suite()).expect("relay's key"),
+                carrier: c.key,
+            }
+        });
         // What each peer now sends to: the relay address in the SDP it was given.
         locals.push((
             answer.remote(0).expect("answer").rtp,
             offer.remote(0).expect("offer").rtp,
+            keys,
         ));
     }
     let calls = peers.len().max(1) as f64;
@@ -389,8 +514,11 @@ struct SendReport {
 
 /// Paces `pps` packets/s round robin over the streams: each stream sends every
 /// `streams / pps` seconds, the streams evenly staggered, as independent calls would be.
+#[allow(clippy::too_many_arguments)]
 fn sender(
     socks: Arc<Vec<UdpSocket>>,
+    mut sealers: Vec<Option<LegSrtp>>,
+    stamps: Arc<Vec<AtomicU64>>,
     pps: f64,
     warmup: f64,
     seconds: f64,
@@ -400,7 +528,7 @@ fn sender(
 ) -> SendReport {
     let n = socks.len();
     let mut seq = vec![0u16; n];
-    let mut pkt = [0xd5u8; PACKET];
+    let mut pkt = [PAYLOAD; PACKET];
     pkt[0] = 0x80; // V=2
     pkt[1] = 0; // PT 0, PCMU
     let total_s = warmup + seconds;
@@ -431,12 +559,25 @@ fn sender(
             pkt[2..4].copy_from_slice(&s.to_be_bytes());
             pkt[4..8].copy_from_slice(&(u32::from(s) * 160).to_be_bytes());
             pkt[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-            pkt[12..20].copy_from_slice(&now_ns(epoch).to_be_bytes());
-            match socks[i].send(&pkt) {
+            k += 1;
+            // The carrier side seals (its CPU is the generator's, not the relay's).
+            let sealed;
+            let out: &[u8] = match sealers[i].as_mut().map(|leg| leg.protect(&pkt, false)) {
+                None => &pkt,
+                Some(Ok(p)) => {
+                    sealed = p;
+                    &sealed
+                }
+                Some(Err(_)) => {
+                    errors += 1;
+                    continue;
+                }
+            };
+            stamps[i * RING + usize::from(s) % RING].store(now_ns(epoch), Ordering::Release);
+            match socks[i].send(out) {
                 Ok(_) => sent += 1,
                 Err(_) => errors += 1,
             }
-            k += 1;
         }
     }
     phase.store(DRAIN, Ordering::Relaxed);
@@ -453,10 +594,19 @@ struct RecvReport {
     over: u64,
     cpu: Duration,
     reordered: u64,
+    /// `--srtp`: packets that did not open at the carrier, or reached the platform encrypted.
+    srtp_failed: u64,
 }
 
+/// Reads every stream back. Stream `i` receives what stream `i ^ 1` (the other side of its
+/// call) sent; its send time is looked up by that stream and the sequence number. With
+/// `--srtp`, the carrier side (`openers[i]`) opens each packet, and the platform side must get
+/// it plain.
 fn receiver(
     socks: Arc<Vec<UdpSocket>>,
+    mut openers: Vec<Option<LegSrtp>>,
+    srtp: bool,
+    stamps: Arc<Vec<AtomicU64>>,
     epoch: Instant,
     phase: Arc<AtomicU8>,
     start_ns: Arc<AtomicU64>,
@@ -476,6 +626,7 @@ fn receiver(
         over: 0,
         cpu: Duration::ZERO,
         reordered: 0,
+        srtp_failed: 0,
     };
     let mut measuring_since: Option<(u64, Duration)> = None;
     let mut drain_until: Option<Instant> = None;
@@ -497,20 +648,35 @@ fn receiver(
             let Ok(len) = socks[i].recv(&mut buf) else {
                 continue;
             };
-            let (Some((start, _)), true) = (measuring_since, len >= 20) else {
+            let at = now_ns(epoch);
+            let (Some((start, _)), true) = (measuring_since, len >= 12) else {
                 continue;
             };
-            let sent_at = u64::from_be_bytes(buf[12..20].try_into().unwrap_or_default());
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            let sent_at = stamps
+                .get((i ^ 1) * RING + usize::from(seq) % RING)
+                .map_or(0, |t| t.load(Ordering::Acquire));
             if sent_at < start {
                 continue; // sent during warm-up
             }
+            if srtp {
+                let intact =
+                    |p: &[u8]| p.len() == PACKET && p[12] == PAYLOAD && p[PACKET - 1] == PAYLOAD;
+                let ok = match openers[i].as_mut() {
+                    Some(leg) => leg.unprotect(&buf[..len], false).is_ok_and(|p| intact(&p)),
+                    None => intact(&buf[..len]),
+                };
+                if !ok {
+                    r.srtp_failed += 1;
+                    continue;
+                }
+            }
             r.received += 1;
-            let seq = u16::from_be_bytes([buf[2], buf[3]]);
             if last[i].is_some_and(|l| seq.wrapping_sub(l) != 1) {
                 r.reordered += 1;
             }
             last[i] = Some(seq);
-            let us = now_ns(epoch).saturating_sub(sent_at) / 1000;
+            let us = at.saturating_sub(sent_at) / 1000;
             match r.hist.get_mut(us as usize) {
                 Some(b) => *b += 1,
                 None => r.over += 1,
@@ -559,9 +725,12 @@ fn main() {
     let streams = a.calls * 2;
     let reference = cpu_ref();
     println!(
-        "relay_bench: mode={}{} calls={} streams={} offered={} pps ({:.1} pps per stream) for {} s after {} s warm-up",
+        "relay_bench: mode={}{}{} calls={} streams={} offered={} pps ({:.1} pps per stream) for {} s after {} s warm-up",
         a.mode,
         if a.pin { " pinned" } else { "" },
+        a.srtp
+            .map(|s| format!(" srtp={s} (carrier side SRTP, platform side RTP)"))
+            .unwrap_or_default(),
         a.calls,
         streams,
         a.pps,
@@ -586,7 +755,7 @@ fn main() {
             let set_up = if a.mode == "edge" {
                 edge::setup_calls(&a, first, c, p)
             } else {
-                rtpengine::setup_calls(a.ng, first, c, p)
+                rtpengine::setup_calls(a.ng, a.srtp, first, c, p)
             };
             set_up.unwrap_or_else(|e| {
                 eprintln!("relay_bench: call setup through {} failed: {e}", a.mode);
@@ -628,10 +797,10 @@ fn main() {
         relay_process_cpu = Some(std::thread::spawn(move || cpu_during_measure(pid, &ph)));
         (None, t)
     } else if a.mode == "direct" {
-        let t: Vec<(SocketAddr, SocketAddr)> = carriers
+        let t: Vec<Target> = carriers
             .iter()
             .zip(&platforms)
-            .map(|(c, p)| (addr(p), addr(c)))
+            .map(|(c, p)| (addr(p), addr(c), None))
             .collect();
         (None, t)
     } else {
@@ -650,22 +819,39 @@ fn main() {
         (Some(h), t)
     };
     // Stream 2i is call i's carrier side, 2i+1 its platform side; the sender and the receiver
-    // share the sockets (no duplicated descriptors).
+    // share the sockets (no duplicated descriptors). With --srtp, the carrier side's sealing
+    // context goes to the sender and its opening one to the receiver.
     let mut socks = Vec::with_capacity(streams);
-    for ((c, p), (to_from_c, to_from_p)) in carriers.into_iter().zip(platforms).zip(&targets) {
+    let (mut sealers, mut openers) = (Vec::with_capacity(streams), Vec::with_capacity(streams));
+    for ((c, p), (to_from_c, to_from_p, keys)) in carriers.into_iter().zip(platforms).zip(&targets)
+    {
         for (s, to) in [(c, to_from_c), (p, to_from_p)] {
             s.connect(to).expect("connect");
             socks.push(s);
         }
+        sealers.extend([keys.as_ref().map(CarrierKeys::leg), None]);
+        openers.extend([keys.as_ref().map(CarrierKeys::leg), None]);
     }
     let socks = Arc::new(socks);
+    let stamps: Arc<Vec<AtomicU64>> =
+        Arc::new((0..streams * RING).map(|_| AtomicU64::new(0)).collect());
     let (send_socks, recv_socks) = (socks.clone(), socks);
+    let (send_stamps, recv_stamps) = (stamps.clone(), stamps);
     let start_ns = Arc::new(AtomicU64::new(0));
     let (rx_phase, rx_start) = (phase.clone(), start_ns.clone());
     let pinned = a.pin;
+    let srtp = a.srtp.is_some();
     let rx = std::thread::spawn(move || {
         pin(pinned, 0);
-        receiver(recv_socks, epoch, rx_phase, rx_start)
+        receiver(
+            recv_socks,
+            openers,
+            srtp,
+            recv_stamps,
+            epoch,
+            rx_phase,
+            rx_start,
+        )
     });
     let tx_phase = phase.clone();
     let (pps, warmup, seconds) = (a.pps, a.warmup, a.seconds);
@@ -677,7 +863,17 @@ fn main() {
     let (machine0, process0, relay0) = (machine_busy(), process_cpu(), relay_cpu());
     let tx = std::thread::spawn(move || {
         pin(pinned, 0);
-        sender(send_socks, pps, warmup, seconds, epoch, tx_phase, start_ns)
+        sender(
+            send_socks,
+            sealers,
+            send_stamps,
+            pps,
+            warmup,
+            seconds,
+            epoch,
+            tx_phase,
+            start_ns,
+        )
     });
     let s = tx.join().expect("sender");
     let (machine1, process1, relay1) = (machine_busy(), process_cpu(), relay_cpu());
@@ -691,13 +887,14 @@ fn main() {
     );
     let loss = 100.0 * s.sent.saturating_sub(r.received) as f64 / s.sent.max(1) as f64;
     println!(
-        "  sent={} received={} loss={loss:.4}% send_errors={} out_of_order={} tx={:.0} pps rx={:.0} pps",
+        "  sent={} received={} loss={loss:.4}% send_errors={} out_of_order={} tx={:.0} pps rx={:.0} pps srtp_failed={}",
         s.sent,
         r.received,
         s.send_errors,
         r.reordered,
         s.sent as f64 / a.seconds,
-        r.received as f64 / a.seconds
+        r.received as f64 / a.seconds,
+        r.srtp_failed
     );
     println!(
         "  latency send→receive: p50={} p99={} p99.9={} (over 20 ms: {})",
@@ -725,6 +922,13 @@ fn main() {
         100.0 * softirq / run,
         100.0 * relay_process / run,
         100.0 * (busy - own - relay_process).max(0.0) / run
+    );
+    // Whole-machine CPU per packet: what every row can be compared on, the kernel fast path
+    // included (its work runs in softirq, charged to whichever thread it interrupts). The
+    // no-relay row gives the generator's own share.
+    println!(
+        "  machine: {:.2} µs per packet (all CPUs busy over the run / packets offered)",
+        busy * 1e6 / (a.pps * run).max(1.0)
     );
     if let Some((cpu, wall)) = relay_process_cpu.and_then(|h| h.join().ok()) {
         // Packets the receiver counted in the measured window went through the edge once each.
@@ -821,14 +1025,15 @@ mod edge {
     }
 
     /// One INVITE / 200 / ACK per call; returns, per call, where the carrier side and the
-    /// platform side send RTP (the edge's relay addresses).
+    /// platform side send RTP (the edge's relay addresses), and with `--srtp` the carrier leg's
+    /// keys (the INVITE offers RTP/SAVP with an `a=crypto`, the 200 carries the edge's).
     /// Sets up one call per (carrier, platform) socket pair; `first` numbers them.
     pub fn setup_calls(
         a: &Args,
         first: usize,
         carriers: &[UdpSocket],
         platforms: &[UdpSocket],
-    ) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
+    ) -> Result<Vec<super::Target>, String> {
         let edge = a.edge_sip.ok_or("no --edge-sip")?;
         let c = UdpSocket::bind("127.0.0.10:0").map_err(|e| format!("carrier SIP socket: {e}"))?;
         let p = UdpSocket::bind(a.platform_sip)
@@ -843,7 +1048,11 @@ mod edge {
             let i = first + i;
             let callee = format!("+{}", a.number + i as u64);
             let call_id = format!("bench-{i}-{}@127.0.0.10", std::process::id());
-            let offer = super::sdp_text(cs.local_addr().map_err(|e| e.to_string())?);
+            let offered = a.srtp.map(super::carrier_crypto);
+            let offer = super::sdp_text(
+                cs.local_addr().map_err(|e| e.to_string())?,
+                offered.as_ref(),
+            );
             let invite = format!(
                 "INVITE sip:{callee}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbench{i}\r\nMax-Forwards: 70\r\n\
                  From: <sip:+6495550100@127.0.0.10>;tag=c{i}\r\nTo: <sip:{callee}@{edge}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
@@ -854,7 +1063,10 @@ mod edge {
                 .map_err(|e| e.to_string())?;
             let (inv, from) = recv_matching(&p, |m| m.starts_with("INVITE "))?;
             let to_platform = sdp_addr(&inv).ok_or("the edge's INVITE has no SDP")?;
-            let answer = super::sdp_text(ps.local_addr().map_err(|e| e.to_string())?);
+            if offered.is_some() {
+                super::check_plain(&inv, "the edge's INVITE to the platform")?;
+            }
+            let answer = super::sdp_text(ps.local_addr().map_err(|e| e.to_string())?, None);
             let mut ok = String::from("SIP/2.0 200 OK\r\n");
             for l in inv.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
                 let name = l
@@ -878,13 +1090,20 @@ mod edge {
             let (resp, _) =
                 recv_matching(&c, |m| m.starts_with("SIP/2.0 200") && m.contains(&call_id))?;
             let to_carrier = sdp_addr(&resp).ok_or("the edge's 200 has no SDP")?;
+            let keys = match offered {
+                Some(c) => Some(super::CarrierKeys {
+                    relay: super::answered_key(&resp, c.key.suite())?,
+                    carrier: c.key,
+                }),
+                None => None,
+            };
             let to = header(&resp, "To").unwrap_or_default();
             let ack = format!(
                 "ACK sip:{callee}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbenchack{i}\r\nMax-Forwards: 70\r\n\
                  From: <sip:+6495550100@127.0.0.10>;tag=c{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
             );
             c.send_to(ack.as_bytes(), edge).map_err(|e| e.to_string())?;
-            out.push((to_carrier, to_platform));
+            out.push((to_carrier, to_platform, keys));
         }
         Ok(out)
     }
@@ -892,10 +1111,15 @@ mod edge {
 
 /// `--mode rtpengine`: the same calls set up through rtpengine's ng control protocol
 /// (bencode dictionaries over UDP behind a cookie), offer from the carrier side and answer from
-/// the platform side, as a SIP proxy in front of it would do.
+/// the platform side, as a SIP proxy in front of it would do. With `--srtp`, the carrier's
+/// offer is RTP/SAVP with its `a=crypto` and asks for `"transport-protocol": "RTP/AVP"` towards
+/// the platform; the platform's plain answer asks for `"RTP/SAVP"` towards the carrier, and
+/// rtpengine's own `a=crypto` is read from the answer it returns.
 mod rtpengine {
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
+
+    use trunkgate_media::srtp::Suite;
 
     fn bstr(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(format!("{}:", s.len()).as_bytes());
@@ -947,13 +1171,14 @@ mod rtpengine {
     }
 
     /// One offer and one answer per call; returns, per call, where the carrier side and the
-    /// platform side send RTP (rtpengine's ports).
+    /// platform side send RTP (rtpengine's ports), and with `srtp` the carrier leg's keys.
     pub fn setup_calls(
         ng_addr: SocketAddr,
+        srtp: Option<Suite>,
         first: usize,
         carriers: &[UdpSocket],
         platforms: &[UdpSocket],
-    ) -> Result<Vec<(SocketAddr, SocketAddr)>, String> {
+    ) -> Result<Vec<super::Target>, String> {
         let ng = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("ng socket: {e}"))?;
         ng.set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(|e| e.to_string())?;
@@ -962,36 +1187,46 @@ mod rtpengine {
             let i = first + i;
             let (call_id, from_tag, to_tag) = (format!("rb-{i}"), format!("f{i}"), format!("t{i}"));
             let local = |s: &UdpSocket| s.local_addr().map_err(|e| e.to_string());
-            let offer = super::sdp_text(local(cs)?);
-            let to_platform = command(
-                &ng,
-                ng_addr,
-                2 * i,
-                &dict(&[
-                    ("call-id", &call_id),
-                    ("command", "offer"),
-                    ("from-tag", &from_tag),
-                    ("sdp", &offer),
-                ]),
-            )?;
-            let answer = super::sdp_text(local(ps)?);
-            let to_carrier = command(
-                &ng,
-                ng_addr,
-                2 * i + 1,
-                &dict(&[
-                    ("call-id", &call_id),
-                    ("command", "answer"),
-                    ("from-tag", &from_tag),
-                    ("sdp", &answer),
-                    ("to-tag", &to_tag),
-                ]),
-            )?;
+            let offered = srtp.map(super::carrier_crypto);
+            let offer = super::sdp_text(local(cs)?, offered.as_ref());
+            let mut req = vec![
+                ("call-id", call_id.as_str()),
+                ("command", "offer"),
+                ("from-tag", &from_tag),
+                ("sdp", &offer),
+            ];
+            if offered.is_some() {
+                req.push(("transport-protocol", "RTP/AVP"));
+            }
+            let to_platform = command(&ng, ng_addr, 2 * i, &dict(&req))?;
+            let answer = super::sdp_text(local(ps)?, None);
+            let mut req = vec![
+                ("call-id", call_id.as_str()),
+                ("command", "answer"),
+                ("from-tag", &from_tag),
+                ("sdp", &answer),
+                ("to-tag", &to_tag),
+            ];
+            if offered.is_some() {
+                req.push(("transport-protocol", "RTP/SAVP"));
+            }
+            let to_carrier = command(&ng, ng_addr, 2 * i + 1, &dict(&req))?;
+            let text = |sdp: &[u8]| String::from_utf8_lossy(sdp).into_owned();
             let addr = |sdp: &[u8]| {
-                super::sdp_rtp_addr(&String::from_utf8_lossy(sdp))
+                super::sdp_rtp_addr(&text(sdp))
                     .ok_or_else(|| "rtpengine's SDP has no c=/m= address".to_string())
             };
-            out.push((addr(&to_carrier)?, addr(&to_platform)?));
+            let keys = match offered {
+                Some(c) => {
+                    super::check_plain(&text(&to_platform), "rtpengine's offer to the platform")?;
+                    Some(super::CarrierKeys {
+                        relay: super::answered_key(&text(&to_carrier), c.key.suite())?,
+                        carrier: c.key,
+                    })
+                }
+                None => None,
+            };
+            out.push((addr(&to_carrier)?, addr(&to_platform)?, keys));
         }
         Ok(out)
     }
