@@ -1254,3 +1254,90 @@ fn without_capabilities_the_fast_path_is_reported_once_and_media_is_relayed_in_u
         0.0
     );
 }
+
+/// A carrier on an SRTP trunk: its packets are opened by the edge, a forged one and a replayed
+/// one are dropped, counted by reason, in the call record, and nothing of them reaches the
+/// platform. The carrier's crypto is the media crate's (no peer here can forge on demand).
+#[test]
+fn a_forged_and_a_replayed_srtp_packet_are_dropped_counted_and_never_reach_the_platform() {
+    use trunkgate_media::srtp::{Crypto, Key, LegSrtp, Suite};
+    let lab = Lab::new("media_srtp_forged");
+    let (mut carrier, mut platform) = agents();
+    let edge = edge_with(&lab, platform.local, |t| t.srtp("Required"), 2, &[]);
+    let c_rtp = RtpEnd::bind(CARRIER);
+    let p_rtp = RtpEnd::bind(PLATFORM);
+    let theirs = Key::random(Suite::AesCm128HmacSha1_80);
+    let line = Crypto {
+        tag: 1,
+        key: theirs.clone(),
+    }
+    .to_value();
+    let offer = sdp(
+        CARRIER,
+        c_rtp.addr.port(),
+        &[PCMU],
+        &format!("a=crypto:{line}\r\n"),
+    )
+    .replace("RTP/AVP", "RTP/SAVP");
+    let answer = sdp(PLATFORM, p_rtp.addr.port(), &[PCMU], "");
+    let mut call = answered_call(&edge, &mut carrier, &mut platform, &offer, &answer);
+    assert!(
+        !call.invite.msg.body.contains("a=crypto") && call.invite.msg.body.contains("RTP/AVP"),
+        "the platform is offered plain RTP:\n{}",
+        call.invite.msg.body
+    );
+    let ours = call
+        .answer
+        .body
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=crypto:"))
+        .map(|v| Crypto::parse(v).expect("the edge's a=crypto"))
+        .unwrap_or_else(|| panic!("the answer carries the edge's key:\n{}", call.answer.body));
+    let bytes = |v: &[(Vec<u8>, SocketAddr)]| v.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>();
+    let mut seal = LegSrtp::new(ours.key, theirs).expect("the carrier's crypto");
+    let sealed: Vec<Vec<u8>> = (0..5u16)
+        .map(|seq| {
+            seal.protect(&g711(seq, 9, 0), false)
+                .expect("seal")
+                .to_vec()
+        })
+        .collect();
+    for p in &sealed[..3] {
+        send(&c_rtp.rtp, call.edge_public, p);
+    }
+    let got = arrivals(&p_rtp.rtp, 3);
+    assert_eq!(
+        bytes(&got),
+        (0..3u16).map(|seq| g711(seq, 9, 0)).collect::<Vec<_>>(),
+        "the platform gets the carrier's packets decrypted"
+    );
+    let mut forged = sealed[3].clone();
+    forged[40] ^= 0x01;
+    send(&c_rtp.rtp, call.edge_public, &forged);
+    send(&c_rtp.rtp, call.edge_public, &sealed[0]);
+    send(&c_rtp.rtp, call.edge_public, &sealed[4]);
+    let got = arrivals(&p_rtp.rtp, 1);
+    assert_eq!(
+        bytes(&got),
+        vec![g711(4, 9, 0)],
+        "only the genuine new packet"
+    );
+    assert!(arrivals(&p_rtp.rtp, 0).is_empty(), "nothing more");
+    for reason in ["srtp_auth", "srtp_replay"] {
+        assert_eventually!(
+            edge.metric(
+                "trunkgate_edge_media_packets_dropped_total",
+                &[("reason", reason)]
+            ) == 1.0,
+            Duration::from_secs(3),
+            "{reason} counted once"
+        );
+    }
+    carrier.bye(&mut call.carrier);
+    platform.answer_bye(WAIT);
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    let from_carrier = media_of(&cdr, "carrier");
+    assert_eq!(from_carrier["srtp"], "AES_CM_128_HMAC_SHA1_80", "{cdr}");
+    assert_eq!(from_carrier["srtpRejectedPackets"], 2, "{cdr}");
+    assert_eq!(from_carrier["packets"], 4, "{cdr}");
+}
