@@ -37,7 +37,8 @@ const BUDGET: usize = 1024;
 const BIND_ATTEMPTS: usize = 8;
 /// Largest datagram relayed whole (larger ones arrive truncated and are dropped).
 const MAX_DATAGRAM: usize = 4096;
-/// RTP packets a direction relays in userspace before it is handed to the kernel fast path.
+/// RTP packets a direction relays in userspace before it is handed to the kernel fast path
+/// (once the other side is latched too).
 const FAST_PATH_AFTER: u64 = 8;
 
 /// Which network a leg of the call, a socket or a stream faces: the one `Side` of the edge's
@@ -1110,6 +1111,9 @@ impl MediaEngine {
             && y.srtp.is_none()
             && x.from.packets >= FAST_PATH_AFTER
             && x.rtp_peer == Some(src)
+            // Both ends latched: the destination is where the other side really sends from
+            // (RFC 4961), and it only changes with a new SDP, which takes the entry back.
+            && y.rtp_peer.is_some()
         {
             let (x_ip, y_ip) = match t.side {
                 Side::Public => (self.cfg.public_bind, self.cfg.internal_bind),

@@ -91,13 +91,32 @@ fn call(m: &mut MediaEngine, id: u64) -> Call {
     let mut answer = sdp_for(platform.local_addr().expect("addr"));
     m.relay_sdp(s, Side::Internal, &mut answer, false)
         .expect("answer");
-    Call {
+    let c = Call {
         s,
         public: m.local(s, Side::Public, 0).expect("public"),
         internal: m.local(s, Side::Internal, 0).expect("internal"),
         carrier,
         platform,
+    };
+    latch(m, &c.platform, c.internal, &c.carrier);
+    c
+}
+
+/// `from` sends one RTP packet (another SSRC than the tests' streams) to the relay at `to`,
+/// which latches it; what reaches `other` is read away. The fast path takes a direction only
+/// once both ends are latched.
+fn latch(m: &mut MediaEngine, from: &UdpSocket, to: SocketAddr, other: &UdpSocket) {
+    from.send_to(&rtp(0, 0xabcd), to).expect("send");
+    let mut buf = [0u8; 2048];
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let _ = m.relay();
+        if other.recv(&mut buf).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
+    panic!("the latching packet was not relayed");
 }
 
 /// Sends `seqs` from `from` to `to` 2 ms apart, running the relay, and returns what `at` got
@@ -148,6 +167,42 @@ fn pattern() -> Vec<u16> {
     let a = seqs.iter().position(|&s| s == 200).expect("200");
     seqs.swap(a, a + 1);
     seqs
+}
+
+#[test]
+fn a_direction_waits_for_the_other_end_to_latch() {
+    let Some(fast) = fast_path() else { return };
+    let mut m = engine((31700, 31799), Some(fast));
+    let carrier = peer(CARRIER);
+    let platform = peer(PLATFORM);
+    let s = m.open(5, 1).expect("open");
+    let mut offer = sdp_for(carrier.local_addr().expect("addr"));
+    m.relay_sdp(s, Side::Public, &mut offer, false)
+        .expect("offer");
+    let mut answer = sdp_for(platform.local_addr().expect("addr"));
+    m.relay_sdp(s, Side::Internal, &mut answer, false)
+        .expect("answer");
+    let public = m.local(s, Side::Public, 0).expect("public");
+    let internal = m.local(s, Side::Internal, 0).expect("internal");
+    let first: Vec<u16> = (1..=20).collect();
+    assert_eq!(
+        stream(&mut m, &carrier, public, &platform, &first, 3).len(),
+        20
+    );
+    assert_eq!(
+        m.counters().kernel_installs,
+        0,
+        "the platform has sent nothing yet"
+    );
+    latch(&mut m, &platform, internal, &carrier);
+    let next: Vec<u16> = (21..=40).collect();
+    assert_eq!(
+        stream(&mut m, &carrier, public, &platform, &next, 3).len(),
+        20
+    );
+    assert_eq!(m.counters().kernel_installs, 1, "both ends latched");
+    let stats = m.close(s);
+    assert_eq!(from(&stats, Side::Public).packets, 40);
 }
 
 #[test]
@@ -242,6 +297,7 @@ fn a_new_sdp_takes_the_stream_back_and_nothing_reaches_the_old_address() {
     let mut answer = sdp_for(moved.local_addr().expect("addr"));
     m.relay_sdp(c.s, Side::Internal, &mut answer, false)
         .expect("new answer");
+    latch(&mut m, &moved, c.internal, &c.carrier);
     let next: Vec<u16> = (21..=60).collect();
     let got = stream(&mut m, &c.carrier, c.public, &moved, &next, 7);
     assert_eq!(got.len(), next.len(), "all at the new address");
