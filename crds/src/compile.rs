@@ -828,14 +828,7 @@ fn trunk_tls(
     let name_ok = |n: &str| n.parse::<std::net::IpAddr>().is_ok() || valid_host(n);
     let ca_pem = t.ca_secret_ref.as_ref().and_then(|r| {
         let field = "spec.tls.caSecretRef";
-        let Some(data) = secrets.get(&(ns.to_string(), r.name.clone())) else {
-            report.problem(
-                field,
-                Reason::SecretNotFound,
-                format!("Secret {ns}/{} does not exist", r.name),
-            );
-            return None;
-        };
+        let data = secret_data(ns, r, field, secrets, report)?;
         let pem = data
             .get("ca.crt")
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -882,6 +875,25 @@ fn trunk_tls(
     }
 }
 
+/// The data of the Secret `r` names in `ns`; a missing one is `SecretNotFound` on `field`.
+fn secret_data<'s>(
+    ns: &str,
+    r: &SecretRef,
+    field: &str,
+    secrets: &'s Secrets,
+    report: &mut Report,
+) -> Option<&'s std::collections::BTreeMap<String, Vec<u8>>> {
+    let data = secrets.get(&(ns.to_string(), r.name.clone()));
+    if data.is_none() {
+        report.problem(
+            field,
+            Reason::SecretNotFound,
+            format!("Secret {ns}/{} does not exist", r.name),
+        );
+    }
+    data
+}
+
 fn credentials(
     ns: &str,
     r: &SecretRef,
@@ -890,14 +902,7 @@ fn credentials(
     secrets: &Secrets,
     report: &mut Report,
 ) -> Option<DigestCredentials> {
-    let Some(data) = secrets.get(&(ns.to_string(), r.name.clone())) else {
-        report.problem(
-            field,
-            Reason::SecretNotFound,
-            format!("Secret {ns}/{} does not exist", r.name),
-        );
-        return None;
-    };
+    let data = secret_data(ns, r, field, secrets, report)?;
     let get = |k: &str| {
         data.get(k)
             .and_then(|v| std::str::from_utf8(v).ok())

@@ -68,6 +68,19 @@ pub fn exchange_of(method: Method, request: bool, content_type: Option<&str>) ->
     }
 }
 
+/// [`exchange_of`] for a request as it came.
+pub fn request_exchange(req: &crate::msg::rsip_model::Request) -> Option<Exchange> {
+    exchange_of(req.method, true, crate::msg::header(req, "Content-Type"))
+}
+
+/// [`exchange_of`] for a response to `method`.
+pub fn response_exchange(
+    method: Method,
+    resp: &crate::msg::rsip_model::Response,
+) -> Option<Exchange> {
+    exchange_of(method, false, crate::msg::header(resp, "Content-Type"))
+}
+
 /// Whether a trunk with `mine` relayed calls may open one more, with `free` of `total`
 /// port pairs free and `trunks` trunks relaying media. While ports are plentiful (over a fifth
 /// free) any trunk may; under pressure only a trunk below its fair share (the pairs split evenly

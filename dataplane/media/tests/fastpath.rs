@@ -2,19 +2,15 @@
 //! TC program attached to `lo`. Needs root (CAP_BPF, CAP_NET_ADMIN), as `make test` runs in CI;
 //! elsewhere the tests say why they did not run.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trunkgate_media::fastpath::FastPath;
-use trunkgate_media::{MediaConfig, MediaEngine, Sdp, SessionId, Side, StreamStats};
+use trunkgate_media::{MediaConfig, MediaEngine, Sdp, SessionId, Side};
 
-const CARRIER: &str = "127.0.0.20";
-const PLATFORM: &str = "127.0.0.21";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip literal")
-}
+mod common;
+use common::{CARRIER, PLATFORM, from, ip, peer};
 
 /// The fast path on `lo`, or None (with the reason printed) when this process may not load it.
 fn fast_path() -> Option<Arc<FastPath>> {
@@ -46,12 +42,6 @@ fn engine(ports: (u16, u16), fast: Option<Arc<FastPath>>) -> MediaEngine {
         m.set_fast_path(f);
     }
     m
-}
-
-fn peer(host: &str) -> UdpSocket {
-    let s = UdpSocket::bind((ip(host), 0)).expect("bind peer");
-    s.set_nonblocking(true).expect("nonblocking");
-    s
 }
 
 fn sdp_for(addr: SocketAddr) -> Sdp {
@@ -151,14 +141,6 @@ fn stream(
         std::thread::sleep(Duration::from_millis(1));
     }
     got
-}
-
-fn from(stats: &[StreamStats], side: Side) -> StreamStats {
-    stats
-        .iter()
-        .find(|s| s.from == side && s.stream == 0)
-        .cloned()
-        .expect("stats for that side")
 }
 
 /// 1..=300 without 100..=104 (lost), with 200 and 201 swapped (reordered).

@@ -2,32 +2,15 @@
 //! 127.0.0.21, a stranger on 127.0.0.66. Every wait is bounded (`eventually`), and each test
 //! owns its own port slice.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use trunkgate_media::{
-    MediaConfig, MediaEngine, MediaError, MediaEvent, Sdp, SessionId, Side, StreamStats,
-};
+use trunkgate_media::{MediaConfig, MediaEngine, MediaError, MediaEvent, Sdp, SessionId, Side};
 
-const CARRIER: &str = "127.0.0.20";
-const PLATFORM: &str = "127.0.0.21";
+mod common;
+use common::{CARRIER, PLATFORM, WAIT, collect, engine, from, ip, peer};
+
 const STRANGER: &str = "127.0.0.66";
-const WAIT: Duration = Duration::from_secs(3);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip literal")
-}
-
-fn engine(ports: (u16, u16)) -> MediaEngine {
-    let lo = ip("127.0.0.1");
-    MediaEngine::new(MediaConfig::new(lo, lo, ports)).expect("engine")
-}
-
-fn peer(host: &str) -> UdpSocket {
-    let s = UdpSocket::bind((ip(host), 0)).expect("bind peer");
-    s.set_nonblocking(true).expect("nonblocking");
-    s
-}
 
 fn sdp_for(addr: SocketAddr, extra: &str) -> Sdp {
     let body = format!(
@@ -57,29 +40,6 @@ fn dtmf(seq: u16, digit: u8, end: bool) -> Vec<u8> {
         !end,
         &[digit, if end { 0x8a } else { 0x0a }, 0x03, 0x20],
     )
-}
-
-/// Runs the relay and collects what `sock` receives until `n` datagrams came or `limit` passed.
-fn collect(m: &mut MediaEngine, sock: &UdpSocket, n: usize, limit: Duration) -> Vec<Vec<u8>> {
-    let until = Instant::now() + limit;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while got.len() < n && Instant::now() < until {
-        let _ = m.relay();
-        while let Ok(k) = sock.recv(&mut buf) {
-            got.push(buf[..k].to_vec());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
-}
-
-fn from(stats: &[StreamStats], side: Side) -> StreamStats {
-    stats
-        .iter()
-        .find(|s| s.from == side && s.stream == 0)
-        .cloned()
-        .expect("stats for that side")
 }
 
 /// A call set up as the B2BUA would: offer from the carrier, answer from the platform.

@@ -2,32 +2,14 @@
 //! SDES-keyed SRTP, the platform (127.0.0.21) plain RTP. The carrier's end of the crypto is
 //! `trunkgate_media::srtp` itself (the interop tests put baresip there). Every wait is bounded.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 use trunkgate_media::srtp::{Crypto, Key, LegSrtp, SUITES, Suite};
-use trunkgate_media::{
-    Exchange, MediaConfig, MediaEngine, Sdp, SessionId, Side, SrtpPolicy, StreamStats,
-};
+use trunkgate_media::{Exchange, MediaEngine, Sdp, SessionId, Side, SrtpPolicy};
 
-const CARRIER: &str = "127.0.0.20";
-const PLATFORM: &str = "127.0.0.21";
-const WAIT: Duration = Duration::from_secs(3);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip literal")
-}
-
-fn engine(ports: (u16, u16)) -> MediaEngine {
-    let lo = ip("127.0.0.1");
-    MediaEngine::new(MediaConfig::new(lo, lo, ports)).expect("engine")
-}
-
-fn peer(host: &str) -> UdpSocket {
-    let s = UdpSocket::bind((ip(host), 0)).expect("bind peer");
-    s.set_nonblocking(true).expect("nonblocking");
-    s
-}
+mod common;
+use common::{CARRIER, PLATFORM, WAIT, engine, from, ip, peer};
 
 fn sdp(addr: SocketAddr, proto: &str, crypto: &[String]) -> Sdp {
     let mut body = format!(
@@ -60,17 +42,7 @@ fn sender_report() -> Vec<u8> {
 }
 
 fn collect(m: &mut MediaEngine, sock: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
-    let until = Instant::now() + WAIT;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
-    while got.len() < n && Instant::now() < until {
-        let _ = m.relay();
-        while let Ok(k) = sock.recv(&mut buf) {
-            got.push(buf[..k].to_vec());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
+    common::collect(m, sock, n, WAIT)
 }
 
 /// Runs the relay briefly so nothing queued is left unread.
@@ -79,14 +51,6 @@ fn drain(m: &mut MediaEngine) {
         let _ = m.relay();
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn from(stats: &[StreamStats], side: Side) -> StreamStats {
-    stats
-        .iter()
-        .find(|s| s.from == side && s.stream == 0)
-        .cloned()
-        .expect("stats for that side")
 }
 
 /// The one `a=crypto` of the rewritten SDP's first stream.

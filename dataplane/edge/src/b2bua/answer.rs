@@ -80,11 +80,7 @@ impl Worker {
                     id,
                     LegId::B,
                     &resp.body,
-                    crate::media::exchange_of(
-                        trunkgate_sip::Method::Invite,
-                        false,
-                        msg::header(resp, "Content-Type"),
-                    ),
+                    crate::media::response_exchange(trunkgate_sip::Method::Invite, resp),
                 )
                 .unwrap_or_default();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
@@ -102,11 +98,7 @@ impl Worker {
                 id,
                 LegId::B,
                 &resp.body,
-                crate::media::exchange_of(
-                    trunkgate_sip::Method::Invite,
-                    false,
-                    msg::header(resp, "Content-Type"),
-                ),
+                crate::media::response_exchange(trunkgate_sip::Method::Invite, resp),
             ) {
                 Ok(b) => b,
                 Err(r) => {

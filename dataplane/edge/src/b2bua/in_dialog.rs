@@ -232,16 +232,7 @@ impl Worker {
         let Some(cseq) = cseq else { return };
         let branch = self.mint.branch();
         let body = self
-            .relay_body(
-                id,
-                leg,
-                &req.body,
-                crate::media::exchange_of(
-                    trunkgate_sip::Method::Ack,
-                    true,
-                    msg::header(req, "Content-Type"),
-                ),
-            )
+            .relay_body(id, leg, &req.body, crate::media::request_exchange(req))
             .unwrap_or_default();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -347,12 +338,7 @@ impl Worker {
         let branch = self.mint.branch();
         let to = from.other();
         let method = req.method;
-        let body = match self.relay_body(
-            id,
-            from,
-            &req.body,
-            crate::media::exchange_of(req.method, true, msg::header(req, "Content-Type")),
-        ) {
+        let body = match self.relay_body(id, from, &req.body, crate::media::request_exchange(req)) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
         };
@@ -423,7 +409,7 @@ impl Worker {
             id,
             sent_on,
             &resp.body,
-            crate::media::exchange_of(method, false, msg::header(resp, "Content-Type")),
+            crate::media::response_exchange(method, resp),
         ) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
