@@ -1101,8 +1101,11 @@ impl MediaEngine {
             &mut session.last_media,
             &mut self.counters,
             &self.buf[..n],
-            src,
-            t.rtcp,
+            Arrival {
+                src,
+                on_rtcp_socket: t.rtcp,
+                rtcp,
+            },
         );
         if let Some(fp) = self.fast.as_deref()
             && !rtcp
@@ -1200,15 +1203,27 @@ fn reclaim(leg: &mut Leg, fp: &FastPath, counters: &mut Counters) {
 }
 
 /// Counts one datagram from side `x` and sends it on to side `y`.
+/// Where a datagram came from: its source, the socket it was read on, and whether it is RTCP
+/// (read on the RTCP port, or RTCP by its packet type on a muxed one).
+struct Arrival {
+    src: SocketAddr,
+    on_rtcp_socket: bool,
+    rtcp: bool,
+}
+
 fn pass(
     x: &mut Leg,
     y: &mut Leg,
     last_media: &mut Instant,
     counters: &mut Counters,
     packet: &[u8],
-    src: SocketAddr,
-    on_rtcp_socket: bool,
+    arrival: Arrival,
 ) {
+    let Arrival {
+        src,
+        on_rtcp_socket,
+        rtcp,
+    } = arrival;
     let n = packet.len();
     counters.received += 1;
     if n == MAX_DATAGRAM {
@@ -1216,7 +1231,6 @@ fn pass(
         counters.dropped += 1;
         return;
     }
-    let rtcp = on_rtcp_socket || is_rtcp(packet);
     // SRTP from the carrier latches only once it authenticates.
     let opened;
     let acceptable = x.srtp.is_some() && x.acceptable(src, rtcp);
