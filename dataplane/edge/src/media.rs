@@ -240,21 +240,25 @@ impl Worker {
         if dropped > 0 {
             m.with_label_values(&["not_forwarded"]).inc_by(dropped);
         }
-        let kernel = now.kernel_forwarded - self.media_counted.kernel_forwarded;
-        if kernel > 0 {
-            self.shared
-                .metrics
-                .media_kernel_forwarded
-                .with_label_values(&["forwarded"])
-                .inc_by(kernel);
-        }
-        let installs = now.kernel_installs - self.media_counted.kernel_installs;
-        if installs > 0 {
-            self.shared
-                .metrics
-                .media_kernel_forwarded
-                .with_label_values(&["installs"])
-                .inc_by(installs);
+        for (what, now, before) in [
+            (
+                "forwarded",
+                now.kernel_forwarded,
+                self.media_counted.kernel_forwarded,
+            ),
+            (
+                "installs",
+                now.kernel_installs,
+                self.media_counted.kernel_installs,
+            ),
+        ] {
+            if now > before {
+                self.shared
+                    .metrics
+                    .media_kernel_forwarded
+                    .with_label_values(&[what])
+                    .inc_by(now - before);
+            }
         }
         for r in trunkgate_media::srtp::Reject::ALL {
             let n = now.srtp_rejected[r.index()] - self.media_counted.srtp_rejected[r.index()];

@@ -257,6 +257,11 @@ impl Tls {
         failed
     }
 
+    /// Some trunk asks for client certificates (`clientNames`).
+    pub fn asks_clients(&self) -> bool {
+        self.ask_clients.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// A trunk's TLS expectations, when its CarrierTrunk has `spec.tls`.
     pub fn trunk(&self, id: &str) -> Option<Arc<crate::tls_peer::TrunkTls>> {
         self.trunks.load().get(id).cloned()

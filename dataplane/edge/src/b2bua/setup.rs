@@ -28,7 +28,12 @@ impl Worker {
             Side::Public => {
                 let tls = &self.shared.tls;
                 let chain = src.peer_chain();
+                // No trunk asks for a client certificate (the usual case): no lookups per INVITE.
+                let asks = tls.asks_clients();
                 let client_cert = |t: u32| {
+                    if !asks {
+                        return None;
+                    }
                     let wanted = tls
                         .trunk(&rt.trunk(t).id)
                         .filter(|tt| tt.wants_client_certificate())?;
