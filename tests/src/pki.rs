@@ -187,3 +187,28 @@ impl Pki {
         pair
     }
 }
+
+/// The edge with a carrier-side TLS listener and a certificate of `pki` for 127.0.0.1 and
+/// `edge.test` (no `--tls-ca`: it checks peers against the system roots and the trunks' own
+/// CA bundles; give one in `extra`). Returns the edge and its TLS address.
+pub fn tls_edge(lab: &Lab, pki: &Pki, extra: &[&str]) -> (crate::Edge, std::net::SocketAddr) {
+    let own = pki.leaf("edge", &["127.0.0.1", "edge.test"]);
+    let sips = std::net::SocketAddr::new(crate::EDGE_PUBLIC_IP, crate::free_port());
+    let mut args: Vec<String> = vec![
+        "--public-sips".into(),
+        sips.to_string(),
+        "--tls-cert".into(),
+        own.cert.display().to_string(),
+        "--tls-key".into(),
+        own.key.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let edge = crate::Edge::start(
+        lab,
+        crate::EdgeOptions {
+            extra_args: args,
+            ..crate::EdgeOptions::default()
+        },
+    );
+    (edge, sips)
+}

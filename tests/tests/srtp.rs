@@ -122,22 +122,7 @@ fn baresip_over_tls_with_srtp_calls_a_plain_rtp_platform_and_each_hears_the_othe
         .auto_answer()
         .start();
     config(&lab, platform.sip, None, "Required");
-    let own = pki.leaf("edge", &["127.0.0.1"]);
-    let sips = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
-    let edge = Edge::start(
-        &lab,
-        EdgeOptions {
-            extra_args: vec![
-                "--public-sips".into(),
-                sips.to_string(),
-                "--tls-cert".into(),
-                own.cert.display().to_string(),
-                "--tls-key".into(),
-                own.key.display().to_string(),
-            ],
-            ..EdgeOptions::default()
-        },
-    );
+    let (edge, sips) = trunkgate_tests::pki::tls_edge(&lab, &pki, &[]);
     let mut carrier = Baresip::phone(&lab, "carrier", CARRIER, SUBSCRIBER)
         .tone(CARRIER_TONE_HZ)
         .srtp("srtp-mand")

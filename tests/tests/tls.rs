@@ -39,26 +39,22 @@ fn tls_edge(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
 }
 
 /// [`tls_edge`] without `--tls-ca`: only the system roots and the trunks' own CA bundles.
-fn tls_edge_without_ca(lab: &Lab, pki: &Pki, extra: &[&str]) -> (Edge, SocketAddr) {
-    let own = pki.leaf("edge", &["127.0.0.1", "edge.test"]);
-    let sips = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
-    let mut args: Vec<String> = vec![
-        "--public-sips".into(),
-        sips.to_string(),
-        "--tls-cert".into(),
-        own.cert.display().to_string(),
-        "--tls-key".into(),
-        own.key.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let edge = Edge::start(
-        lab,
-        EdgeOptions {
-            extra_args: args,
-            ..EdgeOptions::default()
-        },
+use trunkgate_tests::pki::tls_edge as tls_edge_without_ca;
+
+/// A lab with one trunk from 127.0.0.1 and an edge with a TLS listener (`tls_edge`), for the
+/// tests that talk to the TLS port directly; (lab, its CA, edge, its TLS address).
+fn lab_with_tls_port(name: &str, extra: &[&str]) -> (Lab, Pki, Edge, SocketAddr) {
+    let lab = Lab::new(name);
+    let pki = Pki::new(&lab, "ca");
+    let trunk = Trunk::new(
+        "acme",
+        "pacific",
+        "127.0.0.1/32",
+        SocketAddr::from(([127, 0, 0, 20], 5999)),
     );
-    (edge, sips)
+    lab.write_config("acme.yaml", &trunk.yaml());
+    let (edge, sips) = tls_edge(&lab, &pki, extra);
+    (lab, pki, edge, sips)
 }
 
 fn tls_failures(edge: &Edge, direction: &str, reason: &str) -> f64 {
@@ -324,16 +320,8 @@ fn a_sips_target_with_a_certificate_of_another_ca_is_refused_and_counted() {
 
 #[test]
 fn plaintext_and_a_stalled_handshake_on_the_tls_port_are_closed_and_counted() {
-    let lab = Lab::new("tls_bad_input");
-    let pki = Pki::new(&lab, "ca");
-    let trunk = Trunk::new(
-        "acme",
-        "pacific",
-        "127.0.0.1/32",
-        SocketAddr::from(([127, 0, 0, 20], 5999)),
-    );
-    lab.write_config("acme.yaml", &trunk.yaml());
-    let (edge, sips) = tls_edge(&lab, &pki, &["--tls-handshake-seconds", "1"]);
+    let (_lab, _pki, edge, sips) =
+        lab_with_tls_port("tls_bad_input", &["--tls-handshake-seconds", "1"]);
 
     // Plaintext SIP where a TLS ClientHello belongs: no SIP answer, the connection closed.
     let mut plain = TcpStream::connect(sips).expect("connect to the TLS port");
@@ -398,16 +386,7 @@ fn presented_subject(addr: SocketAddr) -> String {
 
 #[test]
 fn a_rotated_certificate_is_used_for_new_connections_and_a_broken_one_is_not() {
-    let lab = Lab::new("tls_rotation");
-    let pki = Pki::new(&lab, "ca");
-    let trunk = Trunk::new(
-        "acme",
-        "pacific",
-        "127.0.0.1/32",
-        SocketAddr::from(([127, 0, 0, 20], 5999)),
-    );
-    lab.write_config("acme.yaml", &trunk.yaml());
-    let (edge, sips) = tls_edge(&lab, &pki, &[]);
+    let (lab, pki, edge, sips) = lab_with_tls_port("tls_rotation", &[]);
     let first = presented_subject(sips);
     assert!(
         first.contains("127.0.0.1"),
