@@ -207,7 +207,6 @@ pub struct FastPath {
     streams: Mutex<BpfHashMap<MapData, Key, Value>>,
     /// Keeps the program and its attachments alive.
     _ebpf: Mutex<Ebpf>,
-    pub interfaces: Vec<String>,
 }
 
 impl FastPath {
@@ -242,7 +241,6 @@ impl FastPath {
         Ok(FastPath {
             streams: Mutex::new(streams),
             _ebpf: Mutex::new(ebpf),
-            interfaces: interfaces.to_vec(),
         })
     }
 

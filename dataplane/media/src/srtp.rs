@@ -450,14 +450,6 @@ impl LegSrtp {
         self.rx.key.suite
     }
 
-    pub fn peer_key(&self) -> &Key {
-        &self.rx.key
-    }
-
-    pub fn our_key(&self) -> &Key {
-        &self.tx.key
-    }
-
     /// A new offer/answer exchange: a changed key starts a new context (fresh replay and
     /// rollover state, RFC 4568 §7.1.4); an unchanged one keeps its state.
     pub fn rekey(&mut self, peer: Key, ours: Key) -> Result<(), Reject> {
