@@ -367,3 +367,37 @@ fn rtp_the_kernel_forwards_keeps_the_call_from_the_media_timeout() {
     let stats = m.close(c.s);
     assert_eq!(from(&stats, Side::Public).packets, u64::from(seq - 1));
 }
+
+#[test]
+fn a_stranger_sending_to_a_port_the_kernel_forwards_gets_nothing_through() {
+    let Some(fast) = fast_path() else { return };
+    let mut m = engine((31800, 31899), Some(fast));
+    let c = call(&mut m, 6);
+    let first: Vec<u16> = (1..=20).collect();
+    assert_eq!(
+        stream(&mut m, &c.carrier, c.public, &c.platform, &first, 7).len(),
+        20
+    );
+    assert_eq!(m.counters().kernel_installs, 1);
+    // Same SSRC, next sequence number, from another address: the kernel's entry is for the
+    // latched source only, and userspace drops it as foreign.
+    let stranger = peer("127.0.0.66");
+    let forged: Vec<u16> = (21..=25).collect();
+    let got = stream(&mut m, &stranger, c.public, &c.platform, &forged, 7);
+    assert!(
+        got.is_empty(),
+        "nothing from the stranger reached the platform: {got:?}"
+    );
+    assert_eq!(
+        m.counters().foreign,
+        5,
+        "each counted as from an unexpected source"
+    );
+    assert_eq!(
+        m.counters().kernel_installs,
+        1,
+        "the stranger did not make the relay take the stream back"
+    );
+    let stats = m.close(c.s);
+    assert_eq!(from(&stats, Side::Public).packets, 20);
+}
