@@ -20,6 +20,7 @@ mod media;
 mod message;
 mod metrics;
 mod msg;
+mod platform;
 mod prefilter;
 pub mod settings;
 mod source;

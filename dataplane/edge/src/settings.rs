@@ -24,6 +24,17 @@ pub struct Settings {
     /// Platform-side SIP address (UDP and TCP).
     #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5080")]
     pub internal_sip: SocketAddr,
+    /// The platform's allow-list: platform-side SIP (and RTP) is taken only from these networks,
+    /// comma-separated `CIDR` or `TENANT=CIDR`; a tagged entry's sources place calls over that
+    /// namespace's trunks only. Everything else on the platform port is dropped unanswered. The
+    /// chart sets the cluster's pod and Service networks.
+    #[arg(
+        long,
+        env = "TRUNKGATE_PLATFORM_CIDRS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub platform_cidrs: Vec<crate::platform::PlatformNet>,
     /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
     /// --tls-key.
     #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"])]

@@ -55,6 +55,8 @@ pub struct Shared {
     pub prefilter: crate::prefilter::Prefilter,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
     pub source_limit: crate::source_limit::SourceLimiter,
+    /// The platform's allow-list (`--platform-cidrs`) and the tenants its sources call for.
+    pub platform: crate::platform::PlatformAcl,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
@@ -268,6 +270,7 @@ impl Shared {
                 settings.source_rate,
                 Duration::from_secs(settings.source_block_seconds),
             ),
+            platform: crate::platform::PlatformAcl::new(&settings.platform_cidrs),
             lockout: Arc::new(crate::lockout::Lockout::new(
                 settings.auth_max_failures,
                 Duration::from_secs(settings.auth_block_seconds),
