@@ -12,8 +12,9 @@ use trunkgate_sip::Request;
 
 use crate::auth::{AuthRefusal, AuthState};
 use crate::call::{Direction, Hop};
-use crate::config::{CallSlot, LimitRefusal, Runtime};
+use crate::config::{CallSlot, LimitRefusal, Runtime, namespace_of};
 use crate::msg;
+use crate::platform::Tenancy;
 
 /// A call allowed through.
 pub struct Admission {
@@ -307,8 +308,17 @@ fn identity(
     }
 }
 
-/// Platform → carrier.
-pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Refusal> {
+/// Platform → carrier. `tenancy` is what `--platform-cidrs` says of the source: an outbound
+/// call only ever uses a trunk of the tenant (namespace) it belongs to. That tenant is the
+/// source's own when its entry names one; a shared platform's call names it with
+/// `X-Trunkgate-Tenant`, or `X-Trunkgate-Trunk`, or implies it by a caller number a tenant
+/// owns; when only one tenant has outbound trunks it is that one. Otherwise 403.
+pub fn outbound(
+    rt: &Runtime,
+    req: &Request,
+    host: &str,
+    tenancy: &Tenancy,
+) -> Result<Admission, Refusal> {
     let raw_b = trunkgate_sip::request_uri_user(req)
         .unwrap_or_default()
         .to_string();
@@ -334,10 +344,38 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
             None,
         ));
     }
+    let named = msg::header(req, "X-Trunkgate-Tenant")
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if let Some(ns) = named
+        && !tenancy.admits(ns)
+    {
+        return Err(refuse(
+            403,
+            "tenant_not_allowed",
+            format!("this platform address may not place calls for tenant {ns} (--platform-cidrs)"),
+            None,
+        ));
+    }
+    let admits = |t: u32| {
+        let ns = namespace_of(&rt.trunk(t).id);
+        tenancy.admits(ns) && named.is_none_or(|n| n == ns)
+    };
     // The trunk: explicit header, else the trunk that owns the caller's number, else routes.
     let explicit = msg::header(req, "X-Trunkgate-Trunk").map(str::trim);
     let t = match explicit {
         Some(id) => match rt.config.trunk(id) {
+            Some((t, _)) if !admits(t) => {
+                return Err(refuse(
+                    403,
+                    "tenant_not_allowed",
+                    format!(
+                        "trunk {id} belongs to tenant {}, not to this call's",
+                        namespace_of(id)
+                    ),
+                    None,
+                ));
+            }
             Some((t, cfg)) if cfg.outbound.is_some() => t,
             Some(_) => {
                 return Err(refuse(
@@ -360,10 +398,23 @@ pub fn outbound(rt: &Runtime, req: &Request, host: &str) -> Result<Admission, Re
             let by_owner = caller.and_then(|n| {
                 rt.owners(n)
                     .iter()
-                    .find(|o| o.may_present() && rt.trunk(o.trunk).outbound.is_some())
+                    .find(|o| {
+                        o.may_present() && rt.trunk(o.trunk).outbound.is_some() && admits(o.trunk)
+                    })
                     .map(|o| o.trunk)
             });
-            match by_owner.or_else(|| rt.route(callee)) {
+            if by_owner.is_none() && named.is_none() {
+                let mut tenants = rt.outbound_tenants.iter().filter(|ns| tenancy.admits(ns));
+                if let (Some(_), Some(_)) = (tenants.next(), tenants.next()) {
+                    return Err(refuse(
+                        403,
+                        "tenant_unknown",
+                        "the call does not say which tenant it belongs to: send X-Trunkgate-Tenant or X-Trunkgate-Trunk, a caller ID the tenant owns, or tag the platform's --platform-cidrs entry",
+                        None,
+                    ));
+                }
+            }
+            match by_owner.or_else(|| rt.route_where(callee, admits)) {
                 Some(t) => t,
                 None => {
                     return Err(refuse(
@@ -568,20 +619,35 @@ mod tests {
     #[test]
     fn outbound_presents_a_byoc_number_and_refuses_another_under_strict() {
         let rt = runtime(CallerIdPolicy::Strict);
-        let a = outbound(&rt, &invite("+6421555123", "+6498879000"), "edge.example")
-            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        let a = outbound(
+            &rt,
+            &invite("+6421555123", "+6498879000"),
+            "edge.example",
+            &Tenancy::Any,
+        )
+        .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
         assert!(a.from.contains("+6498879000"), "{}", a.from);
         assert!(a.identity_lines.contains("P-Asserted-Identity"));
         assert_eq!(a.hops.len(), 1);
-        let foreign = outbound(&rt, &invite("+6421555123", "+6111111111"), "edge.example");
+        let foreign = outbound(
+            &rt,
+            &invite("+6421555123", "+6111111111"),
+            "edge.example",
+            &Tenancy::Any,
+        );
         assert_eq!(refused(foreign), (403, "caller_id_not_allowed"));
     }
 
     #[test]
     fn outbound_anonymizes_a_foreign_caller_id_when_the_trunk_says_so() {
         let rt = runtime(CallerIdPolicy::Anonymize);
-        let a = outbound(&rt, &invite("+6421555123", "+6111111111"), "edge.example")
-            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        let a = outbound(
+            &rt,
+            &invite("+6421555123", "+6111111111"),
+            "edge.example",
+            &Tenancy::Any,
+        )
+        .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
         assert!(a.from.contains("anonymous.invalid"), "{}", a.from);
         assert_eq!(a.identity_lines, "Privacy: id\r\n");
     }
@@ -589,9 +655,118 @@ mod tests {
     #[test]
     fn outbound_without_a_route_or_with_a_bad_number_is_refused() {
         let rt = runtime(CallerIdPolicy::Strict);
-        let elsewhere = outbound(&rt, &invite("+4420712345", "anonymous"), "edge.example");
+        let elsewhere = outbound(
+            &rt,
+            &invite("+4420712345", "anonymous"),
+            "edge.example",
+            &Tenancy::Any,
+        );
         assert_eq!(refused(elsewhere), (404, "no_route"));
-        let bad = outbound(&rt, &invite("0800123", "anonymous"), "edge.example");
+        let bad = outbound(
+            &rt,
+            &invite("0800123", "anonymous"),
+            "edge.example",
+            &Tenancy::Any,
+        );
         assert_eq!(refused(bad), (484, "number_format"));
+    }
+
+    /// `acme/telco` routes `+64` at priority 1 and owns `+6498879333`; `beta/cheap` routes the
+    /// longer `+649` and owns `+6498870000`.
+    fn two_tenants() -> Runtime {
+        let acme = CarrierTrunk::test("acme", "telco")
+            .with_targets(&["sip:192.0.2.50:5060"])
+            .with_policy(CallerIdPolicy::Strict)
+            .with_route("+64", 1);
+        let beta = CarrierTrunk::test("beta", "cheap")
+            .with_cidrs(&["198.51.100.0/24"])
+            .with_targets(&["sip:192.0.2.60:5060"])
+            .with_policy(CallerIdPolicy::Anonymize)
+            .with_route("+649", 1);
+        let owned = [
+            NumberOwnership::test("acme", "numbers", "telco", &["+6498879333"]),
+            NumberOwnership::test("beta", "numbers", "cheap", &["+6498870000"]),
+        ];
+        let c = compile(&[acme, beta], &owned, &Secrets::new(), None);
+        assert!(c.problems().next().is_none(), "fixture compiles");
+        Runtime::build(c.config, None, &Metrics::new())
+    }
+
+    fn with_header(req: &Request, line: &str) -> Request {
+        let text = trunkgate_sip::serialize(&trunkgate_sip::SipMessage::Request(req.clone()));
+        let text = String::from_utf8_lossy(&text).replacen("\r\n", &format!("\r\n{line}\r\n"), 1);
+        match trunkgate_sip::parse(text.as_bytes()) {
+            Ok(trunkgate_sip::SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn trunk_of(rt: &Runtime, r: Result<Admission, Refusal>) -> String {
+        match r {
+            Ok(a) => rt.trunk(a.trunk).id.clone(),
+            Err(e) => panic!("refused {} {}: {}", e.code, e.reason, e.text),
+        }
+    }
+
+    #[test]
+    fn an_outbound_call_never_leaves_through_another_tenants_trunk() {
+        let rt = two_tenants();
+        let acme_only = Tenancy::Only(vec!["acme".into()]);
+        let call = invite("+6498001234", "anonymous");
+        // The longer +649 prefix is beta's: a source tagged acme routes by acme's +64 instead.
+        assert_eq!(
+            trunk_of(&rt, outbound(&rt, &call, "e", &acme_only)),
+            "acme/telco"
+        );
+        // Naming beta's trunk, or tenant, from acme's address is refused.
+        let named = with_header(&call, "X-Trunkgate-Trunk: beta/cheap");
+        assert_eq!(
+            refused(outbound(&rt, &named, "e", &acme_only)),
+            (403, "tenant_not_allowed")
+        );
+        let tenant = with_header(&call, "X-Trunkgate-Tenant: beta");
+        assert_eq!(
+            refused(outbound(&rt, &tenant, "e", &acme_only)),
+            (403, "tenant_not_allowed")
+        );
+        // A beta-owned caller ID from acme's address does not pick beta's trunk either.
+        let foreign = invite("+6498001234", "+6498870000");
+        assert_eq!(
+            refused(outbound(&rt, &foreign, "e", &acme_only)),
+            (403, "caller_id_not_allowed")
+        );
+    }
+
+    #[test]
+    fn a_shared_platforms_call_names_or_implies_its_tenant_or_is_refused() {
+        let rt = two_tenants();
+        let call = invite("+6498001234", "anonymous");
+        // Two tenants have outbound trunks and nothing says which one: refused, not guessed.
+        assert_eq!(
+            refused(outbound(&rt, &call, "e", &Tenancy::Any)),
+            (403, "tenant_unknown")
+        );
+        let acme = with_header(&call, "X-Trunkgate-Tenant: acme");
+        assert_eq!(
+            trunk_of(&rt, outbound(&rt, &acme, "e", &Tenancy::Any)),
+            "acme/telco"
+        );
+        let beta = with_header(&call, "X-Trunkgate-Tenant: beta");
+        assert_eq!(
+            trunk_of(&rt, outbound(&rt, &beta, "e", &Tenancy::Any)),
+            "beta/cheap"
+        );
+        // A caller ID the tenant owns implies the tenant.
+        let owned = invite("+6498001234", "+6498879333");
+        assert_eq!(
+            trunk_of(&rt, outbound(&rt, &owned, "e", &Tenancy::Any)),
+            "acme/telco"
+        );
+        // Naming the trunk names its tenant.
+        let trunk = with_header(&call, "X-Trunkgate-Trunk: beta/cheap");
+        assert_eq!(
+            trunk_of(&rt, outbound(&rt, &trunk, "e", &Tenancy::Any)),
+            "beta/cheap"
+        );
     }
 }

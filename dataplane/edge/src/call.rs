@@ -74,6 +74,27 @@ pub struct Leg {
     pub reinvite_cseq: Option<u32>,
 }
 
+impl Leg {
+    /// Whether an in-dialog request from `ip` comes from this leg's peer (RFC 3261 §12.2.2):
+    /// the address the dialog's signalling uses, and on the platform side (whose pods may send
+    /// from their own address while the edge reaches them through a Service) also the host of
+    /// its Contact or of its first Record-Route. Nobody else may move or end the call.
+    pub fn sent_by(&self, ip: std::net::IpAddr) -> bool {
+        if self.peer.addr().ip() == ip {
+            return true;
+        }
+        if self.side != Side::Internal {
+            return false;
+        }
+        let first_route = self.route_set.first().map(|r| crate::msg::uri_of(r));
+        [Some(self.remote_target.as_str()), first_route]
+            .into_iter()
+            .flatten()
+            .filter_map(crate::msg::host_of)
+            .any(|h| h.parse::<std::net::IpAddr>().is_ok_and(|h| h == ip))
+    }
+}
+
 /// Call progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallState {

@@ -138,6 +138,8 @@ pub struct Runtime {
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
     /// Trunks whose media goes through the relay: the RTP ports' fair share divides by it.
     pub relay_trunks: usize,
+    /// The namespaces (tenants) that have a trunk with outbound targets, sorted.
+    pub outbound_tenants: Vec<String>,
 }
 
 impl Runtime {
@@ -259,6 +261,14 @@ impl Runtime {
                 .map(move |net| (*net, i as u32))
         }));
         let relay_trunks = config.trunks.iter().filter(|t| t.media.relay).count();
+        let mut outbound_tenants: Vec<String> = config
+            .trunks
+            .iter()
+            .filter(|t| t.outbound.is_some())
+            .map(|t| namespace_of(&t.id).to_string())
+            .collect();
+        outbound_tenants.sort_unstable();
+        outbound_tenants.dedup();
         Self {
             config,
             index,
@@ -267,6 +277,7 @@ impl Runtime {
             acl,
             routes,
             relay_trunks,
+            outbound_tenants,
         }
     }
 
@@ -295,15 +306,30 @@ impl Runtime {
     }
 
     /// The trunk routing `n` by the longest matching prefix, then the lowest priority.
+    #[cfg(test)]
     pub fn route(&self, n: E164) -> Option<u32> {
+        self.route_where(n, |_| true)
+    }
+
+    /// [`Runtime::route`] among the trunks `admits` lets through (a tenant's own).
+    pub fn route_where(&self, n: E164, admits: impl Fn(u32) -> bool) -> Option<u32> {
         for len in (0..=n.len).rev() {
             let value = n.value / 10u64.pow(u32::from(n.len - len));
-            if let Some(v) = self.routes.get(&(len, value)) {
-                return v.first().map(|(_, t)| *t);
+            if let Some(t) = self
+                .routes
+                .get(&(len, value))
+                .and_then(|v| v.iter().map(|(_, t)| *t).find(|t| admits(*t)))
+            {
+                return Some(t);
             }
         }
         None
     }
+}
+
+/// The namespace (tenant) of a trunk id `namespace/name`.
+pub fn namespace_of(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(ns, _)| ns)
 }
 
 #[cfg(test)]

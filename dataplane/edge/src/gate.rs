@@ -3,8 +3,6 @@
 //! transaction or dialog of its own, from the address that one already uses. A tag or branch
 //! that looks like ours proves nothing: both are in every message the edge sends.
 
-use std::net::IpAddr;
-
 use trunkgate_sip::{Method, Request};
 
 use crate::call::{CallState, LegId, Side};
@@ -40,8 +38,7 @@ impl Worker {
         let c = self.calls.get(&id)?;
         let l = c.leg(leg);
         let live = c.state != CallState::Ended || req.method == Method::Ack;
-        (live && l.side == side && same_peer(side, l.peer.addr().ip(), src.addr().ip()))
-            .then_some((id, leg))
+        (live && l.side == side && l.sent_by(src.addr().ip())).then_some((id, leg))
     }
 
     /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction with its branch and
@@ -55,7 +52,7 @@ impl Worker {
         let Some(tx) = self.servers.get(invite) else {
             return false;
         };
-        if !same_peer(tx.side, tx.peer.addr().ip(), src.addr().ip()) {
+        if tx.peer.addr().ip() != src.addr().ip() {
             return false;
         }
         let Some((id, _)) = tx.call else {
@@ -77,10 +74,4 @@ impl Worker {
             .with_label_values(&[side.label()])
             .inc();
     }
-}
-
-/// The carrier side is held to the address a dialog or transaction started with; the platform
-/// side (inside the cluster, behind Services whose pods may answer from any address) is not.
-fn same_peer(side: Side, known: IpAddr, now: IpAddr) -> bool {
-    side == Side::Internal || known == now
 }

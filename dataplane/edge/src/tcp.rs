@@ -57,8 +57,8 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Accepts connections for one side until the runtime stops. On the carrier side only sources
-/// some trunk allows are kept; every connection is counted against the caps; errors (EMFILE
+/// Accepts connections for one side until the runtime stops. Only sources some trunk allows
+/// (carrier side) or `--platform-cidrs` holds (platform side) are kept; every connection is counted against the caps; errors (EMFILE
 /// among them) back off from 10 ms to 1 s instead of spinning.
 pub async fn accept(
     listener: TcpListener,
@@ -84,7 +84,11 @@ pub async fn accept(
                         .with_label_values(&[side.label(), reason])
                         .inc();
                 };
-                if side == Side::Public && !shared.runtime.load().source_allowed(peer.ip()) {
+                let allowed = match side {
+                    Side::Public => shared.runtime.load().source_allowed(peer.ip()),
+                    Side::Internal => shared.platform.allows(peer.ip()),
+                };
+                if !allowed {
                     refused("acl");
                     reset(stream);
                     continue;

@@ -191,7 +191,7 @@ impl Worker {
         let key = TransactionKey::from_request(req, Role::Server);
         if let Some(tx) = self.servers.get_mut(&key)
             && tx.machine.state() == ServerState::Completed
-            && (side == Side::Internal || tx.peer.addr().ip() == src.addr().ip())
+            && tx.peer.addr().ip() == src.addr().ip()
         {
             // Hop-by-hop ACK for our non-2xx (§17.2.1): stop Timers G and H, linger (Timer I).
             if let Some(actions) = tx.machine.on_ack() {

@@ -8,6 +8,7 @@ use super::*;
 use crate::admission;
 use crate::call::{Attempt, Call, CallState, Leg, LegId, Side};
 use crate::msg;
+use crate::platform::Tenancy;
 use crate::worker::{Link, Worker};
 
 impl Worker {
@@ -41,7 +42,14 @@ impl Worker {
                 };
                 admission::inbound(&rt, &mut self.auth, src.addr(), req, &host, client_cert)
             }
-            Side::Internal => admission::outbound(&rt, req, &host),
+            Side::Internal => {
+                let tenancy = self
+                    .shared
+                    .platform
+                    .tenancy(src.addr().ip())
+                    .unwrap_or(Tenancy::Only(Vec::new()));
+                admission::outbound(&rt, req, &host, &tenancy)
+            }
         };
         let adm = match admitted {
             Ok(a) => a,

@@ -132,6 +132,9 @@ impl Harness {
             INTERNAL,
             "--cdr",
             "false",
+            // The platform's network ([`PLATFORM`]).
+            "--platform-cidrs",
+            "192.0.2.0/24",
         ];
         args.extend_from_slice(flags);
         let settings = <Settings as clap::Parser>::try_parse_from(args).expect("flags");

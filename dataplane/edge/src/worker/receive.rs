@@ -16,17 +16,15 @@ impl Worker {
     // ---- receiving -------------------------------------------------------------------------
 
     pub(super) fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
-        if side == Side::Public {
-            if self.source_allowed(src) {
-                if self.over_rate(src.ip()) {
-                    return;
-                }
-            } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
-                // Outside the allow-lists only a message of ours may go on, and it carries one
-                // of our tags or branches: anything else is dropped unparsed (a flood of them
-                // then costs a look-up and a scan, not a parse).
-                return self.count_acl_drop(side);
+        if self.side_allows(side, src) {
+            if side == Side::Public && self.over_rate(src.ip()) {
+                return;
             }
+        } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
+            // Outside the allow-lists only a message of ours may go on, and it carries one
+            // of our tags or branches: anything else is dropped unparsed (a flood of them
+            // then costs a look-up and a scan, not a parse).
+            return self.count_acl_drop(side);
         }
         match trunkgate_sip::parse(data) {
             Ok(m) => self.on_message(side, &Link::Udp(src), m, true),
@@ -36,7 +34,7 @@ impl Worker {
                     .malformed
                     .with_label_values(&[side.label(), e.metric_label()])
                     .inc();
-                if side == Side::Public && !self.source_allowed(src) {
+                if !self.side_allows(side, src) {
                     self.metrics()
                         .acl_drops
                         .with_label_values(&[side.label()])
@@ -81,6 +79,15 @@ impl Worker {
         self.shared.runtime.load().source_allowed(src.ip())
     }
 
+    /// Whether `src` may speak on `side`: a carrier some trunk allows, or the platform
+    /// (`--platform-cidrs`). Default deny on both sides.
+    pub(crate) fn side_allows(&self, side: Side, src: SocketAddr) -> bool {
+        match side {
+            Side::Public => self.source_allowed(src),
+            Side::Internal => self.shared.platform.allows(src.ip()),
+        }
+    }
+
     pub(super) fn hand_off(&mut self, to: usize, side: Side, src: &Link, m: SipMessage) {
         self.out.push(Output::HandOff {
             to,
@@ -105,7 +112,7 @@ impl Worker {
         // A source outside every trunk's allowedCidrs gets nothing back: only a message of a
         // transaction or dialog of ours, from the very address that one uses, goes on (the
         // checks are in `on_response` and `gate::expected`).
-        let allowed = side == Side::Internal || self.source_allowed(src.addr());
+        let allowed = self.side_allows(side, src.addr());
         if !allowed && minted.is_none() {
             self.metrics()
                 .acl_drops
@@ -116,12 +123,11 @@ impl Worker {
                 && r.method != trunkgate_sip::Method::Ack
             {
                 let key = self.open_server(side, src, r, None);
-                self.refuse(
-                    &key,
-                    403,
-                    "source address not allowed by any CarrierTrunk",
-                    "",
-                );
+                let why = match side {
+                    Side::Public => "source address not allowed by any CarrierTrunk",
+                    Side::Internal => "source address not in --platform-cidrs",
+                };
+                self.refuse(&key, 403, why, "");
             }
             return;
         }
