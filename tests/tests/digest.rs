@@ -26,7 +26,12 @@ fn config(lab: &Lab, platform: SocketAddr) {
 
 /// The trunk with `inbound.auth.algorithms` (empty: the default).
 fn config_with(lab: &Lab, platform: SocketAddr, algorithms: &[&str]) {
-    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform)
+    config_range(lab, platform, algorithms, "127.0.0.10/32");
+}
+
+/// The same, the carrier's `allowedCidrs` being `cidr`.
+fn config_range(lab: &Lab, platform: SocketAddr, algorithms: &[&str], cidr: &str) {
+    let trunk = Trunk::new("acme", "pacific", cidr, platform)
         .inbound_auth(REALM, "pacific-inbound")
         .digest_algorithms(algorithms);
     lab.write_config(
@@ -177,13 +182,17 @@ fn digest_wrong_password_gets_403_and_is_counted() {
     assert!(edge.cdrs().is_empty(), "no call was set up");
 }
 
-/// Guessing is slow and then futile: after --auth-max-failures wrong answers the source and the
-/// trunk's username are blocked, and the right password is refused too until the block ends.
+/// Guessing is slow and then futile: after --auth-max-failures wrong answers the guessing
+/// address is blocked, and the right password is refused from it too until the block ends. Only
+/// that address pays: the guesser here sits beside the carrier in the trunk's allowed range
+/// (before the fix the trunk's username was blocked too, and the carrier's own right-password
+/// calls were refused for the whole block: 20 of 20 in the attack report).
 #[test]
 fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block() {
     let lab = Lab::new("digest_lockout");
     let platform = Sipp::reserve(PLATFORM);
-    config(&lab, platform);
+    config_range(&lab, platform, &[], "127.0.0.8/29");
+    let _uas = Sipp::answering(&lab, "platform", platform).start();
     let edge = Edge::start(
         &lab,
         EdgeOptions {
@@ -193,25 +202,33 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
             ..EdgeOptions::default()
         },
     );
-    let sock = RawUdp::bind(CARRIER);
-    let attempt = |label: &str, password: &str| -> SipMsg {
+    let neighbour: std::net::IpAddr = [127, 0, 0, 13].into();
+    let sock = RawUdp::bind(neighbour);
+    let attempt = |sock: &RawUdp, label: &str, password: &str| -> SipMsg {
         let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
         let (md5, _) = challenge(&edge, &sock, &inv);
         let authed = with_credentials(&inv, password, &md5["nonce"]);
         sock.send(edge.public, &authed.invite(sock.local));
         let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
-        sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+        if resp.code() == Some(200) {
+            let ack = authed.in_dialog("ACK", authed.cseq, sock.local, &resp);
+            sock.send(edge.public, &ack);
+            let bye = authed.in_dialog("BYE", authed.cseq + 1, sock.local, &resp);
+            sock.send(edge.public, &bye);
+        } else {
+            sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+        }
         resp
     };
     for i in 0..3 {
-        let resp = attempt(&format!("guess-{i}"), &format!("guess-{i}"));
+        let resp = attempt(&sock, &format!("guess-{i}"), &format!("guess-{i}"));
         assert_eq!(resp.code(), Some(403), "{}", resp.text());
     }
     assert_eq!(
         edge.metric("trunkgate_edge_auth_blocks_total", &[("scope", "source")]),
         1.0
     );
-    let right = attempt("right-during-block", PASSWORD);
+    let right = attempt(&sock, "right-during-block", PASSWORD);
     assert_eq!(right.code(), Some(403), "{}", right.text());
     assert!(
         right
@@ -226,7 +243,16 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
             .contains("blocked after repeated authentication failures"),
         "one log line per block"
     );
-    assert!(edge.cdrs().is_empty(), "no call got through");
+    assert!(
+        edge.cdrs().is_empty(),
+        "no call got through from the guesser"
+    );
+    // The carrier's own SBC, which never failed, calls with the right password meanwhile.
+    let carrier = RawUdp::bind(CARRIER);
+    for i in 0..5 {
+        let ok = attempt(&carrier, &format!("carrier-{i}"), PASSWORD);
+        assert_eq!(ok.code(), Some(200), "call {i}: {}", ok.text());
+    }
 }
 
 /// The algorithms each 401 offers, in order.

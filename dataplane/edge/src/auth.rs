@@ -79,10 +79,8 @@ impl AuthState {
         src: IpAddr,
     ) -> Result<(), AuthRefusal> {
         let value = msg::header(req, "Authorization");
-        let keys = [
-            Key::Source(src),
-            Key::User(c.realm.clone(), c.username.clone()),
-        ];
+        // Per source only: a guesser must not lock the trunk's other addresses out.
+        let keys = [Key::Source(src)];
         let now = Instant::now();
         if value.is_some()
             && let Err(v) = self.lockout.admit(&keys, now)
@@ -95,15 +93,8 @@ impl AuthState {
         let result = self.verify(req, value, c, algorithms);
         match &result {
             Ok(()) => self.lockout.succeeded(&keys),
-            Err(AuthRefusal::Forbidden { label, .. }) => {
-                // A wrong password counts against the trunk's username too; a made-up username
-                // only against the source.
-                let keys = if *label == "unknown_user" {
-                    &keys[..1]
-                } else {
-                    &keys[..]
-                };
-                for b in self.lockout.failed(keys, now) {
+            Err(AuthRefusal::Forbidden { .. }) => {
+                for b in self.lockout.failed(&keys, now) {
                     self.blocks.with_label_values(&[b.key.scope()]).inc();
                     tracing::warn!(
                         key = ?b.key,

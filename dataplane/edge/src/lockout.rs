@@ -1,9 +1,11 @@
-//! Digest guessing made slow and then futile: failures are counted per source address and per
-//! trunk username (shared by every worker, since one source's calls spread over all of them).
-//! After a few failures each further attempt must wait longer (1 s, 2 s, 4 s, ... up to 32 s,
-//! refused unchecked before that), and after `max_failures` the source or username is blocked
-//! for `block`: every attempt, a right password included, is refused. The role Kamailio's
-//! `pike` and fail2ban play in front of a registrar.
+//! Digest guessing made slow and then futile: failures are counted per source address (shared
+//! by every worker, since one source's calls spread over all of them). After a few failures each
+//! further attempt from that address must wait longer (1 s, 2 s, 4 s, ... up to 32 s, refused
+//! unchecked before that), and after `max_failures` the address is blocked for `block`: every
+//! attempt from it, a right password included, is refused. Only the address that failed pays:
+//! a guesser elsewhere in a carrier's allowed range never locks out the carrier's own SBCs (a
+//! per-username count would), and a right password from an address that has not failed is
+//! always looked at. The role Kamailio's `pike` and fail2ban play in front of a registrar.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,21 +19,19 @@ const MAX_WAIT: Duration = Duration::from_secs(32);
 /// Failures older than this are forgotten.
 const WINDOW: Duration = Duration::from_secs(600);
 /// Most keys remembered; past it expired ones are pruned and new ones not tracked (usernames
-/// tracked are the trunks' own, sources are allowed carriers': both bounded by the config).
+/// tracked are allowed carriers': bounded by the config).
 const MAX_KEYS: usize = 65_536;
 
-/// What is counted: an address, or a trunk's (realm, username).
+/// What is counted: the address the attempts come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Source(IpAddr),
-    User(String, String),
 }
 
 impl Key {
     pub fn scope(&self) -> &'static str {
         match self {
             Key::Source(_) => "source",
-            Key::User(..) => "username",
         }
     }
 }
@@ -210,7 +210,7 @@ mod tests {
     fn a_success_clears_the_count_and_old_failures_are_forgotten() {
         let lock = Lockout::new(4, Duration::from_secs(60));
         let t0 = Instant::now();
-        let keys = [src(), Key::User("realm".into(), "trunk-7".into())];
+        let keys = [src()];
         lock.failed(&keys, t0);
         lock.failed(&keys, t0);
         lock.succeeded(&keys);
@@ -224,13 +224,16 @@ mod tests {
     }
 
     #[test]
-    fn one_key_blocked_is_enough_to_refuse() {
+    fn a_blocked_address_does_not_lock_out_the_trunks_other_addresses() {
         let lock = Lockout::new(1, Duration::from_secs(60));
         let t0 = Instant::now();
-        let user = Key::User("realm".into(), "trunk-7".into());
-        assert_eq!(lock.failed(std::slice::from_ref(&user), t0).len(), 1);
-        // Another source trying the blocked username is refused as well.
-        let other = Key::Source([192, 0, 2, 8].into());
-        assert_eq!(lock.admit(&[other, user], t0), Err(Verdict::Blocked));
+        let guesser = Key::Source([192, 0, 2, 8].into());
+        assert_eq!(lock.failed(std::slice::from_ref(&guesser), t0).len(), 1);
+        assert_eq!(
+            lock.admit(std::slice::from_ref(&guesser), t0),
+            Err(Verdict::Blocked)
+        );
+        // The carrier's own SBC in the same range has not failed: its attempts are looked at.
+        assert_eq!(lock.admit(&[src()], t0), Ok(()));
     }
 }

@@ -11,7 +11,7 @@ pub struct Metrics {
     pub refusals: IntCounterVec,
     pub active_calls: IntGaugeVec,
     pub calls_in_setup: IntGaugeVec,
-    pub source_blocks: IntCounterVec,
+    pub source_shedding: IntCounterVec,
     pub source_dropped: IntCounter,
     pub acl_drops: IntCounterVec,
     pub auth_failures: IntCounterVec,
@@ -178,15 +178,15 @@ impl Metrics {
                 "Calls being set up (final answer not yet acknowledged), by trunk; capped by limits.maxCallsInSetup or --max-calls-in-setup.",
                 &["trunk"],
             ),
-            source_blocks: cv(
-                "trunkgate_edge_source_blocks_total",
-                "Carrier-side source addresses blocked for --source-block-seconds after sending more than --source-rate requests a second (beyond the burst), by side.",
+            source_shedding: cv(
+                "trunkgate_edge_source_shedding_total",
+                "Episodes of a carrier-side source sending more than --source-rate datagrams a second (beyond the burst): its excess is dropped, nothing is blocked; one per episode (a source shedding again within 10 s is the same episode), by side.",
                 &["side"],
             ),
             source_dropped: {
                 let c = IntCounter::new(
                     "trunkgate_edge_source_rate_dropped_total",
-                    "Carrier-side requests dropped unanswered because their source was over --source-rate or blocked.",
+                    "Carrier-side datagrams dropped unanswered because their source was over --source-rate (its excess; datagrams continuing its calls have a budget four times larger).",
                 )
                 .expect("static metric definition");
                 registry
@@ -211,12 +211,12 @@ impl Metrics {
             ),
             auth_blocks: cv(
                 "trunkgate_edge_auth_blocks_total",
-                "Digest lockouts begun after --auth-max-failures failures, by scope: source (an address) or username (a trunk's). Attempts refused while slowed down or blocked count in trunkgate_edge_auth_failures_total{reason=throttled|blocked}.",
+                "Digest lockouts begun after --auth-max-failures failures, by scope: source (the address that failed; only that address is blocked). Attempts refused while slowed down or blocked count in trunkgate_edge_auth_failures_total{reason=throttled|blocked}.",
                 &["scope"],
             ),
             tcp_refused: cv(
                 "trunkgate_edge_tcp_refused_total",
-                "TCP connections closed at accept, by side and reason: acl (source in no trunk's allowedCidrs), source_cap (--tcp-max-per-source), total_cap (--tcp-max-connections), accept_error (e.g. out of file descriptors; the accept loop backs off).",
+                "TCP connections closed at accept, by side and reason: acl (source in no trunk's allowedCidrs, or on the platform side outside --platform-cidrs), tls_handshake_rate (a TLS listener's source over --tls-handshake-rate), source_cap (--tcp-max-per-source), total_cap (--tcp-max-connections), accept_error (e.g. out of file descriptors; the accept loop backs off).",
                 &["side", "reason"],
             ),
             tcp_closed: cv(

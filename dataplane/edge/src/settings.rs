@@ -56,6 +56,12 @@ pub struct Settings {
     /// A TLS handshake must finish within this many seconds, or the connection is closed.
     #[arg(long, env = "TRUNKGATE_TLS_HANDSHAKE_SECONDS", default_value_t = 5)]
     pub tls_handshake_seconds: u64,
+    /// New TLS connections a second one source address may open (a burst of twice as many
+    /// passes); past it a connection is closed before its handshake, counted in
+    /// `trunkgate_edge_tcp_refused_total{reason="tls_handshake_rate"}`. A carrier keeps its
+    /// connections open, so this only costs a flood. 0: no limit.
+    #[arg(long, env = "TRUNKGATE_TLS_HANDSHAKE_RATE", default_value_t = 20)]
+    pub tls_handshake_rate: u32,
     /// Address put in carrier-side SDP (defaults to the public SIP address, or the advertised IP).
     #[arg(long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
     pub public_media_ip: Option<IpAddr>,
@@ -131,14 +137,16 @@ pub struct Settings {
         default_value_t = 100
     )]
     pub max_calls_in_setup_per_source: u32,
-    /// Requests a second one carrier-side source address may send (a burst of twice as many
-    /// passes); past it the source is blocked for --source-block-seconds and its requests are
-    /// dropped unanswered, the role Kamailio's `pike` plays. 0: no limit.
+    /// New requests a second one carrier-side source address may send (a burst of twice as
+    /// many passes); past it the excess is dropped unanswered, the role Kamailio's `pike` plays.
+    /// Nothing is blocked (a UDP source can be forged): the source is served again as soon as
+    /// it slows down, and what continues its calls has a budget four times larger. 0: no limit.
     #[arg(long, env = "TRUNKGATE_SOURCE_RATE", default_value_t = 2000)]
     pub source_rate: u32,
-    /// How long a source over --source-rate stays blocked.
-    #[arg(long, env = "TRUNKGATE_SOURCE_BLOCK_SECONDS", default_value_t = 30)]
-    pub source_block_seconds: u64,
+    /// No longer used: a source over --source-rate loses only its excess, it is not blocked.
+    /// Accepted so that existing command lines still start.
+    #[arg(long, env = "TRUNKGATE_SOURCE_BLOCK_SECONDS", hide = true)]
+    pub source_block_seconds: Option<u64>,
     /// Drop, in the kernel, carrier-side UDP from IPv4 addresses the edge never heard of (no
     /// allowedCidrs entry of any snapshot loaded, no outbound target): a flood from them then
     /// never wakes a worker. Userspace checks everything either way.
@@ -160,7 +168,7 @@ pub struct Settings {
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.
     #[arg(long, env = "TRUNKGATE_DETAILED_WARNINGS", default_value_t = false)]
     pub detailed_warnings: bool,
-    /// Digest failures (per source address, and per trunk username) before a block; after the
+    /// Digest failures per source address before that address is blocked; after the
     /// third, each try must wait twice as long as the one before (1 s up to 32 s).
     #[arg(long, env = "TRUNKGATE_AUTH_MAX_FAILURES", default_value_t = 10)]
     pub auth_max_failures: u32,

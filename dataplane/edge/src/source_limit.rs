@@ -1,8 +1,11 @@
-//! Per-source request rate limiting with a temporary block, the role Kamailio's `pike` plays:
-//! a carrier-side address that sends more than `rate` datagrams a second (past a burst of twice
-//! that) is blocked for a while and everything it sends is dropped unread and unanswered. One
-//! flooding address (allowed, or spoofing an allowed one) then costs the edge a table look-up
-//! per datagram, and calls from every other address go on.
+//! Per-source request rate limiting, the role Kamailio's `pike` plays, made so that a forged
+//! flood cannot turn it into an outage: a carrier-side address that sends more than `rate`
+//! datagrams a second (past a burst of twice that) loses only its excess, dropped unread and
+//! unanswered, and is served again the moment it slows down. UDP sources can be spoofed, so a
+//! block of the address would be a block of the carrier it names. Datagrams that continue
+//! something of ours (responses, in-dialog requests: they carry one of our tags or branches)
+//! draw from a second budget four times larger, so a flood of new requests from an address
+//! does not cost that address its calls in progress.
 //!
 //! Shared by every worker: the kernel spreads one address's datagrams over the workers' sockets
 //! by port, so a per-worker count would let a flood through N times. The table is split into
@@ -17,38 +20,51 @@ const SHARDS: usize = 16;
 /// Most addresses tracked per shard; past it idle ones are pruned, then new ones pass untracked
 /// (only addresses some trunk allows are tracked at all).
 const MAX_PER_SHARD: usize = 4096;
+/// How much larger the budget of datagrams continuing our transactions and dialogs is.
+const ONGOING_FACTOR: f64 = 4.0;
+/// A source that sheds again within this time of its last shed is in the same episode (one log
+/// line and one count per episode).
+const EPISODE: Duration = Duration::from_secs(10);
+
+/// What a datagram is, as far as can be told without parsing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Something new: an INVITE, OPTIONS, a CANCEL, a retransmission of one of them.
+    New,
+    /// It carries one of our tags or branches: a response, an ACK, an in-dialog request.
+    Ongoing,
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
-    tokens: f64,
+    new: f64,
+    ongoing: f64,
     last: Instant,
-    blocked_until: Option<Instant>,
+    last_shed: Option<Instant>,
 }
 
 /// What to do with a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    /// Dropped: the source is blocked (`newly` for the datagram that started the block).
-    Drop {
-        newly: bool,
+    /// Dropped: over the source's budget (`first` for the drop that begins an episode).
+    Shed {
+        first: bool,
     },
 }
 
 pub struct SourceLimiter {
     rate: f64,
     burst: f64,
-    block: Duration,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
 }
 
 impl SourceLimiter {
-    /// `rate` datagrams a second per source (0: no limit), bursts of twice that, `block` long.
-    pub fn new(rate: u32, block: Duration) -> Self {
+    /// `rate` datagrams a second per source (0: no limit), bursts of twice that.
+    pub fn new(rate: u32) -> Self {
         Self {
             rate: f64::from(rate),
             burst: 2.0 * f64::from(rate),
-            block,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
@@ -61,44 +77,44 @@ impl SourceLimiter {
         &self.shards[(h ^ (h >> 8)) % SHARDS]
     }
 
-    /// Counts one datagram from `ip` at `now`.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Verdict {
+    /// Counts one datagram of `class` from `ip` at `now`.
+    pub fn check(&self, ip: IpAddr, class: Class, now: Instant) -> Verdict {
         if self.rate <= 0.0 {
             return Verdict::Pass;
         }
+        let (rate, burst) = (self.rate, self.burst);
         let mut map = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_PER_SHARD && !map.contains_key(&ip) {
-            let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| {
-                b.blocked_until.is_some_and(|t| now < t)
-                    || b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+                b.new + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
             });
             if map.len() >= MAX_PER_SHARD {
                 return Verdict::Pass;
             }
         }
         let b = map.entry(ip).or_insert(Bucket {
-            tokens: self.burst,
+            new: burst,
+            ongoing: burst * ONGOING_FACTOR,
             last: now,
-            blocked_until: None,
+            last_shed: None,
         });
-        if let Some(until) = b.blocked_until {
-            if now < until {
-                return Verdict::Drop { newly: false };
-            }
-            b.blocked_until = None;
-            b.tokens = self.burst;
-            b.last = now;
-        }
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.new = (b.new + elapsed * rate).min(burst);
+        b.ongoing = (b.ongoing + elapsed * rate * ONGOING_FACTOR).min(burst * ONGOING_FACTOR);
         b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        let tokens = match class {
+            Class::New => &mut b.new,
+            Class::Ongoing => &mut b.ongoing,
+        };
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
             return Verdict::Pass;
         }
-        b.blocked_until = Some(now + self.block);
-        Verdict::Drop { newly: true }
+        let first = b
+            .last_shed
+            .is_none_or(|t| now.saturating_duration_since(t) >= EPISODE);
+        b.last_shed = Some(now);
+        Verdict::Shed { first }
     }
 }
 
@@ -107,43 +123,93 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_source_over_its_rate_is_blocked_for_a_while_and_others_are_not() {
-        let lim = SourceLimiter::new(100, Duration::from_secs(30));
+    fn a_source_over_its_rate_loses_only_its_excess_and_is_served_again_at_once() {
+        let lim = SourceLimiter::new(100);
         let t0 = Instant::now();
         let flood: IpAddr = [192, 0, 2, 1].into();
         let calm: IpAddr = [192, 0, 2, 2].into();
         // The burst (twice the rate) passes at once.
         for i in 0..200 {
-            assert_eq!(lim.check(flood, t0), Verdict::Pass, "datagram {i}");
+            assert_eq!(
+                lim.check(flood, Class::New, t0),
+                Verdict::Pass,
+                "datagram {i}"
+            );
         }
-        assert_eq!(lim.check(flood, t0), Verdict::Drop { newly: true });
-        assert_eq!(lim.check(flood, t0), Verdict::Drop { newly: false });
         assert_eq!(
-            lim.check(calm, t0),
+            lim.check(flood, Class::New, t0),
+            Verdict::Shed { first: true }
+        );
+        assert_eq!(
+            lim.check(flood, Class::New, t0),
+            Verdict::Shed { first: false }
+        );
+        assert_eq!(
+            lim.check(calm, Class::New, t0),
             Verdict::Pass,
             "another source is not held back"
         );
-        // Still blocked after 29 s, even though tokens would have refilled.
-        let later = t0 + Duration::from_secs(29);
-        assert_eq!(lim.check(flood, later), Verdict::Drop { newly: false });
+        // No block: 10 ms later its rate has earned it one more datagram.
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(lim.check(flood, Class::New, soon), Verdict::Pass);
         assert_eq!(
-            lim.check(flood, t0 + Duration::from_secs(30)),
-            Verdict::Pass
+            lim.check(flood, Class::New, soon),
+            Verdict::Shed { first: false }
         );
+        // A second later, at its rate, it passes as before, and a shed after a quiet spell is
+        // a new episode.
+        let later = t0 + Duration::from_secs(20);
+        for i in 0..100 {
+            assert_eq!(lim.check(flood, Class::New, later), Verdict::Pass, "{i}");
+        }
     }
 
     #[test]
-    fn a_steady_source_at_its_rate_is_never_blocked() {
-        let lim = SourceLimiter::new(100, Duration::from_secs(30));
+    fn calls_in_progress_keep_their_own_budget_through_a_flood_of_new_requests() {
+        let lim = SourceLimiter::new(100);
+        let t0 = Instant::now();
+        let carrier: IpAddr = [192, 0, 2, 9].into();
+        for _ in 0..10_000 {
+            let _ = lim.check(carrier, Class::New, t0);
+        }
+        assert_eq!(
+            lim.check(carrier, Class::New, t0),
+            Verdict::Shed { first: false }
+        );
+        // Its ACKs, BYEs and answers (ours) still pass: four times the budget of new ones.
+        for i in 0..800 {
+            assert_eq!(
+                lim.check(carrier, Class::Ongoing, t0),
+                Verdict::Pass,
+                "datagram {i}"
+            );
+        }
+        assert!(matches!(
+            lim.check(carrier, Class::Ongoing, t0),
+            Verdict::Shed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_steady_source_at_its_rate_is_never_shed() {
+        let lim = SourceLimiter::new(100);
         let ip: IpAddr = [192, 0, 2, 3].into();
         let t0 = Instant::now();
         for i in 0..10_000u32 {
             let now = t0 + Duration::from_millis(u64::from(i) * 10);
-            assert_eq!(lim.check(ip, now), Verdict::Pass, "datagram {i}");
+            assert_eq!(
+                lim.check(ip, Class::New, now),
+                Verdict::Pass,
+                "datagram {i}"
+            );
         }
-        let off = SourceLimiter::new(0, Duration::from_secs(30));
+        let off = SourceLimiter::new(0);
         for _ in 0..1000 {
-            assert_eq!(off.check(ip, t0), Verdict::Pass, "0 means no limit");
+            assert_eq!(
+                off.check(ip, Class::New, t0),
+                Verdict::Pass,
+                "0 means no limit"
+            );
         }
     }
 }

@@ -93,6 +93,22 @@ pub async fn accept(
                     reset(stream);
                     continue;
                 }
+                // A handshake costs a signature: a source opening TLS connections faster
+                // than --tls-handshake-rate has the excess closed before one starts.
+                if tls
+                    && matches!(
+                        shared.tls_handshakes.check(
+                            peer.ip(),
+                            crate::source_limit::Class::New,
+                            Instant::now()
+                        ),
+                        crate::source_limit::Verdict::Shed { .. }
+                    )
+                {
+                    refused("tls_handshake_rate");
+                    reset(stream);
+                    continue;
+                }
                 let admitted = match shared.tcp.admit(Some(peer.ip())) {
                     Ok(a) => a,
                     Err(reason) => {

@@ -55,6 +55,8 @@ pub struct Shared {
     pub prefilter: crate::prefilter::Prefilter,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
     pub source_limit: crate::source_limit::SourceLimiter,
+    /// New TLS connections per source (`--tls-handshake-rate`), shared by every listener.
+    pub tls_handshakes: crate::source_limit::SourceLimiter,
     /// The platform's allow-list (`--platform-cidrs`) and the tenants its sources call for.
     pub platform: crate::platform::PlatformAcl,
 }
@@ -266,11 +268,9 @@ impl Shared {
                 settings.max_calls_in_setup_per_source.max(1) as usize,
                 None,
             )),
-            source_limit: crate::source_limit::SourceLimiter::new(
-                settings.source_rate,
-                Duration::from_secs(settings.source_block_seconds),
-            ),
+            source_limit: crate::source_limit::SourceLimiter::new(settings.source_rate),
             platform: crate::platform::PlatformAcl::new(&settings.platform_cidrs),
+            tls_handshakes: crate::source_limit::SourceLimiter::new(settings.tls_handshake_rate),
             lockout: Arc::new(crate::lockout::Lockout::new(
                 settings.auth_max_failures,
                 Duration::from_secs(settings.auth_block_seconds),

@@ -10,6 +10,7 @@ use crate::call::Side;
 use crate::ids::owner;
 use crate::message::Builder;
 use crate::msg;
+use crate::source_limit::{Class, Verdict};
 use crate::transaction::{Role, TransactionKey};
 
 impl Worker {
@@ -17,7 +18,12 @@ impl Worker {
 
     pub(super) fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
         if self.side_allows(side, src) {
-            if side == Side::Public && self.over_rate(src.ip()) {
+            let class = if crate::ids::may_carry_ours(data) {
+                Class::Ongoing
+            } else {
+                Class::New
+            };
+            if side == Side::Public && self.over_rate(src.ip(), class) {
                 return;
             }
         } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
@@ -52,21 +58,20 @@ impl Worker {
         }
     }
 
-    /// Whether `ip` (an allowed carrier-side source) is over `--source-rate` or blocked; counts
-    /// the drop and logs a new block.
-    pub(crate) fn over_rate(&self, ip: std::net::IpAddr) -> bool {
-        match self.shared.source_limit.check(ip, self.now) {
-            crate::source_limit::Verdict::Pass => false,
-            crate::source_limit::Verdict::Drop { newly } => {
+    /// Whether a datagram of `class` from `ip` (an allowed carrier-side source) is over
+    /// `--source-rate`: then it is shed (counted; the first of an episode logged).
+    pub(crate) fn over_rate(&self, ip: std::net::IpAddr, class: Class) -> bool {
+        match self.shared.source_limit.check(ip, class, self.now) {
+            Verdict::Pass => false,
+            Verdict::Shed { first } => {
                 let m = self.metrics();
                 m.source_dropped.inc();
-                if newly {
-                    m.source_blocks.with_label_values(&["public"]).inc();
+                if first {
+                    m.source_shedding.with_label_values(&["public"]).inc();
                     tracing::warn!(
                         source = %ip,
                         rate = self.shared.settings.source_rate,
-                        seconds = self.shared.settings.source_block_seconds,
-                        "carrier-side source over --source-rate: blocked, its requests dropped unanswered"
+                        "carrier-side source over --source-rate: its excess is dropped unanswered (logged once per episode)"
                     );
                 }
                 true
@@ -243,7 +248,12 @@ impl Worker {
                 result,
             } => self.on_probe_resolved(probe, &uri_host, result),
             Event::Message { side, src, msg } => {
-                if side == Side::Public && self.over_rate(src.addr().ip()) {
+                let class = match &*msg {
+                    SipMessage::Response(_) => Class::Ongoing,
+                    SipMessage::Request(r) if trunkgate_sip::to_tag(r).is_some() => Class::Ongoing,
+                    _ => Class::New,
+                };
+                if side == Side::Public && self.over_rate(src.addr().ip(), class) {
                     return;
                 }
                 self.on_message(side, &src, *msg, true)
