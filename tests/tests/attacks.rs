@@ -350,49 +350,91 @@ fn refusals(edge: &Edge, reason: &str) -> f64 {
     edge.metric("trunkgate_edge_refusals_total", &[("reason", reason)])
 }
 
+/// Reproduces the outage of the attack report: a one-second burst forged with a carrier's
+/// source address blocked that carrier for 30 s (203 of 600 calls lost). Now the source loses
+/// only its excess: the carrier's call in progress goes on through the burst, and its next
+/// call is taken right after it.
 #[test]
-fn a_source_over_its_rate_is_blocked_and_other_carriers_calls_go_on() {
+fn a_forged_burst_as_a_carriers_address_costs_only_the_excess_not_the_carriers_calls() {
     let lab = Lab::new("attack_source_rate");
     let platform = Sipp::reserve(PLATFORM);
     config(&lab, platform);
+    // The old flag is still accepted (and means nothing now).
     let edge = edge_with(
         &lab,
         &["--source-rate", "100", "--source-block-seconds", "30"],
     );
-    let uas = Sipp::answering(&lab, "platform", platform).start();
-    // 2,000 requests from one allowed address, 50 every millisecond (~50,000/s, far over its
-    // 100/s): past its burst (200) it is blocked. Paced so that the socket's receive buffer
-    // does not overflow: what is dropped must be dropped by the edge, not by the kernel
-    // (an unpaced burst failed this test once on a busy machine).
-    let flood = RawUdp::bind(CARRIER);
+    let uas = Sipp::answering(&lab, "platform", platform).calls(3).start();
+    // The carrier's call, up before the burst.
+    let carrier = RawUdp::bind(CARRIER);
+    let up = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "up-before");
+    carrier.send(edge.public, &up.invite(carrier.local));
+    let up_ok = carrier.recv_final("INVITE", WAIT).expect("an answer");
+    assert_eq!(up_ok.code(), Some(200), "{}", up_ok.text());
+    carrier.send(
+        edge.public,
+        &up.in_dialog("ACK", up.cseq, carrier.local, &up_ok),
+    );
+    // 2,000 requests "from the carrier" (its address, another port: what a forger sends), 50
+    // every millisecond (~50,000/s, far over its 100/s). Paced so that the socket's receive
+    // buffer does not overflow: what is dropped must be dropped by the edge, not the kernel.
+    let forger = RawUdp::bind(CARRIER);
     let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "flood");
     let options =
-        String::from_utf8_lossy(&inv.invite(flood.local)).replacen("INVITE", "OPTIONS", 1);
+        String::from_utf8_lossy(&inv.invite(forger.local)).replacen("INVITE", "OPTIONS", 1);
     for i in 0..2000 {
-        let _ = flood.sock.send_to(options.as_bytes(), edge.public);
+        let _ = forger.sock.send_to(options.as_bytes(), edge.public);
         if i % 50 == 49 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
     assert_eventually!(
-        edge.metric("trunkgate_edge_source_blocks_total", &[("side", "public")]) == 1.0,
-        WAIT,
-        "the flooding source is blocked once"
-    );
-    // The workers may still be reading the flood when the block shows: wait for the count.
-    assert_eventually!(
         edge.metric("trunkgate_edge_source_rate_dropped_total", &[]) > 1000.0,
         WAIT,
-        "most of the flood is dropped unparsed: {}",
+        "most of the burst is dropped unparsed: {}",
         edge.metric("trunkgate_edge_source_rate_dropped_total", &[])
     );
-    let _ = flood.drain(Duration::from_millis(300));
-    flood.send(edge.public, options.as_bytes());
-    assert!(
-        flood.drain(SILENCE).is_empty(),
-        "a blocked source gets nothing back"
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_source_shedding_total",
+            &[("side", "public")]
+        ),
+        1.0,
+        "one shedding episode"
     );
-    // Another carrier's call goes through meanwhile.
+    let _ = forger.drain(Duration::from_millis(300));
+    // Nothing is blocked: the call in progress ends normally, and a new call is taken at once.
+    carrier.send(
+        edge.public,
+        &up.in_dialog("BYE", up.cseq + 1, carrier.local, &up_ok),
+    );
+    assert_eq!(
+        carrier.recv_final("BYE", WAIT).and_then(|m| m.code()),
+        Some(200),
+        "the carrier's call in progress is not cut off"
+    );
+    let next = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "right-after");
+    carrier.send(edge.public, &next.invite(carrier.local));
+    let ok = carrier.recv_final("INVITE", WAIT).expect("an answer");
+    assert_eq!(
+        ok.code(),
+        Some(200),
+        "a new call right after the burst: {}",
+        ok.text()
+    );
+    carrier.send(
+        edge.public,
+        &next.in_dialog("ACK", next.cseq, carrier.local, &ok),
+    );
+    carrier.send(
+        edge.public,
+        &next.in_dialog("BYE", next.cseq + 1, carrier.local, &ok),
+    );
+    assert_eq!(
+        carrier.recv_final("BYE", WAIT).and_then(|m| m.code()),
+        Some(200)
+    );
+    // Another carrier's call goes through as well.
     let other = RawUdp::bind(OTHER_CARRIER);
     let call = RawInvite::new(&edge.public_uri("+6498870000"), CALLER, "other-carrier");
     other.send(edge.public, &call.invite(other.local));
@@ -710,4 +752,269 @@ fn tcp_connections_are_capped_per_source_and_closed_when_idle_or_incomplete() {
         WAIT,
         "the source may connect again"
     );
+}
+
+// ---- the platform side: an allow-list of its own, tenancy, each leg's own peer -------------
+
+/// The shared platform of the tests below (any tenant, named per call).
+const SHARED_PLATFORM: IpAddr = PLATFORM_2;
+/// An outbound call's number: premium rate, what toll fraud dials.
+const PREMIUM: &str = "+19005550100";
+
+/// `acme/pacific` (carrier 127.0.0.10, outbound to `carrier_a`) and `beta/other` (127.0.0.11,
+/// outbound to `carrier_b`), both routing every number and passing any caller ID; acme's
+/// platform is 127.0.0.20 (`acme=` in `--platform-cidrs`), 127.0.0.21 is a shared platform.
+fn platform_lab(
+    name: &str,
+    platform: SocketAddr,
+    carrier_a: SocketAddr,
+    carrier_b: SocketAddr,
+) -> (Lab, Edge) {
+    let lab = Lab::new(name);
+    lab.write_config(
+        "tenants.yaml",
+        &config::documents(&[
+            Trunk::new("acme", "pacific", "127.0.0.10/32", platform)
+                .target(carrier_a)
+                .policy("PassThrough")
+                .relay(false)
+                .yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+            Trunk::new("beta", "other", "127.0.0.11/32", platform)
+                .target(carrier_b)
+                .policy("PassThrough")
+                .relay(false)
+                .yaml(),
+            Numbers::byoc("beta", "numbers", "other", &["+6498870000"]).yaml(),
+        ]),
+    );
+    let cidrs = format!("acme={PLATFORM}/32,{SHARED_PLATFORM}/32");
+    let edge = edge_with(&lab, &["--platform-cidrs", &cidrs]);
+    (lab, edge)
+}
+
+/// An outbound INVITE from `sock` to `PREMIUM` with `extra` header lines.
+fn platform_invite(edge: &Edge, sock: &RawUdp, label: &str, extra: &str) -> RawInvite {
+    let mut inv = RawInvite::new(&edge.internal_uri(PREMIUM), "anonymous", label);
+    inv.extra = extra.to_string();
+    sock.send(edge.internal, &inv.invite(sock.local));
+    inv
+}
+
+/// The first INVITE `carrier` receives within `window`, if any.
+fn invite_at(carrier: &RawUdp, window: Duration) -> Option<SipMsg> {
+    eventually(window, || {
+        carrier
+            .recv_msg(window)
+            .filter(|m| m.method() == Some("INVITE"))
+    })
+}
+
+/// Answers an INVITE `carrier` received with 486 Busy Here (ending its retransmissions).
+fn busy(carrier: &RawUdp, invite: &SipMsg) {
+    let mut text = String::from("SIP/2.0 486 Busy Here\r\n");
+    for via in invite.header_all("Via") {
+        text.push_str(&format!("Via: {via}\r\n"));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        text.push_str(&format!(
+            "{name}: {}\r\n",
+            invite.header(name).unwrap_or_default()
+        ));
+    }
+    text.push_str(&format!(
+        "To: {};tag=busy\r\nContent-Length: 0\r\n\r\n",
+        invite.header("To").unwrap_or_default()
+    ));
+    let via = invite.header("Via").unwrap_or_default();
+    let sent_by = via.split_whitespace().nth(1).unwrap_or_default();
+    let sent_by = sent_by.split(';').next().unwrap_or_default();
+    let to: SocketAddr = sent_by.parse().expect("the edge's Via names its address");
+    carrier.send(to, text.as_bytes());
+}
+
+/// Reproduces the open relay of the attack report: from an address that is neither platform
+/// nor carrier, an INVITE to the platform port naming another tenant's trunk got 200 and
+/// reached that carrier (toll fraud billed to the tenant). Now it gets nothing, over UDP and
+/// TCP, and no carrier hears of it.
+#[test]
+fn a_stranger_on_the_platform_port_gets_nothing_and_reaches_no_carrier() {
+    let carrier_a = RawUdp::bind(CARRIER_TARGET);
+    let carrier_b = RawUdp::bind(CARRIER_TARGET_2);
+    let platform = Sipp::reserve(PLATFORM);
+    let (_lab, edge) = platform_lab(
+        "attack_platform_stranger",
+        platform,
+        carrier_a.local,
+        carrier_b.local,
+    );
+    let stranger = RawUdp::bind(DENIED);
+    platform_invite(
+        &edge,
+        &stranger,
+        "stranger-trunk",
+        "X-Trunkgate-Trunk: beta/other\r\n",
+    );
+    platform_invite(&edge, &stranger, "stranger-route", "");
+    assert!(
+        stranger.drain(SILENCE).is_empty(),
+        "no byte back to a stranger on the platform port"
+    );
+    assert!(
+        invite_at(&carrier_b, Duration::from_millis(300)).is_none()
+            && invite_at(&carrier_a, Duration::from_millis(300)).is_none(),
+        "no carrier is called"
+    );
+    assert_eventually!(
+        edge.metric("trunkgate_edge_acl_drops_total", &[("side", "internal")]) >= 2.0,
+        trunkgate_tests::edge::DENIED_COUNT_DELAY,
+        "counted as ACL drops on the platform side"
+    );
+    assert!(
+        refused_within(DENIED, edge.internal, WAIT),
+        "a TCP connection from a stranger to the platform port is closed at accept"
+    );
+    assert!(edge.cdrs().is_empty());
+}
+
+/// An outbound call uses only trunks of the tenant it belongs to: the tenant of the source's
+/// `--platform-cidrs` entry, or for a shared platform the one the call names.
+#[test]
+fn an_outbound_call_never_uses_another_tenants_carrier() {
+    let carrier_a = RawUdp::bind(CARRIER_TARGET);
+    let carrier_b = RawUdp::bind(CARRIER_TARGET_2);
+    let platform = Sipp::reserve(PLATFORM);
+    let (_lab, edge) = platform_lab(
+        "attack_platform_tenancy",
+        platform,
+        carrier_a.local,
+        carrier_b.local,
+    );
+    // acme's platform naming beta's trunk: refused, and the platform is told why.
+    let acme = RawUdp::bind(PLATFORM);
+    let inv = platform_invite(
+        &edge,
+        &acme,
+        "acme-names-beta",
+        "X-Trunkgate-Trunk: beta/other\r\n",
+    );
+    let refused = acme.recv_final("INVITE", WAIT).expect("an answer");
+    acme.send(edge.internal, &inv.ack_non_2xx(acme.local, &refused));
+    assert_eq!(refused.code(), Some(403), "{}", refused.text());
+    assert!(
+        refused
+            .header("Warning")
+            .is_some_and(|w| w.contains("beta/other belongs to tenant beta")),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refusals(&edge, "tenant_not_allowed"), 1.0);
+    // By route it goes out through its own tenant's carrier, never beta's.
+    let inv = platform_invite(&edge, &acme, "acme-by-route", "");
+    let at_a = invite_at(&carrier_a, WAIT).expect("acme's carrier is called");
+    busy(&carrier_a, &at_a);
+    let busy_here = acme.recv_final("INVITE", WAIT).expect("an answer");
+    acme.send(edge.internal, &inv.ack_non_2xx(acme.local, &busy_here));
+    assert_eq!(busy_here.code(), Some(486), "{}", busy_here.text());
+    assert!(invite_at(&carrier_b, Duration::from_millis(300)).is_none());
+    let _ = carrier_a.drain(Duration::from_millis(300));
+
+    // A shared platform must say which tenant a call is for.
+    let shared = RawUdp::bind(SHARED_PLATFORM);
+    let inv = platform_invite(&edge, &shared, "shared-unnamed", "");
+    let unknown = shared.recv_final("INVITE", WAIT).expect("an answer");
+    shared.send(edge.internal, &inv.ack_non_2xx(shared.local, &unknown));
+    assert_eq!(unknown.code(), Some(403), "{}", unknown.text());
+    assert_eq!(refusals(&edge, "tenant_unknown"), 1.0);
+    platform_invite(
+        &edge,
+        &shared,
+        "shared-beta",
+        "X-Trunkgate-Tenant: beta\r\n",
+    );
+    let at_b = invite_at(&carrier_b, WAIT).expect("beta's carrier is called");
+    assert!(
+        at_b.header("X-Trunkgate-Tenant").is_none(),
+        "the tenant header stays inside: {}",
+        at_b.text()
+    );
+    assert!(invite_at(&carrier_a, Duration::from_millis(300)).is_none());
+}
+
+/// Reproduces the wiretap of the attack report: from another platform address, in-dialog
+/// INFO, UPDATE, a re-INVITE moving the media and a BYE for a tenant's call were forwarded to
+/// its carrier. Only the platform leg's own peer continues the dialog now; the others get 481
+/// and the carrier hears nothing.
+#[test]
+fn another_platform_address_cannot_continue_or_end_a_call() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("attack_platform_hijack");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    lab.write_config(
+        "acme.yaml",
+        &config::documents(&[
+            Trunk::new("acme", "pacific", "127.0.0.10/32", platform.local)
+                .relay(false)
+                .yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+        ]),
+    );
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let mut carrier = Ua::bind("carrier", CARRIER, CALLER);
+    let sdp = |ip: &str| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+        )
+    };
+    let (dialog, tx) = carrier.invite(
+        edge.public,
+        &edge.public_uri(NUMBER),
+        CALLER,
+        &sdp("127.0.0.10"),
+    );
+    let invite = platform.expect_request("INVITE", WAIT);
+    let platform_dialog = platform.accept(&invite, &sdp("127.0.0.20"));
+    let mut carrier_dialog = dialog;
+    let ok = carrier.final_response(&mut carrier_dialog, &tx, WAIT);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    platform.expect_request("ACK", WAIT);
+
+    // Everything the attacker needs is in the platform leg's messages.
+    let mut attacker = Ua::bind("attacker", SHARED_PLATFORM, "attacker");
+    for (method, body) in [
+        ("INFO", String::new()),
+        ("UPDATE", sdp("127.0.0.21")),
+        ("INVITE", sdp("127.0.0.21")),
+        ("BYE", String::new()),
+    ] {
+        let mut forged = platform_dialog.clone();
+        forged.cseq += 10;
+        let tx = attacker.request(&mut forged, method, "", &body);
+        let resp = attacker.final_response(&mut forged, &tx, WAIT);
+        assert_eq!(resp.code(), Some(481), "{method}: {}", resp.text());
+    }
+    assert!(
+        carrier
+            .gets_request("INVITE", Duration::from_millis(500))
+            .is_none()
+            && carrier
+                .gets_request("BYE", Duration::from_millis(100))
+                .is_none()
+            && carrier
+                .gets_request("INFO", Duration::from_millis(100))
+                .is_none()
+            && carrier
+                .gets_request("UPDATE", Duration::from_millis(100))
+                .is_none(),
+        "nothing reached the carrier: {}",
+        carrier.report()
+    );
+    assert!(edge.cdrs().is_empty(), "the call is still up");
+    // The platform itself ends it.
+    let mut own = platform_dialog;
+    let bye = platform.bye(&mut own);
+    assert_eq!(bye.code(), Some(200), "{}", bye.text());
+    carrier.answer_bye(WAIT);
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["endedBy"], "platform", "{cdr}");
 }

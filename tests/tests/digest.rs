@@ -192,7 +192,6 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
     let lab = Lab::new("digest_lockout");
     let platform = Sipp::reserve(PLATFORM);
     config_range(&lab, platform, &[], "127.0.0.8/29");
-    let _uas = Sipp::answering(&lab, "platform", platform).start();
     let edge = Edge::start(
         &lab,
         EdgeOptions {
@@ -202,6 +201,9 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
             ..EdgeOptions::default()
         },
     );
+    let _uas = Sipp::answering(&lab, "platform", platform)
+        .calls(5)
+        .start();
     let neighbour: std::net::IpAddr = [127, 0, 0, 13].into();
     let sock = RawUdp::bind(neighbour);
     let attempt = |sock: &RawUdp, label: &str, password: &str| -> SipMsg {
