@@ -143,9 +143,13 @@ mod tests {
         assert_eq!(n.net.to_string(), "10.1.0.0/16", "used as its network");
         let n: PlatformNet = "::1".parse().expect("bare address");
         assert_eq!(n.net.to_string(), "::1/128");
-        let e = "10.0.0.300/8".parse::<PlatformNet>().expect_err("not a CIDR");
+        let e = "10.0.0.300/8"
+            .parse::<PlatformNet>()
+            .expect_err("not a CIDR");
         assert!(e.contains("'10.0.0.300/8' is not a CIDR"), "{e}");
-        let e = "Acme=10.0.0.0/8".parse::<PlatformNet>().expect_err("bad ns");
+        let e = "Acme=10.0.0.0/8"
+            .parse::<PlatformNet>()
+            .expect_err("bad ns");
         assert!(e.contains("not a namespace"), "{e}");
     }
 

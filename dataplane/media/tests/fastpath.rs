@@ -10,7 +10,7 @@ use trunkgate_media::fastpath::FastPath;
 use trunkgate_media::{MediaConfig, MediaEngine, Sdp, SessionId, Side};
 
 mod common;
-use common::{CARRIER, PLATFORM, from, ip, peer};
+use common::{CARRIER, PLATFORM, carrier_policy, from, ip, peer, platform_policy};
 
 /// The fast path on `lo`, or None (with the reason printed) when this process may not load it.
 fn fast_path() -> Option<Arc<FastPath>> {
@@ -76,10 +76,10 @@ fn call(m: &mut MediaEngine, id: u64) -> Call {
     let platform = peer(PLATFORM);
     let s = m.open(id, 1).expect("open");
     let mut offer = sdp_for(carrier.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Public, &mut offer, false)
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(false))
         .expect("offer");
     let mut answer = sdp_for(platform.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Internal, &mut answer, false)
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
         .expect("answer");
     let c = Call {
         s,
@@ -159,10 +159,10 @@ fn a_direction_waits_for_the_other_end_to_latch() {
     let platform = peer(PLATFORM);
     let s = m.open(5, 1).expect("open");
     let mut offer = sdp_for(carrier.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Public, &mut offer, false)
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(false))
         .expect("offer");
     let mut answer = sdp_for(platform.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Internal, &mut answer, false)
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
         .expect("answer");
     let public = m.local(s, Side::Public, 0).expect("public");
     let internal = m.local(s, Side::Internal, 0).expect("internal");
@@ -277,7 +277,7 @@ fn a_new_sdp_takes_the_stream_back_and_nothing_reaches_the_old_address() {
     // The platform moves (a re-INVITE's answer names a new port).
     let moved = peer(PLATFORM);
     let mut answer = sdp_for(moved.local_addr().expect("addr"));
-    m.relay_sdp(c.s, Side::Internal, &mut answer, false)
+    m.relay_sdp(c.s, Side::Internal, &mut answer, &platform_policy())
         .expect("new answer");
     latch(&mut m, &moved, c.internal, &c.carrier);
     let next: Vec<u16> = (21..=60).collect();
