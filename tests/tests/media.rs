@@ -500,12 +500,18 @@ fn rtp_only_from_an_unexpected_address_is_counted_logged_once_and_explained_in_t
 }
 
 /// `media: {behindNat: true}`: the carrier's SDP names its private address; its RTP comes from
-/// its NAT's outside address. The edge latches onto that and never sends to the private one.
+/// its NAT's outside address, which the trunk's allowedCidrs name (a source outside them may
+/// not latch: `media_attacks.rs`). The edge latches onto that and never sends to the private
+/// one.
 #[test]
 fn a_carrier_behind_nat_is_latched_wherever_its_rtp_comes_from() {
     let lab = Lab::new("media_nat");
     let (mut carrier, mut platform) = agents();
-    let edge = edge_with(&lab, platform.local, |t| t.behind_nat(), 2, &[]);
+    let nat_outside = |mut t: Trunk| {
+        t.cidrs.push(format!("{CARRIER_2}/32"));
+        t.behind_nat()
+    };
+    let edge = edge_with(&lab, platform.local, nat_outside, 2, &[]);
     let private = RtpEnd::bind(CARRIER_PRIVATE);
     let outside = RtpEnd::socket(CARRIER_2);
     let p_rtp = RtpEnd::bind(PLATFORM);

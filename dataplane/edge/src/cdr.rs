@@ -47,6 +47,13 @@ struct MediaRecord {
     unexpected_source_packets: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     unexpected_source: Option<String>,
+    /// Datagrams held back instead of sent to the other side's SDP address, which may not be
+    /// sent to before it is heard from (outside its allow-list, or its unheard budget spent),
+    /// and that address: the relay does not reflect media at addresses that never asked.
+    #[serde(skip_serializing_if = "is_zero")]
+    held_packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_destination: Option<String>,
     /// Why `mos` is null, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     no_media_reason: Option<String>,
@@ -73,7 +80,7 @@ fn no_media_reason(s: &trunkgate_media::StreamStats) -> Option<String> {
         .map_or_else(|| "no address yet".to_string(), |a| a.to_string());
     Some(match s.first_foreign {
         Some(src) => format!(
-            "RTP came only from unexpected address {src} (expected {expected}); media.behindNat latches to any source"
+            "RTP came only from unexpected address {src} (expected {expected}); with media.behindNat a source in the trunk's allowedCidrs latches"
         ),
         None => format!("no RTP arrived (expected from {expected})"),
     })
@@ -125,6 +132,8 @@ pub fn write(c: &Call) {
                 mos: s.mos.map(|m| (m * 100.0).round() / 100.0),
                 unexpected_source_packets: s.foreign,
                 unexpected_source: s.first_foreign.map(|a| a.to_string()),
+                held_packets: s.held,
+                held_destination: s.held_destination.map(|a| a.to_string()),
                 no_media_reason: no_media_reason(s),
                 srtp: s.srtp.map(|suite| suite.name()),
                 srtp_rejected_packets: s.srtp_rejected,

@@ -2,7 +2,12 @@
 //! and RTCP flow through this worker's relay (trunkgate-media), and the relay's statistics end
 //! up in the call record and the per-trunk histograms.
 
-use trunkgate_media::{Exchange, MediaEngine, MediaError, Sdp, SessionId, SrtpPolicy, StreamStats};
+use std::net::IpAddr;
+
+use trunkgate_crds::snapshot::TrunkConfig;
+use trunkgate_media::{
+    Exchange, MediaEngine, MediaError, PeerPolicy, Sdp, SessionId, SrtpPolicy, StreamStats,
+};
 use trunkgate_sip::Method;
 
 use crate::call::{LegId, Side};
@@ -42,6 +47,30 @@ pub fn srtp_policy(p: trunkgate_crds::trunk::SrtpPolicy) -> SrtpPolicy {
         P::Disabled => SrtpPolicy::Disabled,
         P::Optional => SrtpPolicy::Optional,
         P::Required => SrtpPolicy::Required,
+    }
+}
+
+/// Who may be the peer of a call's leg on `side` (whose signalling comes from `signalling`):
+/// the carrier leg's RTP may come from (and, before it is heard, go to) the trunk's
+/// `inbound.allowedCidrs`, with its `media.behindNat`; the platform leg's the platform networks
+/// (`--platform-cidrs`). See `trunkgate_media::latch` for the rules (RFC 7362 §3).
+pub fn peer_policy(
+    platform: &crate::platform::PlatformAcl,
+    trunk: &TrunkConfig,
+    side: Side,
+    signalling: IpAddr,
+) -> PeerPolicy {
+    match side {
+        Side::Public => PeerPolicy {
+            networks: trunk.inbound.allowed_cidrs.as_slice().into(),
+            behind_nat: trunk.media.behind_nat,
+            signalling: Some(signalling),
+        },
+        Side::Internal => PeerPolicy {
+            networks: platform.networks().into(),
+            behind_nat: false,
+            signalling: Some(signalling),
+        },
     }
 }
 
@@ -100,7 +129,7 @@ pub fn open(
     from: Side,
     body: &[u8],
     codecs: &[String],
-    nat: bool,
+    policy: &PeerPolicy,
     srtp: SrtpPolicy,
 ) -> Result<(SessionId, Vec<u8>), SdpRefusal> {
     let Some(engine) = media.as_mut() else {
@@ -119,15 +148,9 @@ pub fn open(
     let mut sdp = Sdp::parse(body)?;
     sdp.filter_codecs(codecs)?;
     let session = engine.open(call, sdp.media().len())?;
-    let relayed = engine.set_srtp(session, srtp).and_then(|()| {
-        engine.relay_sdp_as(
-            session,
-            from,
-            &mut sdp,
-            nat && from == Side::Public,
-            Exchange::Offer,
-        )
-    });
+    let relayed = engine
+        .set_srtp(session, srtp)
+        .and_then(|()| engine.relay_sdp_as(session, from, &mut sdp, policy, Exchange::Offer));
     if let Err(e) = relayed {
         engine.close(session);
         return Err(e.into());
@@ -152,13 +175,19 @@ impl Worker {
         let (Some(session), false, Some(exchange)) = (c.media, body.is_empty(), exchange) else {
             return Ok(body.to_vec());
         };
-        let from_side = c.leg(from).side;
-        let nat = from_side == Side::Public && c.rt.trunk(c.trunk).media.behind_nat;
+        let leg = c.leg(from);
+        let from_side = leg.side;
+        let policy = peer_policy(
+            &self.shared.platform,
+            c.rt.trunk(c.trunk),
+            from_side,
+            leg.peer.addr().ip(),
+        );
         let Some(engine) = self.media.as_mut() else {
             return Ok(body.to_vec());
         };
         let mut sdp = Sdp::parse(body)?;
-        engine.relay_sdp_as(session, from_side, &mut sdp, nat, exchange)?;
+        engine.relay_sdp_as(session, from_side, &mut sdp, &policy, exchange)?;
         Ok(sdp.to_bytes())
     }
 
@@ -203,7 +232,7 @@ impl Worker {
                         from = from.label(),
                         %src,
                         expected = ?expected,
-                        "media from an unexpected address dropped (not the SDP's or the latched one; set media.behindNat for carriers behind NAT)"
+                        "media from an unexpected address dropped (not the latched one, nor one that may latch: the SDP's IP, or with media.behindNat the side's allow-list or signalling address)"
                     );
                     continue;
                 }
@@ -235,6 +264,11 @@ impl Worker {
         let foreign = now.foreign - self.media_counted.foreign;
         if foreign > 0 {
             m.with_label_values(&["unexpected_source"]).inc_by(foreign);
+        }
+        let held = now.held - self.media_counted.held;
+        if held > 0 {
+            m.with_label_values(&["unconfirmed_destination"])
+                .inc_by(held);
         }
         let dropped = now.dropped - self.media_counted.dropped;
         if dropped > 0 {

@@ -252,7 +252,7 @@ impl Metrics {
             ),
             media_dropped: cv(
                 "trunkgate_edge_media_packets_dropped_total",
-                "RTP/RTCP datagrams the relay did not forward, by reason: unexpected_source (neither the latched address nor, before latching, the SDP's), not_forwarded (the other side is on hold, has no address yet, the send failed, or the datagram was too large); on SRTP carrier legs srtp_auth (authentication tag did not verify), srtp_replay (a packet index seen before or behind the replay window), srtp_ssrc_limit (more SSRCs than a stream may carry), srtp_malformed (too short to be SRTP).",
+                "RTP/RTCP datagrams the relay did not forward, by reason: unexpected_source (a source that may not latch: not the latched one nor, before latching, the SDP's IP; with media.behindNat also not in the side's allow-list or the signalling address, or one that tried to take over a latch still in use), unconfirmed_destination (held back from an SDP address that may not be sent to yet: outside the side's allow-list and not heard from, or 500 sent to a peer that has sent nothing back), not_forwarded (the other side is on hold, has no address yet, the send failed, or the datagram was too large); on SRTP carrier legs srtp_auth (authentication tag did not verify), srtp_replay (a packet index seen before or behind the replay window), srtp_ssrc_limit (more SSRCs than a stream may carry), srtp_malformed (too short to be SRTP).",
                 &["reason"],
             ),
             media_timeouts: cv(

@@ -46,7 +46,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::time::TimeValLike;
 use trunkgate_media::srtp::{Crypto, Key, LegSrtp, SUITES, Suite};
-use trunkgate_media::{Exchange, MediaConfig, MediaEngine, Sdp, Side, SrtpPolicy};
+use trunkgate_media::{Exchange, MediaConfig, MediaEngine, PeerPolicy, Sdp, Side, SrtpPolicy};
 
 const PACKET: usize = 172;
 /// Every payload byte (G.711 µ-law silence): what the receiver checks a packet still carries.
@@ -425,6 +425,11 @@ fn relay_thread(
     let mut cfg = MediaConfig::new(lo, lo, a.ports);
     cfg.timeout = Duration::from_secs(3600);
     let mut m = MediaEngine::new(cfg).expect("engine");
+    // Both ends are the generator's own loopback sockets: every SDP address may be sent to.
+    let loopback = PeerPolicy {
+        networks: vec!["127.0.0.0/8".parse().expect("cidr")].into(),
+        ..PeerPolicy::default()
+    };
     let (rss0, slab0) = (rss_kib("self"), socket_slab_bytes());
     let mut locals = Vec::with_capacity(peers.len());
     for (i, (carrier, platform)) in peers.iter().enumerate() {
@@ -434,11 +439,17 @@ fn relay_thread(
             m.set_srtp(s, SrtpPolicy::Required).expect("SRTP policy");
         }
         let mut offer = sdp(*carrier, offered.as_ref());
-        m.relay_sdp_as(s, Side::Public, &mut offer, false, Exchange::Offer)
+        m.relay_sdp_as(s, Side::Public, &mut offer, &loopback, Exchange::Offer)
             .expect("offer");
         let mut answer = sdp(*platform, None);
-        m.relay_sdp_as(s, Side::Internal, &mut answer, false, Exchange::Response)
-            .expect("answer");
+        m.relay_sdp_as(
+            s,
+            Side::Internal,
+            &mut answer,
+            &loopback,
+            Exchange::Response,
+        )
+        .expect("answer");
         let keys = offered.map(|c| {
             check_plain(&offer.to_string(), "the offer to the platform").expect("plain offer");
             CarrierKeys {

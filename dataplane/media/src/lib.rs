@@ -4,7 +4,9 @@
 //!   so media flows through the edge. Errors carry the SIP status to answer (400, 488).
 //! - [`ports`]: a worker's slice of the RTP range as even/odd pairs with quarantine.
 //! - [`relay`]: [`MediaEngine`], one per worker, on that worker's own event loop: sockets,
-//!   symmetric latching, RTP and RTCP forwarding, per-stream counters, media timeouts.
+//!   RTP and RTCP forwarding, per-stream counters, media timeouts.
+//! - [`latch`]: which sources may latch (and take over a quiet latch), and which SDP addresses
+//!   may be sent to before their peer is heard (no reflection).
 //! - [`quality`]: RFC 3550 loss and jitter, and an E-model MOS.
 //! - [`srtp`] and [`sdes`]: SRTP on the carrier leg (RFC 3711, RFC 7714), keyed by SDES
 //!   (RFC 4568) in the offer/answer exchanges the relay rewrites; the platform leg stays RTP.
@@ -45,11 +47,13 @@
 //! - **INVITE with SDP** from side S (Public for inbound, Internal for outbound):
 //!   `Sdp::parse(body)` (error → answer `e.status()`, 400), `sdp.filter_codecs(&trunk.codecs)`
 //!   (→ 488), `media.open(call, sdp.media().len())` (→ 503, count `metric_label()`), then
-//!   `media.relay_sdp(s, S, &mut sdp, nat)` and send `sdp.to_bytes()` on the other leg.
-//!   `nat` is the trunk's `media.behindNat` when S is Public, else false. An INVITE without
+//!   `media.relay_sdp(s, S, &mut sdp, &policy_of_S)` and send `sdp.to_bytes()` on the other
+//!   leg. The [`PeerPolicy`] of the carrier leg is the trunk's `inbound.allowedCidrs`, its
+//!   `media.behindNat` and the carrier's signalling address; of the platform leg the platform
+//!   networks and the platform's signalling address ([`latch`] has the rules). An INVITE without
 //!   SDP: `open(call, 0)`; the offer comes in the 2xx and the answer in the ACK.
 //! - **183 / 200 (or ACK, PRACK, UPDATE) with SDP** from the other side T: `Sdp::parse`, then
-//!   `media.relay_sdp(s, T, &mut sdp, nat_of_T)` and pass the rewritten body on. A response
+//!   `media.relay_sdp(s, T, &mut sdp, &policy_of_T)` and pass the rewritten body on. A response
 //!   whose SDP fails cannot be answered 400: end that leg (CANCEL/BYE) and answer the caller
 //!   with the error's status.
 //! - **re-INVITE / UPDATE**: the same `relay_sdp` for the offer (from whichever side sent it)
@@ -66,6 +70,7 @@
 // with tokio (`relay::Poller::new`), which tokio only offers as an unsafe call.
 
 pub mod fastpath;
+pub mod latch;
 pub mod ports;
 pub mod quality;
 pub mod relay;
@@ -73,6 +78,7 @@ pub mod sdes;
 pub mod sdp;
 pub mod srtp;
 
+pub use latch::PeerPolicy;
 pub use relay::{
     Counters, DEFAULT_TIMEOUT, MediaConfig, MediaEngine, MediaError, MediaEvent, SessionId, Side,
     StreamStats,

@@ -21,6 +21,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::fastpath::{self, FastPath};
+use crate::latch::{Admit, DEFAULT_UNHEARD_LIMIT, Dest, Peer, PeerPolicy};
 use crate::ports::{self, DEFAULT_QUARANTINE, PortPool};
 use crate::quality::{DEFAULT_CLOCK_RATE, Receiver};
 use crate::sdes::{self, Exchange, Keying, Outcome, Policy, Role};
@@ -101,6 +102,9 @@ pub struct MediaConfig {
     pub quarantine: Duration,
     /// No RTP in either direction for this long ends the call ([`MediaEvent::Timeout`]).
     pub timeout: Duration,
+    /// Datagrams sent to a peer that has sent nothing back before the relay holds that
+    /// direction ([`crate::latch::DEFAULT_UNHEARD_LIMIT`]).
+    pub unheard_limit: u64,
 }
 
 impl MediaConfig {
@@ -114,6 +118,7 @@ impl MediaConfig {
             ports,
             quarantine: DEFAULT_QUARANTINE,
             timeout: DEFAULT_TIMEOUT,
+            unheard_limit: DEFAULT_UNHEARD_LIMIT,
         }
     }
 }
@@ -184,8 +189,8 @@ pub enum MediaEvent {
     /// with a Reason header). Reported again each further timeout while the silence lasts, so
     /// a worker that ignores it for a call not yet answered hears of it again later.
     Timeout { call: u64, session: SessionId },
-    /// The first datagram of a stream direction that came from neither the latched address nor
-    /// (before latching) the SDP's, reported once per stream direction so the worker can log it;
+    /// The first datagram of a stream direction that came from a source that may not latch
+    /// (or take over the latch), reported once per stream direction so the worker can log it;
     /// every such datagram is counted in [`Counters::foreign`] and [`StreamStats::foreign`].
     UnexpectedSource {
         call: u64,
@@ -213,11 +218,15 @@ pub struct StreamStats {
     /// Datagrams not sent on: the other side is on hold or has no address yet, or the send
     /// failed.
     pub dropped: u64,
-    /// Datagrams from an address that is neither the latched one nor (before latching) the
-    /// SDP's.
+    /// Datagrams from a source that may not latch or take over the latch
+    /// ([`crate::latch`]).
     pub foreign: u64,
     /// The first such unexpected source.
     pub first_foreign: Option<SocketAddr>,
+    /// Datagrams held back because the other side's SDP address may not be sent to yet (outside
+    /// its allow-list and not heard from, or its unheard budget spent), and that address.
+    pub held: u64,
+    pub held_destination: Option<SocketAddr>,
     /// RFC 3550 A.3 expected and lost packets, summed over the SSRCs seen.
     pub expected: u64,
     pub lost: u64,
@@ -241,6 +250,8 @@ pub struct Counters {
     pub forwarded: u64,
     pub dropped: u64,
     pub foreign: u64,
+    /// Datagrams held for an unconfirmed destination ([`StreamStats::held`]).
+    pub held: u64,
     pub sessions_opened: u64,
     /// SRTP and SRTCP packets refused, by [`Reject::index`].
     pub srtp_rejected: [u64; 4],
@@ -261,6 +272,8 @@ struct Flow {
     dropped: u64,
     foreign: u64,
     first_foreign: Option<SocketAddr>,
+    held: u64,
+    held_to: Option<SocketAddr>,
     srtp_rejected: u64,
     rx: Receiver,
 }
@@ -271,14 +284,8 @@ struct Leg {
     port: u16,
     rtp: UdpSocket,
     rtcp: UdpSocket,
-    remote: Option<Remote>,
-    /// The source IP that may latch: the SDP's, kept through a `c=0.0.0.0` hold.
-    expect: Option<IpAddr>,
-    latch_any: bool,
-    rtp_peer: Option<SocketAddr>,
-    rtcp_peer: Option<SocketAddr>,
-    /// RTCP to this side leaves from our RTP port (rtcp-mux, or its RTCP came there).
-    rtcp_on_rtp: bool,
+    /// Its SDP, its latches and where it may be sent to.
+    peer: Peer,
     /// SRTP keys of this leg (only ever the carrier's).
     srtp: Option<Box<LegSrtp>>,
     /// Its peer's RTP is forwarded by the kernel fast path under this key.
@@ -287,74 +294,9 @@ struct Leg {
 }
 
 impl Leg {
-    fn set_remote(&mut self, remote: Remote, latch_any: bool) {
-        // A c=0.0.0.0 hold says "send nothing here", not "I moved": the latch stays.
-        if !remote.rtp.ip().is_unspecified() {
-            let moved = self
-                .remote
-                .is_none_or(|old| old.rtp != remote.rtp || old.rtcp != remote.rtcp)
-                || self.latch_any != latch_any;
-            if moved {
-                // RFC 4961: a new SDP address means learning the peer again.
-                self.rtp_peer = None;
-                self.rtcp_peer = None;
-                self.expect = Some(remote.rtp.ip());
-                self.rtcp_on_rtp = remote.rtcp_mux;
-            }
-        }
-        self.latch_any = latch_any;
+    fn set_remote(&mut self, remote: Remote, policy: &PeerPolicy) {
+        self.peer.set_remote(remote, policy);
         self.from.rx.set_clock_rate(remote.clock_rate);
-        self.remote = Some(remote);
-    }
-
-    /// Where RTP to this side goes: the latched source, else the SDP address (not for a
-    /// peer behind NAT, whose SDP address is not reachable), nothing while it takes no media.
-    fn rtp_dest(&self) -> Option<SocketAddr> {
-        let r = self.remote.as_ref().filter(|r| r.receives())?;
-        self.rtp_peer.or((!self.latch_any).then_some(r.rtp))
-    }
-
-    /// Where RTCP to this side goes, and whether it leaves from our RTP port.
-    fn rtcp_dest(&self) -> Option<(SocketAddr, bool)> {
-        let r = self.remote.as_ref().filter(|r| r.receives())?;
-        match self.rtcp_peer {
-            Some(p) => Some((p, self.rtcp_on_rtp)),
-            None if self.latch_any => self.rtp_peer.filter(|_| r.rtcp_mux).map(|p| (p, true)),
-            None => Some((r.rtcp, r.rtcp_mux)),
-        }
-    }
-
-    /// Whether a datagram from `src` may be taken: from the latched peer, or before latching
-    /// from the SDP's address (any address for a peer behind NAT).
-    fn acceptable(&self, src: SocketAddr, rtcp: bool) -> bool {
-        let latched = if rtcp { self.rtcp_peer } else { self.rtp_peer };
-        match (latched, &self.remote) {
-            (Some(p), _) => p == src,
-            (None, None) => false,
-            (None, Some(r)) => {
-                self.latch_any || Some(src.ip()) == self.expect || (rtcp && src.ip() == r.rtcp.ip())
-            }
-        }
-    }
-
-    /// The first datagram from an acceptable source fixes the peer; later ones must match it.
-    fn admit(&mut self, src: SocketAddr, rtcp: bool, on_rtcp_socket: bool) -> bool {
-        let latched = if rtcp { self.rtcp_peer } else { self.rtp_peer };
-        match latched {
-            Some(p) => p == src,
-            None => {
-                let ok = self.acceptable(src, rtcp);
-                if ok {
-                    if rtcp {
-                        self.rtcp_peer = Some(src);
-                        self.rtcp_on_rtp = !on_rtcp_socket;
-                    } else {
-                        self.rtp_peer = Some(src);
-                    }
-                }
-                ok
-            }
-        }
     }
 
     /// Adds what the kernel counted for this direction (`v`) to its flow.
@@ -392,11 +334,13 @@ impl Leg {
             dropped: f.dropped,
             foreign: f.foreign,
             first_foreign: f.first_foreign,
+            held: f.held,
+            held_destination: f.held_to,
             expected: f.rx.expected(),
             lost: f.rx.lost(),
             jitter_ms: f.rx.jitter_ms(),
             mos: f.rx.mos(),
-            latched: self.rtp_peer.or(self.remote.map(|r| r.rtp)),
+            latched: self.peer.rtp_peer().or(self.peer.remote.map(|r| r.rtp)),
             srtp: self.srtp.as_ref().map(|s| s.suite()),
             srtp_rejected: f.srtp_rejected,
         }
@@ -458,14 +402,7 @@ impl Session {
         let mut pairs = false;
         let mut paused = false;
         for st in &self.streams {
-            if let [
-                Leg {
-                    remote: Some(a), ..
-                },
-                Leg {
-                    remote: Some(b), ..
-                },
-            ] = &st.legs
+            if let (Some(a), Some(b)) = (&st.legs[0].peer.remote, &st.legs[1].peer.remote)
                 && !a.disabled()
                 && !b.disabled()
             {
@@ -757,12 +694,7 @@ impl MediaEngine {
                         port,
                         rtp,
                         rtcp,
-                        remote: None,
-                        expect: None,
-                        latch_any: false,
-                        rtp_peer: None,
-                        rtcp_peer: None,
-                        rtcp_on_rtp: false,
+                        peer: Peer::default(),
                         srtp: None,
                         kernel: None,
                         from: Flow {
@@ -773,6 +705,8 @@ impl MediaEngine {
                             dropped: 0,
                             foreign: 0,
                             first_foreign: None,
+                            held: 0,
+                            held_to: None,
                             srtp_rejected: 0,
                             rx: Receiver::new(DEFAULT_CLOCK_RATE),
                         },
@@ -824,15 +758,15 @@ impl MediaEngine {
     }
 
     /// What `side`'s SDP says about `stream`. A new address (re-INVITE, UPDATE) drops the
-    /// latch so the peer is learned again; `latch_any_source` lets any source latch (a
-    /// carrier behind NAT) instead of only the SDP's IP.
+    /// latch so the peer is learned again; `policy` says which sources may latch and which
+    /// SDP addresses may be sent to before the peer is heard ([`crate::latch`]).
     pub fn set_remote(
         &mut self,
         id: SessionId,
         side: Side,
         stream: usize,
         remote: Remote,
-        latch_any_source: bool,
+        policy: &PeerPolicy,
     ) -> Result<(), MediaError> {
         let now = Instant::now();
         let fast = self.fast.clone();
@@ -849,7 +783,7 @@ impl MediaEngine {
                 reclaim(leg, fp, &mut self.counters);
             }
         }
-        st.legs[side.index()].set_remote(remote, latch_any_source);
+        st.legs[side.index()].set_remote(remote, policy);
         s.rearm(now);
         Ok(())
     }
@@ -867,9 +801,9 @@ impl MediaEngine {
         id: SessionId,
         from: Side,
         sdp: &mut Sdp,
-        latch_any_source: bool,
+        policy: &PeerPolicy,
     ) -> Result<(), MediaError> {
-        self.relay_sdp_as(id, from, sdp, latch_any_source, Exchange::Response)
+        self.relay_sdp_as(id, from, sdp, policy, Exchange::Response)
     }
 
     /// Takes an SDP body that `from` sent (offer or answer, in any request or response) through
@@ -883,7 +817,7 @@ impl MediaEngine {
         id: SessionId,
         from: Side,
         sdp: &mut Sdp,
-        latch_any_source: bool,
+        policy: &PeerPolicy,
         exchange: Exchange,
     ) -> Result<(), MediaError> {
         let n = sdp.media().len();
@@ -891,7 +825,7 @@ impl MediaEngine {
         self.key_streams(id, from, sdp, exchange)?;
         for i in 0..n {
             let remote = sdp.remote(i)?;
-            self.set_remote(id, from, i, remote, latch_any_source)?;
+            self.set_remote(id, from, i, remote, policy)?;
         }
         self.session_mut(id)?.last_media = Instant::now();
         let to = from.other();
@@ -1088,14 +1022,20 @@ impl MediaEngine {
         };
         let rtcp = t.rtcp || is_rtcp(&self.buf[..n]);
         if let (Some(fp), false) = (self.fast.as_deref(), rtcp)
-            && x.kernel.is_some()
-            && x.rtp_peer == Some(src)
+            && let Some(key) = x.kernel
         {
-            // The kernel left this one to us (another SSRC, say): it gives the stream back.
-            reclaim(x, fp, &mut self.counters);
+            if x.peer.rtp_peer() == Some(src) {
+                // The kernel left this one to us (another SSRC, say): it gives the stream back.
+                reclaim(x, fp, &mut self.counters);
+            } else if let Some(v) = fp.peek(&key)
+                && v.last_ns > 0
+            {
+                // Another source: whether the latched one is quiet counts what the kernel saw.
+                x.peer.rtp_heard_at(fastpath::ns_instant(v.last_ns));
+            }
         }
         let foreign_before = x.from.foreign;
-        pass(
+        let admitted = pass(
             x,
             y,
             &mut session.last_media,
@@ -1106,23 +1046,36 @@ impl MediaEngine {
                 on_rtcp_socket: t.rtcp,
                 rtcp,
             },
+            self.cfg.unheard_limit,
         );
+        if admitted == Admit::Relatched
+            && let Some(fp) = self.fast.as_deref()
+        {
+            // Like a new SDP: the kernel's entries name the old source, both go back.
+            reclaim(x, fp, &mut self.counters);
+            reclaim(y, fp, &mut self.counters);
+        }
         if let Some(fp) = self.fast.as_deref()
             && !rtcp
             && x.kernel.is_none()
             && x.srtp.is_none()
             && y.srtp.is_none()
             && x.from.packets >= FAST_PATH_AFTER
-            && x.rtp_peer == Some(src)
+            && x.peer.rtp_peer() == Some(src)
             // Both ends latched: the destination is where the other side really sends from
-            // (RFC 4961), and it only changes with a new SDP, which takes the entry back.
-            && y.rtp_peer.is_some()
+            // (RFC 4961), and it only changes with a new SDP or a relatch, which take the
+            // entry back.
+            && y.peer.rtp_peer().is_some()
         {
             let (x_ip, y_ip) = match t.side {
                 Side::Public => (self.cfg.public_bind, self.cfg.internal_bind),
                 Side::Internal => (self.cfg.internal_bind, self.cfg.public_bind),
             };
-            let entry = y.rtp_dest().and_then(|to| {
+            let to = match y.peer.rtp_dest(self.cfg.unheard_limit) {
+                Dest::To(to, _) => Some(to),
+                Dest::Held(_) | Dest::Nowhere => None,
+            };
+            let entry = to.and_then(|to| {
                 let key = fastpath::Key::new(src, SocketAddr::new(x_ip, x.port))?;
                 let value = fastpath::Value::new(SocketAddr::new(y_ip, y.port), to, &x.from.rx)?;
                 Some((key, value))
@@ -1140,7 +1093,7 @@ impl MediaEngine {
                 stream: t.stream,
                 from: t.side,
                 src,
-                expected: x.rtp_peer.or(x.remote.map(|r| r.rtp)),
+                expected: x.peer.rtp_peer().or(x.peer.remote.map(|r| r.rtp)),
             });
         }
     }
@@ -1211,6 +1164,7 @@ struct Arrival {
     rtcp: bool,
 }
 
+/// Returns what became of the source (a relatch must take the kernel's entries back).
 fn pass(
     x: &mut Leg,
     y: &mut Leg,
@@ -1218,7 +1172,8 @@ fn pass(
     counters: &mut Counters,
     packet: &[u8],
     arrival: Arrival,
-) {
+    unheard_limit: u64,
+) -> Admit {
     let Arrival {
         src,
         on_rtcp_socket,
@@ -1229,11 +1184,11 @@ fn pass(
     if n == MAX_DATAGRAM {
         x.from.dropped += 1;
         counters.dropped += 1;
-        return;
+        return Admit::Refused;
     }
     // SRTP from the carrier latches only once it authenticates.
     let opened;
-    let acceptable = x.srtp.is_some() && x.acceptable(src, rtcp);
+    let acceptable = x.srtp.is_some() && x.peer.acceptable(src, rtcp);
     let packet = match x.srtp.as_mut() {
         Some(k) if acceptable => match k.unprotect(packet, rtcp) {
             Ok(plain) => {
@@ -1243,21 +1198,22 @@ fn pass(
             Err(r) => {
                 x.from.srtp_rejected += 1;
                 counters.srtp_rejected[r.index()] += 1;
-                return;
+                return Admit::Refused;
             }
         },
         _ => packet,
     };
-    if !x.admit(src, rtcp, on_rtcp_socket) {
+    let now = Instant::now();
+    let admitted = x.peer.admit(src, rtcp, on_rtcp_socket, now);
+    if admitted == Admit::Refused {
         x.from.first_foreign.get_or_insert(src);
         x.from.foreign += 1;
         counters.foreign += 1;
-        return;
+        return admitted;
     }
     if rtcp {
         x.from.rtcp += 1;
     } else {
-        let now = Instant::now();
         x.from.packets += 1;
         x.from.bytes += n as u64;
         if let Some((seq, ts, ssrc, pt)) = rtp_header(packet) {
@@ -1266,13 +1222,28 @@ fn pass(
         *last_media = now;
     }
     let dest = if rtcp {
-        y.rtcp_dest()
+        y.peer.rtcp_dest(unheard_limit)
     } else {
-        y.rtp_dest().map(|a| (a, true))
+        y.peer.rtp_dest(unheard_limit)
+    };
+    let (to, via_rtp) = match dest {
+        Dest::To(to, via_rtp) => (to, via_rtp),
+        Dest::Held(to) => {
+            // Not reflected at an address that never asked for it (RFC 7362 §3).
+            x.from.held += 1;
+            x.from.held_to.get_or_insert(to);
+            counters.held += 1;
+            return admitted;
+        }
+        Dest::Nowhere => {
+            x.from.dropped += 1;
+            counters.dropped += 1;
+            return admitted;
+        }
     };
     let sealed;
-    let packet = match (y.srtp.as_mut(), dest) {
-        (Some(k), Some(_)) => match k.protect(packet, rtcp) {
+    let packet = match y.srtp.as_mut() {
+        Some(k) => match k.protect(packet, rtcp) {
             Ok(p) => {
                 sealed = p;
                 &sealed[..]
@@ -1281,22 +1252,21 @@ fn pass(
                 counters.srtp_rejected[r.index()] += 1;
                 x.from.dropped += 1;
                 counters.dropped += 1;
-                return;
+                return admitted;
             }
         },
-        _ => packet,
+        None => packet,
     };
-    let sent = dest.is_some_and(|(to, via_rtp)| {
-        let out = if via_rtp { &y.rtp } else { &y.rtcp };
-        out.send_to(packet, to).is_ok()
-    });
-    if sent {
+    let out = if via_rtp { &y.rtp } else { &y.rtcp };
+    if out.send_to(packet, to).is_ok() {
+        y.peer.sent();
         x.from.forwarded += 1;
         counters.forwarded += 1;
     } else {
         x.from.dropped += 1;
         counters.dropped += 1;
     }
+    admitted
 }
 
 fn bind_pair(ip: IpAddr, port: u16) -> Result<(UdpSocket, UdpSocket), (SocketAddr, io::Error)> {

@@ -10,7 +10,7 @@ use trunkgate_media::fastpath::FastPath;
 use trunkgate_media::{MediaConfig, MediaEngine, Sdp, SessionId, Side};
 
 mod common;
-use common::{CARRIER, PLATFORM, from, ip, peer};
+use common::{CARRIER, PLATFORM, carrier_policy, from, ip, peer, platform_policy};
 
 /// The fast path on `lo`, or None (with the reason printed) when this process may not load it.
 fn fast_path() -> Option<Arc<FastPath>> {
@@ -76,10 +76,10 @@ fn call(m: &mut MediaEngine, id: u64) -> Call {
     let platform = peer(PLATFORM);
     let s = m.open(id, 1).expect("open");
     let mut offer = sdp_for(carrier.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Public, &mut offer, false)
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(false))
         .expect("offer");
     let mut answer = sdp_for(platform.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Internal, &mut answer, false)
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
         .expect("answer");
     let c = Call {
         s,
@@ -159,10 +159,10 @@ fn a_direction_waits_for_the_other_end_to_latch() {
     let platform = peer(PLATFORM);
     let s = m.open(5, 1).expect("open");
     let mut offer = sdp_for(carrier.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Public, &mut offer, false)
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(false))
         .expect("offer");
     let mut answer = sdp_for(platform.local_addr().expect("addr"));
-    m.relay_sdp(s, Side::Internal, &mut answer, false)
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
         .expect("answer");
     let public = m.local(s, Side::Public, 0).expect("public");
     let internal = m.local(s, Side::Internal, 0).expect("internal");
@@ -277,7 +277,7 @@ fn a_new_sdp_takes_the_stream_back_and_nothing_reaches_the_old_address() {
     // The platform moves (a re-INVITE's answer names a new port).
     let moved = peer(PLATFORM);
     let mut answer = sdp_for(moved.local_addr().expect("addr"));
-    m.relay_sdp(c.s, Side::Internal, &mut answer, false)
+    m.relay_sdp(c.s, Side::Internal, &mut answer, &platform_policy())
         .expect("new answer");
     latch(&mut m, &moved, c.internal, &c.carrier);
     let next: Vec<u16> = (21..=60).collect();
@@ -400,4 +400,79 @@ fn a_stranger_sending_to_a_port_the_kernel_forwards_gets_nothing_through() {
     );
     let stats = m.close(c.s);
     assert_eq!(from(&stats, Side::Public).packets, 20);
+}
+
+/// Behind NAT: while the kernel forwards the carrier's RTP, another source of the carrier's
+/// cannot take over (the kernel's last-seen counts as the latched source speaking); once the
+/// carrier went quiet for a second, a new source relatches, the kernel's entries (which name
+/// the old source) go, and both directions are handed to the kernel again.
+#[test]
+fn a_relatch_takes_the_stream_back_from_the_kernel_and_hands_it_over_again() {
+    let Some(fast) = fast_path() else { return };
+    let mut m = engine((34000, 34099), Some(fast));
+    let carrier = peer(CARRIER);
+    let platform = peer(PLATFORM);
+    let s = m.open(9, 1).expect("open");
+    let mut offer = sdp_for(carrier.local_addr().expect("addr"));
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(true))
+        .expect("offer");
+    let mut answer = sdp_for(platform.local_addr().expect("addr"));
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
+        .expect("answer");
+    let public = m.local(s, Side::Public, 0).expect("public");
+    let internal = m.local(s, Side::Internal, 0).expect("internal");
+    // Behind NAT the carrier is latched first (nothing goes to its SDP address before).
+    latch(&mut m, &carrier, public, &platform);
+    latch(&mut m, &platform, internal, &carrier);
+    let up: Vec<u16> = (1..=600).collect();
+    assert_eq!(
+        stream(&mut m, &carrier, public, &platform, &up, 7).len(),
+        600
+    );
+    let down: Vec<u16> = (1..=20).collect();
+    assert_eq!(
+        stream(&mut m, &platform, internal, &carrier, &down, 8).len(),
+        20
+    );
+    assert_eq!(
+        m.counters().kernel_installs,
+        2,
+        "both directions in the kernel"
+    );
+
+    // The kernel carried the carrier's last second: it is not quiet, the other port is refused.
+    let rebound = peer(CARRIER);
+    assert!(stream(&mut m, &rebound, public, &platform, &[1, 2, 3], 9).is_empty());
+    assert_eq!(from(&m.stats(s), Side::Public).foreign, 3);
+
+    // Quiet for a second: three packets in a row from the new port take the latch.
+    std::thread::sleep(Duration::from_millis(1100));
+    let got = stream(&mut m, &rebound, public, &platform, &[4, 5, 6], 9);
+    assert_eq!(got.len(), 1, "the third packet relatches and is relayed");
+    let down: Vec<u16> = (21..=60).collect();
+    assert_eq!(
+        stream(&mut m, &platform, internal, &rebound, &down, 8).len(),
+        40,
+        "the platform's RTP follows the new source"
+    );
+    let mut buf = [0u8; 2048];
+    assert!(
+        carrier.recv(&mut buf).is_err(),
+        "nothing reaches the old source, not even from the kernel"
+    );
+    let up: Vec<u16> = (7..=40).collect();
+    assert_eq!(
+        stream(&mut m, &rebound, public, &platform, &up, 9).len(),
+        34
+    );
+    assert_eq!(
+        m.counters().kernel_installs,
+        4,
+        "both directions taken back and handed over again"
+    );
+    let stats = m.close(s);
+    assert_eq!(
+        from(&stats, Side::Public).latched,
+        rebound.local_addr().ok()
+    );
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use trunkgate_media::{MediaConfig, MediaEngine, MediaError, MediaEvent, Sdp, SessionId, Side};
 
 mod common;
-use common::{CARRIER, PLATFORM, WAIT, collect, engine, from, ip, peer};
+use common::{
+    CARRIER, PLATFORM, WAIT, carrier_policy, collect, engine, from, ip, peer, platform_policy,
+};
 
 const STRANGER: &str = "127.0.0.66";
 
@@ -67,12 +69,12 @@ fn call_id(
     let platform_rtp = peer(PLATFORM);
     let s = m.open(id, 1).expect("open");
     let mut offer = sdp_for(carrier_rtp.local_addr().expect("addr"), carrier_extra);
-    m.relay_sdp(s, Side::Public, &mut offer, nat)
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(nat))
         .expect("offer");
     let internal = m.local(s, Side::Internal, 0).expect("internal local");
     assert_eq!(offer.remote(0).expect("rewritten offer").rtp, internal);
     let mut answer = sdp_for(platform_rtp.local_addr().expect("addr"), platform_extra);
-    m.relay_sdp(s, Side::Internal, &mut answer, false)
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
         .expect("answer");
     let public = m.local(s, Side::Public, 0).expect("public local");
     assert_eq!(answer.remote(0).expect("rewritten answer").rtp, public);
@@ -140,7 +142,7 @@ fn relays_rtp_both_ways_unchanged_with_latching_dtmf_and_counters() {
 }
 
 #[test]
-fn strangers_are_not_relayed_unless_the_carrier_is_behind_nat() {
+fn strangers_are_not_relayed_even_when_the_carrier_is_behind_nat() {
     let mut m = engine((31100, 31199));
     let c = call(&mut m, "", "", false);
     let stranger = peer(STRANGER);
@@ -159,16 +161,146 @@ fn strangers_are_not_relayed_unless_the_carrier_is_behind_nat() {
     assert!(collect(&mut m, &c.platform_rtp, 1, Duration::from_millis(200)).is_empty());
     assert_eq!(from(&m.stats(c.s), Side::Public).foreign, 2);
 
-    // behindNat: the first source latches, whatever its address.
+    // behindNat: a source outside the carrier's allow-list never latches (RFC 7362 §3)...
     let c = call(&mut m, "", "", true);
-    stranger
+    for i in 0..5 {
+        stranger
+            .send_to(&rtp(i, 0, false, b"spray"), c.public)
+            .expect("send");
+    }
+    assert!(collect(&mut m, &c.platform_rtp, 1, Duration::from_millis(200)).is_empty());
+    // ...while another port of the carrier's (its NAT's outside port) does.
+    let natted = peer(CARRIER);
+    natted
         .send_to(&rtp(1, 0, false, b"natted"), c.public)
         .expect("send");
     assert_eq!(collect(&mut m, &c.platform_rtp, 1, WAIT).len(), 1);
     c.platform_rtp
         .send_to(&rtp(1, 0, false, b"back"), c.internal)
         .expect("send");
-    assert_eq!(collect(&mut m, &stranger, 1, WAIT).len(), 1);
+    assert_eq!(collect(&mut m, &natted, 1, WAIT).len(), 1);
+    assert!(collect(&mut m, &stranger, 1, Duration::from_millis(200)).is_empty());
+    let up = from(&m.stats(c.s), Side::Public);
+    assert_eq!(
+        (up.foreign, up.first_foreign),
+        (5, stranger.local_addr().ok())
+    );
+}
+
+/// behindNat: the latch moves to a new port of the carrier's only once the latched one has been
+/// quiet for a second and the new one sent three packets in a row.
+#[test]
+fn behind_nat_the_latch_moves_only_after_the_latched_source_went_quiet() {
+    let mut m = engine((33000, 33099));
+    let c = call(&mut m, "", "", true);
+    let first = peer(CARRIER);
+    let rebound = peer(CARRIER);
+    first
+        .send_to(&rtp(1, 0, false, b"a"), c.public)
+        .expect("send");
+    assert_eq!(collect(&mut m, &c.platform_rtp, 1, WAIT).len(), 1);
+    // While the first one is alive, the other is refused.
+    for i in 0..3 {
+        rebound
+            .send_to(&rtp(10 + i, 0, false, b"b"), c.public)
+            .expect("send");
+    }
+    assert!(collect(&mut m, &c.platform_rtp, 1, Duration::from_millis(200)).is_empty());
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..3 {
+        rebound
+            .send_to(&rtp(20 + i, 0, false, b"b"), c.public)
+            .expect("send");
+    }
+    // The third packet relatches and is relayed; the two before it were refused.
+    assert_eq!(
+        collect(&mut m, &c.platform_rtp, 2, Duration::from_millis(500)).len(),
+        1
+    );
+    c.platform_rtp
+        .send_to(&rtp(1, 0, false, b"back"), c.internal)
+        .expect("send");
+    assert_eq!(collect(&mut m, &rebound, 1, WAIT).len(), 1);
+    assert!(collect(&mut m, &first, 1, Duration::from_millis(100)).is_empty());
+    let up = from(&m.stats(c.s), Side::Public);
+    assert_eq!(up.latched, rebound.local_addr().ok());
+    assert_eq!(up.foreign, 5);
+}
+
+/// An SDP naming an address outside its side's allow-list gets nothing until that address
+/// sends (comedia); the held packets are counted with the address.
+#[test]
+fn an_sdp_address_outside_the_allow_list_is_held_until_it_sends() {
+    let mut m = engine((33100, 33199));
+    let victim = peer(STRANGER);
+    let platform_rtp = peer(PLATFORM);
+    let s = m.open(1, 1).expect("open");
+    let mut offer = sdp_for(victim.local_addr().expect("addr"), "");
+    m.relay_sdp(s, Side::Public, &mut offer, &carrier_policy(false))
+        .expect("offer");
+    let mut answer = sdp_for(platform_rtp.local_addr().expect("addr"), "");
+    m.relay_sdp(s, Side::Internal, &mut answer, &platform_policy())
+        .expect("answer");
+    let internal = m.local(s, Side::Internal, 0).expect("local");
+    let public = m.local(s, Side::Public, 0).expect("local");
+    for i in 0..20 {
+        platform_rtp
+            .send_to(&rtp(i, 0, false, b"p"), internal)
+            .expect("send");
+    }
+    assert!(collect(&mut m, &victim, 1, Duration::from_millis(300)).is_empty());
+    let down = from(&m.stats(s), Side::Internal);
+    assert_eq!(
+        (
+            down.packets,
+            down.forwarded,
+            down.held,
+            down.held_destination
+        ),
+        (20, 0, 20, victim.local_addr().ok())
+    );
+    assert_eq!(m.counters().held, 20);
+    // The address itself speaks: the SDP's IP may latch, and from then on it gets media.
+    victim
+        .send_to(&rtp(1, 0, false, b"hello"), public)
+        .expect("send");
+    assert_eq!(collect(&mut m, &platform_rtp, 1, WAIT).len(), 1);
+    platform_rtp
+        .send_to(&rtp(21, 0, false, b"p"), internal)
+        .expect("send");
+    assert_eq!(collect(&mut m, &victim, 1, WAIT).len(), 1);
+}
+
+/// Even an allowed SDP address gets at most `unheard_limit` datagrams until it sends one back.
+#[test]
+fn a_silent_allowed_peer_gets_at_most_the_unheard_limit() {
+    let lo = ip("127.0.0.1");
+    let mut cfg = MediaConfig::new(lo, lo, (33200, 33299));
+    cfg.unheard_limit = 10;
+    let mut m = MediaEngine::new(cfg).expect("engine");
+    let c = call(&mut m, "", "", false);
+    for i in 0..15 {
+        c.platform_rtp
+            .send_to(&rtp(i, 0, false, b"p"), c.internal)
+            .expect("send");
+    }
+    assert_eq!(
+        collect(&mut m, &c.carrier_rtp, 15, Duration::from_millis(300)).len(),
+        10
+    );
+    let down = from(&m.stats(c.s), Side::Internal);
+    assert_eq!((down.forwarded, down.held), (10, 5));
+    // One packet back and the direction flows again, without a bound.
+    c.carrier_rtp
+        .send_to(&rtp(1, 0, false, b"c"), c.public)
+        .expect("send");
+    assert_eq!(collect(&mut m, &c.platform_rtp, 1, WAIT).len(), 1);
+    for i in 15..35 {
+        c.platform_rtp
+            .send_to(&rtp(i, 0, false, b"p"), c.internal)
+            .expect("send");
+    }
+    assert_eq!(collect(&mut m, &c.carrier_rtp, 20, WAIT).len(), 20);
 }
 
 #[test]
@@ -215,7 +347,7 @@ fn hold_stops_media_to_the_held_side_and_resume_restores_it() {
     // re-INVITE from the carrier: a=sendonly (it plays music on hold, takes nothing).
     let carrier = c.carrier_rtp.local_addr().expect("addr");
     let mut hold = sdp_for(carrier, "a=sendonly\r\n");
-    m.relay_sdp(c.s, Side::Public, &mut hold, false)
+    m.relay_sdp(c.s, Side::Public, &mut hold, &carrier_policy(false))
         .expect("hold");
     assert!(hold.to_string().contains("a=sendonly\r\n"));
     send_both(2);
@@ -232,7 +364,7 @@ fn hold_stops_media_to_the_held_side_and_resume_restores_it() {
         .to_string()
         .replace("c=IN IP4 127.0.0.20", "c=IN IP4 0.0.0.0");
     let mut zero = Sdp::parse(zero.as_bytes()).expect("parses");
-    m.relay_sdp(c.s, Side::Public, &mut zero, false)
+    m.relay_sdp(c.s, Side::Public, &mut zero, &carrier_policy(false))
         .expect("hold");
     assert!(
         zero.to_string().contains("c=IN IP4 0.0.0.0\r\n"),
@@ -248,7 +380,7 @@ fn hold_stops_media_to_the_held_side_and_resume_restores_it() {
 
     // Resume.
     let mut resume = sdp_for(carrier, "a=sendrecv\r\n");
-    m.relay_sdp(c.s, Side::Public, &mut resume, false)
+    m.relay_sdp(c.s, Side::Public, &mut resume, &carrier_policy(false))
         .expect("resume");
     send_both(4);
     assert_eq!(collect(&mut m, &c.platform_rtp, 1, WAIT).len(), 1);
@@ -266,7 +398,7 @@ fn reinvite_moves_a_stream_to_a_new_address() {
     // The platform moves to another socket (re-INVITE answer with a new port).
     let moved = peer(PLATFORM);
     let mut answer = sdp_for(moved.local_addr().expect("addr"), "");
-    m.relay_sdp(c.s, Side::Internal, &mut answer, false)
+    m.relay_sdp(c.s, Side::Internal, &mut answer, &platform_policy())
         .expect("re-answer");
     c.carrier_rtp
         .send_to(&rtp(2, 0, false, b"y"), c.public)
@@ -323,7 +455,7 @@ fn more_m_lines_than_streams_grow_the_session() {
     let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.20\r\ns=-\r\nc=IN IP4 127.0.0.20\r\nt=0 0\r\n\
                 m=audio 4000 RTP/AVP 0\r\nm=image 4002 udptl t38\r\n";
     let mut sdp = Sdp::parse(body.as_bytes()).expect("parses");
-    m.relay_sdp(s, Side::Public, &mut sdp, false)
+    m.relay_sdp(s, Side::Public, &mut sdp, &carrier_policy(false))
         .expect("relayed");
     let out = sdp.to_string();
     for i in 0..2 {
@@ -344,7 +476,7 @@ async fn no_rtp_for_the_timeout_ends_the_call_on_the_worker_loop() {
     // Not armed before both sides gave an address: a third call only offered.
     let ringing = m.open(99, 1).expect("open");
     let mut offer = sdp_for(peer(CARRIER).local_addr().expect("addr"), "");
-    m.relay_sdp(ringing, Side::Public, &mut offer, false)
+    m.relay_sdp(ringing, Side::Public, &mut offer, &carrier_policy(false))
         .expect("offer");
 
     let started = Instant::now();

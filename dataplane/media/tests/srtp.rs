@@ -9,7 +9,7 @@ use trunkgate_media::srtp::{Crypto, Key, LegSrtp, SUITES, Suite};
 use trunkgate_media::{Exchange, MediaEngine, Sdp, SessionId, Side, SrtpPolicy};
 
 mod common;
-use common::{CARRIER, PLATFORM, WAIT, engine, from, ip, peer};
+use common::{CARRIER, PLATFORM, WAIT, carrier_policy, engine, from, ip, peer, platform_policy};
 
 fn sdp(addr: SocketAddr, proto: &str, crypto: &[String]) -> Sdp {
     let mut body = format!(
@@ -86,13 +86,25 @@ fn inbound(m: &mut MediaEngine, id: u64, suite: Suite) -> Call {
         }
         .to_value()],
     );
-    m.relay_sdp_as(s, Side::Public, &mut offer, false, Exchange::Offer)
-        .expect("offer");
+    m.relay_sdp_as(
+        s,
+        Side::Public,
+        &mut offer,
+        &carrier_policy(false),
+        Exchange::Offer,
+    )
+    .expect("offer");
     assert_eq!(offer.media()[0].proto(), "RTP/AVP", "plain to the platform");
     assert_eq!(offer.media()[0].crypto().count(), 0);
     let mut answer = sdp(platform.local_addr().expect("addr"), "RTP/AVP", &[]);
-    m.relay_sdp_as(s, Side::Internal, &mut answer, false, Exchange::Response)
-        .expect("answer");
+    m.relay_sdp_as(
+        s,
+        Side::Internal,
+        &mut answer,
+        &platform_policy(),
+        Exchange::Response,
+    )
+    .expect("answer");
     assert_eq!(answer.media()[0].proto(), "RTP/SAVP");
     let ours = only_crypto(&answer);
     assert_eq!((ours.tag, ours.key.suite()), (5, suite));
@@ -198,8 +210,14 @@ fn the_edge_offers_srtp_to_the_carrier_and_rekeys_on_a_reinvite() {
     let s = m.open(1, 1).expect("open");
     m.set_srtp(s, SrtpPolicy::Required).expect("policy");
     let mut offer = sdp(platform.local_addr().expect("addr"), "RTP/AVP", &[]);
-    m.relay_sdp_as(s, Side::Internal, &mut offer, false, Exchange::Offer)
-        .expect("offer");
+    m.relay_sdp_as(
+        s,
+        Side::Internal,
+        &mut offer,
+        &platform_policy(),
+        Exchange::Offer,
+    )
+    .expect("offer");
     assert_eq!(offer.media()[0].proto(), "RTP/SAVP");
     let offered: Vec<Crypto> = offer.media()[0]
         .crypto()
@@ -219,8 +237,14 @@ fn the_edge_offers_srtp_to_the_carrier_and_rekeys_on_a_reinvite() {
         }
         .to_value()],
     );
-    m.relay_sdp_as(s, Side::Public, &mut answer, false, Exchange::Response)
-        .expect("answer");
+    m.relay_sdp_as(
+        s,
+        Side::Public,
+        &mut answer,
+        &carrier_policy(false),
+        Exchange::Response,
+    )
+    .expect("answer");
     assert_eq!(
         answer.media()[0].crypto().count(),
         0,
@@ -243,11 +267,23 @@ fn the_edge_offers_srtp_to_the_carrier_and_rekeys_on_a_reinvite() {
         }
         .to_value()],
     );
-    m.relay_sdp_as(s, Side::Public, &mut reoffer, false, Exchange::Offer)
-        .expect("re-offer");
+    m.relay_sdp_as(
+        s,
+        Side::Public,
+        &mut reoffer,
+        &carrier_policy(false),
+        Exchange::Offer,
+    )
+    .expect("re-offer");
     let mut reanswer = sdp(platform.local_addr().expect("addr"), "RTP/AVP", &[]);
-    m.relay_sdp_as(s, Side::Internal, &mut reanswer, false, Exchange::Response)
-        .expect("re-answer");
+    m.relay_sdp_as(
+        s,
+        Side::Internal,
+        &mut reanswer,
+        &platform_policy(),
+        Exchange::Response,
+    )
+    .expect("re-answer");
     let ours = only_crypto(&reanswer);
     assert_eq!(
         (ours.tag, &ours.key),
@@ -280,7 +316,13 @@ fn required_srtp_refuses_a_plain_offer_with_488_and_changes_nothing() {
     m.set_srtp(s, SrtpPolicy::Required).expect("policy");
     let mut offer = sdp(peer(CARRIER).local_addr().expect("addr"), "RTP/AVP", &[]);
     let e = m
-        .relay_sdp_as(s, Side::Public, &mut offer, false, Exchange::Offer)
+        .relay_sdp_as(
+            s,
+            Side::Public,
+            &mut offer,
+            &carrier_policy(false),
+            Exchange::Offer,
+        )
         .expect_err("plain offer");
     assert_eq!(e.status(), 488);
     assert!(e.to_string().contains("requires SRTP"), "{e}");

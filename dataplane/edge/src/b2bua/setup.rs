@@ -139,13 +139,19 @@ impl Worker {
         // Media: the offer goes through this worker's relay unless the trunk says otherwise.
         let trunk_media = &rt.trunk(adm.trunk).media;
         let (media, b_body) = if trunk_media.relay {
+            let policy = crate::media::peer_policy(
+                &self.shared.platform,
+                rt.trunk(adm.trunk),
+                side,
+                src.addr().ip(),
+            );
             match crate::media::open(
                 &mut self.media,
                 id,
                 side,
                 &req.body,
                 &trunk_media.codecs,
-                trunk_media.behind_nat,
+                &policy,
                 crate::media::srtp_policy(trunk_media.srtp),
             ) {
                 Ok((session, body)) => {

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use trunkgate_media::{MediaConfig, MediaEngine, Side, StreamStats};
+use trunkgate_media::{MediaConfig, MediaEngine, PeerPolicy, Side, StreamStats};
 
 pub const CARRIER: &str = "127.0.0.20";
 pub const PLATFORM: &str = "127.0.0.21";
@@ -13,6 +13,25 @@ pub const WAIT: Duration = Duration::from_secs(3);
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip literal")
+}
+
+/// The carrier leg's policy: its trunk allows only CARRIER (a stranger on another loopback
+/// address is outside), `media.behindNat` as given.
+pub fn carrier_policy(behind_nat: bool) -> PeerPolicy {
+    PeerPolicy {
+        networks: vec![format!("{CARRIER}/32").parse().expect("cidr")].into(),
+        behind_nat,
+        signalling: None,
+    }
+}
+
+/// The platform leg's policy: the platform networks are PLATFORM alone.
+pub fn platform_policy() -> PeerPolicy {
+    PeerPolicy {
+        networks: vec![format!("{PLATFORM}/32").parse().expect("cidr")].into(),
+        behind_nat: false,
+        signalling: None,
+    }
 }
 
 /// An engine on loopback with its own port slice.
