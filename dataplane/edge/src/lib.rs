@@ -20,9 +20,6 @@ mod media;
 mod message;
 mod metrics;
 mod msg;
-// Issue 21: only media uses the platform allow-list so far; the signalling side's enforcement
-// (in progress elsewhere) uses the rest. Drop this allow when it lands.
-#[allow(dead_code)]
 mod platform;
 mod prefilter;
 pub mod settings;
