@@ -1018,3 +1018,41 @@ fn another_platform_address_cannot_continue_or_end_a_call() {
     let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
     assert_eq!(cdr["endedBy"], "platform", "{cdr}");
 }
+
+/// GET `path` on `to` from the address `from`: the HTTP status line, or None when the
+/// connection gave nothing.
+fn http_status_from(from: IpAddr, to: SocketAddr, path: &str) -> Option<String> {
+    let mut s = try_tcp_from(from, to).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: edge\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+/// The admin endpoint tells only the platform's side (`--admin-cidrs`, by default the
+/// platform's networks) what the edge knows; the liveness and readiness probes answer anyone.
+#[test]
+fn the_admin_endpoint_shows_metrics_only_to_its_allow_list() {
+    let lab = Lab::new("attack_admin");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = edge_with(&lab, &["--admin-cidrs", "127.0.0.1/32,127.0.0.20/32"]);
+    for path in ["/metrics", "/snapshot"] {
+        let stranger = http_status_from(DENIED, edge.admin, path).unwrap_or_default();
+        assert!(
+            stranger.contains(" 403"),
+            "{path} from a stranger: {stranger}"
+        );
+        let own = http_status_from(PLATFORM, edge.admin, path).unwrap_or_default();
+        assert!(own.contains(" 200"), "{path} from the platform: {own}");
+    }
+    let probe = http_status_from(DENIED, edge.admin, "/readyz").unwrap_or_default();
+    assert!(
+        probe.contains(" 200"),
+        "/readyz answers the kubelet: {probe}"
+    );
+}

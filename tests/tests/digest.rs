@@ -201,9 +201,7 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
             ..EdgeOptions::default()
         },
     );
-    let _uas = Sipp::answering(&lab, "platform", platform)
-        .calls(5)
-        .start();
+    let _uas = Sipp::answering(&lab, "platform", platform).calls(5).start();
     let neighbour: std::net::IpAddr = [127, 0, 0, 13].into();
     let sock = RawUdp::bind(neighbour);
     let attempt = |sock: &RawUdp, label: &str, password: &str| -> SipMsg {

@@ -18,12 +18,18 @@ use prometheus::{Encoder, Registry, TextEncoder};
 /// A route a binary adds: path → (status, content type, body), or None when it is not its path.
 pub type Route = Arc<dyn Fn(&str) -> Option<(u16, &'static str, String)> + Send + Sync>;
 
+/// Who may read what the endpoint knows (`/metrics` and a binary's routes); None: anyone.
+pub type Allow = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
 /// What the admin endpoint reports.
 #[derive(Clone)]
 pub struct Admin {
     pub registry: Registry,
     pub ready: Arc<AtomicBool>,
     pub extra: Option<Route>,
+    /// Sources outside it get 403 for everything but `/healthz` and `/readyz` (which the
+    /// kubelet's probes read from the node's own address).
+    pub allow: Option<Allow>,
 }
 
 impl Admin {
@@ -32,7 +38,17 @@ impl Admin {
             registry,
             ready: Arc::new(AtomicBool::new(false)),
             extra: None,
+            allow: None,
         }
+    }
+
+    /// Answers one request path from `peer`.
+    pub fn respond_to(&self, peer: std::net::IpAddr, path: &str) -> (u16, &'static str, String) {
+        let probe = matches!(path, "/healthz" | "/readyz");
+        if !probe && self.allow.as_ref().is_some_and(|allow| !allow(peer)) {
+            return (403, "text/plain", "forbidden\n".into());
+        }
+        self.respond(path)
     }
 
     /// Answers one request path.
@@ -75,7 +91,7 @@ pub async fn serve_listener(listener: std::net::TcpListener, admin: Admin) -> st
     let mut backoff = std::time::Duration::ZERO;
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => {
                 backoff = std::time::Duration::ZERO;
                 s
@@ -96,7 +112,7 @@ pub async fn serve_listener(listener: std::net::TcpListener, admin: Admin) -> st
         let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let (status, ctype, body) = admin.respond(req.uri().path());
+                let (status, ctype, body) = admin.respond_to(peer.ip(), req.uri().path());
                 async move {
                     let mut resp = Response::new(Full::new(Bytes::from(body)));
                     *resp.status_mut() =

@@ -207,6 +207,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
     let mut admin = trunkgate_admin::Admin::new(metrics.registry.clone());
     admin.ready = ready.clone();
+    // Metrics and the snapshot summary are for the platform's side (Prometheus, the operator)
+    // (by default loopback), never a carrier: --admin-cidrs, else --platform-cidrs.
+    let admin_acl = if settings.admin_cidrs.is_empty() {
+        shared.platform.clone()
+    } else {
+        crate::platform::PlatformAcl::new(&settings.admin_cidrs)
+    };
+    admin.allow = Some(Arc::new(move |ip: std::net::IpAddr| admin_acl.allows(ip)));
     let snap = shared.clone();
     admin.extra = Some(Arc::new(move |path: &str| {
         (path == "/snapshot").then(|| {

@@ -35,6 +35,10 @@ pub struct Settings {
         default_value = "127.0.0.0/8,::1/128"
     )]
     pub platform_cidrs: Vec<crate::platform::PlatformNet>,
+    /// Who may read the admin endpoint's /metrics and /snapshot (comma-separated CIDRs; /healthz
+    /// and /readyz answer anyone, for the kubelet's probes). Default: --platform-cidrs.
+    #[arg(long, env = "TRUNKGATE_ADMIN_CIDRS", value_delimiter = ',')]
+    pub admin_cidrs: Vec<crate::platform::PlatformNet>,
     /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
     /// --tls-key.
     #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"])]
