@@ -18,8 +18,10 @@ pub struct Settings {
     /// Cluster mode: the operator's snapshot Secret, as NAMESPACE/NAME.
     #[arg(long, env = "TRUNKGATE_SNAPSHOT_SECRET")]
     pub snapshot_secret: Option<String>,
-    /// Carrier-side SIP address (UDP and TCP).
-    #[arg(long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060")]
+    /// Carrier-side SIP address (UDP and TCP): ADDR:PORT, or NETWORK:PORT (e.g.
+    /// `203.0.113.0/24:5060`) for this host's own address in that network (a node whose public
+    /// and private interfaces differ).
+    #[arg(long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060", value_parser = parse_bind)]
     pub public_sip: SocketAddr,
     /// Platform-side SIP address (UDP and TCP).
     #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5080")]
@@ -40,8 +42,8 @@ pub struct Settings {
     #[arg(long, env = "TRUNKGATE_ADMIN_CIDRS", value_delimiter = ',')]
     pub admin_cidrs: Vec<crate::platform::PlatformNet>,
     /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
-    /// --tls-key.
-    #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"])]
+    /// --tls-key. ADDR:PORT or NETWORK:PORT, as --public-sip.
+    #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"], value_parser = parse_bind)]
     pub public_sips: Option<SocketAddr>,
     /// Platform-side SIP over TLS. Needs --tls-cert and --tls-key.
     #[arg(long, env = "TRUNKGATE_INTERNAL_SIPS", requires_all = ["tls_cert", "tls_key"])]
@@ -228,6 +230,53 @@ pub fn host_port(addr: SocketAddr) -> String {
     format!("{}:{}", host_of(addr), addr.port())
 }
 
+/// `ADDR:PORT`, or `NETWORK:PORT` (`203.0.113.0/24:5060`, `[2001:db8::/64]:5060`): this host's
+/// first interface address inside NETWORK, so one setting serves every node of a DaemonSet.
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    if !s.contains('/') {
+        return s
+            .parse()
+            .map_err(|_| format!("'{s}' is not ADDR:PORT or NETWORK:PORT"));
+    }
+    let (net, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}' has no :PORT"))?;
+    let net = net.trim_start_matches('[').trim_end_matches(']');
+    let net: ipnet::IpNet = net
+        .parse()
+        .map_err(|_| format!("'{net}' is not a network such as 203.0.113.0/24"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("'{port}' is not a port"))?;
+    let mine = local_addresses()?;
+    let ip = address_in(net, &mine).ok_or_else(|| {
+        let list: Vec<String> = mine.iter().map(IpAddr::to_string).collect();
+        format!(
+            "no address of this host lies in {net} (it has {})",
+            list.join(", ")
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// The first of `addrs` inside `net`.
+fn address_in(net: ipnet::IpNet, addrs: &[IpAddr]) -> Option<IpAddr> {
+    addrs.iter().copied().find(|a| net.contains(a))
+}
+
+/// Every interface address of this host.
+fn local_addresses() -> Result<Vec<IpAddr>, String> {
+    let ifs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    Ok(ifs
+        .filter_map(|i| {
+            let a = i.address?;
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect())
+}
+
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
         .split_once('-')
@@ -295,6 +344,24 @@ mod tests {
         assert_eq!(s, vec![(20000, 24999), (25000, 29999)]);
         let s = rtp_slices((20001, 20010), 2);
         assert_eq!(s, vec![(20002, 20005), (20006, 20009)]);
+    }
+
+    #[test]
+    fn a_bind_by_network_picks_this_hosts_address_in_it() {
+        let lo = parse_bind("127.0.0.0/8:5060").expect("loopback is on every host");
+        assert!(lo.ip().is_loopback() && lo.port() == 5060, "{lo}");
+        assert_eq!(
+            parse_bind("192.0.2.7:5060").ok(),
+            Some(SocketAddr::from(([192, 0, 2, 7], 5060)))
+        );
+        let e = parse_bind("240.0.0.0/4:5060").expect_err("reserved space is on no host");
+        assert!(
+            e.contains("no address of this host lies in 240.0.0.0/4"),
+            "{e}"
+        );
+        let addrs: Vec<IpAddr> = vec![[10, 0, 0, 5].into(), [203, 0, 113, 9].into()];
+        let net: ipnet::IpNet = "203.0.113.0/24".parse().expect("a network");
+        assert_eq!(address_in(net, &addrs), Some(addrs[1]));
     }
 
     #[test]
