@@ -151,6 +151,25 @@ notes() {
     grep -q 'platform-side SIP 5080/udp+tcp: only the platform should reach it'
 }
 check "NOTES.txt warns that platform-side SIP is on the node's IP (daemonset)" notes
+# Issue 21: the platform side and admin never bind the carrier-facing address where the chart
+# can tell them apart, and every edge takes platform SIP only from the platform's networks.
+separate() {
+  local out
+  out="$(template --set edge.daemonset.publicNetwork=203.0.113.0/24)" || return 1
+  grep -A1 'name: TRUNKGATE_PUBLIC_SIP$' <<<"$out" | grep -q '"203.0.113.0/24:5060"' || { echo "carrier side not on the public network"; return 1; }
+  if grep -A1 -E 'name: TRUNKGATE_(INTERNAL_SIP|ADMIN|INTERNAL_MEDIA_IP)$' <<<"$out" | grep -q '203\.0\.113'; then
+    echo "a platform-side bind is on the carrier-facing network"; return 1
+  fi
+  grep -A1 -E 'name: TRUNKGATE_(INTERNAL_SIP|ADMIN)$' <<<"$out" | grep -c 'HOST_IP' | grep -qx 2 || { echo "platform SIP and admin not on status.hostIP"; return 1; }
+  out="$(template "${ips3[@]}" --set edge.replicas=1)" || return 1
+  if grep -A1 -E 'name: TRUNKGATE_(INTERNAL_SIP|ADMIN)$' <<<"$out" | grep -q '203\.0\.113'; then
+    echo "statefulset: a platform-side bind is on a load balancer IP"; return 1
+  fi
+  grep -A1 -E 'name: TRUNKGATE_(INTERNAL_SIP|ADMIN)$' <<<"$out" | grep -c 'POD_IP' | grep -qx 2 || { echo "statefulset: platform SIP and admin not on the pod IP"; return 1; }
+  out="$(template --set 'edge.platformCidrs={acme=10.1.0.0/16,10.9.0.0/16}')" || return 1
+  grep -A1 'name: TRUNKGATE_PLATFORM_CIDRS$' <<<"$out" | grep -q '"acme=10.1.0.0/16,10.9.0.0/16,$(HOST_IP)"' || { echo "platformCidrs not passed"; return 1; }
+}
+check "platform SIP and admin never bind the carrier-facing address (publicNetwork, statefulset); platformCidrs reach the edge" separate
 expect_fail "admin on loopback in statefulset mode fails" "adminAddress on loopback needs edge.mode daemonset" \
   template "${ips3[@]}" --set edge.replicas=1 --set edge.adminAddress=127.0.0.1
 render_to "$work/admin-loopback.yaml" --set edge.adminAddress=127.0.0.1

@@ -142,3 +142,44 @@ runAsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The edge's --platform-cidrs: edge.platformCidrs, else the pod networks (nodes' podCIDRs) and
+the Service network (ServiceCIDR "kubernetes") the chart can read from the cluster plus the private
+ranges (CNIs that ignore podCIDRs use them); in daemonset mode the node's own address too (packets
+from outside never carry a local source address: the kernel drops them as martians). */}}
+{{- define "trunkgate.edge.platformCidrs" -}}
+{{- $e := .Values.edge -}}
+{{- $nets := list -}}
+{{- if $e.platformCidrs -}}
+{{- $nets = $e.platformCidrs -}}
+{{- else -}}
+{{- range $n := ((lookup "v1" "Node" "" "").items | default list) -}}
+{{- range $c := ($n.spec.podCIDRs | default list) -}}
+{{- $nets = append $nets $c -}}
+{{- end -}}
+{{- end -}}
+{{- $sc := lookup "networking.k8s.io/v1" "ServiceCIDR" "" "kubernetes" -}}
+{{- if $sc -}}
+{{- range $c := ($sc.spec.cidrs | default list) -}}
+{{- $nets = append $nets $c -}}
+{{- end -}}
+{{- end -}}
+{{- $nets = concat $nets (list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "fd00::/8") -}}
+{{- end -}}
+{{- if ne $e.mode "statefulset" -}}
+{{- $nets = append $nets "$(HOST_IP)" -}}
+{{- end -}}
+{{- join "," (uniq $nets) -}}
+{{- end -}}
+
+{{/* daemonset mode with edge.daemonset.publicNetwork: carrier-side binds are "NETWORK:PORT", the
+edge's own address in that network; else the pod's address. Call with (dict "root" . "port" N). */}}
+{{- define "trunkgate.edge.publicBind" -}}
+{{- $e := .root.Values.edge -}}
+{{- $net := $e.daemonset.publicNetwork -}}
+{{- if and (ne $e.mode "statefulset") $net -}}
+{{- if contains ":" $net -}}[{{ $net }}]:{{ .port }}{{- else -}}{{ $net }}:{{ .port }}{{- end -}}
+{{- else -}}
+{{ ternary "$(POD_IP)" "$(HOST_IP)" (eq $e.mode "statefulset") }}:{{ .port }}
+{{- end -}}
+{{- end -}}

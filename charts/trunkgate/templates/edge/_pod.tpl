@@ -5,7 +5,9 @@ with $(VAR) references.
 
 daemonset mode: hostNetwork; the node's IP (status.hostIP) is bound and advertised on both sides,
 and the admin endpoint binds it too (not 0.0.0.0: with hostNetwork that would be every interface
-of the node).
+of the node). With edge.daemonset.publicNetwork the carrier side binds the node's address in that
+network instead (the edge finds it), so platform SIP and admin stay on status.hostIP, which
+carriers cannot reach.
 statefulset mode: the pod binds its pod IP; towards carriers it advertises ips[ordinal] from
 TRUNKGATE_ADVERTISE_IP_POOL (ordinal = the number after the last "-" of POD_NAME), never the pod
 IP. No init script can work this out: the image holds the binary and its libraries only (no
@@ -26,6 +28,7 @@ kubelet's own sleep action, which needs no binary in the image.
 {{- $publicSips := and $tls (gt (int $e.tls.publicSipsPort) 0) -}}
 {{- $internalSips := and $tls (gt (int $e.tls.internalSipsPort) 0) -}}
 {{- $fast := eq (toString $e.kernelFastPath.enabled) "true" -}}
+{{- $publicNet := and (not $sts) $e.daemonset.publicNetwork -}}
 metadata:
   labels:
     {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
@@ -84,11 +87,16 @@ spec:
         - name: TRUNKGATE_SNAPSHOT_SECRET
           value: {{ printf "%s/%s" .Release.Namespace (include "trunkgate.snapshotSecret" .) | quote }}
         - name: TRUNKGATE_PUBLIC_SIP
-          value: "{{ $ip }}:{{ $e.publicSipPort }}"
+          value: "{{ include "trunkgate.edge.publicBind" (dict "root" $ "port" $e.publicSipPort) }}"
         - name: TRUNKGATE_INTERNAL_SIP
           value: "{{ $ip }}:{{ $e.internalSipPort }}"
+        {{- if not $publicNet }}
         - name: TRUNKGATE_PUBLIC_MEDIA_IP
           value: {{ $ip | quote }}
+        {{- end }}
+        # Platform-side SIP, RTP and the admin endpoint's metrics answer only these networks.
+        - name: TRUNKGATE_PLATFORM_CIDRS
+          value: {{ include "trunkgate.edge.platformCidrs" . | quote }}
         - name: TRUNKGATE_INTERNAL_MEDIA_IP
           value: {{ $ip | quote }}
         {{- if $sts }}
@@ -119,7 +127,7 @@ spec:
         {{- end }}
         {{- if $publicSips }}
         - name: TRUNKGATE_PUBLIC_SIPS
-          value: "{{ $ip }}:{{ $e.tls.publicSipsPort }}"
+          value: "{{ include "trunkgate.edge.publicBind" (dict "root" $ "port" $e.tls.publicSipsPort) }}"
         {{- end }}
         {{- if $internalSips }}
         - name: TRUNKGATE_INTERNAL_SIPS
