@@ -789,7 +789,11 @@ fn platform_lab(
         ]),
     );
     let cidrs = format!("acme={PLATFORM}/32,{SHARED_PLATFORM}/32");
-    let edge = edge_with(&lab, &["--platform-cidrs", &cidrs]);
+    // The test reads the edge's metrics from 127.0.0.1, which is not the platform here.
+    let edge = edge_with(
+        &lab,
+        &["--platform-cidrs", &cidrs, "--admin-cidrs", "127.0.0.1/32"],
+    );
     (lab, edge)
 }
 

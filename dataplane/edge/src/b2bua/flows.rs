@@ -412,3 +412,36 @@ fn a_call_that_rings_too_long_is_cancelled() {
         "the platform had its answer"
     );
 }
+
+/// The silent peer: leg B rings, is CANCELed, and then answers nothing at all. RFC 3261
+/// §9.1 gives its INVITE 64·T1 after the CANCEL; then the call ends and frees its slots
+/// (before, it held its active-call and set-up slots for good and wrote no record).
+#[test]
+fn a_peer_silent_after_the_cancel_frees_the_call_after_64_t1() {
+    let mut h = outbound_harness(&["--ringing-seconds", "5"], false);
+    let mut sent = h.platform_sends(&platform_invite("o9"));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("an INVITE"));
+    h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(180, "t1", TARGET_1, ""),
+    );
+    let later = h.advance(Duration::from_millis(5_100));
+    assert_eq!(summary(&later, Side::Public), ["CANCEL"]);
+    let setup = |h: &Harness| h.metric("trunkgate_edge_calls_in_setup", &[]);
+    let active = |h: &Harness| h.metric("trunkgate_edge_active_calls", &[]);
+    assert_eq!(
+        (setup(&h), active(&h)),
+        (1.0, 1.0),
+        "held while the CANCEL is pending"
+    );
+    // Nothing comes back; the CANCEL is retransmitted, then gives up.
+    h.advance(Duration::from_secs(31));
+    assert_eq!(active(&h), 1.0, "not before 64·T1");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(
+        (setup(&h), active(&h)),
+        (0.0, 0.0),
+        "the call ended and freed its slots"
+    );
+}

@@ -8,7 +8,7 @@ use crate::call::{Attempt, CallState, LegId, Side};
 use crate::message::{Builder, via};
 use crate::msg;
 use crate::transaction::{Role, ServerState, TransactionKey};
-use crate::worker::{Link, Purpose, Worker};
+use crate::worker::{Link, Purpose, Timer, Worker};
 
 impl Worker {
     /// CANCEL of leg B's pending INVITE (RFC 3261 §9.1: same branch, Request-URI, Call-ID,
@@ -57,6 +57,9 @@ impl Worker {
             ident,
             cseq,
         );
+        // A peer that answers neither the CANCEL nor the INVITE must not hold the call, its
+        // limits' slots and its record for ever (RFC 3261 §9.1).
+        self.schedule(crate::transaction::TIMEOUT, Timer::CancelGuard(inv));
     }
 
     /// BYE on one leg of a confirmed call.

@@ -195,6 +195,9 @@ pub enum Timer {
     Failover(TransactionKey),
     /// A call that rings too long (`--ringing-seconds`): leg B's INVITE is CANCELed.
     Ringing(u64, TransactionKey),
+    /// Leg B's INVITE was CANCELed this long ago (64·T1) without a final answer: RFC 3261 §9.1
+    /// considers its transaction destroyed, and the call ends.
+    CancelGuard(TransactionKey),
     /// A request we gave up on (timeout, failover) stops absorbing late answers.
     ClientForget(TransactionKey),
     CallForget(u64),
@@ -452,6 +455,25 @@ impl Worker {
             }
             Timer::CallForget(id) => self.forget_call(id),
             Timer::Ringing(id, key) => self.ringing_too_long(id, &key),
+            Timer::CancelGuard(key) => {
+                let pending = self.clients.get(&key).is_some_and(|tx| {
+                    matches!(
+                        tx.machine.state(),
+                        transaction::ClientState::Calling | transaction::ClientState::Proceeding
+                    )
+                });
+                if pending {
+                    tracing::warn!(
+                        "a CANCELed INVITE got no final answer within 64*T1: the call ends (RFC 3261 §9.1)"
+                    );
+                    self.client_failed(
+                        key,
+                        408,
+                        "timeout",
+                        "no final answer 64*T1 after the CANCEL".into(),
+                    );
+                }
+            }
             Timer::ProbeTick => self.probe_tick(),
         }
     }
