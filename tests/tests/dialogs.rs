@@ -768,3 +768,45 @@ fn a_call_that_rings_too_long_is_cancelled_with_408() {
         1.0
     );
 }
+
+/// A platform that goes silent after its 180 (a platform pod restarting while a call rings):
+/// the carrier gets 408 after --ringing-seconds, the platform a CANCEL it never answers, and
+/// 64·T1 after that CANCEL (RFC 3261 §9.1) the call is over: its active-call and set-up slots
+/// are free and its record is written. Before, it held both slots for good and wrote nothing.
+#[test]
+fn a_platform_silent_after_ringing_frees_the_call_and_writes_its_record() {
+    use trunkgate_tests::sip::RawInvite;
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("dialog_silent_platform");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    config(&lab, platform.local, None);
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            extra_args: vec!["--ringing-seconds".into(), "1".into()],
+            ..EdgeOptions::default()
+        },
+    );
+    let wait = Duration::from_secs(5);
+    let carrier = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, "silent-platform");
+    carrier.send(edge.public, &inv.invite(carrier.local));
+    let invite = platform.expect_request("INVITE", wait);
+    platform.respond(&invite, 180, "Ringing", "p-silent", "");
+    let timeout = carrier.recv_final("INVITE", wait).expect("a final answer");
+    assert_eq!(timeout.code(), Some(408), "{}", timeout.text());
+    carrier.send(edge.public, &inv.ack_non_2xx(carrier.local, &timeout));
+    assert!(
+        platform.gets_request("CANCEL", wait).is_some(),
+        "the platform is CANCELed: {}",
+        platform.report()
+    );
+    assert_eq!(edge.metric("trunkgate_edge_active_calls", &[]), 1.0);
+    let cdr = eventually(Duration::from_secs(45), || {
+        edge.cdrs().into_iter().find(|c| c["callee"] == NUMBER)
+    })
+    .expect("a call record within 64·T1 of the CANCEL");
+    assert_eq!(cdr["finalStatus"], 408, "{cdr}");
+    assert_eq!(edge.metric("trunkgate_edge_active_calls", &[]), 0.0);
+    assert_eq!(edge.metric("trunkgate_edge_calls_in_setup", &[]), 0.0);
+}

@@ -206,7 +206,7 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
     let sock = RawUdp::bind(neighbour);
     let attempt = |sock: &RawUdp, label: &str, password: &str| -> SipMsg {
         let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
-        let (md5, _) = challenge(&edge, &sock, &inv);
+        let (md5, _) = challenge(&edge, sock, &inv);
         let authed = with_credentials(&inv, password, &md5["nonce"]);
         sock.send(edge.public, &authed.invite(sock.local));
         let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
