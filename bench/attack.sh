@@ -7,6 +7,7 @@
 #
 #   phases: deny  - UDP INVITE flood from 100 addresses outside every allow-list (FLOOD_PPS_DENY)
 #           allow - UDP INVITE flood to an owned number from the allowed 127.0.0.12 (FLOOD_PPS_ALLOW)
+#           forged - a 1 s burst of FLOOD_PPS_FORGED INVITEs from the victim carrier's own address
 #           tcp   - TCP_CONNS connections from 100 addresses outside every allow-list, held
 #
 #   usage: bench/attack.sh [PHASE...]    env: PHASE_SECONDS [15], LEGIT_CPS [20], EDGE_BIN
@@ -20,7 +21,7 @@ SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 EDGE_BIN=${EDGE_BIN:-$ROOT/target/release/trunkgate-edge}
 FLOOD=${FLOOD_BIN:-$ROOT/target/release/examples/flood}
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(deny allow tcp)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(deny allow forged tcp)
 SECS=${PHASE_SECONDS:-15}
 LEGIT_CPS=${LEGIT_CPS:-20}
 RUN=$(mktemp -d /tmp/attack.XXXXXX)
@@ -101,6 +102,13 @@ for phase in "${PHASES[@]}"; do
 	allow) FLOOD_PPS=${FLOOD_PPS_ALLOW:-50000}
 		"$FLOOD" udp --to 127.0.0.1:5060 --from 127.0.0.12 --pps "$FLOOD_PPS" --seconds "$((SECS - 2))" --kind invite --number +6499990001 >"$RUN/flood_$phase.out"
 		what="udp ${FLOOD_PPS} pps INVITE, allowed" ;;
+	forged) # A one-second burst of 10,000 INVITEs "from" the victim carrier's own address (UDP
+		# sources can be forged; on loopback, the same address from another port), with its
+		# legitimate calls running: before the shedding limiter it blocked the carrier for 30 s.
+		FLOOD_PPS=${FLOOD_PPS_FORGED:-10000}
+		"$FLOOD" udp --to 127.0.0.1:5060 --from 127.0.0.10 --pps "$FLOOD_PPS" --seconds 1 --kind invite --number +6499990001 >"$RUN/flood_$phase.out"
+		sleep "$((SECS - 3))"
+		what="udp ${FLOOD_PPS} pps 1 s, as the victim" ;;
 	tcp) CONNS=${TCP_CONNS:-20000}
 		"$FLOOD" tcp --to 127.0.0.1:5060 --from 127.0.1.1-127.0.1.100 --connections "$CONNS" --seconds "$((SECS / 2))" >"$RUN/flood_$phase.out"
 		what="tcp ${CONNS} conns, denied" ;;
