@@ -20,6 +20,7 @@ pub struct Metrics {
     pub retransmissions: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub ringing_timeouts: IntCounterVec,
+    pub setup_recycled: IntCounterVec,
     pub failovers: IntCounterVec,
     pub handoffs: IntCounterVec,
     pub send_errors: IntCounterVec,
@@ -131,6 +132,11 @@ impl Metrics {
             ringing_timeouts: cv(
                 "trunkgate_edge_ringing_timeouts_total",
                 "Calls CANCELed after ringing for --ringing-seconds without a final answer, by trunk.",
+                &["trunk"],
+            ),
+            setup_recycled: cv(
+                "trunkgate_edge_setup_recycled_total",
+                "Calls ended because a set-up cap (limits.maxCallsInSetup, --max-calls-in-setup-per-source) was full and their 2xx had waited over a second for its ACK (what a flood of INVITEs forged with a carrier's address leaves), by trunk.",
                 &["trunk"],
             ),
             failovers: cv(

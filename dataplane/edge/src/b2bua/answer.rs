@@ -124,6 +124,9 @@ impl Worker {
             let a_key = c.a_invite.clone();
             c.a.awaiting_ack = Some(a_key.clone());
             let lines = answer_lines(&self.shared, &c.a, resp);
+            if c.a.side == Side::Public {
+                self.await_ack(id);
+            }
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         // 3xx-6xx.

@@ -445,3 +445,49 @@ fn a_peer_silent_after_the_cancel_frees_the_call_after_64_t1() {
         "the call ended and freed its slots"
     );
 }
+
+/// A carrier's 2xx answers that are never acknowledged (INVITEs forged with its address) fill
+/// its set-up cap only until they have waited a second: then a new INVITE from the address
+/// takes the place of the oldest, which ends with a BYE on both legs.
+#[test]
+fn a_full_set_up_cap_gives_the_place_of_an_unacknowledged_call_to_a_new_one() {
+    let mut h = Harness::with_flags(
+        &[pacific()],
+        &[numbers("pacific")],
+        &Secrets::new(),
+        &["--max-calls-in-setup-per-source", "2"],
+    );
+    for id in ["f1", "f2"] {
+        let mut sent = h.carrier_sends(&carrier_invite(id, NUMBER, ""));
+        let invite = sent.pop().expect("an INVITE to the platform");
+        let ok = h.platform_sends(&invite.answer(200, "p1", PLATFORM, ""));
+        assert_eq!(summary(&ok, Side::Public), ["200"], "never acknowledged");
+    }
+    // At once the cap refuses: the 2xx may still be acknowledged.
+    let refused = h.carrier_sends(&carrier_invite("f3", NUMBER, ""));
+    assert_eq!(summary(&refused, Side::Public), ["503"]);
+    // A second on, the oldest unacknowledged call makes room for the next one.
+    h.advance(Duration::from_millis(1_100));
+    let next = h.carrier_sends(&carrier_invite("real", NUMBER, ""));
+    assert!(
+        summary(&next, Side::Internal).contains(&"INVITE".to_string()),
+        "{:?}",
+        summary(&next, Side::Internal)
+    );
+    assert_eq!(
+        summary(&next, Side::Internal)
+            .iter()
+            .filter(|m| *m == "BYE")
+            .count(),
+        1,
+        "the oldest unacknowledged call is hung up on the platform"
+    );
+    assert!(summary(&next, Side::Public).contains(&"BYE".to_string()));
+    assert_eq!(
+        h.metric(
+            "trunkgate_edge_setup_recycled_total",
+            &[("trunk", "acme/pacific")]
+        ),
+        1.0
+    );
+}

@@ -7,6 +7,7 @@ mod answer;
 mod flows;
 mod hops;
 mod in_dialog;
+mod recycle;
 mod setup;
 
 use trunkgate_sip::Response;

@@ -85,7 +85,12 @@ impl Worker {
             .limits
             .max_calls_in_setup
             .unwrap_or(self.shared.settings.max_calls_in_setup);
-        let setup = match rt.state[adm.trunk as usize].begin_setup(max_setup) {
+        let trunk_state = &rt.state[adm.trunk as usize];
+        let mut setup = trunk_state.begin_setup(max_setup);
+        if setup.is_err() && self.recycle_unacked(|c| c.trunk_id() == trunk_cfg.id) {
+            setup = trunk_state.begin_setup(max_setup);
+        }
+        let setup = match setup {
             Ok(s) => s,
             Err(n) => {
                 self.metrics()
@@ -97,7 +102,14 @@ impl Worker {
             }
         };
         let setup_source = if side == Side::Public {
-            match self.shared.setup_sources.admit(Some(src.addr().ip())) {
+            let ip = src.addr().ip();
+            let mut admitted = self.shared.setup_sources.admit(Some(ip));
+            if admitted.is_err()
+                && self.recycle_unacked(|c| c.setup_source.is_some() && c.a.peer.addr().ip() == ip)
+            {
+                admitted = self.shared.setup_sources.admit(Some(ip));
+            }
+            match admitted {
                 Ok(a) => Some(a),
                 Err(_) => {
                     self.metrics()

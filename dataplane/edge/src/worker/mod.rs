@@ -350,6 +350,8 @@ pub struct Worker {
     pub refusal_log: (Instant, u32),
     /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
     pub rtp_by_trunk: Table<String, u32>,
+    /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::b2bua::recycle).
+    pub unacked: std::collections::VecDeque<(Instant, u64)>,
 }
 
 #[cfg(test)]
@@ -397,6 +399,7 @@ impl Worker {
             media_counted: Default::default(),
             refusal_log: (now, 0),
             rtp_by_trunk: Default::default(),
+            unacked: Default::default(),
         }
     }
 
