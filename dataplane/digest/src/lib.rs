@@ -43,9 +43,6 @@ pub enum AuthError {
     ChallengeRealm { challenged: String, ours: String },
     #[error("digest response does not match")]
     BadResponse,
-    /// The credentials were computed for another Request-URI (RFC 7616 §3.4.6).
-    #[error("digest uri does not match the Request-URI")]
-    UriMismatch,
     /// The digest was right but the nonce has expired, or this worker tracks too many nonces:
     /// re-challenge with `stale=true` so the client retries without new credentials
     /// (RFC 2617 §3.2.1).
@@ -73,7 +70,7 @@ impl AuthError {
             Self::Malformed(_) => "malformed",
             Self::UnknownUser => "unknown_user",
             Self::WrongRealm | Self::ChallengeRealm { .. } => "wrong_realm",
-            Self::BadResponse | Self::UriMismatch => "bad_response",
+            Self::BadResponse => "bad_response",
             Self::Stale => "stale",
             Self::Replay => "replay",
             Self::OtherIssuer => "other_worker",

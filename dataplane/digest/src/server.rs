@@ -28,6 +28,10 @@ const STAMP_LEN: usize = 8 + 1 + 11;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
     pub algorithm: Algorithm,
+    /// The digest's `uri` was not the Request-URI: a client that signs another form of it
+    /// (sipp's `sip:HOST:PORT`) or a proxy that rewrote the Request-URI after the UA signed.
+    /// The response still verified over the `uri` it names, and the nonce count is single use.
+    pub uri_differs: bool,
 }
 
 /// Issues nonces and verifies credentials. One per worker thread, without locks. A nonce is
@@ -139,9 +143,10 @@ impl NonceIssuer {
         }
         let algorithm = Algorithm::from_param(params.get("algorithm"))?;
         let ha1 = credentials.ha1(algorithm)?;
-        if uri != request_uri {
-            return Err(AuthError::UriMismatch);
-        }
+        // RFC 7616 §3.4.6 lets a server refuse a uri other than the Request-URI; carriers' UAs
+        // and proxies that rewrite the Request-URI make that refuse right passwords, and the
+        // response is bound to the uri it names and to a single-use nonce count anyway.
+        let uri_differs = uri != request_uri;
         let (stamp, issued) = self.check_nonce(nonce, realm)?;
         let expected = crate::response(algorithm, ha1, nonce, qop_auth, method, uri);
         let given = response.to_ascii_lowercase();
@@ -156,7 +161,10 @@ impl NonceIssuer {
             return Err(AuthError::OtherIssuer);
         }
         self.replay.admit(stamp, issued, nc, now, expiry)?;
-        Ok(Verified { algorithm })
+        Ok(Verified {
+            algorithm,
+            uri_differs,
+        })
     }
 
     fn format(&self, realm: &str, algorithm: Algorithm, stale: bool, nonce: &str) -> String {

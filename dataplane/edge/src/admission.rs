@@ -535,7 +535,14 @@ mod tests {
             5,
             std::time::Duration::from_secs(60),
         ));
-        AuthState::new([7; 32], 0, lockout, Metrics::new().auth_blocks.clone())
+        let m = Metrics::new();
+        AuthState::new(
+            [7; 32],
+            0,
+            lockout,
+            m.auth_blocks.clone(),
+            m.auth_uri_differs.clone(),
+        )
     }
 
     fn carrier() -> SocketAddr {

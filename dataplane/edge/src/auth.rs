@@ -30,6 +30,8 @@ pub struct AuthState {
     lockout: Arc<Lockout>,
     /// `trunkgate_edge_auth_blocks_total{scope}`.
     blocks: prometheus::IntCounterVec,
+    /// `trunkgate_edge_auth_uri_differs_total`.
+    uri_differs: prometheus::IntCounter,
 }
 
 /// What a carrier is told while its address or username is slowed down or blocked: the same
@@ -59,11 +61,13 @@ impl AuthState {
         worker: usize,
         lockout: Arc<Lockout>,
         blocks: prometheus::IntCounterVec,
+        uri_differs: prometheus::IntCounter,
     ) -> Self {
         Self {
             issuer: NonceIssuer::new(key).with_issuer(worker as u8),
             lockout,
             blocks,
+            uri_differs,
         }
     }
 
@@ -121,7 +125,12 @@ impl AuthState {
             .issuer
             .verify(value, "INVITE", &ruri, &creds(c), SystemTime::now())
         {
-            Ok(v) if offered.contains(&v.algorithm) => Ok(()),
+            Ok(v) if offered.contains(&v.algorithm) => {
+                if v.uri_differs {
+                    self.uri_differs.inc();
+                }
+                Ok(())
+            }
             Ok(v) => Err(AuthRefusal::Forbidden {
                 label: "algorithm_not_offered",
                 text: format!(

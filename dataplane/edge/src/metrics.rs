@@ -13,6 +13,7 @@ pub struct Metrics {
     pub calls_in_setup: IntGaugeVec,
     pub source_shedding: IntCounterVec,
     pub source_dropped: IntCounter,
+    pub auth_uri_differs: IntCounter,
     pub acl_drops: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub malformed: IntCounterVec,
@@ -189,6 +190,17 @@ impl Metrics {
                 "Episodes of a carrier-side source sending more than --source-rate datagrams a second (beyond the burst): its excess is dropped, nothing is blocked; one per episode (a source shedding again within 10 s is the same episode), by side.",
                 &["side"],
             ),
+            auth_uri_differs: {
+                let c = IntCounter::new(
+                    "trunkgate_edge_auth_uri_differs_total",
+                    "Digest answers accepted whose uri is not the Request-URI (sipp's sip:HOST:PORT, a proxy that rewrote the Request-URI after the UA signed): the response verified over the uri it names.",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("registered once");
+                c
+            },
             source_dropped: {
                 let c = IntCounter::new(
                     "trunkgate_edge_source_rate_dropped_total",

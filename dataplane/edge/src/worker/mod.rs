@@ -378,6 +378,7 @@ impl Worker {
             index,
             shared.lockout.clone(),
             shared.metrics.auth_blocks.clone(),
+            shared.metrics.auth_uri_differs.clone(),
         );
         let now = Instant::now();
         Worker {
