@@ -1347,3 +1347,28 @@ fn a_forged_and_a_replayed_srtp_packet_are_dropped_counted_and_never_reach_the_p
     assert_eq!(from_carrier["srtpRejectedPackets"], 2, "{cdr}");
     assert_eq!(from_carrier["packets"], 4, "{cdr}");
 }
+
+/// An offer whose only address is IPv6 to an edge whose media is IPv4 (the issue: answered
+/// with IPv4, the call then ran without media) is refused 488 with a Warning that says why, and
+/// the platform never hears of it.
+#[test]
+fn an_ipv6_only_offer_to_an_ipv4_edge_is_refused_488() {
+    let lab = Lab::new("media_ipv6_only");
+    let (mut carrier, mut platform) = agents();
+    let edge = edge_with(&lab, platform.local, |t| t, 2, &[]);
+    let sdp =
+        "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let (_, answer) = carrier.call(edge.public, &edge.public_uri(NUMBER), CALLER, sdp);
+    assert_eq!(answer.code(), Some(488), "{}", answer.text());
+    assert!(
+        answer
+            .header("Warning")
+            .is_some_and(|w| w.contains("IPv6 media is not available")),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        platform.gets_request("INVITE", QUIET).is_none(),
+        "the platform is not called"
+    );
+}

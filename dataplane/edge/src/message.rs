@@ -207,6 +207,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
+        422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",

@@ -141,6 +141,14 @@ pub enum MediaError {
     Sdp(#[from] sdp::Error),
     #[error("media poller: {0}")]
     Poller(#[source] io::Error),
+    /// The SDP names an address of a family the relay has no socket for on that side (an
+    /// `c=IN IP6` offer to an edge whose media addresses are IPv4): answering with the other
+    /// family would set up a call without media.
+    #[error("{family} media is not available on this edge's {side} side")]
+    AddressFamily {
+        family: &'static str,
+        side: &'static str,
+    },
 }
 
 impl MediaError {
@@ -148,7 +156,7 @@ impl MediaError {
     pub fn status(&self) -> u16 {
         match self {
             MediaError::Ports(_) | MediaError::Bind { .. } => 503,
-            MediaError::TooManyStreams { .. } => 488,
+            MediaError::TooManyStreams { .. } | MediaError::AddressFamily { .. } => 488,
             MediaError::Sdp(e) => e.status(),
             MediaError::Unknown | MediaError::Poller(_) => 500,
         }
@@ -162,6 +170,7 @@ impl MediaError {
             MediaError::Unknown => "unknown_session",
             MediaError::Sdp(e) => e.metric_label(),
             MediaError::Poller(_) => "poller",
+            MediaError::AddressFamily { .. } => "address_family",
         }
     }
 }
@@ -823,8 +832,24 @@ impl MediaEngine {
         let n = sdp.media().len();
         self.ensure_streams(id, n)?;
         self.key_streams(id, from, sdp, exchange)?;
+        let bind = match from {
+            Side::Public => self.cfg.public_bind,
+            Side::Internal => self.cfg.internal_bind,
+        };
+        let mut remotes = Vec::with_capacity(n);
         for i in 0..n {
             let remote = sdp.remote(i)?;
+            let ip = remote.rtp.ip();
+            // RFC 4566 §5.7: the address type the peer can be reached at; ours must match.
+            if !ip.is_unspecified() && ip.is_ipv4() != bind.is_ipv4() {
+                return Err(MediaError::AddressFamily {
+                    family: if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+                    side: from.label(),
+                });
+            }
+            remotes.push(remote);
+        }
+        for (i, remote) in remotes.into_iter().enumerate() {
             self.set_remote(id, from, i, remote, policy)?;
         }
         self.session_mut(id)?.last_media = Instant::now();

@@ -491,3 +491,22 @@ fn a_full_set_up_cap_gives_the_place_of_an_unacknowledged_call_to_a_new_one() {
         1.0
     );
 }
+
+/// RFC 4028 §6: a session interval below the edge's floor of 90 s is refused 422 with Min-SE,
+/// before anything is sent on; 90 s itself is taken.
+#[test]
+fn a_session_interval_below_90_s_is_refused_422_with_min_se() {
+    let mut h = pacific_harness();
+    let short = h.carrier_sends(&carrier_invite(
+        "se1",
+        NUMBER,
+        "Session-Expires: 60;refresher=uac\r\n",
+    ));
+    assert_eq!(summary(&short, Side::Public), ["422"]);
+    assert!(summary(&short, Side::Internal).is_empty());
+    assert_eq!(on(&short, Side::Public)[0].header("Min-SE"), Some("90"));
+    let compact = h.carrier_sends(&carrier_invite("se2", NUMBER, "x: 30\r\n"));
+    assert_eq!(summary(&compact, Side::Public), ["422"]);
+    let floor = h.carrier_sends(&carrier_invite("se3", NUMBER, "Session-Expires: 90\r\n"));
+    assert_eq!(summary(&floor, Side::Internal), ["INVITE"]);
+}

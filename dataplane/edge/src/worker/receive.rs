@@ -201,6 +201,14 @@ impl Worker {
             let k = self.open_server(side, src, req, None);
             return self.refuse(&k, 482, "request already passed through this edge", "");
         }
+        // RFC 4028 §6: a session interval below our Min-SE (90 s, §4's floor) is refused 422.
+        if matches!(req.method, M::Invite | M::Update)
+            && session_expires(req).is_some_and(|s| s < MIN_SE)
+        {
+            let k = self.open_server(side, src, req, None);
+            let lines = format!("Min-SE: {MIN_SE}\r\n");
+            return self.refuse(&k, 422, "Session-Expires below 90 s (RFC 4028)", &lines);
+        }
         if trunkgate_sip::to_tag(req).is_some() {
             return self.on_in_dialog(side, src, req);
         }
@@ -261,6 +269,15 @@ impl Worker {
             Event::LinkFailed { addr } => self.on_link_failed(addr),
         }
     }
+}
+
+/// The smallest session interval the edge takes (RFC 4028 §4: never below 90 s).
+pub const MIN_SE: u32 = 90;
+
+/// The delta-seconds of a request's `Session-Expires` (compact form `x`), RFC 4028 §4.
+fn session_expires(req: &Request) -> Option<u32> {
+    let v = msg::header(req, "Session-Expires").or_else(|| msg::header(req, "x"))?;
+    v.split(';').next()?.trim().parse().ok()
 }
 
 /// The lines every response to `req` repeats: Via (top one with received/rport, RFC 3581),

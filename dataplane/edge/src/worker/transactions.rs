@@ -18,9 +18,12 @@ use crate::transaction::{
 const REFUSAL_LOG_PER_SECOND: u32 = 20;
 
 /// Refusals about the carrier's own message, whose detail tells it nothing about our set-up:
-/// 400, 415, 420, 482, 483, 484, 488, 505, 513.
+/// 400, 415, 420, 422, 482, 483, 484, 488, 505, 513.
 fn about_their_message(code: u16) -> bool {
-    matches!(code, 400 | 415 | 420 | 482 | 483 | 484 | 488 | 505 | 513)
+    matches!(
+        code,
+        400 | 415 | 420 | 422 | 482 | 483 | 484 | 488 | 505 | 513
+    )
 }
 
 impl Worker {
