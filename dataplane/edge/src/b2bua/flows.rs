@@ -510,3 +510,32 @@ fn a_session_interval_below_90_s_is_refused_422_with_min_se() {
     let floor = h.carrier_sends(&carrier_invite("se3", NUMBER, "Session-Expires: 90\r\n"));
     assert_eq!(summary(&floor, Side::Internal), ["INVITE"]);
 }
+
+/// The transfer policy: an in-dialog REFER from either side is refused 405 with Allow (no
+/// REFER in it) and goes nowhere; the call stays up for a re-INVITE transfer.
+#[test]
+fn an_in_dialog_refer_is_refused_405_and_the_call_goes_on() {
+    let (mut h, ok, _) = answered("rf1");
+    h.carrier_sends(&carrier_in_dialog("rf1", "ACK", 1, &ok, "rfack"));
+    let refer = carrier_in_dialog("rf1", "REFER", 2, &ok, "refer1").replace(
+        "Content-Length: 0",
+        "Refer-To: <sip:+6421000000@carrier.example>\r\nContent-Length: 0",
+    );
+    let sent = h.carrier_sends(&refer);
+    assert_eq!(summary(&sent, Side::Public), ["405"]);
+    assert!(summary(&sent, Side::Internal).is_empty());
+    let allow = on(&sent, Side::Public)[0]
+        .header("Allow")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        allow.contains("INVITE") && !allow.contains("REFER"),
+        "{allow}"
+    );
+    let bye = h.carrier_sends(&carrier_in_dialog("rf1", "BYE", 3, &ok, "rfbye"));
+    assert_eq!(
+        summary(&bye, Side::Internal),
+        ["BYE"],
+        "the call was still up"
+    );
+}

@@ -316,6 +316,19 @@ impl Worker {
         if let Some(tx) = self.servers.get_mut(&k) {
             tx.call = Some((id, leg));
         }
+        // Transfer policy: the edge does not carry REFER (RFC 3515). Passed on, its Refer-To
+        // would send the other side to an address of this side (a platform pod, a carrier's
+        // SBC) and its NOTIFYs back through a dialog neither leg owns; refused 405 with Allow,
+        // the platform transfers by re-INVITE, which the edge relays with its media.
+        if req.method == trunkgate_sip::Method::Refer {
+            let lines = format!("Allow: {}\r\n", crate::worker::ALLOW);
+            return self.refuse(
+                &k,
+                405,
+                "the edge does not carry REFER: transfer with a re-INVITE",
+                &lines,
+            );
+        }
         if matches!(
             req.method,
             trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
