@@ -810,3 +810,66 @@ fn a_platform_silent_after_ringing_frees_the_call_and_writes_its_record() {
     assert_eq!(edge.metric("trunkgate_edge_active_calls", &[]), 0.0);
     assert_eq!(edge.metric("trunkgate_edge_calls_in_setup", &[]), 0.0);
 }
+
+/// A forking carrier (RFC 3261 §13.2.2.4) on the real edge: 180 from two branches, 200 from
+/// the first, then 200 from the second. The first becomes the call; the second gets an ACK and
+/// a BYE in its own dialog (before, it was ACKed with the first branch's tag, never hung up,
+/// and stayed answered at the carrier).
+#[test]
+fn a_second_forks_200_is_acknowledged_and_hung_up_in_its_own_dialog() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("dialog_forking_carrier");
+    let mut carrier = Ua::bind("carrier", CARRIER_TARGET, "carrier");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform.local)
+        .target(carrier.local)
+        .policy("PassThrough")
+        .relay(false);
+    lab.write_config("acme-trunk.yaml", &trunk.yaml());
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let wait = Duration::from_secs(5);
+    let (mut call, tx) = platform.invite(edge.internal, &edge.internal_uri(CALLER), BYOC, "");
+    let invite = carrier.expect_request("INVITE", wait);
+    carrier.respond(&invite, 180, "Ringing", "branchA", "");
+    carrier.respond(&invite, 180, "Ringing", "branchB", "");
+    carrier.respond(&invite, 200, "OK", "branchA", "");
+    let ok = platform.final_response(&mut call, &tx, wait);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    let ack = carrier.expect_request("ACK", wait);
+    assert!(
+        ack.msg
+            .header("To")
+            .is_some_and(|t| t.contains("tag=branchA"))
+    );
+    carrier.respond(&invite, 200, "OK", "branchB", "");
+    let ack_b = carrier.expect_request("ACK", wait);
+    assert!(
+        ack_b
+            .msg
+            .header("To")
+            .is_some_and(|t| t.contains("tag=branchB")),
+        "the second fork's own ACK: {}",
+        ack_b.msg.text()
+    );
+    let bye_b = carrier.expect_request("BYE", wait);
+    assert!(
+        bye_b
+            .msg
+            .header("To")
+            .is_some_and(|t| t.contains("tag=branchB")),
+        "{}",
+        bye_b.msg.text()
+    );
+    carrier.respond(&bye_b, 200, "OK", "", "");
+    // The call itself (branch A) is untouched: the platform ends it normally.
+    let bye = platform.bye(&mut call);
+    assert_eq!(bye.code(), Some(200), "{}", bye.text());
+    let bye_a = carrier.expect_request("BYE", wait);
+    assert!(
+        bye_a
+            .msg
+            .header("To")
+            .is_some_and(|t| t.contains("tag=branchA"))
+    );
+    carrier.respond(&bye_a, 200, "OK", "", "");
+}

@@ -201,6 +201,9 @@ pub struct Call {
     pub media_stats: Vec<trunkgate_media::StreamStats>,
     /// Extra lines for the BYEs the edge sends (a Reason header).
     pub bye_lines: String,
+    /// To tags of other forks of leg B's INVITE that answered 2xx after the first: each is
+    /// ACKed and hung up once (RFC 3261 §13.2.2.4).
+    pub forks_ended: Vec<String>,
 }
 
 impl Call {

@@ -39,7 +39,7 @@ impl Worker {
         if c.b_invite.as_ref() != Some(&key) {
             // An abandoned attempt (failover) answered late: accept and hang up at once.
             if (200..300).contains(&code) {
-                self.ack_and_bye_stray(id, &key, resp);
+                self.ack_and_bye_stray(id, &key, resp, true);
             }
             return;
         }
@@ -282,7 +282,15 @@ impl Worker {
         }
     }
 
-    pub(super) fn ack_and_bye_stray(&mut self, _id: u64, key: &TransactionKey, resp: &Response) {
+    /// ACKs a 2xx that no call wants (a late answer of an abandoned attempt, another fork's
+    /// answer) and, with `bye`, hangs its dialog up.
+    pub(crate) fn ack_and_bye_stray(
+        &mut self,
+        _id: u64,
+        key: &TransactionKey,
+        resp: &Response,
+        bye: bool,
+    ) {
         let Some(tx) = self.clients.get(key) else {
             return;
         };
@@ -299,7 +307,12 @@ impl Worker {
             .map(str::to_string)
             .unwrap_or(ruri);
         let hostport = self.shared.hostport_on(side, &dest).to_string();
-        for (method, n) in [("ACK", cseq), ("BYE", cseq + 1)] {
+        let requests: &[(&str, u32)] = if bye {
+            &[("ACK", cseq), ("BYE", cseq + 1)]
+        } else {
+            &[("ACK", cseq)]
+        };
+        for &(method, n) in requests {
             let branch = self.mint.branch();
             let bytes =
                 Builder::request_via(method, &target, &via(dest.transport(), &hostport, &branch))

@@ -539,3 +539,83 @@ fn an_in_dialog_refer_is_refused_405_and_the_call_goes_on() {
         "the call was still up"
     );
 }
+
+/// A forking carrier (RFC 3261 §13.2.2.4): 180 from two branches, 200 from the first (the
+/// call), then 200 from the second. The second gets its own ACK (with its tag) and a BYE once;
+/// its retransmissions get the ACK again and no more BYEs; the platform saw one 200.
+#[test]
+fn a_second_fork_answering_2xx_is_acknowledged_and_hung_up_on_its_own_dialog() {
+    let mut h = outbound_harness(&[], false);
+    let mut sent = h.platform_sends(&platform_invite("fk1"));
+    let invite = sent.remove(invite_to(&sent, TARGET_1).expect("an INVITE"));
+    h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(180, "branchA", TARGET_1, ""),
+    );
+    h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(180, "branchB", TARGET_1, ""),
+    );
+    let first = h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(200, "branchA", TARGET_1, ""),
+    );
+    assert_eq!(summary(&first, Side::Internal), ["200"]);
+    let a_to = on(&first, Side::Internal)[0]
+        .header("To")
+        .unwrap_or_default()
+        .to_string();
+    let acked = h.platform_sends(&format!(
+        "ACK sip:{CALLER}@{INTERNAL} SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-fk1ack\r\nMax-Forwards: 70\r\nFrom: <sip:{NUMBER}@platform.example>;tag=p-fk1\r\nTo: {a_to}\r\nCall-ID: fk1@platform.example\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert_eq!(summary(&acked, Side::Public), ["ACK"]);
+    assert!(
+        on(&acked, Side::Public)[0]
+            .header("To")
+            .unwrap_or_default()
+            .contains("tag=branchA")
+    );
+
+    let second = h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(200, "branchB", TARGET_1, ""),
+    );
+    assert_eq!(summary(&second, Side::Public), ["ACK", "BYE"]);
+    for m in on(&second, Side::Public) {
+        assert!(
+            m.header("To").unwrap_or_default().contains("tag=branchB"),
+            "the second fork's own dialog: {}",
+            m.text
+        );
+    }
+    assert!(
+        summary(&second, Side::Internal).is_empty(),
+        "the platform has its call"
+    );
+    let again = h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(200, "branchB", TARGET_1, ""),
+    );
+    assert_eq!(
+        summary(&again, Side::Public),
+        ["ACK"],
+        "ACKed again, hung up once"
+    );
+    let a_again = h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(200, "branchA", TARGET_1, ""),
+    );
+    assert_eq!(summary(&a_again, Side::Public), ["ACK"]);
+    assert!(
+        on(&a_again, Side::Public)[0]
+            .header("To")
+            .unwrap_or_default()
+            .contains("tag=branchA")
+    );
+}

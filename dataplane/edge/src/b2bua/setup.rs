@@ -275,6 +275,7 @@ impl Worker {
             media,
             media_stats: Vec::new(),
             bye_lines: String::new(),
+            forks_ended: Vec::new(),
         };
         self.calls.insert(id, call);
         self.next_hop(id);

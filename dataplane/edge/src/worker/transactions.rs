@@ -302,13 +302,24 @@ impl Worker {
         self.arm(Role::Client, &key, &actions);
         match actions.deliver {
             Delivery::None => {}
-            // A retransmitted 2xx of leg B's INVITE: repeat our ACK (§13.2.2.4).
+            // A retransmitted 2xx of leg B's INVITE: repeat our ACK (§13.2.2.4). A 2xx with
+            // another To tag is another fork's answer: it gets its own ACK and, the first
+            // time, a BYE, or that branch stays answered (and billed) at the carrier.
             Delivery::Retransmitted2xx => {
-                if let Some(c) = self.calls.get(&call)
+                let tag = trunkgate_sip::to_tag(resp).map(str::to_string);
+                if let Some(c) = self.calls.get_mut(&call)
                     && leg == LegId::B
-                    && let Some(ack) = &c.b_ack
                 {
-                    self.out.send(c.b.side, &c.b.peer, ack);
+                    if tag.is_some() && tag.as_deref() != c.b.remote_tag.as_deref() {
+                        let tag = tag.unwrap_or_default();
+                        let first = !c.forks_ended.contains(&tag);
+                        if first {
+                            c.forks_ended.push(tag);
+                        }
+                        self.ack_and_bye_stray(call, &key, resp, first);
+                    } else if let Some(ack) = &c.b_ack {
+                        self.out.send(c.b.side, &c.b.peer, ack);
+                    }
                 }
             }
             // After a give-up only the set-up cares (to hang up a late answer).
