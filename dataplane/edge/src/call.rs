@@ -204,6 +204,8 @@ pub struct Call {
     /// To tags of other forks of leg B's INVITE that answered 2xx after the first: each is
     /// ACKed and hung up once (RFC 3261 §13.2.2.4).
     pub forks_ended: Vec<String>,
+    /// 3xx answers of carrier targets followed so far (at most [`crate::b2bua::MAX_REDIRECTS`]).
+    pub redirects: u8,
 }
 
 impl Call {

@@ -142,7 +142,7 @@ impl Metrics {
             ),
             failovers: cv(
                 "trunkgate_edge_failovers_total",
-                "Outbound calls moved to the next carrier target, by trunk and cause.",
+                "Outbound calls moved to the next carrier target, by trunk and cause: timeout, 4xx/5xx class, connect_failed, tls_bad_name, tcp_connections_full, 3xx (a redirect to an address the trunk does not own: the next target instead), 3xx_followed (a redirect within the trunk's targets or allowedCidrs, followed).",
                 &["trunk", "cause"],
             ),
             handoffs: cv(

@@ -182,6 +182,9 @@ impl Worker {
                 }
             };
         }
+        if c.direction == Direction::Outbound && (300..400).contains(&code) {
+            return self.redirected(id, resp);
+        }
         let retryable = code == 408 || (500..600).contains(&code);
         if c.direction == Direction::Outbound && retryable && c.next_hop < c.hops.len() {
             let label = crate::metrics::code_class(code);
@@ -201,6 +204,63 @@ impl Worker {
             + &msg::header(resp, "Retry-After")
                 .map(|v| format!("Retry-After: {v}\r\n"))
                 .unwrap_or_default();
+        self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
+        self.finish_call(id);
+    }
+
+    /// A carrier target answered 3xx (RFC 3261 §8.1.3.4). Its Contacts are followed only
+    /// where the trunk already sends or takes calls (one of its targets' host and port, or an
+    /// address inside its `allowedCidrs`): a 3xx cannot steer a call, and its caller ID, to a
+    /// place the trunk's owner never named. Else the next target is tried; after the last the
+    /// platform gets the 3xx with its Contacts and decides.
+    fn redirected(&mut self, id: u64, resp: &Response) {
+        let code = resp.status_code.code();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let trunk = c.rt.trunk(c.trunk);
+        let follow = (c.redirects < MAX_REDIRECTS)
+            .then(|| {
+                msg::list(resp, "Contact")
+                    .iter()
+                    .map(|v| msg::uri_of(v).to_string())
+                    .filter_map(|uri| trunkgate_crds::compile::parse_target(&uri, None, 1, 1).ok())
+                    .find(|t| trunk_takes(trunk, t))
+            })
+            .flatten();
+        let trunk_id = trunk.id.clone();
+        c.last_failure = Some((code, reason_of(resp)));
+        c.auth_tries = 0;
+        c.auth_line = None;
+        if let Some(target) = follow {
+            c.redirects += 1;
+            let hop = crate::admission::hop_of(&target);
+            let at = c.next_hop.min(c.hops.len());
+            c.hops.insert(at, hop);
+            tracing::info!(call = id, trunk = trunk_id, target = %target.uri, "following a carrier's {code}");
+            self.shared
+                .metrics
+                .failovers
+                .with_label_values(&[trunk_id.as_str(), "3xx_followed"])
+                .inc();
+            return self.next_hop(id);
+        }
+        if c.next_hop < c.hops.len() {
+            self.shared
+                .metrics
+                .failovers
+                .with_label_values(&[trunk_id.as_str(), "3xx"])
+                .inc();
+            return self.next_hop(id);
+        }
+        c.final_code = Some(code);
+        let a_key = c.a_invite.clone();
+        let mut lines = msg::copied_lines(resp);
+        for v in msg::headers(resp, "Contact") {
+            lines.push_str("Contact: ");
+            lines.push_str(v);
+            lines.push_str("\r\n");
+        }
         self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
         self.finish_call(id);
     }
@@ -322,4 +382,22 @@ impl Worker {
             self.send(side, &dest, &bytes);
         }
     }
+}
+
+/// Whether `t` is a place trunk `trunk` already sends to (one of its outbound targets' host and
+/// port) or takes calls from (an address inside its `allowedCidrs`).
+fn trunk_takes(
+    trunk: &trunkgate_crds::snapshot::TrunkConfig,
+    t: &trunkgate_crds::snapshot::SipTarget,
+) -> bool {
+    let port = |p: Option<u16>, secure: bool| p.unwrap_or(if secure { 5061 } else { 5060 });
+    let known = trunk
+        .outbound
+        .iter()
+        .flat_map(|o| &o.targets)
+        .any(|o| o.host == t.host && port(o.port, o.secure) == port(t.port, t.secure));
+    known
+        || t.host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| trunk.inbound.allowed_cidrs.iter().any(|n| n.contains(&ip)))
 }

@@ -619,3 +619,68 @@ fn a_second_fork_answering_2xx_is_acknowledged_and_hung_up_on_its_own_dialog() {
             .contains("tag=branchA")
     );
 }
+
+/// A carrier target's 302 (RFC 3261 §8.1.3.4): a Contact inside the trunk's own addresses is
+/// followed next; one elsewhere is not (the next target is tried instead); after the last
+/// target the platform gets the 302 with its Contact and a real reason phrase.
+#[test]
+fn a_carriers_302_is_followed_only_within_the_trunk_else_failed_over_then_relayed() {
+    let mut h = outbound_harness(&[], false);
+    let mut sent = h.platform_sends(&platform_invite("rd1"));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("an INVITE"));
+    // Inside allowedCidrs (203.0.113.0/28): followed at once.
+    let inside = "203.0.113.9:5060";
+    let moved = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(302, "t1", &format!("+6421555123@{inside}"), ""),
+    );
+    let followed = invite_to(&moved, inside).expect("the INVITE follows the Contact");
+    assert!(
+        moved[followed]
+            .text
+            .starts_with(&format!("INVITE sip:{CALLER}@{inside}"))
+    );
+    assert!(
+        summary(&moved, Side::Internal).is_empty(),
+        "nothing to the platform yet"
+    );
+    // Outside every address of the trunk: not followed; the next target is tried.
+    let mut moved = moved;
+    let at_inside = moved.swap_remove(followed);
+    let elsewhere = h.input(
+        Side::Public,
+        inside,
+        &at_inside.answer(302, "t2", "+19005550100@198.51.100.77:5060", ""),
+    );
+    assert!(
+        invite_to(&elsewhere, "198.51.100.77:5060").is_none(),
+        "not followed"
+    );
+    let second = invite_to(&elsewhere, TARGET_2).expect("the next target");
+    let mut elsewhere = elsewhere;
+    let at_second = elsewhere.swap_remove(second);
+    // The last target's 302 goes to the platform, Contact included.
+    let last = h.input(
+        Side::Public,
+        TARGET_2,
+        &at_second.answer(302, "t3", "+6421555123@198.51.100.78", ""),
+    );
+    assert_eq!(summary(&last, Side::Internal), ["302"]);
+    let to_platform = on(&last, Side::Internal)[0];
+    assert!(
+        to_platform
+            .text
+            .starts_with("SIP/2.0 302 Moved Temporarily"),
+        "{}",
+        to_platform.text
+    );
+    assert!(
+        to_platform
+            .header("Contact")
+            .unwrap_or_default()
+            .contains("198.51.100.78"),
+        "{}",
+        to_platform.text
+    );
+}

@@ -25,6 +25,9 @@ fn strip_tag(value: &str) -> String {
         .join(";")
 }
 
+/// Carrier 3xx answers one outbound call follows at most (a redirect loop ends there).
+pub(crate) const MAX_REDIRECTS: u8 = 3;
+
 fn reason_of(resp: &Response) -> String {
     resp.wire_reason
         .clone()

@@ -276,6 +276,7 @@ impl Worker {
             media_stats: Vec::new(),
             bye_lines: String::new(),
             forks_ended: Vec::new(),
+            redirects: 0,
         };
         self.calls.insert(id, call);
         self.next_hop(id);
