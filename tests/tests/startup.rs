@@ -82,6 +82,33 @@ fn a_second_edge_on_the_same_ports_refuses_to_start_naming_address_and_protocol(
     assert!(matches!(edge.get("/readyz"), Some((200, _))));
 }
 
+/// What a new user tripped on (issue 25): an edge that would advertise 0.0.0.0, both SIP sides
+/// on one address, and an RTP range with room for no call all started and failed later, call
+/// by call. Now each is refused at start with what to set.
+#[test]
+fn settings_that_cannot_work_are_refused_at_start_with_what_to_set() {
+    let lab = Lab::new("startup_refusals");
+    config(&lab, Sipp::reserve(PLATFORM));
+    let spare = || SocketAddr::new(EDGE_INTERNAL_IP, free_port());
+    let wildcard = SocketAddr::from(([0, 0, 0, 0], free_port()));
+    let (code, err) = run_to_failure(&args(&lab.config_dir(), wildcard, spare(), spare()));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("binds every address") && err.contains("--advertise-host"),
+        "{err}"
+    );
+    assert!(err.contains("set --public-media-ip"), "{err}");
+    let same = spare();
+    let (code, err) = run_to_failure(&args(&lab.config_dir(), same, same, spare()));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("overlap"), "{err}");
+    let mut tiny = args(&lab.config_dir(), spare(), spare(), spare());
+    tiny.extend(["--rtp-ports", "30000-30001", "--workers", "1"].map(String::from));
+    let (code, err) = run_to_failure(&tiny);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a relayed call needs 2"), "{err}");
+}
+
 #[test]
 fn a_missing_config_folder_is_an_error_at_start_up() {
     let lab = Lab::new("startup_no_config");

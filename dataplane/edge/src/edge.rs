@@ -43,6 +43,10 @@ fn ensure_unused(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let workers = worker_count(settings.workers, available_cpus());
+    let problems = settings.start_problems(workers);
+    if !problems.is_empty() {
+        anyhow::bail!("cannot start:\n  - {}", problems.join("\n  - "));
+    }
     let mut handoff_tx = Vec::with_capacity(workers);
     let mut handoff_rx = Vec::with_capacity(workers);
     for _ in 0..workers {

@@ -13,14 +13,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let settings = Settings::parse();
     // Logs go to stderr; stdout carries the call detail records.
-    tracing_subscriber::fmt()
-        .json()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    if settings.log_format == "text" {
+        logs.init();
+    } else {
+        logs.json().init();
+    }
     match trunkgate_edge::edge::run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -77,9 +77,13 @@ pub struct Settings {
     /// RTP port range LOW-HIGH, split between the workers.
     #[arg(long, env = "TRUNKGATE_RTP_PORTS", default_value = "20000-29999", value_parser = parse_port_range)]
     pub rtp_ports: (u16, u16),
-    /// Worker threads (default: the CPUs this process may use).
+    /// Worker threads (default, and 0: one per CPU this process may use).
     #[arg(long, env = "TRUNKGATE_WORKERS")]
     pub workers: Option<usize>,
+    /// Log format on stderr: `json` (one object a line, for collectors) or `text` (for a
+    /// terminal).
+    #[arg(long, env = "TRUNKGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
     /// Admin endpoint: /metrics, /healthz, /readyz, /snapshot.
     #[arg(long, env = "TRUNKGATE_ADMIN", default_value = "127.0.0.1:9091")]
     pub admin: SocketAddr,
@@ -295,10 +299,63 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
-/// Worker threads: what the user asked for, else one per CPU the process may run on, at least
-/// one and at most 64 (the owner index must fit in two hex digits).
+/// Worker threads: what the user asked for, else (or for 0, as the chart means it) one per CPU
+/// the process may run on, at least one and at most 64 (the owner index fits two hex digits).
 pub fn worker_count(requested: Option<usize>, available: usize) -> usize {
-    requested.unwrap_or(available).clamp(1, 64)
+    requested
+        .filter(|n| *n > 0)
+        .unwrap_or(available)
+        .clamp(1, 64)
+}
+
+impl Settings {
+    /// What cannot work as given, each with what to set instead: the edge refuses to start
+    /// rather than run with an address nobody can reach it at or a port range no call fits in.
+    pub fn start_problems(&self, workers: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let (public, internal) = (self.public_sip, self.internal_sip);
+        let overlap = public.port() == internal.port()
+            && (public.ip() == internal.ip()
+                || public.ip().is_unspecified()
+                || internal.ip().is_unspecified());
+        if overlap {
+            out.push(format!(
+                "--public-sip {public} and --internal-sip {internal} overlap: carrier INVITEs would be taken for platform calls; give the platform side its own port or address"
+            ));
+        }
+        let advertised = self.advertise_host.is_some() || self.advertised_pool_ip().is_some();
+        if public.ip().is_unspecified() && !advertised {
+            out.push(format!(
+                "--public-sip {public} binds every address, so the edge cannot tell carriers where it is (its Contact would say {}): bind the carrier-facing address (--public-sip 203.0.113.10:5060) or set --advertise-host",
+                host_port(public)
+            ));
+        }
+        if self.public_media().is_unspecified() {
+            out.push(
+                "no carrier-side media address: SDP would say c=IN IP4 0.0.0.0; set --public-media-ip (or bind --public-sip to an address)".into(),
+            );
+        }
+        if internal.ip().is_unspecified() {
+            out.push(format!(
+                "--internal-sip {internal} binds every address, so the platform would be told to send to {}: bind the platform-facing address (--internal-sip 10.0.0.5:5080)",
+                host_port(internal)
+            ));
+        }
+        if self.internal_media().is_unspecified() && !internal.ip().is_unspecified() {
+            out.push("--internal-media-ip 0.0.0.0 cannot be put in SDP: give an address".into());
+        }
+        let per_worker = rtp_slices(self.rtp_ports, workers)
+            .first()
+            .map_or(0, |(lo, hi)| (usize::from(*hi) + 1 - usize::from(*lo)) / 2);
+        if per_worker < 2 {
+            let (lo, hi) = self.rtp_ports;
+            out.push(format!(
+                "--rtp-ports {lo}-{hi} leaves {per_worker} port pair(s) to each of {workers} workers, and a relayed call needs 2 (one per side): give at least {} ports",
+                4 * workers
+            ));
+        }
+        out
+    }
 }
 
 /// The CPUs this process may use (cgroup quota and affinity, as std reports them).
@@ -331,11 +388,83 @@ mod tests {
             (None, 2, 2),
             (None, 0, 1),
             (Some(4), 2, 4),
-            (Some(0), 8, 1),
+            (Some(0), 8, 8),
             (None, 512, 64),
         ] {
             assert_eq!(worker_count(requested, cpus), want, "{requested:?} {cpus}");
         }
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut all = vec!["trunkgate-edge"];
+        all.extend_from_slice(args);
+        <Settings as Parser>::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_at_start_with_what_to_set() {
+        let ok = settings(&[
+            "--public-sip",
+            "192.0.2.1:5060",
+            "--internal-sip",
+            "10.0.0.5:5080",
+        ]);
+        assert!(
+            ok.start_problems(2).is_empty(),
+            "{:?}",
+            ok.start_problems(2)
+        );
+        let none = settings(&[]);
+        let p = none.start_problems(2).join("\n");
+        assert!(
+            p.contains("--public-sip 0.0.0.0:5060 binds every address"),
+            "{p}"
+        );
+        assert!(p.contains("c=IN IP4 0.0.0.0"), "{p}");
+        assert!(
+            p.contains("--internal-sip 0.0.0.0:5080 binds every address"),
+            "{p}"
+        );
+        let advertised = settings(&[
+            "--public-sip",
+            "0.0.0.0:5060",
+            "--advertise-host",
+            "sip.example.net",
+            "--public-media-ip",
+            "192.0.2.1",
+            "--internal-sip",
+            "10.0.0.5:5080",
+        ]);
+        assert!(
+            advertised.start_problems(2).is_empty(),
+            "{:?}",
+            advertised.start_problems(2)
+        );
+        let same = settings(&[
+            "--public-sip",
+            "192.0.2.1:5060",
+            "--internal-sip",
+            "192.0.2.1:5060",
+        ]);
+        assert!(
+            same.start_problems(1)[0].contains("overlap"),
+            "{:?}",
+            same.start_problems(1)
+        );
+        let tiny = settings(&[
+            "--public-sip",
+            "192.0.2.1:5060",
+            "--internal-sip",
+            "10.0.0.5:5080",
+            "--rtp-ports",
+            "20000-20001",
+        ]);
+        let p = tiny.start_problems(1).join("\n");
+        assert!(
+            p.contains("needs 2") && p.contains("at least 4 ports"),
+            "{p}"
+        );
+        assert!(tiny.start_problems(2).join("").contains("at least 8 ports"));
     }
 
     #[test]
