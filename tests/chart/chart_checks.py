@@ -12,6 +12,7 @@ Each prints what it checked and exits 1 on the first file with a finding.
 """
 
 import re
+from pathlib import Path
 import sys
 from collections import Counter
 
@@ -347,13 +348,39 @@ REQUIRED_ALERT_EXPRS = [
     "sum by (trunk) (rate(trunkgate_edge_refusals_total[5m]))",
     "/ sum by (trunk) (rate(trunkgate_edge_calls_total[5m])) > 0.2",
     "histogram_quantile(0.95, sum by (le, trunk) (rate(trunkgate_edge_media_loss_ratio_bucket[10m]))) > 0.05",
-    "trunkgate_edge_snapshot_load_failures_total",
+    "trunkgate_edge_snapshot_reloads_total{result!~\"ok|unchanged|with_problems\"}",
     "trunkgate_operator_objects_with_problems",
 ]
 DASHBOARD_METRICS = [
     "trunkgate_edge_calls_total", "trunkgate_edge_refusals_total", "trunkgate_edge_active_calls",
     "trunkgate_edge_acl_drops_total", "trunkgate_edge_snapshot_info",
 ]
+
+
+def registered_metrics():
+    """Every metric name the edge and the operator register (the string literals of their
+    sources: each metric's name is written once, where it is made)."""
+    import glob
+    import re
+    root = Path(__file__).resolve().parents[2]
+    names = set()
+    for pattern in ("dataplane/edge/src/**/*.rs", "operator/src/**/*.rs", "dataplane/admin/src/**/*.rs"):
+        for f in glob.glob(str(root / pattern), recursive=True):
+            names |= set(re.findall(r'"(trunkgate_(?:edge|operator)_[a-z0-9_]+)"', open(f).read()))
+    return names
+
+
+def unknown_metrics(text, names):
+    """Metric names `text` reads that nobody exports (a histogram's _bucket/_sum/_count count as
+    its name)."""
+    import re
+    out = set()
+    for n in re.findall(r"(trunkgate_(?:edge|operator)_[a-z0-9_]+)", text):
+        base = next((n[: -len(s)] for s in ("_bucket", "_sum", "_count")
+                     if n.endswith(s) and n[: -len(s)] in names), n)
+        if base not in names:
+            out.add(n)
+    return sorted(out)
 
 
 def monitoring(path):
@@ -383,6 +410,16 @@ def monitoring(path):
     queries = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
     for metric in DASHBOARD_METRICS:
         assert metric in queries, f"dashboard: no panel reads {metric}"
+    # Every metric an alert or a panel reads is one the binaries export (the issue found an
+    # alert on a metric the edge never had).
+    names = registered_metrics()
+    assert "trunkgate_edge_calls_total" in names, "could not read the metric names from the sources"
+    for what, text in (("PrometheusRule", exprs), ("dashboard", queries)):
+        unknown = unknown_metrics(text, names)
+        assert not unknown, f"{what} reads metrics nothing exports: {unknown}"
+    readme = (Path(__file__).resolve().parents[2] / "charts/trunkgate/README.md").read_text()
+    unknown = unknown_metrics(readme, names)
+    assert not unknown, f"charts/trunkgate/README.md names metrics nothing exports: {unknown}"
     n = sum(len(g["rules"]) for g in rule["spec"]["groups"])
     print(f"  {n} alerts, 2 ServiceMonitors each selecting one Service, "
           f"dashboard with {len(dash['panels'])} panels")
