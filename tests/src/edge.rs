@@ -347,6 +347,16 @@ impl Edge {
             .collect()
     }
 
+    /// The refusal records written so far (type "refusal": a refused INVITE that never became
+    /// a call).
+    pub fn refusal_records(&self) -> Vec<Value> {
+        self.stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "refusal")
+            .collect()
+    }
+
     /// Waits for a record that `pred` accepts.
     pub fn wait_cdr(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         crate::eventually(Duration::from_secs(10), || {

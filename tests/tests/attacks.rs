@@ -235,6 +235,50 @@ fn a_cancel_with_the_callers_branch_from_elsewhere_cancels_nothing() {
     uas.wait().assert_ok();
 }
 
+/// A refused call attempt leaves a trace a carrier's ticket can be matched to: a record with
+/// its source, Call-ID, status and the reason the carrier was not told, and a log line with
+/// them; a flood of refusals is capped (counted, not written).
+#[test]
+fn a_refused_call_attempt_leaves_a_record_and_a_log_line_a_ticket_can_be_matched_to() {
+    let lab = Lab::new("attack_refusal_records");
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let carrier = RawUdp::bind(CARRIER);
+    let inv = RawInvite::new(&edge.public_uri("+6497770001"), CALLER, "ticket-4471");
+    carrier.send(edge.public, &inv.invite(carrier.local));
+    let resp = carrier.recv_final("INVITE", WAIT).expect("an answer");
+    carrier.send(edge.public, &inv.ack_non_2xx(carrier.local, &resp));
+    assert_eq!(resp.code(), Some(404), "{}", resp.text());
+    let call_id = resp.header("Call-ID").unwrap_or_default().to_string();
+    let record = eventually(WAIT, || {
+        edge.refusal_records()
+            .into_iter()
+            .find(|r| r["callId"] == call_id.as_str())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a refusal record for {call_id}: {:?}",
+            edge.refusal_records()
+        )
+    });
+    assert_eq!(record["status"], 404, "{record}");
+    assert_eq!(record["from"], "carrier", "{record}");
+    assert_eq!(record["source"], carrier.local.to_string(), "{record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("+6497770001"),
+        "the operator's record has the detail the carrier was not told: {record}"
+    );
+    assert!(
+        edge.log_tail(50).contains(&call_id),
+        "the log line names the Call-ID"
+    );
+    assert!(edge.cdrs().is_empty(), "no call, no call record");
+}
+
 /// Refusals tell a carrier no more than they must: a 404 does not say which numbers are served
 /// or name the trunk (the issue saw "+6497770001 is not a number of trunk interop/kam-carrier").
 #[test]

@@ -145,3 +145,45 @@ pub fn write(c: &Call) {
         let _ = writeln!(out, "{line}");
     }
 }
+
+/// A call attempt the edge refused before it became a call: what a carrier's ticket ("my call
+/// at 10:42 got 403") is matched against.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Refusal<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    /// `carrier` or `platform`: who sent the request.
+    from: &'static str,
+    source: String,
+    method: &'a str,
+    call_id: &'a str,
+    status: u16,
+    reason: &'a str,
+}
+
+/// Writes a refusal record as one line.
+pub fn write_refusal(
+    from: &'static str,
+    source: std::net::SocketAddr,
+    method: &str,
+    call_id: &str,
+    status: u16,
+    reason: &str,
+) {
+    let record = Refusal {
+        kind: "refusal",
+        time: rfc3339(SystemTime::now()),
+        from,
+        source: source.to_string(),
+        method,
+        call_id,
+        status,
+        reason,
+    };
+    if let Ok(line) = serde_json::to_string(&record) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+}

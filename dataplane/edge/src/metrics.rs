@@ -14,6 +14,7 @@ pub struct Metrics {
     pub source_shedding: IntCounterVec,
     pub source_dropped: IntCounter,
     pub auth_uri_differs: IntCounter,
+    pub refusal_records_suppressed: IntCounter,
     pub acl_drops: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub malformed: IntCounterVec,
@@ -190,6 +191,17 @@ impl Metrics {
                 "Episodes of a carrier-side source sending more than --source-rate datagrams a second (beyond the burst): its excess is dropped, nothing is blocked; one per episode (a source shedding again within 10 s is the same episode), by side.",
                 &["side"],
             ),
+            refusal_records_suppressed: {
+                let c = IntCounter::new(
+                    "trunkgate_edge_refusal_records_suppressed_total",
+                    "Refused INVITEs whose refusal record was not written: more than 50 a second per worker (the refusals themselves count in trunkgate_edge_refusals_total and trunkgate_edge_acl_drops_total).",
+                )
+                .expect("static metric definition");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("registered once");
+                c
+            },
             auth_uri_differs: {
                 let c = IntCounter::new(
                     "trunkgate_edge_auth_uri_differs_total",

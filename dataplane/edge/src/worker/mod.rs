@@ -348,6 +348,8 @@ pub struct Worker {
     pub media_counted: trunkgate_media::Counters,
     /// (start of the current second, carrier refusals logged in it).
     pub refusal_log: (Instant, u32),
+    /// (start of the current second, refusal records written in it).
+    pub refusal_records: (Instant, u32),
     /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
     pub rtp_by_trunk: Table<String, u32>,
     /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::b2bua::recycle).
@@ -399,6 +401,7 @@ impl Worker {
             media,
             media_counted: Default::default(),
             refusal_log: (now, 0),
+            refusal_records: (now, 0),
             rtp_by_trunk: Default::default(),
             unacked: Default::default(),
         }

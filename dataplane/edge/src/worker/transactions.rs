@@ -16,6 +16,8 @@ use crate::transaction::{
 
 /// Carrier refusals written to the log per second and worker; the rest are only counted.
 const REFUSAL_LOG_PER_SECOND: u32 = 20;
+/// Refusal records written per second per worker (the rest are counted).
+const REFUSAL_RECORDS_PER_SECOND: u32 = 50;
 
 /// Refusals about the carrier's own message, whose detail tells it nothing about our set-up:
 /// 400, 415, 420, 422, 482, 483, 484, 488, 505, 513.
@@ -170,6 +172,7 @@ impl Worker {
     /// count), else just the reason phrase — whether a number is served, which trunk, why its
     /// credentials failed stay in the log and the metrics (`--detailed-warnings` for labs).
     pub fn refuse(&mut self, key: &TransactionKey, code: u16, text: &str, extra: &str) {
+        self.record_refusal(key, code, text);
         let terse = !self.shared.settings.detailed_warnings
             && !about_their_message(code)
             && self
@@ -177,7 +180,7 @@ impl Worker {
                 .get(key)
                 .is_some_and(|tx| tx.side == Side::Public);
         let shown = if terse {
-            self.log_refusal(code, text);
+            self.log_refusal(key, code, text);
             reason_phrase(code)
         } else {
             text
@@ -190,9 +193,53 @@ impl Worker {
         self.respond(key, code, reason_phrase(code), &lines, &[]);
     }
 
+    /// A refused INVITE that never became a call gets a record of its own on stdout (the
+    /// source, Call-ID, status and why), at most [`REFUSAL_RECORDS_PER_SECOND`] a second per
+    /// worker: a flood is counted in the metrics, it cannot fill the disk.
+    fn record_refusal(&mut self, key: &TransactionKey, code: u16, text: &str) {
+        if key.method() != trunkgate_sip::Method::Invite || !self.shared.settings.cdr {
+            return;
+        }
+        let Some(tx) = self.servers.get(key) else {
+            return;
+        };
+        if tx.call.is_some() {
+            return; // a call: its own record says how it ended
+        }
+        let now = self.now;
+        let (since, n) = &mut self.refusal_records;
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            if *n > REFUSAL_RECORDS_PER_SECOND {
+                self.shared
+                    .metrics
+                    .refusal_records_suppressed
+                    .inc_by(u64::from(*n - REFUSAL_RECORDS_PER_SECOND));
+            }
+            *since = now;
+            *n = 0;
+        }
+        *n += 1;
+        if *n > REFUSAL_RECORDS_PER_SECOND {
+            return;
+        }
+        let call_id = tx
+            .prefix
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or_default();
+        crate::cdr::write_refusal(
+            tx.side.party(),
+            tx.peer.addr(),
+            "INVITE",
+            call_id,
+            code,
+            text,
+        );
+    }
+
     /// Logs why a carrier was refused, at most [`REFUSAL_LOG_PER_SECOND`] lines a second per
     /// worker (a flood is counted in the metrics, not written out line by line).
-    pub(super) fn log_refusal(&mut self, code: u16, text: &str) {
+    pub(super) fn log_refusal(&mut self, key: &TransactionKey, code: u16, text: &str) {
         let now = self.now;
         let (since, n) = &mut self.refusal_log;
         if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
@@ -207,7 +254,18 @@ impl Worker {
         }
         *n += 1;
         if *n <= REFUSAL_LOG_PER_SECOND {
-            tracing::info!(code, why = text, "refused a carrier's request");
+            // What a carrier's ticket is matched against: its address, the method, the Call-ID.
+            let (source, call_id) = self.servers.get(key).map_or_else(Default::default, |tx| {
+                let call_id = tx
+                    .prefix
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("Call-ID: "))
+                    .unwrap_or_default()
+                    .to_string();
+                (tx.peer.addr().to_string(), call_id)
+            });
+            let method = trunkgate_sip::values::method_name(&key.method());
+            tracing::info!(code, why = text, %source, method, call_id, "refused a carrier's request");
         }
     }
 
