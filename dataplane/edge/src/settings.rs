@@ -13,24 +13,39 @@ use clap::Parser;
 pub struct Settings {
     /// Standalone mode: a folder of CarrierTrunk, NumberOwnership and Secret YAML, reloaded when
     /// a file changes.
-    #[arg(long, env = "TRUNKGATE_CONFIG", conflicts_with = "snapshot_secret")]
+    #[arg(
+        help_heading = "Configuration",
+        long,
+        env = "TRUNKGATE_CONFIG",
+        conflicts_with = "snapshot_secret"
+    )]
     pub config: Option<PathBuf>,
     /// Cluster mode: the operator's snapshot Secret, as NAMESPACE/NAME.
-    #[arg(long, env = "TRUNKGATE_SNAPSHOT_SECRET")]
+    #[arg(
+        help_heading = "Configuration",
+        long,
+        env = "TRUNKGATE_SNAPSHOT_SECRET"
+    )]
     pub snapshot_secret: Option<String>,
     /// Carrier-side SIP address (UDP and TCP): ADDR:PORT, or NETWORK:PORT (e.g.
     /// `203.0.113.0/24:5060`) for this host's own address in that network (a node whose public
     /// and private interfaces differ).
-    #[arg(long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060", value_parser = parse_bind)]
+    #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_PUBLIC_SIP", default_value = "0.0.0.0:5060", value_parser = parse_bind)]
     pub public_sip: SocketAddr,
     /// Platform-side SIP address (UDP and TCP).
-    #[arg(long, env = "TRUNKGATE_INTERNAL_SIP", default_value = "0.0.0.0:5080")]
+    #[arg(
+        help_heading = "Listeners",
+        long,
+        env = "TRUNKGATE_INTERNAL_SIP",
+        default_value = "0.0.0.0:5080"
+    )]
     pub internal_sip: SocketAddr,
     /// The platform's allow-list: platform-side SIP (and RTP) is taken only from these networks,
     /// comma-separated `CIDR` or `TENANT=CIDR`; a tagged entry's sources place calls over that
     /// namespace's trunks only. Everything else on the platform port is dropped unanswered. The
     /// chart sets the cluster's pod and Service networks.
     #[arg(
+        help_heading = "Who may talk to the edge",
         long,
         env = "TRUNKGATE_PLATFORM_CIDRS",
         value_delimiter = ',',
@@ -39,109 +54,205 @@ pub struct Settings {
     pub platform_cidrs: Vec<crate::platform::PlatformNet>,
     /// Who may read the admin endpoint's /metrics and /snapshot (comma-separated CIDRs; /healthz
     /// and /readyz answer anyone, for the kubelet's probes). Default: --platform-cidrs.
-    #[arg(long, env = "TRUNKGATE_ADMIN_CIDRS", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Who may talk to the edge",
+        long,
+        env = "TRUNKGATE_ADMIN_CIDRS",
+        value_delimiter = ','
+    )]
     pub admin_cidrs: Vec<crate::platform::PlatformNet>,
     /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
     /// --tls-key. ADDR:PORT or NETWORK:PORT, as --public-sip.
-    #[arg(long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"], value_parser = parse_bind)]
+    #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"], value_parser = parse_bind)]
     pub public_sips: Option<SocketAddr>,
     /// Platform-side SIP over TLS. Needs --tls-cert and --tls-key.
-    #[arg(long, env = "TRUNKGATE_INTERNAL_SIPS", requires_all = ["tls_cert", "tls_key"])]
+    #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_INTERNAL_SIPS", requires_all = ["tls_cert", "tls_key"])]
     pub internal_sips: Option<SocketAddr>,
     /// The edge's certificate chain (PEM), leaf first: `tls.crt` of a Kubernetes TLS Secret.
     /// Read again when it changes (a rotated Secret), without dropping calls.
-    #[arg(long, env = "TRUNKGATE_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        help_heading = "TLS",
+        long,
+        env = "TRUNKGATE_TLS_CERT",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM): `tls.key` of a Kubernetes TLS Secret.
-    #[arg(long, env = "TRUNKGATE_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        help_heading = "TLS",
+        long,
+        env = "TRUNKGATE_TLS_KEY",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that sign the carriers' and the platform's TLS certificates, for
     /// connections the edge opens. Default: the system's roots.
-    #[arg(long, env = "TRUNKGATE_TLS_CA")]
+    #[arg(help_heading = "TLS", long, env = "TRUNKGATE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// A TLS handshake must finish within this many seconds, or the connection is closed.
-    #[arg(long, env = "TRUNKGATE_TLS_HANDSHAKE_SECONDS", default_value_t = 5)]
+    #[arg(
+        help_heading = "TLS",
+        long,
+        env = "TRUNKGATE_TLS_HANDSHAKE_SECONDS",
+        default_value_t = 5
+    )]
     pub tls_handshake_seconds: u64,
     /// New TLS connections a second one source address may open (a burst of twice as many
     /// passes); past it a connection is closed before its handshake, counted in
     /// `trunkgate_edge_tcp_refused_total{reason="tls_handshake_rate"}`. A carrier keeps its
     /// connections open, so this only costs a flood. 0: no limit.
-    #[arg(long, env = "TRUNKGATE_TLS_HANDSHAKE_RATE", default_value_t = 20)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_TLS_HANDSHAKE_RATE",
+        default_value_t = 20
+    )]
     pub tls_handshake_rate: u32,
     /// Address put in carrier-side SDP (defaults to the public SIP address, or the advertised IP).
-    #[arg(long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
+    #[arg(help_heading = "Media", long, env = "TRUNKGATE_PUBLIC_MEDIA_IP")]
     pub public_media_ip: Option<IpAddr>,
     /// Address put in platform-side SDP (defaults to the internal SIP address).
-    #[arg(long, env = "TRUNKGATE_INTERNAL_MEDIA_IP")]
+    #[arg(help_heading = "Media", long, env = "TRUNKGATE_INTERNAL_MEDIA_IP")]
     pub internal_media_ip: Option<IpAddr>,
     /// RTP port range LOW-HIGH, split between the workers.
-    #[arg(long, env = "TRUNKGATE_RTP_PORTS", default_value = "20000-29999", value_parser = parse_port_range)]
+    #[arg(help_heading = "Media", long, env = "TRUNKGATE_RTP_PORTS", default_value = "20000-29999", value_parser = parse_port_range)]
     pub rtp_ports: (u16, u16),
     /// Worker threads (default, and 0: one per CPU this process may use).
-    #[arg(long, env = "TRUNKGATE_WORKERS")]
+    #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_WORKERS")]
     pub workers: Option<usize>,
     /// Log format on stderr: `json` (one object a line, for collectors) or `text` (for a
     /// terminal).
-    #[arg(long, env = "TRUNKGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    #[arg(help_heading = "Output", long, env = "TRUNKGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
     /// Admin endpoint: /metrics, /healthz, /readyz, /snapshot.
-    #[arg(long, env = "TRUNKGATE_ADMIN", default_value = "127.0.0.1:9091")]
+    #[arg(
+        help_heading = "Listeners",
+        long,
+        env = "TRUNKGATE_ADMIN",
+        default_value = "127.0.0.1:9091"
+    )]
     pub admin: SocketAddr,
     /// Host carried in carrier-side Via, Contact and Record-Route (an FQDN or IP). Defaults to the
     /// public SIP address.
-    #[arg(long, env = "TRUNKGATE_ADVERTISE_HOST")]
+    #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
     /// StatefulSet mode: comma-separated public IPs; pod ordinal N (from POD_NAME) advertises the
     /// Nth.
-    #[arg(long, env = "TRUNKGATE_ADVERTISE_IP_POOL", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Listeners",
+        long,
+        env = "TRUNKGATE_ADVERTISE_IP_POOL",
+        value_delimiter = ','
+    )]
     pub advertise_ip_pool: Vec<IpAddr>,
     /// Answer 403 to SIP from unknown sources instead of dropping it silently.
-    #[arg(long, env = "TRUNKGATE_ACL_REPLY_403", default_value_t = false)]
+    #[arg(
+        help_heading = "Who may talk to the edge",
+        long,
+        env = "TRUNKGATE_ACL_REPLY_403",
+        default_value_t = false
+    )]
     pub acl_reply_403: bool,
     /// Seconds a new outbound INVITE waits for any answer from a carrier target before the next
     /// target is tried.
-    #[arg(long, env = "TRUNKGATE_FAILOVER_SECONDS", default_value_t = 4.0)]
+    #[arg(
+        help_heading = "Calls",
+        long,
+        env = "TRUNKGATE_FAILOVER_SECONDS",
+        default_value_t = 4.0
+    )]
     pub failover_seconds: f64,
     /// Seconds a call may ring (leg B answered provisionally, no final answer) before the edge
     /// CANCELs it and answers the caller 408, so a peer that never answers cannot hold a call
     /// in set-up for ever (the role of RFC 3261 §16.6's Timer C, which is over 3 minutes).
-    #[arg(long, env = "TRUNKGATE_RINGING_SECONDS", default_value_t = 180)]
+    #[arg(
+        help_heading = "Calls",
+        long,
+        env = "TRUNKGATE_RINGING_SECONDS",
+        default_value_t = 180
+    )]
     pub ringing_seconds: u64,
     /// Seconds to let calls finish after SIGTERM before exiting.
-    #[arg(long, env = "TRUNKGATE_DRAIN_SECONDS", default_value_t = 285)]
+    #[arg(
+        help_heading = "Calls",
+        long,
+        env = "TRUNKGATE_DRAIN_SECONDS",
+        default_value_t = 285
+    )]
     pub drain_seconds: u64,
     /// Seconds without RTP before a call is ended.
-    #[arg(long, env = "TRUNKGATE_MEDIA_TIMEOUT", default_value_t = 60)]
+    #[arg(
+        help_heading = "Media",
+        long,
+        env = "TRUNKGATE_MEDIA_TIMEOUT",
+        default_value_t = 60
+    )]
     pub media_timeout: u64,
     /// Seconds a freed RTP port pair rests before reuse, so late packets of an old call never
     /// reach a new one. Ports in use plus resting bound the call rate: a call holds two pairs
     /// for its duration plus this, so size --rtp-ports for calls/s × (duration + this) × 2.
-    #[arg(long, env = "TRUNKGATE_RTP_QUARANTINE_SECONDS", default_value_t = 5)]
+    #[arg(
+        help_heading = "Media",
+        long,
+        env = "TRUNKGATE_RTP_QUARANTINE_SECONDS",
+        default_value_t = 5
+    )]
     pub rtp_quarantine_seconds: u64,
     /// How often standalone mode checks the config folder for changes, in milliseconds.
-    #[arg(long, env = "TRUNKGATE_RELOAD_MS", default_value_t = 1000)]
+    #[arg(
+        help_heading = "Configuration",
+        long,
+        env = "TRUNKGATE_RELOAD_MS",
+        default_value_t = 1000
+    )]
     pub reload_ms: u64,
     /// Most SIP-over-TCP connections the edge holds, accepted and opened, both sides; beyond it
     /// new ones are closed at once. Lowered at start so a reserve of file descriptors stays for
     /// RTP ports, config reloads and the admin endpoint.
-    #[arg(long, env = "TRUNKGATE_TCP_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_TCP_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
     pub tcp_max_connections: usize,
     /// Most TCP connections one source address may hold.
-    #[arg(long, env = "TRUNKGATE_TCP_MAX_PER_SOURCE", default_value_t = 32)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_TCP_MAX_PER_SOURCE",
+        default_value_t = 32
+    )]
     pub tcp_max_per_source: usize,
     /// A TCP connection that brings nothing for this long is closed (CRLF keep-alives count).
-    #[arg(long, env = "TRUNKGATE_TCP_IDLE_SECONDS", default_value_t = 300)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_TCP_IDLE_SECONDS",
+        default_value_t = 300
+    )]
     pub tcp_idle_seconds: u64,
     /// A SIP message begun on a TCP connection must be complete within this many seconds.
-    #[arg(long, env = "TRUNKGATE_TCP_MESSAGE_SECONDS", default_value_t = 10)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_TCP_MESSAGE_SECONDS",
+        default_value_t = 10
+    )]
     pub tcp_message_seconds: u64,
     /// Calls of one trunk in set-up at once (final answer not yet acknowledged), unless the
     /// trunk's limits.maxCallsInSetup says otherwise; more get 503.
-    #[arg(long, env = "TRUNKGATE_MAX_CALLS_IN_SETUP", default_value_t = 500)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_MAX_CALLS_IN_SETUP",
+        default_value_t = 500
+    )]
     pub max_calls_in_setup: u32,
     /// Calls in set-up at once from one carrier-side address, over all trunks: a flood of
     /// INVITEs that are never acknowledged from one address leaves room for the trunk's others.
     #[arg(
+        help_heading = "Limits and protection",
         long,
         env = "TRUNKGATE_MAX_CALLS_IN_SETUP_PER_SOURCE",
         default_value_t = 100
@@ -151,22 +262,33 @@ pub struct Settings {
     /// many passes); past it the excess is dropped unanswered, the role Kamailio's `pike` plays.
     /// Nothing is blocked (a UDP source can be forged): the source is served again as soon as
     /// it slows down, and what continues its calls has a budget four times larger. 0: no limit.
-    #[arg(long, env = "TRUNKGATE_SOURCE_RATE", default_value_t = 2000)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_SOURCE_RATE",
+        default_value_t = 2000
+    )]
     pub source_rate: u32,
     /// No longer used: a source over --source-rate loses only its excess, it is not blocked.
     /// Accepted so that existing command lines still start.
-    #[arg(long, env = "TRUNKGATE_SOURCE_BLOCK_SECONDS", hide = true)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_SOURCE_BLOCK_SECONDS",
+        hide = true
+    )]
     pub source_block_seconds: Option<u64>,
     /// Drop, in the kernel, carrier-side UDP from IPv4 addresses the edge never heard of (no
     /// allowedCidrs entry of any snapshot loaded, no outbound target): a flood from them then
     /// never wakes a worker. Userspace checks everything either way.
-    #[arg(long, env = "TRUNKGATE_KERNEL_PREFILTER", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(help_heading = "Limits and protection", long, env = "TRUNKGATE_KERNEL_PREFILTER", default_value_t = true, action = clap::ArgAction::Set)]
     pub kernel_prefilter: bool,
     /// Forward established RTP streams in the kernel: a TC program on the ingress of these
     /// interfaces (comma-separated, e.g. `eth0` or `lo`) rewrites and redirects their packets
     /// without a socket read; anything else stays with the userspace relay. Needs CAP_BPF and
     /// CAP_NET_ADMIN; without them the edge says so once and relays in userspace. Empty: off.
     #[arg(
+        help_heading = "Kernel",
         long,
         env = "TRUNKGATE_KERNEL_FAST_PATH",
         value_delimiter = ',',
@@ -176,17 +298,32 @@ pub struct Settings {
     /// Carriers get the full reason in every refusal's Warning (which number is not served,
     /// which trunk, why credentials failed). Off by default: that detail helps an attacker
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.
-    #[arg(long, env = "TRUNKGATE_DETAILED_WARNINGS", default_value_t = false)]
+    #[arg(
+        help_heading = "Who may talk to the edge",
+        long,
+        env = "TRUNKGATE_DETAILED_WARNINGS",
+        default_value_t = false
+    )]
     pub detailed_warnings: bool,
     /// Digest failures per source address before that address is blocked; after the
     /// third, each try must wait twice as long as the one before (1 s up to 32 s).
-    #[arg(long, env = "TRUNKGATE_AUTH_MAX_FAILURES", default_value_t = 10)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_AUTH_MAX_FAILURES",
+        default_value_t = 10
+    )]
     pub auth_max_failures: u32,
     /// How long a block lasts: every attempt, a right password included, is refused.
-    #[arg(long, env = "TRUNKGATE_AUTH_BLOCK_SECONDS", default_value_t = 300)]
+    #[arg(
+        help_heading = "Limits and protection",
+        long,
+        env = "TRUNKGATE_AUTH_BLOCK_SECONDS",
+        default_value_t = 300
+    )]
     pub auth_block_seconds: u64,
     /// Write call detail records (JSON, one per line) to stdout.
-    #[arg(long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(help_heading = "Output", long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub cdr: bool,
 }
 
