@@ -178,8 +178,13 @@ fn load_text(file: &Path, text: &str, trunk_schema: &Value, own_schema: &Value, 
                     namespace: ns.clone(),
                     name: name.clone(),
                 };
-                if m.sources.contains_key(&key) {
-                    problem(m, label, "metadata.name", "defined twice".into());
+                if let Some(first) = m.sources.get(&key) {
+                    // Name the other place, so the user sees which of the two to remove.
+                    let text = format!(
+                        "defined twice: first in {}; this one is ignored",
+                        first.display()
+                    );
+                    problem(m, label, "metadata.name", text);
                     continue;
                 }
                 if !findings.is_empty() {

@@ -92,3 +92,28 @@ metadata: {name: ignored}
     );
     assert!(text.contains("(TrunkNotFound)"), "{text}");
 }
+
+#[test]
+fn an_object_defined_in_two_files_names_the_first_file() {
+    let dir = std::env::temp_dir().join(format!("trunkgate-check-dup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trunk = r#"
+apiVersion: trunkgate.io/v1alpha1
+kind: CarrierTrunk
+metadata: {name: twice, namespace: t1}
+spec:
+  inbound: {allowedCidrs: ["10.0.0.0/8"], destination: "sip:x"}
+"#;
+    std::fs::write(dir.join("a.yaml"), trunk).unwrap();
+    std::fs::write(dir.join("b.yaml"), trunk).unwrap();
+    let mut out = Vec::new();
+    let _ = check(&dir, &mut out, None).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        text.contains("b.yaml")
+            && text.contains("defined twice: first in")
+            && text.contains("a.yaml"),
+        "{text}"
+    );
+}

@@ -723,6 +723,15 @@ fn bad_edits_in_the_folder_keep_the_last_good_version() {
         .wait()
         .assert_ok();
     uas.wait().assert_ok();
+
+    // 3. The user fixes the trunk: the log says it runs as written again.
+    lab.write_config("acme-trunk.yaml", &config(&lab, platform, None).yaml());
+    assert_eventually!(
+        edge.log_tail(400).contains("object valid again"),
+        Duration::from_secs(5),
+        "fixing a file is said in the log:\n{}",
+        edge.log_tail(20)
+    );
 }
 
 /// A platform that rings and never answers cannot hold the call in set-up for ever: after

@@ -184,9 +184,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
         (Some(dir), _) => {
-            if let Some(cfg) =
-                crate::source::compile_dir(dir, None, &mut Default::default(), &shared)
-            {
+            if let Some(cfg) = crate::source::compile_dir(
+                dir,
+                None,
+                &mut Default::default(),
+                &mut Default::default(),
+                &shared,
+            ) {
                 crate::source::install(&shared, &ready, cfg);
             }
             control.spawn(crate::source::watch_dir(

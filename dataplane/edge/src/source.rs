@@ -81,6 +81,9 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 /// being valid YAML keep their last good version instead of vanishing.
 pub type Sources = HashMap<ObjectKey, PathBuf>;
 
+/// Objects that had problems at the last load: one that no longer has any is said to be fixed.
+pub type Troubled = std::collections::HashSet<ObjectKey>;
+
 /// Compiles the folder; logs every problem. None when the folder cannot be read. Objects the
 /// schema refuses, and those of a file that is no longer YAML, keep their last good version
 /// (the same rule as the operator's and `check`'s).
@@ -88,6 +91,7 @@ pub fn compile_dir(
     dir: &Path,
     previous: Option<&EdgeConfig>,
     sources: &mut Sources,
+    troubled: &mut Troubled,
     shared: &Shared,
 ) -> Option<EdgeConfig> {
     let mut m = match load_dir(dir) {
@@ -136,6 +140,13 @@ pub fn compile_dir(
             tracing::warn!(object = %r.key, problem = %p, kept_last_good = r.kept_generation.is_some(), partial = r.partial_numbers.is_some(), "object not compiled as written");
         }
     }
+    let now_troubled: Troubled = compiled.problems().map(|r| r.key.clone()).collect();
+    for key in troubled.iter().filter(|k| !now_troubled.contains(*k)) {
+        if let Some(file) = m.sources.get(key) {
+            tracing::info!(object = %key, file = %file.display(), "object valid again: it runs as written");
+        }
+    }
+    *troubled = now_troubled;
     if !m.problems.is_empty() || compiled.problems().next().is_some() {
         shared
             .metrics
@@ -155,6 +166,7 @@ pub async fn watch_dir(
 ) {
     let mut seen = Vec::new();
     let mut sources = Sources::new();
+    let mut troubled = Troubled::new();
     loop {
         let now = fingerprint(&dir);
         if now != seen {
@@ -162,7 +174,13 @@ pub async fn watch_dir(
             let previous = ready
                 .load(Ordering::Acquire)
                 .then(|| shared.runtime.load().config.clone());
-            if let Some(cfg) = compile_dir(&dir, previous.as_ref(), &mut sources, &shared) {
+            if let Some(cfg) = compile_dir(
+                &dir,
+                previous.as_ref(),
+                &mut sources,
+                &mut troubled,
+                &shared,
+            ) {
                 install(&shared, &ready, cfg);
             }
         }
