@@ -1104,3 +1104,62 @@ fn the_admin_endpoint_shows_metrics_only_to_its_allow_list() {
         "/readyz answers the kubelet: {probe}"
     );
 }
+
+/// A source's budget follows its trunks (issue 26): a carrier whose trunk contracts 300 calls a
+/// second sends 600 OPTIONS in about 0.3 s past an edge-wide --source-rate of 50 and every one
+/// is answered, while a carrier whose trunk sets no limit stays at the edge-wide rate.
+#[test]
+fn a_carriers_source_budget_follows_its_trunks_contracted_rate() {
+    let lab = Lab::new("attack_source_budget");
+    let platform = Sipp::reserve(PLATFORM);
+    let mut acme = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
+    acme.max_cps = Some(300);
+    lab.write_config(
+        "tenants.yaml",
+        &config::documents(&[
+            acme.yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+            Trunk::new("beta", "other", "127.0.0.11/32", platform).yaml(),
+            Numbers::byoc("beta", "numbers", "other", &["+6498870000"]).yaml(),
+        ]),
+    );
+    let edge = edge_with(&lab, &["--source-rate", "50"]);
+    let dropped = || edge.metric("trunkgate_edge_source_rate_dropped_total", &[]);
+    // What the edge shed is read from its metric: the test's own socket could not hold 600
+    // answers at once.
+    let burst = |from: IpAddr, label: &str| {
+        let sock = RawUdp::bind(from);
+        let inv = RawInvite::new(&edge.public_uri(NUMBER), CALLER, label);
+        let options = String::from_utf8_lossy(&inv.invite(sock.local)).replace("INVITE", "OPTIONS");
+        for i in 0..600 {
+            let _ = sock.sock.send_to(options.as_bytes(), edge.public);
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = sock.drain(Duration::from_millis(500));
+    };
+    burst(CARRIER, "contracted");
+    // One OPTIONS sent 600 times: answered once, then answered again as retransmissions.
+    let answered = || {
+        edge.metric("trunkgate_edge_options_answered_total", &[])
+            + edge.metric(
+                "trunkgate_edge_retransmissions_total",
+                &[("side", "public")],
+            )
+    };
+    assert_eventually!(
+        answered() >= 600.0,
+        WAIT,
+        "every OPTIONS of the sized carrier is answered: {}",
+        answered()
+    );
+    assert_eq!(dropped(), 0.0, "nothing of the sized carrier is shed");
+    burst(OTHER_CARRIER, "unsized");
+    assert_eventually!(
+        dropped() >= 300.0,
+        WAIT,
+        "a source whose trunk sets no limit keeps --source-rate: {} shed",
+        dropped()
+    );
+}

@@ -287,6 +287,19 @@ impl Runtime {
         self.acl.trunks(ip)
     }
 
+    /// New requests a second the carrier-side source `ip` may send, sized by the trunks that
+    /// allow it: twice the calls a second their `limits.maxCallsPerSecond` contract (an INVITE
+    /// and, challenged, its retry), so a carrier at its contracted rate is never held back by
+    /// the edge-wide `--source-rate`, which stays the floor (and the rate of a source whose
+    /// trunks set no limit). What continues its calls has a budget four times larger.
+    pub fn source_budget(&self, ip: IpAddr) -> u32 {
+        self.acl
+            .trunks(ip)
+            .into_iter()
+            .filter_map(|t| self.trunk(t).limits.max_calls_per_second)
+            .fold(0u32, |sum, cps| sum.saturating_add(cps.saturating_mul(2)))
+    }
+
     /// Whether any trunk's `allowedCidrs` contains `ip`.
     pub fn source_allowed(&self, ip: IpAddr) -> bool {
         self.acl.allows(ip)

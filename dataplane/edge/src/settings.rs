@@ -258,8 +258,10 @@ pub struct Settings {
         default_value_t = 100
     )]
     pub max_calls_in_setup_per_source: u32,
-    /// New requests a second one carrier-side source address may send (a burst of twice as
-    /// many passes); past it the excess is dropped unanswered, the role Kamailio's `pike` plays.
+    /// New requests a second a carrier-side source address may send at least (a burst of twice
+    /// as many passes): a source whose trunks set limits.maxCallsPerSecond gets twice their sum
+    /// when that is more. Past it the excess is dropped unanswered, the role Kamailio's `pike`
+    /// plays.
     /// Nothing is blocked (a UDP source can be forged): the source is served again as soon as
     /// it slows down, and what continues its calls has a budget four times larger. 0: no limit.
     #[arg(

@@ -41,6 +41,9 @@ struct Bucket {
     ongoing: f64,
     last: Instant,
     last_shed: Option<Instant>,
+    /// This source's rate (new requests a second), and the configuration it was sized from.
+    rate: f64,
+    sized_by: usize,
 }
 
 /// What to do with a datagram.
@@ -54,8 +57,8 @@ pub enum Verdict {
 }
 
 pub struct SourceLimiter {
+    /// The rate of a source no trunk sizes (`--source-rate`); 0 turns the limiter off.
     rate: f64,
-    burst: f64,
     shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
 }
 
@@ -64,9 +67,13 @@ impl SourceLimiter {
     pub fn new(rate: u32) -> Self {
         Self {
             rate: f64::from(rate),
-            burst: 2.0 * f64::from(rate),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
+    }
+
+    /// The edge-wide rate (`--source-rate`), the floor of every source's own.
+    pub fn floor(&self) -> u32 {
+        self.rate as u32
     }
 
     fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, Bucket>> {
@@ -77,27 +84,56 @@ impl SourceLimiter {
         &self.shards[(h ^ (h >> 8)) % SHARDS]
     }
 
-    /// Counts one datagram of `class` from `ip` at `now`.
+    /// Counts one datagram of `class` from `ip` at `now` at the edge-wide rate.
     pub fn check(&self, ip: IpAddr, class: Class, now: Instant) -> Verdict {
+        self.check_sized(ip, class, now, 0, || self.floor())
+    }
+
+    /// Counts one datagram of `class` from `ip` at `now`. `rate` gives the source's own rate
+    /// (what the trunks that allow it contract for, at least the floor); it is asked again
+    /// only when `sized_by` (the configuration's identity) changes.
+    pub fn check_sized(
+        &self,
+        ip: IpAddr,
+        class: Class,
+        now: Instant,
+        sized_by: usize,
+        rate: impl FnOnce() -> u32,
+    ) -> Verdict {
         if self.rate <= 0.0 {
             return Verdict::Pass;
         }
-        let (rate, burst) = (self.rate, self.burst);
         let mut map = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_PER_SHARD && !map.contains_key(&ip) {
             map.retain(|_, b| {
-                b.new + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+                b.new + now.saturating_duration_since(b.last).as_secs_f64() * b.rate < 2.0 * b.rate
             });
             if map.len() >= MAX_PER_SHARD {
                 return Verdict::Pass;
             }
         }
-        let b = map.entry(ip).or_insert(Bucket {
-            new: burst,
-            ongoing: burst * ONGOING_FACTOR,
-            last: now,
-            last_shed: None,
-        });
+        let b = match map.entry(ip) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let b = e.into_mut();
+                if b.sized_by != sized_by {
+                    b.rate = f64::from(rate()).max(self.rate);
+                    b.sized_by = sized_by;
+                }
+                b
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let r = f64::from(rate()).max(self.rate);
+                e.insert(Bucket {
+                    new: 2.0 * r,
+                    ongoing: 2.0 * r * ONGOING_FACTOR,
+                    last: now,
+                    last_shed: None,
+                    rate: r,
+                    sized_by,
+                })
+            }
+        };
+        let (rate, burst) = (b.rate, 2.0 * b.rate);
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.new = (b.new + elapsed * rate).min(burst);
         b.ongoing = (b.ongoing + elapsed * rate * ONGOING_FACTOR).min(burst * ONGOING_FACTOR);
@@ -186,6 +222,44 @@ mod tests {
         }
         assert!(matches!(
             lim.check(carrier, Class::Ongoing, t0),
+            Verdict::Shed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_source_sized_by_its_trunks_gets_their_rate_and_the_floor_stays_for_the_rest() {
+        let lim = SourceLimiter::new(100);
+        let t0 = Instant::now();
+        let carrier: IpAddr = [192, 0, 2, 20].into();
+        let stranger: IpAddr = [192, 0, 2, 21].into();
+        // The trunk contracts 1,000 calls a second: its carrier's SBC may send 2,000 new
+        // requests a second (bursts of 4,000), not the edge-wide 100.
+        for i in 0..4000 {
+            let v = lim.check_sized(carrier, Class::New, t0, 1, || 2000);
+            assert_eq!(v, Verdict::Pass, "datagram {i}");
+        }
+        assert!(matches!(
+            lim.check_sized(carrier, Class::New, t0, 1, || 2000),
+            Verdict::Shed { .. }
+        ));
+        // A source no trunk sizes keeps the floor; a size below it is raised to it.
+        for _ in 0..200 {
+            assert_eq!(
+                lim.check_sized(stranger, Class::New, t0, 1, || 0),
+                Verdict::Pass
+            );
+        }
+        assert!(matches!(
+            lim.check_sized(stranger, Class::New, t0, 1, || 0),
+            Verdict::Shed { .. }
+        ));
+        // A new configuration resizes the source.
+        let later = t0 + Duration::from_secs(10);
+        for _ in 0..200 {
+            let _ = lim.check_sized(carrier, Class::New, later, 2, || 100);
+        }
+        assert!(matches!(
+            lim.check_sized(carrier, Class::New, later, 2, || 100),
             Verdict::Shed { .. }
         ));
     }

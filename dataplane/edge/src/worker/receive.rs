@@ -61,7 +61,14 @@ impl Worker {
     /// Whether a datagram of `class` from `ip` (an allowed carrier-side source) is over
     /// `--source-rate`: then it is shed (counted; the first of an episode logged).
     pub(crate) fn over_rate(&self, ip: std::net::IpAddr, class: Class) -> bool {
-        match self.shared.source_limit.check(ip, class, self.now) {
+        let rt = self.shared.runtime.load();
+        // The snapshot's identity: a source is sized again when a new one is loaded.
+        let sized_by = Arc::as_ptr(&rt) as usize;
+        match self
+            .shared
+            .source_limit
+            .check_sized(ip, class, self.now, sized_by, || rt.source_budget(ip))
+        {
             Verdict::Pass => false,
             Verdict::Shed { first } => {
                 let m = self.metrics();
