@@ -72,6 +72,8 @@ pub struct Leg {
     pub awaiting_ack: Option<crate::transaction::TransactionKey>,
     /// CSeq of the re-INVITE we relayed onto this leg and answered 2xx, for the ACK to follow.
     pub reinvite_cseq: Option<u32>,
+    /// This leg's RFC 4028 session timer, once a 2xx negotiated one.
+    pub session: Option<crate::b2bua::session_timer::SessionTimer>,
 }
 
 impl Leg {

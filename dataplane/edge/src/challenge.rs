@@ -77,7 +77,11 @@ impl Worker {
         };
         match &tx.purpose {
             Purpose::Probe(p) => (p.trunk_id.clone(), p.auth.clone()),
-            Purpose::Relay(_) | Purpose::Bye | Purpose::Setup | Purpose::Cancel => {
+            Purpose::Relay(_)
+            | Purpose::Bye
+            | Purpose::Setup
+            | Purpose::Cancel
+            | Purpose::Refresh => {
                 let Some(c) = self.calls.get(&tx.call) else {
                     return (String::new(), None);
                 };
@@ -203,7 +207,7 @@ impl Worker {
             Purpose::Probe(probe) => {
                 self.probe_answered(&probe, resp.status_code.code(), "challenged")
             }
-            Purpose::Bye | Purpose::Cancel | Purpose::Setup => {}
+            Purpose::Bye | Purpose::Cancel | Purpose::Setup | Purpose::Refresh => {}
         }
     }
 }

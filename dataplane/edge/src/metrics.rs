@@ -23,6 +23,7 @@ pub struct Metrics {
     pub timeouts: IntCounterVec,
     pub ringing_timeouts: IntCounterVec,
     pub setup_recycled: IntCounterVec,
+    pub session_refreshes: IntCounterVec,
     pub failovers: IntCounterVec,
     pub handoffs: IntCounterVec,
     pub send_errors: IntCounterVec,
@@ -135,6 +136,11 @@ impl Metrics {
                 "trunkgate_edge_ringing_timeouts_total",
                 "Calls CANCELed after ringing for --ringing-seconds without a final answer, by trunk.",
                 &["trunk"],
+            ),
+            session_refreshes: cv(
+                "trunkgate_edge_session_refreshes_total",
+                "RFC 4028 session timers, by trunk and result: sent (an UPDATE refreshing a leg on which the edge is the refresher), expired (the peer that should refresh did not: the call ended).",
+                &["trunk", "result"],
             ),
             setup_recycled: cv(
                 "trunkgate_edge_setup_recycled_total",

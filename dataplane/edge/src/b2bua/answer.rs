@@ -27,6 +27,7 @@ impl Worker {
             Purpose::Probe(probe) => {
                 self.probe_answered(&probe, resp.status_code.code(), &reason_of(resp))
             }
+            Purpose::Refresh => self.refresh_answered(id, leg, resp),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }
@@ -127,6 +128,10 @@ impl Worker {
             if c.a.side == Side::Public {
                 self.await_ack(id);
             }
+            // RFC 4028: each leg's session timer, from the 2xx the edge got (UAC on leg B)
+            // and the one it sends on (UAS on leg A).
+            self.session_negotiated(id, LegId::B, resp, true);
+            self.session_negotiated(id, LegId::A, resp, false);
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
         }
         // 3xx-6xx.
@@ -308,6 +313,7 @@ impl Worker {
             }
             Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
             Purpose::Probe(probe) => self.probe_done(&probe, false, &text),
+            Purpose::Refresh => self.refresh_failed(id, 408),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }

@@ -684,3 +684,131 @@ fn a_carriers_302_is_followed_only_within_the_trunk_else_failed_over_then_relaye
         to_platform.text
     );
 }
+
+/// RFC 4028 with the edge a participant (the issue: refresher=uas and a platform that never
+/// refreshes left the carrier without a refresh for the whole interval). The platform's 2xx
+/// says refresher=uas: on the carrier leg the edge is that UAS and refreshes it with UPDATE at
+/// half the interval; on the platform leg the platform should refresh, does not, and the edge
+/// ends the call on both legs before the interval runs out.
+#[test]
+fn session_timers_the_edge_refreshes_its_leg_and_ends_a_call_whose_peer_does_not() {
+    let mut h = pacific_harness();
+    let mut sent = h.carrier_sends(&carrier_invite(
+        "st1",
+        NUMBER,
+        "Session-Expires: 180\r\nSupported: timer\r\n",
+    ));
+    let invite = sent.pop().expect("an INVITE to the platform");
+    assert!(
+        invite.text.contains("Session-Expires: 180"),
+        "{}",
+        invite.text
+    );
+    let ok = h
+        .platform_sends(&invite.answer(
+            200,
+            "p1",
+            PLATFORM,
+            "Session-Expires: 180;refresher=uas\r\n",
+        ))
+        .remove(0);
+    assert!(ok.text.contains("refresher=uas"), "{}", ok.text);
+    h.carrier_sends(&carrier_in_dialog("st1", "ACK", 1, &ok, "st1ack"));
+
+    // Half the interval: an UPDATE to the carrier, none to the platform.
+    // (advanced in one step, so its retransmission half a second later is in it too)
+    let half = h.advance(Duration::from_secs(91));
+    assert_eq!(summary(&half, Side::Public)[..1], ["UPDATE"]);
+    assert!(summary(&half, Side::Internal).is_empty());
+    let update = on(&half, Side::Public)[0];
+    assert!(
+        update.text.contains("Session-Expires: 180;refresher=uac"),
+        "{}",
+        update.text
+    );
+    let answered =
+        h.carrier_sends(&update.answer(200, "", CARRIER, "Session-Expires: 180;refresher=uac\r\n"));
+    assert!(
+        answered.is_empty(),
+        "the edge's own refresh stays on its leg"
+    );
+    assert_eq!(
+        h.metric(
+            "trunkgate_edge_session_refreshes_total",
+            &[("result", "sent")]
+        ),
+        1.0
+    );
+    // The platform never refreshed: 180 - 32 s after its 2xx the call ends on both legs.
+    let end = h.advance(Duration::from_secs(58));
+    assert_eq!(summary(&end, Side::Public)[..1], ["BYE"]);
+    assert_eq!(summary(&end, Side::Internal)[..1], ["BYE"]);
+    assert!(
+        on(&end, Side::Public)[0]
+            .text
+            .contains("session timer expired")
+    );
+    assert_eq!(
+        h.metric(
+            "trunkgate_edge_session_refreshes_total",
+            &[("result", "expired")]
+        ),
+        1.0
+    );
+}
+
+/// A refresh that crosses the edge restarts both legs' timers: a platform that refreshes with
+/// re-INVITE keeps the call up past the interval, and the edge sends nothing of its own.
+#[test]
+fn session_timers_a_refresh_from_the_platform_keeps_the_call_up() {
+    let mut h = pacific_harness();
+    let mut sent = h.carrier_sends(&carrier_invite(
+        "st2",
+        NUMBER,
+        "Session-Expires: 120;refresher=uac\r\nSupported: timer\r\n",
+    ));
+    let invite = sent.pop().expect("an INVITE to the platform");
+    let ok = h
+        .platform_sends(&invite.answer(
+            200,
+            "p1",
+            PLATFORM,
+            "Session-Expires: 120;refresher=uac\r\n",
+        ))
+        .remove(0);
+    h.carrier_sends(&carrier_in_dialog("st2", "ACK", 1, &ok, "st2ack"));
+    // refresher=uac: the carrier refreshes leg A, and the edge (UAC of leg B) refreshes leg B.
+    let half = h.advance(Duration::from_secs(61));
+    assert_eq!(summary(&half, Side::Internal)[..1], ["UPDATE"]);
+    assert!(summary(&half, Side::Public).is_empty());
+    let update = on(&half, Side::Internal)[0];
+    h.platform_sends(&update.answer(200, "", PLATFORM, "Session-Expires: 120;refresher=uac\r\n"));
+    // The carrier refreshes with UPDATE at its half: it crosses to the platform and back.
+    let refresh = carrier_in_dialog("st2", "UPDATE", 2, &ok, "st2upd").replace(
+        "Content-Length: 0",
+        "Session-Expires: 120;refresher=uac\r\nContent-Length: 0",
+    );
+    let relayed = h.carrier_sends(&refresh);
+    assert_eq!(summary(&relayed, Side::Internal), ["UPDATE"]);
+    let back = h.platform_sends(&on(&relayed, Side::Internal)[0].answer(
+        200,
+        "",
+        PLATFORM,
+        "Session-Expires: 120;refresher=uac\r\n",
+    ));
+    assert_eq!(summary(&back, Side::Public), ["200"]);
+    // Past the first interval nothing ends the call.
+    let later = h.advance(Duration::from_secs(70));
+    assert!(
+        !summary(&later, Side::Public).contains(&"BYE".to_string()),
+        "{:?}",
+        summary(&later, Side::Public)
+    );
+    assert_eq!(
+        h.metric(
+            "trunkgate_edge_session_refreshes_total",
+            &[("result", "expired")]
+        ),
+        0.0
+    );
+}

@@ -449,6 +449,11 @@ impl Worker {
             c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
             c.leg_mut(from).awaiting_ack = Some(server.clone());
         }
+        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
+            // A refresh crossed the edge: both legs' session timers start again.
+            self.session_negotiated(id, sent_on, resp, true);
+            self.session_negotiated(id, from, resp, false);
+        }
         self.respond(&server, code, &reason_of(resp), &lines, &body);
     }
 }

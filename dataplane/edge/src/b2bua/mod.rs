@@ -8,6 +8,7 @@ mod flows;
 mod hops;
 mod in_dialog;
 mod recycle;
+pub(crate) mod session_timer;
 mod setup;
 
 use trunkgate_sip::Response;
@@ -173,6 +174,7 @@ mod tests {
             invite_cseq: 1,
             awaiting_ack: None,
             reinvite_cseq: None,
+            session: None,
         }
     }
 

@@ -215,6 +215,7 @@ impl Worker {
             invite_cseq: cseq,
             awaiting_ack: None,
             reinvite_cseq: None,
+            session: None,
         };
         let b = Leg {
             side: side.other(),
@@ -230,6 +231,7 @@ impl Worker {
             invite_cseq: 1,
             awaiting_ack: None,
             reinvite_cseq: None,
+            session: None,
         };
         let max_forwards = trunkgate_sip::max_forwards(req)
             .unwrap_or(70)

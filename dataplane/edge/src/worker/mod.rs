@@ -163,6 +163,8 @@ pub enum Purpose {
     Bye,
     /// A CANCEL of leg B's INVITE.
     Cancel,
+    /// An UPDATE of ours refreshing this leg's session (RFC 4028).
+    Refresh,
     /// An OPTIONS health probe of a carrier target (no call).
     Probe(Arc<crate::health::Probe>),
 }
@@ -198,6 +200,8 @@ pub enum Timer {
     /// Leg B's INVITE was CANCELed this long ago (64·T1) without a final answer: RFC 3261 §9.1
     /// considers its transaction destroyed, and the call ends.
     CancelGuard(TransactionKey),
+    /// A leg's RFC 4028 session timer: refresh it, or give up on the peer's refresh.
+    Session(u64, LegId),
     /// A request we gave up on (timeout, failover) stops absorbing late answers.
     ClientForget(TransactionKey),
     CallForget(u64),
@@ -365,6 +369,7 @@ mod transactions;
 
 pub use output::{Dial, Outbox, Output};
 
+pub use receive::MIN_SE;
 use receive::header_lines;
 pub use receive::response_prefix;
 
@@ -462,6 +467,7 @@ impl Worker {
             }
             Timer::CallForget(id) => self.forget_call(id),
             Timer::Ringing(id, key) => self.ringing_too_long(id, &key),
+            Timer::Session(id, leg) => self.session_due(id, leg),
             Timer::CancelGuard(key) => {
                 let pending = self.clients.get(&key).is_some_and(|tx| {
                     matches!(
