@@ -188,6 +188,18 @@ impl Ua {
         from_user: &str,
         sdp: &str,
     ) -> (Dialog, Tx) {
+        self.invite_with(peer, ruri, from_user, "", sdp)
+    }
+
+    /// [`Ua::invite`] with `extra` header lines (each ending in CRLF).
+    pub fn invite_with(
+        &mut self,
+        peer: SocketAddr,
+        ruri: &str,
+        from_user: &str,
+        extra: &str,
+        sdp: &str,
+    ) -> (Dialog, Tx) {
         let mut d = Dialog {
             call_id: format!("media-{}@e2e.test", unique()),
             local: format!("<sip:{from_user}@{}>;tag=t{}", self.local.ip(), unique()),
@@ -197,7 +209,7 @@ impl Ua {
             cseq: 0,
             first_uri: ruri.to_string(),
         };
-        let tx = self.request(&mut d, "INVITE", "", sdp);
+        let tx = self.request(&mut d, "INVITE", extra, sdp);
         (d, tx)
     }
 
@@ -314,6 +326,19 @@ impl Ua {
     /// Answers a request: Via, From, To (with `to_tag` added when it has none), Call-ID and
     /// CSeq copied, our Contact on INVITE answers, the SDP body when not empty.
     pub fn respond(&mut self, req: &Incoming, code: u16, reason: &str, to_tag: &str, body: &str) {
+        self.respond_with(req, code, reason, to_tag, "", body);
+    }
+
+    /// [`Ua::respond`] with `extra` header lines (each ending in CRLF).
+    pub fn respond_with(
+        &mut self,
+        req: &Incoming,
+        code: u16,
+        reason: &str,
+        to_tag: &str,
+        extra: &str,
+        body: &str,
+    ) {
         let m = &req.msg;
         let mut text = format!("SIP/2.0 {code} {reason}\r\n");
         for via in m.header_all("Via") {
@@ -334,6 +359,7 @@ impl Ua {
         if m.method() == Some("INVITE") && (200..300).contains(&code) {
             text.push_str(&format!("Contact: {}\r\n", self.contact()));
         }
+        text.push_str(extra);
         text.push_str(&body_part(body));
         self.send_text(req.src, text);
     }

@@ -882,3 +882,75 @@ fn a_second_forks_200_is_acknowledged_and_hung_up_in_its_own_dialog() {
     );
     carrier.respond(&bye_a, 200, "OK", "", "");
 }
+
+/// RFC 4028 on the real edge, the case: the carrier asks for a 90 s session timer, the
+/// platform answers refresher=uas and then never refreshes. The edge, the UAS of the carrier
+/// leg, refreshes it with an UPDATE at half the interval (before, the carrier heard nothing);
+/// the platform's leg expires and the edge ends the call on both legs with a Reason.
+#[test]
+fn the_edge_refreshes_the_carrier_leg_and_ends_a_call_the_platform_stopped_refreshing() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("dialog_session_timer");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    config(&lab, platform.local, None);
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let wait = Duration::from_secs(5);
+    let mut carrier = Ua::bind("carrier", CARRIER, CALLER);
+    let (mut call, tx) = carrier.invite_with(
+        edge.public,
+        &edge.public_uri(NUMBER),
+        CALLER,
+        "Session-Expires: 90\r\nSupported: timer\r\n",
+        "",
+    );
+    let invite = platform.expect_request("INVITE", wait);
+    platform.respond_with(
+        &invite,
+        200,
+        "OK",
+        "p-st",
+        "Session-Expires: 90;refresher=uas\r\n",
+        "",
+    );
+    let ok = carrier.final_response(&mut call, &tx, wait);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    platform.expect_request("ACK", wait);
+    // Half the interval (45 s): the edge refreshes the carrier leg itself.
+    let update = carrier.expect_request("UPDATE", Duration::from_secs(50));
+    assert!(
+        update
+            .msg
+            .header("Session-Expires")
+            .is_some_and(|v| v.starts_with("90") && v.contains("refresher=uac")),
+        "{}",
+        update.msg.text()
+    );
+    carrier.respond_with(
+        &update,
+        200,
+        "OK",
+        "",
+        "Session-Expires: 90;refresher=uac\r\n",
+        "",
+    );
+    assert!(
+        platform
+            .gets_request("UPDATE", Duration::from_millis(200))
+            .is_none(),
+        "the edge's refresh of the carrier leg stays there"
+    );
+    // 90 - 30 s after the 2xx the platform's leg has expired: BYE on both legs.
+    let bye = carrier.expect_request("BYE", Duration::from_secs(20));
+    assert!(
+        bye.msg
+            .header("Reason")
+            .is_some_and(|r| r.contains("session timer expired")),
+        "{}",
+        bye.msg.text()
+    );
+    carrier.respond(&bye, 200, "OK", "", "");
+    let platform_bye = platform.expect_request("BYE", wait);
+    platform.respond(&platform_bye, 200, "OK", "", "");
+    let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["endedBy"], "edge", "{cdr}");
+}
