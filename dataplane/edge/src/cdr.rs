@@ -159,28 +159,36 @@ struct Refusal<'a> {
     source: String,
     method: &'a str,
     call_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trunk: Option<&'a str>,
     status: u16,
     reason: &'a str,
 }
 
+/// What a refusal record says.
+pub struct RefusalRecord<'a> {
+    pub from: &'static str,
+    pub source: std::net::SocketAddr,
+    pub method: &'a str,
+    pub call_id: &'a str,
+    /// The trunk, when the refusal came after the trunk was known.
+    pub trunk: Option<&'a str>,
+    pub status: u16,
+    pub reason: &'a str,
+}
+
 /// Writes a refusal record as one line.
-pub fn write_refusal(
-    from: &'static str,
-    source: std::net::SocketAddr,
-    method: &str,
-    call_id: &str,
-    status: u16,
-    reason: &str,
-) {
+pub fn write_refusal(r: RefusalRecord<'_>) {
     let record = Refusal {
         kind: "refusal",
         time: rfc3339(SystemTime::now()),
-        from,
-        source: source.to_string(),
-        method,
-        call_id,
-        status,
-        reason,
+        from: r.from,
+        source: r.source.to_string(),
+        method: r.method,
+        call_id: r.call_id,
+        trunk: r.trunk,
+        status: r.status,
+        reason: r.reason,
     };
     if let Ok(line) = serde_json::to_string(&record) {
         let mut out = std::io::stdout().lock();

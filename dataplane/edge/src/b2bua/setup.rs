@@ -72,7 +72,8 @@ impl Worker {
                         .with_label_values(&[trunk, r.reason])
                         .inc();
                 }
-                return self.refuse(&key, r.code, &r.text, &r.extra);
+                let trunk = r.trunk.map(|t| rt.trunk(t).id.clone());
+                return self.refuse_for(&key, trunk.as_deref(), r.code, &r.text, &r.extra);
             }
         };
         let dir = if side == Side::Public {
@@ -98,7 +99,8 @@ impl Worker {
                     .with_label_values(&[trunk_cfg.id.as_str(), dir, "max_calls_in_setup"])
                     .inc();
                 let text = format!("trunk is at its limit of {n} calls in set-up");
-                return self.refuse(&key, 503, &text, "Retry-After: 5\r\n");
+                let trunk = trunk_cfg.id.clone();
+                return self.refuse_for(&key, Some(&trunk), 503, &text, "Retry-After: 5\r\n");
             }
         };
         let setup_source = if side == Side::Public {
@@ -117,7 +119,8 @@ impl Worker {
                         .with_label_values(&[trunk_cfg.id.as_str(), dir, "source_calls_in_setup"])
                         .inc();
                     let text = "this address has its most calls in set-up";
-                    return self.refuse(&key, 503, text, "Retry-After: 5\r\n");
+                    let trunk = trunk_cfg.id.clone();
+                    return self.refuse_for(&key, Some(&trunk), 503, text, "Retry-After: 5\r\n");
                 }
             }
         } else {
@@ -185,7 +188,8 @@ impl Worker {
                         .refusals
                         .with_label_values(&[trunk, dir, r.label])
                         .inc();
-                    return self.refuse(&key, r.code, &r.text, "");
+                    let trunk = rt.trunk(adm.trunk).id.clone();
+                    return self.refuse_for(&key, Some(&trunk), r.code, &r.text, "");
                 }
             }
         } else {

@@ -172,7 +172,19 @@ impl Worker {
     /// count), else just the reason phrase — whether a number is served, which trunk, why its
     /// credentials failed stay in the log and the metrics (`--detailed-warnings` for labs).
     pub fn refuse(&mut self, key: &TransactionKey, code: u16, text: &str, extra: &str) {
-        self.record_refusal(key, code, text);
+        self.refuse_for(key, None, code, text, extra);
+    }
+
+    /// [`Worker::refuse`] of a call attempt whose trunk is known (named in its record).
+    pub fn refuse_for(
+        &mut self,
+        key: &TransactionKey,
+        trunk: Option<&str>,
+        code: u16,
+        text: &str,
+        extra: &str,
+    ) {
+        self.record_refusal(key, trunk, code, text);
         let terse = !self.shared.settings.detailed_warnings
             && !about_their_message(code)
             && self
@@ -196,7 +208,7 @@ impl Worker {
     /// A refused INVITE that never became a call gets a record of its own on stdout (the
     /// source, Call-ID, status and why), at most [`REFUSAL_RECORDS_PER_SECOND`] a second per
     /// worker: a flood is counted in the metrics, it cannot fill the disk.
-    fn record_refusal(&mut self, key: &TransactionKey, code: u16, text: &str) {
+    fn record_refusal(&mut self, key: &TransactionKey, trunk: Option<&str>, code: u16, text: &str) {
         if key.method() != trunkgate_sip::Method::Invite || !self.shared.settings.cdr {
             return;
         }
@@ -227,14 +239,15 @@ impl Worker {
             .split("\r\n")
             .find_map(|l| l.strip_prefix("Call-ID: "))
             .unwrap_or_default();
-        crate::cdr::write_refusal(
-            tx.side.party(),
-            tx.peer.addr(),
-            "INVITE",
+        crate::cdr::write_refusal(crate::cdr::RefusalRecord {
+            from: tx.side.party(),
+            source: tx.peer.addr(),
+            method: "INVITE",
             call_id,
-            code,
-            text,
-        );
+            trunk,
+            status: code,
+            reason: text,
+        });
     }
 
     /// Logs why a carrier was refused, at most [`REFUSAL_LOG_PER_SECOND`] lines a second per
