@@ -265,7 +265,10 @@ fn a_refused_call_attempt_leaves_a_record_and_a_log_line_a_ticket_can_be_matched
     assert_eq!(record["status"], 404, "{record}");
     assert_eq!(record["from"], "carrier", "{record}");
     assert_eq!(record["source"], carrier.local.to_string(), "{record}");
-    assert_eq!(record["trunk"], "acme/pacific", "the trunk it came in on: {record}");
+    assert_eq!(
+        record["trunk"], "acme/pacific",
+        "the trunk it came in on: {record}"
+    );
     assert!(
         record["reason"]
             .as_str()

@@ -954,3 +954,90 @@ fn the_edge_refreshes_the_carrier_leg_and_ends_a_call_the_platform_stopped_refre
     let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
     assert_eq!(cdr["endedBy"], "edge", "{cdr}");
 }
+
+/// A carrier target's 302 on the real edge: a Contact inside the trunk's own addresses is
+/// followed (the call reaches it), and its answer is what the platform gets.
+#[test]
+fn a_carriers_302_within_the_trunk_is_followed() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("dialog_redirect");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    let mut first = Ua::bind("carrier-sbc", CARRIER_TARGET, "sbc");
+    // The trunk's allowedCidrs hold 127.0.0.10: a redirect there stays within the trunk.
+    let mut moved_to = Ua::bind("carrier-other", CARRIER, "other");
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform.local)
+        .target(first.local)
+        .policy("PassThrough")
+        .relay(false);
+    lab.write_config("acme-trunk.yaml", &trunk.yaml());
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let wait = Duration::from_secs(5);
+    let (mut call, tx) = platform.invite(edge.internal, &edge.internal_uri(CALLER), BYOC, "");
+    let invite = first.expect_request("INVITE", wait);
+    let contact = format!("Contact: <sip:{CALLER}@{}>\r\n", moved_to.local);
+    first.respond_with(&invite, 302, "Moved Temporarily", "rd1", &contact, "");
+    let followed = moved_to.expect_request("INVITE", wait);
+    assert!(
+        followed
+            .msg
+            .uri()
+            .is_some_and(|u| u.contains(&moved_to.local.to_string())),
+        "{}",
+        followed.msg.text()
+    );
+    moved_to.respond(&followed, 486, "Busy Here", "rd2", "");
+    let answer = platform.final_response(&mut call, &tx, wait);
+    assert_eq!(answer.code(), Some(486), "{}", answer.text());
+}
+
+/// The transfer policy on the real edge: the platform's in-dialog REFER is refused 405 with
+/// Allow, the carrier hears nothing of it and the call goes on.
+#[test]
+fn an_in_dialog_refer_is_refused_405_and_the_call_goes_on() {
+    use trunkgate_tests::ua::Ua;
+    let lab = Lab::new("dialog_refer");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform.local).relay(false);
+    lab.write_config("acme-trunk.yaml", &trunk.yaml());
+    lab.write_config(
+        "acme-numbers.yaml",
+        &Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+    );
+    let edge = Edge::start(&lab, EdgeOptions::default());
+    let wait = Duration::from_secs(5);
+    let mut carrier = Ua::bind("carrier", CARRIER, CALLER);
+    let (mut call, tx) = carrier.invite(edge.public, &edge.public_uri(NUMBER), CALLER, "");
+    let invite = platform.expect_request("INVITE", wait);
+    let mut platform_call = platform.accept(&invite, "");
+    let ok = carrier.final_response(&mut call, &tx, wait);
+    assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    platform.expect_request("ACK", wait);
+    let refer = platform.request(
+        &mut platform_call,
+        "REFER",
+        "Refer-To: <sip:+6421000000@127.0.0.20>\r\nReferred-By: <sip:agent@127.0.0.20>\r\n",
+        "",
+    );
+    let refused = platform.final_response(&mut platform_call, &refer, wait);
+    assert_eq!(refused.code(), Some(405), "{}", refused.text());
+    assert!(
+        refused
+            .header("Allow")
+            .is_some_and(|a| a.contains("INVITE") && !a.contains("REFER")),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        carrier
+            .gets_request("REFER", Duration::from_millis(300))
+            .is_none()
+    );
+    let bye = carrier.bye(&mut call);
+    assert_eq!(
+        bye.code(),
+        Some(200),
+        "the call was still up: {}",
+        bye.text()
+    );
+    platform.answer_bye(wait);
+}
