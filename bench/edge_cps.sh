@@ -7,7 +7,8 @@
 #   usage: bench/edge_cps.sh RATE [WORKERS]
 #
 # Every call is a full B2BUA call: ACL, trunk selection, E.164 normalisation, number ownership,
-# limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN
+# limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN,
+# DEFAULT_FLAGS [0]
 # [target/release/trunkgate-edge], MEDIA_RELAY [false: signalling only, like the Kamailio
 # baseline, which relays no media; true also opens a relay session (4 sockets) per call].
 # Prints one result line; exit 0 when every call succeeded.
@@ -39,8 +40,15 @@ done
 wait_quiet
 CPU_REF=$(cpu_ref)
 
+# DEFAULT_FLAGS=1: the edge's own defaults (--source-rate, the set-up caps), which the trunk's
+# limits size for its carrier (issue 26); otherwise those protections are turned off.
+if [ "${DEFAULT_FLAGS:-0}" = 1 ]; then
+	PROTECTION=()
+else
+	PROTECTION=(--source-rate 0 --max-calls-in-setup 1000000 --max-calls-in-setup-per-source 1000000)
+fi
 "$EDGE_BIN" --config "$RUN/config" --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 \
-	--admin 127.0.0.1:19091 --workers "$WORKERS" --source-rate 0 --max-calls-in-setup 1000000 --max-calls-in-setup-per-source 1000000 >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
+	--admin 127.0.0.1:19091 --workers "$WORKERS" "${PROTECTION[@]}" >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
 EDGE_PID=$!
 for ((i = 0; i < 100; i++)); do
 	curl -sf 127.0.0.1:19091/readyz >/dev/null 2>&1 && break

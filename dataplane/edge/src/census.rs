@@ -40,6 +40,16 @@ impl Census {
     /// A place for one from `source` (None: not an outsider's, e.g. a connection we open), or
     /// the cap that refused it.
     pub fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Admitted, &'static str> {
+        self.admit_up_to(source, self.max_per_source)
+    }
+
+    /// [`Census::admit`] with this source's own cap (never below the census's).
+    pub fn admit_up_to(
+        self: &Arc<Self>,
+        source: Option<IpAddr>,
+        per_source: usize,
+    ) -> Result<Admitted, &'static str> {
+        let per_source = per_source.max(self.max_per_source);
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err("total_cap");
@@ -47,7 +57,7 @@ impl Census {
         if let Some(ip) = source {
             let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(ip).or_insert(0);
-            if *n >= self.max_per_source {
+            if *n >= per_source {
                 drop(map);
                 self.total.fetch_sub(1, Ordering::AcqRel);
                 return Err("source_cap");
@@ -108,5 +118,24 @@ mod tests {
         drop(a1);
         assert_eq!(census.total(), 2);
         assert!(census.admit(Some(a)).is_ok(), "a place came back");
+    }
+
+    #[test]
+    fn a_source_sized_by_its_trunks_gets_their_cap_never_less_than_the_census_own() {
+        let census = Arc::new(Census::new(100, 2, None));
+        let sbc: IpAddr = [192, 0, 2, 9].into();
+        let held: Vec<_> = (0..5)
+            .map(|i| {
+                census
+                    .admit_up_to(Some(sbc), 5)
+                    .unwrap_or_else(|e| panic!("{i}: {e}"))
+            })
+            .collect();
+        assert_eq!(census.admit_up_to(Some(sbc), 5).err(), Some("source_cap"));
+        drop(held);
+        // A smaller size than the census's own is raised to it.
+        let _a = census.admit_up_to(Some(sbc), 0).expect("first");
+        let _b = census.admit_up_to(Some(sbc), 0).expect("second");
+        assert_eq!(census.admit_up_to(Some(sbc), 0).err(), Some("source_cap"));
     }
 }

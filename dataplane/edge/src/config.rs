@@ -300,6 +300,18 @@ impl Runtime {
             .fold(0u32, |sum, cps| sum.saturating_add(cps.saturating_mul(2)))
     }
 
+    /// Calls in set-up at once the carrier-side source `ip` may hold, sized by the trunks that
+    /// allow it: the sum of their `limits.maxCallsInSetup` (a carrier SBC brings every call of
+    /// its trunks from one address). 0 when none sets it (`--max-calls-in-setup-per-source`
+    /// then applies alone).
+    pub fn source_setup_budget(&self, ip: IpAddr) -> usize {
+        self.acl
+            .trunks(ip)
+            .into_iter()
+            .filter_map(|t| self.trunk(t).limits.max_calls_in_setup)
+            .fold(0usize, |sum, n| sum.saturating_add(n as usize))
+    }
+
     /// Whether any trunk's `allowedCidrs` contains `ip`.
     pub fn source_allowed(&self, ip: IpAddr) -> bool {
         self.acl.allows(ip)

@@ -105,11 +105,16 @@ impl Worker {
         };
         let setup_source = if side == Side::Public {
             let ip = src.addr().ip();
-            let mut admitted = self.shared.setup_sources.admit(Some(ip));
+            // The trunks that allow this source size its share (issue 26): an SBC carrying a
+            // trunk's every call from one address gets the trunk's set-up limit, not only
+            // the edge-wide --max-calls-in-setup-per-source.
+            let cap = rt.source_setup_budget(ip);
+            let census = &self.shared.setup_sources;
+            let mut admitted = census.admit_up_to(Some(ip), cap);
             if admitted.is_err()
                 && self.recycle_unacked(|c| c.setup_source.is_some() && c.a.peer.addr().ip() == ip)
             {
-                admitted = self.shared.setup_sources.admit(Some(ip));
+                admitted = self.shared.setup_sources.admit_up_to(Some(ip), cap);
             }
             match admitted {
                 Ok(a) => Some(a),
