@@ -8,7 +8,7 @@
 #
 # Every call is a full B2BUA call: ACL, trunk selection, E.164 normalisation, number ownership,
 # limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN,
-# DEFAULT_FLAGS [0]
+# DEFAULT_FLAGS [0], PERF_OUT
 # [target/release/trunkgate-edge], MEDIA_RELAY [false: signalling only, like the Kamailio
 # baseline, which relays no media; true also opens a relay session (4 sockets) per call].
 # Prints one result line; exit 0 when every call succeeded.
@@ -70,12 +70,19 @@ LIMIT=$((DURATION * 2 + HOLD_MS / 1000 + 30))
 # Peak memory while calls are up: sample RSS once a second in the background.
 ( peak=0; while kill -0 "$EDGE_PID" 2>/dev/null; do r=$(awk '/VmRSS/{print $2}' "/proc/$EDGE_PID/status" 2>/dev/null); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$RUN/rss_peak"; sleep 1; done ) &
 SAMPLER=$!
+# PERF_OUT=FILE: a CPU profile of the edge (perf record -g at 999 Hz) over the middle of the
+# run, for bench/profile_cps.sh.
+if [ -n "${PERF_OUT:-}" ]; then
+	( sleep 2; perf record -q -F 999 -g -p "$EDGE_PID" -o "$PERF_OUT" -- sleep "$((DURATION > 6 ? DURATION - 4 : 2))" >/dev/null 2>&1 ) &
+	PERF_PID=$!
+fi
 /usr/bin/time -f "%e %U %S" -o "$RUN/uac.time" timeout -s TERM "$((LIMIT + 10))" \
 	sipp -sn uac 127.0.0.1:5060 -i 127.0.0.10 -p 5061 -mi 127.0.0.10 -cp 8894 -nostdin -s +6499990001 \
 	-default_behaviors all,-abortunexp -buff_size "$SIPP_BUF" \
 	-r "$RATE" -m "$CALLS" -d "$HOLD_MS" -timeout "${LIMIT}s" \
 	-trace_err -error_file "$RUN/uac_errors.log" -trace_stat -stf "$RUN/uac_stat.csv" -fd 1 >"$RUN/uac.out" 2>&1
 UAC_RC=$?
+[ -n "${PERF_PID:-}" ] && wait "$PERF_PID"
 T1=$(now)
 E1=$(cpu_ticks "$EDGE_PID")
 U1=$(cpu_ticks "$UAS_PID")
