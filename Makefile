@@ -106,6 +106,7 @@ bench: build
 	bash bench/srtp_compare.sh $(BENCH_SRTP_PPS)
 	@[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || bash scripts/test-deps.sh
 	-bash bench/tls_cps.sh $(BENCH_TLS_RATES)
+	-bash bench/profile_cps.sh 2000 2
 	$(CARGO) run --release -q -p trunkgate-media --example uring_probe -- 2000 100000 5
 
 clean:
