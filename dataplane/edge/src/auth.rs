@@ -10,7 +10,7 @@ use trunkgate_crds::digest::DigestCredentials;
 use trunkgate_digest::{Algorithm, AuthError, Credentials, NonceIssuer};
 use trunkgate_sip::{Request, Response};
 
-use crate::lockout::{Key, Lockout};
+use crate::lockout::Lockout;
 use crate::msg;
 
 /// What to do with a request that failed the check.
@@ -73,8 +73,8 @@ impl AuthState {
 
     /// Checks a carrier's INVITE against the trunk's credentials; challenges offer
     /// `algorithms` in that order and an answer in another algorithm is refused.
-    /// A source or username that failed too often is refused before its credentials are
-    /// looked at ([`Lockout`]).
+    /// A source that failed too often is refused before its credentials are looked at
+    /// ([`Lockout`]).
     pub fn check(
         &mut self,
         req: &Request,
@@ -84,10 +84,9 @@ impl AuthState {
     ) -> Result<(), AuthRefusal> {
         let value = msg::header(req, "Authorization");
         // Per source only: a guesser must not lock the trunk's other addresses out.
-        let keys = [Key::Source(src)];
         let now = Instant::now();
         if value.is_some()
-            && let Err(v) = self.lockout.admit(&keys, now)
+            && let Err(v) = self.lockout.admit(src, now)
         {
             return Err(AuthRefusal::Forbidden {
                 label: v.metric_label(),
@@ -96,13 +95,13 @@ impl AuthState {
         }
         let result = self.verify(req, value, c, algorithms);
         match &result {
-            Ok(()) => self.lockout.succeeded(&keys),
+            Ok(()) => self.lockout.succeeded(src),
             Err(AuthRefusal::Forbidden { .. }) => {
-                for b in self.lockout.failed(&keys, now) {
-                    self.blocks.with_label_values(&[b.key.scope()]).inc();
+                if let Some(failures) = self.lockout.failed(src, now) {
+                    self.blocks.with_label_values(&["source"]).inc();
                     tracing::warn!(
-                        key = ?b.key,
-                        failures = b.failures,
+                        source = %src,
+                        failures,
                         "digest: blocked after repeated authentication failures"
                     );
                 }

@@ -18,23 +18,9 @@ const FREE_FAILURES: u32 = 3;
 const MAX_WAIT: Duration = Duration::from_secs(32);
 /// Failures older than this are forgotten.
 const WINDOW: Duration = Duration::from_secs(600);
-/// Most keys remembered; past it expired ones are pruned and new ones not tracked (usernames
-/// tracked are allowed carriers': bounded by the config).
+/// Most addresses remembered; past it expired ones are pruned and new ones not tracked (only
+/// allowed carriers' addresses get this far: bounded by the config).
 const MAX_KEYS: usize = 65_536;
-
-/// What is counted: the address the attempts come from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
-    Source(IpAddr),
-}
-
-impl Key {
-    pub fn scope(&self) -> &'static str {
-        match self {
-            Key::Source(_) => "source",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Record {
@@ -61,17 +47,10 @@ impl Verdict {
     }
 }
 
-/// A block that just began, for the log line and the metric.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewBlock {
-    pub key: Key,
-    pub failures: u32,
-}
-
 pub struct Lockout {
     max_failures: u32,
     block: Duration,
-    records: Mutex<HashMap<Key, Record>>,
+    records: Mutex<HashMap<IpAddr, Record>>,
 }
 
 impl Lockout {
@@ -83,65 +62,60 @@ impl Lockout {
         }
     }
 
-    /// Whether an attempt under any of `keys` may be checked now.
-    pub fn admit(&self, keys: &[Key], now: Instant) -> Result<(), Verdict> {
+    /// Whether an attempt from `source` may be checked now.
+    pub fn admit(&self, source: IpAddr, now: Instant) -> Result<(), Verdict> {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            let Some(r) = records.get(k) else { continue };
-            if r.blocked_until.is_some_and(|t| now < t) {
-                return Err(Verdict::Blocked);
-            }
-            if now.saturating_duration_since(r.last) < wait_after(r.failures) {
-                return Err(Verdict::TooSoon);
-            }
+        let Some(r) = records.get(&source) else {
+            return Ok(());
+        };
+        if r.blocked_until.is_some_and(|t| now < t) {
+            return Err(Verdict::Blocked);
+        }
+        if now.saturating_duration_since(r.last) < wait_after(r.failures) {
+            return Err(Verdict::TooSoon);
         }
         Ok(())
     }
 
-    /// Counts a failed attempt under each key; returns the blocks it started.
-    pub fn failed(&self, keys: &[Key], now: Instant) -> Vec<NewBlock> {
+    /// Counts a failed attempt from `source`; the failures so far when it began a block.
+    pub fn failed(&self, source: IpAddr, now: Instant) -> Option<u32> {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if records.len() >= MAX_KEYS {
             records.retain(|_, r| {
                 r.blocked_until.is_some_and(|t| now < t)
                     || now.saturating_duration_since(r.last) < WINDOW
             });
-        }
-        let mut started = Vec::new();
-        for k in keys {
-            if records.len() >= MAX_KEYS && !records.contains_key(k) {
-                continue;
-            }
-            let r = records.entry(k.clone()).or_insert(Record {
-                failures: 0,
-                last: now,
-                blocked_until: None,
-            });
-            let expired_block = r.blocked_until.is_some_and(|t| now >= t);
-            if expired_block || now.saturating_duration_since(r.last) >= WINDOW {
-                r.failures = 0;
-                r.blocked_until = None;
-            }
-            r.failures += 1;
-            r.last = now;
-            if r.failures >= self.max_failures && r.blocked_until.is_none() {
-                r.blocked_until = Some(now + self.block);
-                started.push(NewBlock {
-                    key: k.clone(),
-                    failures: r.failures,
-                });
+            if records.len() >= MAX_KEYS && !records.contains_key(&source) {
+                return None;
             }
         }
-        started
+        let r = records.entry(source).or_insert(Record {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+        });
+        let expired_block = r.blocked_until.is_some_and(|t| now >= t);
+        if expired_block || now.saturating_duration_since(r.last) >= WINDOW {
+            r.failures = 0;
+            r.blocked_until = None;
+        }
+        r.failures += 1;
+        r.last = now;
+        if r.failures >= self.max_failures && r.blocked_until.is_none() {
+            r.blocked_until = Some(now + self.block);
+            return Some(r.failures);
+        }
+        None
     }
 
-    /// A right answer clears the counts of its keys (but not a block: `admit` came first).
-    pub fn succeeded(&self, keys: &[Key]) {
+    /// A right answer clears the source's count (but not a block: `admit` came first).
+    pub fn succeeded(&self, source: IpAddr) {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            if records.get(k).is_some_and(|r| r.blocked_until.is_none()) {
-                records.remove(k);
-            }
+        if records
+            .get(&source)
+            .is_some_and(|r| r.blocked_until.is_none())
+        {
+            records.remove(&source);
         }
     }
 }
@@ -160,80 +134,68 @@ fn wait_after(failures: u32) -> Duration {
 mod tests {
     use super::*;
 
-    fn src() -> Key {
-        Key::Source([192, 0, 2, 7].into())
+    fn src() -> IpAddr {
+        [192, 0, 2, 7].into()
     }
 
     #[test]
     fn failures_slow_down_then_block_and_a_block_refuses_everything_until_it_ends() {
         let lock = Lockout::new(6, Duration::from_secs(300));
         let t0 = Instant::now();
-        let keys = [src()];
         // Three free failures, one right after the other.
         for i in 0..3 {
-            assert_eq!(lock.admit(&keys, t0), Ok(()), "try {i}");
-            assert!(lock.failed(&keys, t0).is_empty());
+            assert_eq!(lock.admit(src(), t0), Ok(()), "try {i}");
+            assert_eq!(lock.failed(src(), t0), None);
         }
         // The fourth try must wait 1 s after the third failure.
-        assert_eq!(lock.admit(&keys, t0), Err(Verdict::TooSoon));
+        assert_eq!(lock.admit(src(), t0), Err(Verdict::TooSoon));
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(lock.admit(&keys, t1), Ok(()));
-        lock.failed(&keys, t1);
+        assert_eq!(lock.admit(src(), t1), Ok(()));
+        lock.failed(src(), t1);
         // Then 2 s.
         assert_eq!(
-            lock.admit(&keys, t1 + Duration::from_secs(1)),
+            lock.admit(src(), t1 + Duration::from_secs(1)),
             Err(Verdict::TooSoon)
         );
         let t2 = t1 + Duration::from_secs(2);
-        lock.failed(&keys, t2);
+        lock.failed(src(), t2);
         let t3 = t2 + Duration::from_secs(4);
-        let started = lock.failed(&keys, t3);
-        assert_eq!(
-            started,
-            [NewBlock {
-                key: src(),
-                failures: 6
-            }]
-        );
+        assert_eq!(lock.failed(src(), t3), Some(6));
         // Blocked: even a right password (success never reached) is refused until it ends.
-        lock.succeeded(&keys);
+        lock.succeeded(src());
         assert_eq!(
-            lock.admit(&keys, t3 + Duration::from_secs(299)),
+            lock.admit(src(), t3 + Duration::from_secs(299)),
             Err(Verdict::Blocked)
         );
-        assert_eq!(lock.admit(&keys, t3 + Duration::from_secs(300)), Ok(()));
+        assert_eq!(lock.admit(src(), t3 + Duration::from_secs(300)), Ok(()));
         // After the block the count starts again.
-        assert!(lock.failed(&keys, t3 + Duration::from_secs(301)).is_empty());
+        assert_eq!(lock.failed(src(), t3 + Duration::from_secs(301)), None);
     }
 
     #[test]
     fn a_success_clears_the_count_and_old_failures_are_forgotten() {
         let lock = Lockout::new(4, Duration::from_secs(60));
         let t0 = Instant::now();
-        let keys = [src()];
-        lock.failed(&keys, t0);
-        lock.failed(&keys, t0);
-        lock.succeeded(&keys);
+        lock.failed(src(), t0);
+        lock.failed(src(), t0);
+        lock.succeeded(src());
         for _ in 0..3 {
-            assert!(lock.failed(&keys, t0).is_empty(), "the count started again");
+            assert_eq!(lock.failed(src(), t0), None, "the count started again");
         }
         // Ten minutes later the three failures no longer count.
         let later = t0 + WINDOW;
-        assert!(lock.failed(&keys, later).is_empty());
-        assert_eq!(lock.admit(&keys, later), Ok(()));
+        assert_eq!(lock.failed(src(), later), None);
+        assert_eq!(lock.admit(src(), later), Ok(()));
     }
 
     #[test]
     fn a_blocked_address_does_not_lock_out_the_trunks_other_addresses() {
         let lock = Lockout::new(1, Duration::from_secs(60));
         let t0 = Instant::now();
-        let guesser = Key::Source([192, 0, 2, 8].into());
-        assert_eq!(lock.failed(std::slice::from_ref(&guesser), t0).len(), 1);
-        assert_eq!(
-            lock.admit(std::slice::from_ref(&guesser), t0),
-            Err(Verdict::Blocked)
-        );
+        let guesser: IpAddr = [192, 0, 2, 8].into();
+        assert_eq!(lock.failed(guesser, t0), Some(1));
+        assert_eq!(lock.admit(guesser, t0), Err(Verdict::Blocked));
         // The carrier's own SBC in the same range has not failed: its attempts are looked at.
-        assert_eq!(lock.admit(&[src()], t0), Ok(()));
+        assert_eq!(lock.admit(src(), t0), Ok(()));
     }
 }
