@@ -67,7 +67,7 @@ pub fn peer_policy(
             signalling: Some(signalling),
         },
         Side::Internal => PeerPolicy {
-            networks: platform.networks().into(),
+            networks: platform.networks(),
             behind_nat: false,
             signalling: Some(signalling),
         },

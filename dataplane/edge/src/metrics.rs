@@ -70,6 +70,13 @@ impl Metrics {
                 .expect("registered once");
             m
         };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
         let draining = IntGauge::new(
             "trunkgate_edge_draining",
             "1 while the edge drains after SIGTERM.",
@@ -78,14 +85,10 @@ impl Metrics {
         registry
             .register(Box::new(draining.clone()))
             .expect("registered once");
-        let options_answered = IntCounter::new(
+        let options_answered = counter(
             "trunkgate_edge_options_answered_total",
             "OPTIONS requests to the edge itself answered locally.",
-        )
-        .expect("static metric definition");
-        registry
-            .register(Box::new(options_answered.clone()))
-            .expect("registered once");
+        );
         Self {
             calls: cv(
                 "trunkgate_edge_calls_total",
@@ -197,39 +200,18 @@ impl Metrics {
                 "Episodes of a carrier-side source sending more than --source-rate datagrams a second (beyond the burst): its excess is dropped, nothing is blocked; one per episode (a source shedding again within 10 s is the same episode), by side.",
                 &["side"],
             ),
-            refusal_records_suppressed: {
-                let c = IntCounter::new(
-                    "trunkgate_edge_refusal_records_suppressed_total",
-                    "Refused INVITEs whose refusal record was not written: more than 50 a second per worker (the refusals themselves count in trunkgate_edge_refusals_total and trunkgate_edge_acl_drops_total).",
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("registered once");
-                c
-            },
-            auth_uri_differs: {
-                let c = IntCounter::new(
-                    "trunkgate_edge_auth_uri_differs_total",
-                    "Digest answers accepted whose uri is not the Request-URI (sipp's sip:HOST:PORT, a proxy that rewrote the Request-URI after the UA signed): the response verified over the uri it names.",
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("registered once");
-                c
-            },
-            source_dropped: {
-                let c = IntCounter::new(
-                    "trunkgate_edge_source_rate_dropped_total",
-                    "Carrier-side datagrams dropped unanswered because their source was over --source-rate (its excess; datagrams continuing its calls have a budget four times larger).",
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("registered once");
-                c
-            },
+            refusal_records_suppressed: counter(
+                "trunkgate_edge_refusal_records_suppressed_total",
+                "Refused INVITEs whose refusal record was not written: more than 50 a second per worker (the refusals themselves count in trunkgate_edge_refusals_total and trunkgate_edge_acl_drops_total).",
+            ),
+            auth_uri_differs: counter(
+                "trunkgate_edge_auth_uri_differs_total",
+                "Digest answers accepted whose uri is not the Request-URI (sipp's sip:HOST:PORT, a proxy that rewrote the Request-URI after the UA signed): the response verified over the uri it names.",
+            ),
+            source_dropped: counter(
+                "trunkgate_edge_source_rate_dropped_total",
+                "Carrier-side datagrams dropped unanswered because their source was over --source-rate (its excess; datagrams continuing its calls have a budget four times larger).",
+            ),
             kernel_fast_path: gv(
                 "trunkgate_edge_kernel_fast_path",
                 "1 for the state of the RTP fast path in the kernel (--kernel-fast-path): on, off (not asked for), not_built (no clang when the edge was built), load (the kernel refused the program: CAP_BPF and CAP_NET_ADMIN?), attach (an interface refused it).",

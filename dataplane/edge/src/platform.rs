@@ -80,6 +80,8 @@ impl Tenancy {
 pub struct PlatformAcl {
     acl: SourceAcl,
     nets: Arc<[PlatformNet]>,
+    /// The same networks without tenants, shared with every call's media policy.
+    networks: Arc<[IpNet]>,
 }
 
 impl PlatformAcl {
@@ -87,6 +89,7 @@ impl PlatformAcl {
         let acl = SourceAcl::build(nets.iter().enumerate().map(|(i, n)| (n.net, i as u32)));
         Self {
             acl,
+            networks: nets.iter().map(|n| n.net).collect(),
             nets: nets.into(),
         }
     }
@@ -114,8 +117,8 @@ impl PlatformAcl {
     }
 
     /// The networks, for media: the platform's RTP must come from (and go to) them.
-    pub fn networks(&self) -> Vec<IpNet> {
-        self.nets.iter().map(|n| n.net).collect()
+    pub fn networks(&self) -> Arc<[IpNet]> {
+        self.networks.clone()
     }
 }
 
