@@ -260,12 +260,7 @@ impl Worker {
         }
         c.final_code = Some(code);
         let a_key = c.a_invite.clone();
-        let mut lines = msg::copied_lines(resp);
-        for v in msg::headers(resp, "Contact") {
-            lines.push_str("Contact: ");
-            lines.push_str(v);
-            lines.push_str("\r\n");
-        }
+        let lines = msg::copied_lines(resp) + &crate::worker::header_lines(resp, "Contact");
         self.respond(&a_key, code, &reason_of(resp), &lines, &[]);
         self.finish_call(id);
     }

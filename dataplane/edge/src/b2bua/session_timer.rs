@@ -14,6 +14,10 @@ use crate::call::{CallState, LegId};
 use crate::msg;
 use crate::worker::{Purpose, Timer, Worker};
 
+/// The smallest session interval the edge takes (RFC 4028 §4: never below 90 s); a request
+/// asking for less gets 422 with `Min-SE` (§6).
+pub const MIN_SE: u32 = 90;
+
 /// Who refreshes (RFC 4028 §4 `refresher`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refresher {
@@ -56,7 +60,7 @@ impl SessionTimer {
     /// None when the 2xx carries no `Session-Expires` (no timer on that leg).
     pub fn from_2xx(resp: &Response, edge_is_uac: bool, now: Instant) -> Option<Self> {
         let (interval, refresher) = session_expires(resp)?;
-        let interval = interval.max(crate::worker::MIN_SE);
+        let interval = interval.max(MIN_SE);
         // §7.2: a 2xx names the refresher; without one the UAC is taken to refresh.
         let refresher = refresher.unwrap_or(Refresher::Uac);
         let edge_refreshes = (refresher == Refresher::Uac) == edge_is_uac;
@@ -118,36 +122,27 @@ impl Worker {
         if c.state != CallState::Confirmed || now + Duration::from_millis(5) < t.due {
             return;
         }
+        let trunk = c.trunk_id().to_string();
+        let result = if t.edge_refreshes { "sent" } else { "expired" };
+        self.shared
+            .metrics
+            .session_refreshes
+            .with_label_values(&[trunk.as_str(), result])
+            .inc();
         if t.edge_refreshes {
-            // Until its answer comes, the next look is at the deadline the peer keeps.
-            let interval = t.interval;
-            c.leg_mut(leg).session = Some(SessionTimer::new(interval, false, now));
-            let retry = c.leg(leg).session.map_or(now, |s| s.due);
-            self.schedule(
-                retry.saturating_duration_since(now),
-                Timer::Session(id, leg),
-            );
-            self.shared
-                .metrics
-                .session_refreshes
-                .with_label_values(&[c_trunk(self, id).as_str(), "sent"])
-                .inc();
-            return self.send_refresh(id, leg, interval);
+            // Until the refresh is answered, the leg waits as if the peer kept the timer: no
+            // answer by that deadline ends the call like a missed refresh would.
+            let waiting = SessionTimer::new(t.interval, false, now);
+            c.leg_mut(leg).session = Some(waiting);
+            self.schedule(waiting.due - now, Timer::Session(id, leg));
+            return self.send_refresh(id, leg, t.interval);
         }
-        let trunk = c_trunk(self, id);
         tracing::info!(
             call = id,
             ?leg,
             "session timer expired without a refresh: the call ends (RFC 4028 §10)"
         );
-        self.shared
-            .metrics
-            .session_refreshes
-            .with_label_values(&[trunk.as_str(), "expired"])
-            .inc();
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.bye_lines = "Reason: SIP;cause=408;text=\"session timer expired\"\r\n".into();
-        }
+        c.bye_lines = "Reason: SIP;cause=408;text=\"session timer expired\"\r\n".into();
         self.end_call(id, None, "session timer expired");
     }
 
@@ -197,10 +192,7 @@ impl Worker {
             let Some(c) = self.calls.get(&id) else {
                 return;
             };
-            let interval = c
-                .leg(leg)
-                .session
-                .map_or(crate::worker::MIN_SE, |s| s.interval);
+            let interval = c.leg(leg).session.map_or(MIN_SE, |s| s.interval);
             if session_expires(resp).is_some() {
                 return self.session_negotiated(id, leg, resp, true);
             }
@@ -238,14 +230,6 @@ impl Worker {
         }
         self.end_call(id, None, "session refresh failed");
     }
-}
-
-/// The trunk id of call `id`, for metric labels.
-fn c_trunk(w: &Worker, id: u64) -> String {
-    w.calls
-        .get(&id)
-        .map(|c| c.trunk_id().to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -72,8 +72,8 @@ impl Worker {
                         .with_label_values(&[trunk, r.reason])
                         .inc();
                 }
-                let trunk = r.trunk.map(|t| rt.trunk(t).id.clone());
-                return self.refuse_for(&key, trunk.as_deref(), r.code, &r.text, &r.extra);
+                let trunk = r.trunk.map(|t| rt.trunk(t).id.as_str());
+                return self.refuse_for(&key, trunk, r.code, &r.text, &r.extra);
             }
         };
         let dir = if side == Side::Public {
@@ -99,8 +99,13 @@ impl Worker {
                     .with_label_values(&[trunk_cfg.id.as_str(), dir, "max_calls_in_setup"])
                     .inc();
                 let text = format!("trunk is at its limit of {n} calls in set-up");
-                let trunk = trunk_cfg.id.clone();
-                return self.refuse_for(&key, Some(&trunk), 503, &text, "Retry-After: 5\r\n");
+                return self.refuse_for(
+                    &key,
+                    Some(&trunk_cfg.id),
+                    503,
+                    &text,
+                    "Retry-After: 5\r\n",
+                );
             }
         };
         let setup_source = if side == Side::Public {
@@ -109,12 +114,12 @@ impl Worker {
             // trunk's every call from one address gets the trunk's set-up limit, not only
             // the edge-wide --max-calls-in-setup-per-source.
             let cap = rt.source_setup_budget(ip);
-            let census = &self.shared.setup_sources;
+            let census = self.shared.setup_sources.clone();
             let mut admitted = census.admit_up_to(Some(ip), cap);
             if admitted.is_err()
                 && self.recycle_unacked(|c| c.setup_source.is_some() && c.a.peer.addr().ip() == ip)
             {
-                admitted = self.shared.setup_sources.admit_up_to(Some(ip), cap);
+                admitted = census.admit_up_to(Some(ip), cap);
             }
             match admitted {
                 Ok(a) => Some(a),
@@ -124,8 +129,13 @@ impl Worker {
                         .with_label_values(&[trunk_cfg.id.as_str(), dir, "source_calls_in_setup"])
                         .inc();
                     let text = "this address has its most calls in set-up";
-                    let trunk = trunk_cfg.id.clone();
-                    return self.refuse_for(&key, Some(&trunk), 503, text, "Retry-After: 5\r\n");
+                    return self.refuse_for(
+                        &key,
+                        Some(&trunk_cfg.id),
+                        503,
+                        text,
+                        "Retry-After: 5\r\n",
+                    );
                 }
             }
         } else {
@@ -193,8 +203,13 @@ impl Worker {
                         .refusals
                         .with_label_values(&[trunk, dir, r.label])
                         .inc();
-                    let trunk = rt.trunk(adm.trunk).id.clone();
-                    return self.refuse_for(&key, Some(&trunk), r.code, &r.text, "");
+                    return self.refuse_for(
+                        &key,
+                        Some(&rt.trunk(adm.trunk).id),
+                        r.code,
+                        &r.text,
+                        "",
+                    );
                 }
             }
         } else {

@@ -152,6 +152,16 @@ pub struct ServerTxn {
     pub machine: ServerTransaction,
 }
 
+impl ServerTxn {
+    /// The request's Call-ID, as its responses repeat it.
+    pub fn call_id(&self) -> &str {
+        self.prefix
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .unwrap_or_default()
+    }
+}
+
 /// Why we sent a request.
 #[derive(Clone, Debug)]
 pub enum Purpose {
@@ -369,8 +379,7 @@ mod transactions;
 
 pub use output::{Dial, Outbox, Output};
 
-pub use receive::MIN_SE;
-use receive::header_lines;
+pub(crate) use receive::header_lines;
 pub use receive::response_prefix;
 
 impl Worker {

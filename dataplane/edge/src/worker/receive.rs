@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use trunkgate_sip::{HasHeaders, Request, SipMessage};
 
 use super::*;
+use crate::b2bua::session_timer::{MIN_SE, session_expires};
 use crate::call::Side;
 use crate::ids::owner;
 use crate::message::Builder;
@@ -17,13 +18,19 @@ impl Worker {
     // ---- receiving -------------------------------------------------------------------------
 
     pub(super) fn on_datagram(&mut self, side: Side, src: SocketAddr, data: &[u8]) {
-        if self.side_allows(side, src) {
+        // One snapshot for the ACL and the source's budget (a datagram's hot path).
+        let rt = self.shared.runtime.load();
+        let allowed = match side {
+            Side::Public => rt.source_allowed(src.ip()),
+            Side::Internal => self.shared.platform.allows(src.ip()),
+        };
+        if allowed {
             let class = if crate::ids::may_carry_ours(data) {
                 Class::Ongoing
             } else {
                 Class::New
             };
-            if side == Side::Public && self.over_rate(src.ip(), class) {
+            if side == Side::Public && self.over_rate(&rt, src.ip(), class) {
                 return;
             }
         } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
@@ -40,7 +47,7 @@ impl Worker {
                     .malformed
                     .with_label_values(&[side.label(), e.metric_label()])
                     .inc();
-                if !self.side_allows(side, src) {
+                if !allowed {
                     self.metrics()
                         .acl_drops
                         .with_label_values(&[side.label()])
@@ -58,12 +65,12 @@ impl Worker {
         }
     }
 
-    /// Whether a datagram of `class` from `ip` (an allowed carrier-side source) is over
-    /// `--source-rate`: then it is shed (counted; the first of an episode logged).
-    pub(crate) fn over_rate(&self, ip: std::net::IpAddr, class: Class) -> bool {
-        let rt = self.shared.runtime.load();
+    /// Whether a datagram of `class` from `ip` (an allowed carrier-side source) is over its
+    /// budget (`rt`'s trunks size it, `--source-rate` is the floor): then it is shed (counted;
+    /// the first of an episode logged).
+    pub(crate) fn over_rate(&self, rt: &Arc<Runtime>, ip: std::net::IpAddr, class: Class) -> bool {
         // The snapshot's identity: a source is sized again when a new one is loaded.
-        let sized_by = Arc::as_ptr(&rt) as usize;
+        let sized_by = Arc::as_ptr(rt) as usize;
         match self
             .shared
             .source_limit
@@ -77,8 +84,8 @@ impl Worker {
                     m.source_shedding.with_label_values(&["public"]).inc();
                     tracing::warn!(
                         source = %ip,
-                        rate = self.shared.settings.source_rate,
-                        "carrier-side source over --source-rate: its excess is dropped unanswered (logged once per episode)"
+                        rate = rt.source_budget(ip).max(self.shared.settings.source_rate),
+                        "carrier-side source over its request rate: its excess is dropped unanswered (logged once per episode)"
                     );
                 }
                 true
@@ -210,7 +217,7 @@ impl Worker {
         }
         // RFC 4028 §6: a session interval below our Min-SE (90 s, §4's floor) is refused 422.
         if matches!(req.method, M::Invite | M::Update)
-            && session_expires(req).is_some_and(|s| s < MIN_SE)
+            && session_expires(req).is_some_and(|(s, _)| s < MIN_SE)
         {
             let k = self.open_server(side, src, req, None);
             let lines = format!("Min-SE: {MIN_SE}\r\n");
@@ -268,7 +275,9 @@ impl Worker {
                     SipMessage::Request(r) if trunkgate_sip::to_tag(r).is_some() => Class::Ongoing,
                     _ => Class::New,
                 };
-                if side == Side::Public && self.over_rate(src.addr().ip(), class) {
+                if side == Side::Public
+                    && self.over_rate(&self.shared.runtime.load(), src.addr().ip(), class)
+                {
                     return;
                 }
                 self.on_message(side, &src, *msg, true)
@@ -276,15 +285,6 @@ impl Worker {
             Event::LinkFailed { addr } => self.on_link_failed(addr),
         }
     }
-}
-
-/// The smallest session interval the edge takes (RFC 4028 §4: never below 90 s).
-pub const MIN_SE: u32 = 90;
-
-/// The delta-seconds of a request's `Session-Expires` (compact form `x`), RFC 4028 §4.
-fn session_expires(req: &Request) -> Option<u32> {
-    let v = msg::header(req, "Session-Expires").or_else(|| msg::header(req, "x"))?;
-    v.split(';').next()?.trim().parse().ok()
 }
 
 /// The lines every response to `req` repeats: Via (top one with received/rport, RFC 3581),
@@ -323,7 +323,7 @@ pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str
 }
 
 /// Every `name` header of `m` as `Name: value` lines, values and order untouched.
-pub(super) fn header_lines(m: &impl HasHeaders, name: &str) -> String {
+pub(crate) fn header_lines(m: &impl HasHeaders, name: &str) -> String {
     let mut s = String::new();
     for v in msg::headers(m, name) {
         s.push_str(name);

@@ -234,11 +234,7 @@ impl Worker {
         if *n > REFUSAL_RECORDS_PER_SECOND {
             return;
         }
-        let call_id = tx
-            .prefix
-            .split("\r\n")
-            .find_map(|l| l.strip_prefix("Call-ID: "))
-            .unwrap_or_default();
+        let call_id = tx.call_id();
         crate::cdr::write_refusal(crate::cdr::RefusalRecord {
             from: tx.side.party(),
             source: tx.peer.addr(),
@@ -269,13 +265,7 @@ impl Worker {
         if *n <= REFUSAL_LOG_PER_SECOND {
             // What a carrier's ticket is matched against: its address, the method, the Call-ID.
             let (source, call_id) = self.servers.get(key).map_or_else(Default::default, |tx| {
-                let call_id = tx
-                    .prefix
-                    .split("\r\n")
-                    .find_map(|l| l.strip_prefix("Call-ID: "))
-                    .unwrap_or_default()
-                    .to_string();
-                (tx.peer.addr().to_string(), call_id)
+                (tx.peer.addr().to_string(), tx.call_id().to_string())
             });
             let method = trunkgate_sip::values::method_name(&key.method());
             tracing::info!(code, why = text, %source, method, call_id, "refused a carrier's request");
