@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use trunkgate_tests::sip::RawInvite;
 use trunkgate_tests::sipp::scenario;
+use trunkgate_tests::ua::Ua;
 use trunkgate_tests::*;
 
 const CALLER: &str = "+6421555123";
@@ -853,46 +854,14 @@ fn platform_invite(edge: &Edge, sock: &RawUdp, label: &str, extra: &str) -> RawI
     inv
 }
 
-/// The first INVITE `carrier` receives within `window`, if any.
-fn invite_at(carrier: &RawUdp, window: Duration) -> Option<SipMsg> {
-    eventually(window, || {
-        carrier
-            .recv_msg(window)
-            .filter(|m| m.method() == Some("INVITE"))
-    })
-}
-
-/// Answers an INVITE `carrier` received with 486 Busy Here (ending its retransmissions).
-fn busy(carrier: &RawUdp, invite: &SipMsg) {
-    let mut text = String::from("SIP/2.0 486 Busy Here\r\n");
-    for via in invite.header_all("Via") {
-        text.push_str(&format!("Via: {via}\r\n"));
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        text.push_str(&format!(
-            "{name}: {}\r\n",
-            invite.header(name).unwrap_or_default()
-        ));
-    }
-    text.push_str(&format!(
-        "To: {};tag=busy\r\nContent-Length: 0\r\n\r\n",
-        invite.header("To").unwrap_or_default()
-    ));
-    let via = invite.header("Via").unwrap_or_default();
-    let sent_by = via.split_whitespace().nth(1).unwrap_or_default();
-    let sent_by = sent_by.split(';').next().unwrap_or_default();
-    let to: SocketAddr = sent_by.parse().expect("the edge's Via names its address");
-    carrier.send(to, text.as_bytes());
-}
-
 /// Reproduces the open relay of the attack report: from an address that is neither platform
 /// nor carrier, an INVITE to the platform port naming another tenant's trunk got 200 and
 /// reached that carrier (toll fraud billed to the tenant). Now it gets nothing, over UDP and
 /// TCP, and no carrier hears of it.
 #[test]
 fn a_stranger_on_the_platform_port_gets_nothing_and_reaches_no_carrier() {
-    let carrier_a = RawUdp::bind(CARRIER_TARGET);
-    let carrier_b = RawUdp::bind(CARRIER_TARGET_2);
+    let mut carrier_a = Ua::bind("carrier-a", CARRIER_TARGET, "a");
+    let mut carrier_b = Ua::bind("carrier-b", CARRIER_TARGET_2, "b");
     let platform = Sipp::reserve(PLATFORM);
     let (_lab, edge) = platform_lab(
         "attack_platform_stranger",
@@ -913,8 +882,12 @@ fn a_stranger_on_the_platform_port_gets_nothing_and_reaches_no_carrier() {
         "no byte back to a stranger on the platform port"
     );
     assert!(
-        invite_at(&carrier_b, Duration::from_millis(300)).is_none()
-            && invite_at(&carrier_a, Duration::from_millis(300)).is_none(),
+        carrier_b
+            .gets_request("INVITE", Duration::from_millis(300))
+            .is_none()
+            && carrier_a
+                .gets_request("INVITE", Duration::from_millis(300))
+                .is_none(),
         "no carrier is called"
     );
     assert_eventually!(
@@ -933,8 +906,8 @@ fn a_stranger_on_the_platform_port_gets_nothing_and_reaches_no_carrier() {
 /// `--platform-cidrs` entry, or for a shared platform the one the call names.
 #[test]
 fn an_outbound_call_never_uses_another_tenants_carrier() {
-    let carrier_a = RawUdp::bind(CARRIER_TARGET);
-    let carrier_b = RawUdp::bind(CARRIER_TARGET_2);
+    let mut carrier_a = Ua::bind("carrier-a", CARRIER_TARGET, "a");
+    let mut carrier_b = Ua::bind("carrier-b", CARRIER_TARGET_2, "b");
     let platform = Sipp::reserve(PLATFORM);
     let (_lab, edge) = platform_lab(
         "attack_platform_tenancy",
@@ -963,13 +936,16 @@ fn an_outbound_call_never_uses_another_tenants_carrier() {
     assert_eq!(refusals(&edge, "tenant_not_allowed"), 1.0);
     // By route it goes out through its own tenant's carrier, never beta's.
     let inv = platform_invite(&edge, &acme, "acme-by-route", "");
-    let at_a = invite_at(&carrier_a, WAIT).expect("acme's carrier is called");
-    busy(&carrier_a, &at_a);
+    let at_a = carrier_a.expect_request("INVITE", WAIT);
+    carrier_a.respond(&at_a, 486, "Busy Here", "busy", "");
     let busy_here = acme.recv_final("INVITE", WAIT).expect("an answer");
     acme.send(edge.internal, &inv.ack_non_2xx(acme.local, &busy_here));
     assert_eq!(busy_here.code(), Some(486), "{}", busy_here.text());
-    assert!(invite_at(&carrier_b, Duration::from_millis(300)).is_none());
-    let _ = carrier_a.drain(Duration::from_millis(300));
+    assert!(
+        carrier_b
+            .gets_request("INVITE", Duration::from_millis(300))
+            .is_none()
+    );
 
     // A shared platform must say which tenant a call is for.
     let shared = RawUdp::bind(SHARED_PLATFORM);
@@ -984,13 +960,17 @@ fn an_outbound_call_never_uses_another_tenants_carrier() {
         "shared-beta",
         "X-Trunkgate-Tenant: beta\r\n",
     );
-    let at_b = invite_at(&carrier_b, WAIT).expect("beta's carrier is called");
+    let at_b = carrier_b.expect_request("INVITE", WAIT);
     assert!(
-        at_b.header("X-Trunkgate-Tenant").is_none(),
+        at_b.msg.header("X-Trunkgate-Tenant").is_none(),
         "the tenant header stays inside: {}",
-        at_b.text()
+        at_b.msg.text()
     );
-    assert!(invite_at(&carrier_a, Duration::from_millis(300)).is_none());
+    assert!(
+        carrier_a
+            .gets_request("INVITE", Duration::from_millis(300))
+            .is_none()
+    );
 }
 
 /// Reproduces the wiretap of the attack report: from another platform address, in-dialog
@@ -999,7 +979,6 @@ fn an_outbound_call_never_uses_another_tenants_carrier() {
 /// and the carrier hears nothing.
 #[test]
 fn another_platform_address_cannot_continue_or_end_a_call() {
-    use trunkgate_tests::ua::Ua;
     let lab = Lab::new("attack_platform_hijack");
     let mut platform = Ua::bind("platform", PLATFORM, "platform");
     lab.write_config(
