@@ -188,18 +188,6 @@ impl Ua {
         from_user: &str,
         sdp: &str,
     ) -> (Dialog, Tx) {
-        self.invite_with(peer, ruri, from_user, "", sdp)
-    }
-
-    /// [`Ua::invite`] with `extra` header lines (each ending in CRLF).
-    pub fn invite_with(
-        &mut self,
-        peer: SocketAddr,
-        ruri: &str,
-        from_user: &str,
-        extra: &str,
-        sdp: &str,
-    ) -> (Dialog, Tx) {
         let mut d = Dialog {
             call_id: format!("media-{}@e2e.test", unique()),
             local: format!("<sip:{from_user}@{}>;tag=t{}", self.local.ip(), unique()),
@@ -209,7 +197,7 @@ impl Ua {
             cseq: 0,
             first_uri: ruri.to_string(),
         };
-        let tx = self.request(&mut d, "INVITE", extra, sdp);
+        let tx = self.request(&mut d, "INVITE", "", sdp);
         (d, tx)
     }
 

@@ -883,74 +883,67 @@ fn a_second_forks_200_is_acknowledged_and_hung_up_in_its_own_dialog() {
     carrier.respond(&bye_a, 200, "OK", "", "");
 }
 
-/// RFC 4028 on the real edge, the case: the carrier asks for a 90 s session timer, the
-/// platform answers refresher=uas and then never refreshes. The edge, the UAS of the carrier
-/// leg, refreshes it with an UPDATE at half the interval (before, the carrier heard nothing);
-/// the platform's leg expires and the edge ends the call on both legs with a Reason.
+/// RFC 4028 on the real edge with sipp on both sides, the case: the carrier asks for a
+/// 90 s session timer, the platform answers refresher=uas and then never refreshes. The edge,
+/// the UAS of the carrier leg, refreshes it with an UPDATE at half the interval (before, the
+/// carrier heard nothing and a real one would hang up at expiry); the platform's leg expires
+/// and the edge ends the call on both legs with a Reason. sipp's scenario fails unless the
+/// UPDATE and then the BYE come within its waits.
 #[test]
 fn the_edge_refreshes_the_carrier_leg_and_ends_a_call_the_platform_stopped_refreshing() {
-    use trunkgate_tests::ua::Ua;
     let lab = Lab::new("dialog_session_timer");
-    let mut platform = Ua::bind("platform", PLATFORM, "platform");
-    config(&lab, platform.local, None);
+    let platform = Sipp::reserve(PLATFORM);
+    config(&lab, platform, None);
     let edge = Edge::start(&lab, EdgeOptions::default());
-    let wait = Duration::from_secs(5);
-    let mut carrier = Ua::bind("carrier", CARRIER, CALLER);
-    let (mut call, tx) = carrier.invite_with(
+    let uas = Sipp::uas_at(
+        &lab,
+        "platform",
+        scenario(
+            &lab,
+            "uas_answer.xml",
+            &[("HEADERS", "Session-Expires: 90;refresher=uas")],
+        ),
+        platform,
+    )
+    .timeout_secs(90)
+    .start();
+    let ruri = edge.public_uri(NUMBER);
+    let carrier = Sipp::uac(
+        &lab,
+        "carrier",
+        scenario(
+            &lab,
+            "uac_session_timer.xml",
+            &[
+                ("RURI", ruri.as_str()),
+                ("FROM_USER", CALLER),
+                ("SE", "90"),
+                ("WAIT_MS", "70000"),
+            ],
+        ),
+        CARRIER,
         edge.public,
-        &edge.public_uri(NUMBER),
-        CALLER,
-        "Session-Expires: 90\r\nSupported: timer\r\n",
-        "",
-    );
-    let invite = platform.expect_request("INVITE", wait);
-    platform.respond_with(
-        &invite,
-        200,
-        "OK",
-        "p-st",
-        "Session-Expires: 90;refresher=uas\r\n",
-        "",
-    );
-    let ok = carrier.final_response(&mut call, &tx, wait);
-    assert_eq!(ok.code(), Some(200), "{}", ok.text());
-    platform.expect_request("ACK", wait);
-    // Half the interval (45 s): the edge refreshes the carrier leg itself.
-    let update = carrier.expect_request("UPDATE", Duration::from_secs(50));
+    )
+    .timeout_secs(90)
+    .start()
+    .wait();
+    carrier.assert_ok();
+    uas.wait().assert_ok();
+    let update = carrier.request("UPDATE");
     assert!(
         update
-            .msg
             .header("Session-Expires")
             .is_some_and(|v| v.starts_with("90") && v.contains("refresher=uac")),
         "{}",
-        update.msg.text()
+        update.text()
     );
-    carrier.respond_with(
-        &update,
-        200,
-        "OK",
-        "",
-        "Session-Expires: 90;refresher=uac\r\n",
-        "",
-    );
+    let bye = carrier.request("BYE");
     assert!(
-        platform
-            .gets_request("UPDATE", Duration::from_millis(200))
-            .is_none(),
-        "the edge's refresh of the carrier leg stays there"
-    );
-    // 90 - 30 s after the 2xx the platform's leg has expired: BYE on both legs.
-    let bye = carrier.expect_request("BYE", Duration::from_secs(20));
-    assert!(
-        bye.msg
-            .header("Reason")
+        bye.header("Reason")
             .is_some_and(|r| r.contains("session timer expired")),
         "{}",
-        bye.msg.text()
+        bye.text()
     );
-    carrier.respond(&bye, 200, "OK", "", "");
-    let platform_bye = platform.expect_request("BYE", wait);
-    platform.respond(&platform_bye, 200, "OK", "", "");
     let cdr = edge.wait_cdr("the call", |c| c["callee"] == NUMBER);
     assert_eq!(cdr["endedBy"], "edge", "{cdr}");
 }
