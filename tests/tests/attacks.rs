@@ -282,6 +282,37 @@ fn a_refused_call_attempt_leaves_a_record_and_a_log_line_a_ticket_can_be_matched
         "the log line names the Call-ID"
     );
     assert!(edge.cdrs().is_empty(), "no call, no call record");
+
+    // A flood of refusals cannot fill the disk: at most 50 records a second per worker (two
+    // here), the rest counted.
+    for i in 0..300 {
+        let inv = RawInvite::new(
+            &edge.public_uri("+6497770001"),
+            CALLER,
+            &format!("flood-{i}"),
+        );
+        carrier.send(edge.public, &inv.invite(carrier.local));
+    }
+    let refused = || edge.metric("trunkgate_edge_refusals_total", &[]);
+    let suppressed = || edge.metric("trunkgate_edge_refusal_records_suppressed_total", &[]);
+    assert_eventually!(
+        refused() >= 250.0,
+        WAIT,
+        "the flood is refused: {}",
+        refused()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let written = edge.refusal_records().len() as f64;
+    assert!(
+        written <= 2.0 * 2.0 * 50.0,
+        "records are capped per worker and second: {written}"
+    );
+    assert!(suppressed() > 0.0, "the excess is counted");
+    assert_eq!(
+        written + suppressed(),
+        refused(),
+        "every refusal is either written or counted"
+    );
 }
 
 /// Refusals tell a carrier no more than they must: a 404 does not say which numbers are served

@@ -221,17 +221,12 @@ impl Worker {
         let now = self.now;
         let (since, n) = &mut self.refusal_records;
         if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
-            if *n > REFUSAL_RECORDS_PER_SECOND {
-                self.shared
-                    .metrics
-                    .refusal_records_suppressed
-                    .inc_by(u64::from(*n - REFUSAL_RECORDS_PER_SECOND));
-            }
             *since = now;
             *n = 0;
         }
         *n += 1;
         if *n > REFUSAL_RECORDS_PER_SECOND {
+            self.shared.metrics.refusal_records_suppressed.inc();
             return;
         }
         let call_id = tx.call_id();
