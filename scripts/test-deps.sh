@@ -16,6 +16,9 @@ command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
 # Kamailio's tls module, for the SIP-over-TLS interop tests.
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || need_apt+=(kamailio-tls-modules)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
+# The fleet's shared store in the fleet tests (tests/fleet.rs): Debian's Redis and redis-cli.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 # The RTP fast path (dataplane/media/bpf/fastpath.c) is compiled with clang against libbpf's
 # headers.
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)

@@ -19,6 +19,7 @@ pub mod config;
 pub mod edge;
 pub mod kamailio;
 pub mod pki;
+pub mod redis;
 pub mod rtp;
 pub mod sip;
 pub mod sipp;

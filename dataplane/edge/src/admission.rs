@@ -58,7 +58,7 @@ fn now_secs() -> u64 {
 
 fn limits(rt: &Runtime, t: u32) -> Result<CallSlot, Refusal> {
     rt.state[t as usize]
-        .admit(rt.trunk(t), now_secs())
+        .admit(rt.trunk(t), now_secs(), rt.share())
         .map_err(|l| {
             let (reason, text, retry) = match l {
                 LimitRefusal::Concurrent(n) => (

@@ -46,6 +46,7 @@ impl TrunkState {
     }
 
     /// Counts one call in set-up against `max`; the place is given back when the slot drops.
+    /// (`max` is this process's share when the fleet's store is unreachable.)
     pub fn begin_setup(self: &Arc<Self>, max: u32) -> Result<SetupSlot, u32> {
         if self.setup.fetch_add(1, Ordering::AcqRel) >= max {
             self.setup.fetch_sub(1, Ordering::AcqRel);
@@ -54,16 +55,27 @@ impl TrunkState {
         self.setup_gauge.inc();
         Ok(SetupSlot {
             trunk: self.clone(),
+            fleet: None,
         })
     }
 
-    /// Admits one call under the trunk's limits; the slot is released when dropped.
+    /// Admits one call under the trunk's limits, or under this process's share of them
+    /// (`share` live pods, while the fleet's store is unreachable: [`crate::fleet::share_of`]);
+    /// the slot is released when dropped.
     pub fn admit(
         self: &Arc<Self>,
         cfg: &TrunkConfig,
         now_secs: u64,
+        share: u32,
     ) -> Result<CallSlot, LimitRefusal> {
-        if let Some(max) = cfg.limits.max_calls_per_second {
+        let limits = &cfg.limits;
+        let max_cps = limits
+            .max_calls_per_second
+            .map(|m| crate::fleet::share_of(m, share));
+        let max_concurrent = limits
+            .max_concurrent_calls
+            .map(|m| crate::fleet::share_of(m, share));
+        if let Some(max) = max_cps {
             let mut cur = self.cps.load(Ordering::Relaxed);
             loop {
                 let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
@@ -85,7 +97,7 @@ impl TrunkState {
             }
         }
         let before = self.active.fetch_add(1, Ordering::AcqRel);
-        if let Some(max) = cfg.limits.max_concurrent_calls
+        if let Some(max) = max_concurrent
             && before >= max
         {
             self.active.fetch_sub(1, Ordering::AcqRel);
@@ -94,6 +106,7 @@ impl TrunkState {
         self.active_gauge.inc();
         Ok(CallSlot {
             trunk: self.clone(),
+            fleet: None,
         })
     }
 
@@ -105,6 +118,15 @@ impl TrunkState {
 /// One admitted call; releases its place in the trunk's concurrent-call limit when dropped.
 pub struct CallSlot {
     trunk: Arc<TrunkState>,
+    /// Its place in the fleet's count, when the fleet shares a store.
+    fleet: Option<crate::fleet::Release>,
+}
+
+impl CallSlot {
+    /// The call's place in the fleet's count, given back with this slot.
+    pub fn hold_in_fleet(&mut self, place: crate::fleet::Release) {
+        self.fleet = Some(place);
+    }
 }
 
 impl Drop for CallSlot {
@@ -118,6 +140,14 @@ impl Drop for CallSlot {
 /// (the call's final answer was acknowledged, or it ended).
 pub struct SetupSlot {
     trunk: Arc<TrunkState>,
+    fleet: Option<crate::fleet::Release>,
+}
+
+impl SetupSlot {
+    /// The call's place in the fleet's calls in set-up, given back with this slot.
+    pub fn hold_in_fleet(&mut self, place: crate::fleet::Release) {
+        self.fleet = Some(place);
+    }
 }
 
 impl Drop for SetupSlot {
@@ -140,6 +170,9 @@ pub struct Runtime {
     pub relay_trunks: usize,
     /// The namespaces (tenants) that have a trunk with outbound targets, sorted.
     pub outbound_tenants: Vec<String>,
+    /// What this process divides each trunk limit by ([`crate::fleet::Fleet::share`]): kept
+    /// across reloads.
+    pub share: Arc<AtomicU32>,
 }
 
 impl Runtime {
@@ -278,7 +311,13 @@ impl Runtime {
             routes,
             relay_trunks,
             outbound_tenants,
+            share: previous.map_or_else(|| Arc::new(AtomicU32::new(1)), |p| p.share.clone()),
         }
+    }
+
+    /// The divisor of this process's own limit counters (1 unless the fleet's store is down).
+    pub fn share(&self) -> u32 {
+        self.share.load(Ordering::Acquire).max(1)
     }
 
     /// Trunks whose `allowedCidrs` contain `ip`, in snapshot order (the carrier ACL; empty =
@@ -457,15 +496,50 @@ mod tests {
         let rt = runtime(&[t.clone()]);
         let st = rt.state[0].clone();
         let cfg = rt.trunk(0).clone();
-        let a = st.admit(&cfg, 100).unwrap();
-        let _b = st.admit(&cfg, 100).unwrap();
-        assert_eq!(st.admit(&cfg, 100).err(), Some(LimitRefusal::Concurrent(2)));
+        let a = st.admit(&cfg, 100, 1).unwrap();
+        let _b = st.admit(&cfg, 100, 1).unwrap();
+        assert_eq!(
+            st.admit(&cfg, 100, 1).err(),
+            Some(LimitRefusal::Concurrent(2))
+        );
         drop(a);
         // Three attempts in second 100 used the 3 calls-per-second budget.
-        assert_eq!(st.admit(&cfg, 100).err(), Some(LimitRefusal::PerSecond(3)));
+        assert_eq!(
+            st.admit(&cfg, 100, 1).err(),
+            Some(LimitRefusal::PerSecond(3))
+        );
         let rt2 = Runtime::build(rt.config.clone(), Some(&rt), &Metrics::new());
         assert!(Arc::ptr_eq(&rt2.state[0], &st), "state survives a reload");
-        let _c = rt2.state[0].admit(&cfg, 101).unwrap();
+        let _c = rt2.state[0].admit(&cfg, 101, 1).unwrap();
         assert_eq!(st.active(), 2);
+    }
+
+    #[test]
+    fn without_the_fleets_store_a_process_enforces_its_share() {
+        let mut t = CarrierTrunk::test("a", "t");
+        t.spec.limits = Some(trunkgate_crds::Limits {
+            max_concurrent_calls: Some(4),
+            max_calls_per_second: None,
+            max_calls_in_setup: None,
+        });
+        let rt = runtime(&[t]);
+        let st = rt.state[0].clone();
+        let cfg = rt.trunk(0).clone();
+        // Two live pods last seen: 4 / 2 each.
+        rt.share.store(2, Ordering::Release);
+        let _a = st.admit(&cfg, 100, rt.share()).unwrap();
+        let _b = st.admit(&cfg, 100, rt.share()).unwrap();
+        assert_eq!(
+            st.admit(&cfg, 100, rt.share()).err(),
+            Some(LimitRefusal::Concurrent(2))
+        );
+        // The store answers again: the whole limit.
+        rt.share.store(1, Ordering::Release);
+        assert!(st.admit(&cfg, 100, rt.share()).is_ok());
+        let rt2 = Runtime::build(rt.config.clone(), Some(&rt), &Metrics::new());
+        assert!(
+            Arc::ptr_eq(&rt2.share, &rt.share),
+            "the share survives a reload"
+        );
     }
 }

@@ -175,6 +175,32 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (deaths_tx, mut deaths_rx) = mpsc::unbounded_channel();
 
+    // The fleet's store, when one is given: its task runs here, off the workers' loops.
+    let fleet_task = shared
+        .fleet_task
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match fleet_task {
+        Some(task) => {
+            tracing::info!(
+                store = %crate::fleet::redacted(&task.settings.url),
+                identity = %task.settings.identity,
+                lease_seconds = task.settings.lease.as_secs(),
+                "trunk limits and the digest lockout are shared with the fleet"
+            );
+            control.spawn(crate::fleet::run(
+                task,
+                shared.lockout.clone(),
+                shared.metrics.clone(),
+            ));
+        }
+        None => {
+            shared.metrics.store_up.set(1);
+            shared.metrics.fleet_pods.set(1);
+        }
+    }
+
     control.spawn(crate::tls::watch(
         shared.tls.clone(),
         shared.metrics.clone(),

@@ -10,6 +10,7 @@ mod census;
 mod challenge;
 mod config;
 pub mod edge;
+mod fleet;
 mod gate;
 mod health;
 mod ids;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Failures that cost nothing; each one after them doubles the wait before the next try.
@@ -17,7 +17,7 @@ const FREE_FAILURES: u32 = 3;
 /// The longest wait between tries before the block.
 const MAX_WAIT: Duration = Duration::from_secs(32);
 /// Failures older than this are forgotten.
-const WINDOW: Duration = Duration::from_secs(600);
+pub const WINDOW: Duration = Duration::from_secs(600);
 /// Most addresses remembered; past it expired ones are pruned and new ones not tracked (only
 /// allowed carriers' addresses get this far: bounded by the config).
 const MAX_KEYS: usize = 65_536;
@@ -47,10 +47,15 @@ impl Verdict {
     }
 }
 
+/// Told of each failure and of each success that cleared failures (the fleet's store).
+pub type Hook = Box<dyn Fn(IpAddr, bool) + Send + Sync>;
+
 pub struct Lockout {
     max_failures: u32,
     block: Duration,
     records: Mutex<HashMap<IpAddr, Record>>,
+    /// Set once when the fleet shares a store: `(source, failed)`.
+    hook: OnceLock<Hook>,
 }
 
 impl Lockout {
@@ -59,6 +64,42 @@ impl Lockout {
             max_failures: max_failures.max(1),
             block,
             records: Mutex::new(HashMap::new()),
+            hook: OnceLock::new(),
+        }
+    }
+
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    pub fn block(&self) -> Duration {
+        self.block
+    }
+
+    /// Tells `hook` of every failure and every success that cleared failures, from now on.
+    pub fn share_with(&self, hook: Hook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// What the fleet counted for `source` (every pod's failures, this one's included): the
+    /// count here becomes at least that, and a block starts at the limit, so a guesser who
+    /// spreads over the pods meets the one lockout.
+    pub fn merge(&self, source: IpAddr, failures: u32, now: Instant) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= MAX_KEYS && !records.contains_key(&source) {
+            return;
+        }
+        let r = records.entry(source).or_insert(Record {
+            failures: 0,
+            last: now,
+            blocked_until: None,
+        });
+        if failures > r.failures {
+            r.failures = failures;
+            r.last = now;
+        }
+        if r.failures >= self.max_failures && r.blocked_until.is_none_or(|t| now >= t) {
+            r.blocked_until = Some(now + self.block);
         }
     }
 
@@ -101,6 +142,9 @@ impl Lockout {
         }
         r.failures += 1;
         r.last = now;
+        if let Some(hook) = self.hook.get() {
+            hook(source, true);
+        }
         if r.failures >= self.max_failures && r.blocked_until.is_none() {
             r.blocked_until = Some(now + self.block);
             return Some(r.failures);
@@ -116,6 +160,9 @@ impl Lockout {
             .is_some_and(|r| r.blocked_until.is_none())
         {
             records.remove(&source);
+            if let Some(hook) = self.hook.get() {
+                hook(source, false);
+            }
         }
     }
 }
@@ -133,6 +180,44 @@ fn wait_after(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fleets_count_blocks_a_guesser_who_spread_over_the_pods() {
+        let lock = Lockout::new(5, Duration::from_secs(300));
+        let t0 = Instant::now();
+        // Two failures here, and the fleet counted five in all (three on other pods).
+        lock.failed(src(), t0);
+        lock.failed(src(), t0);
+        lock.merge(src(), 5, t0);
+        assert_eq!(lock.admit(src(), t0), Err(Verdict::Blocked));
+        assert_eq!(
+            lock.admit([192, 0, 2, 8].into(), t0),
+            Ok(()),
+            "only that address"
+        );
+        // A lower count (an older message) changes nothing.
+        lock.merge(src(), 1, t0);
+        assert_eq!(lock.admit(src(), t0), Err(Verdict::Blocked));
+    }
+
+    #[test]
+    fn the_fleet_hears_of_failures_and_of_clearing_successes_only() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let lock = Lockout::new(5, Duration::from_secs(300));
+        let s = seen.clone();
+        lock.share_with(Box::new(move |ip, failed| {
+            s.lock().expect("test lock").push((ip, failed))
+        }));
+        let t0 = Instant::now();
+        lock.succeeded(src());
+        lock.failed(src(), t0);
+        lock.succeeded(src());
+        lock.succeeded(src());
+        assert_eq!(
+            *seen.lock().expect("test lock"),
+            vec![(src(), true), (src(), false)]
+        );
+    }
 
     fn src() -> IpAddr {
         [192, 0, 2, 7].into()

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     pub tls_reloads: IntCounterVec,
     pub tcp_connections: IntGauge,
+    pub store_ops: IntCounterVec,
+    pub store_up: IntGauge,
+    pub fleet_pods: IntGauge,
+    pub limit_fallback: IntGauge,
     pub media_mos: prometheus::HistogramVec,
     pub media_loss: prometheus::HistogramVec,
     pub media_jitter: prometheus::HistogramVec,
@@ -89,7 +93,31 @@ impl Metrics {
             "trunkgate_edge_options_answered_total",
             "OPTIONS requests to the edge itself answered locally.",
         );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
         Self {
+            store_ops: cv(
+                "trunkgate_edge_state_store_ops_total",
+                "Round trips to the fleet's shared store (--state-store), by operation (claim, release, refresh, lockout) and result (ok, refused, error).",
+                &["op", "result"],
+            ),
+            store_up: gauge(
+                "trunkgate_edge_state_store_up",
+                "1 while the fleet's shared store answers (always 1 with the embedded store).",
+            ),
+            fleet_pods: gauge(
+                "trunkgate_edge_fleet_pods",
+                "Edge processes the shared store last saw alive (1 with the embedded store).",
+            ),
+            limit_fallback: gauge(
+                "trunkgate_edge_limit_fallback",
+                "1 while the shared store is unreachable and this edge enforces its share of each trunk limit (the limit divided by the live pods it last saw).",
+            ),
             calls: cv(
                 "trunkgate_edge_calls_total",
                 "Calls that reached a final status, by trunk, direction and status class.",

@@ -324,6 +324,39 @@ pub struct Settings {
         default_value_t = 300
     )]
     pub auth_block_seconds: u64,
+    /// The fleet's shared state: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (TLS;
+    /// Redis 7 or Valkey 8). Every edge pod given the same store enforces each trunk's limits
+    /// and the digest lockout as one. None: the embedded store (this process is the fleet).
+    #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_STORE")]
+    pub state_store: Option<String>,
+    /// The store's password, overriding the URL's (the chart reads it from a Secret).
+    #[arg(
+        help_heading = "Fleet",
+        long,
+        env = "TRUNKGATE_STATE_STORE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub state_store_password: Option<String>,
+    /// Prefix of the store's keys, so several fleets may share one Redis.
+    #[arg(
+        help_heading = "Fleet",
+        long,
+        env = "TRUNKGATE_STATE_PREFIX",
+        default_value = "trunkgate"
+    )]
+    pub state_prefix: String,
+    /// This edge's name in the fleet. Default: $POD_NAME, else the host name.
+    #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_IDENTITY")]
+    pub state_identity: Option<String>,
+    /// How long a pod's places in the fleet's limits outlive its last renewal (renewed every
+    /// third of it): a killed pod's calls stop counting within this time.
+    #[arg(
+        help_heading = "Fleet",
+        long,
+        env = "TRUNKGATE_STATE_LEASE_SECONDS",
+        default_value_t = 10
+    )]
+    pub state_lease_seconds: u64,
     /// Write call detail records (JSON, one per line) to stdout.
     #[arg(help_heading = "Output", long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub cdr: bool,
@@ -347,6 +380,28 @@ impl Settings {
     pub fn internal_media(&self) -> IpAddr {
         self.internal_media_ip
             .unwrap_or_else(|| self.internal_sip.ip())
+    }
+
+    /// How to reach the fleet's store (None: the embedded store).
+    pub fn store(&self) -> Option<crate::fleet::StoreSettings> {
+        let url = self.state_store.as_ref().filter(|u| !u.trim().is_empty())?;
+        let identity = self
+            .state_identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .filter(|i| !i.is_empty())
+            .or_else(|| {
+                let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+                Some(h.trim().to_string()).filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "edge".to_string());
+        Some(crate::fleet::StoreSettings {
+            url: url.trim().to_string(),
+            password: self.state_store_password.clone(),
+            prefix: self.state_prefix.clone(),
+            identity,
+            lease: Duration::from_secs(self.state_lease_seconds.clamp(3, 3600)),
+        })
     }
 
     pub fn failover_timeout(&self) -> Duration {
@@ -491,6 +546,14 @@ impl Settings {
             out.push(format!(
                 "--rtp-ports {lo}-{hi} leaves {per_worker} port pair(s) to each of {workers} workers, and a relayed call needs 2 (one per side): give at least {} ports",
                 4 * workers
+            ));
+        }
+        if let Some(store) = self.store()
+            && let Err(e) = crate::fleet::client(&store)
+        {
+            out.push(format!(
+                "--state-store {}: {e} (give redis://HOST:PORT or rediss://HOST:PORT)",
+                crate::fleet::redacted(&store.url)
             ));
         }
         out

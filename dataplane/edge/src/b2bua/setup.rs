@@ -87,9 +87,12 @@ impl Worker {
             .max_calls_in_setup
             .unwrap_or(self.shared.settings.max_calls_in_setup);
         let trunk_state = &rt.state[adm.trunk as usize];
-        let mut setup = trunk_state.begin_setup(max_setup);
+        // This process's own count: the whole limit, or its share while the fleet's store is
+        // unreachable. With a reachable store the fleet's count decides (`on_claimed`).
+        let own_max_setup = crate::fleet::share_of(max_setup, rt.share());
+        let mut setup = trunk_state.begin_setup(own_max_setup);
         if setup.is_err() && self.recycle_unacked(|c| c.trunk_id() == trunk_cfg.id) {
-            setup = trunk_state.begin_setup(max_setup);
+            setup = trunk_state.begin_setup(own_max_setup);
         }
         let setup = match setup {
             Ok(s) => s,
@@ -257,6 +260,16 @@ impl Worker {
             reinvite_cseq: None,
             session: None,
         };
+        let claim = self
+            .shared
+            .fleet
+            .is_shared()
+            .then(|| crate::fleet::ClaimRequest {
+                trunk: trunk_cfg.id.clone(),
+                max_concurrent: trunk_cfg.limits.max_concurrent_calls,
+                max_per_second: trunk_cfg.limits.max_calls_per_second,
+                max_in_setup: max_setup,
+            });
         let max_forwards = trunkgate_sip::max_forwards(req)
             .unwrap_or(70)
             .saturating_sub(1)
@@ -305,6 +318,58 @@ impl Worker {
             redirects: 0,
         };
         self.calls.insert(id, call);
-        self.next_hop(id);
+        match claim {
+            // The fleet's count first: the call waits for the store as it would for DNS.
+            Some(req) => self
+                .out
+                .push(crate::worker::Output::Claim { call: id, req }),
+            None => self.next_hop(id),
+        }
+    }
+
+    /// The fleet's answer to a call's claim: its places are held with its slots (given back
+    /// when they drop), or the trunk's fleet-wide limit refuses it 503.
+    pub(crate) fn on_claimed(&mut self, id: u64, verdict: crate::fleet::Verdict) {
+        use crate::fleet::{Hold, Verdict};
+        // A call CANCELed or ended meanwhile drops the verdict, and with it its places.
+        let Some(c) = self
+            .calls
+            .get_mut(&id)
+            .filter(|c| c.state == CallState::Proceeding(Attempt::Calling) && c.b_invite.is_none())
+        else {
+            return;
+        };
+        match verdict {
+            Verdict::Granted(Hold { concurrent, setup })
+            | Verdict::Unavailable(Hold { concurrent, setup }) => {
+                if let Some(s) = c.slot.as_mut() {
+                    s.hold_in_fleet(concurrent);
+                }
+                if let Some(s) = c.setup.as_mut() {
+                    s.hold_in_fleet(setup);
+                }
+                self.next_hop(id);
+            }
+            Verdict::Refused(r) => {
+                let (reason, text, retry) = r.describe();
+                self.shared
+                    .metrics
+                    .refusals
+                    .with_label_values(&[c.trunk_id(), c.direction.label(), reason])
+                    .inc();
+                tracing::info!(
+                    trunk = c.trunk_id(),
+                    call_id = c.a.call_id.as_str(),
+                    reason,
+                    "call refused by the fleet's limit"
+                );
+                c.ended_by = Some("edge");
+                c.final_code = Some(503);
+                let key = c.a_invite.clone();
+                let extra = format!("Retry-After: {retry}\r\n");
+                self.refuse(&key, 503, &format!("{text} across the fleet"), &extra);
+                self.finish_call(id);
+            }
+        }
     }
 }

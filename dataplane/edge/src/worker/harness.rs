@@ -93,6 +93,8 @@ pub struct Harness {
     pub w: Worker,
     /// Outputs other than sends (lookups, dials, hand-offs), described.
     pub others: Vec<String>,
+    /// Claims on the fleet's limits the worker asked for, not yet answered (`answer_claim`).
+    pub claims: Vec<(u64, crate::fleet::ClaimRequest)>,
 }
 
 /// acme/pacific: carrier 203.0.113.0/28, delivering to [`PLATFORM`], no RTP relay; it owns
@@ -157,6 +159,7 @@ impl Harness {
         Harness {
             w: Worker::new(0, Arc::new(shared), None),
             others: Vec::new(),
+            claims: Vec::new(),
         }
     }
 
@@ -204,9 +207,21 @@ impl Harness {
                 Output::Resolve { hop, .. } => self.others.push(format!("resolve {}", hop.host)),
                 Output::Dial(d) => self.others.push(format!("dial {}", d.addr)),
                 Output::HandOff { to, .. } => self.others.push(format!("hand off to {to}")),
+                Output::Claim { call, req } => {
+                    self.others.push(format!("claim {}", req.trunk));
+                    self.claims.push((call, req));
+                }
             }
         }
         sent
+    }
+
+    /// The store's answer to the oldest claim; what the worker sent then.
+    pub fn answer_claim(&mut self, verdict: crate::fleet::Verdict) -> Vec<Sent> {
+        assert!(!self.claims.is_empty(), "no claim to answer");
+        let (call, _) = self.claims.remove(0);
+        self.w.on_event(super::Event::Claimed { call, verdict });
+        self.take()
     }
 
     /// The metric `name` with `labels`, summed over other labels.

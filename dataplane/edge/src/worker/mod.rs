@@ -59,6 +59,10 @@ pub struct Shared {
     pub tls_handshakes: crate::source_limit::SourceLimiter,
     /// The platform's allow-list (`--platform-cidrs`) and the tenants its sources call for.
     pub platform: crate::platform::PlatformAcl,
+    /// The fleet's shared limits (`--state-store`), or this process alone.
+    pub fleet: crate::fleet::Fleet,
+    /// The store task, until the edge starts it on the control thread.
+    pub fleet_task: std::sync::Mutex<Option<crate::fleet::StoreTask>>,
 }
 
 /// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
@@ -119,6 +123,11 @@ pub enum Event {
     },
     /// A TCP connection we opened could not be used.
     LinkFailed { addr: SocketAddr },
+    /// The fleet's answer to a new call's claim on the trunk's limits.
+    Claimed {
+        call: u64,
+        verdict: crate::fleet::Verdict,
+    },
     /// The answer to an RFC 3263 lookup that [`Worker::resolve`] started.
     Resolved {
         lookup: Lookup,
@@ -272,7 +281,36 @@ impl Shared {
             (None, Some(ip)) => host_port(SocketAddr::new(ip, settings.public_sip.port())),
             (None, None) => host_port(settings.public_sip),
         };
+        let (fleet, fleet_task) = match settings.store() {
+            Some(store) => {
+                let (fleet, task) = crate::fleet::Fleet::shared(store);
+                (fleet, Some(task))
+            }
+            None => (crate::fleet::Fleet::embedded(), None),
+        };
+        let lockout = Arc::new(crate::lockout::Lockout::new(
+            settings.auth_max_failures,
+            Duration::from_secs(settings.auth_block_seconds),
+        ));
+        if let Some(tx) = fleet.sender() {
+            // A digest failure counts for the fleet; the store tells every pod the count.
+            lockout.share_with(Box::new(move |ip, failed| {
+                let _ = tx.send(if failed {
+                    crate::fleet::Cmd::AuthFailed(ip)
+                } else {
+                    crate::fleet::Cmd::AuthSucceeded(ip)
+                });
+            }));
+        }
+        let mut runtime = Runtime::build(
+            trunkgate_crds::snapshot::EdgeConfig::default().stamped(),
+            None,
+            &metrics,
+        );
+        runtime.share = fleet.share().clone();
         Shared {
+            fleet,
+            fleet_task: std::sync::Mutex::new(fleet_task),
             tcp: Arc::new(crate::census::Census::new(
                 tcp_cap,
                 settings.tcp_max_per_source.max(1),
@@ -288,15 +326,8 @@ impl Shared {
             source_limit: crate::source_limit::SourceLimiter::new(settings.source_rate),
             platform: crate::platform::PlatformAcl::new(&settings.platform_cidrs),
             tls_handshakes: crate::source_limit::SourceLimiter::new(settings.tls_handshake_rate),
-            lockout: Arc::new(crate::lockout::Lockout::new(
-                settings.auth_max_failures,
-                Duration::from_secs(settings.auth_block_seconds),
-            )),
-            runtime: ArcSwap::from_pointee(Runtime::build(
-                trunkgate_crds::snapshot::EdgeConfig::default().stamped(),
-                None,
-                &metrics,
-            )),
+            lockout,
+            runtime: ArcSwap::from_pointee(runtime),
             metrics,
             handoff,
             draining: AtomicBool::new(false),

@@ -26,6 +26,12 @@ pub enum Output {
     Dial(Box<Dial>),
     /// A message of a call another worker owns.
     HandOff { to: usize, handoff: Handoff },
+    /// Claim a new call's places in the fleet's limits; the answer comes back as
+    /// `Event::Claimed`.
+    Claim {
+        call: u64,
+        req: crate::fleet::ClaimRequest,
+    },
 }
 
 /// A TCP connection the worker wants: the sending half of `queue` is already in its table, so

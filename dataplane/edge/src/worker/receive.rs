@@ -283,6 +283,7 @@ impl Worker {
                 self.on_message(side, &src, *msg, true)
             }
             Event::LinkFailed { addr } => self.on_link_failed(addr),
+            Event::Claimed { call, verdict } => self.on_claimed(call, verdict),
         }
     }
 }

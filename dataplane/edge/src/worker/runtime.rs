@@ -62,6 +62,15 @@ impl Net {
                     shared.metrics.clone(),
                 ));
             }
+            Output::Claim { call, req } => {
+                let events = self.events.clone();
+                shared.fleet.claim(
+                    req,
+                    Box::new(move |verdict| {
+                        let _ = events.send(Event::Claimed { call, verdict });
+                    }),
+                );
+            }
             Output::HandOff { to, handoff } => {
                 match shared.handoff.get(to).map(|tx| tx.try_send(handoff)) {
                     Some(Ok(())) => hot.handoffs_ok.inc(),

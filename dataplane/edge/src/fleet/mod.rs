@@ -1,0 +1,332 @@
+//! The fleet: what every edge process of one deployment must agree on, so that N pods behave as
+//! one edge. A trunk's `maxConcurrentCalls`, `maxCallsPerSecond` and `maxCallsInSetup` hold for
+//! the fleet, and a digest guesser spread over the pods meets one lockout.
+//!
+//! Two stores behind one boundary (`--state-store`):
+//! - **embedded** (no flag; `make run`): the single process is the fleet, the limits are the
+//!   per-process counters of [`crate::config::TrunkState`], nothing leaves the process;
+//! - **Redis 7 / Valkey 8** (`redis://`, `rediss://`): a call claims a place in each limit with
+//!   one Lua script (one round trip, off the worker's loop: the call waits as it waits for DNS).
+//!   A place is a member of a sorted set scored by its lease's end; its pod renews it every
+//!   third of `--state-lease-seconds`, so a killed pod's places free themselves within a lease,
+//!   and a release is a removal (a BYE that crosses another cannot drive a count negative).
+//!
+//! When the store does not answer, each pod enforces its share of every limit (the limit divided
+//! by the live pods it last saw), says so (`trunkgate_edge_limit_fallback`, a log line), and
+//! goes back to the shared figures by itself when the store answers again; an empty store (a
+//! restarted Redis) is refilled with the places the pods hold.
+
+#[cfg(test)]
+mod flows;
+mod redis_store;
+mod scripts;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use redis_store::{client, run};
+
+/// How to reach the shared store, from `--state-store`.
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub url: String,
+    /// Overrides the URL's password (`TRUNKGATE_STATE_STORE_PASSWORD`, from a Secret).
+    pub password: Option<String>,
+    /// Prefix of every key, so fleets may share one Redis.
+    pub prefix: String,
+    /// This process's name in the fleet (the pod's name).
+    pub identity: String,
+    pub lease: Duration,
+}
+
+/// What one call asks of the fleet's limits.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub trunk: String,
+    pub max_concurrent: Option<u32>,
+    pub max_per_second: Option<u32>,
+    pub max_in_setup: u32,
+}
+
+/// Which limit of the fleet refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetRefusal {
+    Concurrent(u32),
+    PerSecond(u32),
+    InSetup(u32),
+}
+
+impl FleetRefusal {
+    /// The refusal's metric reason, status text and Retry-After seconds.
+    pub fn describe(self) -> (&'static str, String, u32) {
+        match self {
+            FleetRefusal::Concurrent(n) => (
+                "max_concurrent_calls",
+                format!("trunk is at its limit of {n} concurrent calls"),
+                5,
+            ),
+            FleetRefusal::PerSecond(n) => (
+                "max_calls_per_second",
+                format!("trunk is at its limit of {n} new calls per second"),
+                1,
+            ),
+            FleetRefusal::InSetup(n) => (
+                "max_calls_in_setup",
+                format!("trunk is at its limit of {n} calls in set-up"),
+                5,
+            ),
+        }
+    }
+}
+
+/// The store's answer to a claim.
+pub enum Verdict {
+    /// The call holds a place in the fleet's concurrent calls and calls in set-up.
+    Granted(Hold),
+    Refused(FleetRefusal),
+    /// The store did not answer: the pod's own share (already checked) decides. The places are
+    /// held all the same, and written to the store once it answers again.
+    Unavailable(Hold),
+}
+
+/// A call's places in the fleet's limits; each is given back when its half drops.
+pub struct Hold {
+    pub concurrent: Release,
+    pub setup: Release,
+}
+
+/// One place in a sorted set of the store, removed when dropped.
+pub struct Release {
+    key: Arc<str>,
+    member: Arc<str>,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Release({} {})", self.key, self.member)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Release {
+            key: self.key.clone(),
+            member: self.member.clone(),
+        });
+    }
+}
+
+/// Work for the store task.
+pub enum Cmd {
+    Claim {
+        req: ClaimRequest,
+        reply: Box<dyn FnOnce(Verdict) + Send>,
+    },
+    Release {
+        key: Arc<str>,
+        member: Arc<str>,
+    },
+    /// A digest failure from this address, for the fleet's count.
+    AuthFailed(IpAddr),
+    /// A right answer from this address clears the fleet's count.
+    AuthSucceeded(IpAddr),
+}
+
+/// This process's handle on the fleet.
+pub struct Fleet {
+    store: Option<Handle>,
+    /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
+    /// the embedded store), the live pods last seen while it does not.
+    share: Arc<AtomicU32>,
+}
+
+struct Handle {
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+/// The store task's side of a shared fleet, for [`run`].
+pub struct StoreTask {
+    pub rx: mpsc::UnboundedReceiver<Cmd>,
+    /// For the [`Release`]s of granted places.
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub settings: StoreSettings,
+    /// Random per process start, so a restarted pod's places never collide with the ones its
+    /// previous life left to expire.
+    pub boot: String,
+    pub seq: AtomicU64,
+    /// The share divisor the pods' own counters use ([`Fleet::share`]).
+    pub share: Arc<AtomicU32>,
+}
+
+impl StoreTask {
+    fn member(&self) -> Arc<str> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{}:{n}", self.settings.identity, self.boot).into()
+    }
+}
+
+impl Fleet {
+    /// The embedded fleet of one process.
+    pub fn embedded() -> Self {
+        Fleet {
+            store: None,
+            share: Arc::new(AtomicU32::new(1)),
+        }
+    }
+
+    /// A fleet sharing the store `settings` name; the task goes to [`run`].
+    pub fn shared(settings: StoreSettings) -> (Self, StoreTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let share = Arc::new(AtomicU32::new(1));
+        let task = StoreTask {
+            rx,
+            tx: tx.clone(),
+            settings,
+            boot: format!("{:08x}", rand::random::<u32>()),
+            seq: AtomicU64::new(0),
+            share: share.clone(),
+        };
+        (
+            Fleet {
+                store: Some(Handle { tx }),
+                share,
+            },
+            task,
+        )
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The divisor of the trunk limits each process enforces on its own (see [`share_of`]).
+    pub fn share(&self) -> &Arc<AtomicU32> {
+        &self.share
+    }
+
+    /// Asks the store for a call's places; `reply` gets the verdict on the store task. Without
+    /// a running store task (embedded, or shutting down) the process's own counters decide.
+    pub fn claim(&self, req: ClaimRequest, reply: Box<dyn FnOnce(Verdict) + Send>) {
+        let (tx, reply) = match &self.store {
+            Some(h) => match h.tx.send(Cmd::Claim { req, reply }) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(Cmd::Claim { reply, .. })) => (h.tx.clone(), reply),
+                Err(_) => return,
+            },
+            None => (mpsc::unbounded_channel().0, reply),
+        };
+        let none = || Release {
+            key: "".into(),
+            member: "".into(),
+            tx: tx.clone(),
+        };
+        reply(Verdict::Unavailable(Hold {
+            concurrent: none(),
+            setup: none(),
+        }));
+    }
+
+    /// The store task's queue (None: the embedded store).
+    pub fn sender(&self) -> Option<mpsc::UnboundedSender<Cmd>> {
+        self.store.as_ref().map(|h| h.tx.clone())
+    }
+}
+
+/// The keys one trunk's limits live under. The trunk id in braces keeps them in one Redis
+/// Cluster slot, as a script needs.
+pub struct TrunkKeys {
+    pub concurrent: Arc<str>,
+    pub setup: Arc<str>,
+    pub per_second: String,
+}
+
+impl TrunkKeys {
+    pub fn new(prefix: &str, trunk: &str) -> Self {
+        TrunkKeys {
+            concurrent: format!("{prefix}:{{{trunk}}}:calls").into(),
+            setup: format!("{prefix}:{{{trunk}}}:setup").into(),
+            per_second: format!("{prefix}:{{{trunk}}}:cps"),
+        }
+    }
+}
+
+/// `url` without the password it may carry, for logs and error messages.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A limit as one process enforces it when it cannot reach the store: its share of the fleet's
+/// `max` over `pods` live pods, rounded down so the fleet stays within the contract, but never
+/// below one call.
+pub fn share_of(max: u32, pods: u32) -> u32 {
+    if pods <= 1 {
+        return max;
+    }
+    (max / pods).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limits_share_never_adds_up_to_more_than_the_contract_with_enough_calls() {
+        assert_eq!(share_of(5, 1), 5);
+        assert_eq!(share_of(5, 0), 5, "no pod seen yet: the whole limit");
+        assert_eq!(share_of(5, 3), 1);
+        assert_eq!(share_of(30, 3), 10);
+        assert_eq!(share_of(31, 3), 10, "rounded down");
+        assert_eq!(share_of(2, 5), 1, "never below one call");
+    }
+
+    #[test]
+    fn a_store_url_is_logged_without_its_password() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://redis.svc:6380"),
+            "rediss://redis.svc:6380"
+        );
+    }
+
+    #[test]
+    fn a_trunks_keys_share_one_cluster_slot() {
+        let k = TrunkKeys::new("trunkgate", "voice/acme");
+        assert_eq!(&*k.concurrent, "trunkgate:{voice/acme}:calls");
+        assert_eq!(&*k.setup, "trunkgate:{voice/acme}:setup");
+        assert_eq!(k.per_second, "trunkgate:{voice/acme}:cps");
+    }
+
+    #[test]
+    fn a_dropped_place_is_given_back_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let r = Release {
+            key: "k".into(),
+            member: "m".into(),
+            tx,
+        };
+        drop(r);
+        assert!(matches!(rx.try_recv(), Ok(Cmd::Release { .. })));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_embedded_fleet_is_one_process() {
+        let f = Fleet::embedded();
+        assert!(!f.is_shared());
+        assert_eq!(f.share().load(Ordering::Relaxed), 1);
+    }
+}

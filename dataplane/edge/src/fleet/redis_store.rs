@@ -1,0 +1,413 @@
+//! The store task of a fleet sharing Redis or Valkey: claims, releases and lease renewals of
+//! the calls' places, the pods' heartbeat, and the digest lockout's count and its broadcast.
+//! It runs on the control thread; the workers reach it through a channel and never wait on it
+//! (a claim's answer comes back as an event).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
+
+use super::scripts;
+use super::{Cmd, FleetRefusal, Hold, Release, StoreSettings, StoreTask, TrunkKeys, Verdict};
+use crate::lockout::Lockout;
+use crate::metrics::Metrics;
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::CLAIM));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::RENEW));
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::HEARTBEAT));
+static AUTH_FAILED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_FAILED));
+static AUTH_SUCCEEDED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_SUCCEEDED));
+
+/// Places renewed per script call.
+const RENEW_BATCH: usize = 512;
+
+/// What the task and its spawned round trips share.
+struct State {
+    /// The places this process holds, per sorted set: renewed each tick, written back whole
+    /// after the store lost them.
+    held: Mutex<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    /// Whether the store answered last time. While it does not, claims do not wait for it.
+    up: AtomicBool,
+    /// Live pods at the last heartbeat.
+    pods: AtomicU32,
+    /// The share divisor of the pods' own counters.
+    share: Arc<AtomicU32>,
+    metrics: Metrics,
+}
+
+impl State {
+    fn hold(&self, key: &Arc<str>, member: &Arc<str>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.entry(key.clone()).or_default().insert(member.clone());
+    }
+
+    fn unhold(&self, key: &Arc<str>, member: &Arc<str>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = held.get_mut(key) {
+            set.remove(member);
+            if set.is_empty() {
+                held.remove(key);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect()
+    }
+
+    fn count(&self, op: &str, result: &str) {
+        self.metrics
+            .store_ops
+            .with_label_values(&[op, result])
+            .inc();
+    }
+
+    /// The store answered: back to the shared figures.
+    fn store_up(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!("state store answers again: trunk limits are the fleet's again");
+        }
+        self.share.store(1, Ordering::Release);
+        self.metrics.store_up.set(1);
+        self.metrics.limit_fallback.set(0);
+    }
+
+    /// The store did not answer: each pod enforces its share.
+    fn store_down(&self, error: &dyn std::fmt::Display) {
+        let pods = self.pods.load(Ordering::Acquire).max(1);
+        self.share.store(pods, Ordering::Release);
+        self.metrics.store_up.set(0);
+        self.metrics.limit_fallback.set(1);
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                %error,
+                pods,
+                "state store unreachable: each trunk limit is enforced as this edge's share (the limit divided by the {pods} live edges last seen) until it answers"
+            );
+        }
+    }
+}
+
+/// Runs the store task of `task` until every worker has gone; `lockout` is the edge's digest
+/// lockout, which it shares with the fleet.
+pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
+    let client = match client(&task.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            // Refused at start already (`Settings::start_problems`); never reached in practice.
+            tracing::error!(error = %e, "--state-store: unusable");
+            return;
+        }
+    };
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = match ConnectionManager::new_lazy_with_config(client.clone(), config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "--state-store: unusable");
+            return;
+        }
+    };
+    let state = Arc::new(State {
+        held: Mutex::new(HashMap::new()),
+        up: AtomicBool::new(true),
+        pods: AtomicU32::new(1),
+        share: task.share.clone(),
+        metrics,
+    });
+    state.metrics.store_up.set(1);
+    state.metrics.fleet_pods.set(1);
+    let prefix = task.settings.prefix.clone();
+    let channel = format!("{prefix}:auth");
+    tokio::spawn(listen(client, channel.clone(), lockout.clone()));
+    let lease = task.settings.lease;
+    let lease_ms = lease.as_millis().min(u128::from(u32::MAX)) as u64;
+    let pod = format!("{}:{}", task.settings.identity, task.boot);
+    let renewing = Arc::new(AtomicBool::new(false));
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = task.rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Cmd::Claim { req, reply } => {
+                        let keys = TrunkKeys::new(&prefix, &req.trunk);
+                        let member = task.member();
+                        let tx = task.tx.clone();
+                        let hold = move |keys: &TrunkKeys, member: &Arc<str>| Hold {
+                            concurrent: Release {
+                                key: keys.concurrent.clone(),
+                                member: member.clone(),
+                                tx: tx.clone(),
+                            },
+                            setup: Release {
+                                key: keys.setup.clone(),
+                                member: member.clone(),
+                                tx,
+                            },
+                        };
+                        if !state.up.load(Ordering::Acquire) {
+                            state.hold(&keys.concurrent, &member);
+                            state.hold(&keys.setup, &member);
+                            state.count("claim", "skipped");
+                            reply(Verdict::Unavailable(hold(&keys, &member)));
+                            continue;
+                        }
+                        let (mut conn, state) = (conn.clone(), state.clone());
+                        tokio::spawn(async move {
+                            let limit = |l: Option<u32>| l.map_or(-1, i64::from);
+                            let r: redis::RedisResult<i64> = CLAIM
+                                .key(&*keys.concurrent)
+                                .key(&*keys.setup)
+                                .key(&keys.per_second)
+                                .arg(&*member)
+                                .arg(lease_ms)
+                                .arg(limit(req.max_concurrent))
+                                .arg(limit(req.max_per_second))
+                                .arg(i64::from(req.max_in_setup))
+                                .invoke_async(&mut conn)
+                                .await;
+                            let refused = |r: FleetRefusal| {
+                                state.count("claim", "refused");
+                                state.store_up();
+                                Verdict::Refused(r)
+                            };
+                            let verdict = match r {
+                                Ok(0) => {
+                                    state.hold(&keys.concurrent, &member);
+                                    state.hold(&keys.setup, &member);
+                                    state.count("claim", "ok");
+                                    state.store_up();
+                                    Verdict::Granted(hold(&keys, &member))
+                                }
+                                Ok(1) => refused(FleetRefusal::Concurrent(
+                                    req.max_concurrent.unwrap_or(0),
+                                )),
+                                Ok(2) => refused(FleetRefusal::PerSecond(
+                                    req.max_per_second.unwrap_or(0),
+                                )),
+                                Ok(_) => refused(FleetRefusal::InSetup(req.max_in_setup)),
+                                Err(e) => {
+                                    state.count("claim", "error");
+                                    state.store_down(&e);
+                                    state.hold(&keys.concurrent, &member);
+                                    state.hold(&keys.setup, &member);
+                                    Verdict::Unavailable(hold(&keys, &member))
+                                }
+                            };
+                            reply(verdict);
+                        });
+                    }
+                    Cmd::Release { key, member } => {
+                        state.unhold(&key, &member);
+                        if state.up.load(Ordering::Acquire) {
+                            let (mut conn, state) = (conn.clone(), state.clone());
+                            tokio::spawn(async move {
+                                let r: redis::RedisResult<i64> = redis::cmd("ZREM")
+                                    .arg(&*key)
+                                    .arg(&*member)
+                                    .query_async(&mut conn)
+                                    .await;
+                                match r {
+                                    Ok(_) => state.count("release", "ok"),
+                                    Err(e) => {
+                                        state.count("release", "error");
+                                        state.store_down(&e);
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Cmd::AuthFailed(ip) | Cmd::AuthSucceeded(ip) => {
+                        let failed = matches!(cmd, Cmd::AuthFailed(_));
+                        let (mut conn, state) = (conn.clone(), state.clone());
+                        let fail_key = format!("{prefix}:auth:{ip}:failures");
+                        let block_key = format!("{prefix}:auth:{ip}:blocked");
+                        let (window, max, block) = (
+                            crate::lockout::WINDOW.as_millis() as u64,
+                            lockout.max_failures(),
+                            lockout.block().as_millis().max(1) as u64,
+                        );
+                        let channel = channel.clone();
+                        tokio::spawn(async move {
+                            let r: redis::RedisResult<i64> = if failed {
+                                AUTH_FAILED
+                                    .key(&fail_key)
+                                    .key(&block_key)
+                                    .arg(window)
+                                    .arg(max)
+                                    .arg(block)
+                                    .arg(&channel)
+                                    .arg(ip.to_string())
+                                    .invoke_async(&mut conn)
+                                    .await
+                            } else {
+                                AUTH_SUCCEEDED
+                                    .key(&fail_key)
+                                    .key(&block_key)
+                                    .invoke_async(&mut conn)
+                                    .await
+                            };
+                            match r {
+                                Ok(_) => state.count("lockout", "ok"),
+                                Err(e) => {
+                                    state.count("lockout", "error");
+                                    state.store_down(&e);
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if renewing.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let (mut conn, state, renewing, pod) =
+                    (conn.clone(), state.clone(), renewing.clone(), pod.clone());
+                let pods_key = format!("{prefix}:pods");
+                tokio::spawn(async move {
+                    heartbeat(&mut conn, &state, &pods_key, &pod, lease_ms).await;
+                    renewing.store(false, Ordering::Release);
+                });
+            }
+        }
+    }
+}
+
+/// The pod's heartbeat, then the renewal of every place it holds. After an outage, or when the
+/// store lost this pod (a restarted, empty Redis), places the store does not have are written
+/// back; otherwise only the ones still there are renewed (a place released meanwhile stays
+/// released).
+async fn heartbeat(
+    conn: &mut ConnectionManager,
+    state: &State,
+    pods_key: &str,
+    pod: &str,
+    lease_ms: u64,
+) {
+    let was_up = state.up.load(Ordering::Acquire);
+    let r: redis::RedisResult<(u32, u32)> = HEARTBEAT
+        .key(pods_key)
+        .arg(pod)
+        .arg(lease_ms)
+        .invoke_async(conn)
+        .await;
+    let (pods, lost) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            state.count("heartbeat", "error");
+            return state.store_down(&e);
+        }
+    };
+    state.count("heartbeat", "ok");
+    state.pods.store(pods.max(1), Ordering::Release);
+    state.metrics.fleet_pods.set(i64::from(pods.max(1)));
+    let write_back = !was_up || lost == 1;
+    for (key, members) in state.snapshot() {
+        for batch in members.chunks(RENEW_BATCH) {
+            let mut inv = RENEW.key(&*key);
+            inv.arg(lease_ms).arg(if write_back { "" } else { "XX" });
+            for m in batch {
+                inv.arg(&**m);
+            }
+            let r: redis::RedisResult<i64> = inv.invoke_async(conn).await;
+            match r {
+                Ok(missing) => {
+                    state.count("refresh", "ok");
+                    if missing > 0 && !write_back {
+                        tracing::debug!(%key, missing, "places gone from the store");
+                    }
+                }
+                Err(e) => {
+                    state.count("refresh", "error");
+                    return state.store_down(&e);
+                }
+            }
+        }
+    }
+    state.store_up();
+}
+
+/// Every pod's digest failure counts, as the store broadcasts them, merged into `lockout`.
+async fn listen(client: redis::Client, channel: String, lockout: Arc<Lockout>) {
+    loop {
+        if let Ok(mut ps) = client.get_async_pubsub().await
+            && ps.subscribe(&channel).await.is_ok()
+        {
+            let mut messages = ps.on_message();
+            while let Some(m) = messages.next().await {
+                let Ok(text) = m.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((ip, n)) = parse_count(&text) {
+                    lockout.merge(ip, n, Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// "ADDRESS COUNT", as the lockout script publishes it.
+fn parse_count(text: &str) -> Option<(IpAddr, u32)> {
+    let (ip, n) = text.rsplit_once(' ')?;
+    Some((ip.parse().ok()?, n.parse().ok()?))
+}
+
+/// A client for `settings`' URL, with the password from the Secret when one is given.
+pub fn client(settings: &StoreSettings) -> redis::RedisResult<redis::Client> {
+    let mut info = settings.url.as_str().into_connection_info()?;
+    if let Some(p) = settings.password.as_deref().filter(|p| !p.is_empty()) {
+        let redis = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(redis);
+    }
+    redis::Client::open(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lockout_broadcast_is_read_back() {
+        assert_eq!(parse_count("192.0.2.7 4"), Some(([192, 0, 2, 7].into(), 4)));
+        assert_eq!(
+            parse_count("2001:db8::1 12"),
+            Some(("2001:db8::1".parse().expect("v6"), 12))
+        );
+        assert_eq!(parse_count("nonsense"), None);
+        assert_eq!(parse_count("192.0.2.7 x"), None);
+    }
+
+    #[test]
+    fn a_store_url_is_checked_and_takes_the_secrets_password() {
+        let s = |url: &str, password: Option<&str>| StoreSettings {
+            url: url.into(),
+            password: password.map(str::to_string),
+            prefix: "trunkgate".into(),
+            identity: "edge-0".into(),
+            lease: Duration::from_secs(10),
+        };
+        assert!(client(&s("redis://127.0.0.1:6379/0", None)).is_ok());
+        let c = client(&s("redis://127.0.0.1:6379", Some("sesame"))).expect("url");
+        assert_eq!(
+            c.get_connection_info().redis_settings().password(),
+            Some("sesame")
+        );
+        assert!(client(&s("http://example.com", None)).is_err());
+    }
+}

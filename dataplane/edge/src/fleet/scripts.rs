@@ -1,0 +1,78 @@
+//! The store's Lua scripts: each is one atomic round trip, timed by the store's own clock
+//! (`TIME`), so pods whose clocks differ still agree on leases and seconds.
+
+/// KEYS: concurrent set, set-up set, per-second hash. ARGV: member, lease ms, max concurrent,
+/// max per second, max in set-up (-1: no limit). Returns 0 granted, 1 concurrent, 2 per
+/// second, 3 in set-up. Expired places (their pod stopped renewing them) are dropped first.
+pub const CLAIM: &str = r#"
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+local maxc, maxr, maxs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if maxc >= 0 and redis.call('ZCARD', KEYS[1]) >= maxc then return 1 end
+if maxs >= 0 and redis.call('ZCARD', KEYS[2]) >= maxs then return 3 end
+if maxr >= 0 then
+  local n = tonumber(redis.call('HGET', KEYS[3], sec) or '0')
+  if n >= maxr then return 2 end
+end
+redis.call('HINCRBY', KEYS[3], sec, 1)
+redis.call('HDEL', KEYS[3], sec - 2, sec - 3, sec - 4, sec - 5)
+redis.call('PEXPIRE', KEYS[3], 5000)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+redis.call('PEXPIRE', KEYS[2], lease * 2)
+return 0
+"#;
+
+/// KEYS: a set of places. ARGV: lease ms, "XX" (renew only places still there) or "" (also
+/// write back places the store lost), members... Returns how many places were missing.
+pub const RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local missing = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+  else
+    missing = missing + 1
+    if ARGV[2] ~= 'XX' then redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return missing
+"#;
+
+/// KEYS: the set of live pods. ARGV: this pod, lease ms. Returns {live pods, 1 if this pod was
+/// missing (the store lost its data, or our lease lapsed)}.
+pub const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return {redis.call('ZCARD', KEYS[1]), added}
+"#;
+
+/// KEYS: the address's failure count, its block flag. ARGV: window ms, max failures, block ms,
+/// channel, address. Counts one digest failure for the fleet, starts the block at the limit,
+/// and tells every pod the count. Returns the count.
+pub const AUTH_FAILED: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ' ' .. n)
+return n
+"#;
+
+/// KEYS: the address's failure count, its block flag. A right answer clears the count unless a
+/// block runs.
+pub const AUTH_SUCCEEDED: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+return 0
+"#;
