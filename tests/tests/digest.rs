@@ -373,3 +373,79 @@ fn digest_nonce_from_a_previous_run_or_forged_is_challenged_again() {
     uas.wait().assert_ok();
     assert_eq!(auth_failures(&edge, "bad_response"), 0.0);
 }
+
+/// The guesser who spreads over the pods: two edges share one Redis, and the failures
+/// made at either count for both, so the block starts at the fleet's count.
+#[test]
+fn a_guesser_spread_over_two_edges_meets_one_lockout() {
+    let lab = Lab::new("digest_fleet_lockout");
+    let redis = trunkgate_tests::redis::Redis::start(&lab);
+    let platform = Sipp::reserve(PLATFORM);
+    config_range(&lab, platform, &[], "127.0.0.8/29");
+    let start = |name: &str| {
+        Edge::start_named(
+            &lab,
+            name,
+            EdgeOptions {
+                extra_args: [
+                    "--auth-max-failures",
+                    "4",
+                    "--auth-block-seconds",
+                    "60",
+                    "--state-store",
+                    &redis.url(),
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..EdgeOptions::default()
+            },
+        )
+    };
+    let (a, b) = (start("edge-a"), start("edge-b"));
+    let _uas = Sipp::answering(&lab, "platform", platform).calls(2).start();
+    let attempt = |edge: &Edge, sock: &RawUdp, label: &str, password: &str| -> SipMsg {
+        let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
+        let (md5, _) = challenge(edge, sock, &inv);
+        let authed = with_credentials(&inv, password, &md5["nonce"]);
+        sock.send(edge.public, &authed.invite(sock.local));
+        let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
+        if resp.code() == Some(200) {
+            let ack = authed.in_dialog("ACK", authed.cseq, sock.local, &resp);
+            sock.send(edge.public, &ack);
+            let bye = authed.in_dialog("BYE", authed.cseq + 1, sock.local, &resp);
+            sock.send(edge.public, &bye);
+        } else {
+            sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+        }
+        resp
+    };
+    let guesser = RawUdp::bind([127, 0, 0, 13].into());
+    // Two wrong guesses at each edge: neither saw the four that block.
+    for (i, edge) in [&a, &a, &b, &b].into_iter().enumerate() {
+        if i == 3 {
+            // The fourth try waits out the slow-down the first three earned (1 s).
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let resp = attempt(edge, &guesser, &format!("guess-{i}"), &format!("guess-{i}"));
+        assert_eq!(resp.code(), Some(403), "{}", resp.text());
+    }
+    assert_eq!(
+        auth_failures(&a, "bad_response") + auth_failures(&b, "bad_response"),
+        4.0
+    );
+    // Edge A, which saw two, blocks the guesser's right password as well.
+    assert_eventually!(
+        {
+            let right = attempt(&a, &guesser, "right-at-a", PASSWORD);
+            right.code() == Some(403) && auth_failures(&a, "blocked") >= 1.0
+        },
+        Duration::from_secs(5),
+        "the block reaches the edge that saw only half the guesses"
+    );
+    // The carrier's own SBC, which never failed, still gets through either edge.
+    let carrier = RawUdp::bind(CARRIER);
+    for (i, edge) in [&a, &b].into_iter().enumerate() {
+        let ok = attempt(edge, &carrier, &format!("carrier-{i}"), PASSWORD);
+        assert_eq!(ok.code(), Some(200), "{}", ok.text());
+    }
+}
