@@ -22,11 +22,12 @@ EDGE_FLAGS = {
     "SNAPSHOT_SECRET", "PUBLIC_SIP", "INTERNAL_SIP", "PUBLIC_MEDIA_IP", "INTERNAL_MEDIA_IP",
     "RTP_PORTS", "WORKERS", "ADMIN", "ADVERTISE_HOST", "DRAIN_SECONDS", "ADVERTISE_IP_POOL",
     "PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA", "KERNEL_FAST_PATH",
-    "PLATFORM_CIDRS",
+    "PLATFORM_CIDRS", "STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD",
 }
 TLS_FLAGS = {"PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA"}
 # PUBLIC_MEDIA_IP is left to the edge (its carrier-side address) with edge.daemonset.publicNetwork.
-REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL", "KERNEL_FAST_PATH", "PUBLIC_MEDIA_IP"} - TLS_FLAGS
+STATE_FLAGS = {"STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD"}
+REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL", "KERNEL_FAST_PATH", "PUBLIC_MEDIA_IP"} - TLS_FLAGS - STATE_FLAGS
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 
 
@@ -179,6 +180,9 @@ def env_source(env, name):
     """What env var `name` resolves to: a literal value or fieldRef path (after $(VAR) refs)."""
     e = env[name]
     if "valueFrom" in e:
+        if "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            return f"secretKeyRef:{ref['name']}/{ref['key']}"
         return "fieldRef:" + e["valueFrom"]["fieldRef"]["fieldPath"]
     return re.sub(r"\$\(([A-Z_]+)\)", lambda m: env_source(env, m.group(1)), e["value"])
 
@@ -273,6 +277,15 @@ def workloads(path):
             assert mount, f"edge: {flag} {path} is in no volume mount"
             assert mount.get("readOnly"), f"edge: the mount of {flag} is not read-only"
             assert "secret" in volumes[mount["name"]], f"edge: {flag} is not from a Secret"
+    # The fleet's store: the password only ever from a Secret, never in the URL or the values.
+    if "STATE_STORE" in names:
+        url = env["TRUNKGATE_STATE_STORE"]["value"]
+        assert url.startswith(("redis://", "rediss://")), f"edge: state store {url}"
+        assert "@" not in url, "edge: a password in the state store URL"
+        assert "STATE_LEASE_SECONDS" in names, "edge: state store without its lease"
+    if "STATE_STORE_PASSWORD" in names:
+        assert env_source(env, "TRUNKGATE_STATE_STORE_PASSWORD").startswith("secretKeyRef:"), \
+            "edge: the state store password is not from a Secret"
     # One meaning on both sides: NAMESPACE/NAME.
     assert env["TRUNKGATE_SNAPSHOT_SECRET"]["value"] == flags["--snapshot-secret"], \
         "edge and operator disagree on the snapshot Secret"

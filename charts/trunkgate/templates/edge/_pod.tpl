@@ -99,6 +99,22 @@ spec:
           value: {{ include "trunkgate.edge.platformCidrs" . | quote }}
         - name: TRUNKGATE_INTERNAL_MEDIA_IP
           value: {{ $ip | quote }}
+        {{- with $e.stateStore }}
+        {{- if .url }}
+        # The fleet's shared limits and lockout (Redis/Valkey).
+        - name: TRUNKGATE_STATE_STORE
+          value: {{ .url | quote }}
+        - name: TRUNKGATE_STATE_LEASE_SECONDS
+          value: {{ .leaseSeconds | quote }}
+        {{- if .existingSecret }}
+        - name: TRUNKGATE_STATE_STORE_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ .existingSecret | quote }}
+              key: {{ .existingSecretKey | quote }}
+        {{- end }}
+        {{- end }}
+        {{- end }}
         {{- if $sts }}
         # Pod <name>-<i> advertises entry i towards carriers (its own LoadBalancer Service's IP).
         - name: TRUNKGATE_ADVERTISE_IP_POOL
