@@ -107,6 +107,8 @@ bench: build
 	@[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || bash scripts/test-deps.sh
 	-bash bench/tls_cps.sh $(BENCH_TLS_RATES)
 	-bash bench/profile_cps.sh 2000 2
+	@command -v redis-server >/dev/null 2>&1 || bash scripts/test-deps.sh
+	bash bench/fleet_cps.sh 2000 2
 	$(CARGO) run --release -q -p trunkgate-media --example uring_probe -- 2000 100000 5
 
 clean:

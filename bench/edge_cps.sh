@@ -8,7 +8,7 @@
 #
 # Every call is a full B2BUA call: ACL, trunk selection, E.164 normalisation, number ownership,
 # limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN,
-# DEFAULT_FLAGS [0], PERF_OUT
+# DEFAULT_FLAGS [0], PERF_OUT, EDGE_EXTRA (more edge flags, e.g. "--state-store redis://…")
 # [target/release/trunkgate-edge], MEDIA_RELAY [false: signalling only, like the Kamailio
 # baseline, which relays no media; true also opens a relay session (4 sockets) per call].
 # Prints one result line; exit 0 when every call succeeded.
@@ -48,7 +48,7 @@ else
 	PROTECTION=(--source-rate 0 --max-calls-in-setup 1000000 --max-calls-in-setup-per-source 1000000)
 fi
 "$EDGE_BIN" --config "$RUN/config" --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5070 \
-	--admin 127.0.0.1:19091 --workers "$WORKERS" "${PROTECTION[@]}" >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
+	--admin 127.0.0.1:19091 --workers "$WORKERS" "${PROTECTION[@]}" ${EDGE_EXTRA:-} >"$RUN/cdr.jsonl" 2>"$RUN/edge.log" &
 EDGE_PID=$!
 for ((i = 0; i < 100; i++)); do
 	curl -sf 127.0.0.1:19091/readyz >/dev/null 2>&1 && break
@@ -87,6 +87,8 @@ T1=$(now)
 E1=$(cpu_ticks "$EDGE_PID")
 U1=$(cpu_ticks "$UAS_PID")
 kill "$SAMPLER" 2>/dev/null
+# Round trips to the fleet's store (--state-store), if any: claims, releases, renewals.
+STORE_OPS=$(curl -sf 127.0.0.1:19091/metrics | awk '/^trunkgate_edge_state_store_ops_total/{s+=$NF} END{printf "%d", s}')
 DROPS=$(sock_drops 127.0.0.1:5060 127.0.0.1:5070)
 WALL=$(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.3f", b-a}')
 EDGE_CPU=$(pct $((E1 - E0)) "$WALL")
@@ -106,6 +108,7 @@ HELD=$(awk -v r="$RATE" -v h="$HOLD_MS" -v d="$DURATION" 'BEGIN{l=h/1000.0+32; i
 KIB_PER_CALL=$(awk -v a="$PEAK" -v b="$RSS0" -v c="$HELD" 'BEGIN{printf "%.2f", (a-b)/(c>0?c:1)}')
 VERDICT=FAIL
 [ "$UAC_RC" -eq 0 ] && VERDICT=PASS
-printf 'edge media_relay=%s rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
-	"${MEDIA_RELAY:-false}" "$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
+STORE_PER_CALL=$(awk -v o="${STORE_OPS:-0}" -v n="$CALLS" 'BEGIN{printf "%.2f", o/n}')
+printf 'edge media_relay=%s rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) store_ops=%s/call uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
+	"${MEDIA_RELAY:-false}" "$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$STORE_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
 [ "$VERDICT" = PASS ]

@@ -737,12 +737,17 @@ fn build_trunk(
         let (interval, threshold) = o.health_check.as_ref().map_or((0, 1), |hc| {
             (hc.interval_seconds.max(1), hc.failure_threshold.max(1))
         });
+        let registration = o
+            .registration
+            .as_ref()
+            .and_then(|r| registration(r, o, auth.as_ref(), report));
         OutboundConfig {
             targets,
             auth,
             caller_id_policy: o.caller_id_policy,
             health_interval_seconds: interval,
             health_failure_threshold: threshold,
+            registration,
         }
     });
     let mut routes = Vec::with_capacity(spec.routes.len());
@@ -1039,5 +1044,84 @@ pub fn parse_target(
         transport,
         priority,
         weight,
+    })
+}
+
+/// `outbound.registration` checked and filled in: the registrar (default the first target), the
+/// address of record (default the credentials' username at the registrar's host).
+fn registration(
+    r: &crate::trunk::Registration,
+    o: &crate::trunk::Outbound,
+    auth: Option<&crate::digest::DigestCredentials>,
+    report: &mut Report,
+) -> Option<crate::snapshot::RegistrationConfig> {
+    let field = "spec.outbound.registration";
+    let uri = match (&r.registrar, o.targets.first()) {
+        (Some(u), _) => (u.clone(), None),
+        (None, Some(t)) => (t.uri.clone(), t.transport),
+        (None, None) => return None,
+    };
+    let registrar = match parse_target(&uri.0, uri.1, 1, 1) {
+        Ok(t) => t,
+        Err(e) => {
+            report.problem(format!("{field}.registrar"), Reason::Invalid, e);
+            return None;
+        }
+    };
+    if !(60..=86400).contains(&r.expires_seconds) {
+        report.problem(
+            format!("{field}.expiresSeconds"),
+            Reason::Invalid,
+            "must be between 60 and 86400",
+        );
+        return None;
+    }
+    let aor = match (&r.aor, auth) {
+        (Some(a), _) => a.trim().to_string(),
+        (None, Some(c)) => {
+            let host = if registrar.host.contains(':') {
+                format!("[{}]", registrar.host)
+            } else {
+                registrar.host.clone()
+            };
+            format!("sip:{}@{host}", c.username)
+        }
+        (None, None) => {
+            report.problem(
+                format!("{field}.aor"),
+                Reason::Invalid,
+                "give the address of record to register (sip:USER@DOMAIN), or outbound.auth whose username names it",
+            );
+            return None;
+        }
+    };
+    let user = aor
+        .strip_prefix("sip:")
+        .or_else(|| aor.strip_prefix("sips:"))
+        .and_then(|rest| rest.split_once('@'))
+        .filter(|(u, host)| {
+            !u.is_empty()
+                && !host.is_empty()
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/%".contains(&b))
+                && !host
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'<' || b == b'>')
+        })
+        .map(|(u, _)| u.to_string());
+    let Some(user) = user else {
+        report.problem(
+            format!("{field}.aor"),
+            Reason::Invalid,
+            format!("'{aor}' is not sip:USER@DOMAIN"),
+        );
+        return None;
+    };
+    Some(crate::snapshot::RegistrationConfig {
+        registrar,
+        aor,
+        user,
+        expires: r.expires_seconds,
+        called_number: r.called_number,
     })
 }

@@ -108,6 +108,7 @@ impl CarrierTrunk {
             auth: None,
             caller_id_policy: CallerIdPolicy::Strict,
             health_check: None,
+            registration: None,
         });
         out.targets = targets;
         self

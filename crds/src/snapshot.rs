@@ -118,6 +118,23 @@ pub struct OutboundConfig {
     /// Failed probes in a row before a target is tried only after those that are up.
     #[serde(default)]
     pub health_failure_threshold: u32,
+    /// The registration with the carrier's registrar, if the trunk has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationConfig>,
+}
+
+/// `outbound.registration` as the edge runs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationConfig {
+    pub registrar: SipTarget,
+    /// The address of record, `sip:USER@DOMAIN`.
+    pub aor: String,
+    /// Its user part: also the user of the Contact registered, which calls to the contact name.
+    pub user: String,
+    /// Seconds asked for.
+    pub expires: u32,
+    pub called_number: crate::trunk::CalledNumberFrom,
 }
 
 /// A SIP next hop taken apart: scheme, host, optional port and transport.

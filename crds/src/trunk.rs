@@ -203,6 +203,49 @@ pub struct Outbound {
     /// error or 503) is tried only after the targets that answer, until it answers again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Register with the carrier (RFC 3261 §10), for carriers that deliver calls only to a
+    /// registered contact. One edge pod of the fleet holds the registration (the fleet's store
+    /// elects it); calls to the registered contact are this trunk's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<Registration>,
+}
+
+/// A registration with the carrier's registrar.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// The registrar (a SIP URI or host). Default: the first outbound target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub registrar: Option<String>,
+    /// The address of record registered (`sip:USER@DOMAIN`). Default: the username of
+    /// `outbound.auth`'s Secret at the registrar's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub aor: Option<String>,
+    /// The binding's lifetime asked for, in seconds (default 3600); the edge refreshes it at
+    /// half the lifetime the registrar grants.
+    #[serde(default = "default_expires")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub expires_seconds: u32,
+    /// Where the carrier puts the called number on calls to the registered contact: `To` (the
+    /// default; the Request-URI then names the contact) or `RequestUri`.
+    #[serde(default)]
+    pub called_number: CalledNumberFrom,
+}
+
+fn default_expires() -> u32 {
+    3600
+}
+
+/// Where the called number of a call to a registered contact is read.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum CalledNumberFrom {
+    /// The user part of the To header.
+    #[default]
+    To,
+    /// The user part of the Request-URI.
+    RequestUri,
 }
 
 /// One carrier SIP server.
@@ -403,6 +446,26 @@ pub struct CarrierTrunkStatus {
     /// Version of the edge snapshot that includes this generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_version: Option<String>,
+    /// The registration with the carrier (`outbound.registration`), as the edge pods report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationStatus>,
+}
+
+/// Where a trunk's registration stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationStatus {
+    /// Whether the registrar holds a binding now.
+    pub registered: bool,
+    /// When the binding runs out (RFC 3339), while registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The edge pod that holds the registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrant: Option<String>,
+    /// The last failure (status and reason, or why no answer came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The edge as the carrier sees it.

@@ -787,3 +787,68 @@ fn trunk_tls_reads_its_ca_bundle_and_checks_names() {
         );
     }
 }
+
+/// `outbound.registration`: the registrar defaults to the first target, the address of record
+/// to the credentials' username at the registrar's host; without credentials an AOR is needed.
+#[test]
+fn registrations_fill_in_their_defaults_and_name_what_is_missing() {
+    let reg = |aor: Option<&str>, expires: u32| trunkgate_crds::Registration {
+        registrar: None,
+        aor: aor.map(str::to_string),
+        expires_seconds: expires,
+        called_number: trunkgate_crds::CalledNumberFrom::To,
+    };
+    let with = |name: &str, r: trunkgate_crds::Registration, auth: bool| {
+        let mut t = CarrierTrunk::test("a", name).with_targets(&["sip:reg.carrier.example:5070"]);
+        if auth {
+            t = t.with_outbound_auth("creds", Some("carrier"));
+        }
+        if let Some(o) = t.spec.outbound.as_mut() {
+            o.registration = Some(r);
+        }
+        t
+    };
+    let trunks = [
+        with("defaults", reg(None, 600), true),
+        with(
+            "aor",
+            reg(Some("sip:+6491234567@carrier.example"), 3600),
+            false,
+        ),
+        with("no-aor", reg(None, 3600), false),
+        with("bad-aor", reg(Some("carrier.example"), 3600), false),
+        with("too-short", reg(None, 10), true),
+    ];
+    let c = compile(&trunks, &[], &secret("a", "creds", "acme", "pw"), None);
+    let registration = |id: &str| {
+        c.config
+            .trunks
+            .iter()
+            .find(|t| t.id == id)
+            .and_then(|t| t.outbound.as_ref()?.registration.clone())
+    };
+    let d = registration("a/defaults").expect("registered");
+    assert_eq!(d.aor, "sip:acme@reg.carrier.example");
+    assert_eq!(d.user, "acme");
+    assert_eq!(
+        (d.registrar.host.as_str(), d.registrar.port),
+        ("reg.carrier.example", Some(5070))
+    );
+    assert_eq!(d.expires, 600);
+    assert_eq!(
+        registration("a/aor").expect("registered").user,
+        "+6491234567"
+    );
+    for id in ["a/no-aor", "a/bad-aor", "a/too-short"] {
+        assert_eq!(trunk_reasons(&c, id), [Reason::Invalid], "{id}");
+    }
+    let text: Vec<String> = c
+        .problems()
+        .flat_map(|r| r.problems.iter().map(|p| p.to_string()))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|p| p.contains("registration.aor") && p.contains("outbound.auth")),
+        "{text:?}"
+    );
+}

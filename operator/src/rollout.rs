@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trunkgate_crds::trunk::RegistrationStatus;
 
 /// How far the current snapshot has reached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Rollout {
     /// Per probed trunk, over the pods that run `version`: the fewest targets any pod finds
     /// answering its probes, and how many targets there are.
     pub targets: BTreeMap<String, (u32, u32)>,
+    /// Per registration trunk: the registration as the pod that holds it reports it.
+    pub registrations: BTreeMap<String, RegistrationStatus>,
 }
 
 /// What one edge pod's `/snapshot` says.
@@ -33,6 +36,8 @@ pub struct PodSnapshot {
     pub version: String,
     /// Per probed trunk: targets answering, targets.
     pub targets: BTreeMap<String, (u32, u32)>,
+    /// Per registration trunk this pod holds: where its registration stands.
+    pub registrations: BTreeMap<String, RegistrationStatus>,
 }
 
 impl PodSnapshot {
@@ -49,7 +54,29 @@ impl PodSnapshot {
                 }
             }
         }
-        Some(Self { version, targets })
+        let mut registrations = BTreeMap::new();
+        if let Some(map) = v.get("registrations").and_then(|t| t.as_object()) {
+            for (id, r) in map {
+                let text = |k: &str| r.get(k).and_then(|x| x.as_str()).map(str::to_string);
+                registrations.insert(
+                    id.clone(),
+                    RegistrationStatus {
+                        registered: r
+                            .get("registered")
+                            .and_then(|x| x.as_bool())
+                            .unwrap_or(false),
+                        expires: text("expires"),
+                        registrant: text("registrant"),
+                        last_error: text("lastError"),
+                    },
+                );
+            }
+        }
+        Some(Self {
+            version,
+            targets,
+            registrations,
+        })
     }
 }
 
@@ -102,6 +129,7 @@ pub async fn observe(
                     Some(s) if s.version == version => {
                         r.programmed += 1;
                         r.add_pod_targets(&s.targets);
+                        r.add_pod_registrations(s.registrations);
                     }
                     Some(_) => {}
                     None => r.unreachable += 1,
@@ -124,6 +152,19 @@ impl Rollout {
                     *t = (*t).max(*total);
                 })
                 .or_insert((*up, *total));
+        }
+    }
+
+    /// Folds one pod's registrations in: a pod that holds a binding wins over one that failed.
+    pub fn add_pod_registrations(&mut self, pod: BTreeMap<String, RegistrationStatus>) {
+        for (id, r) in pod {
+            let keep = self
+                .registrations
+                .get(&id)
+                .is_some_and(|old| old.registered && !r.registered);
+            if !keep {
+                self.registrations.insert(id, r);
+            }
         }
     }
 
@@ -159,6 +200,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pods_registrations_are_read_from_its_snapshot() {
+        let s = PodSnapshot::parse(
+            r#"{"version":"v1","registrations":{"acme/t":{"registered":true,"expires":"2026-12-07T13:00:00Z","registrant":"edge-0"},"acme/u":{"registered":false,"registrant":"edge-0","lastError":"403 Forbidden"}}}"#,
+        )
+        .expect("parsed");
+        assert!(s.registrations["acme/t"].registered);
+        assert_eq!(
+            s.registrations["acme/t"].registrant.as_deref(),
+            Some("edge-0")
+        );
+        assert_eq!(
+            s.registrations["acme/u"].last_error.as_deref(),
+            Some("403 Forbidden")
+        );
+        let old = PodSnapshot::parse(r#"{"version":"v1"}"#).expect("an older edge");
+        assert!(old.registrations.is_empty());
+    }
+
+    #[test]
     fn condition_table() {
         let r = |p, t, u| Rollout {
             version: "v1".into(),
@@ -166,6 +226,7 @@ mod tests {
             total: t,
             unreachable: u,
             targets: BTreeMap::new(),
+            registrations: BTreeMap::new(),
         };
         assert_eq!(r(0, 0, 0).condition().0, "Unknown");
         assert_eq!(r(3, 3, 0).condition().0, "True");

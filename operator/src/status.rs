@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use trunkgate_crds::report::Report;
-use trunkgate_crds::trunk::{CarrierTrunkStatus, EdgeEndpoint};
+use trunkgate_crds::trunk::{CarrierTrunkStatus, EdgeEndpoint, RegistrationStatus};
 use trunkgate_crds::{NumberOwnershipStatus, snapshot::EdgeConfig};
 
 use crate::rollout::Rollout;
@@ -140,6 +140,57 @@ fn target_health(
     })
 }
 
+/// `status.registration` of a trunk with `outbound.registration`: what the pod holding it
+/// reports (nothing yet: not registered).
+fn registration_status(
+    report: &Report,
+    config: &EdgeConfig,
+    rollout: Option<&Rollout>,
+) -> Option<RegistrationStatus> {
+    let (_, trunk) = config.trunk(&report.key.id())?;
+    trunk.outbound.as_ref()?.registration.as_ref()?;
+    Some(
+        rollout
+            .filter(|r| r.version == config.version)
+            .and_then(|r| r.registrations.get(&trunk.id).cloned())
+            .unwrap_or_default(),
+    )
+}
+
+/// The `Registered` condition: True while a pod holds a binding.
+fn registered_condition(
+    r: &RegistrationStatus,
+    observed: bool,
+) -> (&'static str, &'static str, String) {
+    if r.registered {
+        let mut msg = "Registered with the carrier".to_string();
+        if let Some(e) = &r.expires {
+            msg.push_str(&format!(" until {e}"));
+        }
+        if let Some(p) = &r.registrant {
+            msg.push_str(&format!(", by edge pod {p}"));
+        }
+        return ("True", "Registered", format!("{msg}."));
+    }
+    match (&r.last_error, observed) {
+        (Some(e), _) => (
+            "False",
+            "RegistrationFailed",
+            format!("The registrar did not accept the registration: {e}."),
+        ),
+        (None, true) => (
+            "False",
+            "NotRegistered",
+            "No edge pod holds the registration yet.".to_string(),
+        ),
+        (None, false) => (
+            "Unknown",
+            "NoEdgePods",
+            "No edge pod has reported yet.".to_string(),
+        ),
+    }
+}
+
 /// Desired CarrierTrunk status.
 pub fn trunk_status(
     report: &Report,
@@ -153,8 +204,25 @@ pub fn trunk_status(
     let old = existing
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    let mut conditions = conditions(report, &config.version, rollout, unpublished, old, now);
+    let registration = registration_status(report, config, rollout);
+    if let Some(r) = &registration {
+        let (status, reason, message) = registered_condition(r, rollout.is_some());
+        let c = condition(
+            "Registered",
+            status,
+            reason.to_string(),
+            message,
+            report,
+            old,
+            now,
+        );
+        let at = conditions.len().saturating_sub(1);
+        conditions.insert(at, c);
+    }
     CarrierTrunkStatus {
-        conditions: conditions(report, &config.version, rollout, unpublished, old, now),
+        conditions,
+        registration,
         observed_generation: report.generation,
         edge: Some(edge.clone()),
         targets: target_health(report, config, rollout),
@@ -220,6 +288,73 @@ mod tests {
             target_health(&none.reports[0], &none.config, None).is_none(),
             "no outbound"
         );
+    }
+
+    #[test]
+    fn a_registration_trunk_reports_registered_from_the_pod_that_holds_it() {
+        let mut t = CarrierTrunk::test("a", "t").with_targets(&["sip:reg.example"]);
+        t.spec.outbound.as_mut().unwrap().registration = Some(trunkgate_crds::Registration {
+            registrar: None,
+            aor: Some("sip:acme@reg.example".into()),
+            expires_seconds: 3600,
+            called_number: trunkgate_crds::CalledNumberFrom::To,
+        });
+        let c = compile(std::slice::from_ref(&t), &[], &Secrets::new(), None);
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let edge = EdgeEndpoint::default();
+        let status = |r: Option<&Rollout>| {
+            trunk_status(&c.reports[0], &c.config, r, None, &edge, None, &now)
+        };
+        let registered = |s: &CarrierTrunkStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Registered")
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let s = status(None);
+        assert_eq!(
+            registered(&s),
+            Some(("Unknown".into(), "NoEdgePods".into()))
+        );
+        assert_eq!(s.conditions.last().map(|c| c.type_.as_str()), Some("Ready"));
+        let mut r = Rollout {
+            version: c.config.version.clone(),
+            total: 2,
+            programmed: 2,
+            ..Rollout::default()
+        };
+        // One pod failed, then the one that holds it reports a binding: it wins.
+        let failed = RegistrationStatus {
+            last_error: Some("403 Forbidden".into()),
+            ..Default::default()
+        };
+        r.add_pod_registrations([("a/t".to_string(), failed.clone())].into());
+        assert_eq!(
+            registered(&status(Some(&r))),
+            Some(("False".into(), "RegistrationFailed".into()))
+        );
+        let ok = RegistrationStatus {
+            registered: true,
+            expires: Some("2026-12-07T13:00:00Z".into()),
+            registrant: Some("edge-1".into()),
+            last_error: None,
+        };
+        r.add_pod_registrations([("a/t".to_string(), ok.clone())].into());
+        r.add_pod_registrations([("a/t".to_string(), failed)].into());
+        let s = status(Some(&r));
+        assert_eq!(registered(&s), Some(("True".into(), "Registered".into())));
+        assert_eq!(s.registration, Some(ok));
+        let plain = compile(&[CarrierTrunk::test("a", "u")], &[], &Secrets::new(), None);
+        let s = trunk_status(
+            &plain.reports[0],
+            &plain.config,
+            None,
+            None,
+            &edge,
+            None,
+            &now,
+        );
+        assert!(s.registration.is_none() && registered(&s).is_none());
     }
 
     #[test]

@@ -374,6 +374,7 @@ async fn programmed_condition_written_from_the_rollout() {
         total: 3,
         unreachable: 0,
         targets: Default::default(),
+        registrations: Default::default(),
     });
     let reply = serde_json::to_value(&trunk).unwrap();
     let server = tokio::spawn(async move {

@@ -40,6 +40,8 @@ pub struct Trunk {
     pub tls_client_names: Vec<String>,
     /// `outbound.healthCheck` (intervalSeconds, failureThreshold).
     pub health_check: Option<(u32, u32)>,
+    /// `outbound.registration`, as a YAML flow mapping (`{expiresSeconds: 60}`).
+    pub registration: Option<String>,
 }
 
 impl Trunk {
@@ -69,6 +71,7 @@ impl Trunk {
             tls_server_name: None,
             tls_client_names: vec![],
             health_check: None,
+            registration: None,
         }
     }
 
@@ -109,6 +112,13 @@ impl Trunk {
     }
 
     /// `Strict`, `Anonymize` or `PassThrough`.
+    /// `outbound.registration` with these fields (a YAML flow mapping such as
+    /// `{expiresSeconds: 60}`).
+    pub fn registration(mut self, fields: &str) -> Self {
+        self.registration = Some(fields.into());
+        self
+    }
+
     /// OPTIONS probes of the targets every `interval` seconds, down after `threshold` failures.
     pub fn health_check(mut self, interval: u32, threshold: u32) -> Self {
         self.health_check = Some((interval, threshold));
@@ -223,6 +233,9 @@ impl Trunk {
                     y,
                     "    healthCheck: {{intervalSeconds: {interval}, failureThreshold: {threshold}}}"
                 );
+            }
+            if let Some(r) = &self.registration {
+                let _ = writeln!(y, "    registration: {r}");
             }
         }
         if !self.routes.is_empty() {

@@ -196,10 +196,24 @@ pub fn inbound(
             checks.first().map(|(t, _)| *t),
         ));
     }
-    let raw_b = trunkgate_sip::request_uri_user(req)
-        .map(str::to_string)
-        .or_else(|| trunkgate_sip::to_user(req).map(|u| u.into_owned()))
-        .unwrap_or_default();
+    // A call to a registration trunk's registered contact (its Request-URI user is the
+    // contact's user) is that trunk's, the called number where the trunk says the carrier puts
+    // it (To by default).
+    let ruri_user = trunkgate_sip::request_uri_user(req);
+    let registered_to = by_host.iter().copied().find_map(|t| {
+        let reg = rt.trunk(t).outbound.as_ref()?.registration.as_ref()?;
+        (Some(reg.user.as_str()) == ruri_user).then_some((t, reg.called_number))
+    });
+    let by_host = match registered_to {
+        Some((t, _)) => vec![t],
+        None => by_host,
+    };
+    let to_user = || trunkgate_sip::to_user(req).map(|u| u.into_owned());
+    let raw_b = match registered_to {
+        Some((_, trunkgate_crds::CalledNumberFrom::To)) => to_user(),
+        _ => ruri_user.map(str::to_string).or_else(to_user),
+    }
+    .unwrap_or_default();
     // Pick the trunk: the one (of those left) on which the called number is owned.
     let mut chosen: Option<(u32, Result<E164, NormaliseError>)> = None;
     for t in &by_host {

@@ -77,6 +77,16 @@ impl Worker {
         };
         match &tx.purpose {
             Purpose::Probe(p) => (p.trunk_id.clone(), p.auth.clone()),
+            Purpose::Register(trunk) => {
+                let rt = self.shared.runtime.load();
+                let creds = rt
+                    .config
+                    .trunks
+                    .iter()
+                    .find(|t| *t.id == **trunk)
+                    .and_then(|t| t.outbound.as_ref()?.auth.clone());
+                (trunk.to_string(), creds)
+            }
             Purpose::Relay(_)
             | Purpose::Bye
             | Purpose::Setup
@@ -139,7 +149,7 @@ impl Worker {
         }
         // RFC 3261 §22.2: same request, CSeq one higher; inside a dialog the leg's CSeq moves on.
         let cseq = match self.calls.get_mut(&tx.call) {
-            Some(c) if !matches!(tx.purpose, Purpose::Probe(_)) => {
+            Some(c) if !matches!(tx.purpose, Purpose::Probe(_) | Purpose::Register(_)) => {
                 let l = c.leg_mut(tx.leg);
                 l.local_cseq = l.local_cseq.max(tx.cseq) + 1;
                 l.local_cseq
@@ -158,7 +168,7 @@ impl Worker {
             tx.ruri.clone(),
             tx.ident.clone(),
         );
-        let probe = matches!(purpose, Purpose::Probe(_));
+        let probe = matches!(purpose, Purpose::Probe(_) | Purpose::Register(_));
         let new = self.open_client(
             call,
             leg,
@@ -207,6 +217,7 @@ impl Worker {
             Purpose::Probe(probe) => {
                 self.probe_answered(&probe, resp.status_code.code(), "challenged")
             }
+            Purpose::Register(trunk) => self.register_failed(&trunk, &text),
             Purpose::Bye | Purpose::Cancel | Purpose::Setup | Purpose::Refresh => {}
         }
     }

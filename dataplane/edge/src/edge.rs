@@ -269,6 +269,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 "trunks": rt.config.trunks.len(),
                 "ownerships": rt.config.ownerships.len(),
                 "activeCalls": rt.state.iter().map(|s| u64::from(s.active())).sum::<u64>(),
+                "registrations": *snap.registrations.lock().unwrap_or_else(|e| e.into_inner()),
             });
             (200, "application/json", format!("{body}\n"))
         })

@@ -112,6 +112,7 @@ impl Worker {
             return;
         }
         let rt = self.shared.runtime.load_full();
+        self.registration_tick(&rt);
         let workers = self.shared.handoff.len();
         let now = now_ms();
         for (i, trunk) in rt.config.trunks.iter().enumerate() {

@@ -23,6 +23,7 @@ mod metrics;
 mod msg;
 mod platform;
 mod prefilter;
+mod register;
 pub mod settings;
 mod source;
 mod source_limit;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub store_ops: IntCounterVec,
+    pub registrations: IntCounterVec,
+    pub registration_up: IntGaugeVec,
     pub store_up: IntGauge,
     pub fleet_pods: IntGauge,
     pub limit_fallback: IntGauge,
@@ -101,6 +103,16 @@ impl Metrics {
             g
         };
         Self {
+            registrations: cv(
+                "trunkgate_edge_registrations_total",
+                "Final answers to the edge's REGISTERs of registration trunks, by trunk and result (ok, failed: refused, unanswered or no answer).",
+                &["trunk", "result"],
+            ),
+            registration_up: gv(
+                "trunkgate_edge_registration_up",
+                "1 while the registrar holds this edge's binding for the trunk (only the edge of the fleet that holds the registration exports it).",
+                &["trunk"],
+            ),
             store_ops: cv(
                 "trunkgate_edge_state_store_ops_total",
                 "Round trips to the fleet's shared store (--state-store), by operation (claim, release, refresh, lockout) and result (ok, refused, error).",

@@ -139,7 +139,11 @@ impl Prefilter {
                     add.push(net(v4.network(), v4.prefix_len()));
                 }
             }
-            for target in t.outbound.iter().flat_map(|o| &o.targets) {
+            let registrar = t
+                .outbound
+                .iter()
+                .filter_map(|o| Some(&o.registration.as_ref()?.registrar));
+            for target in t.outbound.iter().flat_map(|o| &o.targets).chain(registrar) {
                 if let Ok(IpAddr::V4(ip)) = target.host.parse::<IpAddr>() {
                     add.push(net(ip, 32));
                 }

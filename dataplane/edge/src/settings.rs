@@ -382,11 +382,9 @@ impl Settings {
             .unwrap_or_else(|| self.internal_sip.ip())
     }
 
-    /// How to reach the fleet's store (None: the embedded store).
-    pub fn store(&self) -> Option<crate::fleet::StoreSettings> {
-        let url = self.state_store.as_ref().filter(|u| !u.trim().is_empty())?;
-        let identity = self
-            .state_identity
+    /// This process's name in the fleet: `--state-identity`, else $POD_NAME, else the host name.
+    pub fn identity(&self) -> String {
+        self.state_identity
             .clone()
             .or_else(|| std::env::var("POD_NAME").ok())
             .filter(|i| !i.is_empty())
@@ -394,7 +392,13 @@ impl Settings {
                 let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
                 Some(h.trim().to_string()).filter(|h| !h.is_empty())
             })
-            .unwrap_or_else(|| "edge".to_string());
+            .unwrap_or_else(|| "edge".to_string())
+    }
+
+    /// How to reach the fleet's store (None: the embedded store).
+    pub fn store(&self) -> Option<crate::fleet::StoreSettings> {
+        let url = self.state_store.as_ref().filter(|u| !u.trim().is_empty())?;
+        let identity = self.identity();
         Some(crate::fleet::StoreSettings {
             url: url.trim().to_string(),
             password: self.state_store_password.clone(),

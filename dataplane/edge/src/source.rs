@@ -36,6 +36,19 @@ pub fn install(shared: &Shared, ready: &std::sync::atomic::AtomicBool, config: E
     for (trunk, error) in shared.tls.apply_trunks(&config.trunks) {
         tracing::warn!(%trunk, %error, "spec.tls cannot be used: its TLS calls are refused");
     }
+    // Registration trunks: the fleet elects a holder for each.
+    shared.fleet.want_registrations(
+        config
+            .trunks
+            .iter()
+            .filter(|t| {
+                t.outbound
+                    .as_ref()
+                    .is_some_and(|o| o.registration.is_some())
+            })
+            .map(|t| t.id.clone())
+            .collect(),
+    );
     let next = Runtime::build(config, Some(&current), &shared.metrics);
     shared.runtime.store(Arc::new(next));
     shared.metrics.snapshot_info.reset();

@@ -28,6 +28,7 @@ impl Worker {
                 self.probe_answered(&probe, resp.status_code.code(), &reason_of(resp))
             }
             Purpose::Refresh => self.refresh_answered(id, leg, resp),
+            Purpose::Register(trunk) => self.register_answered(&trunk, resp),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }
@@ -309,6 +310,7 @@ impl Worker {
             Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
             Purpose::Probe(probe) => self.probe_done(&probe, false, &text),
             Purpose::Refresh => self.refresh_failed(id, 408),
+            Purpose::Register(trunk) => self.register_failed(&trunk, &text),
             Purpose::Bye | Purpose::Cancel => {}
         }
     }

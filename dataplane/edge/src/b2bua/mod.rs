@@ -29,7 +29,7 @@ fn strip_tag(value: &str) -> String {
 /// Carrier 3xx answers one outbound call follows at most (a redirect loop ends there).
 pub(crate) const MAX_REDIRECTS: u8 = 3;
 
-fn reason_of(resp: &Response) -> String {
+pub(crate) fn reason_of(resp: &Response) -> String {
     resp.wire_reason
         .clone()
         .unwrap_or_else(|| reason_phrase(resp.status_code.code()).to_string())

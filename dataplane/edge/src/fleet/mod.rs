@@ -21,10 +21,12 @@ mod flows;
 mod redis_store;
 mod scripts;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -137,9 +139,20 @@ pub enum Cmd {
     AuthSucceeded(IpAddr),
 }
 
+/// The registration trunks (`outbound.registration`) of the fleet, and which of them this
+/// process holds: exactly one pod registers each trunk.
+#[derive(Default, Debug)]
+pub struct Registrants {
+    /// The registration trunks of the snapshot running.
+    pub wanted: Vec<String>,
+    /// The ones this process holds, each until its election runs out unless renewed.
+    pub held: HashMap<String, Instant>,
+}
+
 /// This process's handle on the fleet.
 pub struct Fleet {
     store: Option<Handle>,
+    registrants: Arc<Mutex<Registrants>>,
     /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
     /// the embedded store), the live pods last seen while it does not.
     share: Arc<AtomicU32>,
@@ -161,6 +174,8 @@ pub struct StoreTask {
     pub seq: AtomicU64,
     /// The share divisor the pods' own counters use ([`Fleet::share`]).
     pub share: Arc<AtomicU32>,
+    /// The registration trunks to hold and the ones held ([`Fleet::leads`]).
+    pub registrants: Arc<Mutex<Registrants>>,
 }
 
 impl StoreTask {
@@ -176,6 +191,7 @@ impl Fleet {
         Fleet {
             store: None,
             share: Arc::new(AtomicU32::new(1)),
+            registrants: Default::default(),
         }
     }
 
@@ -183,7 +199,9 @@ impl Fleet {
     pub fn shared(settings: StoreSettings) -> (Self, StoreTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let share = Arc::new(AtomicU32::new(1));
+        let registrants: Arc<Mutex<Registrants>> = Default::default();
         let task = StoreTask {
+            registrants: registrants.clone(),
             rx,
             tx: tx.clone(),
             settings,
@@ -195,6 +213,7 @@ impl Fleet {
             Fleet {
                 store: Some(Handle { tx }),
                 share,
+                registrants,
             },
             task,
         )
@@ -229,6 +248,24 @@ impl Fleet {
             concurrent: none(),
             setup: none(),
         }));
+    }
+
+    /// The registration trunks of the snapshot now running (the store task elects a holder for
+    /// each).
+    pub fn want_registrations(&self, trunks: Vec<String>) {
+        let mut r = self.registrants.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.retain(|t, _| trunks.contains(t));
+        r.wanted = trunks;
+    }
+
+    /// Whether this process holds `trunk`'s registration at `now`: always with the embedded
+    /// store; with a shared one, while its election lasts.
+    pub fn leads(&self, trunk: &str, now: Instant) -> bool {
+        if self.store.is_none() {
+            return true;
+        }
+        let r = self.registrants.lock().unwrap_or_else(|e| e.into_inner());
+        r.held.get(trunk).is_some_and(|until| *until > now)
     }
 
     /// The store task's queue (None: the embedded store).

@@ -23,6 +23,7 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::RENEW));
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::HEARTBEAT));
 static AUTH_FAILED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_FAILED));
 static AUTH_SUCCEEDED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_SUCCEEDED));
+static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
 
 /// Places renewed per script call.
 const RENEW_BATCH: usize = 512;
@@ -279,8 +280,10 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                 let (mut conn, state, renewing, pod) =
                     (conn.clone(), state.clone(), renewing.clone(), pod.clone());
                 let pods_key = format!("{prefix}:pods");
+                let (registrants, prefix) = (task.registrants.clone(), prefix.clone());
                 tokio::spawn(async move {
                     heartbeat(&mut conn, &state, &pods_key, &pod, lease_ms).await;
+                    elect(&mut conn, &state, &registrants, &prefix, &pod, lease_ms).await;
                     renewing.store(false, Ordering::Release);
                 });
             }
@@ -340,6 +343,57 @@ async fn heartbeat(
         }
     }
     state.store_up();
+}
+
+/// Elects this pod, or keeps it, as the holder of each registration trunk nobody else holds.
+/// A holder's election lasts four fifths of the lease from before the round trip, so it ends
+/// before another pod can take over.
+async fn elect(
+    conn: &mut ConnectionManager,
+    state: &State,
+    registrants: &Mutex<super::Registrants>,
+    prefix: &str,
+    pod: &str,
+    lease_ms: u64,
+) {
+    let wanted = registrants
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .wanted
+        .clone();
+    for trunk in wanted {
+        let before = Instant::now();
+        let r: redis::RedisResult<i64> = ELECT
+            .key(format!("{prefix}:{{{trunk}}}:registrant"))
+            .arg(pod)
+            .arg(lease_ms)
+            .invoke_async(conn)
+            .await;
+        let mine = match r {
+            Ok(n) => n == 1,
+            Err(e) => {
+                state.count("elect", "error");
+                // Held elections run out by themselves.
+                return state.store_down(&e);
+            }
+        };
+        state.count("elect", "ok");
+        let mut r = registrants.lock().unwrap_or_else(|e| e.into_inner());
+        if mine {
+            let until = before + Duration::from_millis(lease_ms * 4 / 5);
+            if r.held.insert(trunk.clone(), until).is_none() {
+                tracing::info!(
+                    trunk,
+                    "this edge holds the trunk's registration for the fleet"
+                );
+            }
+        } else if r.held.remove(&trunk).is_some() {
+            tracing::info!(
+                trunk,
+                "another edge of the fleet holds the trunk's registration"
+            );
+        }
+    }
 }
 
 /// Every pod's digest failure counts, as the store broadcasts them, merged into `lockout`.

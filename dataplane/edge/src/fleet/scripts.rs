@@ -57,6 +57,21 @@ local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return {redis.call('ZCARD', KEYS[1]), added}
 "#;
 
+/// KEYS: a registration trunk's holder. ARGV: this pod, lease ms. Returns 1 when this pod holds
+/// it (renewed, or taken because nobody did), 0 when another pod does.
+pub const ELECT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// KEYS: the address's failure count, its block flag. ARGV: window ms, max failures, block ms,
 /// channel, address. Counts one digest failure for the fleet, starts the block at the limit,
 /// and tells every pod the count. Returns the count.

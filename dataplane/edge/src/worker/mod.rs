@@ -61,6 +61,10 @@ pub struct Shared {
     pub platform: crate::platform::PlatformAcl,
     /// The fleet's shared limits (`--state-store`), or this process alone.
     pub fleet: crate::fleet::Fleet,
+    /// This process's name in the fleet (`--state-identity`, the pod's name).
+    pub identity: String,
+    /// The registrations this process holds, for `/snapshot`.
+    pub registrations: crate::register::Statuses,
     /// The store task, until the edge starts it on the control thread.
     pub fleet_task: std::sync::Mutex<Option<crate::fleet::StoreTask>>,
 }
@@ -144,6 +148,12 @@ pub enum Lookup {
         probe: Arc<crate::health::Probe>,
         uri_host: String,
     },
+    /// The registrar of a trunk's registration; the REGISTER waiting is `cseq`, asking `expires`.
+    Register {
+        trunk: Arc<str>,
+        cseq: u32,
+        expires: u32,
+    },
 }
 
 /// A request we received and the responses we gave it.
@@ -186,6 +196,8 @@ pub enum Purpose {
     Refresh,
     /// An OPTIONS health probe of a carrier target (no call).
     Probe(Arc<crate::health::Probe>),
+    /// A REGISTER of the trunk's registration (no call).
+    Register(Arc<str>),
 }
 
 /// A request we sent and its state.
@@ -309,6 +321,8 @@ impl Shared {
         );
         runtime.share = fleet.share().clone();
         Shared {
+            identity: settings.identity(),
+            registrations: Default::default(),
             fleet,
             fleet_task: std::sync::Mutex::new(fleet_task),
             tcp: Arc::new(crate::census::Census::new(
@@ -399,6 +413,8 @@ pub struct Worker {
     pub rtp_by_trunk: Table<String, u32>,
     /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::b2bua::recycle).
     pub unacked: std::collections::VecDeque<(Instant, u64)>,
+    /// The trunk registrations this worker holds, by trunk id (crate::register).
+    pub registrations: Table<String, crate::register::binding::Binding>,
 }
 
 #[cfg(test)]
@@ -449,6 +465,7 @@ impl Worker {
             refusal_records: (now, 0),
             rtp_by_trunk: Default::default(),
             unacked: Default::default(),
+            registrations: Default::default(),
         }
     }
 

@@ -269,6 +269,15 @@ impl Worker {
                 lookup: Lookup::Probe { probe, uri_host },
                 result,
             } => self.on_probe_resolved(probe, &uri_host, result),
+            Event::Resolved {
+                lookup:
+                    Lookup::Register {
+                        trunk,
+                        cseq,
+                        expires,
+                    },
+                result,
+            } => self.on_register_resolved(trunk, cseq, expires, result),
             Event::Message { side, src, msg } => {
                 let class = match &*msg {
                     SipMessage::Response(_) => Class::Ongoing,
