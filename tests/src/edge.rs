@@ -28,6 +28,9 @@ pub struct EdgeOptions {
     /// Runs the edge without any capability, root or not (`setpriv --bounding-set=-all`): how
     /// an edge without CAP_BPF/CAP_NET_ADMIN behaves.
     pub no_capabilities: bool,
+    /// The carrier-side and platform-side SIP addresses (None: fresh ports), to start an edge
+    /// again where a killed one was.
+    pub sip: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Default for EdgeOptions {
@@ -39,6 +42,7 @@ impl Default for EdgeOptions {
             extra_args: vec![],
             env: vec![],
             no_capabilities: false,
+            sip: None,
         }
     }
 }
@@ -130,8 +134,12 @@ impl Edge {
 
     pub fn start_named(lab: &Lab, name: &str, opts: EdgeOptions) -> Edge {
         let bin = edge_bin();
-        let public = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
-        let internal = SocketAddr::new(EDGE_INTERNAL_IP, free_port());
+        let (public, internal) = opts.sip.unwrap_or_else(|| {
+            (
+                SocketAddr::new(EDGE_PUBLIC_IP, free_port()),
+                SocketAddr::new(EDGE_INTERNAL_IP, free_port()),
+            )
+        });
         let admin = SocketAddr::new(EDGE_PUBLIC_IP, free_port());
         // A test may give its own `--rtp-ports` (clap refuses the flag twice).
         let own_rtp = opts

@@ -208,6 +208,10 @@ pub struct Call {
     pub forks_ended: Vec<String>,
     /// 3xx answers of carrier targets followed so far (at most [`crate::b2bua::MAX_REDIRECTS`]).
     pub redirects: u8,
+    /// Rebuilt from a checkpoint by a restarted edge (its record says so).
+    pub recovered: bool,
+    /// A checkpoint of it was written (and must be forgotten when it ends).
+    pub checkpointed: bool,
 }
 
 impl Call {

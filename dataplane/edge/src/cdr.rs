@@ -29,6 +29,9 @@ struct Record<'a> {
     platform_transport: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     media: Vec<MediaRecord>,
+    /// The call was restored by a restarted edge from its checkpoint.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    recovered: bool,
 }
 
 /// One stream direction's quality at call end.
@@ -115,6 +118,7 @@ pub fn write(c: &Call) {
         duration_seconds: duration,
         final_status: c.final_code.unwrap_or(500),
         ended_by: c.ended_by,
+        recovered: c.recovered,
         carrier_call_id: &carrier.call_id,
         platform_call_id: &platform.call_id,
         carrier_transport: carrier.peer.transport().to_ascii_lowercase(),

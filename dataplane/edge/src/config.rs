@@ -110,6 +110,16 @@ impl TrunkState {
         })
     }
 
+    /// A restored call's slot: counted, whatever the limit (the call is up already).
+    pub fn restore_slot(self: &Arc<Self>) -> CallSlot {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.active_gauge.inc();
+        CallSlot {
+            trunk: self.clone(),
+            fleet: None,
+        }
+    }
+
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Acquire)
     }

@@ -240,7 +240,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let mut admin = trunkgate_admin::Admin::new(metrics.registry.clone());
-    admin.ready = ready.clone();
+    // Ready: a snapshot runs, and the previous run's calls are back (crate::fleet::restore).
+    let gate = Arc::new(AtomicBool::new(false));
+    admin.ready = gate.clone();
     // Metrics and the snapshot summary are for the platform's side (Prometheus, the operator)
     // (by default loopback), never a carrier: --admin-cidrs, else --platform-cidrs.
     let admin_acl = if settings.admin_cidrs.is_empty() {
@@ -312,6 +314,78 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::error!(error = %e, "admin endpoint failed");
         }
     });
+
+    // The previous run's calls (this identity's), handed to the workers that own them before
+    // any of them reads a packet.
+    let previous = match settings.store() {
+        Some(store) => {
+            let load = crate::fleet::load_calls(&store);
+            match control
+                .block_on(async { tokio::time::timeout(Duration::from_secs(3), load).await })
+            {
+                Ok(Ok(calls)) => calls,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "state store: the previous run's calls could not be read; none restored");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "state store: no answer within 3 s; the previous run's calls are not restored"
+                    );
+                    Vec::new()
+                }
+            }
+        }
+        None => match &settings.state_dir {
+            Some(dir) => match crate::fleet::journal::open_file(dir) {
+                Ok((calls, tx)) => {
+                    shared.fleet.journal_to_file(tx);
+                    calls
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "--state-dir: no call journal; calls will not survive a restart");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        },
+    };
+    if !previous.is_empty() {
+        tracing::info!(
+            calls = previous.len(),
+            "restoring the calls of the previous run"
+        );
+    }
+    let mut per_worker: Vec<Vec<crate::fleet::checkpoint::CallRecord>> = vec![Vec::new(); workers];
+    let mut restoring = 0;
+    for call in previous {
+        match crate::ids::owner(&call.key).filter(|w| *w < workers) {
+            Some(w) => {
+                per_worker[w].push(call);
+                restoring += 1;
+            }
+            None => {
+                tracing::warn!(
+                    key = call.key,
+                    "a call of the previous run belongs to a worker this run does not have (--workers changed): not restored"
+                );
+                shared.fleet.journal(call.key, None);
+            }
+        }
+    }
+    shared.restoring.store(restoring, Ordering::Release);
+    *shared.restore.lock().unwrap_or_else(|e| e.into_inner()) = per_worker;
+    // Ready once the snapshot runs and these calls are back.
+    {
+        let (ready, shared) = (ready.clone(), shared.clone());
+        control.spawn(async move {
+            loop {
+                let restored = shared.restoring.load(Ordering::Acquire) == 0;
+                gate.store(ready.load(Ordering::Acquire) && restored, Ordering::Release);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
 
     let mut threads = Vec::with_capacity(workers);
     for (index, (worker_sockets, rx)) in sockets.into_iter().zip(handoff_rx).enumerate() {

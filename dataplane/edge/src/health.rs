@@ -111,6 +111,7 @@ impl Worker {
         if self.shared.draining.load(Ordering::Relaxed) {
             return;
         }
+        self.restore_pending();
         let rt = self.shared.runtime.load_full();
         self.registration_tick(&rt);
         let workers = self.shared.handoff.len();

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub tcp_connections: IntGauge,
     pub store_ops: IntCounterVec,
+    pub checkpoints: IntCounter,
+    pub calls_restored: IntCounterVec,
     pub registrations: IntCounterVec,
     pub registration_up: IntGaugeVec,
     pub store_up: IntGauge,
@@ -112,6 +114,15 @@ impl Metrics {
                 "trunkgate_edge_registration_up",
                 "1 while the registrar holds this edge's binding for the trunk (only the edge of the fleet that holds the registration exports it).",
                 &["trunk"],
+            ),
+            checkpoints: counter(
+                "trunkgate_edge_call_checkpoints_total",
+                "Checkpoints of answered calls written (at the answer and after each re-INVITE or UPDATE), for a restarted edge to restore them.",
+            ),
+            calls_restored: cv(
+                "trunkgate_edge_calls_restored_total",
+                "Calls of a previous run of this edge rebuilt from their checkpoints at start, by result (ok, failed).",
+                &["result"],
             ),
             store_ops: cv(
                 "trunkgate_edge_state_store_ops_total",

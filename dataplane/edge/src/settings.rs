@@ -357,6 +357,10 @@ pub struct Settings {
         default_value_t = 10
     )]
     pub state_lease_seconds: u64,
+    /// Without --state-store: a folder where answered calls are journalled, so that the edge
+    /// restarted on it (same folder) restores them. None: calls do not survive a restart.
+    #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Write call detail records (JSON, one per line) to stdout.
     #[arg(help_heading = "Output", long, env = "TRUNKGATE_CDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub cdr: bool,

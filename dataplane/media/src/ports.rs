@@ -75,6 +75,20 @@ impl PortPool {
         self.free.pop_front().ok_or(Error::Exhausted)
     }
 
+    /// Takes the pair of `port` (a restored call's), free or resting; false when it is not in
+    /// this pool or already in use.
+    pub fn take(&mut self, port: u16) -> bool {
+        if let Some(i) = self.free.iter().position(|p| *p == port) {
+            self.free.remove(i);
+            return true;
+        }
+        if let Some(i) = self.quarantine.iter().position(|(_, p)| *p == port) {
+            self.quarantine.remove(i);
+            return true;
+        }
+        false
+    }
+
     /// Gives back a pair that carried media: usable again after the quarantine.
     pub fn release(&mut self, port: u16, now: Instant) {
         self.quarantine.push_back((now + self.hold, port));

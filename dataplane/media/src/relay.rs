@@ -678,14 +678,60 @@ impl MediaEngine {
         }
     }
 
+    /// Opens a session for `call` on exactly the port pairs it had before the process
+    /// restarted (a restored call), one `[public, internal]` pair per stream; the remotes are
+    /// set afterwards with [`MediaEngine::set_remote`].
+    pub fn reopen(&mut self, call: u64, ports: &[[u16; 2]]) -> Result<SessionId, MediaError> {
+        let id = self.open(call, 0)?;
+        for (i, pair) in ports.iter().enumerate() {
+            let legs = (
+                self.new_leg_at(id, i, Side::Public, Some(pair[0])),
+                self.new_leg_at(id, i, Side::Internal, Some(pair[1])),
+            );
+            match legs {
+                (Ok(public), Ok(internal)) => self.session_mut(id)?.streams.push(Stream {
+                    legs: [public, internal],
+                    keying: Keying::default(),
+                }),
+                (public, internal) => {
+                    for l in [public, internal].into_iter().flatten() {
+                        self.pool.restore(l.port);
+                    }
+                    self.close(id);
+                    return Err(MediaError::Ports(ports::Error::Exhausted));
+                }
+            }
+        }
+        Ok(id)
+    }
+
     fn new_leg(&mut self, id: SessionId, stream: usize, side: Side) -> Result<Leg, MediaError> {
+        self.new_leg_at(id, stream, side, None)
+    }
+
+    /// A leg on `port` (taken from the pool; a restored call's), or on the next free pair.
+    fn new_leg_at(
+        &mut self,
+        id: SessionId,
+        stream: usize,
+        side: Side,
+        wanted: Option<u16>,
+    ) -> Result<Leg, MediaError> {
         let ip = match side {
             Side::Public => self.cfg.public_bind,
             Side::Internal => self.cfg.internal_bind,
         };
+        if let Some(p) = wanted
+            && !self.pool.take(p)
+        {
+            return Err(MediaError::Ports(ports::Error::Exhausted));
+        }
         let mut failure = None;
         for _ in 0..BIND_ATTEMPTS {
-            let port = self.pool.allocate(Instant::now())?;
+            let port = match wanted {
+                Some(p) => p,
+                None => self.pool.allocate(Instant::now())?,
+            };
             match bind_pair(ip, port) {
                 Ok((rtp, rtcp)) => {
                     for (sock, is_rtcp) in [(&rtp, false), (&rtcp, true)] {
@@ -726,6 +772,9 @@ impl MediaEngine {
                     tracing::warn!(%addr, error = %source, "RTP port taken outside the edge");
                     self.pool.release(port, Instant::now());
                     failure = Some(MediaError::Bind { addr, source });
+                    if wanted.is_some() {
+                        break;
+                    }
                 }
             }
         }

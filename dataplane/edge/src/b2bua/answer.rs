@@ -133,7 +133,9 @@ impl Worker {
             // and the one it sends on (UAS on leg A).
             self.session_negotiated(id, LegId::B, resp, true);
             self.session_negotiated(id, LegId::A, resp, false);
-            return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
+            self.respond(&a_key, code, &reason_of(resp), &lines, &body);
+            // Answered: from here a restarted edge must find it (crate::fleet::restore).
+            return self.checkpoint(id);
         }
         // 3xx-6xx.
         if c.state.cancelled() {

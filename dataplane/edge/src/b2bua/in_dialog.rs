@@ -455,5 +455,9 @@ impl Worker {
             self.session_negotiated(id, from, resp, false);
         }
         self.respond(&server, code, &reason_of(resp), &lines, &body);
+        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
+            // The dialog or its media moved: a new checkpoint.
+            self.checkpoint(id);
+        }
     }
 }

@@ -16,9 +16,12 @@
 //! goes back to the shared figures by itself when the store answers again; an empty store (a
 //! restarted Redis) is refilled with the places the pods hold.
 
+pub mod checkpoint;
 #[cfg(test)]
 mod flows;
+pub mod journal;
 mod redis_store;
+mod restore;
 mod scripts;
 
 use std::collections::HashMap;
@@ -30,7 +33,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-pub use redis_store::{client, run};
+pub use redis_store::{client, load_calls, run};
 
 /// How to reach the shared store, from `--state-store`.
 #[derive(Clone, Debug)]
@@ -133,6 +136,8 @@ pub enum Cmd {
         key: Arc<str>,
         member: Arc<str>,
     },
+    /// A call's checkpoint, or its end.
+    Journal(journal::Entry),
     /// A digest failure from this address, for the fleet's count.
     AuthFailed(IpAddr),
     /// A right answer from this address clears the fleet's count.
@@ -152,6 +157,8 @@ pub struct Registrants {
 /// This process's handle on the fleet.
 pub struct Fleet {
     store: Option<Handle>,
+    /// Where calls' checkpoints go: the store task, or the file journal's writer.
+    file_journal: Mutex<Option<std::sync::mpsc::Sender<journal::Entry>>>,
     registrants: Arc<Mutex<Registrants>>,
     /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
     /// the embedded store), the live pods last seen while it does not.
@@ -190,6 +197,7 @@ impl Fleet {
     pub fn embedded() -> Self {
         Fleet {
             store: None,
+            file_journal: Mutex::new(None),
             share: Arc::new(AtomicU32::new(1)),
             registrants: Default::default(),
         }
@@ -212,6 +220,7 @@ impl Fleet {
         (
             Fleet {
                 store: Some(Handle { tx }),
+                file_journal: Mutex::new(None),
                 share,
                 registrants,
             },
@@ -266,6 +275,41 @@ impl Fleet {
         }
         let r = self.registrants.lock().unwrap_or_else(|e| e.into_inner());
         r.held.get(trunk).is_some_and(|until| *until > now)
+    }
+
+    /// Calls' checkpoints go to the file journal `tx` (the embedded store with --state-dir).
+    pub fn journal_to_file(&self, tx: std::sync::mpsc::Sender<journal::Entry>) {
+        *self.file_journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    /// Whether calls are checkpointed (a shared store, or a file journal).
+    pub fn journals(&self) -> bool {
+        self.store.is_some()
+            || self
+                .file_journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+    }
+
+    /// Writes a call's checkpoint (`json`), or forgets it (None). Never waits.
+    pub fn journal(&self, key: String, json: Option<String>) {
+        let entry = journal::Entry { key, json };
+        match &self.store {
+            Some(h) => {
+                let _ = h.tx.send(Cmd::Journal(entry));
+            }
+            None => {
+                if let Some(tx) = self
+                    .file_journal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    let _ = tx.send(entry);
+                }
+            }
+        }
     }
 
     /// The store task's queue (None: the embedded store).

@@ -25,6 +25,9 @@ static AUTH_FAILED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUT
 static AUTH_SUCCEEDED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_SUCCEEDED));
 static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
 
+/// How long releases wait to be sent together.
+const RELEASE_BATCH: Duration = Duration::from_millis(10);
+
 /// Places renewed per script call.
 const RENEW_BATCH: usize = 512;
 
@@ -137,6 +140,11 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     let lease_ms = lease.as_millis().min(u128::from(u32::MAX)) as u64;
     let pod = format!("{}:{}", task.settings.identity, task.boot);
     let renewing = Arc::new(AtomicBool::new(false));
+    let mut releases: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+    // Checkpoints since the last flush, the last one of each call winning.
+    let mut journal: HashMap<String, Option<String>> = HashMap::new();
+    let calls_key = calls_key(&task.settings);
+    let mut flush_at = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -215,22 +223,18 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                     Cmd::Release { key, member } => {
                         state.unhold(&key, &member);
                         if state.up.load(Ordering::Acquire) {
-                            let (mut conn, state) = (conn.clone(), state.clone());
-                            tokio::spawn(async move {
-                                let r: redis::RedisResult<i64> = redis::cmd("ZREM")
-                                    .arg(&*key)
-                                    .arg(&*member)
-                                    .query_async(&mut conn)
-                                    .await;
-                                match r {
-                                    Ok(_) => state.count("release", "ok"),
-                                    Err(e) => {
-                                        state.count("release", "error");
-                                        state.store_down(&e);
-                                    }
-                                }
-                            });
+                            // Batched: one pipeline every RELEASE_BATCH, a removal per set.
+                            if releases.is_empty() {
+                                flush_at = tokio::time::Instant::now() + RELEASE_BATCH;
+                            }
+                            releases.entry(key).or_default().push(member);
                         }
+                    }
+                    Cmd::Journal(e) => {
+                        if releases.is_empty() && journal.is_empty() {
+                            flush_at = tokio::time::Instant::now() + RELEASE_BATCH;
+                        }
+                        journal.insert(e.key, e.json);
                     }
                     Cmd::AuthFailed(ip) | Cmd::AuthSucceeded(ip) => {
                         let failed = matches!(cmd, Cmd::AuthFailed(_));
@@ -272,6 +276,32 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                         });
                     }
                 }
+            }
+            _ = tokio::time::sleep_until(flush_at), if !releases.is_empty() || !journal.is_empty() => {
+                let mut pipe = redis::pipe();
+                if !state.up.load(Ordering::Acquire) {
+                    releases.clear();
+                }
+                for (key, members) in releases.drain() {
+                    pipe.cmd("ZREM").arg(&*key).arg(members.iter().map(|m| &**m).collect::<Vec<_>>()).ignore();
+                }
+                for (key, json) in journal.drain() {
+                    match json {
+                        Some(json) => pipe.cmd("HSET").arg(&calls_key).arg(key).arg(json).ignore(),
+                        None => pipe.cmd("HDEL").arg(&calls_key).arg(key).ignore(),
+                    };
+                }
+                let (mut conn, state) = (conn.clone(), state.clone());
+                tokio::spawn(async move {
+                    let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+                    match r {
+                        Ok(()) => state.count("release", "ok"),
+                        Err(e) => {
+                            state.count("release", "error");
+                            state.store_down(&e);
+                        }
+                    }
+                });
             }
             _ = tick.tick() => {
                 if renewing.swap(true, Ordering::AcqRel) {
@@ -420,6 +450,24 @@ async fn listen(client: redis::Client, channel: String, lockout: Arc<Lockout>) {
 fn parse_count(text: &str) -> Option<(IpAddr, u32)> {
     let (ip, n) = text.rsplit_once(' ')?;
     Some((ip.parse().ok()?, n.parse().ok()?))
+}
+
+/// The hash of this edge's calls' checkpoints (by identity: a restarted pod reads its own).
+fn calls_key(settings: &StoreSettings) -> String {
+    format!("{}:calls:{}", settings.prefix, settings.identity)
+}
+
+/// The calls this edge (its identity) had checkpointed when it stopped.
+pub async fn load_calls(
+    settings: &StoreSettings,
+) -> redis::RedisResult<Vec<super::checkpoint::CallRecord>> {
+    let client = client(settings)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let all: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(calls_key(settings))
+        .query_async(&mut conn)
+        .await?;
+    Ok(super::journal::records(all))
 }
 
 /// A client for `settings`' URL, with the password from the Secret when one is given.

@@ -65,6 +65,10 @@ pub struct Shared {
     pub identity: String,
     /// The registrations this process holds, for `/snapshot`.
     pub registrations: crate::register::Statuses,
+    /// The previous run's calls, per worker, until each worker takes its own.
+    pub restore: std::sync::Mutex<Vec<Vec<crate::fleet::checkpoint::CallRecord>>>,
+    /// Calls of the previous run not restored yet: the edge is not ready until none is left.
+    pub restoring: std::sync::atomic::AtomicUsize,
     /// The store task, until the edge starts it on the control thread.
     pub fleet_task: std::sync::Mutex<Option<crate::fleet::StoreTask>>,
 }
@@ -323,6 +327,8 @@ impl Shared {
         Shared {
             identity: settings.identity(),
             registrations: Default::default(),
+            restore: Default::default(),
+            restoring: Default::default(),
             fleet,
             fleet_task: std::sync::Mutex::new(fleet_task),
             tcp: Arc::new(crate::census::Census::new(
@@ -415,6 +421,10 @@ pub struct Worker {
     pub unacked: std::collections::VecDeque<(Instant, u64)>,
     /// The trunk registrations this worker holds, by trunk id (crate::register).
     pub registrations: Table<String, crate::register::binding::Binding>,
+    /// Calls of the previous run still to restore (crate::fleet::restore).
+    pub restoring: Vec<crate::fleet::checkpoint::CallRecord>,
+    /// When the worker started.
+    pub started: Instant,
 }
 
 #[cfg(test)]
@@ -444,6 +454,13 @@ impl Worker {
             shared.metrics.auth_uri_differs.clone(),
         );
         let now = Instant::now();
+        let restoring = shared
+            .restore
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default();
         Worker {
             index,
             hot: shared.metrics.hot(),
@@ -466,6 +483,8 @@ impl Worker {
             rtp_by_trunk: Default::default(),
             unacked: Default::default(),
             registrations: Default::default(),
+            restoring,
+            started: now,
         }
     }
 
@@ -609,6 +628,10 @@ impl Worker {
             .inc();
         if self.shared.settings.cdr {
             crate::cdr::write(c);
+        }
+        if c.checkpointed {
+            let key = c.a.local_tag.clone();
+            self.shared.fleet.journal(key, None);
         }
         // Transactions absorb retransmissions on their own; the call itself only has to outlive
         // stray in-dialog requests for a moment (they get 481 afterwards).

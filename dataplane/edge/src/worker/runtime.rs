@@ -99,7 +99,11 @@ pub async fn run(
     let shared = worker.shared.clone();
     let hot = shared.metrics.hot();
     worker.now = Instant::now();
+    worker.restore_pending();
     worker.schedule(crate::health::TICK, super::Timer::ProbeTick);
+    for o in worker.out.drain() {
+        net.carry_out(&shared, &hot, o);
+    }
     loop {
         let next = worker.timers.next_deadline();
         let sleep = async move {

@@ -1,0 +1,210 @@
+//! A call as a plain record, written when it is answered and after each in-dialog change, and
+//! the call rebuilt from it by a restarted edge: its two dialogs (peers, tags, Contacts, route
+//! sets, CSeqs), its trunk and numbers, its start and answer times, and its relay ports with
+//! the addresses media went to. No socket or channel inside: a connection becomes an address
+//! and a transport, dialled again when the call needs it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::call::{Call, Direction, Leg, Side};
+
+/// A call's checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    /// Leg A's tag (ours): unique, and it names the worker that owns the call.
+    pub key: String,
+    pub trunk: String,
+    pub inbound: bool,
+    pub a: LegRecord,
+    pub b: LegRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    pub callee: String,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_ms: Option<u64>,
+    /// The relay's streams: `[public, internal]` ports and where each side's media went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<StreamRecord>,
+}
+
+/// One dialog of the call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegRecord {
+    pub public: bool,
+    pub peer: SocketAddr,
+    /// `UDP`, `TCP` or `TLS`.
+    pub transport: String,
+    pub call_id: String,
+    pub local_tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_tag: Option<String>,
+    pub local: String,
+    pub remote: String,
+    pub remote_target: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub invite_cseq: u32,
+}
+
+/// One relayed stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRecord {
+    /// The relay's RTP ports, `[carrier side, platform side]`.
+    pub ports: [u16; 2],
+    /// Where each side's media comes from (latched) or was offered, `[carrier, platform]`.
+    pub remotes: [Option<SocketAddr>; 2],
+}
+
+/// CSeqs a restored leg skips: requests it sent after its last checkpoint used some.
+pub const CSEQ_GAP: u32 = 100;
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub fn time_of(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+impl LegRecord {
+    pub fn of(l: &Leg) -> Self {
+        LegRecord {
+            public: l.side == Side::Public,
+            peer: l.peer.addr(),
+            transport: l.peer.transport().to_string(),
+            call_id: l.call_id.clone(),
+            local_tag: l.local_tag.clone(),
+            remote_tag: l.remote_tag.clone(),
+            local: l.local.clone(),
+            remote: l.remote.clone(),
+            remote_target: l.remote_target.clone(),
+            route_set: l.route_set.clone(),
+            local_cseq: l.local_cseq,
+            invite_cseq: l.invite_cseq,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        if self.public {
+            Side::Public
+        } else {
+            Side::Internal
+        }
+    }
+
+    pub fn transport(&self) -> trunkgate_crds::Transport {
+        match self.transport.as_str() {
+            "TCP" => trunkgate_crds::Transport::Tcp,
+            "TLS" => trunkgate_crds::Transport::Tls,
+            _ => trunkgate_crds::Transport::Udp,
+        }
+    }
+
+    /// The leg again, on `peer` (its link re-made), its CSeq moved past what it may have used.
+    pub fn leg(&self, peer: crate::worker::Link) -> Leg {
+        Leg {
+            side: self.side(),
+            peer,
+            call_id: self.call_id.clone(),
+            local_tag: self.local_tag.clone(),
+            remote_tag: self.remote_tag.clone(),
+            local: self.local.clone(),
+            remote: self.remote.clone(),
+            remote_target: self.remote_target.clone(),
+            route_set: self.route_set.clone(),
+            local_cseq: self.local_cseq.saturating_add(CSEQ_GAP),
+            invite_cseq: self.invite_cseq,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+            session: None,
+        }
+    }
+}
+
+impl CallRecord {
+    /// The checkpoint of `c`, with its relay's `media` streams.
+    pub fn of(c: &Call, media: Vec<StreamRecord>) -> Self {
+        CallRecord {
+            key: c.a.local_tag.clone(),
+            trunk: c.trunk_id().to_string(),
+            inbound: c.direction == Direction::Inbound,
+            a: LegRecord::of(&c.a),
+            b: LegRecord::of(&c.b),
+            caller: c.caller.map(|n| n.to_string()),
+            callee: c.callee.to_string(),
+            started_ms: ms(c.started),
+            answered_ms: c.answered.map(ms),
+            media,
+        }
+    }
+
+    pub fn direction(&self) -> Direction {
+        if self.inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg() -> LegRecord {
+        LegRecord {
+            public: true,
+            peer: "203.0.113.5:5060".parse().expect("addr"),
+            transport: "UDP".into(),
+            call_id: "c1@carrier".into(),
+            local_tag: "tg00aa".into(),
+            remote_tag: Some("c-1".into()),
+            local: "<sip:+6498879333@198.51.100.1>".into(),
+            remote: "<sip:+6421555123@carrier>".into(),
+            remote_target: "sip:+6421555123@203.0.113.5:5060".into(),
+            route_set: vec!["<sip:203.0.113.9;lr>".into()],
+            local_cseq: 3,
+            invite_cseq: 1,
+        }
+    }
+
+    #[test]
+    fn a_record_survives_json_and_a_restored_leg_skips_cseqs() {
+        let r = CallRecord {
+            key: "tg00aa".into(),
+            trunk: "acme/pacific".into(),
+            inbound: true,
+            a: leg(),
+            b: LegRecord {
+                public: false,
+                transport: "TCP".into(),
+                ..leg()
+            },
+            caller: Some("+6421555123".into()),
+            callee: "+6498879333".into(),
+            started_ms: 1_800_000_000_000,
+            answered_ms: Some(1_800_000_001_000),
+            media: vec![StreamRecord {
+                ports: [20000, 21000],
+                remotes: [Some("203.0.113.5:40000".parse().expect("addr")), None],
+            }],
+        };
+        let text = serde_json::to_string(&r).expect("json");
+        let back: CallRecord = serde_json::from_str(&text).expect("parsed");
+        assert_eq!(back, r);
+        assert_eq!(back.b.transport(), trunkgate_crds::Transport::Tcp);
+        let restored = back.a.leg(crate::worker::Link::Udp(back.a.peer));
+        assert_eq!(restored.local_cseq, 3 + CSEQ_GAP);
+        assert_eq!(restored.side, Side::Public);
+        assert_eq!(time_of(back.started_ms), time_of(1_800_000_000_000));
+    }
+}

@@ -1,0 +1,236 @@
+//! A call's checkpoint written when it is answered and after each in-dialog change, forgotten
+//! when it ends; and the calls of a previous life of this edge (same identity) rebuilt before
+//! it reports ready: their dialogs answer in-dialog requests again and their relay ports are
+//! bound again, so a `kill -9` loses no call and no call record.
+
+use std::time::Duration;
+
+use super::checkpoint::{CallRecord, StreamRecord, time_of};
+use crate::call::{Call, CallState, LegId, Side};
+use crate::worker::Worker;
+
+/// How long restored calls wait for their trunk to appear in the snapshot (cluster mode
+/// loads it after the workers start) before they are given up.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(30);
+
+impl Worker {
+    /// Writes call `id`'s checkpoint (an answered call; nothing before).
+    pub(crate) fn checkpoint(&mut self, id: u64) {
+        if !self.shared.fleet.journals() {
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.state != CallState::Confirmed {
+            return;
+        }
+        c.checkpointed = true;
+        let media = match (c.media, self.media.as_ref()) {
+            (Some(session), Some(engine)) => {
+                let stats = engine.stats(session);
+                (0..)
+                    .map_while(|i| {
+                        let port = |side| engine.local(session, side, i).map(|a| a.port());
+                        let ports = [port(Side::Public)?, port(Side::Internal)?];
+                        let remote = |side: Side| {
+                            stats
+                                .iter()
+                                .find(|s| s.stream == i && s.from == side)
+                                .and_then(|s| s.latched)
+                        };
+                        Some(StreamRecord {
+                            ports,
+                            remotes: [remote(Side::Public), remote(Side::Internal)],
+                        })
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let record = CallRecord::of(c, media);
+        match serde_json::to_string(&record) {
+            Ok(json) => {
+                self.shared.fleet.journal(record.key, Some(json));
+                self.shared.metrics.checkpoints.inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "a call checkpoint could not be written"),
+        }
+    }
+
+    /// Rebuilds the calls this worker is given from the previous life's checkpoints, once
+    /// their trunks are in the snapshot (or [`RESTORE_WAIT`] has passed).
+    pub(crate) fn restore_pending(&mut self) {
+        if self.restoring.is_empty() {
+            return;
+        }
+        let rt = self.shared.runtime.load_full();
+        let waited = self.now.saturating_duration_since(self.started) >= RESTORE_WAIT;
+        let records = std::mem::take(&mut self.restoring);
+        for r in records {
+            if !waited && !rt.config.trunks.iter().any(|t| t.id == r.trunk) {
+                self.restoring.push(r);
+                continue;
+            }
+            let key = r.key.clone();
+            match self.restore_call(r) {
+                Ok(()) => self
+                    .shared
+                    .metrics
+                    .calls_restored
+                    .with_label_values(&["ok"])
+                    .inc(),
+                Err(why) => {
+                    tracing::warn!(key, why, "a call of the previous run could not be restored");
+                    self.shared.fleet.journal(key, None);
+                    self.shared
+                        .metrics
+                        .calls_restored
+                        .with_label_values(&["failed"])
+                        .inc();
+                }
+            }
+            self.shared
+                .restoring
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    fn restore_call(&mut self, r: CallRecord) -> Result<(), String> {
+        let rt = self.shared.runtime.load_full();
+        let t = rt
+            .config
+            .trunks
+            .iter()
+            .position(|t| t.id == r.trunk)
+            .ok_or_else(|| format!("trunk {} is not in the snapshot", r.trunk))?
+            as u32;
+        let trunk_cfg = rt.trunk(t).clone();
+        let carrier_tls = self.shared.tls.trunk(&trunk_cfg.id);
+        let mut link = |l: &super::checkpoint::LegRecord| {
+            let host = crate::msg::host_of(&l.remote_target)
+                .unwrap_or_default()
+                .to_string();
+            self.link_to(
+                l.side(),
+                l.peer,
+                l.transport(),
+                &host,
+                carrier_tls.as_deref(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let (link_a, link_b) = (link(&r.a)?, link(&r.b)?);
+        let (a, b) = (r.a.leg(link_a), r.b.leg(link_b));
+        let id = self.next_call;
+        self.next_call += 1;
+        let media = match (r.media.is_empty(), self.media.as_mut()) {
+            (true, _) => None,
+            (false, None) => return Err("this edge has no media relay".into()),
+            (false, Some(engine)) => {
+                let ports: Vec<[u16; 2]> = r.media.iter().map(|s| s.ports).collect();
+                let session = engine
+                    .reopen(id, &ports)
+                    .map_err(|e| format!("relay ports {ports:?}: {e}"))?;
+                for (i, s) in r.media.iter().enumerate() {
+                    for side in [Side::Public, Side::Internal] {
+                        let Some(addr) = s.remotes[side.index()] else {
+                            continue;
+                        };
+                        let signalling = if a.side == side {
+                            a.peer.addr().ip()
+                        } else {
+                            b.peer.addr().ip()
+                        };
+                        let policy = crate::media::peer_policy(
+                            &self.shared.platform,
+                            &trunk_cfg,
+                            side,
+                            signalling,
+                        );
+                        let remote = trunkgate_media::sdp::Remote {
+                            rtp: addr,
+                            rtcp: std::net::SocketAddr::new(addr.ip(), addr.port().wrapping_add(1)),
+                            rtcp_mux: false,
+                            direction: Default::default(),
+                            clock_rate: 8000,
+                        };
+                        let _ = engine.set_remote(session, side, i, remote, &policy);
+                    }
+                }
+                *self.rtp_by_trunk.entry(trunk_cfg.id.clone()).or_insert(0) += 1;
+                Some(session)
+            }
+        };
+        let callee = trunkgate_crds::e164::E164::parse(&r.callee)
+            .ok_or_else(|| format!("called number {} is not E.164", r.callee))?;
+        let mut slot = rt.state[t as usize].restore_slot();
+        if self.shared.fleet.is_shared() {
+            // Its place in the fleet's count again (its old one runs out with the old lease).
+            self.out.push(crate::worker::Output::Claim {
+                call: id,
+                req: super::ClaimRequest {
+                    trunk: trunk_cfg.id.clone(),
+                    max_concurrent: None,
+                    max_per_second: None,
+                    max_in_setup: u32::MAX,
+                },
+            });
+        }
+        let _ = &mut slot;
+        self.dialogs
+            .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
+        self.dialogs
+            .insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
+        let key = crate::transaction::TransactionKey::client(
+            &format!("z9hG4bK-restored-{}", r.key),
+            trunkgate_sip::Method::Invite,
+        );
+        tracing::info!(
+            trunk = trunk_cfg.id,
+            call_id = a.call_id.as_str(),
+            "call of the previous run restored"
+        );
+        let call = Call {
+            rt,
+            trunk: t,
+            direction: r.direction(),
+            a,
+            b,
+            state: CallState::Confirmed,
+            a_invite: key,
+            b_invite: None,
+            hops: Vec::new(),
+            next_hop: 0,
+            b_user: String::new(),
+            b_lines: String::new(),
+            b_body: Vec::new(),
+            auth_line: None,
+            auth_tries: 0,
+            b_ack: None,
+            caller: r
+                .caller
+                .as_deref()
+                .and_then(trunkgate_crds::e164::E164::parse),
+            callee,
+            started: time_of(r.started_ms),
+            answered: r.answered_ms.map(time_of),
+            final_code: Some(200),
+            ended_by: None,
+            last_failure: None,
+            slot: Some(slot),
+            setup: None,
+            setup_source: None,
+            media,
+            media_stats: Vec::new(),
+            bye_lines: String::new(),
+            forks_ended: Vec::new(),
+            redirects: 0,
+            recovered: true,
+            checkpointed: false,
+        };
+        self.calls.insert(id, call);
+        self.checkpoint(id);
+        Ok(())
+    }
+}

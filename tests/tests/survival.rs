@@ -1,0 +1,133 @@
+//! A killed edge loses no call and no call record: calls answered through an edge that is then
+//! killed with `kill -9` are restored by the edge started again with the same identity (the
+//! same addresses, the same store), end normally from either side, and get exactly one call
+//! record, marked `recovered`. With a real `redis-server` as the fleet's store, and standalone
+//! with the call journal in `--state-dir`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use trunkgate_tests::config::documents;
+use trunkgate_tests::redis::Redis;
+use trunkgate_tests::sipp::scenario;
+use trunkgate_tests::*;
+
+const NUMBER: &str = "+6498879333";
+
+fn trunk(lab: &Lab, platform: SocketAddr) {
+    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            trunk.yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+        ]),
+    );
+}
+
+/// Starts an edge with `state` flags on `sip` addresses (None: fresh ones) and `rtp` ports.
+fn edge(
+    lab: &Lab,
+    name: &str,
+    state: &[String],
+    sip: Option<(SocketAddr, SocketAddr)>,
+    rtp: u16,
+) -> Edge {
+    let mut extra: Vec<String> = state.to_vec();
+    extra.extend([
+        "--state-identity".into(),
+        "edge-0".into(),
+        "--rtp-ports".into(),
+        format!("{rtp}-{}", rtp + 63),
+    ]);
+    Edge::start_named(
+        lab,
+        name,
+        EdgeOptions {
+            extra_args: extra,
+            sip,
+            ..Default::default()
+        },
+    )
+}
+
+/// Three calls up through an edge killed and started again: the carrier hangs them up after
+/// the restart; every call ends normally and has one record, marked recovered.
+fn calls_survive_a_kill(lab: &Lab, state: &[String]) {
+    let platform = Sipp::reserve(PLATFORM);
+    trunk(lab, platform);
+    let rtp = free_ports(64);
+    let first = edge(lab, "edge-first", state, None, rtp);
+    let uas = Sipp::answering(lab, "platform", platform)
+        .calls(3)
+        .timeout_secs(40)
+        .start();
+    let ruri = first.public_uri(NUMBER);
+    // Three calls the carrier hangs up 8 s after the answer.
+    let carrier = Sipp::uac(
+        lab,
+        "carrier",
+        scenario(lab, "uac_call.xml", &[("RURI", &ruri), ("HOLD_MS", "8000")]),
+        CARRIER,
+        first.public,
+    )
+    .calls(3)
+    .timeout_secs(40)
+    .start();
+    assert_eventually!(
+        first.metric("trunkgate_edge_call_checkpoints_total", &[]) >= 3.0,
+        Duration::from_secs(5),
+        "the answered calls are checkpointed"
+    );
+    // Checkpoints are written in batches: give the last one its moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let sip = (first.public, first.internal);
+    first.signal("KILL");
+    let killed = Instant::now();
+    drop(first);
+    let second = edge(lab, "edge-second", state, Some(sip), rtp);
+    let back = killed.elapsed();
+    println!("edge ready again {back:?} after kill -9, its calls restored");
+    assert_eq!(
+        second.metric("trunkgate_edge_calls_restored_total", &[("result", "ok")]),
+        3.0
+    );
+    // The carrier's BYEs reach the restarted edge: answered 200 (not 481), passed on.
+    let run = carrier.wait();
+    run.assert_ok();
+    uas.wait().assert_ok();
+    assert_eventually!(
+        second.cdrs().len() == 3,
+        Duration::from_secs(5),
+        "one record per call"
+    );
+    for cdr in second.cdrs() {
+        assert_eq!(cdr["recovered"], true, "{cdr}");
+        assert_eq!(cdr["finalStatus"], 200, "{cdr}");
+        assert!(
+            cdr["durationSeconds"].as_f64().is_some_and(|d| d > 7.0),
+            "the real start: {cdr}"
+        );
+    }
+}
+
+#[test]
+fn calls_survive_a_killed_edge_with_redis() {
+    let lab = Lab::new("survive_redis");
+    trunkgate_tests::edge::edge_bin();
+    let redis = Redis::start(&lab);
+    calls_survive_a_kill(&lab, &["--state-store".into(), redis.url()]);
+    assert_eq!(
+        redis.cli(&["HLEN", "trunkgate:calls:edge-0"]).as_deref(),
+        Some("0"),
+        "ended calls leave no checkpoint"
+    );
+}
+
+#[test]
+fn calls_survive_a_killed_standalone_edge_with_its_journal() {
+    let lab = Lab::new("survive_journal");
+    trunkgate_tests::edge::edge_bin();
+    let dir = lab.path("state");
+    calls_survive_a_kill(&lab, &["--state-dir".into(), dir.display().to_string()]);
+}
