@@ -131,3 +131,77 @@ fn calls_survive_a_killed_standalone_edge_with_its_journal() {
     let dir = lab.path("state");
     calls_survive_a_kill(&lab, &["--state-dir".into(), dir.display().to_string()]);
 }
+
+/// An edge killed for good: another edge of the fleet ends its calls once it has been silent
+/// for `--orphan-seconds`, BYE on both legs (to the addresses in the checkpoint), and writes
+/// their records with `endReason: edge_lost`.
+#[test]
+fn an_edge_gone_for_good_has_its_calls_ended_by_another() {
+    let lab = Lab::new("survive_orphans");
+    trunkgate_tests::edge::edge_bin();
+    let redis = Redis::start(&lab);
+    let platform = Sipp::reserve(PLATFORM);
+    trunk(&lab, platform);
+    let start = |name: &str| {
+        Edge::start_named(
+            &lab,
+            name,
+            EdgeOptions {
+                extra_args: [
+                    "--state-store",
+                    &redis.url(),
+                    "--state-identity",
+                    name,
+                    "--state-lease-seconds",
+                    "3",
+                    "--orphan-seconds",
+                    "3",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..Default::default()
+            },
+        )
+    };
+    let (a, b) = (start("edge-a"), start("edge-b"));
+    let uas = Sipp::answering(&lab, "platform", platform)
+        .timeout_secs(40)
+        .start();
+    let ruri = a.public_uri(NUMBER);
+    let carrier = Sipp::uac(
+        &lab,
+        "carrier",
+        scenario(&lab, "uac_call_wait_bye.xml", &[("RURI", &ruri)]),
+        CARRIER,
+        a.public,
+    )
+    .timeout_secs(40)
+    .start();
+    assert_eventually!(
+        a.metric("trunkgate_edge_call_checkpoints_total", &[]) >= 1.0,
+        Duration::from_secs(5),
+        "the call is up and checkpointed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal("KILL");
+    let killed = Instant::now();
+    // Both parties get a BYE from the other edge.
+    carrier.wait().assert_ok();
+    uas.wait().assert_ok();
+    println!(
+        "the call of the killed edge was ended {:?} after the kill (--orphan-seconds 3)",
+        killed.elapsed()
+    );
+    assert_eventually!(
+        b.cdrs().len() == 1,
+        Duration::from_secs(5),
+        "one record, written by the edge that ended the call"
+    );
+    let cdr = &b.cdrs()[0];
+    assert_eq!(cdr["endReason"], "edge_lost", "{cdr}");
+    assert_eq!(cdr["recovered"], true, "{cdr}");
+    assert_eq!(
+        b.metric("trunkgate_edge_orphan_calls_ended_total", &[]),
+        1.0
+    );
+}

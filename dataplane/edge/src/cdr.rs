@@ -29,6 +29,9 @@ struct Record<'a> {
     platform_transport: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     media: Vec<MediaRecord>,
+    /// `edge_lost`: the edge of the call died and another one ended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_reason: Option<&'static str>,
     /// The call was restored by a restarted edge from its checkpoint.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     recovered: bool,
@@ -119,6 +122,7 @@ pub fn write(c: &Call) {
         final_status: c.final_code.unwrap_or(500),
         ended_by: c.ended_by,
         recovered: c.recovered,
+        end_reason: (c.ended_by == Some("edge_lost")).then_some("edge_lost"),
         carrier_call_id: &carrier.call_id,
         platform_call_id: &platform.call_id,
         carrier_transport: carrier.peer.transport().to_ascii_lowercase(),

@@ -112,6 +112,7 @@ impl Worker {
             return;
         }
         self.restore_pending();
+        self.end_orphans();
         let rt = self.shared.runtime.load_full();
         self.registration_tick(&rt);
         let workers = self.shared.handoff.len();

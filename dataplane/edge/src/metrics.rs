@@ -48,6 +48,7 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     pub store_ops: IntCounterVec,
     pub checkpoints: IntCounter,
+    pub orphans_ended: IntCounter,
     pub calls_restored: IntCounterVec,
     pub registrations: IntCounterVec,
     pub registration_up: IntGaugeVec,
@@ -118,6 +119,10 @@ impl Metrics {
             checkpoints: counter(
                 "trunkgate_edge_call_checkpoints_total",
                 "Checkpoints of answered calls written (at the answer and after each re-INVITE or UPDATE), for a restarted edge to restore them.",
+            ),
+            orphans_ended: counter(
+                "trunkgate_edge_orphan_calls_ended_total",
+                "Calls of an edge gone for good (silent for --orphan-seconds) that this edge ended: BYE on both legs, record with endReason edge_lost.",
             ),
             calls_restored: cv(
                 "trunkgate_edge_calls_restored_total",

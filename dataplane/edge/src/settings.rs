@@ -357,6 +357,16 @@ pub struct Settings {
         default_value_t = 10
     )]
     pub state_lease_seconds: u64,
+    /// With --state-store: calls of an edge not heard of for this long (killed for good, its
+    /// node gone) are ended by another edge: BYE on both legs and a call record with
+    /// `endReason: edge_lost`. 0: never.
+    #[arg(
+        help_heading = "Fleet",
+        long,
+        env = "TRUNKGATE_ORPHAN_SECONDS",
+        default_value_t = 60
+    )]
+    pub orphan_seconds: u64,
     /// Without --state-store: a folder where answered calls are journalled, so that the edge
     /// restarted on it (same folder) restores them. None: calls do not survive a restart.
     #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_DIR")]

@@ -160,6 +160,7 @@ pub struct Fleet {
     /// Where calls' checkpoints go: the store task, or the file journal's writer.
     file_journal: Mutex<Option<std::sync::mpsc::Sender<journal::Entry>>>,
     registrants: Arc<Mutex<Registrants>>,
+    orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>>,
     /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
     /// the embedded store), the live pods last seen while it does not.
     share: Arc<AtomicU32>,
@@ -183,6 +184,10 @@ pub struct StoreTask {
     pub share: Arc<AtomicU32>,
     /// The registration trunks to hold and the ones held ([`Fleet::leads`]).
     pub registrants: Arc<Mutex<Registrants>>,
+    /// Calls of edges gone for good, adopted to be ended ([`Fleet::take_orphans`]).
+    pub orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>>,
+    /// Calls of an edge silent this long are ended by this one (0: never).
+    pub orphan_after: std::time::Duration,
 }
 
 impl StoreTask {
@@ -200,16 +205,20 @@ impl Fleet {
             file_journal: Mutex::new(None),
             share: Arc::new(AtomicU32::new(1)),
             registrants: Default::default(),
+            orphans: Default::default(),
         }
     }
 
     /// A fleet sharing the store `settings` name; the task goes to [`run`].
-    pub fn shared(settings: StoreSettings) -> (Self, StoreTask) {
+    pub fn shared(settings: StoreSettings, orphan_after: std::time::Duration) -> (Self, StoreTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let share = Arc::new(AtomicU32::new(1));
         let registrants: Arc<Mutex<Registrants>> = Default::default();
+        let orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>> = Default::default();
         let task = StoreTask {
             registrants: registrants.clone(),
+            orphans: orphans.clone(),
+            orphan_after,
             rx,
             tx: tx.clone(),
             settings,
@@ -223,6 +232,7 @@ impl Fleet {
                 file_journal: Mutex::new(None),
                 share,
                 registrants,
+                orphans,
             },
             task,
         )
@@ -310,6 +320,11 @@ impl Fleet {
                 }
             }
         }
+    }
+
+    /// Calls of edges gone for good that this process adopted, to end them.
+    pub fn take_orphans(&self) -> Vec<checkpoint::CallRecord> {
+        std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The store task's queue (None: the embedded store).

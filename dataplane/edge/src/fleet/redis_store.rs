@@ -24,6 +24,8 @@ static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::HEART
 static AUTH_FAILED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_FAILED));
 static AUTH_SUCCEEDED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::AUTH_SUCCEEDED));
 static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
+static SILENT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::SILENT));
+static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ADOPT));
 
 /// How long releases wait to be sent together.
 const RELEASE_BATCH: Duration = Duration::from_millis(10);
@@ -311,9 +313,14 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                     (conn.clone(), state.clone(), renewing.clone(), pod.clone());
                 let pods_key = format!("{prefix}:pods");
                 let (registrants, prefix) = (task.registrants.clone(), prefix.clone());
+                let (orphans, orphan_after) = (task.orphans.clone(), task.orphan_after);
+                let identity = task.settings.identity.clone();
                 tokio::spawn(async move {
-                    heartbeat(&mut conn, &state, &pods_key, &pod, lease_ms).await;
+                    heartbeat(&mut conn, &state, &pods_key, &identity, &pod, lease_ms).await;
                     elect(&mut conn, &state, &registrants, &prefix, &pod, lease_ms).await;
+                    if !orphan_after.is_zero() {
+                        adopt(&mut conn, &state, &orphans, &prefix, &identity, &pod, orphan_after).await;
+                    }
                     renewing.store(false, Ordering::Release);
                 });
             }
@@ -329,14 +336,17 @@ async fn heartbeat(
     conn: &mut ConnectionManager,
     state: &State,
     pods_key: &str,
+    identity: &str,
     pod: &str,
     lease_ms: u64,
 ) {
     let was_up = state.up.load(Ordering::Acquire);
     let r: redis::RedisResult<(u32, u32)> = HEARTBEAT
         .key(pods_key)
+        .key(format!("{pods_key}:seen"))
         .arg(pod)
         .arg(lease_ms)
+        .arg(identity)
         .invoke_async(conn)
         .await;
     let (pods, lost) = match r {
@@ -422,6 +432,56 @@ async fn elect(
                 trunk,
                 "another edge of the fleet holds the trunk's registration"
             );
+        }
+    }
+}
+
+/// Adopts the calls of edges silent for `after` (killed for good): one pod takes each
+/// edge's calls from the store and its worker 0 ends them ([`crate::fleet::restore`]).
+async fn adopt(
+    conn: &mut ConnectionManager,
+    state: &State,
+    orphans: &Mutex<Vec<super::checkpoint::CallRecord>>,
+    prefix: &str,
+    identity: &str,
+    pod: &str,
+    after: Duration,
+) {
+    let seen = format!("{prefix}:pods:seen");
+    let silent: redis::RedisResult<Vec<String>> = SILENT
+        .key(&seen)
+        .arg(identity)
+        .arg(after.as_millis() as u64)
+        .invoke_async(conn)
+        .await;
+    let Ok(silent) = silent else {
+        return state.count("adopt", "error");
+    };
+    for gone in silent {
+        let r: redis::RedisResult<HashMap<String, String>> = ADOPT
+            .key(format!("{prefix}:calls:{gone}"))
+            .key(format!("{prefix}:adopting:{gone}"))
+            .key(&seen)
+            .arg(pod)
+            .arg(&gone)
+            .invoke_async(conn)
+            .await;
+        match r {
+            Ok(calls) if !calls.is_empty() => {
+                state.count("adopt", "ok");
+                let records = super::journal::records(calls);
+                tracing::warn!(
+                    edge = gone,
+                    calls = records.len(),
+                    "an edge of the fleet is gone: ending its calls"
+                );
+                orphans
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(records);
+            }
+            Ok(_) => {}
+            Err(_) => state.count("adopt", "error"),
         }
     }
 }

@@ -96,6 +96,32 @@ impl Worker {
         }
     }
 
+    /// Ends the calls of edges gone for good that this process adopted (worker 0 does it): each
+    /// is rebuilt without media and hung up on both legs, its record saying `edge_lost`.
+    pub(crate) fn end_orphans(&mut self) {
+        if self.index != 0 {
+            return;
+        }
+        for mut r in self.shared.fleet.take_orphans() {
+            r.media.clear();
+            let key = r.key.clone();
+            let id = self.next_call;
+            match self.restore_call(r) {
+                Ok(()) => {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.ended_by = Some("edge_lost");
+                        c.bye_lines =
+                            "Reason: SIP;cause=503;text=\"the edge of this call is gone\"\r\n"
+                                .into();
+                    }
+                    self.end_call(id, None, "edge_lost");
+                    self.shared.metrics.orphans_ended.inc();
+                }
+                Err(why) => tracing::warn!(key, why, "an adopted call could not be ended"),
+            }
+        }
+    }
+
     fn restore_call(&mut self, r: CallRecord) -> Result<(), String> {
         let rt = self.shared.runtime.load_full();
         let t = rt

@@ -47,11 +47,13 @@ redis.call('PEXPIRE', KEYS[1], lease * 2)
 return missing
 "#;
 
-/// KEYS: the set of live pods. ARGV: this pod, lease ms. Returns {live pods, 1 if this pod was
-/// missing (the store lost its data, or our lease lapsed)}.
+/// KEYS: the set of live pods, the hash of each identity's last heartbeat. ARGV: this pod,
+/// lease ms, this pod's identity. Returns {live pods, 1 if this pod was missing (the store
+/// lost its data, or our lease lapsed)}.
 pub const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], ARGV[3], now)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return {redis.call('ZCARD', KEYS[1]), added}
@@ -70,6 +72,36 @@ if not cur then
   return 1
 end
 return 0
+"#;
+
+/// KEYS: the hash of each identity's last heartbeat. ARGV: this identity, orphan ms. Returns
+/// the identities not heard of for longer (not this one).
+pub const SILENT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] and now - tonumber(all[i + 1]) > tonumber(ARGV[2]) then
+    table.insert(out, all[i])
+  end
+end
+return out
+"#;
+
+/// KEYS: a silent identity's calls, its adoption lock, the heartbeat hash. ARGV: this pod,
+/// the silent identity. Takes the calls (once, by one pod): returns them as a flat
+/// key/value list, or nothing when another pod took them or there are none.
+pub const ADOPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HDEL', KEYS[3], ARGV[2])
+  return {}
+end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', 60000) then return {} end
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return all
 "#;
 
 /// KEYS: the address's failure count, its block flag. ARGV: window ms, max failures, block ms,

@@ -299,7 +299,8 @@ impl Shared {
         };
         let (fleet, fleet_task) = match settings.store() {
             Some(store) => {
-                let (fleet, task) = crate::fleet::Fleet::shared(store);
+                let orphan_after = Duration::from_secs(settings.orphan_seconds);
+                let (fleet, task) = crate::fleet::Fleet::shared(store, orphan_after);
                 (fleet, Some(task))
             }
             None => (crate::fleet::Fleet::embedded(), None),
