@@ -205,3 +205,68 @@ fn an_edge_gone_for_good_has_its_calls_ended_by_another() {
         1.0
     );
 }
+
+/// Audio through a killed edge: the edge started again binds the call's relay ports again and
+/// relays both ways within a second of the first packets, to where media went before.
+#[test]
+fn audio_flows_again_through_the_restarted_edge() {
+    use trunkgate_tests::rtp::*;
+    use trunkgate_tests::ua::Ua;
+    const WAIT: Duration = Duration::from_secs(2);
+    let lab = Lab::new("survive_audio");
+    trunkgate_tests::edge::edge_bin();
+    let mut carrier = Ua::bind("carrier", CARRIER, "+6421555123");
+    let mut platform = Ua::bind("platform", PLATFORM, "platform");
+    trunk(&lab, platform.local);
+    let state = [
+        "--state-dir".to_string(),
+        lab.path("state").display().to_string(),
+    ];
+    let rtp = free_ports(64);
+    let first = edge(&lab, "edge-first", &state, None, rtp);
+    let (c_rtp, p_rtp) = (RtpEnd::bind(CARRIER), RtpEnd::bind(PLATFORM));
+    let offer = sdp(CARRIER, c_rtp.addr.port(), &[PCMU], "");
+    let answer = sdp(PLATFORM, p_rtp.addr.port(), &[PCMU], "");
+    let (mut cd, tx) = carrier.invite(
+        first.public,
+        &first.public_uri(NUMBER),
+        "+6421555123",
+        &offer,
+    );
+    let invite = platform.expect_request("INVITE", WAIT);
+    platform.accept(&invite, &answer);
+    let resp = carrier.final_response(&mut cd, &tx, WAIT);
+    assert_eq!(resp.code(), Some(200), "{}", carrier.report());
+    platform.expect_request("ACK", WAIT);
+    let edge_public = sdp_rtp_addr(&resp.body).expect("the carrier's SDP answer");
+    let edge_internal = sdp_rtp_addr(&invite.msg.body).expect("the platform's SDP offer");
+    let both_ways = |first_seq: u16| {
+        for seq in first_seq..first_seq + 3 {
+            send(&c_rtp.rtp, edge_public, &g711(seq, 1, 0));
+            send(&p_rtp.rtp, edge_internal, &g711(seq, 2, 0));
+        }
+        let up = collect(&p_rtp.rtp, 3, WAIT, Duration::from_millis(100)).len();
+        let down = collect(&c_rtp.rtp, 3, WAIT, Duration::from_millis(100)).len();
+        (up, down)
+    };
+    assert_eq!(both_ways(0), (3, 3), "audio both ways before");
+    std::thread::sleep(Duration::from_millis(300));
+    let sip = (first.public, first.internal);
+    first.signal("KILL");
+    drop(first);
+    let second = edge(&lab, "edge-second", &state, Some(sip), rtp);
+    let restarted = Instant::now();
+    assert_eq!(
+        both_ways(3),
+        (3, 3),
+        "audio both ways after the restart, on the same ports"
+    );
+    println!(
+        "audio relayed again {:?} after the restarted edge was ready",
+        restarted.elapsed()
+    );
+    carrier.bye(&mut cd);
+    platform.answer_bye(WAIT);
+    let cdr = second.wait_cdr("the restored call", |c| c["callee"] == NUMBER);
+    assert_eq!(cdr["recovered"], true, "{cdr}");
+}
