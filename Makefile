@@ -8,7 +8,7 @@ CHART_CRD_DIR := charts/trunkgate/crds
 
 .PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image fuzz
 
-EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5080 --admin 127.0.0.1:9091
+EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5080 --admin 127.0.0.1:9091 --state-dir .trunkgate-state
 
 ## run: build and run the edge standalone on examples/ (no cluster needed); Ctrl-C stops it
 run: build

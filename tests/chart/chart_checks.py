@@ -22,11 +22,11 @@ EDGE_FLAGS = {
     "SNAPSHOT_SECRET", "PUBLIC_SIP", "INTERNAL_SIP", "PUBLIC_MEDIA_IP", "INTERNAL_MEDIA_IP",
     "RTP_PORTS", "WORKERS", "ADMIN", "ADVERTISE_HOST", "DRAIN_SECONDS", "ADVERTISE_IP_POOL",
     "PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA", "KERNEL_FAST_PATH",
-    "PLATFORM_CIDRS", "STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD",
+    "PLATFORM_CIDRS", "STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD", "STATE_DIR",
 }
 TLS_FLAGS = {"PUBLIC_SIPS", "INTERNAL_SIPS", "TLS_CERT", "TLS_KEY", "TLS_CA"}
 # PUBLIC_MEDIA_IP is left to the edge (its carrier-side address) with edge.daemonset.publicNetwork.
-STATE_FLAGS = {"STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD"}
+STATE_FLAGS = {"STATE_STORE", "STATE_LEASE_SECONDS", "STATE_STORE_PASSWORD", "STATE_DIR"}
 REQUIRED_EDGE_FLAGS = EDGE_FLAGS - {"WORKERS", "ADVERTISE_HOST", "ADVERTISE_IP_POOL", "KERNEL_FAST_PATH", "PUBLIC_MEDIA_IP"} - TLS_FLAGS - STATE_FLAGS
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 
@@ -283,6 +283,13 @@ def workloads(path):
         assert url.startswith(("redis://", "rediss://")), f"edge: state store {url}"
         assert "@" not in url, "edge: a password in the state store URL"
         assert "STATE_LEASE_SECONDS" in names, "edge: state store without its lease"
+    # Calls survive a restart: a shared store, or a journal on a writable volume (the root
+    # file system is read-only).
+    assert ("STATE_STORE" in names) != ("STATE_DIR" in names), "edge: neither (or both) a state store and a journal"
+    if "STATE_DIR" in names:
+        path = env["TRUNKGATE_STATE_DIR"]["value"].rstrip("/")
+        mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == path), None)
+        assert mount and not mount.get("readOnly"), f"edge: the journal {path} is on no writable volume"
     if "STATE_STORE_PASSWORD" in names:
         assert env_source(env, "TRUNKGATE_STATE_STORE_PASSWORD").startswith("secretKeyRef:"), \
             "edge: the state store password is not from a Secret"

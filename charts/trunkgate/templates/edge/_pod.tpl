@@ -99,6 +99,11 @@ spec:
           value: {{ include "trunkgate.edge.platformCidrs" . | quote }}
         - name: TRUNKGATE_INTERNAL_MEDIA_IP
           value: {{ $ip | quote }}
+        {{- if not $e.stateStore.url }}
+        # No shared store: calls are journalled in the pod (see the volume "state").
+        - name: TRUNKGATE_STATE_DIR
+          value: /var/lib/trunkgate
+        {{- end }}
         {{- with $e.stateStore }}
         {{- if .url }}
         # The fleet's shared limits and lockout (Redis/Valkey).
@@ -219,8 +224,15 @@ spec:
         {{- toYaml $e.resources | nindent 8 }}
       securityContext:
         {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low "fastPath" $fast) | nindent 8 }}
-      {{- if or $tls $e.tls.caSecretName }}
+      {{- $journal := not $e.stateStore.url }}
+      {{- if or $journal $tls $e.tls.caSecretName }}
       volumeMounts:
+        {{- if $journal }}
+        # The call journal (--state-dir): an edge container restarted in its pod (kill -9, OOM)
+        # restores its calls from it.
+        - name: state
+          mountPath: /var/lib/trunkgate
+        {{- end }}
         {{- if $tls }}
         - name: tls
           mountPath: /etc/trunkgate/tls
@@ -232,6 +244,11 @@ spec:
           readOnly: true
         {{- end }}
   volumes:
+    {{- if $journal }}
+    - name: state
+      emptyDir:
+        sizeLimit: 256Mi
+    {{- end }}
     {{- if $tls }}
     - name: tls
       secret:
