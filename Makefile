@@ -109,6 +109,7 @@ bench: build
 	-bash bench/profile_cps.sh 2000 2
 	@command -v redis-server >/dev/null 2>&1 || bash scripts/test-deps.sh
 	bash bench/fleet_cps.sh 2000 2
+	bash bench/restore_time.sh 10000
 	$(CARGO) run --release -q -p trunkgate-media --example uring_probe -- 2000 100000 5
 
 clean:
