@@ -1,4 +1,5 @@
-//! A killed edge loses no call and no call record: calls answered through an edge that is then
+//! A killed edge loses no call and no call record: calls answered through an edge (100 with
+//! sipp and Redis, 20 with the file journal, one with audio) that is then
 //! killed with `kill -9` are restored by the edge started again with the same identity (the
 //! same addresses, the same store), end normally from either side, and get exactly one call
 //! record, marked `recovered`. With a real `redis-server` as the fleet's store, and standalone
@@ -38,7 +39,7 @@ fn edge(
         "--state-identity".into(),
         "edge-0".into(),
         "--rtp-ports".into(),
-        format!("{rtp}-{}", rtp + 63),
+        format!("{rtp}-{}", rtp + 511),
     ]);
     Edge::start_named(
         lab,
@@ -51,19 +52,19 @@ fn edge(
     )
 }
 
-/// Three calls up through an edge killed and started again: the carrier hangs them up after
-/// the restart; every call ends normally and has one record, marked recovered.
-fn calls_survive_a_kill(lab: &Lab, state: &[String]) {
+/// `n` calls up through an edge killed and started again: the carrier hangs them up after the
+/// restart; every call ends normally and has one record, marked recovered.
+fn calls_survive_a_kill(lab: &Lab, state: &[String], n: u32) {
     let platform = Sipp::reserve(PLATFORM);
     trunk(lab, platform);
-    let rtp = free_ports(64);
+    let rtp = free_ports(512);
     let first = edge(lab, "edge-first", state, None, rtp);
     let uas = Sipp::answering(lab, "platform", platform)
-        .calls(3)
+        .calls(n)
         .timeout_secs(40)
         .start();
     let ruri = first.public_uri(NUMBER);
-    // Three calls the carrier hangs up 8 s after the answer.
+    // Calls the carrier hangs up 8 s after the answer, 50 a second.
     let carrier = Sipp::uac(
         lab,
         "carrier",
@@ -71,15 +72,17 @@ fn calls_survive_a_kill(lab: &Lab, state: &[String]) {
         CARRIER,
         first.public,
     )
-    .calls(3)
+    .calls(n)
+    .args(&["-r", "50", "-l", &n.to_string()])
     .timeout_secs(40)
     .start();
     assert_eventually!(
-        first.metric("trunkgate_edge_call_checkpoints_total", &[]) >= 3.0,
+        first.metric("trunkgate_edge_call_checkpoints_total", &[]) >= f64::from(n),
         Duration::from_secs(5),
         "the answered calls are checkpointed"
     );
     // Checkpoints are written in batches: give the last one its moment.
+    println!("{n} calls up and checkpointed");
     std::thread::sleep(Duration::from_millis(300));
     let sip = (first.public, first.internal);
     first.signal("KILL");
@@ -90,14 +93,14 @@ fn calls_survive_a_kill(lab: &Lab, state: &[String]) {
     println!("edge ready again {back:?} after kill -9, its calls restored");
     assert_eq!(
         second.metric("trunkgate_edge_calls_restored_total", &[("result", "ok")]),
-        3.0
+        f64::from(n)
     );
     // The carrier's BYEs reach the restarted edge: answered 200 (not 481), passed on.
     let run = carrier.wait();
     run.assert_ok();
     uas.wait().assert_ok();
     assert_eventually!(
-        second.cdrs().len() == 3,
+        second.cdrs().len() == n as usize,
         Duration::from_secs(5),
         "one record per call"
     );
@@ -116,7 +119,7 @@ fn calls_survive_a_killed_edge_with_redis() {
     let lab = Lab::new("survive_redis");
     trunkgate_tests::edge::edge_bin();
     let redis = Redis::start(&lab);
-    calls_survive_a_kill(&lab, &["--state-store".into(), redis.url()]);
+    calls_survive_a_kill(&lab, &["--state-store".into(), redis.url()], 100);
     assert_eq!(
         redis.cli(&["HLEN", "trunkgate:calls:edge-0"]).as_deref(),
         Some("0"),
@@ -129,7 +132,7 @@ fn calls_survive_a_killed_standalone_edge_with_its_journal() {
     let lab = Lab::new("survive_journal");
     trunkgate_tests::edge::edge_bin();
     let dir = lab.path("state");
-    calls_survive_a_kill(&lab, &["--state-dir".into(), dir.display().to_string()]);
+    calls_survive_a_kill(&lab, &["--state-dir".into(), dir.display().to_string()], 20);
 }
 
 /// An edge killed for good: another edge of the fleet ends its calls once it has been silent
@@ -222,7 +225,7 @@ fn audio_flows_again_through_the_restarted_edge() {
         "--state-dir".to_string(),
         lab.path("state").display().to_string(),
     ];
-    let rtp = free_ports(64);
+    let rtp = free_ports(512);
     let first = edge(&lab, "edge-first", &state, None, rtp);
     let (c_rtp, p_rtp) = (RtpEnd::bind(CARRIER), RtpEnd::bind(PLATFORM));
     let offer = sdp(CARRIER, c_rtp.addr.port(), &[PCMU], "");
