@@ -1,10 +1,9 @@
 //! A worker whose fleet shares a store, without sockets or Redis: the call waits for the
 //! store's verdict on its claim, and each answer the store may give is followed.
 
-use tokio::sync::mpsc;
 use trunkgate_crds::Secrets;
 
-use super::{Cmd, FleetRefusal, Hold, Release, Verdict};
+use super::{Cmd, FleetRefusal, Hold, Release, Tx, Verdict};
 use crate::call::Side;
 use crate::worker::harness::*;
 
@@ -19,8 +18,9 @@ fn fleet_harness() -> Harness {
 }
 
 /// The places a granted claim holds, and where their releases arrive.
-fn hold() -> (Hold, mpsc::UnboundedReceiver<Cmd>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+fn hold() -> (Hold, Tx) {
+    let tx: Tx = Default::default();
+    let rx = tx.clone();
     let place = |key: &str| Release {
         key: key.into(),
         member: "edge-0:1:0".into(),
@@ -35,14 +35,14 @@ fn hold() -> (Hold, mpsc::UnboundedReceiver<Cmd>) {
     )
 }
 
-fn released(rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Vec<String> {
-    let mut keys = Vec::new();
-    while let Ok(cmd) = rx.try_recv() {
-        if let Cmd::Release { key, .. } = cmd {
-            keys.push(key.to_string());
-        }
-    }
-    keys
+fn released(rx: &mut Tx) -> Vec<String> {
+    rx.take()
+        .into_iter()
+        .filter_map(|cmd| match cmd {
+            Cmd::Release { key, .. } => Some(key.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]

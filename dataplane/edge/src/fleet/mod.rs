@@ -20,6 +20,7 @@ pub mod checkpoint;
 #[cfg(test)]
 mod flows;
 pub mod journal;
+pub mod queue;
 mod redis_store;
 mod restore;
 mod scripts;
@@ -31,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 
 pub use redis_store::{client, load_calls, run};
 
@@ -108,7 +108,7 @@ pub struct Hold {
 pub struct Release {
     key: Arc<str>,
     member: Arc<str>,
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: Tx,
 }
 
 impl std::fmt::Debug for Release {
@@ -119,12 +119,15 @@ impl std::fmt::Debug for Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Release {
+        self.tx.push(Cmd::Release {
             key: self.key.clone(),
             member: self.member.clone(),
         });
     }
 }
+
+/// The store task's queue.
+pub type Tx = Arc<queue::Queue<Cmd>>;
 
 /// Work for the store task.
 pub enum Cmd {
@@ -167,14 +170,13 @@ pub struct Fleet {
 }
 
 struct Handle {
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: Tx,
 }
 
 /// The store task's side of a shared fleet, for [`run`].
 pub struct StoreTask {
-    pub rx: mpsc::UnboundedReceiver<Cmd>,
-    /// For the [`Release`]s of granted places.
-    pub tx: mpsc::UnboundedSender<Cmd>,
+    /// The workers' commands; also for the [`Release`]s of granted places.
+    pub tx: Tx,
     pub settings: StoreSettings,
     /// Random per process start, so a restarted pod's places never collide with the ones its
     /// previous life left to expire.
@@ -211,7 +213,7 @@ impl Fleet {
 
     /// A fleet sharing the store `settings` name; the task goes to [`run`].
     pub fn shared(settings: StoreSettings, orphan_after: std::time::Duration) -> (Self, StoreTask) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx: Tx = Default::default();
         let share = Arc::new(AtomicU32::new(1));
         let registrants: Arc<Mutex<Registrants>> = Default::default();
         let orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>> = Default::default();
@@ -219,7 +221,6 @@ impl Fleet {
             registrants: registrants.clone(),
             orphans: orphans.clone(),
             orphan_after,
-            rx,
             tx: tx.clone(),
             settings,
             boot: format!("{:08x}", rand::random::<u32>()),
@@ -250,13 +251,9 @@ impl Fleet {
     /// Asks the store for a call's places; `reply` gets the verdict on the store task. Without
     /// a running store task (embedded, or shutting down) the process's own counters decide.
     pub fn claim(&self, req: ClaimRequest, reply: Box<dyn FnOnce(Verdict) + Send>) {
-        let (tx, reply) = match &self.store {
-            Some(h) => match h.tx.send(Cmd::Claim { req, reply }) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(Cmd::Claim { reply, .. })) => (h.tx.clone(), reply),
-                Err(_) => return,
-            },
-            None => (mpsc::unbounded_channel().0, reply),
+        let tx = match &self.store {
+            Some(h) => return h.tx.push(Cmd::Claim { req, reply }),
+            None => Tx::default(),
         };
         let none = || Release {
             key: "".into(),
@@ -307,7 +304,7 @@ impl Fleet {
         let entry = journal::Entry { key, json };
         match &self.store {
             Some(h) => {
-                let _ = h.tx.send(Cmd::Journal(entry));
+                h.tx.push(Cmd::Journal(entry));
             }
             None => {
                 if let Some(tx) = self
@@ -328,7 +325,7 @@ impl Fleet {
     }
 
     /// The store task's queue (None: the embedded store).
-    pub fn sender(&self) -> Option<mpsc::UnboundedSender<Cmd>> {
+    pub fn sender(&self) -> Option<Tx> {
         self.store.as_ref().map(|h| h.tx.clone())
     }
 }
@@ -408,15 +405,16 @@ mod tests {
 
     #[test]
     fn a_dropped_place_is_given_back_once() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let tx: Tx = Default::default();
         let r = Release {
             key: "k".into(),
             member: "m".into(),
-            tx,
+            tx: tx.clone(),
         };
         drop(r);
-        assert!(matches!(rx.try_recv(), Ok(Cmd::Release { .. })));
-        assert!(rx.try_recv().is_err());
+        let got = tx.take();
+        assert!(matches!(got.as_slice(), [Cmd::Release { .. }]));
+        assert!(tx.take().is_empty());
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl State {
 
 /// Runs the store task of `task` until every worker has gone; `lockout` is the edge's digest
 /// lockout, which it shares with the fleet.
-pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
+pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     let client = match client(&task.settings) {
         Ok(c) => c,
         Err(e) => {
@@ -147,12 +147,13 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     let mut journal: HashMap<String, Option<String>> = HashMap::new();
     let calls_key = calls_key(&task.settings);
     let mut flush_at = tokio::time::Instant::now();
+    let queue = task.tx.clone();
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            cmd = task.rx.recv() => {
-                let Some(cmd) = cmd else { return };
+            batch = queue.next_batch() => {
+                for cmd in batch {
                 match cmd {
                     Cmd::Claim { req, reply } => {
                         let keys = TrunkKeys::new(&prefix, &req.trunk);
@@ -278,6 +279,9 @@ pub async fn run(mut task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                         });
                     }
                 }
+                }
+                // Under load, let the next messages gather: one wake for many.
+                tokio::time::sleep(super::queue::GATHER).await;
             }
             _ = tokio::time::sleep_until(flush_at), if !releases.is_empty() || !journal.is_empty() => {
                 let mut pipe = redis::pipe();

@@ -312,7 +312,7 @@ impl Shared {
         if let Some(tx) = fleet.sender() {
             // A digest failure counts for the fleet; the store tells every pod the count.
             lockout.share_with(Box::new(move |ip, failed| {
-                let _ = tx.send(if failed {
+                tx.push(if failed {
                     crate::fleet::Cmd::AuthFailed(ip)
                 } else {
                     crate::fleet::Cmd::AuthSucceeded(ip)
