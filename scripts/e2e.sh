@@ -21,6 +21,9 @@
 #  5. A CarrierTrunk edit must reach the edge pod (its /snapshot version) within 2 s.
 #  6. helm upgrade (a new pod annotation) while a call is up: the old edge pod drains, the call
 #     ends normally with BYE through it, the new pod takes over.
+#  6b. (local cluster) kill -9 of the edge process with a call up: the kubelet restarts the
+#     container, which restores the call from its journal (an emptyDir) before it is Ready; the
+#     call ends normally and its CDR says recovered.
 #  7. helm uninstall: no pod, workload, Service, RBAC object, snapshot Secret or Lease of the
 #     release left, the node's SIP and admin ports free.
 #
@@ -348,6 +351,31 @@ grep '"type":"cdr"' "$work/drain/old-edge.log" | grep '"callee":"+6499990002"' |
 grep '"type":"cdr"' "$work/drain/old-edge.log" | grep '"callee":"+6499990002"'
 kubectl -n "$NS" wait --for=condition=Ready pod "$new" --timeout=60s >/dev/null || fail "new edge pod not Ready"
 say "old pod $pod drained the call (CDR above); new pod $new Ready"
+
+# --- 6b. kill -9 of the edge with a call up: its container restarts and restores the call -------
+if [ "$MODE" = local ]; then
+	say "== kill -9 of the edge process with a call up: the container restarts in its pod and restores it"
+	mkdir -p "$work/kill"
+	start_platform "$work/kill"
+	(cd "$work/kill" && exec timeout 120 sipp -sn uac "$node_ip:5060" -i "$here_ip" -p 5061 -s 099990003 -m 1 \
+		-d 15000 -nostdin -timeout 90s -trace_err >uac.out 2>&1) &
+	caller_pid=$!
+	bg_pids+=("$caller_pid")
+	until_true 10 "the call up in the edge pod" bash -c "[ \"\$(curl -sf --max-time 1 '$admin/snapshot' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"activeCalls\"])')\" = 1 ]"
+	sleep 0.5 # the call's checkpoint reaches the journal (synced every 50 ms)
+	restarts() { kubectl -n "$NS" get pod "$new" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
+	before=$(restarts)
+	t=$(now)
+	pkill -9 -x trunkgate-edge || fail "no trunkgate-edge process on the node to kill"
+	until_true 90 "the edge container restarted and Ready" bash -c "[ \"\$(kubectl -n '$NS' get pod '$new' -o jsonpath='{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}')\" = '$((before + 1)) true' ]"
+	figure "kill -9 of the edge -> its container Ready again with the call restored" "$t"
+	wait "$caller_pid" || { tail -20 "$work/kill/uac.out"; fail "the call did not end normally after the kill"; }
+	wait "$platform_pid" || fail "the platform's side of the restored call failed"
+	until_true 10 "the restored call's CDR" \
+		bash -c "kubectl -n '$NS' logs '$new' | grep '\"type\":\"cdr\"' | grep '\"callee\":\"+6499990003\"' | grep -q '\"recovered\":true'"
+	kubectl -n "$NS" logs "$new" | grep '"type":"cdr"' | grep '"callee":"+6499990003"'
+	say "the call survived kill -9 of the edge (restored from the pod's journal, ended by BYE, one record)"
+fi
 
 # --- 7. helm uninstall leaves nothing ------------------------------------------------------------
 say "== helm uninstall"
