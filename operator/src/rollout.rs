@@ -28,6 +28,8 @@ pub struct Rollout {
     pub targets: BTreeMap<String, (u32, u32)>,
     /// Per registration trunk: the registration as the pod that holds it reports it.
     pub registrations: BTreeMap<String, RegistrationStatus>,
+    /// Pods that cannot reach the fleet's state store (each enforces its share of the limits).
+    pub store_fallback: u32,
 }
 
 /// What one edge pod's `/snapshot` says.
@@ -38,6 +40,8 @@ pub struct PodSnapshot {
     pub targets: BTreeMap<String, (u32, u32)>,
     /// Per registration trunk this pod holds: where its registration stands.
     pub registrations: BTreeMap<String, RegistrationStatus>,
+    /// The pod cannot reach the fleet's state store.
+    pub store_fallback: bool,
 }
 
 impl PodSnapshot {
@@ -72,10 +76,15 @@ impl PodSnapshot {
                 );
             }
         }
+        let store_fallback = v
+            .pointer("/stateStore/fallback")
+            .and_then(|f| f.as_bool())
+            .unwrap_or(false);
         Some(Self {
             version,
             targets,
             registrations,
+            store_fallback,
         })
     }
 }
@@ -130,6 +139,7 @@ pub async fn observe(
                         r.programmed += 1;
                         r.add_pod_targets(&s.targets);
                         r.add_pod_registrations(s.registrations);
+                        r.store_fallback += u32::from(s.store_fallback);
                     }
                     Some(_) => {}
                     None => r.unreachable += 1,
@@ -187,6 +197,12 @@ impl Rollout {
                 self.unreachable
             ));
         }
+        if self.store_fallback > 0 {
+            msg.push_str(&format!(
+                " {} cannot reach the state store: each enforces its share of the trunk limits (the limit divided by the edges it last saw) until the store answers.",
+                self.store_fallback
+            ));
+        }
         if self.programmed == self.total {
             ("True", "Programmed", msg)
         } else {
@@ -216,6 +232,21 @@ mod tests {
         );
         let old = PodSnapshot::parse(r#"{"version":"v1"}"#).expect("an older edge");
         assert!(old.registrations.is_empty());
+        assert!(!old.store_fallback);
+        let cut_off =
+            PodSnapshot::parse(r#"{"version":"v1","stateStore":{"shared":true,"fallback":true}}"#)
+                .expect("parsed");
+        assert!(cut_off.store_fallback);
+        let r = Rollout {
+            version: "v1".into(),
+            programmed: 2,
+            total: 2,
+            store_fallback: 1,
+            ..Rollout::default()
+        };
+        let (status, _, msg) = r.condition();
+        assert_eq!(status, "True");
+        assert!(msg.contains("1 cannot reach the state store"), "{msg}");
     }
 
     #[test]
@@ -227,6 +258,7 @@ mod tests {
             unreachable: u,
             targets: BTreeMap::new(),
             registrations: BTreeMap::new(),
+            store_fallback: 0,
         };
         assert_eq!(r(0, 0, 0).condition().0, "Unknown");
         assert_eq!(r(3, 3, 0).condition().0, "True");

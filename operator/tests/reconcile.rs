@@ -375,6 +375,7 @@ async fn programmed_condition_written_from_the_rollout() {
         unreachable: 0,
         targets: Default::default(),
         registrations: Default::default(),
+        store_fallback: 0,
     });
     let reply = serde_json::to_value(&trunk).unwrap();
     let server = tokio::spawn(async move {

@@ -236,6 +236,10 @@ fn without_redis_each_edge_enforces_its_share_then_the_fleet_figures_return() {
             Duration::from_secs(5),
             "the edge says it enforces its share"
         );
+        // And so does its /snapshot, which the operator reads into Programmed.
+        let (_, body) = e.get("/snapshot").expect("the admin endpoint");
+        let snap: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(snap["stateStore"]["fallback"], true, "{snap}");
     }
     let uas = Sipp::answering(&lab, "platform", platform)
         .calls(2)

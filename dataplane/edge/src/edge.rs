@@ -272,6 +272,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 "ownerships": rt.config.ownerships.len(),
                 "activeCalls": rt.state.iter().map(|s| u64::from(s.active())).sum::<u64>(),
                 "registrations": *snap.registrations.lock().unwrap_or_else(|e| e.into_inner()),
+                "stateStore": {
+                    "shared": snap.fleet.is_shared(),
+                    "fallback": snap.metrics.limit_fallback.get() == 1,
+                },
             });
             (200, "application/json", format!("{body}\n"))
         })
