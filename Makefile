@@ -29,7 +29,7 @@ test: test-deps
 	$(CARGO) test --workspace --doc --locked
 	@if [ "$$(id -u)" = 0 ]; then \
 	  echo "media tests again with the RTP fast path in the kernel (--kernel-fast-path lo)"; \
-	  TRUNKGATE_TEST_KERNEL_FAST_PATH=lo $(CARGO) test --locked -p trunkgate-tests --test media --test media_attacks --test interop_baresip --test srtp; \
+	  TRUNKGATE_TEST_KERNEL_FAST_PATH=lo $(CARGO) test --locked -p trunkgate-tests --test media --test media_attacks --test interop_baresip --test srtp --test survival; \
 	else echo "media tests with the kernel fast path skipped: they need root (CAP_BPF, CAP_NET_ADMIN)"; fi
 	@bash scripts/chart-test.sh
 	@E2E_FROM_MAKE_TEST=1 bash scripts/e2e.sh
