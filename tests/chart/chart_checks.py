@@ -280,7 +280,7 @@ def workloads(path):
     # The fleet's store: the password only ever from a Secret, never in the URL or the values.
     if "STATE_STORE" in names:
         url = env["TRUNKGATE_STATE_STORE"]["value"]
-        assert url.startswith(("redis://", "rediss://")), f"edge: state store {url}"
+        assert url.startswith(("redis://", "rediss://", "redis+sentinel://")), f"edge: state store {url}"
         assert "@" not in url, "edge: a password in the state store URL"
         assert "STATE_LEASE_SECONDS" in names, "edge: state store without its lease"
     # Calls survive a restart: a shared store, or a journal on a writable volume (the root

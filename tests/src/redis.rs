@@ -12,17 +12,49 @@ pub struct Redis {
     process: Option<ProcessGroup>,
     pub addr: SocketAddr,
     log: std::path::PathBuf,
+    /// More arguments (`--replicaof`, or a sentinel's config file and `--sentinel`).
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers PING.
     pub fn start(lab: &Lab) -> Redis {
+        Self::start_with(lab, "redis", &[])
+    }
+
+    /// A `redis-server` named `name` (its log file) with more arguments, e.g. a replica
+    /// (`--replicaof 127.0.0.1 PORT`).
+    pub fn start_with(lab: &Lab, name: &str, extra: &[String]) -> Redis {
         let addr = SocketAddr::new([127, 0, 0, 1].into(), free_port());
         let mut r = Redis {
             process: None,
             addr,
-            log: lab.path("redis.log"),
+            log: lab.path(&format!("{name}.log")),
+            extra: extra.to_vec(),
         };
+        r.restart();
+        r
+    }
+
+    /// A Redis Sentinel watching `master` as `name` (quorum 1, down after 1 s).
+    pub fn sentinel(lab: &Lab, name: &str, master: &Redis) -> Redis {
+        let conf = lab.path("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {name} {} {} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
+                master.addr.ip(),
+                master.addr.port()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut r = Redis {
+            process: None,
+            addr: SocketAddr::new([127, 0, 0, 1].into(), free_port()),
+            log: lab.path("sentinel.log"),
+            extra: vec![],
+        };
+        r.extra = vec![conf.display().to_string(), "--sentinel".into()];
         r.restart();
         r
     }
@@ -40,13 +72,19 @@ impl Redis {
             .open(&self.log)
             .expect("the redis log");
         let mut cmd = Command::new("timeout");
-        cmd.arg("300")
-            .arg("redis-server")
+        cmd.arg("300").arg("redis-server");
+        // A config file comes first (a sentinel's); options after it.
+        let (file, rest) = match self.extra.first() {
+            Some(f) if f.ends_with(".conf") => (Some(f.clone()), self.extra[1..].to_vec()),
+            _ => (None, self.extra.clone()),
+        };
+        cmd.args(file)
             .args(["--bind", &self.addr.ip().to_string()])
             .args(["--port", &self.addr.port().to_string()])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--protected-mode", "no"])
+            .args(&rest)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log));

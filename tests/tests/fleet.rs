@@ -281,3 +281,68 @@ fn without_redis_each_edge_enforces_its_share_then_the_fleet_figures_return() {
         "the log says the store was lost"
     );
 }
+
+/// Redis with Sentinel (`redis+sentinel://SENTINEL/MASTER`): the master dies, the sentinel
+/// promotes its replica, and the edge follows it: back to the fleet's figures on the new
+/// master, with the places of its calls written there.
+#[test]
+fn the_fleet_follows_its_store_through_a_sentinel_failover() {
+    let lab = Lab::new("fleet_sentinel");
+    trunkgate_tests::edge::edge_bin();
+    let mut master = Redis::start_with(&lab, "master", &[]);
+    let replica = Redis::start_with(
+        &lab,
+        "replica",
+        &[
+            "--replicaof".into(),
+            master.addr.ip().to_string(),
+            master.addr.port().to_string(),
+        ],
+    );
+    let sentinel = Redis::sentinel(&lab, "voice", &master);
+    let platform = Sipp::reserve(PLATFORM);
+    limited_trunk(&lab, platform, 4);
+    let edge = Edge::start_named(
+        &lab,
+        "edge",
+        EdgeOptions {
+            extra_args: vec![
+                "--state-store".into(),
+                format!("redis+sentinel://{}/voice", sentinel.addr),
+                "--state-lease-seconds".into(),
+                "3".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let uas = Sipp::answering(&lab, "platform", platform)
+        .calls(1)
+        .timeout_secs(60)
+        .start();
+    let call = carrier_calls(&lab, "carrier", &edge, 1, 25_000).start();
+    assert_eventually!(
+        master.zcard(CALLS_KEY) == Some(1),
+        Duration::from_secs(5),
+        "the call's place on the master"
+    );
+    master.kill();
+    let killed = Instant::now();
+    assert_eventually!(
+        replica
+            .cli(&["ROLE"])
+            .is_some_and(|r| r.starts_with("master"))
+            && edge.metric("trunkgate_edge_limit_fallback", &[]) == 0.0
+            && replica.zcard(CALLS_KEY) == Some(1),
+        Duration::from_secs(20),
+        "the replica promoted, the edge on it with its call's place: role {:?}, fallback {}, places {:?}",
+        replica.cli(&["ROLE"]),
+        edge.metric("trunkgate_edge_limit_fallback", &[]),
+        replica.zcard(CALLS_KEY)
+    );
+    println!(
+        "the edge was on the new master {:?} after the old one was killed",
+        killed.elapsed()
+    );
+    drop(call);
+    drop(uas);
+}

@@ -324,8 +324,9 @@ pub struct Settings {
         default_value_t = 300
     )]
     pub auth_block_seconds: u64,
-    /// The fleet's shared state: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (TLS;
-    /// Redis 7 or Valkey 8). Every edge pod given the same store enforces each trunk's limits
+    /// The fleet's shared state: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS), or
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER` (the master Redis Sentinel names,
+    /// followed across failovers); Redis 7 or Valkey 8. Every edge pod given the same store enforces each trunk's limits
     /// and the digest lockout as one. None: the embedded store (this process is the fleet).
     #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_STORE")]
     pub state_store: Option<String>,
@@ -567,10 +568,10 @@ impl Settings {
             ));
         }
         if let Some(store) = self.store()
-            && let Err(e) = crate::fleet::client(&store)
+            && let Err(e) = crate::fleet::Source::of(&store)
         {
             out.push(format!(
-                "--state-store {}: {e} (give redis://HOST:PORT or rediss://HOST:PORT)",
+                "--state-store {}: {e} (give redis://HOST:PORT, rediss://HOST:PORT or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER)",
                 crate::fleet::redacted(&store.url)
             ));
         }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-pub use redis_store::{client, load_calls, run};
+pub use redis_store::{Source, load_calls, run};
 
 /// How to reach the shared store, from `--state-store`.
 #[derive(Clone, Debug)]

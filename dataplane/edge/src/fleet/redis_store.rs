@@ -106,26 +106,20 @@ impl State {
 /// Runs the store task of `task` until every worker has gone; `lockout` is the edge's digest
 /// lockout, which it shares with the fleet.
 pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
-    let client = match client(&task.settings) {
-        Ok(c) => c,
+    let mut source = match Source::of(&task.settings) {
+        Ok(s) => s,
         Err(e) => {
             // Refused at start already (`Settings::start_problems`); never reached in practice.
             tracing::error!(error = %e, "--state-store: unusable");
             return;
         }
     };
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    let conn = match ConnectionManager::new_lazy_with_config(client.clone(), config) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "--state-store: unusable");
-            return;
-        }
+    let client = source.client().await;
+    let Ok(mut conn) = manager(client.clone()) else {
+        tracing::error!("--state-store: unusable");
+        return;
     };
+    let (clients, client_rx) = tokio::sync::watch::channel(client);
     let state = Arc::new(State {
         held: Mutex::new(HashMap::new()),
         up: AtomicBool::new(true),
@@ -137,7 +131,7 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     state.metrics.fleet_pods.set(1);
     let prefix = task.settings.prefix.clone();
     let channel = format!("{prefix}:auth");
-    tokio::spawn(listen(client, channel.clone(), lockout.clone()));
+    tokio::spawn(listen(client_rx, channel.clone(), lockout.clone()));
     let lease = task.settings.lease;
     let lease_ms = lease.as_millis().min(u128::from(u32::MAX)) as u64;
     let pod = format!("{}:{}", task.settings.identity, task.boot);
@@ -312,6 +306,14 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
             _ = tick.tick() => {
                 if renewing.swap(true, Ordering::AcqRel) {
                     continue;
+                }
+                // Redis Sentinel: after a failure, ask where the master is now.
+                if !state.up.load(Ordering::Acquire) && source.follows_sentinel() {
+                    let client = source.client().await;
+                    if let Ok(m) = manager(client.clone()) {
+                        conn = m;
+                        let _ = clients.send(client);
+                    }
                 }
                 let (mut conn, state, renewing, pod) =
                     (conn.clone(), state.clone(), renewing.clone(), pod.clone());
@@ -491,8 +493,13 @@ async fn adopt(
 }
 
 /// Every pod's digest failure counts, as the store broadcasts them, merged into `lockout`.
-async fn listen(client: redis::Client, channel: String, lockout: Arc<Lockout>) {
+async fn listen(
+    clients: tokio::sync::watch::Receiver<redis::Client>,
+    channel: String,
+    lockout: Arc<Lockout>,
+) {
     loop {
+        let client = clients.borrow().clone();
         if let Ok(mut ps) = client.get_async_pubsub().await
             && ps.subscribe(&channel).await.is_ok()
         {
@@ -525,13 +532,87 @@ fn calls_key(settings: &StoreSettings) -> String {
 pub async fn load_calls(
     settings: &StoreSettings,
 ) -> redis::RedisResult<Vec<super::checkpoint::CallRecord>> {
-    let client = client(settings)?;
+    let client = Source::of(settings)?.client().await;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let all: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(calls_key(settings))
         .query_async(&mut conn)
         .await?;
     Ok(super::journal::records(all))
+}
+
+/// A connection manager for `client`: short timeouts, so that a store that does not answer
+/// turns into the per-pod shares quickly.
+fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// Where the store is: one server, or the master a set of Redis Sentinels names
+/// (`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`).
+pub enum Source {
+    Direct(redis::Client),
+    Sentinel(redis::sentinel::SentinelClient),
+}
+
+impl Source {
+    pub fn of(settings: &StoreSettings) -> redis::RedisResult<Self> {
+        let Some(rest) = settings.url.strip_prefix("redis+sentinel://") else {
+            return client(settings).map(Source::Direct);
+        };
+        let (hosts, master) = rest.split_once('/').ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "redis+sentinel:// needs /MASTER after the sentinels",
+            ))
+        })?;
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("redis://{h}"))
+            .collect();
+        let mut node = redis::RedisConnectionInfo::default();
+        if let Some(p) = settings.password.as_deref().filter(|p| !p.is_empty()) {
+            node = node.set_password(p);
+        }
+        let node =
+            redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+        redis::sentinel::SentinelClient::build(
+            sentinels,
+            master.trim_matches('/'),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map(Source::Sentinel)
+    }
+
+    fn follows_sentinel(&self) -> bool {
+        matches!(self, Source::Sentinel(_))
+    }
+
+    /// A client for the store now: the server, or the master the sentinels name (when no
+    /// sentinel answers, one that fails, so the store counts as down and is asked again).
+    pub async fn client(&mut self) -> redis::Client {
+        match self {
+            Source::Direct(c) => c.clone(),
+            Source::Sentinel(s) => match s.async_get_client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "state store: no sentinel names the master");
+                    unreachable_client()
+                }
+            },
+        }
+    }
+}
+
+/// A client whose every operation fails at once (nothing listens on port 1 of loopback).
+fn unreachable_client() -> redis::Client {
+    redis::Client::open("redis://127.0.0.1:1/").unwrap_or_else(|_| unreachable!("a valid URL"))
 }
 
 /// A client for `settings`' URL, with the password from the Secret when one is given.
@@ -575,5 +656,20 @@ mod tests {
             Some("sesame")
         );
         assert!(client(&s("http://example.com", None)).is_err());
+        assert!(matches!(
+            Source::of(&s(
+                "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/voice",
+                None
+            )),
+            Ok(Source::Sentinel(_))
+        ));
+        assert!(
+            Source::of(&s("redis+sentinel://10.0.0.1:26379", None)).is_err(),
+            "no master"
+        );
+        assert!(matches!(
+            Source::of(&s("redis://10.0.0.1:6379", None)),
+            Ok(Source::Direct(_))
+        ));
     }
 }
