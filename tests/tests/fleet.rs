@@ -261,6 +261,13 @@ fn without_redis_each_edge_enforces_its_share_then_the_fleet_figures_return() {
         a.metric("trunkgate_edge_limit_fallback", &[]),
         redis.zcard(CALLS_KEY)
     );
+    // The checkpoints of the calls answered while it was down waited for it.
+    assert_eventually!(
+        redis.cli(&["HLEN", "trunkgate:calls:edge-a"]).as_deref() == Some("2"),
+        Duration::from_secs(5),
+        "the calls' checkpoints reach the store: {:?}",
+        redis.cli(&["HLEN", "trunkgate:calls:edge-a"])
+    );
     let run = calls.wait();
     run.assert_ok();
     assert_eq!(

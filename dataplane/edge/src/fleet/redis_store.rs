@@ -27,6 +27,9 @@ static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
 static SILENT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::SILENT));
 static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ADOPT));
 
+/// Checkpoints kept for a store that does not answer (the last of each call), at most.
+const MAX_WAITING_CHECKPOINTS: usize = 100_000;
+
 /// How long releases wait to be sent together.
 const RELEASE_BATCH: Duration = Duration::from_millis(10);
 
@@ -278,10 +281,21 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                 tokio::time::sleep(super::queue::GATHER).await;
             }
             _ = tokio::time::sleep_until(flush_at), if !releases.is_empty() || !journal.is_empty() => {
-                let mut pipe = redis::pipe();
                 if !state.up.load(Ordering::Acquire) {
+                    // The store is down: its places are written back whole when it answers;
+                    // the calls' checkpoints wait for it (the last of each call, bounded).
                     releases.clear();
+                    if journal.len() > MAX_WAITING_CHECKPOINTS {
+                        tracing::warn!(
+                            dropped = journal.len(),
+                            "state store down too long: call checkpoints dropped"
+                        );
+                        journal.clear();
+                    }
+                    flush_at = tokio::time::Instant::now() + Duration::from_secs(1);
+                    continue;
                 }
+                let mut pipe = redis::pipe();
                 for (key, members) in releases.drain() {
                     pipe.cmd("ZREM").arg(&*key).arg(members.iter().map(|m| &**m).collect::<Vec<_>>()).ignore();
                 }
