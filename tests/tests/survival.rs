@@ -54,7 +54,7 @@ fn edge(
 
 /// `n` calls up through an edge killed and started again: the carrier hangs them up after the
 /// restart; every call ends normally and has one record, marked recovered.
-fn calls_survive_a_kill(lab: &Lab, state: &[String], n: u32) {
+fn calls_survive_a_kill(lab: &Lab, state: &[String], n: u32, redis: Option<&Redis>) {
     let platform = Sipp::reserve(PLATFORM);
     trunk(lab, platform);
     let rtp = free_ports(512);
@@ -95,6 +95,14 @@ fn calls_survive_a_kill(lab: &Lab, state: &[String], n: u32) {
         second.metric("trunkgate_edge_calls_restored_total", &[("result", "ok")]),
         f64::from(n)
     );
+    if let Some(redis) = redis {
+        // Each restored call keeps the place it held: counted once, not once per life.
+        assert_eq!(
+            redis.zcard("trunkgate:{acme/pacific}:calls"),
+            Some(u64::from(n)),
+            "the trunk's count after the restart"
+        );
+    }
     // The carrier's BYEs reach the restarted edge: answered 200 (not 481), passed on.
     let run = carrier.wait();
     run.assert_ok();
@@ -119,7 +127,12 @@ fn calls_survive_a_killed_edge_with_redis() {
     let lab = Lab::new("survive_redis");
     trunkgate_tests::edge::edge_bin();
     let redis = Redis::start(&lab);
-    calls_survive_a_kill(&lab, &["--state-store".into(), redis.url()], 100);
+    calls_survive_a_kill(
+        &lab,
+        &["--state-store".into(), redis.url()],
+        100,
+        Some(&redis),
+    );
     assert_eq!(
         redis.cli(&["HLEN", "trunkgate:calls:edge-0"]).as_deref(),
         Some("0"),
@@ -132,7 +145,12 @@ fn calls_survive_a_killed_standalone_edge_with_its_journal() {
     let lab = Lab::new("survive_journal");
     trunkgate_tests::edge::edge_bin();
     let dir = lab.path("state");
-    calls_survive_a_kill(&lab, &["--state-dir".into(), dir.display().to_string()], 20);
+    calls_survive_a_kill(
+        &lab,
+        &["--state-dir".into(), dir.display().to_string()],
+        20,
+        None,
+    );
 }
 
 /// An edge killed for good: another edge of the fleet ends its calls once it has been silent

@@ -137,6 +137,11 @@ impl CallSlot {
     pub fn hold_in_fleet(&mut self, place: crate::fleet::Release) {
         self.fleet = Some(place);
     }
+
+    /// The name of its place in the fleet's count, if it holds one.
+    pub fn fleet_member(&self) -> Option<&str> {
+        self.fleet.as_ref().map(crate::fleet::Release::member)
+    }
 }
 
 impl Drop for CallSlot {

@@ -333,15 +333,6 @@ impl Worker {
     /// when they drop), or the trunk's fleet-wide limit refuses it 503.
     pub(crate) fn on_claimed(&mut self, id: u64, verdict: crate::fleet::Verdict) {
         use crate::fleet::{Hold, Verdict};
-        // A restored call takes its place in the fleet's count again, whatever the limits.
-        if let Some(c) = self.calls.get_mut(&id).filter(|c| c.recovered) {
-            if let (Verdict::Granted(h) | Verdict::Unavailable(h), Some(s)) =
-                (verdict, c.slot.as_mut())
-            {
-                s.hold_in_fleet(h.concurrent);
-            }
-            return;
-        }
         // A call CANCELed or ended meanwhile drops the verdict, and with it its places.
         let Some(c) = self
             .calls

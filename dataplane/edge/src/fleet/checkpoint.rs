@@ -27,6 +27,10 @@ pub struct CallRecord {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_ms: Option<u64>,
+    /// Its place in the fleet's concurrent calls (the store's member), kept by the restored
+    /// call so that it counts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
     /// The relay's streams: `[public, internal]` ports and where each side's media went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<StreamRecord>,
@@ -143,6 +147,11 @@ impl CallRecord {
             callee: c.callee.to_string(),
             started_ms: ms(c.started),
             answered_ms: c.answered.map(ms),
+            place: c
+                .slot
+                .as_ref()
+                .and_then(|s| s.fleet_member())
+                .map(str::to_string),
             media,
         }
     }
@@ -193,6 +202,7 @@ mod tests {
             callee: "+6498879333".into(),
             started_ms: 1_800_000_000_000,
             answered_ms: Some(1_800_000_001_000),
+            place: Some("edge-0:1a2b3c4d:7".into()),
             media: vec![StreamRecord {
                 ports: [20000, 21000],
                 remotes: [Some("203.0.113.5:40000".parse().expect("addr")), None],

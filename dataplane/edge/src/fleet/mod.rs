@@ -116,6 +116,13 @@ impl std::fmt::Debug for Release {
     }
 }
 
+impl Release {
+    /// The place's name in the store (a checkpoint keeps it: crate::fleet::restore).
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+}
+
 impl Drop for Release {
     fn drop(&mut self) {
         self.tx.push(Cmd::Release {
@@ -140,6 +147,12 @@ pub enum Cmd {
     },
     /// A call's checkpoint, or its end.
     Journal(journal::Entry),
+    /// A restored call keeps the place it held before the restart (written back if the store
+    /// lost it), renewed from now on by this process.
+    Keep {
+        key: Arc<str>,
+        member: Arc<str>,
+    },
     /// A digest failure from this address, for the fleet's count.
     AuthFailed(IpAddr),
     /// A right answer from this address clears the fleet's count.
@@ -170,6 +183,8 @@ pub struct Fleet {
 
 struct Handle {
     tx: Tx,
+    /// The store's key prefix (`--state-prefix`).
+    prefix: String,
 }
 
 /// The store task's side of a shared fleet, for [`run`].
@@ -213,6 +228,7 @@ impl Fleet {
     /// A fleet sharing the store `settings` name; the task goes to [`run`].
     pub fn shared(settings: StoreSettings, orphan_after: std::time::Duration) -> (Self, StoreTask) {
         let tx: Tx = Default::default();
+        let prefix = settings.prefix.clone();
         let share = Arc::new(AtomicU32::new(1));
         let registrants: Arc<Mutex<Registrants>> = Default::default();
         let orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>> = Default::default();
@@ -228,7 +244,7 @@ impl Fleet {
         };
         (
             Fleet {
-                store: Some(Handle { tx }),
+                store: Some(Handle { tx, prefix }),
                 file_journal: Mutex::new(None),
                 share,
                 registrants,
@@ -316,6 +332,25 @@ impl Fleet {
                 }
             }
         }
+    }
+
+    /// A restored call's place in `trunk`'s concurrent calls, `member` as its checkpoint names
+    /// it: the same place, renewed by this process from now on, so the call counts once (its
+    /// old life's place is this one) and nothing is claimed again. None with the embedded
+    /// store.
+    pub fn keep_place(&self, trunk: &str, member: &str) -> Option<Release> {
+        let h = self.store.as_ref()?;
+        let key = TrunkKeys::new(&h.prefix, trunk).concurrent;
+        let member: Arc<str> = member.into();
+        h.tx.push(Cmd::Keep {
+            key: key.clone(),
+            member: member.clone(),
+        });
+        Some(Release {
+            key,
+            member,
+            tx: h.tx.clone(),
+        })
     }
 
     /// Calls of edges gone for good that this process adopted, to end them.

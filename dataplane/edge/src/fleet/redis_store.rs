@@ -230,6 +230,28 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                             releases.entry(key).or_default().push(member);
                         }
                     }
+                    Cmd::Keep { key, member } => {
+                        state.hold(&key, &member);
+                        let (mut conn, state) = (conn.clone(), state.clone());
+                        tokio::spawn(async move {
+                            // Renewed, or written back when its lease lapsed meanwhile.
+                            let r: redis::RedisResult<i64> = RENEW
+                                .key(&*key)
+                                .arg(lease_ms)
+                                .arg("")
+                                .arg(&*member)
+                                .invoke_async(&mut conn)
+                                .await;
+                            match r {
+                                Ok(_) => state.count("keep", "ok"),
+                                Err(e) => {
+                                    // Written back with the rest when the store answers.
+                                    state.count("keep", "error");
+                                    state.store_down(&e);
+                                }
+                            }
+                        });
+                    }
                     Cmd::Journal(e) => {
                         if releases.is_empty() && journal.is_empty() {
                             flush_at = tokio::time::Instant::now() + RELEASE_BATCH;

@@ -74,7 +74,7 @@ impl Worker {
             }
             let key = r.key.clone();
             match self.restore_call(r) {
-                Ok(()) => self
+                Ok(_) => self
                     .shared
                     .metrics
                     .calls_restored
@@ -103,11 +103,13 @@ impl Worker {
             return;
         }
         for mut r in self.shared.fleet.take_orphans() {
+            // Ended at once: no media, and its place in the fleet's count runs out with the
+            // dead edge's lease.
             r.media.clear();
+            r.place = None;
             let key = r.key.clone();
-            let id = self.next_call;
             match self.restore_call(r) {
-                Ok(()) => {
+                Ok(id) => {
                     if let Some(c) = self.calls.get_mut(&id) {
                         c.ended_by = Some("edge_lost");
                         c.bye_lines =
@@ -122,7 +124,8 @@ impl Worker {
         }
     }
 
-    fn restore_call(&mut self, r: CallRecord) -> Result<(), String> {
+    /// The call of `r` rebuilt on this worker; its id.
+    fn restore_call(&mut self, r: CallRecord) -> Result<u64, String> {
         let rt = self.shared.runtime.load_full();
         let t = rt
             .config
@@ -191,19 +194,15 @@ impl Worker {
         let callee = trunkgate_crds::e164::E164::parse(&r.callee)
             .ok_or_else(|| format!("called number {} is not E.164", r.callee))?;
         let mut slot = rt.state[t as usize].restore_slot();
-        if self.shared.fleet.is_shared() {
-            // Its place in the fleet's count again (its old one runs out with the old lease).
-            self.out.push(crate::worker::Output::Claim {
-                call: id,
-                req: super::ClaimRequest {
-                    trunk: trunk_cfg.id.clone(),
-                    max_concurrent: None,
-                    max_per_second: None,
-                    max_in_setup: u32::MAX,
-                },
-            });
+        // The same place in the fleet's count it held before: counted once, nothing claimed
+        // (a claim would count it again against the calls per second).
+        if let Some(place) = r
+            .place
+            .as_deref()
+            .and_then(|m| self.shared.fleet.keep_place(&trunk_cfg.id, m))
+        {
+            slot.hold_in_fleet(place);
         }
-        let _ = &mut slot;
         self.dialogs
             .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
         self.dialogs
@@ -257,6 +256,6 @@ impl Worker {
         };
         self.calls.insert(id, call);
         self.checkpoint(id);
-        Ok(())
+        Ok(id)
     }
 }
