@@ -349,10 +349,17 @@ impl Leg {
             lost: f.rx.lost(),
             jitter_ms: f.rx.jitter_ms(),
             mos: f.rx.mos(),
-            latched: self.peer.rtp_peer().or(self.peer.remote.map(|r| r.rtp)),
+            latched: self.peer_addr(),
             srtp: self.srtp.as_ref().map(|s| s.suite()),
             srtp_rejected: f.srtp_rejected,
         }
+    }
+}
+
+impl Leg {
+    /// Where this side's RTP comes from: the latched source, or the SDP's before latching.
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.rtp_peer().or(self.peer.remote.map(|r| r.rtp))
     }
 }
 
@@ -810,6 +817,24 @@ impl MediaEngine {
     }
 
     /// The address to write into `side`'s SDP for `stream` (RTCP is the port + 1).
+    /// Per stream, the relay's `[carrier, platform]` ports and where each side's media comes
+    /// from (latched, or the SDP's): what a checkpoint keeps. No counters are read (with the
+    /// kernel fast path those are map lookups).
+    pub fn endpoints(&self, id: SessionId) -> Vec<([u16; 2], [Option<SocketAddr>; 2])> {
+        let Ok(s) = self.session(id) else {
+            return Vec::new();
+        };
+        s.streams
+            .iter()
+            .map(|st| {
+                (
+                    [st.legs[0].port, st.legs[1].port],
+                    [st.legs[0].peer_addr(), st.legs[1].peer_addr()],
+                )
+            })
+            .collect()
+    }
+
     pub fn local(&self, id: SessionId, side: Side, stream: usize) -> Option<SocketAddr> {
         let leg = &self.session(id).ok()?.streams.get(stream)?.legs[side.index()];
         Some(SocketAddr::new(self.advertised_ip(side), leg.port))

@@ -32,6 +32,15 @@ struct Line {
     call: Option<serde_json::Value>,
 }
 
+/// One line of the journal: a call's checkpoint, or its end (`json` None).
+fn line(key: &str, json: Option<&str>) -> String {
+    let key = serde_json::Value::from(key);
+    match json {
+        Some(json) => format!("{{\"key\":{key},\"call\":{json}}}\n"),
+        None => format!("{{\"key\":{key}}}\n"),
+    }
+}
+
 /// The calls a file journal holds (the last checkpoint of each call not ended).
 pub fn read_file(path: &Path) -> std::io::Result<HashMap<String, String>> {
     let mut live = HashMap::new();
@@ -77,10 +86,7 @@ fn compact(path: &Path, live: &HashMap<String, String>) -> std::io::Result<u64> 
     let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut bytes = 0u64;
     for (key, json) in live {
-        let line = format!(
-            "{{\"key\":{},\"call\":{json}}}\n",
-            serde_json::Value::from(key.as_str())
-        );
+        let line = line(key, Some(json));
         bytes += line.len() as u64;
         out.write_all(line.as_bytes())?;
     }
@@ -96,19 +102,19 @@ pub fn open_file(dir: &Path) -> std::io::Result<(Vec<CallRecord>, std_mpsc::Send
     std::fs::create_dir_all(dir)?;
     let path = dir.join("calls.jsonl");
     let live = read_file(&path)?;
-    let mut size = compact(&path, &live)?;
+    let size = compact(&path, &live)?;
     let records = records(live.clone());
     let (tx, rx) = std_mpsc::channel::<Entry>();
     std::thread::Builder::new()
         .name("trunkgate-journal".into())
-        .spawn(move || writer(path, live, &mut size, rx))?;
+        .spawn(move || writer(path, live, size, rx))?;
     Ok((records, tx))
 }
 
 fn writer(
     path: PathBuf,
     mut live: HashMap<String, String>,
-    size: &mut u64,
+    mut size: u64,
     rx: std_mpsc::Receiver<Entry>,
 ) {
     let open = |p: &Path| {
@@ -134,14 +140,8 @@ fn writer(
         let deadline = std::time::Instant::now() + SYNC_EVERY;
         let mut next = Some(first);
         while let Some(e) = next.take() {
-            let line = match &e.json {
-                Some(json) => format!(
-                    "{{\"key\":{},\"call\":{json}}}\n",
-                    serde_json::Value::from(e.key.as_str())
-                ),
-                None => format!("{{\"key\":{}}}\n", serde_json::Value::from(e.key.as_str())),
-            };
-            *size += line.len() as u64;
+            let line = line(&e.key, e.json.as_deref());
+            size += line.len() as u64;
             if file.write_all(line.as_bytes()).is_err() {
                 tracing::warn!("call journal: a write failed");
             }
@@ -163,10 +163,10 @@ fn writer(
         }
         let _ = file.flush();
         let _ = file.get_ref().sync_data();
-        if *size > 4 * live_bytes + (1 << 20) {
+        if size > 4 * live_bytes + (1 << 20) {
             match compact(&path, &live).and_then(|n| Ok((n, open(&path)?))) {
                 Ok((n, f)) => {
-                    *size = n;
+                    size = n;
                     file = std::io::BufWriter::new(f);
                 }
                 Err(e) => tracing::warn!(error = %e, "call journal: compaction failed"),

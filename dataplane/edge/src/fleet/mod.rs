@@ -173,7 +173,7 @@ pub struct Registrants {
 pub struct Fleet {
     store: Option<Handle>,
     /// Where calls' checkpoints go: the store task, or the file journal's writer.
-    file_journal: Mutex<Option<std::sync::mpsc::Sender<journal::Entry>>>,
+    file_journal: std::sync::OnceLock<std::sync::mpsc::Sender<journal::Entry>>,
     registrants: Arc<Mutex<Registrants>>,
     orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>>,
     /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
@@ -218,7 +218,7 @@ impl Fleet {
     pub fn embedded() -> Self {
         Fleet {
             store: None,
-            file_journal: Mutex::new(None),
+            file_journal: std::sync::OnceLock::new(),
             share: Arc::new(AtomicU32::new(1)),
             registrants: Default::default(),
             orphans: Default::default(),
@@ -245,7 +245,7 @@ impl Fleet {
         (
             Fleet {
                 store: Some(Handle { tx, prefix }),
-                file_journal: Mutex::new(None),
+                file_journal: std::sync::OnceLock::new(),
                 share,
                 registrants,
                 orphans,
@@ -301,33 +301,21 @@ impl Fleet {
 
     /// Calls' checkpoints go to the file journal `tx` (the embedded store with --state-dir).
     pub fn journal_to_file(&self, tx: std::sync::mpsc::Sender<journal::Entry>) {
-        *self.file_journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let _ = self.file_journal.set(tx);
     }
 
     /// Whether calls are checkpointed (a shared store, or a file journal).
     pub fn journals(&self) -> bool {
-        self.store.is_some()
-            || self
-                .file_journal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
+        self.store.is_some() || self.file_journal.get().is_some()
     }
 
     /// Writes a call's checkpoint (`json`), or forgets it (None). Never waits.
     pub fn journal(&self, key: String, json: Option<String>) {
         let entry = journal::Entry { key, json };
         match &self.store {
-            Some(h) => {
-                h.tx.push(Cmd::Journal(entry));
-            }
+            Some(h) => h.tx.push(Cmd::Journal(entry)),
             None => {
-                if let Some(tx) = self
-                    .file_journal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                {
+                if let Some(tx) = self.file_journal.get() {
                     let _ = tx.send(entry);
                 }
             }

@@ -224,7 +224,7 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                         state.unhold(&key, &member);
                         if state.up.load(Ordering::Acquire) {
                             // Batched: one pipeline every RELEASE_BATCH, a removal per set.
-                            if releases.is_empty() {
+                            if releases.is_empty() && journal.is_empty() {
                                 flush_at = tokio::time::Instant::now() + RELEASE_BATCH;
                             }
                             releases.entry(key).or_default().push(member);

@@ -27,25 +27,11 @@ impl Worker {
         }
         c.checkpointed = true;
         let media = match (c.media, self.media.as_ref()) {
-            (Some(session), Some(engine)) => {
-                let stats = engine.stats(session);
-                (0..)
-                    .map_while(|i| {
-                        let port = |side| engine.local(session, side, i).map(|a| a.port());
-                        let ports = [port(Side::Public)?, port(Side::Internal)?];
-                        let remote = |side: Side| {
-                            stats
-                                .iter()
-                                .find(|s| s.stream == i && s.from == side)
-                                .and_then(|s| s.latched)
-                        };
-                        Some(StreamRecord {
-                            ports,
-                            remotes: [remote(Side::Public), remote(Side::Internal)],
-                        })
-                    })
-                    .collect()
-            }
+            (Some(session), Some(engine)) => engine
+                .endpoints(session)
+                .into_iter()
+                .map(|(ports, remotes)| StreamRecord { ports, remotes })
+                .collect(),
             _ => Vec::new(),
         };
         let record = CallRecord::of(c, media);

@@ -158,8 +158,9 @@ impl Worker {
         expires: u32,
     ) {
         let carrier = self.shared.tls.trunk(&trunk);
-        let host = crate::admission::hop_of(&reg.registrar).host;
-        let dest = match self.link_to(Side::Public, addr, transport, &host, carrier.as_deref()) {
+        let hop = crate::admission::hop_of(&reg.registrar);
+        let dest = match self.link_to(Side::Public, addr, transport, &hop.host, carrier.as_deref())
+        {
             Ok(l) => l,
             Err(e) => return self.register_failed(&trunk, &e.to_string()),
         };
@@ -168,9 +169,8 @@ impl Worker {
         };
         let hostport = self.shared.hostport_on(Side::Public, &dest).to_string();
         let branch = self.mint.branch();
-        let uri_host = crate::admission::hop_of(&reg.registrar).uri_host;
         let scheme = if reg.registrar.secure { "sips" } else { "sip" };
-        let ruri = format!("{scheme}:{uri_host}");
+        let ruri = format!("{scheme}:{}", hop.uri_host);
         let ident = format!(
             "From: <{}>;tag={}\r\nCall-ID: {}\r\n",
             reg.aor, b.tag, b.call_id
