@@ -289,6 +289,18 @@ impl Trunk {
     }
 }
 
+/// Writes `trunk` into the lab's `acme.yaml` with the numbers most tests call:
+/// `acme/numbers`, BYOC +6498879300-+6498879399 on trunk `pacific`.
+pub fn write_acme(lab: &crate::Lab, trunk: &Trunk) {
+    lab.write_config(
+        "acme.yaml",
+        &documents(&[
+            trunk.yaml(),
+            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
+        ]),
+    );
+}
+
 /// A `NumberOwnership` under construction.
 #[derive(Clone, Debug)]
 pub struct Numbers {

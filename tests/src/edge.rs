@@ -47,6 +47,16 @@ impl Default for EdgeOptions {
     }
 }
 
+impl EdgeOptions {
+    /// The defaults with these extra flags.
+    pub fn with_args(args: &[&str]) -> Self {
+        Self {
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+}
+
 /// How long a drop may take to show in [`Edge::denied_count`].
 pub const DENIED_COUNT_DELAY: Duration = Duration::from_secs(8);
 

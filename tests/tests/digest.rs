@@ -75,6 +75,25 @@ fn with_credentials(inv: &RawInvite, password: &str, nonce: &str) -> RawInvite {
     next
 }
 
+/// One call from `sock`: challenged, then sent again with `password`'s answer; the final
+/// answer (the call is ACKed and hung up when it is 200).
+fn attempt(edge: &Edge, sock: &RawUdp, label: &str, password: &str) -> SipMsg {
+    let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
+    let (md5, _) = challenge(edge, sock, &inv);
+    let authed = with_credentials(&inv, password, &md5["nonce"]);
+    sock.send(edge.public, &authed.invite(sock.local));
+    let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
+    if resp.code() == Some(200) {
+        let ack = authed.in_dialog("ACK", authed.cseq, sock.local, &resp);
+        sock.send(edge.public, &ack);
+        let bye = authed.in_dialog("BYE", authed.cseq + 1, sock.local, &resp);
+        sock.send(edge.public, &bye);
+    } else {
+        sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
+    }
+    resp
+}
+
 fn auth_failures(edge: &Edge, reason: &str) -> f64 {
     edge.metric(
         "trunkgate_edge_auth_failures_total",
@@ -194,41 +213,20 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
     config_range(&lab, platform, &[], "127.0.0.8/29");
     let edge = Edge::start(
         &lab,
-        EdgeOptions {
-            extra_args: ["--auth-max-failures", "3", "--auth-block-seconds", "60"]
-                .map(String::from)
-                .to_vec(),
-            ..EdgeOptions::default()
-        },
+        EdgeOptions::with_args(&["--auth-max-failures", "3", "--auth-block-seconds", "60"]),
     );
     let _uas = Sipp::answering(&lab, "platform", platform).calls(5).start();
     let neighbour: std::net::IpAddr = [127, 0, 0, 13].into();
     let sock = RawUdp::bind(neighbour);
-    let attempt = |sock: &RawUdp, label: &str, password: &str| -> SipMsg {
-        let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
-        let (md5, _) = challenge(&edge, sock, &inv);
-        let authed = with_credentials(&inv, password, &md5["nonce"]);
-        sock.send(edge.public, &authed.invite(sock.local));
-        let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
-        if resp.code() == Some(200) {
-            let ack = authed.in_dialog("ACK", authed.cseq, sock.local, &resp);
-            sock.send(edge.public, &ack);
-            let bye = authed.in_dialog("BYE", authed.cseq + 1, sock.local, &resp);
-            sock.send(edge.public, &bye);
-        } else {
-            sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
-        }
-        resp
-    };
     for i in 0..3 {
-        let resp = attempt(&sock, &format!("guess-{i}"), &format!("guess-{i}"));
+        let resp = attempt(&edge, &sock, &format!("guess-{i}"), &format!("guess-{i}"));
         assert_eq!(resp.code(), Some(403), "{}", resp.text());
     }
     assert_eq!(
         edge.metric("trunkgate_edge_auth_blocks_total", &[("scope", "source")]),
         1.0
     );
-    let right = attempt(&sock, "right-during-block", PASSWORD);
+    let right = attempt(&edge, &sock, "right-during-block", PASSWORD);
     assert_eq!(right.code(), Some(403), "{}", right.text());
     assert!(
         right
@@ -250,7 +248,7 @@ fn digest_guessing_is_blocked_and_the_right_password_is_refused_during_the_block
     // The carrier's own SBC, which never failed, calls with the right password meanwhile.
     let carrier = RawUdp::bind(CARRIER);
     for i in 0..5 {
-        let ok = attempt(&carrier, &format!("carrier-{i}"), PASSWORD);
+        let ok = attempt(&edge, &carrier, &format!("carrier-{i}"), PASSWORD);
         assert_eq!(ok.code(), Some(200), "call {i}: {}", ok.text());
     }
 }
@@ -386,39 +384,18 @@ fn a_guesser_spread_over_two_edges_meets_one_lockout() {
         Edge::start_named(
             &lab,
             name,
-            EdgeOptions {
-                extra_args: [
-                    "--auth-max-failures",
-                    "4",
-                    "--auth-block-seconds",
-                    "60",
-                    "--state-store",
-                    &redis.url(),
-                ]
-                .map(String::from)
-                .to_vec(),
-                ..EdgeOptions::default()
-            },
+            EdgeOptions::with_args(&[
+                "--auth-max-failures",
+                "4",
+                "--auth-block-seconds",
+                "60",
+                "--state-store",
+                &redis.url(),
+            ]),
         )
     };
     let (a, b) = (start("edge-a"), start("edge-b"));
     let _uas = Sipp::answering(&lab, "platform", platform).calls(2).start();
-    let attempt = |edge: &Edge, sock: &RawUdp, label: &str, password: &str| -> SipMsg {
-        let inv = RawInvite::new(&edge.public_uri(NUMBER), "+6421555123", label);
-        let (md5, _) = challenge(edge, sock, &inv);
-        let authed = with_credentials(&inv, password, &md5["nonce"]);
-        sock.send(edge.public, &authed.invite(sock.local));
-        let resp = sock.recv_final("INVITE", WAIT).expect("an answer");
-        if resp.code() == Some(200) {
-            let ack = authed.in_dialog("ACK", authed.cseq, sock.local, &resp);
-            sock.send(edge.public, &ack);
-            let bye = authed.in_dialog("BYE", authed.cseq + 1, sock.local, &resp);
-            sock.send(edge.public, &bye);
-        } else {
-            sock.send(edge.public, &authed.ack_non_2xx(sock.local, &resp));
-        }
-        resp
-    };
     let guesser = RawUdp::bind([127, 0, 0, 13].into());
     // Two wrong guesses at each edge: neither saw the four that block.
     for (i, edge) in [&a, &a, &b, &b].into_iter().enumerate() {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use trunkgate_tests::config::documents;
+use trunkgate_tests::config::write_acme;
 use trunkgate_tests::redis::Redis;
 use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
@@ -21,13 +21,7 @@ const SETUP_KEY: &str = "trunkgate:{acme/pacific}:setup";
 /// to `max` calls at once.
 fn limited_trunk(lab: &Lab, platform: SocketAddr, max: u32) {
     let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform).max_concurrent_calls(max);
-    lab.write_config(
-        "acme.yaml",
-        &documents(&[
-            trunk.yaml(),
-            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
-        ]),
-    );
+    write_acme(lab, &trunk);
 }
 
 /// An edge of the fleet sharing `redis`, with a short lease so a test sees it run out.

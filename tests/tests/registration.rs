@@ -213,19 +213,14 @@ fn one_edge_of_the_fleet_registers_and_another_takes_over_when_it_dies() {
         Edge::start_named(
             &lab,
             name,
-            EdgeOptions {
-                extra_args: [
-                    "--state-store",
-                    &redis.url(),
-                    "--state-lease-seconds",
-                    "3",
-                    "--state-identity",
-                    name,
-                ]
-                .map(String::from)
-                .to_vec(),
-                ..Default::default()
-            },
+            EdgeOptions::with_args(&[
+                "--state-store",
+                &redis.url(),
+                "--state-lease-seconds",
+                "3",
+                "--state-identity",
+                name,
+            ]),
         )
     };
     let edges = vec![start("edge-a"), start("edge-b")];

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use trunkgate_tests::config::documents;
+use trunkgate_tests::config::write_acme;
 use trunkgate_tests::sip::RawInvite;
 use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
@@ -17,13 +17,9 @@ const NUMBER: &str = "+6498879333";
 const UNOWNED: &str = "+6498879999";
 
 fn config(lab: &Lab, platform: SocketAddr) {
-    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
-    lab.write_config(
-        "acme.yaml",
-        &documents(&[
-            trunk.yaml(),
-            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
-        ]),
+    write_acme(
+        lab,
+        &Trunk::new("acme", "pacific", "127.0.0.10/32", platform),
     );
 }
 

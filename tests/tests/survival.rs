@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use trunkgate_tests::config::documents;
+use trunkgate_tests::config::write_acme;
 use trunkgate_tests::redis::Redis;
 use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
@@ -16,13 +16,9 @@ use trunkgate_tests::*;
 const NUMBER: &str = "+6498879333";
 
 fn trunk(lab: &Lab, platform: SocketAddr) {
-    let trunk = Trunk::new("acme", "pacific", "127.0.0.10/32", platform);
-    lab.write_config(
-        "acme.yaml",
-        &documents(&[
-            trunk.yaml(),
-            Numbers::byoc("acme", "numbers", "pacific", &["+6498879300-+6498879399"]).yaml(),
-        ]),
+    write_acme(
+        lab,
+        &Trunk::new("acme", "pacific", "127.0.0.10/32", platform),
     );
 }
 
@@ -167,21 +163,16 @@ fn an_edge_gone_for_good_has_its_calls_ended_by_another() {
         Edge::start_named(
             &lab,
             name,
-            EdgeOptions {
-                extra_args: [
-                    "--state-store",
-                    &redis.url(),
-                    "--state-identity",
-                    name,
-                    "--state-lease-seconds",
-                    "3",
-                    "--orphan-seconds",
-                    "3",
-                ]
-                .map(String::from)
-                .to_vec(),
-                ..Default::default()
-            },
+            EdgeOptions::with_args(&[
+                "--state-store",
+                &redis.url(),
+                "--state-identity",
+                name,
+                "--state-lease-seconds",
+                "3",
+                "--orphan-seconds",
+                "3",
+            ]),
         )
     };
     let (a, b) = (start("edge-a"), start("edge-b"));
