@@ -37,3 +37,13 @@ if ((${#need_apt[@]})); then
 fi
 echo "test-deps: kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), baresip $(baresip -h 2>&1 | head -1 | awk '{print $2}')"
 echo "test-deps: sipp $(sipp -v 2>/dev/null | grep -o 'v[0-9][^ ]*' | head -1 || echo '?')"
+# The RTP fast path pins its map in bpffs so that streams keep forwarding while a killed edge
+# restarts (tests/survival.rs checks it as root). systemd mounts it on every boot; a bare
+# container may not have it.
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/bpf ] && [ "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" != "bpf_fs" ]; then
+  if mount -t bpf bpf /sys/fs/bpf 2>/dev/null; then
+    echo "test-deps: mounted bpffs on /sys/fs/bpf"
+  else
+    echo "test-deps: no bpffs on /sys/fs/bpf (mount refused): the fast path runs unpinned"
+  fi
+fi

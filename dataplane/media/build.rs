@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("fastpath.o");
+    let dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into()));
     let src = "bpf/fastpath.c";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=TRUNKGATE_BPF_CLANG");
@@ -22,7 +21,18 @@ fn main() {
     let watched = found.unwrap_or_else(|| PathBuf::from("/usr/bin/clang"));
     println!("cargo:rerun-if-changed={}", watched.display());
     let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    let built = Command::new(&clang)
+    // Twice: the map private to the process, and the map pinned in bpffs (an edge that
+    // restores its calls after a restart keeps their streams forwarding meanwhile).
+    for (name, define) in [
+        ("fastpath.o", "-DTRUNKGATE_PRIVATE"),
+        ("fastpath_pinned.o", "-DTRUNKGATE_PINNED"),
+    ] {
+        build(&clang, &arch_include, define, src, &dir.join(name));
+    }
+}
+
+fn build(clang: &str, arch_include: &str, define: &str, src: &str, out: &std::path::Path) {
+    let built = Command::new(clang)
         .args([
             "-O2",
             "-g",
@@ -30,12 +40,13 @@ fn main() {
             "bpf",
             "-Wall",
             "-Werror",
-            &arch_include,
+            arch_include,
+            define,
             "-c",
             src,
             "-o",
         ])
-        .arg(&out)
+        .arg(out)
         .status();
     match built {
         Ok(s) if s.success() => {}
@@ -43,13 +54,13 @@ fn main() {
             println!(
                 "cargo:warning=RTP fast path not built: {clang} exited with {s} (install clang and libbpf-dev)"
             );
-            let _ = std::fs::write(&out, b"");
+            let _ = std::fs::write(out, b"");
         }
         Err(e) => {
             println!(
                 "cargo:warning=RTP fast path not built: {clang}: {e} (install clang and libbpf-dev)"
             );
-            let _ = std::fs::write(&out, b"");
+            let _ = std::fs::write(out, b"");
         }
     }
 }

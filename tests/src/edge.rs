@@ -202,6 +202,14 @@ impl Edge {
         {
             cmd.args(["--kernel-fast-path", &ifaces]);
         }
+        if kernel_fast_path().is_some()
+            && !opts
+                .extra_args
+                .iter()
+                .any(|a| a == "--kernel-fast-path-pin")
+        {
+            cmd.arg("--kernel-fast-path-pin").arg(lab.bpf_pin());
+        }
         cmd.args(&opts.extra_args)
             .env("RUST_LOG", "debug,kube=warn")
             .stdin(Stdio::null())

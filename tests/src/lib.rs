@@ -281,6 +281,17 @@ impl Lab {
         }
     }
 
+    /// The bpffs folder this lab's edges pin their RTP fast path in (with the fast path on and
+    /// calls to restore); removed with the lab, which detaches what a killed edge left there.
+    pub fn bpf_pin(&self) -> PathBuf {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        PathBuf::from("/sys/fs/bpf/trunkgate-tests").join(name)
+    }
+
     /// The folder the edge reads (standalone mode).
     pub fn config_dir(&self) -> PathBuf {
         self.dir.join("config")
@@ -299,6 +310,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Kernel state, kept by nobody: always removed.
+        let _ = std::fs::remove_dir_all(self.bpf_pin());
         if std::thread::panicking() {
             eprintln!(
                 "[{}] test failed; edge log, config and sipp traces kept in {}",

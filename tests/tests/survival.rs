@@ -291,8 +291,12 @@ fn audio_flows_again_through_the_restarted_edge() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
+    // With the fast path pinned (root, bpffs), the kernel forwards the stream while no edge
+    // runs.
+    let pinned = first.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
     let sip = (first.public, first.internal);
     first.signal("KILL");
+    let killed = Instant::now();
     drop(first);
     let second = edge(&lab, "edge-second", &state, Some(sip), rtp);
     let restarted = Instant::now();
@@ -315,6 +319,19 @@ fn audio_flows_again_through_the_restarted_edge() {
         .map(|t| *t - restarted)
         .expect("the stream arrives again after the restart");
     println!("the first packet after the restarted edge was ready arrived {again:?} later");
+    let meanwhile = arrivals
+        .iter()
+        .filter(|t| **t > killed + Duration::from_millis(100) && **t < restarted)
+        .count();
+    println!(
+        "packets that reached the platform while no edge ran: {meanwhile} (fast path pinned: {pinned})"
+    );
+    if pinned {
+        assert!(
+            meanwhile > 0,
+            "the pinned fast path forwards the stream while the edge is down"
+        );
+    }
     drain(&p_rtp.rtp, Duration::from_millis(200));
     drain(&c_rtp.rtp, Duration::from_millis(200));
     assert_eq!(

@@ -383,8 +383,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     {
         let (ready, shared) = (ready.clone(), shared.clone());
         control.spawn(async move {
+            let mut swept = false;
             loop {
                 let restored = shared.restoring.load(Ordering::Acquire) == 0;
+                if restored
+                    && !swept
+                    && let Some(f) = &shared.fast_path
+                {
+                    // Restored calls took theirs: the kernel's other entries are the last
+                    // run's calls that ended meanwhile.
+                    swept = true;
+                    let stale = f.sweep();
+                    if stale > 0 {
+                        tracing::info!(stale, "RTP fast path: entries of ended calls removed");
+                    }
+                }
                 gate.store(ready.load(Ordering::Acquire) && restored, Ordering::Release);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

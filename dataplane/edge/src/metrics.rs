@@ -270,7 +270,7 @@ impl Metrics {
             ),
             kernel_fast_path: gv(
                 "trunkgate_edge_kernel_fast_path",
-                "1 for the state of the RTP fast path in the kernel (--kernel-fast-path): on, off (not asked for), not_built (no clang when the edge was built), load (the kernel refused the program: CAP_BPF and CAP_NET_ADMIN?), attach (an interface refused it).",
+                "1 for the state of the RTP fast path in the kernel (--kernel-fast-path): on, off (not asked for), not_built (no clang when the edge was built), load (the kernel refused the program: CAP_BPF and CAP_NET_ADMIN?), attach (an interface refused it); pinned, also 1 with on: its map and attachments are pinned in bpffs (--kernel-fast-path-pin), so streams keep forwarding while the edge restarts.",
                 &["state"],
             ),
             media_kernel_forwarded: cv(

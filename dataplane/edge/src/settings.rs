@@ -297,6 +297,17 @@ pub struct Settings {
         default_value = ""
     )]
     pub kernel_fast_path: Vec<String>,
+    /// A folder on bpffs where an edge that restores its calls (--state-store or --state-dir)
+    /// pins the fast path's stream map and attachments, in a subfolder of its own: a killed
+    /// edge's established streams keep forwarding in the kernel until it is back. Empty: no
+    /// pinning (streams pause while the edge restarts).
+    #[arg(
+        help_heading = "Kernel",
+        long,
+        env = "TRUNKGATE_KERNEL_FAST_PATH_PIN",
+        default_value = "/sys/fs/bpf/trunkgate"
+    )]
+    pub kernel_fast_path_pin: String,
     /// Carriers get the full reason in every refusal's Warning (which number is not served,
     /// which trunk, why credentials failed). Off by default: that detail helps an attacker
     /// enumerate numbers and usernames; it is always in the log and the metrics. For labs.
@@ -411,6 +422,39 @@ impl Settings {
     }
 
     /// How to reach the fleet's store (None: the embedded store).
+    /// Where this edge pins its fast path (see `--kernel-fast-path-pin`): one folder per
+    /// edge that restores its calls, named by its identity and where it journals them (two
+    /// edges on one node never share one). None when the edge restores nothing.
+    pub fn fast_path_pin(&self) -> Option<PathBuf> {
+        let root = self.kernel_fast_path_pin.trim();
+        if root.is_empty() {
+            return None;
+        }
+        let journal = match (&self.state_store, &self.state_dir) {
+            (Some(url), _) if !url.trim().is_empty() => {
+                format!("{}|{}", url.trim(), self.state_prefix)
+            }
+            (_, Some(dir)) => std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+            _ => return None,
+        };
+        let identity: String = self
+            .identity()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        Some(PathBuf::from(root).join(format!("{identity}-{:08x}", fnv1a(&journal))))
+    }
+
     pub fn store(&self) -> Option<crate::fleet::StoreSettings> {
         let url = self.state_store.as_ref().filter(|u| !u.trim().is_empty())?;
         let identity = self.identity();
@@ -597,6 +641,13 @@ pub fn rtp_slices((lo, hi): (u16, u16), workers: usize) -> Vec<(u16, u16)> {
             (start as u16, end as u16)
         })
         .collect()
+}
+
+/// FNV-1a (32 bits): a name that stays the same from one build to the next.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]

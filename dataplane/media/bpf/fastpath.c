@@ -78,6 +78,11 @@ struct {
 	__uint(max_entries, 262144);
 	__type(key, struct fp_key);
 	__type(value, struct fp_value);
+#ifdef TRUNKGATE_PINNED
+	// Pinned under the edge's directory in bpffs: the map outlives a killed edge, and the
+	// next run of the same edge loads its program against it.
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+#endif
 } STREAMS SEC(".maps");
 
 static __always_inline __u32 arrival(__u64 ns, __u64 epoch_ns, __u32 rate)

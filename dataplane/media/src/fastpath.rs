@@ -13,9 +13,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use aya::Ebpf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
 use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
+use aya::{Ebpf, EbpfLoader};
 
 use crate::quality::Receiver;
 
@@ -29,6 +33,11 @@ struct Aligned<B: ?Sized> {
 /// The program as built (empty when clang was missing at build time).
 static OBJECT: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/fastpath.o")),
+};
+
+/// The same program with its map pinned by name (`LIBBPF_PIN_BY_NAME`).
+static PINNED_OBJECT: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/fastpath_pinned.o")),
 };
 
 /// `struct fp_key`: addresses and ports in network order, as the packet carries them.
@@ -205,17 +214,52 @@ impl FastPathError {
 /// The loaded program and its map, shared by every worker's relay.
 pub struct FastPath {
     streams: Mutex<BpfHashMap<MapData, Key, Value>>,
+    /// Where the map and the attachments are pinned (None: they end with the process).
+    pinned: Option<PathBuf>,
+    /// The attachments pinned in bpffs, one per interface.
+    links: Mutex<Vec<PinnedLink>>,
+    /// Entries a restored call took over; [`FastPath::sweep`] removes the others.
+    adopted: Mutex<Option<HashSet<Key>>>,
     /// Keeps the program and its attachments alive.
     _ebpf: Mutex<Ebpf>,
 }
 
+/// The bpffs magic number (`statfs` `f_type`).
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// Whether `dir` (or the nearest existing folder above it) is on bpffs.
+fn on_bpffs(dir: &Path) -> bool {
+    let existing = dir.ancestors().find(|d| d.exists());
+    existing
+        .and_then(|d| nix::sys::statfs::statfs(d).ok())
+        .is_some_and(|s| s.filesystem_type().0 as u64 == BPF_FS_MAGIC)
+}
+
 impl FastPath {
     /// Loads the program and attaches it to the ingress of every interface in `interfaces`.
-    pub fn load(interfaces: &[String]) -> Result<FastPath, FastPathError> {
+    ///
+    /// With `pin` (a folder on bpffs, one per edge identity), the stream map and the TCX
+    /// attachments are pinned there: a killed edge's established streams keep forwarding in
+    /// the kernel until the next run of the same edge loads its program against the same map,
+    /// attaches it, and only then detaches the old program (no gap). Without bpffs at `pin` the
+    /// map is the process's own and [`FastPath::unpinned`] says why.
+    pub fn load(interfaces: &[String], pin: Option<&Path>) -> Result<FastPath, FastPathError> {
         if OBJECT.bytes.is_empty() {
             return Err(FastPathError::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(&OBJECT.bytes).map_err(|e| FastPathError::Load(e.to_string()))?;
+        let pin = pin.filter(|p| on_bpffs(p));
+        let mut ebpf = match pin {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    FastPathError::Load(format!("cannot make {}: {e}", dir.display()))
+                })?;
+                EbpfLoader::new()
+                    .map_pin_path(dir)
+                    .load(&PINNED_OBJECT.bytes)
+            }
+            None => Ebpf::load(&OBJECT.bytes),
+        }
+        .map_err(|e| FastPathError::Load(e.to_string()))?;
         let program: &mut SchedClassifier = ebpf
             .program_mut("rtp_fastpath")
             .ok_or_else(|| FastPathError::Load("no rtp_fastpath program".into()))?
@@ -224,15 +268,34 @@ impl FastPath {
         program
             .load()
             .map_err(|e| FastPathError::Load(e.to_string()))?;
+        let mut links = Vec::new();
         for iface in interfaces {
             // Already there is fine (another edge, or an earlier run).
             let _ = tc::qdisc_add_clsact(iface);
-            program
+            let attach_error = |e: &dyn std::fmt::Display| FastPathError::Attach {
+                iface: iface.clone(),
+                reason: e.to_string(),
+            };
+            let id = program
                 .attach(iface, TcAttachType::Ingress)
-                .map_err(|e| FastPathError::Attach {
-                    iface: iface.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| attach_error(&e))?;
+            let Some(dir) = pin else { continue };
+            // TCX (Linux 6.6+) attachments are links that can be pinned; a netlink filter (older
+            // kernels) outlives the process by itself, its program still on the pinned map.
+            let link = program.take_link(id).map_err(|e| attach_error(&e))?;
+            let fd = match FdLink::try_from(link) {
+                Ok(fd) => fd,
+                Err(_) => continue,
+            };
+            let path = dir.join(format!("link-{iface}"));
+            // The last run's attachment goes only now that this one forwards.
+            if let Ok(old) = PinnedLink::from_pin(&path)
+                && let Ok(old) = old.unpin()
+            {
+                drop(old);
+            }
+            let _ = std::fs::remove_file(&path);
+            links.push(fd.pin(&path).map_err(|e| attach_error(&e))?);
         }
         let map = ebpf
             .take_map("STREAMS")
@@ -240,16 +303,68 @@ impl FastPath {
         let streams = BpfHashMap::try_from(map).map_err(|e| FastPathError::Load(e.to_string()))?;
         Ok(FastPath {
             streams: Mutex::new(streams),
+            pinned: pin.map(Path::to_path_buf),
+            links: Mutex::new(links),
+            adopted: Mutex::new(pin.map(|_| HashSet::new())),
             _ebpf: Mutex::new(ebpf),
         })
     }
 
+    /// The bpffs folder the map and attachments are pinned in.
+    pub fn pinned(&self) -> Option<&Path> {
+        self.pinned.as_deref()
+    }
+
+    /// Stream directions the kernel forwards now.
+    pub fn entries(&self) -> usize {
+        self.streams.lock().map(|m| m.keys().count()).unwrap_or(0)
+    }
+
+    /// A restored call takes over an entry the last run installed (the kernel kept forwarding
+    /// it meanwhile); its state so far, or None when there is no such entry.
+    pub fn adopt(&self, key: Key) -> Option<Value> {
+        let v = self.peek(&key)?;
+        if let Ok(mut a) = self.adopted.lock()
+            && let Some(set) = a.as_mut()
+        {
+            set.insert(key);
+        }
+        Some(v)
+    }
+
+    /// Once restored calls have taken over theirs, the last run's other entries (calls that
+    /// ended meanwhile, or were ended by another pod) are removed; the count removed.
+    pub fn sweep(&self) -> usize {
+        let Some(adopted) = self.adopted.lock().ok().and_then(|mut a| a.take()) else {
+            return 0;
+        };
+        let Ok(mut m) = self.streams.lock() else {
+            return 0;
+        };
+        let stale: Vec<Key> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !adopted.contains(k))
+            .collect();
+        stale.iter().filter(|k| m.remove(k).is_ok()).count()
+    }
+
     /// Hands a stream direction to the kernel.
     pub fn install(&self, key: Key, value: Value) -> bool {
-        self.streams
+        let done = self
+            .streams
             .lock()
             .map(|mut m| m.insert(key, value, 0).is_ok())
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if done
+            && self.pinned.is_some()
+            && let Ok(mut a) = self.adopted.lock()
+            && let Some(set) = a.as_mut()
+        {
+            // Before the sweep: an entry of this run, not one to sweep.
+            set.insert(key);
+        }
+        done
     }
 
     /// What the kernel counted so far, the entry left in place.
@@ -263,5 +378,26 @@ impl FastPath {
         let v = m.get(key, 0).ok();
         let _ = m.remove(key);
         v
+    }
+}
+
+impl Drop for FastPath {
+    /// A clean exit with no stream left in the kernel takes the pins away (the program
+    /// detaches); with streams left (calls a next run restores) they stay.
+    fn drop(&mut self) {
+        let Some(dir) = self.pinned.take() else {
+            return;
+        };
+        if self.entries() > 0 {
+            return;
+        }
+        if let Ok(mut links) = self.links.lock() {
+            for l in links.drain(..) {
+                // Unpinned and dropped: the attachment ends.
+                let _ = l.unpin();
+            }
+        }
+        let _ = std::fs::remove_file(dir.join("STREAMS"));
+        let _ = std::fs::remove_dir(&dir);
     }
 }

@@ -266,6 +266,16 @@ impl Peer {
         outcome
     }
 
+    /// A restored call's source, latched in the last run and still forwarded by the kernel
+    /// fast path (last heard `at`): latched again without waiting for a packet to reach us.
+    pub(crate) fn latch_restored(&mut self, src: SocketAddr, at: Instant) {
+        self.rtp = Track {
+            peer: Some(src),
+            last: Some(at),
+            candidate: None,
+        };
+    }
+
     /// The kernel fast path forwarded the latched source's RTP up to `at`: it is not quiet.
     pub(crate) fn rtp_heard_at(&mut self, at: Instant) {
         if self.rtp.last.is_none_or(|l| l < at) {

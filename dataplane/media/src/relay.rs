@@ -712,6 +712,39 @@ impl MediaEngine {
         Ok(id)
     }
 
+    /// A restored session (see [`MediaEngine::reopen`]) takes over the kernel fast path's
+    /// entries the last run installed for it (they kept forwarding while no process did):
+    /// each direction whose recorded source and relay port has an entry is latched to that
+    /// source and counted from the kernel again. The number of directions taken over.
+    pub fn adopt_kernel(&mut self, id: SessionId) -> usize {
+        let Some(fp) = self.fast.clone() else {
+            return 0;
+        };
+        let binds = [self.cfg.public_bind, self.cfg.internal_bind];
+        let Ok(s) = self.session_mut(id) else {
+            return 0;
+        };
+        let mut adopted = 0;
+        for st in &mut s.streams {
+            for (leg, bind) in st.legs.iter_mut().zip(binds) {
+                let Some(src) = leg.peer_addr() else { continue };
+                let Some(key) = fastpath::Key::new(src, SocketAddr::new(bind, leg.port)) else {
+                    continue;
+                };
+                let Some(v) = fp.adopt(key) else { continue };
+                let heard = if v.last_ns > 0 {
+                    fastpath::ns_instant(v.last_ns)
+                } else {
+                    Instant::now()
+                };
+                leg.peer.latch_restored(src, heard);
+                leg.kernel = Some(key);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     fn new_leg(&mut self, id: SessionId, stream: usize, side: Side) -> Result<Leg, MediaError> {
         self.new_leg_at(id, stream, side, None)
     }

@@ -173,6 +173,8 @@ impl Worker {
                         let _ = engine.set_remote(session, side, i, remote, &policy);
                     }
                 }
+                // With the fast path pinned, the kernel kept forwarding its streams.
+                engine.adopt_kernel(session);
                 *self.rtp_by_trunk.entry(trunk_cfg.id.clone()).or_insert(0) += 1;
                 Some(session)
             }

@@ -248,6 +248,7 @@ pub enum Timer {
 /// and the relay runs in userspace.
 fn load_fast_path(
     interfaces: &[String],
+    pin: Option<std::path::PathBuf>,
     metrics: &Metrics,
 ) -> Option<Arc<trunkgate_media::fastpath::FastPath>> {
     let interfaces: Vec<String> = interfaces
@@ -259,12 +260,30 @@ fn load_fast_path(
         metrics.kernel_fast_path.with_label_values(&["off"]).set(1);
         return None;
     }
-    match trunkgate_media::fastpath::FastPath::load(&interfaces) {
+    match trunkgate_media::fastpath::FastPath::load(&interfaces, pin.as_deref()) {
         Ok(f) => {
             tracing::info!(
                 ?interfaces,
                 "RTP fast path loaded: established streams are forwarded in the kernel"
             );
+            match (f.pinned(), pin) {
+                (Some(dir), _) => {
+                    metrics
+                        .kernel_fast_path
+                        .with_label_values(&["pinned"])
+                        .set(1);
+                    tracing::info!(
+                        dir = %dir.display(),
+                        streams = f.entries(),
+                        "RTP fast path pinned: streams keep forwarding while this edge restarts"
+                    )
+                }
+                (None, Some(dir)) => tracing::warn!(
+                    dir = %dir.display(),
+                    "RTP fast path not pinned: no bpffs there (mount -t bpf bpf /sys/fs/bpf); streams pause while this edge restarts"
+                ),
+                (None, None) => {}
+            }
             metrics.kernel_fast_path.with_label_values(&["on"]).set(1);
             Some(Arc::new(f))
         }
@@ -338,7 +357,11 @@ impl Shared {
                 Some(metrics.tcp_connections.clone()),
             )),
             prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
-            fast_path: load_fast_path(&settings.kernel_fast_path, &metrics),
+            fast_path: load_fast_path(
+                &settings.kernel_fast_path,
+                settings.fast_path_pin(),
+                &metrics,
+            ),
             setup_sources: Arc::new(crate::census::Census::new(
                 usize::MAX,
                 settings.max_calls_in_setup_per_source.max(1) as usize,
