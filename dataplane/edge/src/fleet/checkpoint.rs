@@ -5,10 +5,11 @@
 //! and a transport, dialled again when the call needs it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::b2bua::session_timer::SessionTimer;
 use crate::call::{Call, Direction, Leg, Side};
 
 /// A call's checkpoint.
@@ -55,6 +56,57 @@ pub struct LegRecord {
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub invite_cseq: u32,
+    /// Its RFC 4028 session timer, when one was negotiated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionRecord>,
+}
+
+/// A leg's RFC 4028 session timer: its interval, who refreshes, and when (wall clock, so a
+/// restarted edge refreshes or gives up on time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub interval: u32,
+    pub edge_refreshes: bool,
+    pub due_ms: u64,
+}
+
+/// The two clocks at one moment: timers are `Instant`s in the process, wall-clock times in a
+/// checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn at(now: Instant) -> Self {
+        Clock {
+            now,
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn wall_ms(&self, at: Instant) -> u64 {
+        let wall = match at.checked_duration_since(self.now) {
+            Some(ahead) => self.wall + ahead,
+            None => self
+                .wall
+                .checked_sub(self.now.saturating_duration_since(at))
+                .unwrap_or(UNIX_EPOCH),
+        };
+        ms(wall)
+    }
+
+    fn instant(&self, wall_ms: u64) -> Instant {
+        let now_ms = ms(self.wall);
+        if wall_ms >= now_ms {
+            self.now + Duration::from_millis(wall_ms - now_ms)
+        } else {
+            // Already past: due now (a timer that fell due while no edge ran fires at once).
+            self.now
+        }
+    }
 }
 
 /// One relayed stream.
@@ -80,7 +132,7 @@ pub fn time_of(ms: u64) -> SystemTime {
 }
 
 impl LegRecord {
-    pub fn of(l: &Leg) -> Self {
+    pub fn of(l: &Leg, clock: Clock) -> Self {
         LegRecord {
             public: l.side == Side::Public,
             peer: l.peer.addr(),
@@ -94,6 +146,11 @@ impl LegRecord {
             route_set: l.route_set.clone(),
             local_cseq: l.local_cseq,
             invite_cseq: l.invite_cseq,
+            session: l.session.map(|t| SessionRecord {
+                interval: t.interval,
+                edge_refreshes: t.edge_refreshes,
+                due_ms: clock.wall_ms(t.due),
+            }),
         }
     }
 
@@ -113,8 +170,9 @@ impl LegRecord {
         }
     }
 
-    /// The leg again, on `peer` (its link re-made), its CSeq moved past what it may have used.
-    pub fn leg(&self, peer: crate::worker::Link) -> Leg {
+    /// The leg again, on `peer` (its link re-made), its CSeq moved past what it may have used,
+    /// its session timer due when it was.
+    pub fn leg(&self, peer: crate::worker::Link, clock: Clock) -> Leg {
         Leg {
             side: self.side(),
             peer,
@@ -129,20 +187,24 @@ impl LegRecord {
             invite_cseq: self.invite_cseq,
             awaiting_ack: None,
             reinvite_cseq: None,
-            session: None,
+            session: self.session.map(|t| SessionTimer {
+                interval: t.interval,
+                edge_refreshes: t.edge_refreshes,
+                due: clock.instant(t.due_ms),
+            }),
         }
     }
 }
 
 impl CallRecord {
     /// The checkpoint of `c`, with its relay's `media` streams.
-    pub fn of(c: &Call, media: Vec<StreamRecord>) -> Self {
+    pub fn of(c: &Call, media: Vec<StreamRecord>, clock: Clock) -> Self {
         CallRecord {
             key: c.a.local_tag.clone(),
             trunk: c.trunk_id().to_string(),
             inbound: c.direction == Direction::Inbound,
-            a: LegRecord::of(&c.a),
-            b: LegRecord::of(&c.b),
+            a: LegRecord::of(&c.a, clock),
+            b: LegRecord::of(&c.b, clock),
             caller: c.caller.map(|n| n.to_string()),
             callee: c.callee.to_string(),
             started_ms: ms(c.started),
@@ -183,6 +245,11 @@ mod tests {
             route_set: vec!["<sip:203.0.113.9;lr>".into()],
             local_cseq: 3,
             invite_cseq: 1,
+            session: Some(SessionRecord {
+                interval: 1800,
+                edge_refreshes: true,
+                due_ms: 1_800_000_900_000,
+            }),
         }
     }
 
@@ -212,8 +279,28 @@ mod tests {
         let back: CallRecord = serde_json::from_str(&text).expect("parsed");
         assert_eq!(back, r);
         assert_eq!(back.b.transport(), trunkgate_crds::Transport::Tcp);
-        let restored = back.a.leg(crate::worker::Link::Udp(back.a.peer));
+        // 100 s after the answer: the refresh is due 800 s from now.
+        let now = Instant::now();
+        let clock = Clock {
+            now,
+            wall: time_of(1_800_000_100_000),
+        };
+        let restored = back.a.leg(crate::worker::Link::Udp(back.a.peer), clock);
         assert_eq!(restored.local_cseq, 3 + CSEQ_GAP);
+        let timer = restored.session.expect("the session timer");
+        assert_eq!(timer.due - now, Duration::from_secs(800));
+        assert!(timer.edge_refreshes);
+        assert_eq!(LegRecord::of(&restored, clock).session, back.a.session);
+        // Fallen due while no edge ran: due at once.
+        let late = Clock {
+            now,
+            wall: time_of(1_800_001_000_000),
+        };
+        let timer = back
+            .a
+            .leg(crate::worker::Link::Udp(back.a.peer), late)
+            .session;
+        assert_eq!(timer.map(|t| t.due), Some(now));
         assert_eq!(restored.side, Side::Public);
         assert_eq!(time_of(back.started_ms), time_of(1_800_000_000_000));
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::checkpoint::{CallRecord, StreamRecord, time_of};
+use super::checkpoint::{CallRecord, Clock, StreamRecord, time_of};
 use crate::call::{Call, CallState, LegId, Side};
 use crate::worker::Worker;
 
@@ -34,7 +34,7 @@ impl Worker {
                 .collect(),
             _ => Vec::new(),
         };
-        let record = CallRecord::of(c, media);
+        let record = CallRecord::of(c, media, Clock::at(self.now));
         match serde_json::to_string(&record) {
             Ok(json) => {
                 self.shared.fleet.journal(record.key, Some(json));
@@ -136,7 +136,8 @@ impl Worker {
             .map_err(|e| e.to_string())
         };
         let (link_a, link_b) = (link(&r.a)?, link(&r.b)?);
-        let (a, b) = (r.a.leg(link_a), r.b.leg(link_b));
+        let clock = Clock::at(self.now);
+        let (a, b) = (r.a.leg(link_a, clock), r.b.leg(link_b, clock));
         let id = self.next_call;
         self.next_call += 1;
         let media = match (r.media.is_empty(), self.media.as_mut()) {
@@ -242,8 +243,103 @@ impl Worker {
             recovered: true,
             checkpointed: false,
         };
+        // RFC 4028: each leg's session timer runs on from where it was (one that fell due
+        // while no edge ran fires now: a refresh sent, or the call ended for want of one).
+        let timers: Vec<(LegId, std::time::Instant)> = [(LegId::A, &call.a), (LegId::B, &call.b)]
+            .into_iter()
+            .filter_map(|(leg, l)| Some((leg, l.session?.due)))
+            .collect();
         self.calls.insert(id, call);
+        for (leg, due) in timers {
+            self.schedule(
+                due.saturating_duration_since(self.now),
+                crate::worker::Timer::Session(id, leg),
+            );
+        }
         self.checkpoint(id);
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use trunkgate_crds::Secrets;
+
+    use super::*;
+    use crate::worker::harness::*;
+
+    fn harness() -> Harness {
+        Harness::new(&[pacific()], &[numbers("pacific")], &Secrets::new())
+    }
+
+    /// An answered call with RFC 4028 timers (the carrier leg refreshed by the edge, the
+    /// platform leg by the platform), as its checkpoint says it.
+    fn answered_with_session_timers(h: &mut Harness) -> CallRecord {
+        let mut sent = h.carrier_sends(&carrier_invite(
+            "rst1",
+            NUMBER,
+            "Session-Expires: 180\r\nSupported: timer\r\n",
+        ));
+        let invite = sent.pop().expect("an INVITE to the platform");
+        let ok = h
+            .platform_sends(&invite.answer(
+                200,
+                "p1",
+                PLATFORM,
+                "Session-Expires: 180;refresher=uas\r\n",
+            ))
+            .remove(0);
+        h.carrier_sends(&carrier_in_dialog("rst1", "ACK", 1, &ok, "rst1ack"));
+        let c = h.w.calls.values().next().expect("the call");
+        CallRecord::of(c, Vec::new(), Clock::at(h.w.now))
+    }
+
+    /// RFC 4028 on a restored call: the edge refreshes the carrier leg when it was due and
+    /// ends the call when the platform's refresh does not come, as the first life would have.
+    #[test]
+    fn a_restored_call_keeps_its_session_timers() {
+        let mut first = harness();
+        let record = answered_with_session_timers(&mut first);
+        assert!(record.a.session.is_some_and(|s| s.edge_refreshes));
+        assert!(record.b.session.is_some_and(|s| !s.edge_refreshes));
+
+        let mut second = harness();
+        second.w.restoring.push(record);
+        second.w.restore_pending();
+        assert_eq!(second.w.calls.len(), 1, "restored");
+        let half = second.advance(Duration::from_secs(91));
+        assert_eq!(summary(&half, Side::Public)[..1], ["UPDATE"]);
+        let update = on(&half, Side::Public)[0];
+        assert!(
+            update.text.contains("Session-Expires: 180;refresher=uac"),
+            "{}",
+            update.text
+        );
+        second.carrier_sends(&update.answer(
+            200,
+            "",
+            CARRIER,
+            "Session-Expires: 180;refresher=uac\r\n",
+        ));
+        let end = second.advance(Duration::from_secs(58));
+        assert_eq!(summary(&end, Side::Public)[..1], ["BYE"]);
+        assert_eq!(summary(&end, Side::Internal)[..1], ["BYE"]);
+    }
+
+    /// A refresh that fell due while no edge ran is sent as soon as the call is back.
+    #[test]
+    fn a_refresh_due_while_the_edge_was_down_goes_at_once() {
+        let mut first = harness();
+        let mut record = answered_with_session_timers(&mut first);
+        if let Some(s) = record.a.session.as_mut() {
+            s.due_ms -= 100_000;
+        }
+        let mut second = harness();
+        second.w.restoring.push(record);
+        second.w.restore_pending();
+        let now = second.advance(Duration::from_millis(200));
+        assert_eq!(summary(&now, Side::Public)[..1], ["UPDATE"]);
     }
 }
