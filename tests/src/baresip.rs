@@ -11,9 +11,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -313,13 +313,7 @@ impl Baresip {
 
     /// The WAV file of what it heard in its (only) call, once `sndfile` opened it.
     pub fn recording_path(&self) -> Option<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.snd)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-            .collect();
-        found.sort();
-        found.pop()
+        recording_in(&self.snd)
     }
 
     /// Seconds of audio heard so far (the file grows while the call lasts).
@@ -347,12 +341,108 @@ impl Baresip {
         })
     }
 
+    /// Starts sampling how much audio it has heard (its recording's size) every 10 ms, until
+    /// [`HearingLog::finish`]: where the recording stops growing, no RTP reached the phone.
+    pub fn log_hearing(&self) -> HearingLog {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (snd, flag) = (self.snd.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            // The recording, its data's offset and its bytes per second, once known.
+            let mut file: Option<(PathBuf, u64, f64)> = None;
+            while !flag.load(Ordering::Relaxed) {
+                if file.is_none() {
+                    file = recording_in(&snd).and_then(|p| {
+                        let bytes = std::fs::read(&p).ok()?;
+                        let wav = Wav::parse(&bytes).ok()?;
+                        let offset = (bytes.len() - wav.samples.len() * 2) as u64;
+                        let rate = f64::from(wav.rate) * f64::from(wav.channels.max(1)) * 2.0;
+                        (rate > 0.0).then_some((p, offset, rate))
+                    });
+                }
+                let heard = file.as_ref().map_or(0.0, |(p, offset, rate)| {
+                    std::fs::metadata(p)
+                        .map_or(0.0, |m| m.len().saturating_sub(*offset) as f64 / rate)
+                });
+                samples.push((Instant::now(), heard));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        });
+        HearingLog { stop, thread }
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)
     }
 
     pub fn running(&mut self) -> bool {
         self.process.running()
+    }
+}
+
+/// The last WAV file `sndfile` opened in `snd` for what a phone heard.
+fn recording_in(snd: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(snd)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A thread sampling what a phone heard; see [`Baresip::log_hearing`].
+pub struct HearingLog {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, f64)>>,
+}
+
+impl HearingLog {
+    /// Stops sampling and returns the samples.
+    pub fn finish(self) -> Hearing {
+        self.stop.store(true, Ordering::Relaxed);
+        Hearing {
+            samples: self.thread.join().expect("the hearing sampler"),
+        }
+    }
+}
+
+/// Seconds of audio a phone had heard, sampled every 10 ms: `(when, seconds heard by then)`.
+/// baresip 1.0 decodes (and `sndfile` records) each RTP packet as it arrives, with no loss
+/// concealment for G.711, so the recording grows only while RTP reaches the phone.
+#[derive(Clone, Debug)]
+pub struct Hearing {
+    pub samples: Vec<(Instant, f64)>,
+}
+
+impl Hearing {
+    /// Seconds heard by `at` (the last sample taken at or before it).
+    pub fn heard_at(&self, at: Instant) -> f64 {
+        self.samples
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .last()
+            .map_or(0.0, |(_, h)| *h)
+    }
+
+    /// The moments the recording grew.
+    fn growths(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.samples
+            .windows(2)
+            .filter(|w| w[1].1 > w[0].1)
+            .map(|w| w[1].0)
+    }
+
+    /// The longest time between two growths of the recording (within 10 ms), and when it
+    /// ended: the longest the phone heard nothing.
+    pub fn longest_silence(&self) -> (Duration, Option<Instant>) {
+        let growths: Vec<Instant> = self.growths().collect();
+        growths
+            .windows(2)
+            .map(|w| (w[1] - w[0], Some(w[1])))
+            .max_by_key(|(d, _)| *d)
+            .unwrap_or((Duration::ZERO, None))
     }
 }
 

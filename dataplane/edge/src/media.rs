@@ -216,6 +216,12 @@ impl Worker {
         for e in events {
             let call = match e {
                 trunkgate_media::MediaEvent::Timeout { call, .. } => call,
+                trunkgate_media::MediaEvent::SrtpProgress { call } => {
+                    // Where its SRTP contexts stand moved on: a restarted edge resumes them
+                    // from the checkpoint (crate::fleet::restore).
+                    self.checkpoint(call);
+                    continue;
+                }
                 trunkgate_media::MediaEvent::UnexpectedSource {
                     call,
                     stream,

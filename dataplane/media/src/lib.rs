@@ -81,7 +81,7 @@ pub mod srtp;
 pub use latch::PeerPolicy;
 pub use relay::{
     Counters, DEFAULT_TIMEOUT, MediaConfig, MediaEngine, MediaError, MediaEvent, SessionId, Side,
-    StreamStats,
+    SrtpState, StreamStats,
 };
 pub use sdes::{Exchange, Policy as SrtpPolicy};
 pub use sdp::{Direction, Remote, Sdp};

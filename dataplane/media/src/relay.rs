@@ -209,6 +209,43 @@ pub enum MediaEvent {
         /// The address the packet was expected from (latched or SDP), if any.
         expected: Option<SocketAddr>,
     },
+    /// An SRTP stream direction went another quarter of the sequence space (16,384 packets)
+    /// since the last report: where its contexts stand ([`MediaEngine::srtp`]) has moved, and
+    /// a restarted edge resumes them only within half the sequence space of what it was told.
+    SrtpProgress { call: u64 },
+}
+
+/// One SRTP leg as a restarted edge needs it ([`MediaEngine::srtp`],
+/// [`MediaEngine::resume_srtp`]): both keys and how far each direction has gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrtpState {
+    /// The key the carrier sends with, and the edge's.
+    pub peer: crate::srtp::Key,
+    pub ours: crate::srtp::Key,
+    /// The carrier's stream, as the edge last unprotected it.
+    pub received: Option<crate::srtp::Progress>,
+    /// The edge's stream to the carrier (the platform's, protected).
+    pub sent: Option<crate::srtp::Progress>,
+    /// SRTCP packets the edge sent to the carrier (at most).
+    pub srtcp_sent: u64,
+}
+
+impl Flow {
+    fn progress(&self) -> Option<crate::srtp::Progress> {
+        let (ssrc, roc, seq) = self.rx.progress()?;
+        Some(crate::srtp::Progress { ssrc, roc, seq })
+    }
+
+    /// Whether this flow entered another quarter of the sequence space since the last call.
+    fn srtp_moved(&mut self) -> bool {
+        let Some((_, roc, seq)) = self.rx.progress() else {
+            return false;
+        };
+        let mark = ((u64::from(roc) << 16) | u64::from(seq)) >> 14;
+        let moved = mark != self.srtp_mark;
+        self.srtp_mark = mark;
+        moved
+    }
 }
 
 /// One direction of one stream, as the relay saw it.
@@ -285,6 +322,9 @@ struct Flow {
     held_to: Option<SocketAddr>,
     srtp_rejected: u64,
     rx: Receiver,
+    /// On an SRTP stream, the quarter of the sequence space last reported
+    /// ([`MediaEvent::SrtpProgress`]).
+    srtp_mark: u64,
 }
 
 /// One side of one stream: our port pair there and what we know of the peer.
@@ -712,6 +752,61 @@ impl MediaEngine {
         Ok(id)
     }
 
+    /// Each stream's SRTP state on the carrier leg (None: plain RTP there), for a checkpoint.
+    pub fn srtp(&self, id: SessionId) -> Vec<Option<SrtpState>> {
+        let Ok(s) = self.session(id) else {
+            return Vec::new();
+        };
+        s.streams
+            .iter()
+            .map(|st| {
+                let [public, internal] = &st.legs;
+                let (peer, ours) = public.srtp.as_ref()?.keys();
+                Some(SrtpState {
+                    peer: peer.clone(),
+                    ours: ours.clone(),
+                    received: public.from.progress(),
+                    sent: internal.from.progress(),
+                    srtcp_sent: internal.from.rtcp,
+                })
+            })
+            .collect()
+    }
+
+    /// A restored session's SRTP on the carrier leg of `stream`, under `policy` (the trunk's
+    /// `media.srtp`): the same keys, its contexts walked on to where `state` says (see
+    /// [`LegSrtp::resume`]).
+    pub fn resume_srtp(
+        &mut self,
+        id: SessionId,
+        stream: usize,
+        policy: Policy,
+        state: SrtpState,
+    ) -> Result<(), MediaError> {
+        let s = self.session_mut(id)?;
+        s.srtp = policy;
+        let st = s.streams.get_mut(stream).ok_or(MediaError::Unknown)?;
+        let leg = LegSrtp::resume(
+            state.peer,
+            state.ours.clone(),
+            state.received,
+            state.sent,
+            state.srtcp_sent,
+        )
+        .map_err(srtp_key)?;
+        let public = &mut st.legs[Side::Public.index()];
+        // The marks start where the contexts are: the next quarter is reported again.
+        public.from.srtp_mark = state
+            .received
+            .map_or(0, |p| ((u64::from(p.roc) << 16) | u64::from(p.seq)) >> 14);
+        public.srtp = Some(Box::new(leg));
+        st.legs[Side::Internal.index()].from.srtp_mark = state
+            .sent
+            .map_or(0, |p| ((u64::from(p.roc) << 16) | u64::from(p.seq)) >> 14);
+        st.keying = Keying::resumed(state.ours);
+        Ok(())
+    }
+
     /// A restored session (see [`MediaEngine::reopen`]) takes over the kernel fast path's
     /// entries the last run installed for it (they kept forwarding while no process did):
     /// each direction whose recorded source and relay port has an entry is latched to that
@@ -804,6 +899,7 @@ impl MediaEngine {
                             held_to: None,
                             srtp_rejected: 0,
                             rx: Receiver::new(DEFAULT_CLOCK_RATE),
+                            srtp_mark: 0,
                         },
                     });
                 }
@@ -1218,6 +1314,10 @@ impl MediaEngine {
                 x.kernel = Some(key);
                 self.counters.kernel_installs += 1;
             }
+        }
+        if !rtcp && (x.srtp.is_some() || y.srtp.is_some()) && x.from.srtp_moved() {
+            self.found
+                .push(MediaEvent::SrtpProgress { call: session.call });
         }
         if foreign_before == 0 && x.from.foreign == 1 {
             self.found.push(MediaEvent::UnexpectedSource {

@@ -70,6 +70,15 @@ pub struct Keying {
 }
 
 impl Keying {
+    /// The keying of a restored call's stream: the edge goes on sending with `ours` (a re-offer
+    /// of the same suite keeps it).
+    pub fn resumed(ours: Key) -> Keying {
+        Keying {
+            ours: Some(ours),
+            ..Keying::default()
+        }
+    }
+
     /// The edge's key for a suite: the one in use, the one last offered, else a new one.
     fn key_for(&self, suite: crate::srtp::Suite) -> Key {
         self.ours

@@ -14,7 +14,7 @@ use common::{CARRIER, PLATFORM, carrier_policy, from, ip, peer, platform_policy}
 
 /// The fast path on `lo`, or None (with the reason printed) when this process may not load it.
 fn fast_path() -> Option<Arc<FastPath>> {
-    match FastPath::load(&["lo".to_string()]) {
+    match FastPath::load(&["lo".to_string()], None) {
         Ok(f) => Some(Arc::new(f)),
         Err(e) if !is_root() => {
             eprintln!("SKIPPED: the kernel fast path needs root: {e}");
@@ -474,5 +474,48 @@ fn a_relatch_takes_the_stream_back_from_the_kernel_and_hands_it_over_again() {
     assert_eq!(
         from(&stats, Side::Public).latched,
         rebound.local_addr().ok()
+    );
+}
+
+/// A pinned fast path outlives its process: the next run on the same folder loads against the
+/// same map (what the last run installed is there to adopt), sweeps what nobody adopted, and
+/// a clean exit with nothing left removes the pins.
+#[test]
+fn a_pinned_map_is_found_again_by_the_next_run_and_swept_of_what_it_does_not_adopt() {
+    use trunkgate_media::fastpath::{Key, Value};
+    use trunkgate_media::quality::Receiver;
+    if !is_root() {
+        eprintln!("SKIPPED: the kernel fast path needs root");
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/trunkgate-tests/media-pin-{}",
+        std::process::id()
+    ));
+    let lo = |port: u16| SocketAddr::new(ip("127.0.0.1"), port);
+    let mut rx = Receiver::new(8000);
+    rx.on_packet(1, 160, 7, 0, Instant::now());
+    let value = Value::new(lo(40002), lo(40003), &rx).expect("an entry");
+    let kept = Key::new(lo(41000), lo(40000)).expect("key");
+    let gone = Key::new(lo(41002), lo(40000)).expect("key");
+    let first = FastPath::load(&["lo".to_string()], Some(&dir)).expect("loads as root");
+    if first.pinned().is_none() {
+        eprintln!("SKIPPED: no bpffs at /sys/fs/bpf");
+        return;
+    }
+    assert!(first.install(kept, value) && first.install(gone, value));
+    // Killed: nothing of it is dropped (its descriptors stay open in this test process, as
+    // the pins do in bpffs).
+    std::mem::forget(first);
+    let second = FastPath::load(&["lo".to_string()], Some(&dir)).expect("loads again");
+    assert_eq!(second.entries(), 2, "the last run's entries are there");
+    assert!(second.adopt(kept).is_some());
+    assert_eq!(second.sweep(), 1, "the entry nobody adopted is removed");
+    assert_eq!(second.entries(), 1);
+    assert!(second.take(&kept).is_some());
+    drop(second);
+    assert!(
+        !dir.exists(),
+        "a clean exit with no stream left removes its pins"
     );
 }

@@ -117,6 +117,80 @@ pub struct StreamRecord {
     pub ports: [u16; 2],
     /// Where each side's media comes from (latched) or was offered, `[carrier, platform]`.
     pub remotes: [Option<SocketAddr>; 2],
+    /// SRTP on the carrier leg: the keys and how far each direction's context has gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<SrtpRecord>,
+}
+
+/// A stream's SRTP on the carrier leg. The keys are written as `a=crypto` values (RFC 4568
+/// §9.1): a store that holds checkpoints holds the calls' media keys, so it must be as private
+/// as the edge (password, TLS; the journal file is the edge's own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SrtpRecord {
+    pub peer: String,
+    pub ours: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Progress>,
+    #[serde(default)]
+    pub srtcp_sent: u64,
+}
+
+/// One direction of an SRTP stream: SSRC, rollover counter, highest sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub ssrc: u32,
+    pub roc: u32,
+    pub seq: u16,
+}
+
+impl SrtpRecord {
+    pub fn of(s: &trunkgate_media::SrtpState) -> Self {
+        use trunkgate_media::srtp::Crypto;
+        let value = |key: &trunkgate_media::srtp::Key| {
+            Crypto {
+                tag: 1,
+                key: key.clone(),
+            }
+            .to_value()
+        };
+        let progress = |p: trunkgate_media::srtp::Progress| Progress {
+            ssrc: p.ssrc,
+            roc: p.roc,
+            seq: p.seq,
+        };
+        SrtpRecord {
+            peer: value(&s.peer),
+            ours: value(&s.ours),
+            received: s.received.map(progress),
+            sent: s.sent.map(progress),
+            srtcp_sent: s.srtcp_sent,
+        }
+    }
+
+    /// The state again; an error names what in the record is unusable.
+    pub fn state(&self) -> Result<trunkgate_media::SrtpState, String> {
+        use trunkgate_media::srtp::Crypto;
+        let key = |v: &str| {
+            Crypto::parse(v)
+                .map(|c| c.key)
+                .map_err(|e| format!("SRTP key in the checkpoint: {e}"))
+        };
+        let progress = |p: Progress| trunkgate_media::srtp::Progress {
+            ssrc: p.ssrc,
+            roc: p.roc,
+            seq: p.seq,
+        };
+        Ok(trunkgate_media::SrtpState {
+            peer: key(&self.peer)?,
+            ours: key(&self.ours)?,
+            received: self.received.map(progress),
+            sent: self.sent.map(progress),
+            srtcp_sent: self.srtcp_sent,
+        })
+    }
 }
 
 /// CSeqs a restored leg skips: requests it sent after its last checkpoint used some.
@@ -273,11 +347,28 @@ mod tests {
             media: vec![StreamRecord {
                 ports: [20000, 21000],
                 remotes: [Some("203.0.113.5:40000".parse().expect("addr")), None],
+                srtp: Some(SrtpRecord::of(&trunkgate_media::SrtpState {
+                    peer: trunkgate_media::srtp::Key::random(
+                        trunkgate_media::Suite::AesCm128HmacSha1_80,
+                    ),
+                    ours: trunkgate_media::srtp::Key::random(
+                        trunkgate_media::Suite::AesCm128HmacSha1_80,
+                    ),
+                    received: Some(trunkgate_media::srtp::Progress {
+                        ssrc: 7,
+                        roc: 1,
+                        seq: 300,
+                    }),
+                    sent: None,
+                    srtcp_sent: 4,
+                })),
             }],
         };
         let text = serde_json::to_string(&r).expect("json");
         let back: CallRecord = serde_json::from_str(&text).expect("parsed");
         assert_eq!(back, r);
+        let srtp = back.media[0].srtp.as_ref().expect("srtp");
+        assert_eq!(SrtpRecord::of(&srtp.state().expect("usable")), *srtp);
         assert_eq!(back.b.transport(), trunkgate_crds::Transport::Tcp);
         // 100 s after the answer: the refresh is due 800 s from now.
         let now = Instant::now();

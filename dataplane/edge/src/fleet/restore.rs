@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::checkpoint::{CallRecord, Clock, StreamRecord, time_of};
+use super::checkpoint::{CallRecord, Clock, SrtpRecord, StreamRecord, time_of};
 use crate::call::{Call, CallState, LegId, Side};
 use crate::worker::Worker;
 
@@ -27,11 +27,18 @@ impl Worker {
         }
         c.checkpointed = true;
         let media = match (c.media, self.media.as_ref()) {
-            (Some(session), Some(engine)) => engine
-                .endpoints(session)
-                .into_iter()
-                .map(|(ports, remotes)| StreamRecord { ports, remotes })
-                .collect(),
+            (Some(session), Some(engine)) => {
+                let mut srtp = engine.srtp(session).into_iter();
+                engine
+                    .endpoints(session)
+                    .into_iter()
+                    .map(|(ports, remotes)| StreamRecord {
+                        ports,
+                        remotes,
+                        srtp: srtp.next().flatten().as_ref().map(SrtpRecord::of),
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let record = CallRecord::of(c, media, Clock::at(self.now));
@@ -172,6 +179,20 @@ impl Worker {
                             clock_rate: 8000,
                         };
                         let _ = engine.set_remote(session, side, i, remote, &policy);
+                    }
+                }
+                // SRTP on the carrier leg goes on with the same keys, where it was.
+                let srtp_policy = crate::media::srtp_policy(trunk_cfg.media.srtp);
+                for (i, s) in r.media.iter().enumerate() {
+                    let Some(record) = &s.srtp else { continue };
+                    let resumed = record.state().and_then(|state| {
+                        engine
+                            .resume_srtp(session, i, srtp_policy, state)
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(why) = resumed {
+                        engine.close(session);
+                        return Err(format!("SRTP of stream {i}: {why}"));
                     }
                 }
                 // With the fast path pinned, the kernel kept forwarding its streams.
