@@ -83,7 +83,7 @@ pub fn records(live: HashMap<String, String>) -> Vec<CallRecord> {
 /// Rewrites the journal at `path` with only `live` (atomically: a new file renamed over).
 fn compact(path: &Path, live: &HashMap<String, String>) -> std::io::Result<u64> {
     let tmp = path.with_extension("jsonl.tmp");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut out = std::io::BufWriter::new(private(&tmp, false)?);
     let mut bytes = 0u64;
     for (key, json) in live {
         let line = line(key, Some(json));
@@ -111,18 +111,25 @@ pub fn open_file(dir: &Path) -> std::io::Result<(Vec<CallRecord>, std_mpsc::Send
     Ok((records, tx))
 }
 
+/// The journal holds calls' SRTP keys: readable by the edge's user only (0600).
+fn private(p: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .create(true)
+        .mode(0o600)
+        .open(p)
+}
+
 fn writer(
     path: PathBuf,
     mut live: HashMap<String, String>,
     mut size: u64,
     rx: std_mpsc::Receiver<Entry>,
 ) {
-    let open = |p: &Path| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(p)
-    };
+    let open = |p: &Path| private(p, true);
     let mut file = match open(&path) {
         Ok(f) => std::io::BufWriter::new(f),
         Err(e) => {
