@@ -363,6 +363,7 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
     const AFTER: f64 = 2.0;
     let lab = Lab::new("survive_baresip");
     trunkgate_tests::edge::edge_bin();
+    let began = Instant::now();
     let mut platform = Baresip::phone(&lab, "platform", PLATFORM, NUMBER)
         .tone(PLATFORM_TONE_HZ)
         .auto_answer()
@@ -592,4 +593,5 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
             println!("NOTE: the record has no MOS for the {from}'s direction: {m}");
         }
     }
+    println!("the baresip survival test took {:?}", began.elapsed());
 }
