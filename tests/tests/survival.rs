@@ -353,6 +353,18 @@ fn audio_flows_again_through_the_restarted_edge() {
 /// has exactly one record, marked recovered. The silence each phone heard is printed.
 #[test]
 fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
+    baresip_call_across_a_kill(false);
+}
+
+/// The same with SRTP on the carrier leg (SDES, the trunk requiring it): the restarted edge
+/// goes on with the call's keys where its contexts were, so the carrier's SRTP is opened and
+/// the edge's is accepted again (no authentication failure or replay counted).
+#[test]
+fn an_srtp_call_is_heard_again_through_a_restarted_edge() {
+    baresip_call_across_a_kill(true);
+}
+
+fn baresip_call_across_a_kill(srtp: bool) {
     use trunkgate_tests::baresip::{Baresip, Hearing, SETUP, Wav, assert_bye_crossed};
     use trunkgate_tests::baresip::{assert_given_edge_media, dominant_frequency};
     const SUBSCRIBER: &str = "+6421555123";
@@ -361,23 +373,36 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
     /// Audio each phone hears before the kill, and again after the restart.
     const BEFORE: f64 = 1.5;
     const AFTER: f64 = 2.0;
-    let lab = Lab::new("survive_baresip");
+    let lab = Lab::new(if srtp {
+        "survive_srtp"
+    } else {
+        "survive_baresip"
+    });
     trunkgate_tests::edge::edge_bin();
     let began = Instant::now();
     let mut platform = Baresip::phone(&lab, "platform", PLATFORM, NUMBER)
         .tone(PLATFORM_TONE_HZ)
         .auto_answer()
         .start();
-    trunk(&lab, platform.sip);
+    if srtp {
+        write_acme(
+            &lab,
+            &Trunk::new("acme", "pacific", "127.0.0.10/32", platform.sip).srtp("Required"),
+        );
+    } else {
+        trunk(&lab, platform.sip);
+    }
     let state = [
         "--state-dir".to_string(),
         lab.path("state").display().to_string(),
     ];
     let rtp = free_ports(512);
     let mut first = edge(&lab, "edge-first", &state, None, rtp);
-    let mut carrier = Baresip::phone(&lab, "carrier", CARRIER, SUBSCRIBER)
-        .tone(CARRIER_TONE_HZ)
-        .start();
+    let mut carrier = Baresip::phone(&lab, "carrier", CARRIER, SUBSCRIBER).tone(CARRIER_TONE_HZ);
+    if srtp {
+        carrier = carrier.srtp("srtp-mand");
+    }
+    let mut carrier = carrier.start();
 
     carrier.dial(&first.public_uri(NUMBER));
     for phone in [&mut carrier, &mut platform] {
@@ -492,7 +517,8 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
     );
     carrier.wait_event("CALL_CLOSED", SETUP);
     assert_bye_crossed(&carrier, &platform);
-    if pinned {
+    // SRTP streams stay in userspace (the kernel does not hold keys).
+    if pinned && !srtp {
         // The stream did not wait for the restarted edge.
         for (who, h) in [("carrier", &at_carrier), ("platform", &at_platform)] {
             let (silence, _) = h.longest_silence();
@@ -559,13 +585,19 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
     assert_eq!(second.cdrs().len(), 1, "one record: {:?}", second.cdrs());
     println!("the record: {cdr}");
     if let Some(ifaces) = trunkgate_tests::edge::kernel_fast_path() {
-        println!(
-            "kernel fast path on {ifaces}: the restarted edge's kernel forwarded {} RTP packets",
-            second.metric(
-                "trunkgate_edge_media_kernel_packets_total",
-                &[("what", "forwarded")]
-            )
+        let forwarded = second.metric(
+            "trunkgate_edge_media_kernel_packets_total",
+            &[("what", "forwarded")],
         );
+        println!(
+            "kernel fast path on {ifaces}: the restarted edge's kernel forwarded {forwarded} RTP packets"
+        );
+        if pinned && !srtp {
+            assert!(
+                forwarded > 0.0,
+                "the restored call counts what the kernel forwarded"
+            );
+        }
     }
     assert_eq!(cdr["recovered"], true, "{cdr}");
     assert_eq!(cdr["finalStatus"], 200, "{cdr}");
@@ -587,10 +619,27 @@ fn a_baresip_call_is_heard_again_through_a_restarted_edge() {
             m["packets"].as_f64().unwrap_or(0.0) >= 50.0 * AFTER,
             "the {from}'s RTP is counted in the record: {m}"
         );
-        if m["mos"].is_null() {
-            // Not asserted: reported (a restored call whose streams the pinned kernel fast
-            // path kept forwarding has no quality score in its record).
-            println!("NOTE: the record has no MOS for the {from}'s direction: {m}");
+        // Scored, also when the pinned kernel fast path kept forwarding the stream and the
+        // restored call took its RFC 3550 state over.
+        assert!(
+            m["mos"].as_f64().is_some_and(|mos| mos > 4.0),
+            "the {from}'s direction has a quality score: {m}"
+        );
+    }
+    if srtp {
+        let suite = cdr["media"]
+            .as_array()
+            .and_then(|m| m.iter().find(|e| e["from"] == "carrier"))
+            .and_then(|m| m["srtp"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(!suite.is_empty(), "the carrier's direction was SRTP: {cdr}");
+        for reason in ["srtp_auth", "srtp_replay", "srtp_ssrc_limit"] {
+            let n = second.metric(
+                "trunkgate_edge_media_packets_dropped_total",
+                &[("reason", reason)],
+            );
+            assert_eq!(n, 0.0, "{reason} after the restart: {cdr}");
         }
     }
     println!("the baresip survival test took {:?}", began.elapsed());

@@ -206,7 +206,10 @@ impl Worker {
                 self.rtp_by_trunk.remove(trunk);
             }
         }
-        engine.close(session)
+        let stats = engine.close(session);
+        // What the kernel forwarded for it is counted now, not at the next relay pass.
+        self.count_media_drops();
+        stats
     }
 
     /// Media timeouts: an answered call that carried no RTP for `--media-timeout` ends with a

@@ -170,6 +170,30 @@ impl Value {
         })
     }
 
+    /// The program's RFC 3550 state into `rx`, which starts from it when it has not started
+    /// (a restored call's receiver).
+    pub fn resume(&self, rx: &mut Receiver) {
+        if rx.state().is_some() {
+            return self.restore(rx);
+        }
+        rx.start_as(crate::quality::RxState {
+            epoch: ns_instant(self.epoch_ns),
+            clock_rate: self.clock_rate,
+            ssrc: self.ssrc,
+            base_seq: self.base_seq,
+            max_seq: self.max_seq as u16,
+            cycles: self.cycles,
+            bad_seq: self.bad_seq.checked_sub(0x10000).map(|b| b as u16),
+            received: self.received,
+            prior_expected: self.prior_expected,
+            prior_received: self.prior_received,
+            last_transit: (self.has_transit != 0).then_some(self.last_transit),
+            last_ts: self.last_ts,
+            last_pt: self.last_pt as u8,
+            jitter: self.jitter_q16 as f64 / 65536.0,
+        });
+    }
+
     /// Puts the program's RFC 3550 state back into `rx`.
     pub fn restore(&self, rx: &mut Receiver) {
         let Some(mut s) = rx.state() else {

@@ -75,6 +75,17 @@ impl Receiver {
         })
     }
 
+    /// Starts from state the kernel fast path kept (a restored call whose stream the kernel
+    /// forwarded while no process ran): its SSRC, clock and epoch too.
+    pub(crate) fn start_as(&mut self, s: RxState) {
+        self.started = true;
+        self.ssrc = s.ssrc;
+        self.epoch = s.epoch;
+        self.clock_rate = s.clock_rate.max(1);
+        self.payload_type = Some(s.last_pt);
+        self.set_state(s);
+    }
+
     /// Takes back the state the kernel carried on (same SSRC, epoch and clock).
     pub(crate) fn set_state(&mut self, s: RxState) {
         self.base_seq = s.base_seq;

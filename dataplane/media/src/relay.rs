@@ -833,6 +833,8 @@ impl MediaEngine {
                     Instant::now()
                 };
                 leg.peer.latch_restored(src, heard);
+                // The receiver starts where the kernel is: loss, jitter and MOS go on.
+                v.resume(&mut leg.from.rx);
                 leg.kernel = Some(key);
                 adopted += 1;
             }
