@@ -1,14 +1,15 @@
 //! One fleet, not N strangers: several real edge processes share a real `redis-server`
 //! (`--state-store`), and a trunk's limits hold for all of them: when calls spread over the
 //! edges, when an edge is killed with `kill -9` while it holds places, and while Redis itself
-//! is down and comes back empty.
+//! is down and comes back empty. The same with Redis Sentinel and with a Redis Cluster, each
+//! through the failover of the master.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use trunkgate_tests::config::write_acme;
-use trunkgate_tests::redis::Redis;
+use trunkgate_tests::redis::{Redis, RedisCluster, Store};
 use trunkgate_tests::sipp::scenario;
 use trunkgate_tests::*;
 
@@ -25,7 +26,7 @@ fn limited_trunk(lab: &Lab, platform: SocketAddr, max: u32) {
 }
 
 /// An edge of the fleet sharing `redis`, with a short lease so a test sees it run out.
-fn fleet_edge(lab: &Lab, name: &str, redis: &Redis) -> Edge {
+fn fleet_edge(lab: &Lab, name: &str, redis: &dyn Store) -> Edge {
     Edge::start_named(
         lab,
         name,
@@ -77,17 +78,25 @@ fn answered(run: &SippRun, code: u16) -> usize {
         .len()
 }
 
-#[test]
-fn a_trunks_call_limit_holds_across_three_edges_sharing_redis() {
-    let lab = Lab::new("fleet_limit");
-    let redis = Redis::start(&lab);
-    let platform = Sipp::reserve(PLATFORM);
-    limited_trunk(&lab, platform, 5);
-    let edges: Vec<Edge> = ["edge-a", "edge-b", "edge-c"]
+/// The checkpoints of the calls up through `edges`, in `store`.
+fn checkpoints(store: &dyn Store, edges: &[&str]) -> Option<u64> {
+    edges
         .iter()
-        .map(|n| fleet_edge(&lab, n, &redis))
-        .collect();
-    let uas = Sipp::answering(&lab, "platform", platform)
+        .map(|e| store.hlen(&format!("trunkgate:calls:{e}")))
+        .sum()
+}
+
+const EDGES: [&str; 3] = ["edge-a", "edge-b", "edge-c"];
+
+/// Three edges sharing `store`, with the trunk limited to five calls at once: nine calls spread
+/// over them, five up (their checkpoints in the store while they are), four refused where they
+/// arrived, and every place and checkpoint given back when the calls end. Returns the edges and
+/// the platform's address.
+fn three_edges_hold_a_limit_of_five(lab: &Lab, store: &dyn Store) -> (Vec<Edge>, SocketAddr) {
+    let platform = Sipp::reserve(PLATFORM);
+    limited_trunk(lab, platform, 5);
+    let edges: Vec<Edge> = EDGES.iter().map(|n| fleet_edge(lab, n, store)).collect();
+    let uas = Sipp::answering(lab, "platform", platform)
         .calls(5)
         .timeout_secs(40)
         .start();
@@ -95,8 +104,15 @@ fn a_trunks_call_limit_holds_across_three_edges_sharing_redis() {
     let carriers: Vec<Sipp> = edges
         .iter()
         .enumerate()
-        .map(|(i, e)| carrier_calls(&lab, &format!("carrier-{i}"), e, 3, 5000).start())
+        .map(|(i, e)| carrier_calls(lab, &format!("carrier-{i}"), e, 3, 5000).start())
         .collect();
+    assert_eventually!(
+        checkpoints(store, &EDGES) == Some(5) && store.zcard(CALLS_KEY) == Some(5),
+        Duration::from_secs(4),
+        "the five calls up are checkpointed and hold the five places: {:?} {:?}",
+        checkpoints(store, &EDGES),
+        store.zcard(CALLS_KEY)
+    );
     let runs: Vec<SippRun> = carriers.into_iter().map(Sipp::wait).collect();
     for r in &runs {
         r.assert_ok();
@@ -127,11 +143,14 @@ fn a_trunks_call_limit_holds_across_three_edges_sharing_redis() {
     assert_eq!(by_limit, 4.0, "each refusal counted where it happened");
     // Every call ended: the fleet holds no place, none counted twice or below zero.
     assert_eventually!(
-        redis.zcard(CALLS_KEY) == Some(0) && redis.zcard(SETUP_KEY) == Some(0),
+        store.zcard(CALLS_KEY) == Some(0)
+            && store.zcard(SETUP_KEY) == Some(0)
+            && checkpoints(store, &EDGES) == Some(0),
         Duration::from_secs(5),
-        "the places are given back: {:?} {:?}",
-        redis.zcard(CALLS_KEY),
-        redis.zcard(SETUP_KEY)
+        "the places are given back and the checkpoints removed: {:?} {:?} {:?}",
+        store.zcard(CALLS_KEY),
+        store.zcard(SETUP_KEY),
+        checkpoints(store, &EDGES)
     );
     for e in &edges {
         assert_eq!(
@@ -142,6 +161,103 @@ fn a_trunks_call_limit_holds_across_three_edges_sharing_redis() {
             0.0
         );
     }
+    (edges, platform)
+}
+
+#[test]
+fn a_trunks_call_limit_holds_across_three_edges_sharing_redis() {
+    let lab = Lab::new("fleet_limit");
+    let redis = Redis::start(&lab);
+    three_edges_hold_a_limit_of_five(&lab, &redis);
+}
+
+/// Redis Cluster (`redis+cluster://NODE,NODE,…`, three masters with a replica each): the same
+/// limit across three edges; then the master of the trunk's slot dies, its replica takes over,
+/// and the edges go back to the fleet's figures on it without a restart.
+#[test]
+fn a_trunks_call_limit_holds_on_a_redis_cluster_through_a_master_failover() {
+    let lab = Lab::new("fleet_cluster");
+    trunkgate_tests::edge::edge_bin();
+    let mut cluster = RedisCluster::start(&lab, 3, 1);
+    let (edges, platform) = three_edges_hold_a_limit_of_five(&lab, &cluster);
+
+    // Two long calls hold two of the five places; the master of their slot dies.
+    let uas = Sipp::answering(&lab, "platform-2", platform)
+        .calls(5)
+        .timeout_secs(60)
+        .start();
+    let held = carrier_calls(&lab, "carrier-held", &edges[0], 2, 30_000).start();
+    assert_eventually!(
+        cluster.zcard(CALLS_KEY) == Some(2),
+        Duration::from_secs(5),
+        "two places held: {:?}",
+        cluster.zcard(CALLS_KEY)
+    );
+    let master = cluster
+        .master_of(CALLS_KEY)
+        .expect("a master serves the trunk");
+    cluster.kill(master);
+    let killed = Instant::now();
+    assert_eventually!(
+        cluster.master_of(CALLS_KEY).is_some()
+            && edges
+                .iter()
+                .all(|e| e.metric("trunkgate_edge_limit_fallback", &[]) == 0.0)
+            && cluster.zcard(CALLS_KEY) == Some(2),
+        Duration::from_secs(20),
+        "a replica promoted, the edges on it with the calls' places: master {:?}, fallback {:?}, places {:?}",
+        cluster.master_of(CALLS_KEY),
+        edges
+            .iter()
+            .map(|e| e.metric("trunkgate_edge_limit_fallback", &[]))
+            .collect::<Vec<_>>(),
+        cluster.zcard(CALLS_KEY)
+    );
+    println!(
+        "the edges were on the new master {:?} after the old one was killed",
+        killed.elapsed()
+    );
+    // The limit holds again for the fleet: three more calls fit, the fourth does not; each
+    // edge asks the new master (also one that never saw the old one fail).
+    let claim_errors = || -> Vec<f64> {
+        edges
+            .iter()
+            .map(|e| {
+                e.metric(
+                    "trunkgate_edge_state_store_ops_total",
+                    &[("op", "claim"), ("result", "error")],
+                )
+            })
+            .collect()
+    };
+    let errors_before = claim_errors();
+    let after: Vec<SippRun> = [(1, 2), (2, 2)]
+        .iter()
+        .map(|&(e, n)| {
+            carrier_calls(&lab, &format!("carrier-after-{e}"), &edges[e], n, 3000).start()
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(Sipp::wait)
+        .collect();
+    for r in &after {
+        r.assert_ok();
+    }
+    assert_eq!(
+        (
+            after.iter().map(|r| answered(r, 200)).sum::<usize>(),
+            after.iter().map(|r| answered(r, 503)).sum::<usize>()
+        ),
+        (3, 1),
+        "two places held, three free: three calls up, one refused"
+    );
+    assert_eq!(
+        claim_errors(),
+        errors_before,
+        "every claim after the failover answered by the cluster"
+    );
+    drop(held);
+    drop(uas);
 }
 
 #[test]

@@ -335,10 +335,12 @@ pub struct Settings {
         default_value_t = 300
     )]
     pub auth_block_seconds: u64,
-    /// The fleet's shared state: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS), or
+    /// The fleet's shared state: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS),
     /// `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER` (the master Redis Sentinel names,
-    /// followed across failovers); Redis 7 or Valkey 8. Every edge pod given the same store enforces each trunk's limits
-    /// and the digest lockout as one. None: the embedded store (this process is the fleet).
+    /// followed across failovers), or `redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT…]`
+    /// (a Redis Cluster, from any of its nodes; `rediss+cluster://` with TLS); Redis 7 or
+    /// Valkey 8. Every edge pod given the same store enforces each trunk's limits and the
+    /// digest lockout as one. None: the embedded store (this process is the fleet).
     #[arg(help_heading = "Fleet", long, env = "TRUNKGATE_STATE_STORE")]
     pub state_store: Option<String>,
     /// The store's password, overriding the URL's (the chart reads it from a Secret).
@@ -615,7 +617,7 @@ impl Settings {
             && let Err(e) = crate::fleet::Source::of(&store)
         {
             out.push(format!(
-                "--state-store {}: {e} (give redis://HOST:PORT, rediss://HOST:PORT or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER)",
+                "--state-store {}: {e} (give redis://HOST:PORT, rediss://HOST:PORT, redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER or redis+cluster://HOST:PORT[,HOST:PORT])",
                 crate::fleet::redacted(&store.url)
             ));
         }

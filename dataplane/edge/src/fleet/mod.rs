@@ -5,8 +5,9 @@
 //! Two stores behind one boundary (`--state-store`):
 //! - **embedded** (no flag; `make run`): the single process is the fleet, the limits are the
 //!   per-process counters of [`crate::config::TrunkState`], nothing leaves the process;
-//! - **Redis 7 / Valkey 8** (`redis://`, `rediss://`): a call claims a place in each limit with
-//!   one Lua script (one round trip, off the worker's loop: the call waits as it waits for DNS).
+//! - **Redis 7 / Valkey 8** (`redis://`, `rediss://`, Sentinel, Cluster): a call claims a place
+//!   in each limit with one Lua script (one round trip, off the worker's loop: the call waits
+//!   as it waits for DNS).
 //!   A place is a member of a sorted set scored by its lease's end; its pod renews it every
 //!   third of `--state-lease-seconds`, so a killed pod's places free themselves within a lease,
 //!   and a release is a removal (a BYE that crosses another cannot drive a count negative).

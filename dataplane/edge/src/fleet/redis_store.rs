@@ -2,6 +2,10 @@
 //! the calls' places, the pods' heartbeat, and the digest lockout's count and its broadcast.
 //! It runs on the control thread; the workers reach it through a channel and never wait on it
 //! (a claim's answer comes back as an event).
+//!
+//! The store is one server, the master Redis Sentinel names, or a Redis Cluster. Every script's
+//! keys share one cluster slot ([`FleetKeys`], [`TrunkKeys`]), so the same scripts run on all
+//! three; only the pipelined releases and checkpoints are split by slot on a cluster.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -11,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{ConnectionInfo, IntoConnectionInfo, Script};
 
 use super::scripts;
 use super::{Cmd, FleetRefusal, Hold, Release, StoreSettings, StoreTask, TrunkKeys, Verdict};
@@ -26,6 +33,7 @@ static AUTH_SUCCEEDED: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::
 static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
 static SILENT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::SILENT));
 static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ADOPT));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::FORGET));
 
 /// Checkpoints kept for a store that does not answer (the last of each call), at most.
 const MAX_WAITING_CHECKPOINTS: usize = 100_000;
@@ -117,12 +125,12 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
             return;
         }
     };
-    let client = source.client().await;
-    let Ok(mut conn) = manager(client.clone()) else {
+    let Ok((mut conn, subscribers)) = source.connect().await else {
         tracing::error!("--state-store: unusable");
         return;
     };
-    let (clients, client_rx) = tokio::sync::watch::channel(client);
+    let cluster = source.is_cluster();
+    let (clients, client_rx) = tokio::sync::watch::channel(subscribers);
     let state = Arc::new(State {
         held: Mutex::new(HashMap::new()),
         up: AtomicBool::new(true),
@@ -133,7 +141,8 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     state.metrics.store_up.set(1);
     state.metrics.fleet_pods.set(1);
     let prefix = task.settings.prefix.clone();
-    let channel = format!("{prefix}:auth");
+    let keys = FleetKeys::new(&prefix);
+    let channel = keys.channel();
     tokio::spawn(listen(client_rx, channel.clone(), lockout.clone()));
     let lease = task.settings.lease;
     let lease_ms = lease.as_millis().min(u128::from(u32::MAX)) as u64;
@@ -142,7 +151,7 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
     let mut releases: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
     // Checkpoints since the last flush, the last one of each call winning.
     let mut journal: HashMap<String, Option<String>> = HashMap::new();
-    let calls_key = calls_key(&task.settings);
+    let calls_key = keys.calls(&task.settings.identity);
     let mut flush_at = tokio::time::Instant::now();
     let queue = task.tx.clone();
     let mut tick = tokio::time::interval(lease / 3);
@@ -261,8 +270,7 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                     Cmd::AuthFailed(ip) | Cmd::AuthSucceeded(ip) => {
                         let failed = matches!(cmd, Cmd::AuthFailed(_));
                         let (mut conn, state) = (conn.clone(), state.clone());
-                        let fail_key = format!("{prefix}:auth:{ip}:failures");
-                        let block_key = format!("{prefix}:auth:{ip}:blocked");
+                        let (fail_key, block_key) = keys.lockout(ip);
                         let (window, max, block) = (
                             crate::lockout::WINDOW.as_millis() as u64,
                             lockout.max_failures(),
@@ -317,51 +325,58 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                     flush_at = tokio::time::Instant::now() + Duration::from_secs(1);
                     continue;
                 }
-                let mut pipe = redis::pipe();
+                // One pipeline; on a cluster one per slot, as a cluster node answers only
+                // for its own slots (none needs to be atomic: each command stands alone).
+                let mut pipes: HashMap<Option<Slot>, redis::Pipeline> = HashMap::new();
+                let slot = |key: &str| cluster.then(|| Slot::for_key(key));
                 for (key, members) in releases.drain() {
-                    pipe.cmd("ZREM").arg(&*key).arg(members.iter().map(|m| &**m).collect::<Vec<_>>()).ignore();
+                    pipes.entry(slot(&key)).or_default().cmd("ZREM").arg(&*key).arg(members.iter().map(|m| &**m).collect::<Vec<_>>()).ignore();
                 }
                 for (key, json) in journal.drain() {
+                    let pipe = pipes.entry(slot(&calls_key)).or_default();
                     match json {
                         Some(json) => pipe.cmd("HSET").arg(&calls_key).arg(key).arg(json).ignore(),
                         None => pipe.cmd("HDEL").arg(&calls_key).arg(key).ignore(),
                     };
                 }
-                let (mut conn, state) = (conn.clone(), state.clone());
-                tokio::spawn(async move {
-                    let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-                    match r {
-                        Ok(()) => state.count("release", "ok"),
-                        Err(e) => {
-                            state.count("release", "error");
-                            state.store_down(&e);
+                for pipe in pipes.into_values() {
+                    let (mut conn, state) = (conn.clone(), state.clone());
+                    tokio::spawn(async move {
+                        let r: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+                        match r {
+                            Ok(()) => state.count("release", "ok"),
+                            Err(e) => {
+                                state.count("release", "error");
+                                state.store_down(&e);
+                            }
                         }
-                    }
-                });
+                    });
+                }
             }
             _ = tick.tick() => {
                 if renewing.swap(true, Ordering::AcqRel) {
                     continue;
                 }
-                // Redis Sentinel: after a failure, ask where the master is now.
-                if !state.up.load(Ordering::Acquire) && source.follows_sentinel() {
-                    let client = source.client().await;
-                    if let Ok(m) = manager(client.clone()) {
-                        conn = m;
-                        let _ = clients.send(client);
-                    }
+                // Redis Sentinel: after a failure, ask where the master is now. Redis Cluster:
+                // start again from the nodes of the URL, which name the masters now (the
+                // connection's own slot refresh does not always follow a failover promptly).
+                if !state.up.load(Ordering::Acquire)
+                    && source.reconnects()
+                    && let Ok((c, subscribers)) = source.connect().await
+                {
+                    conn = c;
+                    let _ = clients.send(subscribers);
                 }
                 let (mut conn, state, renewing, pod) =
                     (conn.clone(), state.clone(), renewing.clone(), pod.clone());
-                let pods_key = format!("{prefix}:pods");
-                let (registrants, prefix) = (task.registrants.clone(), prefix.clone());
+                let (registrants, keys) = (task.registrants.clone(), keys.clone());
                 let (orphans, orphan_after) = (task.orphans.clone(), task.orphan_after);
                 let identity = task.settings.identity.clone();
                 tokio::spawn(async move {
-                    heartbeat(&mut conn, &state, &pods_key, &identity, &pod, lease_ms).await;
-                    elect(&mut conn, &state, &registrants, &prefix, &pod, lease_ms).await;
+                    heartbeat(&mut conn, &state, &keys, &identity, &pod, lease_ms).await;
+                    elect(&mut conn, &state, &registrants, &keys, &pod, lease_ms).await;
                     if !orphan_after.is_zero() {
-                        adopt(&mut conn, &state, &orphans, &prefix, &identity, &pod, orphan_after).await;
+                        adopt(&mut conn, &state, &orphans, &keys, &identity, &pod, orphan_after).await;
                     }
                     renewing.store(false, Ordering::Release);
                 });
@@ -375,17 +390,17 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
 /// back; otherwise only the ones still there are renewed (a place released meanwhile stays
 /// released).
 async fn heartbeat(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     state: &State,
-    pods_key: &str,
+    keys: &FleetKeys,
     identity: &str,
     pod: &str,
     lease_ms: u64,
 ) {
     let was_up = state.up.load(Ordering::Acquire);
     let r: redis::RedisResult<(u32, u32)> = HEARTBEAT
-        .key(pods_key)
-        .key(format!("{pods_key}:seen"))
+        .key(keys.pods())
+        .key(keys.seen())
         .arg(pod)
         .arg(lease_ms)
         .arg(identity)
@@ -431,10 +446,10 @@ async fn heartbeat(
 /// A holder's election lasts four fifths of the lease from before the round trip, so it ends
 /// before another pod can take over.
 async fn elect(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     state: &State,
     registrants: &Mutex<super::Registrants>,
-    prefix: &str,
+    keys: &FleetKeys,
     pod: &str,
     lease_ms: u64,
 ) {
@@ -446,7 +461,7 @@ async fn elect(
     for trunk in wanted {
         let before = Instant::now();
         let r: redis::RedisResult<i64> = ELECT
-            .key(format!("{prefix}:{{{trunk}}}:registrant"))
+            .key(keys.registrant(&trunk))
             .arg(pod)
             .arg(lease_ms)
             .invoke_async(conn)
@@ -480,20 +495,26 @@ async fn elect(
 
 /// Adopts the calls of edges silent for `after` (killed for good): one pod takes each
 /// edge's calls from the store and its worker 0 ends them ([`crate::fleet::restore`]).
+///
+/// Taking an edge's calls and forgetting the edge are two steps, each atomic in its own slot
+/// (its calls' slot, the heartbeat hash's): the calls are still taken once, by one pod. What
+/// is given up is only that both happen at once: between them the edge is still listed as
+/// silent, and a pod that looks then finds no calls; if the second step fails, the next round
+/// finds no calls and forgets the edge then.
 async fn adopt(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     state: &State,
     orphans: &Mutex<Vec<super::checkpoint::CallRecord>>,
-    prefix: &str,
+    keys: &FleetKeys,
     identity: &str,
     pod: &str,
     after: Duration,
 ) {
-    let seen = format!("{prefix}:pods:seen");
+    let after_ms = after.as_millis() as u64;
     let silent: redis::RedisResult<Vec<String>> = SILENT
-        .key(&seen)
+        .key(keys.seen())
         .arg(identity)
-        .arg(after.as_millis() as u64)
+        .arg(after_ms)
         .invoke_async(conn)
         .await;
     let Ok(silent) = silent else {
@@ -501,13 +522,22 @@ async fn adopt(
     };
     for gone in silent {
         let r: redis::RedisResult<HashMap<String, String>> = ADOPT
-            .key(format!("{prefix}:calls:{gone}"))
-            .key(format!("{prefix}:adopting:{gone}"))
-            .key(&seen)
+            .key(keys.calls(&gone))
+            .key(keys.adopting(&gone))
             .arg(pod)
-            .arg(&gone)
             .invoke_async(conn)
             .await;
+        if r.is_ok() {
+            let forgot: redis::RedisResult<i64> = FORGET
+                .key(keys.seen())
+                .arg(&gone)
+                .arg(after_ms)
+                .invoke_async(conn)
+                .await;
+            if forgot.is_err() {
+                state.count("adopt", "error");
+            }
+        }
         match r {
             Ok(calls) if !calls.is_empty() => {
                 state.count("adopt", "ok");
@@ -529,14 +559,27 @@ async fn adopt(
 }
 
 /// Every pod's digest failure counts, as the store broadcasts them, merged into `lockout`.
+///
+/// The subscription is a plain SUBSCRIBE on one server: the store's, or on a Redis Cluster one
+/// of the nodes the URL names, the next one after each failure. A cluster carries every PUBLISH
+/// to all its nodes (masters and replicas), so any one node hears the whole fleet. (redis-rs's
+/// cluster connection subscribes only over RESP3 push messages; one node's connection keeps
+/// the store's own connection on RESP2 and this code the same for every source.) A count lost
+/// while reconnecting is only late: the next failure of that address carries the whole count.
 async fn listen(
-    clients: tokio::sync::watch::Receiver<redis::Client>,
+    clients: tokio::sync::watch::Receiver<Vec<redis::Client>>,
     channel: String,
     lockout: Arc<Lockout>,
 ) {
+    let mut attempt = 0usize;
     loop {
-        let client = clients.borrow().clone();
-        if let Ok(mut ps) = client.get_async_pubsub().await
+        let client = {
+            let all = clients.borrow();
+            all.get(attempt % all.len().max(1)).cloned()
+        };
+        attempt = attempt.wrapping_add(1);
+        if let Some(client) = client
+            && let Ok(mut ps) = client.get_async_pubsub().await
             && ps.subscribe(&channel).await.is_ok()
         {
             let mut messages = ps.on_message();
@@ -559,44 +602,165 @@ fn parse_count(text: &str) -> Option<(IpAddr, u32)> {
     Some((ip.parse().ok()?, n.parse().ok()?))
 }
 
-/// The hash of this edge's calls' checkpoints (by identity: a restarted pod reads its own).
-fn calls_key(settings: &StoreSettings) -> String {
-    format!("{}:calls:{}", settings.prefix, settings.identity)
+/// The fleet-wide keys, laid out so that each script's keys share one Redis Cluster slot (a
+/// single server ignores the braces):
+/// - the live pods and each identity's last heartbeat share the tag `{pods}` (HEARTBEAT);
+/// - an identity's checkpoints keep their plain name, so each identity has a slot of its own
+///   and the fleet's checkpoint writes spread over the masters; its adoption lock is tagged
+///   with that name, which puts it in the same slot (ADOPT);
+/// - an address's digest failure count and block share the address as tag (AUTH_*);
+/// - a trunk's keys share the trunk as tag ([`TrunkKeys`], the registrant: CLAIM, ELECT).
+///
+/// This holds while the prefix and the identity have no braces of their own (refused with a
+/// cluster, [`Source::of`]).
+#[derive(Clone)]
+struct FleetKeys {
+    prefix: String,
+}
+
+impl FleetKeys {
+    fn new(prefix: &str) -> Self {
+        FleetKeys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The sorted set of live pods, scored by their lease's end.
+    fn pods(&self) -> String {
+        format!("{}:{{pods}}", self.prefix)
+    }
+
+    /// Each identity's last heartbeat.
+    fn seen(&self) -> String {
+        format!("{}:{{pods}}:seen", self.prefix)
+    }
+
+    /// The hash of an identity's calls' checkpoints (by identity: a restarted pod reads its own).
+    fn calls(&self, identity: &str) -> String {
+        format!("{}:calls:{identity}", self.prefix)
+    }
+
+    /// The lock of one pod's adoption of `identity`'s calls, in their slot.
+    fn adopting(&self, identity: &str) -> String {
+        format!("{}:adopting:{{{}}}", self.prefix, self.calls(identity))
+    }
+
+    /// Which pod registers a registration trunk.
+    fn registrant(&self, trunk: &str) -> String {
+        format!("{}:{{{trunk}}}:registrant", self.prefix)
+    }
+
+    /// An address's digest failure count and its block flag.
+    fn lockout(&self, ip: IpAddr) -> (String, String) {
+        (
+            format!("{}:auth:{{{ip}}}:failures", self.prefix),
+            format!("{}:auth:{{{ip}}}:blocked", self.prefix),
+        )
+    }
+
+    /// The channel of the digest failure counts (not a key: a cluster broadcasts it).
+    fn channel(&self) -> String {
+        format!("{}:auth", self.prefix)
+    }
 }
 
 /// The calls this edge (its identity) had checkpointed when it stopped.
 pub async fn load_calls(
     settings: &StoreSettings,
 ) -> redis::RedisResult<Vec<super::checkpoint::CallRecord>> {
-    let client = Source::of(settings)?.client().await;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let all: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(calls_key(settings))
-        .query_async(&mut conn)
-        .await?;
+    let mut source = Source::of(settings)?;
+    let mut get = redis::cmd("HGETALL");
+    get.arg(FleetKeys::new(&settings.prefix).calls(&settings.identity));
+    let all: HashMap<String, String> = match &source {
+        Source::Cluster { client, .. } => {
+            let mut conn = client.get_async_connection().await?;
+            get.query_async(&mut conn).await?
+        }
+        _ => {
+            let client = source.client().await;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            get.query_async(&mut conn).await?
+        }
+    };
     Ok(super::journal::records(all))
 }
 
-/// A connection manager for `client`: short timeouts, so that a store that does not answer
+/// A connection to the store: one server's (a single Redis, or the master Sentinel named), or
+/// a Redis Cluster's, which sends each command to its slot's master.
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How long a connection or an answer may take: short, so that a store that does not answer
 /// turns into the per-pod shares quickly.
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A connection manager for `client`, with short timeouts ([`TIMEOUT`]).
 fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// Where the store is: one server, or the master a set of Redis Sentinels names
-/// (`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`).
+/// Where the store is: one server, the master a set of Redis Sentinels names
+/// (`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`), or a Redis Cluster
+/// (`redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`, `rediss+cluster://` with TLS).
 pub enum Source {
     Direct(redis::Client),
     Sentinel(redis::sentinel::SentinelClient),
+    /// The cluster, and a client of each node the URL names (for the lockout's SUBSCRIBE).
+    Cluster {
+        client: ClusterClient,
+        nodes: Vec<redis::Client>,
+    },
 }
 
 impl Source {
     pub fn of(settings: &StoreSettings) -> redis::RedisResult<Self> {
+        for (scheme, node) in [
+            ("redis+cluster://", "redis"),
+            ("rediss+cluster://", "rediss"),
+        ] {
+            if let Some(rest) = settings.url.strip_prefix(scheme) {
+                return cluster(settings, node, rest);
+            }
+        }
         let Some(rest) = settings.url.strip_prefix("redis+sentinel://") else {
             return client(settings).map(Source::Direct);
         };
@@ -626,15 +790,40 @@ impl Source {
         .map(Source::Sentinel)
     }
 
-    fn follows_sentinel(&self) -> bool {
-        matches!(self, Source::Sentinel(_))
+    /// Whether to connect again after a failure: Sentinel may name another master, a cluster
+    /// other masters for some slots.
+    fn reconnects(&self) -> bool {
+        !matches!(self, Source::Direct(_))
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Source::Cluster { .. })
+    }
+
+    /// A connection to the store now (made lazily: a store that does not answer yet fails the
+    /// first commands, it does not stop the edge), and the clients the lockout's SUBSCRIBE may
+    /// use, in turn.
+    async fn connect(&mut self) -> redis::RedisResult<(Conn, Vec<redis::Client>)> {
+        if let Source::Cluster { client, nodes } = self {
+            let config = ClusterConfig::new()
+                .set_connection_timeout(TIMEOUT)
+                .set_response_timeout(TIMEOUT);
+            let conn = client.get_pending_async_connection_with_config(config);
+            return Ok((Conn::Cluster(conn), nodes.clone()));
+        }
+        let client = self.client().await;
+        Ok((Conn::Server(manager(client.clone())?), vec![client]))
     }
 
     /// A client for the store now: the server, or the master the sentinels name (when no
-    /// sentinel answers, one that fails, so the store counts as down and is asked again).
+    /// sentinel answers, one that fails, so the store counts as down and is asked again). A
+    /// cluster: its first node.
     pub async fn client(&mut self) -> redis::Client {
         match self {
             Source::Direct(c) => c.clone(),
+            Source::Cluster { nodes, .. } => {
+                nodes.first().cloned().unwrap_or_else(unreachable_client)
+            }
             Source::Sentinel(s) => match s.async_get_client().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -653,12 +842,78 @@ fn unreachable_client() -> redis::Client {
 
 /// A client for `settings`' URL, with the password from the Secret when one is given.
 pub fn client(settings: &StoreSettings) -> redis::RedisResult<redis::Client> {
-    let mut info = settings.url.as_str().into_connection_info()?;
-    if let Some(p) = settings.password.as_deref().filter(|p| !p.is_empty()) {
-        let redis = info.redis_settings().clone().set_password(p);
-        info = info.set_redis_settings(redis);
+    redis::Client::open(with_password(
+        settings.url.as_str().into_connection_info()?,
+        settings,
+    ))
+}
+
+/// `info` with the password from the Secret when one is given.
+fn with_password(info: ConnectionInfo, settings: &StoreSettings) -> ConnectionInfo {
+    match settings.password.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let redis = info.redis_settings().clone().set_password(p);
+            info.set_redis_settings(redis)
+        }
+        None => info,
     }
-    redis::Client::open(info)
+}
+
+/// A Redis Cluster from `rest`, what follows `redis+cluster://` (`scheme` `redis`) or
+/// `rediss+cluster://` (`rediss`): `[USER:PASSWORD@]HOST:PORT[,HOST:PORT...][/...]`, the
+/// credentials and what follows the `/` applying to every node. The nodes are where the edge
+/// starts: the cluster names the others.
+fn cluster(settings: &StoreSettings, scheme: &str, rest: &str) -> redis::RedisResult<Source> {
+    let invalid =
+        |what: &'static str| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, what));
+    // The keys' layout gives each script one slot while these have no braces (FleetKeys).
+    if [&settings.prefix, &settings.identity]
+        .iter()
+        .any(|s| s.contains(['{', '}']))
+    {
+        return Err(invalid(
+            "with a Redis Cluster, --state-prefix and the edge's identity may not contain braces (they would choose the keys' cluster slots)",
+        ));
+    }
+    let (hosts, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let (credentials, hosts) = match hosts.rsplit_once('@') {
+        Some((c, h)) => (format!("{c}@"), h),
+        None => (String::new(), hosts),
+    };
+    let nodes = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            format!("{scheme}://{credentials}{h}/{tail}")
+                .into_connection_info()
+                .map(|info| with_password(info, settings))
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    if nodes.is_empty() {
+        return Err(invalid(
+            "redis+cluster:// needs HOST:PORT of at least one node",
+        ));
+    }
+    let clients = nodes
+        .iter()
+        .cloned()
+        .map(redis::Client::open)
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .connection_timeout(TIMEOUT)
+        .response_timeout(TIMEOUT)
+        // Retries within one second, then the store counts as down (the shares).
+        .overall_response_timeout(Some(2 * TIMEOUT))
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(250);
+    if let Some(p) = settings.password.as_deref().filter(|p| !p.is_empty()) {
+        builder = builder.password(p);
+    }
+    Ok(Source::Cluster {
+        client: builder.build()?,
+        nodes: clients,
+    })
 }
 
 #[cfg(test)]
@@ -707,5 +962,89 @@ mod tests {
             Source::of(&s("redis://10.0.0.1:6379", None)),
             Ok(Source::Direct(_))
         ));
+    }
+
+    fn settings(url: &str, prefix: &str, identity: &str) -> StoreSettings {
+        StoreSettings {
+            url: url.into(),
+            password: None,
+            prefix: prefix.into(),
+            identity: identity.into(),
+            lease: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_nodes_with_one_password_and_tls_for_all() {
+        let nodes = |url: &str| match Source::of(&settings(url, "trunkgate", "edge-0")) {
+            Ok(Source::Cluster { nodes, .. }) => nodes
+                .iter()
+                .map(|c| c.get_connection_info().clone())
+                .collect::<Vec<_>>(),
+            Ok(_) => panic!("{url}: not a cluster"),
+            Err(e) => panic!("{url}: {e}"),
+        };
+        let plain = nodes("redis+cluster://10.0.0.1:6379,10.0.0.2:6380");
+        assert_eq!(plain.len(), 2);
+        assert_eq!(plain[1].addr().to_string(), "10.0.0.2:6380");
+        let secret = nodes("rediss+cluster://:s3cret@10.0.0.1:6379,10.0.0.2:6379/#insecure");
+        for n in &secret {
+            assert_eq!(n.redis_settings().password(), Some("s3cret"));
+            assert!(matches!(
+                n.addr(),
+                redis::ConnectionAddr::TcpTls { insecure: true, .. }
+            ));
+        }
+        let refused = |url: &str, prefix: &str, identity: &str| {
+            Source::of(&settings(url, prefix, identity)).is_err()
+        };
+        assert!(
+            refused("redis+cluster://", "trunkgate", "edge-0"),
+            "no node"
+        );
+        assert!(
+            refused("redis+cluster://10.0.0.1:6379", "{fleet}", "edge-0"),
+            "braces would move the keys' slots"
+        );
+        assert!(refused(
+            "redis+cluster://10.0.0.1:6379",
+            "trunkgate",
+            "edge{0}"
+        ));
+        assert!(
+            !refused("redis://10.0.0.1:6379", "{fleet}", "edge{0}"),
+            "one server has no slots"
+        );
+    }
+
+    /// In a Redis Cluster a script may only touch keys of one slot: each script's keys, as the
+    /// store task builds them, hash alike.
+    #[test]
+    fn each_scripts_keys_share_one_cluster_slot() {
+        let same = |keys: &[&str]| {
+            let slots: HashSet<Slot> = keys.iter().map(Slot::for_key).collect();
+            assert_eq!(slots.len(), 1, "{keys:?}");
+        };
+        for prefix in ["trunkgate", "lab-2:voice"] {
+            let k = FleetKeys::new(prefix);
+            let t = TrunkKeys::new(prefix, "acme/pacific");
+            same(&[&t.concurrent, &t.setup, &t.per_second]); // CLAIM
+            same(&[&k.pods(), &k.seen()]); // HEARTBEAT
+            for identity in ["edge-0", "trunkgate-edge-7f9c4-x2b8q"] {
+                same(&[&k.calls(identity), &k.adopting(identity)]); // ADOPT
+            }
+            for ip in ["192.0.2.7", "2001:db8::1"] {
+                let (failures, blocked) = k.lockout(ip.parse().expect("ip"));
+                same(&[&failures, &blocked]); // AUTH_FAILED, AUTH_SUCCEEDED
+            }
+        }
+        // Checkpoints keep their name (a restarted edge of the previous version reads its own),
+        // and spread over the slots by identity.
+        let k = FleetKeys::new("trunkgate");
+        assert_eq!(k.calls("edge-0"), "trunkgate:calls:edge-0");
+        assert_ne!(
+            Slot::for_key(k.calls("edge-0")),
+            Slot::for_key(k.calls("edge-1"))
+        );
     }
 }

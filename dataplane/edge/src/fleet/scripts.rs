@@ -1,5 +1,9 @@
 //! The store's Lua scripts: each is one atomic round trip, timed by the store's own clock
 //! (`TIME`), so pods whose clocks differ still agree on leases and seconds.
+//!
+//! Each script touches only the KEYS it is given, and those share one Redis Cluster slot (the
+//! layout is `redis_store::FleetKeys` and [`super::TrunkKeys`]): a cluster runs a script on the
+//! one master of its slot, atomically there, and refuses keys of other slots.
 
 /// KEYS: concurrent set, set-up set, per-second hash. ARGV: member, lease ms, max concurrent,
 /// max per second, max in set-up (-1: no limit). Returns 0 granted, 1 concurrent, 2 per
@@ -89,24 +93,33 @@ end
 return out
 "#;
 
-/// KEYS: a silent identity's calls, its adoption lock, the heartbeat hash. ARGV: this pod,
-/// the silent identity. Takes the calls (once, by one pod): returns them as a flat
-/// key/value list, or nothing when another pod took them or there are none.
+/// KEYS: a silent identity's calls, its adoption lock (one slot: the lock is tagged with the
+/// calls' key). ARGV: this pod. Takes the calls (once, by one pod): returns them as a flat
+/// key/value list, or nothing when another pod took them or there are none. The identity is
+/// forgotten by FORGET afterwards, a step of its own: the heartbeat hash lives in another slot.
 pub const ADOPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HDEL', KEYS[3], ARGV[2])
-  return {}
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', 60000) then return {} end
 local all = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[3], ARGV[2])
 return all
+"#;
+
+/// KEYS: the hash of each identity's last heartbeat. ARGV: a silent identity, orphan ms.
+/// Forgets the identity after ADOPT, unless it was heard of again meanwhile (restarted
+/// between the two steps): then it stays, and is not silent any more. Returns 1 if forgotten.
+pub const FORGET: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if seen and now - tonumber(seen) <= tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
 "#;
 
 /// KEYS: the address's failure count, its block flag. ARGV: window ms, max failures, block ms,
 /// channel, address. Counts one digest failure for the fleet, starts the block at the limit,
-/// and tells every pod the count. Returns the count.
+/// and tells every pod the count (PUBLISH has no key: a cluster carries it to every node).
+/// Returns the count.
 pub const AUTH_FAILED: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
