@@ -34,6 +34,7 @@ static ELECT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ELECT));
 static SILENT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::SILENT));
 static ADOPT: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ADOPT));
 static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::FORGET));
+static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::LOAD));
 
 /// Checkpoints kept for a store that does not answer (the last of each call), at most.
 const MAX_WAITING_CHECKPOINTS: usize = 100_000;
@@ -664,22 +665,30 @@ impl FleetKeys {
     }
 }
 
-/// The calls this edge (its identity) had checkpointed when it stopped.
+/// The calls this edge (its identity) had checkpointed when it stopped, taken with the
+/// adoption lock held (scripts::LOAD): never also taken by a pod adopting them.
 pub async fn load_calls(
     settings: &StoreSettings,
 ) -> redis::RedisResult<Vec<super::checkpoint::CallRecord>> {
     let mut source = Source::of(settings)?;
-    let mut get = redis::cmd("HGETALL");
-    get.arg(FleetKeys::new(&settings.prefix).calls(&settings.identity));
+    let keys = FleetKeys::new(&settings.prefix);
+    let mut load = LOAD.prepare_invoke();
+    load.key(keys.calls(&settings.identity))
+        .key(keys.adopting(&settings.identity))
+        .arg(format!("{}:restart", settings.identity))
+        // Until the first heartbeats say this edge is alive again (a pod that saw it silent
+        // just before may still be about to adopt); longer would hold its calls from adoption
+        // should it die again at once.
+        .arg(settings.lease.as_millis() as u64);
     let all: HashMap<String, String> = match &source {
         Source::Cluster { client, .. } => {
             let mut conn = client.get_async_connection().await?;
-            get.query_async(&mut conn).await?
+            load.invoke_async(&mut conn).await?
         }
         _ => {
             let client = source.client().await;
             let mut conn = client.get_multiplexed_async_connection().await?;
-            get.query_async(&mut conn).await?
+            load.invoke_async(&mut conn).await?
         }
     };
     Ok(super::journal::records(all))

@@ -105,6 +105,18 @@ redis.call('DEL', KEYS[1])
 return all
 "#;
 
+/// KEYS: this edge's calls, its adoption lock (ADOPT's). ARGV: this edge's run, lock ms (a
+/// lease: its heartbeats say it is alive by then). A starting edge takes its own calls back
+/// holding the lock, so a pod that found it silent a moment ago cannot also adopt them (the
+/// calls restored twice, two records). Returns
+/// the calls as a flat key/value list, or nothing when another pod is taking them.
+pub const LOAD: &str = r#"
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return {} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return redis.call('HGETALL', KEYS[1])
+"#;
+
 /// KEYS: the hash of each identity's last heartbeat. ARGV: a silent identity, orphan ms.
 /// Forgets the identity after ADOPT, unless it was heard of again meanwhile (restarted
 /// between the two steps): then it stays, and is not silent any more. Returns 1 if forgotten.
