@@ -82,13 +82,15 @@ BENCH_PPS ?= 50000 100000
 BENCH_SRTP_PPS ?= 50000 100000
 BENCH_TLS_RATES ?= 1000 2000
 
-## image: build the operator and edge image tarballs from the release binaries (no engine needed)
-## and load them into docker, podman or nerdctl when one runs (REGISTRY, TAG, CONTAINER_ENGINE)
+## image: build the operator and edge image tarballs from the release binaries, and the lab Redis
+## one from Debian's redis-server (no engine needed), and load them into docker, podman or nerdctl
+## when one runs (REGISTRY, TAG, CONTAINER_ENGINE)
 image:
 	bash scripts/image.sh
 
 ## e2e: the chart on a real cluster: starts ../shared/k8s/cluster (root) or uses $$KUBECONFIG,
-## images, helm install, examples, a call through the edge pod, CR edit, upgrade drain, uninstall
+## images, helm install with the lab Redis, examples, a call through the edge pod, CR edit, upgrade
+## drain, kill -9 of the edge with a call up (restored from Redis), uninstall
 e2e:
 	bash scripts/e2e.sh
 

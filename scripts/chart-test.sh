@@ -137,6 +137,32 @@ done
 check "alerts, ServiceMonitors and dashboard (statefulset-ip-pool)" \
   "$py" tests/chart/chart_checks.py monitoring "$work/statefulset-ip-pool.yaml"
 
+# --- the lab Redis (edge.stateStore.deploy) ------------------------------------------------------
+# Rendered only when asked and no url is given; the edge's --state-store is its Service.
+check "lab Redis (lab-redis.yaml): one non-root, read-only Redis and its Service; the edge's --state-store is it, the password from the edge's Secret" \
+  "$py" tests/chart/chart_checks.py redis "$work/lab-redis.yaml" deployed
+check "no lab Redis by default" "$py" tests/chart/chart_checks.py redis "$work/default.yaml" absent
+redis_url=redis://redis.voice.svc:6379/0
+render_to "$work/redis-url-wins.yaml" --set edge.stateStore.deploy=true --set edge.stateStore.url=$redis_url
+check "edge.stateStore.url wins over deploy: no lab Redis, the edge uses the url" \
+  "$py" tests/chart/chart_checks.py redis "$work/redis-url-wins.yaml" absent "$redis_url"
+render_to "$work/redis-cluster-ip.yaml" --set edge.stateStore.deploy=true --set edge.stateStore.redis.clusterIP=10.96.0.63
+check "edge.stateStore.redis.clusterIP: the Service pins it and the edge uses redis://10.96.0.63:6379 (no password)" \
+  "$py" tests/chart/chart_checks.py redis "$work/redis-cluster-ip.yaml" deployed redis://10.96.0.63:6379
+render_to "$work/redis-netpol.yaml" "${ips3[@]}" --set edge.replicas=1 --set networkPolicy.enabled=true \
+  --set 'networkPolicy.carrierCidrs={203.0.113.0/28}' --set edge.stateStore.deploy=true
+check "statefulset mode with networkPolicy: only the edge pods reach the lab Redis" \
+  "$py" tests/chart/chart_checks.py redis "$work/redis-netpol.yaml" deployed
+check "the lab Redis renders validate against Kubernetes $KUBE_VERSION" \
+  "$py" tests/chart/chart_checks.py validate "$KUBE_VERSION" "$work/redis-cluster-ip.yaml" "$work/redis-netpol.yaml"
+expect_fail "edge.stateStore.redis.clusterIP must be an IPv4 address" "clusterIP" \
+  template --set edge.stateStore.deploy=true --set edge.stateStore.redis.clusterIP=redis.local
+redis_notes() {
+  "$helm" install tg "$chart" --dry-run=client --namespace trunkgate-test --set edge.stateStore.deploy=true |
+    grep -q 'For labs only: production uses Redis Sentinel or a managed Redis/Valkey'
+}
+check "NOTES.txt says the lab Redis is for labs only" redis_notes
+
 # --- listening addresses --------------------------------------------------------------------------
 # The default renders are checked by `workloads` above (the pod's own address, never a wildcard on
 # the host network). A wildcard only when a value asks for it, and then NOTES.txt says so.

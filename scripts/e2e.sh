@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
 # End to end on a real Kubernetes node: the images built from the release binaries, the chart
-# installed, examples/ applied, a SIP call through the edge pod, a CR edit, an upgrade that drains
-# a call in progress, an uninstall that leaves nothing behind.
+# installed with its lab Redis as the fleet's store, examples/ applied, a SIP call through the
+# edge pod, a CR edit, an upgrade that drains a call in progress, a kill -9 of the edge with a
+# call up that Redis brings back, an uninstall that leaves nothing behind.
 #
 #   make e2e                     # as root: starts a single-node cluster from ../shared/k8s/cluster
 #   KUBECONFIG=~/.kube/config make e2e   # your own cluster instead (kind, k3d or any; see below)
 #
 # Steps (each timed; the figures are printed at the end):
-#  1. cargo build --release of both binaries; scripts/image-tar.py makes the two image tarballs
-#     (docker-archive, no container engine, the same recipe `make image` uses).
+#  1. cargo build --release of both binaries; scripts/image-tar.py makes the three image tarballs
+#     (docker-archive, no container engine, the same recipe `make image` uses): operator, edge
+#     and the lab Redis (Debian's redis-server, apt-get installed when missing).
 #  2. Cluster: ../shared/k8s/cluster/start-cluster.sh start (node1, node IP 10.244.0.1; it imports
 #     the tarballs into containerd), or the cluster of $KUBECONFIG, the tarballs imported with
 #     `kind load image-archive` / `k3d image import` (context kind-NAME / k3d-NAME) or with the
 #     command in E2E_IMPORT ("{}" is replaced by each tarball's path).
-#  3. helm install charts/trunkgate (daemonset mode, imagePullPolicy Never) on one labelled node;
-#     operator and edge pods Ready; examples/ applied, examples/lab.yaml with this machine as the
-#     lab carrier and the lab platform; every CarrierTrunk Programmed.
+#  3. helm install charts/trunkgate (daemonset mode, imagePullPolicy Never) on one labelled node,
+#     with edge.stateStore.deploy=true: the chart's lab Redis pod on that node is the edge's
+#     --state-store. The local cluster has no DNS and no kube-proxy, so the chart pins the Redis
+#     Service's ClusterIP (edge.stateStore.redis.clusterIP, the address the edge is given) and
+#     this script adds the rules kube-proxy would (REJECT until the pod is Ready, then DNAT to
+#     it; a chain of its own in the filter and nat tables, removed on exit).
+#     Operator, edge and Redis pods Ready; the edge reaches Redis (trunkgate_edge_state_store_up
+#     1); examples/ applied, examples/lab.yaml with this machine as the lab carrier and the lab
+#     platform; every CarrierTrunk Programmed.
 #  4. sipp on this machine calls the edge pod's node address as the lab carrier; a sipp on this
 #     machine answers as the lab platform. The call's CDR must be in the edge pod's log.
 #  5. A CarrierTrunk edit must reach the edge pod (its /snapshot version) within 2 s.
 #  6. helm upgrade (a new pod annotation) while a call is up: the old edge pod drains, the call
 #     ends normally with BYE through it, the new pod takes over.
-#  6b. (local cluster) kill -9 of the edge process with a call up: the kubelet restarts the
-#     container, which restores the call from its journal (an emptyDir) before it is Ready; the
-#     call ends normally and its CDR says recovered.
-#  7. helm uninstall: no pod, workload, Service, RBAC object, snapshot Secret or Lease of the
+#  6b. (local cluster) kill -9 of the edge process with a call up, its checkpoint seen in Redis
+#     first (redis-cli): the kubelet restarts the container, which restores the call from Redis
+#     (the pod has no journal with a store) before it is Ready: trunkgate_edge_calls_restored_total
+#     {result="ok"} 1 and trunkgate_edge_state_store_up 1 on the new process. The call ends
+#     normally (BYE answered 200 at both sipps), with one CDR across both containers' logs, marked
+#     recovered, and its checkpoint leaves Redis.
+#  7. helm uninstall: no pod, workload, Service, PVC, RBAC object, snapshot Secret or Lease of the
 #     release left, the node's SIP and admin ports free.
 #
 # The cluster it started is always stopped (trap, on failure too). KEEP=1 leaves it running and
@@ -35,6 +46,8 @@
 # In `make test` (E2E_FROM_MAKE_TEST=1) it always uses the local cluster. Without root, or without
 # ../shared, it prints "e2e: SKIPPED: <why>" and succeeds, unless CI is set (.ci/run sets it) or
 # E2E_REQUIRED=1: then it fails. A cluster that does not start is always a failure.
+# The local mode also needs iptables (start-cluster.sh installs it) and redis-cli (Debian's
+# redis-tools, which redis-server brings).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -43,6 +56,10 @@ SHARED=${TRUNKGATE_SHARED:-$root/../shared}
 CLUSTER_SCRIPT="$SHARED/k8s/cluster/start-cluster.sh"
 NS=${E2E_NAMESPACE:-trunkgate-system}
 RELEASE=trunkgate
+# The lab Redis Service's ClusterIP on the local cluster: in the static band of its Service range
+# (10.96.0.0/16), which the API server does not hand out by itself.
+REDIS_SERVICE_IP=${E2E_REDIS_SERVICE_IP:-10.96.0.63}
+SERVICE_CHAIN=TRUNKGATE-E2E
 TAG=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/trunkgate/Chart.yaml)
 HELM=helm
 [ -x .tools/bin/helm ] && HELM="$root/.tools/bin/helm"
@@ -85,6 +102,9 @@ fi
 for tool in kubectl sipp curl python3 ip ss setsid; do
 	command -v "$tool" >/dev/null 2>&1 || cannot_run "'$tool' is missing (make test-deps installs sipp and helm)"
 done
+if [ "$MODE" = local ]; then
+	command -v iptables >/dev/null 2>&1 || cannot_run "'iptables' is missing (Debian: apt-get install iptables)"
+fi
 command -v "$HELM" >/dev/null 2>&1 || bash scripts/install-helm.sh >/dev/null
 [ -x .tools/bin/helm ] && HELM="$root/.tools/bin/helm"
 
@@ -96,6 +116,7 @@ figures=()
 started_cluster=0
 created_namespaces=()
 labelled_node=""
+nat_added=0
 passed=0
 
 cleanup() {
@@ -108,14 +129,20 @@ cleanup() {
 		say "--- state at failure"
 		kubectl get pods -A -o wide 2>&1 | head -30
 		kubectl get carriertrunks,numberownerships -A 2>&1 | head -20
-		for c in operator edge; do
+		for c in operator edge redis; do
 			kubectl -n "$NS" logs -l "app.kubernetes.io/component=$c" --tail=30 --prefix 2>&1 | tail -30
 		done
+	fi
+	# The rules standing in for kube-proxy (step 3); a kept cluster keeps them.
+	if [ "$nat_added" = 1 ] && [ "${KEEP:-0}" != 1 ]; then
+		service_rules delete
 	fi
 	if [ "$MODE" = local ] && [ "$started_cluster" = 1 ]; then
 		if [ "${KEEP:-0}" = 1 ]; then
 			say "KEEP=1: cluster left running; export KUBECONFIG=$state/kubeconfig;" \
 				"stop it with: $CLUSTER_SCRIPT stop $state"
+			[ "$nat_added" = 1 ] && say "and remove the lab Redis Service's rules with: iptables [-t nat]" \
+				"-D OUTPUT -j $SERVICE_CHAIN, -F $SERVICE_CHAIN, -X $SERVICE_CHAIN (both tables)"
 			return
 		fi
 		"$CLUSTER_SCRIPT" stop "$state" >"$work/cluster-stop.log" 2>&1 ||
@@ -134,6 +161,27 @@ cleanup() {
 		say "FAILED (logs and sipp traces kept in $work)"
 	fi
 	exit "$rc"
+}
+# service_rules create|delete: kube-proxy's part for the one Service the edge uses (the local
+# cluster has none), for connections from the node (the hostNetwork edge, redis-cli here): its
+# ClusterIP refuses connections (filter table) until a DNAT rule to the Redis pod is added to the
+# nat table's chain, as kube-proxy does for a Service without and then with an endpoint.
+service_rules() {
+	local table
+	for table in filter nat; do
+		if [ "$1" = create ]; then
+			iptables -t "$table" -N "$SERVICE_CHAIN" 2>/dev/null || iptables -t "$table" -F "$SERVICE_CHAIN"
+			iptables -t "$table" -C OUTPUT -j "$SERVICE_CHAIN" 2>/dev/null || iptables -t "$table" -I OUTPUT -j "$SERVICE_CHAIN"
+		else
+			iptables -t "$table" -D OUTPUT -j "$SERVICE_CHAIN" 2>/dev/null
+			iptables -t "$table" -F "$SERVICE_CHAIN" 2>/dev/null
+			iptables -t "$table" -X "$SERVICE_CHAIN" 2>/dev/null
+		fi
+	done
+	if [ "$1" = create ]; then
+		iptables -A "$SERVICE_CHAIN" -d "$REDIS_SERVICE_IP/32" -p tcp --dport 6379 -j REJECT --reject-with tcp-reset
+	fi
+	return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -168,7 +216,10 @@ cargo build --release --locked -q -p trunkgate-operator -p trunkgate-edge --bins
 figure "release build (cargo, incremental)" "$t"
 t=$(now)
 python3 scripts/image-tar.py --tag "$TAG" --out-dir "$work/images" | tee "$work/images.txt"
-figure "image build (both tarballs)" "$t"
+figure "image build (operator, edge and lab Redis tarballs)" "$t"
+if [ "$MODE" = local ]; then
+	command -v redis-cli >/dev/null 2>&1 || fail "no redis-cli (Debian: apt-get install redis-tools)"
+fi
 
 # --- 2. cluster ----------------------------------------------------------------------------------
 if [ "$MODE" = local ]; then
@@ -206,6 +257,9 @@ node_ip=${node_ip%% *}
 here_ip=$(ip -o route get "$node_ip" | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 [ -n "$node_ip" ] && [ -n "$here_ip" ] || fail "no InternalIP for node $node, or no route to it"
 say "node $node ($node_ip); lab carrier and platform on $here_ip"
+admin="http://$node_ip:9091"
+# metric NAME: the edge's value of NAME (with its labels, as /metrics writes them).
+metric() { curl -sf --max-time 1 "$admin/metrics" | awk -v m="$1" '$1 == m {print $2; exit}'; }
 kubectl label node "$node" trunkgate.io/edge=true --overwrite >/dev/null
 labelled_node=$node
 
@@ -218,16 +272,42 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/d
 kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=privileged --overwrite >/dev/null
 # Pods need their namespace's `default` ServiceAccount (made by the controller-manager).
 until_true 60 "ServiceAccount $NS/default" kubectl -n "$NS" get serviceaccount default
+# The fleet's store: the chart's lab Redis (edge.stateStore.deploy).
+store=(--set edge.stateStore.deploy=true --set edge.stateStore.redis.image.pullPolicy=Never)
+if [ "$MODE" = local ]; then
+	store+=(--set "edge.stateStore.redis.clusterIP=$REDIS_SERVICE_IP")
+	# Before the edge starts: its store address must refuse, not reach whatever answers unknown
+	# addresses on this machine's network.
+	nat_added=1
+	service_rules create
+fi
 t_install=$(now)
 "$HELM" install "$RELEASE" charts/trunkgate -n "$NS" --wait --timeout 3m \
 	--set operator.image.pullPolicy=Never --set edge.image.pullPolicy=Never \
-	--set edgeEndpoint.fqdn=sip.e2e.example >"$work/helm-install.txt"
+	--set edgeEndpoint.fqdn=sip.e2e.example "${store[@]}" >"$work/helm-install.txt"
 edge_pod() { kubectl -n "$NS" get pods -l app.kubernetes.io/component=edge --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'; }
-for c in operator edge; do
+for c in operator edge redis; do
 	kubectl -n "$NS" wait --for=condition=Ready pod -l "app.kubernetes.io/component=$c" --timeout=120s >/dev/null ||
 		fail "$c pods not Ready"
 done
-figure "helm install -> operator and edge pods Ready" "$t_install"
+figure "helm install -> operator, edge and lab Redis pods Ready" "$t_install"
+store_url=$(kubectl -n "$NS" get daemonset "$RELEASE-edge" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="TRUNKGATE_STATE_STORE")].value}')
+redis_pod_ip=$(kubectl -n "$NS" get pod "$RELEASE-redis-0" -o jsonpath='{.status.podIP}')
+redis_node=$(kubectl -n "$NS" get pod "$RELEASE-redis-0" -o jsonpath='{.spec.nodeName}')
+[ -n "$store_url" ] && [ -n "$redis_pod_ip" ] || fail "no --state-store on the edge ('$store_url') or no lab Redis pod IP"
+say "lab Redis $RELEASE-redis-0 on node $redis_node ($redis_pod_ip); the edge's --state-store is $store_url"
+if [ "$MODE" = local ]; then
+	[ "$store_url" = "redis://$REDIS_SERVICE_IP:6379" ] || fail "the edge's --state-store is $store_url, not the pinned ClusterIP"
+	[ "$(kubectl -n "$NS" get service "$RELEASE-redis" -o jsonpath='{.spec.clusterIP}')" = "$REDIS_SERVICE_IP" ] ||
+		fail "the lab Redis Service did not get ClusterIP $REDIS_SERVICE_IP"
+	# The Service's endpoint, now that the pod is Ready.
+	iptables -t nat -A "$SERVICE_CHAIN" -d "$REDIS_SERVICE_IP/32" -p tcp --dport 6379 -j DNAT --to-destination "$redis_pod_ip:6379"
+	redis_cli() { redis-cli -h "$REDIS_SERVICE_IP" -p 6379 "$@"; }
+	[ "$(redis_cli PING)" = PONG ] || fail "the lab Redis does not answer PING through its Service"
+fi
+store_up() { [ "$(metric trunkgate_edge_state_store_up)" = 1 ]; }
+until_true 30 "the edge reaches the lab Redis (trunkgate_edge_state_store_up 1)" store_up
+figure "helm install -> the edge on the lab Redis (trunkgate_edge_state_store_up 1)" "$t_install"
 # Nothing on the host network listens on every address unless a value asks for it.
 if [ "$MODE" = local ]; then
 	wildcard=$(ss -Hltnup | awk '$5 ~ /^(0\.0\.0\.0|\*|\[::\]):/' | grep -E 'trunkgate' || true)
@@ -259,7 +339,6 @@ figure "helm install -> every CarrierTrunk Programmed" "$t_install"
 kubectl get carriertrunks -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PROGRAMMED:.status.conditions[?(@.type=="Programmed")].message'
 
 # --- 4. a call through the edge pod --------------------------------------------------------------
-admin="http://$node_ip:9091"
 snapshot_field() { curl -sf --max-time 2 "$admin/snapshot" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 pod=$(edge_pod)
 [ -n "$pod" ] && [ "${pod// /}" = "$pod" ] || fail "expected one running edge pod, found '$pod'"
@@ -354,7 +433,7 @@ say "old pod $pod drained the call (CDR above); new pod $new Ready"
 
 # --- 6b. kill -9 of the edge with a call up: its container restarts and restores the call -------
 if [ "$MODE" = local ]; then
-	say "== kill -9 of the edge process with a call up: the container restarts in its pod and restores it"
+	say "== kill -9 of the edge process with a call up: the container restarts in its pod and restores it from Redis"
 	mkdir -p "$work/kill"
 	start_platform "$work/kill"
 	(cd "$work/kill" && exec timeout 120 sipp -sn uac "$node_ip:5060" -i "$here_ip" -p 5061 -s 099990003 -m 1 \
@@ -362,19 +441,41 @@ if [ "$MODE" = local ]; then
 	caller_pid=$!
 	bg_pids+=("$caller_pid")
 	until_true 10 "the call up in the edge pod" bash -c "[ \"\$(curl -sf --max-time 1 '$admin/snapshot' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"activeCalls\"])')\" = 1 ]"
-	sleep 0.5 # the call's checkpoint reaches the journal (synced every 50 ms)
+	# The call's checkpoint is in Redis (the hash of this edge's identity, its pod name) before
+	# the kill: the edge writes it in 10 ms batches after the answer.
+	calls_key="trunkgate:calls:$new"
+	checkpoints_are() { [ "$(redis_cli HLEN "$calls_key")" = "$1" ]; }
+	until_true 5 "the call's checkpoint in Redis ($calls_key)" checkpoints_are 1
+	say "the call's checkpoint in Redis: hash $calls_key, 1 field, $(redis_cli MEMORY USAGE "$calls_key") bytes"
 	restarts() { kubectl -n "$NS" get pod "$new" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
+	restored() { [ "$(metric 'trunkgate_edge_calls_restored_total{result="ok"}')" = 1 ]; }
+	# The pod's edge process, by the admin socket it holds (other edges may run on this machine).
+	edge_pid=$(ss -Hltnp | grep "$node_ip:9091 " | sed -n 's/.*"trunkgate-edge",pid=\([0-9]*\),.*/\1/p' | head -1)
+	[ -n "$edge_pid" ] || fail "no trunkgate-edge process on $node_ip:9091 to kill"
 	before=$(restarts)
 	t=$(now)
-	pkill -9 -x trunkgate-edge || fail "no trunkgate-edge process on the node to kill"
+	kill -9 "$edge_pid"
+	until_true 90 "the restarted edge restored the call from Redis (trunkgate_edge_calls_restored_total{result=\"ok\"} 1)" restored
+	figure "kill -9 of the edge -> the new process restored the call from Redis (its admin endpoint)" "$t"
 	until_true 90 "the edge container restarted and Ready" bash -c "[ \"\$(kubectl -n '$NS' get pod '$new' -o jsonpath='{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}')\" = '$((before + 1)) true' ]"
-	figure "kill -9 of the edge -> its container Ready again with the call restored" "$t"
-	wait "$caller_pid" || { tail -20 "$work/kill/uac.out"; fail "the call did not end normally after the kill"; }
+	figure "kill -9 of the edge -> its container Ready again (kubelet probe every 5 s)" "$t"
+	store_up || fail "the restarted edge does not reach Redis (trunkgate_edge_state_store_up $(metric trunkgate_edge_state_store_up))"
+	failed=$(metric 'trunkgate_edge_calls_restored_total{result="failed"}')
+	[ "${failed:-0}" = 0 ] || fail "$failed calls failed to restore"
+	kubectl -n "$NS" logs "$new" | grep -F 'restoring the calls of the previous run' | grep -q '"calls":1' ||
+		fail "the restarted edge's log does not say it restored 1 call"
+	say "restarted edge: $(kubectl -n "$NS" logs "$new" | grep -F 'restoring the calls of the previous run' | tail -1)"
+	say "restarted edge: trunkgate_edge_calls_restored_total{result=\"ok\"} $(metric 'trunkgate_edge_calls_restored_total{result="ok"}'), trunkgate_edge_state_store_up $(metric trunkgate_edge_state_store_up)"
+	wait "$caller_pid" || { tail -20 "$work/kill/uac.out"; fail "the call did not end normally after the kill (BYE not answered 200)"; }
 	wait "$platform_pid" || fail "the platform's side of the restored call failed"
 	until_true 10 "the restored call's CDR" \
 		bash -c "kubectl -n '$NS' logs '$new' | grep '\"type\":\"cdr\"' | grep '\"callee\":\"+6499990003\"' | grep -q '\"recovered\":true'"
+	# Exactly one record: none from the killed process, one from the restored one.
+	records=$({ kubectl -n "$NS" logs --previous "$new"; kubectl -n "$NS" logs "$new"; } | grep '"type":"cdr"' | grep -c '"callee":"+6499990003"' || true)
+	[ "$records" = 1 ] || fail "$records call records of the restored call, not 1"
 	kubectl -n "$NS" logs "$new" | grep '"type":"cdr"' | grep '"callee":"+6499990003"'
-	say "the call survived kill -9 of the edge (restored from the pod's journal, ended by BYE, one record)"
+	until_true 5 "the ended call's checkpoint gone from Redis" checkpoints_are 0
+	say "the call survived kill -9 of the edge (restored from Redis, ended by BYE answered 200, one record, checkpoint gone)"
 fi
 
 # --- 7. helm uninstall leaves nothing ------------------------------------------------------------
@@ -383,7 +484,7 @@ t=$(now)
 "$HELM" uninstall "$RELEASE" -n "$NS" --wait --timeout 2m >/dev/null
 until_true 60 "the release's pods gone" bash -c "[ -z \"\$(kubectl -n '$NS' get pods -o name)\" ]"
 figure "helm uninstall -> no pods" "$t"
-left=$(kubectl -n "$NS" get all,secrets,configmaps,serviceaccounts,roles,rolebindings,leases,poddisruptionbudgets,networkpolicies -o name 2>&1 |
+left=$(kubectl -n "$NS" get all,persistentvolumeclaims,secrets,configmaps,serviceaccounts,roles,rolebindings,leases,poddisruptionbudgets,networkpolicies -o name 2>&1 |
 	grep -v -e '^serviceaccount/default$' -e '^configmap/kube-root-ca.crt$' -e '^configmap/openshift-service-ca.crt$' || true)
 left+=$(kubectl get clusterroles,clusterrolebindings -l app.kubernetes.io/instance="$RELEASE" -o name 2>&1 || true)
 [ -z "$left" ] || fail "left behind after helm uninstall: $(echo $left)"

@@ -6,10 +6,15 @@
 
 IMAGE is a key of the spec's "images" (default: all of them). For each one it writes
 OUT_DIR/trunkgate-IMAGE.tar, named REGISTRY/trunkgate-IMAGE:TAG, with a single uncompressed
-layer holding the release binary, the shared libraries `ldd` lists for it (at the paths the
-dynamic loader looks in), and the spec's common files. No base image: the layer is the whole
-file system. Entries are sorted and carry mtime 0 and owner 0:0 (unless the spec says otherwise),
+layer holding the binary, the shared libraries `ldd` lists for it (at the paths the dynamic
+loader looks in), and the spec's common files. No base image: the layer is the whole file
+system. Entries are sorted and carry mtime 0 and owner 0:0 (unless the spec says otherwise),
 so the same binaries give the same image digest.
+
+A "binary" is a release binary in BIN_DIR, or an absolute path of a Debian package's binary
+("package" names it, e.g. redis-server for the lab Redis): a missing package is installed with
+apt-get (root or sudo), its copyright file goes into the image, and the labels name the package
+version and the license of its main files.
 
 The tarball is what `docker load`, `podman load`, `nerdctl load`, `ctr images import`,
 `kind load image-archive` and `k3d image import` read. It prints one line per image:
@@ -100,15 +105,53 @@ def linked_libraries(binary):
     return libs
 
 
-def build_layer(spec, image, bin_dir):
-    common = spec.get("common", {})
-    binary = os.path.join(bin_dir, image["binary"])
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"image-tar: {binary} is missing; build it first (cargo build --release)")
-    layer = Layer()
-    for d in common.get("dirs", []):
+def install_package(package, binary):
+    """apt-get install `package` (Debian), as root or through sudo, for `binary`."""
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print(f"image-tar: {binary} is missing: apt-get install {package}", file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]):
+        if subprocess.run(sudo + cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            sys.exit(f"image-tar: {' '.join(cmd)} failed; install {package} yourself")
+
+
+def package_labels(package):
+    """The Debian package's version and the license of its main files (`Files: *` of its
+    machine-readable copyright file), as image labels."""
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    labels = {"io.trunkgate.debian-package": f"{package}={version or '?'}"}
+    with open(f"/usr/share/doc/{package}/copyright") as f:
+        stanzas = f.read().split("\n\n")
+    main = next((s for s in stanzas if re.search(r"^Files:\s*\*\s*$", s, re.M)), "")
+    m = re.search(r"^License:\s*(\S.*)$", main, re.M)
+    if m:
+        labels["org.opencontainers.image.licenses"] = m.group(1).strip()
+    return labels
+
+
+def add_dirs(layer, dirs):
+    for d in dirs:
         path, mode, *owner = d.split(":")
         layer.add_dir(path, int(mode, 8), int(owner[0]) if owner else 0)
+
+
+def build_layer(spec, image, bin_dir):
+    common = spec.get("common", {})
+    binary = image["binary"]
+    package = image.get("package")
+    if os.path.isabs(binary):
+        if not os.access(binary, os.X_OK) and package:
+            install_package(package, binary)
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"image-tar: {binary} is missing")
+    else:
+        binary = os.path.join(bin_dir, binary)
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"image-tar: {binary} is missing; build it first (cargo build --release)")
+    layer = Layer()
+    add_dirs(layer, common.get("dirs", []) + image.get("dirs", []))
     for path, text in sorted(common.get("text", {}).items()):
         layer.add_text(path, text)
     for f in common.get("files", []):
@@ -116,6 +159,9 @@ def build_layer(spec, image, bin_dir):
             layer.add_file(f["to"], f["from"], 0o644)
         elif not f.get("optional"):
             sys.exit(f"image-tar: {f['from']} is missing")
+    if package:
+        copyright_file = f"/usr/share/doc/{package}/copyright"
+        layer.add_file(copyright_file, copyright_file, 0o644)
     for inside, source in linked_libraries(binary):
         layer.add_file(inside, source)
     layer.add_file(image["entrypoint"][0], binary, 0o755)
@@ -179,6 +225,8 @@ def main():
                     h.update(chunk)
             diff_id = "sha256:" + h.hexdigest()
             labels = dict(common.get("labels", {}))
+            if image.get("package"):
+                labels.update(package_labels(image["package"]))
             labels.update(image.get("labels", {}))
             labels["org.opencontainers.image.version"] = a.tag
             config = {

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the two images the same way `make e2e` does, then loads them into a container engine.
+# Builds the images the same way `make e2e` does, then loads them into a container engine.
 #
-#   make image                                   # localhost/trunkgate-{operator,edge}:VERSION
+#   make image                                   # localhost/trunkgate-{operator,edge,redis}:VERSION
 #   REGISTRY=ghcr.io/acme TAG=0.1.0 make image   # then push them with the same engine
 #   CONTAINER_ENGINE=podman make image           # pick the engine (default: docker, podman, nerdctl)
 #   CONTAINER_ENGINE=none make image             # only the tarballs (target/images/*.tar)
 #
 # One recipe: `cargo build --release`, then scripts/image-tar.py writes a docker-archive tarball
 # per image from images/images.json (binary, its shared libraries, CA bundle, passwd; no base
-# image). The engine only loads those tarballs (`docker load`), so the images you push are the
+# image). trunkgate-redis, the chart's lab store (edge.stateStore.deploy), holds Debian's
+# redis-server instead of a release binary (image-tar.py installs the package when missing).
+# The engine only loads those tarballs (`docker load`), so the images you push are the
 # ones `make e2e` tested. Without an engine the tarballs are left in target/images/ for
 # `ctr -n k8s.io images import`, `kind load image-archive` or `k3d image import`.
 set -euo pipefail
@@ -31,13 +33,13 @@ if [ -z "$ENGINE" ]; then
 fi
 if [ -z "$ENGINE" ] || [ "$ENGINE" = none ]; then
 	echo "image: no container engine running (docker, podman or nerdctl); the images are the tarballs"
-	echo "       $OUT/trunkgate-operator.tar and $OUT/trunkgate-edge.tar ($REGISTRY/trunkgate-*:$TAG):"
+	echo "       $OUT/trunkgate-operator.tar, $OUT/trunkgate-edge.tar and $OUT/trunkgate-redis.tar ($REGISTRY/trunkgate-*:$TAG):"
 	echo "       load them with 'docker load -i FILE', 'ctr -n k8s.io images import FILE',"
 	echo "       'kind load image-archive FILE' or 'k3d image import FILE'."
 	exit 0
 fi
-for name in operator edge; do
+for name in operator edge redis; do
 	echo "$ENGINE load -i $OUT/trunkgate-$name.tar"
 	"$ENGINE" load -i "$OUT/trunkgate-$name.tar"
 done
-echo "loaded $REGISTRY/trunkgate-operator:$TAG and $REGISTRY/trunkgate-edge:$TAG into $ENGINE"
+echo "loaded $REGISTRY/trunkgate-{operator,edge,redis}:$TAG into $ENGINE"

@@ -5,6 +5,9 @@
   chart_checks.py rbac FILE                       least privilege of the edge and the operator
   chart_checks.py workloads FILE                  pod settings the edge and operator rely on
   chart_checks.py monitoring FILE                 alerts, ServiceMonitor selectors, dashboard
+  chart_checks.py redis FILE deployed|absent [URL]
+                                                  the lab Redis (edge.stateStore.deploy) and the
+                                                  edge's --state-store (URL: the one it must use)
   chart_checks.py defaults EDGE_HELP OPERATOR_HELP DEFAULT_RENDER
                                                   binaries, chart, deploy/, Makefile, README agree
 
@@ -166,8 +169,12 @@ def rbac(path):
 
 # --- workloads --------------------------------------------------------------------------------
 
+def component(d):
+    return d["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
 def edge_workload(docs):
-    found = [d for d in docs if d["kind"] in ("DaemonSet", "StatefulSet")]
+    found = [d for d in docs if d["kind"] in ("DaemonSet", "StatefulSet") and component(d) == "edge"]
     assert len(found) == 1, f"expected one edge DaemonSet or StatefulSet, found {len(found)}"
     return found[0]
 
@@ -357,6 +364,93 @@ def workloads(path):
               f"{high - low + 1} RTP ports each")
     print(f"  listening: {listen}")
     print(f"  security contexts: non-root, read-only root FS, drop ALL, seccomp RuntimeDefault")
+    return True
+
+
+# --- redis ------------------------------------------------------------------------------------
+
+def cli_flags(args):
+    """{--flag: value} of a command line whose flags each take one value (Redis's)."""
+    assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), f"args {args}"
+    return dict(zip(args[::2], args[1::2]))
+
+
+def redis(path, expect, url=None):
+    """The lab Redis (edge.stateStore.deploy): rendered only when asked and no url is given; one
+    replica, non-root, read-only root FS, every capability dropped, its data on an emptyDir, the
+    password (if any) from the edge's own Secret; the edge's --state-store points at its Service."""
+    docs = load(path)
+    edge = edge_workload(docs)
+    ns = edge["metadata"]["namespace"]
+    env = env_of(edge["spec"]["template"]["spec"]["containers"][0])
+    store = env.get("TRUNKGATE_STATE_STORE", {}).get("value")
+    objects = [d for d in docs if component(d) == "redis"]
+    if url is not None:
+        assert store == url, f"edge --state-store {store!r}, want {url!r}"
+    if expect == "absent":
+        assert not objects, f"a lab Redis is rendered: {[d['kind'] for d in objects]}"
+        assert not store or "-redis." not in store, f"the edge points at a lab Redis: {store}"
+        print(f"  no lab Redis; edge --state-store {store or '(none: the journal in the pod)'}")
+        return True
+    assert expect == "deployed", f"unknown expectation {expect}"
+    sts = one(objects, "StatefulSet")
+    svc = one(objects, "Service")
+    name = sts["metadata"]["name"]
+    assert sts["spec"]["replicas"] == 1, "redis: more than one replica (the edges need one store)"
+    assert svc["metadata"]["name"] == name == sts["spec"]["serviceName"], "redis: Service name"
+    pod = sts["spec"]["template"]["spec"]
+    assert pod.get("automountServiceAccountToken") is False, "redis: mounts an API token"
+    assert not pod.get("hostNetwork"), "redis: hostNetwork"
+    check_security("redis StatefulSet", pod, False)
+    (c,) = pod["containers"]
+    assert "trunkgate-redis" in c["image"], f"redis: image {c['image']}"
+    flags = cli_flags(c["args"])
+    for flag, want in (("--port", "6379"), ("--bind", "0.0.0.0"), ("--protected-mode", "no"),
+                       ("--dir", "/data"), ("--appendonly", "yes"), ("--save", ""),
+                       ("--maxmemory-policy", "noeviction")):
+        assert flags.get(flag) == want, f"redis: {flag} {flags.get(flag)!r}, want {want!r}"
+    mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == "/data"), None)
+    assert mount and not mount.get("readOnly"), "redis: /data is on no writable volume"
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    assert "emptyDir" in volumes[mount["name"]], "redis: /data is not an emptyDir"
+    port = next(p for p in c["ports"] if p["name"] == "redis")
+    assert port["containerPort"] == 6379, "redis: container port"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["tcpSocket"]["port"] == "redis", f"redis: {probe}"
+    spec = svc["spec"]
+    assert spec.get("type", "ClusterIP") == "ClusterIP", "redis: the Service leaves the cluster"
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"].items() <= labels.items(), "redis: the Service selects another pod"
+    assert sts["spec"]["selector"]["matchLabels"] == spec["selector"], "redis: selectors differ"
+    assert [(p["port"], p["targetPort"]) for p in spec["ports"]] == [(6379, "redis")], "redis: Service ports"
+    # The edge's store is this Service, by its pinned ClusterIP or its DNS name; no journal.
+    host = spec.get("clusterIP") or f"{name}.{ns}.svc"
+    assert store == f"redis://{host}:6379", f"edge --state-store {store!r}, want redis://{host}:6379"
+    assert "TRUNKGATE_STATE_DIR" not in env, "edge: a journal as well as the lab Redis"
+    # The password: the edge's Secret for both, or none for both; never a literal.
+    renv = env_of(c)
+    if "TRUNKGATE_STATE_STORE_PASSWORD" in env:
+        secret = env_source(env, "TRUNKGATE_STATE_STORE_PASSWORD")
+        assert env_source(renv, "REDIS_PASSWORD") == secret, "redis: its password is not the edge's Secret"
+        assert flags.get("--requirepass") == "$(REDIS_PASSWORD)", "redis: --requirepass not from the Secret"
+        password = f"from {secret}"
+    else:
+        assert "--requirepass" not in flags and "REDIS_PASSWORD" not in renv, \
+            "redis: a password the edge does not have"
+        password = "none"
+    # With the NetworkPolicies on, only the edge pods reach it.
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    if policies:
+        pol = one(objects, "NetworkPolicy")["spec"]
+        assert pol["podSelector"]["matchLabels"] == spec["selector"], "redis: the policy selects another pod"
+        edge_labels = edge["spec"]["selector"]["matchLabels"]
+        (rule,) = pol["ingress"]
+        assert [f.get("podSelector", {}).get("matchLabels") for f in rule["from"]] == [edge_labels], \
+            f"redis: the policy admits {rule['from']}"
+        assert rule["ports"] == [{"protocol": "TCP", "port": 6379}], "redis: the policy's ports"
+    print(f"  lab Redis {ns}/{name}: 1 replica, non-root, read-only root FS, drop ALL, appendonly on "
+          f"an emptyDir; password {password}; edge --state-store {store}"
+          + ("; NetworkPolicy: edge pods only" if policies else ""))
     return True
 
 
@@ -568,6 +662,8 @@ def main(argv):
             ok = monitoring(argv[2])
         elif cmd == "defaults":
             ok = defaults(argv[2], argv[3], argv[4])
+        elif cmd == "redis":
+            ok = redis(argv[2], argv[3], argv[4] if len(argv) > 4 else None)
         else:
             raise SystemExit(f"unknown command {cmd}")
     except (AssertionError, KeyError, StopIteration, ValueError) as e:

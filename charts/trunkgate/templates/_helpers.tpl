@@ -183,3 +183,26 @@ edge's own address in that network; else the pod's address. Call with (dict "roo
 {{ ternary "$(POD_IP)" "$(HOST_IP)" (eq $e.mode "statefulset") }}:{{ .port }}
 {{- end -}}
 {{- end -}}
+
+{{- define "trunkgate.redis.name" -}}
+{{- printf "%s-redis" (include "trunkgate.fullname" .) -}}
+{{- end -}}
+
+{{/* "true" when the chart runs its lab Redis: edge.stateStore.deploy and no edge.stateStore.url. */}}
+{{- define "trunkgate.redis.enabled" -}}
+{{- $s := .Values.edge.stateStore -}}
+{{- if and $s.deploy (not $s.url) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The edge's --state-store: edge.stateStore.url, else the lab Redis (by its pinned ClusterIP,
+else its Service's DNS name), else empty (the edge journals its calls in the pod). */}}
+{{- define "trunkgate.stateStore.url" -}}
+{{- $s := .Values.edge.stateStore -}}
+{{- if $s.url -}}
+{{- $s.url -}}
+{{- else if eq (include "trunkgate.redis.enabled" .) "true" -}}
+redis://{{ default (printf "%s.%s.svc" (include "trunkgate.redis.name" .) .Release.Namespace) $s.redis.clusterIP }}:6379
+{{- end -}}
+{{- end -}}

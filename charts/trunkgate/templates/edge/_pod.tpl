@@ -29,6 +29,7 @@ kubelet's own sleep action, which needs no binary in the image.
 {{- $internalSips := and $tls (gt (int $e.tls.internalSipsPort) 0) -}}
 {{- $fast := eq (toString $e.kernelFastPath.enabled) "true" -}}
 {{- $publicNet := and (not $sts) $e.daemonset.publicNetwork -}}
+{{- $store := include "trunkgate.stateStore.url" . -}}
 metadata:
   labels:
     {{- include "trunkgate.labels" (dict "root" $ "component" "edge") | nindent 4 }}
@@ -99,16 +100,17 @@ spec:
           value: {{ include "trunkgate.edge.platformCidrs" . | quote }}
         - name: TRUNKGATE_INTERNAL_MEDIA_IP
           value: {{ $ip | quote }}
-        {{- if not $e.stateStore.url }}
+        {{- if not $store }}
         # No shared store: calls are journalled in the pod (see the volume "state").
         - name: TRUNKGATE_STATE_DIR
           value: /var/lib/trunkgate
         {{- end }}
         {{- with $e.stateStore }}
-        {{- if .url }}
-        # The fleet's shared limits and lockout (Redis/Valkey).
+        {{- if $store }}
+        # The fleet's shared limits, lockout and call checkpoints (Redis/Valkey; with
+        # edge.stateStore.deploy the chart's lab Redis).
         - name: TRUNKGATE_STATE_STORE
-          value: {{ .url | quote }}
+          value: {{ $store | quote }}
         - name: TRUNKGATE_STATE_LEASE_SECONDS
           value: {{ .leaseSeconds | quote }}
         {{- if .existingSecret }}
@@ -224,7 +226,7 @@ spec:
         {{- toYaml $e.resources | nindent 8 }}
       securityContext:
         {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low "fastPath" $fast) | nindent 8 }}
-      {{- $journal := not $e.stateStore.url }}
+      {{- $journal := not $store }}
       {{- if or $journal $tls $e.tls.caSecretName }}
       volumeMounts:
         {{- if $journal }}
