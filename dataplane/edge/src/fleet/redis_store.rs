@@ -358,11 +358,13 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                 if renewing.swap(true, Ordering::AcqRel) {
                     continue;
                 }
-                // Redis Sentinel: after a failure, ask where the master is now. Redis Cluster:
-                // start again from the nodes of the URL, which name the masters now (the
-                // connection's own slot refresh does not always follow a failover promptly).
+                // After a failure, a new connection. Redis Sentinel: ask where the master is
+                // now. Redis Cluster: start again from the nodes of the URL, which name the
+                // masters now (the connection's own slot refresh does not always follow a
+                // failover promptly). One server: the connection manager reconnects after a
+                // dropped connection, but not after a reply that was not RESP (something else
+                // answered on the address for a while).
                 if !state.up.load(Ordering::Acquire)
-                    && source.reconnects()
                     && let Ok((c, subscribers)) = source.connect().await
                 {
                     conn = c;
@@ -801,10 +803,6 @@ impl Source {
 
     /// Whether to connect again after a failure: Sentinel may name another master, a cluster
     /// other masters for some slots.
-    fn reconnects(&self) -> bool {
-        !matches!(self, Source::Direct(_))
-    }
-
     fn is_cluster(&self) -> bool {
         matches!(self, Source::Cluster { .. })
     }
