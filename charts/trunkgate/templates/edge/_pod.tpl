@@ -227,8 +227,14 @@ spec:
       securityContext:
         {{- include "trunkgate.containerSecurityContext" (dict "addBind" $low "fastPath" $fast) | nindent 8 }}
       {{- $journal := not $store }}
-      {{- if or $journal $tls $e.tls.caSecretName }}
+      {{- if or $journal $tls $e.tls.caSecretName $fast }}
       volumeMounts:
+        {{- if $fast }}
+        # The node's bpffs: the fast path pins its stream map and attachments there, so a
+        # killed edge's streams keep forwarding until the restarted container takes them over.
+        - name: bpffs
+          mountPath: /sys/fs/bpf
+        {{- end }}
         {{- if $journal }}
         # The call journal (--state-dir): an edge container restarted in its pod (kill -9, OOM)
         # restores its calls from it.
@@ -246,6 +252,12 @@ spec:
           readOnly: true
         {{- end }}
   volumes:
+    {{- if $fast }}
+    - name: bpffs
+      hostPath:
+        path: /sys/fs/bpf
+        type: Directory
+    {{- end }}
     {{- if $journal }}
     - name: state
       emptyDir:
