@@ -27,6 +27,9 @@ fn limited_trunk(lab: &Lab, platform: SocketAddr, max: u32) {
 
 /// An edge of the fleet sharing `redis`, with a short lease so a test sees it run out.
 fn fleet_edge(lab: &Lab, name: &str, redis: &dyn Store) -> Edge {
+    // Room for every call of a test in one worker's slice, released ports resting included
+    // (the harness's default of 32 pairs ran out in one worker now and then: 503).
+    let rtp = free_ports(256);
     Edge::start_named(
         lab,
         name,
@@ -38,6 +41,8 @@ fn fleet_edge(lab: &Lab, name: &str, redis: &dyn Store) -> Edge {
                 "3".into(),
                 "--state-identity".into(),
                 name.into(),
+                "--rtp-ports".into(),
+                format!("{rtp}-{}", rtp + 255),
             ],
             ..Default::default()
         },
