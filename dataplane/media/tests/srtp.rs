@@ -327,3 +327,112 @@ fn required_srtp_refuses_a_plain_offer_with_488_and_changes_nothing() {
     assert_eq!(e.status(), 488);
     assert!(e.to_string().contains("requires SRTP"), "{e}");
 }
+
+/// Relays until `sock` has `n` datagrams; what it got and the events the relay reported.
+fn collect_with_events(
+    m: &mut MediaEngine,
+    sock: &UdpSocket,
+    n: usize,
+) -> (Vec<Vec<u8>>, Vec<trunkgate_media::MediaEvent>) {
+    let until = std::time::Instant::now() + WAIT;
+    let (mut got, mut events) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 2048];
+    while got.len() < n && std::time::Instant::now() < until {
+        events.extend(m.relay());
+        while let Ok(k) = sock.recv(&mut buf) {
+            got.push(buf[..k].to_vec());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (got, events)
+}
+
+/// What a restarted edge needs of an SRTP leg: the relay reports each quarter of the sequence
+/// space a direction enters (the call is checkpointed again then), `srtp` gives the keys and
+/// how far each direction went, and another engine (the next run, on the same ports) resumed
+/// from that opens the carrier's stream and seals the platform's where they were.
+#[test]
+fn an_srtp_leg_reports_its_progress_and_resumes_in_another_engine() {
+    use trunkgate_media::srtp::Progress;
+    let ports = (31800, 31899);
+    let mut m = engine(ports);
+    let mut c = inbound(&mut m, 1, Suite::AesCm128HmacSha1_80);
+    // The carrier's stream enters the second quarter of the sequence space at 16,384.
+    let sent: Vec<Vec<u8>> = (16_382..16_387).map(rtp).collect();
+    for p in &sent {
+        let sealed = c.crypto.protect(p, false).expect("seal");
+        c.carrier.send_to(&sealed, c.public).expect("send");
+    }
+    let (got, events) = collect_with_events(&mut m, &c.platform, sent.len());
+    assert_eq!(got, sent);
+    let progress = events
+        .iter()
+        .filter(|e| matches!(e, trunkgate_media::MediaEvent::SrtpProgress { call: 1 }))
+        .count();
+    assert_eq!(progress, 1, "one report, at 16,384: {events:?}");
+    for p in (100..105).map(rtp) {
+        c.platform.send_to(&p, c.internal).expect("send");
+    }
+    assert_eq!(collect(&mut m, &c.carrier, 5).len(), 5);
+    let state = m.srtp(c.s).remove(0).expect("SRTP on the carrier leg");
+    let ssrc = 0x1234_5678;
+    assert_eq!(
+        state.received,
+        Some(Progress {
+            ssrc,
+            roc: 0,
+            seq: 16_386
+        })
+    );
+    assert_eq!(
+        state.sent,
+        Some(Progress {
+            ssrc,
+            roc: 0,
+            seq: 104
+        })
+    );
+    let (public, internal) = (c.public.port(), c.internal.port());
+    drop(m);
+
+    // The next run: the same ports, the peers where they were, the SRTP state resumed.
+    let mut m = engine(ports);
+    let s = m.reopen(1, &[[public, internal]]).expect("reopen");
+    for (side, sock, policy) in [
+        (Side::Public, &c.carrier, carrier_policy(false)),
+        (Side::Internal, &c.platform, platform_policy()),
+    ] {
+        let at = sock.local_addr().expect("addr");
+        let remote = trunkgate_media::Remote {
+            rtp: at,
+            rtcp: SocketAddr::new(at.ip(), at.port() + 1),
+            rtcp_mux: false,
+            direction: Default::default(),
+            clock_rate: 8000,
+        };
+        m.set_remote(s, side, 0, remote, &policy).expect("remote");
+    }
+    m.resume_srtp(s, 0, SrtpPolicy::Optional, state)
+        .expect("resumed");
+    let p = rtp(16_390);
+    let sealed = c.crypto.protect(&p, false).expect("seal");
+    c.carrier.send_to(&sealed, c.public).expect("send");
+    assert_eq!(
+        collect(&mut m, &c.platform, 1),
+        vec![p],
+        "the carrier's SRTP opens"
+    );
+    let p = rtp(110);
+    c.platform.send_to(&p, c.internal).expect("send");
+    let back = collect(&mut m, &c.carrier, 1);
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        c.crypto
+            .unprotect(&back[0], false)
+            .expect("the carrier opens it")
+            .to_vec(),
+        p
+    );
+    let stats = m.close(s);
+    assert_eq!(from(&stats, Side::Public).srtp_rejected, 0);
+}
