@@ -781,13 +781,18 @@ pub fn assert_heard(who: &Baresip, tone_hz: u32) {
     );
 }
 
+/// The record's media entry of the direction `from` sent (`carrier` or `platform`).
+pub fn media_from<'a>(cdr: &'a Value, from: &str) -> &'a Value {
+    cdr["media"]
+        .as_array()
+        .and_then(|m| m.iter().find(|e| e["from"] == from))
+        .unwrap_or_else(|| panic!("no media entry from the {from} in the record: {cdr}"))
+}
+
 /// The record has both media directions with packets and a plausible MOS.
 pub fn assert_media_scored(cdr: &Value) {
     for from in ["carrier", "platform"] {
-        let m = cdr["media"]
-            .as_array()
-            .and_then(|m| m.iter().find(|e| e["from"] == from))
-            .unwrap_or_else(|| panic!("no media entry from the {from} in the record: {cdr}"));
+        let m = media_from(cdr, from);
         // 50 packets a second for at least LISTEN_SECONDS.
         assert!(
             m["packets"].as_u64().unwrap_or(0) >= 100,

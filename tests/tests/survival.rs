@@ -610,10 +610,7 @@ fn baresip_call_across_a_kill(srtp: bool) {
         "the real start: {cdr}"
     );
     for from in ["carrier", "platform"] {
-        let m = cdr["media"]
-            .as_array()
-            .and_then(|m| m.iter().find(|e| e["from"] == from))
-            .unwrap_or_else(|| panic!("no media entry from the {from} in the record: {cdr}"));
+        let m = trunkgate_tests::baresip::media_from(&cdr, from);
         // 50 packets a second, at least AFTER seconds of them relayed by the restarted edge.
         assert!(
             m["packets"].as_f64().unwrap_or(0.0) >= 50.0 * AFTER,
@@ -627,10 +624,8 @@ fn baresip_call_across_a_kill(srtp: bool) {
         );
     }
     if srtp {
-        let suite = cdr["media"]
-            .as_array()
-            .and_then(|m| m.iter().find(|e| e["from"] == "carrier"))
-            .and_then(|m| m["srtp"].as_str())
+        let suite = trunkgate_tests::baresip::media_from(&cdr, "carrier")["srtp"]
+            .as_str()
             .unwrap_or_default()
             .to_string();
         assert!(!suite.is_empty(), "the carrier's direction was SRTP: {cdr}");
