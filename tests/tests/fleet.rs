@@ -27,6 +27,11 @@ fn limited_trunk(lab: &Lab, platform: SocketAddr, max: u32) {
 
 /// An edge of the fleet sharing `redis`, with a short lease so a test sees it run out.
 fn fleet_edge(lab: &Lab, name: &str, redis: &dyn Store) -> Edge {
+    fleet_edge_on(lab, name, &redis.url())
+}
+
+/// An edge named `name` on the store at `url` (lease 3 s).
+fn fleet_edge_on(lab: &Lab, name: &str, url: &str) -> Edge {
     // Room for every call of a test in one worker's slice, released ports resting included
     // (the harness's default of 32 pairs ran out in one worker now and then: 503).
     let rtp = free_ports(256);
@@ -36,7 +41,7 @@ fn fleet_edge(lab: &Lab, name: &str, redis: &dyn Store) -> Edge {
         EdgeOptions {
             extra_args: vec![
                 "--state-store".into(),
-                redis.url(),
+                url.into(),
                 "--state-lease-seconds".into(),
                 "3".into(),
                 "--state-identity".into(),
@@ -424,18 +429,10 @@ fn the_fleet_follows_its_store_through_a_sentinel_failover() {
     let sentinel = Redis::sentinel(&lab, "voice", &master);
     let platform = Sipp::reserve(PLATFORM);
     limited_trunk(&lab, platform, 4);
-    let edge = Edge::start_named(
+    let edge = fleet_edge_on(
         &lab,
         "edge",
-        EdgeOptions {
-            extra_args: vec![
-                "--state-store".into(),
-                format!("redis+sentinel://{}/voice", sentinel.addr),
-                "--state-lease-seconds".into(),
-                "3".into(),
-            ],
-            ..Default::default()
-        },
+        &format!("redis+sentinel://{}/voice", sentinel.addr),
     );
     let uas = Sipp::answering(&lab, "platform", platform)
         .calls(1)

@@ -423,7 +423,6 @@ impl Settings {
             .unwrap_or_else(|| "edge".to_string())
     }
 
-    /// How to reach the fleet's store (None: the embedded store).
     /// Where this edge pins its fast path (see `--kernel-fast-path-pin`): one folder per
     /// edge that restores its calls, named by its identity and where it journals them (two
     /// edges on one node never share one). None when the edge restores nothing.
@@ -457,6 +456,7 @@ impl Settings {
         Some(PathBuf::from(root).join(format!("{identity}-{:08x}", fnv1a(&journal))))
     }
 
+    /// How to reach the fleet's store (None: the embedded store).
     pub fn store(&self) -> Option<crate::fleet::StoreSettings> {
         let url = self.state_store.as_ref().filter(|u| !u.trim().is_empty())?;
         let identity = self.identity();

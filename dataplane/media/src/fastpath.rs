@@ -170,13 +170,9 @@ impl Value {
         })
     }
 
-    /// The program's RFC 3550 state into `rx`, which starts from it when it has not started
-    /// (a restored call's receiver).
-    pub fn resume(&self, rx: &mut Receiver) {
-        if rx.state().is_some() {
-            return self.restore(rx);
-        }
-        rx.start_as(crate::quality::RxState {
+    /// The program's RFC 3550 state (for the SSRC, clock and epoch it was installed with).
+    fn rx_state(&self) -> crate::quality::RxState {
+        crate::quality::RxState {
             epoch: ns_instant(self.epoch_ns),
             clock_rate: self.clock_rate,
             ssrc: self.ssrc,
@@ -191,26 +187,24 @@ impl Value {
             last_ts: self.last_ts,
             last_pt: self.last_pt as u8,
             jitter: self.jitter_q16 as f64 / 65536.0,
-        });
+        }
     }
 
-    /// Puts the program's RFC 3550 state back into `rx`.
+    /// The program's RFC 3550 state into `rx`, which starts from it when it has not started
+    /// (a restored call's receiver).
+    pub fn resume(&self, rx: &mut Receiver) {
+        if rx.state().is_some() {
+            rx.set_state(self.rx_state());
+        } else {
+            rx.start_as(self.rx_state());
+        }
+    }
+
+    /// Puts the program's RFC 3550 state back into `rx` (one that has started).
     pub fn restore(&self, rx: &mut Receiver) {
-        let Some(mut s) = rx.state() else {
-            return;
-        };
-        s.base_seq = self.base_seq;
-        s.cycles = self.cycles;
-        s.max_seq = self.max_seq as u16;
-        s.bad_seq = self.bad_seq.checked_sub(0x10000).map(|b| b as u16);
-        s.received = self.received;
-        s.prior_expected = self.prior_expected;
-        s.prior_received = self.prior_received;
-        s.last_transit = (self.has_transit != 0).then_some(self.last_transit);
-        s.last_ts = self.last_ts;
-        s.last_pt = self.last_pt as u8;
-        s.jitter = self.jitter_q16 as f64 / 65536.0;
-        rx.set_state(s);
+        if rx.state().is_some() {
+            rx.set_state(self.rx_state());
+        }
     }
 }
 
@@ -266,7 +260,7 @@ impl FastPath {
     /// attachments are pinned there: a killed edge's established streams keep forwarding in
     /// the kernel until the next run of the same edge loads its program against the same map,
     /// attaches it, and only then detaches the old program (no gap). Without bpffs at `pin` the
-    /// map is the process's own and [`FastPath::unpinned`] says why.
+    /// map is the process's own ([`FastPath::pinned`] says None).
     pub fn load(interfaces: &[String], pin: Option<&Path>) -> Result<FastPath, FastPathError> {
         if OBJECT.bytes.is_empty() {
             return Err(FastPathError::NotBuilt);
@@ -312,11 +306,10 @@ impl FastPath {
                 Err(_) => continue,
             };
             let path = dir.join(format!("link-{iface}"));
-            // The last run's attachment goes only now that this one forwards.
-            if let Ok(old) = PinnedLink::from_pin(&path)
-                && let Ok(old) = old.unpin()
-            {
-                drop(old);
+            // The last run's attachment goes only now that this one forwards (unpinned, its
+            // last descriptor closes and it detaches).
+            if let Ok(old) = PinnedLink::from_pin(&path) {
+                let _ = old.unpin();
             }
             let _ = std::fs::remove_file(&path);
             links.push(fd.pin(&path).map_err(|e| attach_error(&e))?);
@@ -381,7 +374,6 @@ impl FastPath {
             .map(|mut m| m.insert(key, value, 0).is_ok())
             .unwrap_or(false);
         if done
-            && self.pinned.is_some()
             && let Ok(mut a) = self.adopted.lock()
             && let Some(set) = a.as_mut()
         {

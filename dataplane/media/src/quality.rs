@@ -131,7 +131,6 @@ impl Receiver {
         }
     }
 
-    /// Counts one RTP packet (header fields) that arrived at `now`.
     /// The SSRC, rollover count (RFC 3550 A.1 `cycles`, unshifted) and highest sequence number
     /// of the current source, once a packet has started it.
     pub fn progress(&self) -> Option<(u32, u32, u16)> {
@@ -139,6 +138,7 @@ impl Receiver {
             .then_some((self.ssrc, self.cycles >> 16, self.max_seq))
     }
 
+    /// Counts one RTP packet (header fields) that arrived at `now`.
     pub fn on_packet(&mut self, seq: u16, ts: u32, ssrc: u32, pt: u8, now: Instant) {
         if !self.started || ssrc != self.ssrc {
             self.fold();

@@ -238,10 +238,9 @@ impl Flow {
 
     /// Whether this flow entered another quarter of the sequence space since the last call.
     fn srtp_moved(&mut self) -> bool {
-        let Some((_, roc, seq)) = self.rx.progress() else {
+        let Some(mark) = self.progress().map(crate::srtp::Progress::quarter) else {
             return false;
         };
-        let mark = ((u64::from(roc) << 16) | u64::from(seq)) >> 14;
         let moved = mark != self.srtp_mark;
         self.srtp_mark = mark;
         moved
@@ -343,6 +342,11 @@ struct Leg {
 }
 
 impl Leg {
+    /// Where this side's RTP comes from: the latched source, or the SDP's before latching.
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.rtp_peer().or(self.peer.remote.map(|r| r.rtp))
+    }
+
     fn set_remote(&mut self, remote: Remote, policy: &PeerPolicy) {
         self.peer.set_remote(remote, policy);
         self.from.rx.set_clock_rate(remote.clock_rate);
@@ -393,13 +397,6 @@ impl Leg {
             srtp: self.srtp.as_ref().map(|s| s.suite()),
             srtp_rejected: f.srtp_rejected,
         }
-    }
-}
-
-impl Leg {
-    /// Where this side's RTP comes from: the latched source, or the SDP's before latching.
-    fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.rtp_peer().or(self.peer.remote.map(|r| r.rtp))
     }
 }
 
@@ -796,13 +793,10 @@ impl MediaEngine {
         .map_err(srtp_key)?;
         let public = &mut st.legs[Side::Public.index()];
         // The marks start where the contexts are: the next quarter is reported again.
-        public.from.srtp_mark = state
-            .received
-            .map_or(0, |p| ((u64::from(p.roc) << 16) | u64::from(p.seq)) >> 14);
+        public.from.srtp_mark = state.received.map_or(0, crate::srtp::Progress::quarter);
         public.srtp = Some(Box::new(leg));
-        st.legs[Side::Internal.index()].from.srtp_mark = state
-            .sent
-            .map_or(0, |p| ((u64::from(p.roc) << 16) | u64::from(p.seq)) >> 14);
+        st.legs[Side::Internal.index()].from.srtp_mark =
+            state.sent.map_or(0, crate::srtp::Progress::quarter);
         st.keying = Keying::resumed(state.ours);
         Ok(())
     }
@@ -947,7 +941,6 @@ impl MediaEngine {
         Some(s)
     }
 
-    /// The address to write into `side`'s SDP for `stream` (RTCP is the port + 1).
     /// Per stream, the relay's `[carrier, platform]` ports and where each side's media comes
     /// from (latched, or the SDP's): what a checkpoint keeps. No counters are read (with the
     /// kernel fast path those are map lookups).
@@ -966,6 +959,7 @@ impl MediaEngine {
             .collect()
     }
 
+    /// The address to write into `side`'s SDP for `stream` (RTCP is the port + 1).
     pub fn local(&self, id: SessionId, side: Side, stream: usize) -> Option<SocketAddr> {
         let leg = &self.session(id).ok()?.streams.get(stream)?.legs[side.index()];
         Some(SocketAddr::new(self.advertised_ip(side), leg.port))

@@ -419,11 +419,24 @@ impl Transform {
 /// How far one direction's SRTP context has gone: its SSRC, rollover counter (RFC 3711
 /// §3.3.1) and highest sequence number. What a restarted edge needs, with the keys, to go on
 /// protecting and unprotecting a call's media where the last run left off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub ssrc: u32,
     pub roc: u32,
     pub seq: u16,
+}
+
+impl Progress {
+    /// Its packet index (RFC 3711 §3.3.1: `roc·2^16 + seq`).
+    pub fn index(self) -> u64 {
+        (u64::from(self.roc) << 16) | u64::from(self.seq)
+    }
+
+    /// Which quarter of the sequence space (16,384 packets) the index is in: a direction that
+    /// enters the next one is checkpointed again ([`crate::MediaEvent::SrtpProgress`]).
+    pub fn quarter(self) -> u64 {
+        self.index() >> 14
+    }
 }
 
 /// Rollover counters a resumed context is brought to at most (4,096 × 65,536 packets: 62 days
@@ -448,7 +461,7 @@ fn walk(at: Progress) -> Result<Vec<u16>, Reject> {
     if at.roc > MAX_RESUMED_ROC {
         return Err(Reject::Malformed);
     }
-    let target = (u64::from(at.roc) << 16) | u64::from(at.seq);
+    let target = at.index();
     if at.roc == 0 {
         return Ok(vec![at.seq]);
     }

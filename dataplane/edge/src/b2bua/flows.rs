@@ -693,27 +693,17 @@ fn a_carriers_302_is_followed_only_within_the_trunk_else_failed_over_then_relaye
 #[test]
 fn session_timers_the_edge_refreshes_its_leg_and_ends_a_call_whose_peer_does_not() {
     let mut h = pacific_harness();
-    let mut sent = h.carrier_sends(&carrier_invite(
+    let (ok, invite) = h.answered_with(
         "st1",
-        NUMBER,
         "Session-Expires: 180\r\nSupported: timer\r\n",
-    ));
-    let invite = sent.pop().expect("an INVITE to the platform");
+        "Session-Expires: 180;refresher=uas\r\n",
+    );
     assert!(
         invite.text.contains("Session-Expires: 180"),
         "{}",
         invite.text
     );
-    let ok = h
-        .platform_sends(&invite.answer(
-            200,
-            "p1",
-            PLATFORM,
-            "Session-Expires: 180;refresher=uas\r\n",
-        ))
-        .remove(0);
     assert!(ok.text.contains("refresher=uas"), "{}", ok.text);
-    h.carrier_sends(&carrier_in_dialog("st1", "ACK", 1, &ok, "st1ack"));
 
     // Half the interval: an UPDATE to the carrier, none to the platform.
     // (advanced in one step, so its retransmission half a second later is in it too)
@@ -762,21 +752,11 @@ fn session_timers_the_edge_refreshes_its_leg_and_ends_a_call_whose_peer_does_not
 #[test]
 fn session_timers_a_refresh_from_the_platform_keeps_the_call_up() {
     let mut h = pacific_harness();
-    let mut sent = h.carrier_sends(&carrier_invite(
+    let (ok, _) = h.answered_with(
         "st2",
-        NUMBER,
         "Session-Expires: 120;refresher=uac\r\nSupported: timer\r\n",
-    ));
-    let invite = sent.pop().expect("an INVITE to the platform");
-    let ok = h
-        .platform_sends(&invite.answer(
-            200,
-            "p1",
-            PLATFORM,
-            "Session-Expires: 120;refresher=uac\r\n",
-        ))
-        .remove(0);
-    h.carrier_sends(&carrier_in_dialog("st2", "ACK", 1, &ok, "st2ack"));
+        "Session-Expires: 120;refresher=uac\r\n",
+    );
     // refresher=uac: the carrier refreshes leg A, and the edge (UAC of leg B) refreshes leg B.
     let half = h.advance(Duration::from_secs(61));
     assert_eq!(summary(&half, Side::Internal)[..1], ["UPDATE"]);

@@ -130,20 +130,13 @@ pub struct StreamRecord {
 pub struct SrtpRecord {
     pub peer: String,
     pub ours: String,
+    /// How far each direction went (SSRC, rollover counter, highest sequence number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received: Option<Progress>,
+    pub received: Option<trunkgate_media::srtp::Progress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent: Option<Progress>,
+    pub sent: Option<trunkgate_media::srtp::Progress>,
     #[serde(default)]
     pub srtcp_sent: u64,
-}
-
-/// One direction of an SRTP stream: SSRC, rollover counter, highest sequence number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub ssrc: u32,
-    pub roc: u32,
-    pub seq: u16,
 }
 
 impl SrtpRecord {
@@ -156,16 +149,11 @@ impl SrtpRecord {
             }
             .to_value()
         };
-        let progress = |p: trunkgate_media::srtp::Progress| Progress {
-            ssrc: p.ssrc,
-            roc: p.roc,
-            seq: p.seq,
-        };
         SrtpRecord {
             peer: value(&s.peer),
             ours: value(&s.ours),
-            received: s.received.map(progress),
-            sent: s.sent.map(progress),
+            received: s.received,
+            sent: s.sent,
             srtcp_sent: s.srtcp_sent,
         }
     }
@@ -178,16 +166,11 @@ impl SrtpRecord {
                 .map(|c| c.key)
                 .map_err(|e| format!("SRTP key in the checkpoint: {e}"))
         };
-        let progress = |p: Progress| trunkgate_media::srtp::Progress {
-            ssrc: p.ssrc,
-            roc: p.roc,
-            seq: p.seq,
-        };
         Ok(trunkgate_media::SrtpState {
             peer: key(&self.peer)?,
             ours: key(&self.ours)?,
-            received: self.received.map(progress),
-            sent: self.sent.map(progress),
+            received: self.received,
+            sent: self.sent,
             srtcp_sent: self.srtcp_sent,
         })
     }

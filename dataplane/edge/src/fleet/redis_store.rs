@@ -801,8 +801,7 @@ impl Source {
         .map(Source::Sentinel)
     }
 
-    /// Whether to connect again after a failure: Sentinel may name another master, a cluster
-    /// other masters for some slots.
+    /// A Redis Cluster: pipelines are split by slot.
     fn is_cluster(&self) -> bool {
         matches!(self, Source::Cluster { .. })
     }

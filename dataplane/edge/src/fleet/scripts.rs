@@ -108,8 +108,8 @@ return all
 /// KEYS: this edge's calls, its adoption lock (ADOPT's). ARGV: this edge's run, lock ms (a
 /// lease: its heartbeats say it is alive by then). A starting edge takes its own calls back
 /// holding the lock, so a pod that found it silent a moment ago cannot also adopt them (the
-/// calls restored twice, two records). Returns
-/// the calls as a flat key/value list, or nothing when another pod is taking them.
+/// calls restored twice, two records). Returns the calls as a flat key/value list, or nothing
+/// when another pod is taking them.
 pub const LOAD: &str = r#"
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return {} end

@@ -216,6 +216,24 @@ impl Harness {
         sent
     }
 
+    /// An inbound call `id` to [`NUMBER`] with `invite_extra` headers, answered 200 by the
+    /// platform with `answer_extra` and ACKed by the carrier: (the 200 the carrier got, the
+    /// INVITE the platform got).
+    pub fn answered_with(
+        &mut self,
+        id: &str,
+        invite_extra: &str,
+        answer_extra: &str,
+    ) -> (Sent, Sent) {
+        let mut sent = self.carrier_sends(&carrier_invite(id, NUMBER, invite_extra));
+        let invite = sent.pop().expect("an INVITE to the platform");
+        let ok = self
+            .platform_sends(&invite.answer(200, "p1", PLATFORM, answer_extra))
+            .remove(0);
+        self.carrier_sends(&carrier_in_dialog(id, "ACK", 1, &ok, &format!("{id}ack")));
+        (ok, invite)
+    }
+
     /// The store's answer to the oldest claim; what the worker sent then.
     pub fn answer_claim(&mut self, verdict: crate::fleet::Verdict) -> Vec<Sent> {
         assert!(!self.claims.is_empty(), "no claim to answer");
