@@ -450,6 +450,19 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sum
 }
 
+/// Whether this run's edges pin their fast path (see `--kernel-fast-path-pin`): the fast path
+/// is on and bpffs is mounted at /sys/fs/bpf (`make test-deps` mounts it as root). Tests
+/// that restore calls then expect the kernel to forward while no edge runs.
+pub fn fast_path_pins() -> bool {
+    kernel_fast_path().is_some()
+        && std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.split_whitespace().nth(1) == Some("/sys/fs/bpf")
+                    && l.split_whitespace().nth(2) == Some("bpf")
+            })
+        })
+}
+
 /// The interfaces the edges of this test run put the RTP fast path on
 /// (`TRUNKGATE_TEST_KERNEL_FAST_PATH`), None when the run is userspace only.
 pub fn kernel_fast_path() -> Option<String> {

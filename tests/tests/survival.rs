@@ -294,6 +294,11 @@ fn audio_flows_again_through_the_restarted_edge() {
     // With the fast path pinned (root, bpffs), the kernel forwards the stream while no edge
     // runs.
     let pinned = first.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
+    assert_eq!(
+        pinned,
+        trunkgate_tests::edge::fast_path_pins(),
+        "the fast path is pinned exactly when it is on and bpffs is mounted"
+    );
     let sip = (first.public, first.internal);
     first.signal("KILL");
     let killed = Instant::now();
@@ -433,6 +438,11 @@ fn baresip_call_across_a_kill(srtp: bool) {
     // With the fast path pinned (root, bpffs), the kernel forwards the call's RTP while no edge
     // runs: the phones hear no gap at all.
     let pinned = first.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
+    assert_eq!(
+        pinned,
+        trunkgate_tests::edge::fast_path_pins(),
+        "the fast path is pinned exactly when it is on and bpffs is mounted"
+    );
     let sip = (first.public, first.internal);
     first.signal("KILL");
     let killed = Instant::now();
