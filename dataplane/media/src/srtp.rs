@@ -513,6 +513,12 @@ impl Transform {
 /// SRTCP packets a resumed context skips at most.
 pub const MAX_RESUMED_SRTCP: u32 = 1 << 20;
 
+/// SRTCP packets the edge may have sent after the checkpoint a restarted edge resumes from,
+/// skipped too: a checkpoint is written at least every 16,384 packets of a direction (5.5 min
+/// of 20 ms packets), in which RTCP at its 5 s minimum interval (RFC 3550 §6.2) sends 66; twice
+/// that leaves room for the outage. An index the peer has already seen would be a replay to it.
+pub const SRTCP_SINCE_CHECKPOINT: u64 = 128;
+
 /// SRTP on one leg of one stream: what the peer sends is checked and decrypted with the
 /// peer's key, what goes to the peer is encrypted with the edge's.
 pub struct LegSrtp {
@@ -560,7 +566,8 @@ impl LegSrtp {
         }
         if let Some(at) = sent {
             leg.tx.resume_sending(at)?;
-            leg.tx.resume_srtcp(at.ssrc, srtcp_sent)?;
+            leg.tx
+                .resume_srtcp(at.ssrc, srtcp_sent.saturating_add(SRTCP_SINCE_CHECKPOINT))?;
         }
         Ok(leg)
     }
@@ -707,6 +714,38 @@ mod tests {
                 seq: 0
             })
             .is_err()
+        );
+    }
+
+    /// The checkpoint lags: the edge sent SRTCP after it. The resumed context skips past those
+    /// too, so the peer does not take its next report for a replay.
+    #[test]
+    fn a_resumed_leg_skips_the_srtcp_sent_after_its_checkpoint() {
+        const OUR_SSRC: u32 = 0x2222;
+        let (mut peer, mut edge) = pair(Suite::AesCm128HmacSha1_80);
+        let p = edge.protect(&rtp(10, OUR_SSRC), false).expect("sealed");
+        peer.unprotect(&p, false).expect("opened");
+        for _ in 0..5 {
+            let r = edge.protect(&sender_report(OUR_SSRC), true).expect("srtcp");
+            peer.unprotect(&r, true).expect("srtcp opened");
+        }
+        let (peer_key, our_key) = {
+            let (p, o) = edge.keys();
+            (p.clone(), o.clone())
+        };
+        let sent = Progress {
+            ssrc: OUR_SSRC,
+            roc: 0,
+            seq: 10,
+        };
+        // The checkpoint was written after the second report.
+        let mut resumed = LegSrtp::resume(peer_key, our_key, None, Some(sent), 2).expect("resumed");
+        let report = resumed
+            .protect(&sender_report(OUR_SSRC), true)
+            .expect("srtcp");
+        assert!(
+            peer.unprotect(&report, true).is_ok(),
+            "not a replay to the peer"
         );
     }
 

@@ -127,6 +127,9 @@ impl Worker {
             .position(|t| t.id == r.trunk)
             .ok_or_else(|| format!("trunk {} is not in the snapshot", r.trunk))?
             as u32;
+        // Checked before anything is opened for it (links, relay ports).
+        let callee = trunkgate_crds::e164::E164::parse(&r.callee)
+            .ok_or_else(|| format!("called number {} is not E.164", r.callee))?;
         let trunk_cfg = rt.trunk(t).clone();
         let carrier_tls = self.shared.tls.trunk(&trunk_cfg.id);
         let mut link = |l: &super::checkpoint::LegRecord| {
@@ -199,8 +202,6 @@ impl Worker {
                 Some(session)
             }
         };
-        let callee = trunkgate_crds::e164::E164::parse(&r.callee)
-            .ok_or_else(|| format!("called number {} is not E.164", r.callee))?;
         let mut slot = rt.state[t as usize].restore_slot();
         // The same place in the fleet's count it held before: counted once, nothing claimed
         // (a claim would count it again against the calls per second).
