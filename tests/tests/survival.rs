@@ -22,6 +22,18 @@ fn trunk(lab: &Lab, platform: SocketAddr) {
     );
 }
 
+/// Whether `edge` pinned its fast path (`trunkgate_edge_kernel_fast_path{state="pinned"}`),
+/// checked to be so exactly when this run pins ([`trunkgate_tests::edge::fast_path_pins`]).
+fn pinned(edge: &Edge) -> bool {
+    let pinned = edge.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
+    assert_eq!(
+        pinned,
+        trunkgate_tests::edge::fast_path_pins(),
+        "the fast path is pinned exactly when it is on and bpffs is mounted"
+    );
+    pinned
+}
+
 /// Starts an edge with `state` flags on `sip` addresses (None: fresh ones) and `rtp` ports.
 fn edge(
     lab: &Lab,
@@ -293,12 +305,7 @@ fn audio_flows_again_through_the_restarted_edge() {
     std::thread::sleep(Duration::from_millis(500));
     // With the fast path pinned (root, bpffs), the kernel forwards the stream while no edge
     // runs.
-    let pinned = first.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
-    assert_eq!(
-        pinned,
-        trunkgate_tests::edge::fast_path_pins(),
-        "the fast path is pinned exactly when it is on and bpffs is mounted"
-    );
+    let pinned = pinned(&first);
     let sip = (first.public, first.internal);
     first.signal("KILL");
     let killed = Instant::now();
@@ -437,12 +444,7 @@ fn baresip_call_across_a_kill(srtp: bool) {
 
     // With the fast path pinned (root, bpffs), the kernel forwards the call's RTP while no edge
     // runs: the phones hear no gap at all.
-    let pinned = first.metric("trunkgate_edge_kernel_fast_path", &[("state", "pinned")]) == 1.0;
-    assert_eq!(
-        pinned,
-        trunkgate_tests::edge::fast_path_pins(),
-        "the fast path is pinned exactly when it is on and bpffs is mounted"
-    );
+    let pinned = pinned(&first);
     let sip = (first.public, first.internal);
     first.signal("KILL");
     let killed = Instant::now();

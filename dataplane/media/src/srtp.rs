@@ -645,6 +645,12 @@ mod tests {
         )
     }
 
+    /// What a checkpoint keeps of a leg: its keys.
+    fn owned_keys(leg: &LegSrtp) -> (Key, Key) {
+        let (peer, ours) = leg.keys();
+        (peer.clone(), ours.clone())
+    }
+
     /// A restarted edge resumes a leg past two rollovers: the peer's stream goes on being
     /// opened and the edge's goes on being accepted (RTP and SRTCP, the peer's replay check
     /// on), where contexts made afresh from the same keys fail both ways.
@@ -669,10 +675,7 @@ mod tests {
             let r = edge.protect(&sender_report(OUR_SSRC), true).expect("srtcp");
             peer.unprotect(&r, true).expect("srtcp opened");
         }
-        let (peer_key, our_key) = {
-            let (p, o) = edge.keys();
-            (p.clone(), o.clone())
-        };
+        let (peer_key, our_key) = owned_keys(&edge);
         // Where the last run's checkpoint left each direction (highest sequence seen).
         let received = Progress {
             ssrc: PEER_SSRC,
@@ -729,10 +732,7 @@ mod tests {
             let r = edge.protect(&sender_report(OUR_SSRC), true).expect("srtcp");
             peer.unprotect(&r, true).expect("srtcp opened");
         }
-        let (peer_key, our_key) = {
-            let (p, o) = edge.keys();
-            (p.clone(), o.clone())
-        };
+        let (peer_key, our_key) = owned_keys(&edge);
         let sent = Progress {
             ssrc: OUR_SSRC,
             roc: 0,
