@@ -6,7 +6,7 @@ RELEASE_BIN := target/release
 CRD_FILE := crds/crds.yaml
 CHART_CRD_DIR := charts/trunkgate/crds
 
-.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image fuzz
+.PHONY: run check-examples test test-deps lint fmt crds crds-check bench build clean chart-test manifests manifests-check e2e image fuzz module-cycles
 
 EDGE_FLAGS ?= --public-sip 127.0.0.1:5060 --internal-sip 127.0.0.1:5080 --admin 127.0.0.1:9091 --state-dir .trunkgate-state
 
@@ -55,7 +55,7 @@ manifests-check:
 	@bash scripts/render-manifests.sh --check
 
 ## lint: formatting, clippy, generated CRD YAML, Helm chart, deploy/trunkgate.yaml up to date
-lint: crds-check manifests-check
+lint: crds-check manifests-check module-cycles
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	@bash scripts/install-helm.sh >/dev/null
@@ -63,6 +63,11 @@ lint: crds-check manifests-check
 
 fmt:
 	$(CARGO) fmt --all
+
+## module-cycles: no import circle between the edge's folders; the circle still listed here is
+## being taken apart (issue 22) and the list may only shrink
+module-cycles:
+	@python3 scripts/module-cycles.py --allow call,config,fleet,guard,register,route,transport,worker
 
 ## crds: regenerate the CRD YAML from the Rust types (and the chart's copy)
 crds:

@@ -10,9 +10,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::call::Side;
+use crate::config::settings::{Settings, available_cpus, worker_count};
 use crate::lifeline::WorkerError;
 use crate::metrics::Metrics;
-use crate::settings::{Settings, available_cpus, worker_count};
 use crate::worker::{Shared, Worker};
 
 /// A UDP socket that shares its port with the other workers' (SO_REUSEPORT).
@@ -63,8 +63,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             1024
         }
     };
-    let tcp_cap =
-        crate::tcp::connection_budget(settings.tcp_max_connections, nofile, settings.rtp_ports);
+    let tcp_cap = crate::transport::tcp::connection_budget(
+        settings.tcp_max_connections,
+        nofile,
+        settings.rtp_ports,
+    );
     if tcp_cap < settings.tcp_max_connections {
         tracing::warn!(
             tcp_cap,
@@ -79,7 +82,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let tls = crate::tls::Tls::load(
+    let tls = crate::transport::tls::Tls::load(
         settings.tls_cert.as_deref(),
         settings.tls_key.as_deref(),
         settings.tls_ca.as_deref(),
@@ -94,7 +97,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::new(tls),
     ));
     let ready = Arc::new(AtomicBool::new(false));
-    let slices = crate::settings::rtp_slices(settings.rtp_ports, workers);
+    let slices = crate::config::settings::rtp_slices(settings.rtp_ports, workers);
 
     // Bind every worker's sockets before anything runs, so a bad address fails at once. The
     // workers share their ports through SO_REUSEPORT, which would as gladly share them with a
@@ -141,12 +144,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         let mut streams = vec![
             (
-                crate::tcp::reuseport_tcp(settings.public_sip)?,
+                crate::transport::tcp::reuseport_tcp(settings.public_sip)?,
                 Side::Public,
                 false,
             ),
             (
-                crate::tcp::reuseport_tcp(settings.internal_sip)?,
+                crate::transport::tcp::reuseport_tcp(settings.internal_sip)?,
                 Side::Internal,
                 false,
             ),
@@ -156,7 +159,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             (settings.internal_sips, Side::Internal),
         ] {
             if let Some(addr) = addr {
-                streams.push((crate::tcp::reuseport_tcp(addr)?, side, true));
+                streams.push((crate::transport::tcp::reuseport_tcp(addr)?, side, true));
             }
         }
         sockets.push(WorkerSockets {
@@ -201,7 +204,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
 
-    control.spawn(crate::tls::watch(
+    control.spawn(crate::transport::tls::watch(
         shared.tls.clone(),
         shared.metrics.clone(),
         Duration::from_secs(2),
@@ -210,16 +213,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
         (Some(dir), _) => {
-            if let Some(cfg) = crate::source::compile_dir(
+            if let Some(cfg) = crate::config::source::compile_dir(
                 dir,
                 None,
                 &mut Default::default(),
                 &mut Default::default(),
                 &shared,
             ) {
-                crate::source::install(&shared, &ready, cfg);
+                crate::config::source::install(&shared, &ready, cfg);
             }
-            control.spawn(crate::source::watch_dir(
+            control.spawn(crate::config::source::watch_dir(
                 dir.clone(),
                 Duration::from_millis(settings.reload_ms.max(50)),
                 shared.clone(),
@@ -229,7 +232,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         (None, Some(secret)) => {
             let (s, r, name) = (shared.clone(), ready.clone(), secret.clone());
             control.spawn(async move {
-                if let Err(e) = crate::source::watch_secret(name, s, r).await {
+                if let Err(e) = crate::config::source::watch_secret(name, s, r).await {
                     tracing::error!(error = %e, "snapshot Secret watch stopped");
                 }
             });
@@ -248,7 +251,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let admin_acl = if settings.admin_cidrs.is_empty() {
         shared.platform.clone()
     } else {
-        crate::platform::PlatformAcl::new(&settings.admin_cidrs)
+        crate::guard::platform::PlatformAcl::new(&settings.admin_cidrs)
     };
     admin.allow = Some(Arc::new(move |ip: std::net::IpAddr| admin_acl.allows(ip)));
     let snap = shared.clone();
@@ -289,9 +292,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             settings.rtp_ports,
         );
         control.spawn(async move {
-            let mut drops = crate::kernel::DropCounter::default();
+            let mut drops = crate::transport::kernel::DropCounter::default();
             let kind = |port: u16| {
-                use crate::kernel::Socket;
+                use crate::transport::kernel::Socket;
                 if port == public {
                     Some(Socket::SipPublic)
                 } else if port == internal {
@@ -303,13 +306,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 }
             };
             loop {
-                let tables = tokio::task::spawn_blocking(crate::kernel::read_tables)
+                let tables = tokio::task::spawn_blocking(crate::transport::kernel::read_tables)
                     .await
                     .unwrap_or_default();
                 for (socket, n) in drops.read(&tables, kind) {
                     counter.with_label_values(&[socket.label()]).inc_by(n);
                 }
-                tokio::time::sleep(crate::kernel::EVERY).await;
+                tokio::time::sleep(crate::transport::kernel::EVERY).await;
             }
         });
     }
@@ -363,7 +366,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let mut per_worker: Vec<Vec<crate::fleet::checkpoint::CallRecord>> = vec![Vec::new(); workers];
     let mut restoring = 0;
     for call in previous {
-        match crate::ids::owner(&call.key).filter(|w| *w < workers) {
+        match crate::sip::ids::owner(&call.key).filter(|w| *w < workers) {
             Some(w) => {
                 per_worker[w].push(call);
                 restoring += 1;
@@ -539,7 +542,7 @@ async fn run_worker(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     for (listener, side, tls) in streams {
         let l = tokio::net::TcpListener::from_std(listener).map_err(WorkerError::Sockets)?;
-        tokio::spawn(crate::tcp::accept(
+        tokio::spawn(crate::transport::tcp::accept(
             l,
             side,
             tls,

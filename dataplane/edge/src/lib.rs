@@ -1,35 +1,22 @@
 //! The Trunkgate SIP edge: per-core workers running a B2BUA between carriers and the platform.
+//! The folders follow the architecture (`ARCHITECTURE.md` beside `src/`):
+//! [`sip`] the protocol, [`guard`] who may reach the edge, [`transport`] the wire below SIP,
+//! [`route`] where a call may go, [`call`] the B2BUA, [`config`] what the edge runs on,
+//! [`fleet`] what the edges of one deployment share, [`register`] trunk registrations,
+//! [`worker`] the demultiplexer that ties them together on each core.
 #![forbid(unsafe_code)]
 
-mod admission;
-mod auth;
-mod b2bua;
 mod call;
-mod cdr;
-mod census;
-mod challenge;
 mod config;
 pub mod edge;
 mod fleet;
-mod gate;
-mod health;
-mod ids;
-mod kernel;
+mod guard;
 mod lifeline;
-mod lockout;
-mod media;
-mod message;
 mod metrics;
-mod msg;
-mod platform;
-mod prefilter;
 mod register;
-pub mod settings;
-mod source;
-mod source_limit;
-mod tcp;
-mod timers;
-mod tls;
-mod tls_peer;
-mod transaction;
+mod route;
+mod sip;
+mod transport;
 mod worker;
+
+pub use config::settings;

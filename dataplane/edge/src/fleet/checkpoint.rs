@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::b2bua::session_timer::SessionTimer;
+use crate::call::b2bua::session_timer::SessionTimer;
 use crate::call::{Call, Direction, Leg, Side};
 
 /// A call's checkpoint.

@@ -22,7 +22,7 @@ use redis::{ConnectionInfo, IntoConnectionInfo, Script};
 
 use super::scripts;
 use super::{Cmd, FleetRefusal, Hold, Release, StoreSettings, StoreTask, TrunkKeys, Verdict};
-use crate::lockout::Lockout;
+use crate::guard::lockout::Lockout;
 use crate::metrics::Metrics;
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::CLAIM));
@@ -273,7 +273,7 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                         let (mut conn, state) = (conn.clone(), state.clone());
                         let (fail_key, block_key) = keys.lockout(ip);
                         let (window, max, block) = (
-                            crate::lockout::WINDOW.as_millis() as u64,
+                            crate::guard::lockout::WINDOW.as_millis() as u64,
                             lockout.max_failures(),
                             lockout.block().as_millis().max(1) as u64,
                         );

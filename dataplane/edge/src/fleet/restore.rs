@@ -133,7 +133,7 @@ impl Worker {
         let trunk_cfg = rt.trunk(t).clone();
         let carrier_tls = self.shared.tls.trunk(&trunk_cfg.id);
         let mut link = |l: &super::checkpoint::LegRecord| {
-            let host = crate::msg::host_of(&l.remote_target)
+            let host = crate::sip::msg::host_of(&l.remote_target)
                 .unwrap_or_default()
                 .to_string();
             self.link_to(
@@ -168,7 +168,7 @@ impl Worker {
                         } else {
                             b.peer.addr().ip()
                         };
-                        let policy = crate::media::peer_policy(
+                        let policy = crate::call::media::peer_policy(
                             &self.shared.platform,
                             &trunk_cfg,
                             side,
@@ -185,7 +185,7 @@ impl Worker {
                     }
                     // SRTP on the carrier leg goes on with the same keys, where it was.
                     let Some(record) = &s.srtp else { continue };
-                    let srtp_policy = crate::media::srtp_policy(trunk_cfg.media.srtp);
+                    let srtp_policy = crate::call::media::srtp_policy(trunk_cfg.media.srtp);
                     let resumed = record.state().and_then(|state| {
                         engine
                             .resume_srtp(session, i, srtp_policy, state)
@@ -216,7 +216,7 @@ impl Worker {
             .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
         self.dialogs
             .insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
-        let key = crate::transaction::TransactionKey::client(
+        let key = crate::sip::transaction::TransactionKey::client(
             &format!("z9hG4bK-restored-{}", r.key),
             trunkgate_sip::Method::Invite,
         );

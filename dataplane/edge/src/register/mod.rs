@@ -3,7 +3,7 @@
 //! `outbound.auth`, refreshes the binding at half its lifetime and backs off after failures.
 //! One pod of the fleet holds each registration (the fleet's store elects it, [`crate::fleet`]);
 //! within a pod, the worker that probes the trunk's targets does it. Calls to the registered
-//! contact are matched to the trunk by [`crate::admission`].
+//! contact are matched to the trunk by [`crate::route::admission`].
 
 pub mod binding;
 
@@ -18,8 +18,8 @@ use trunkgate_sip::Response;
 
 use crate::call::{LegId, Side};
 use crate::config::Runtime;
-use crate::message::{Builder, via};
-use crate::msg;
+use crate::sip::message::{Builder, via};
+use crate::sip::msg;
 use crate::worker::{Lookup, Purpose, Timer, Worker};
 use binding::{Binding, Change};
 
@@ -67,7 +67,7 @@ impl Worker {
             .trunks
             .iter()
             .enumerate()
-            .filter(|(i, _)| crate::health::prober_of(*i, workers) == self.index)
+            .filter(|(i, _)| crate::route::health::prober_of(*i, workers) == self.index)
             .filter_map(|(i, t)| Some((i, t.outbound.as_ref()?.registration.as_ref()?)))
             .filter(|(i, _)| self.shared.fleet.leads(&rt.config.trunks[*i].id, now))
             .collect();
@@ -110,7 +110,7 @@ impl Worker {
         };
         // In flight from here: a failure to send is an answer too.
         let (cseq, expires) = b.sending();
-        let hop = crate::admission::hop_of(&reg.registrar);
+        let hop = crate::route::admission::hop_of(&reg.registrar);
         let trunk: Arc<str> = trunk.into();
         match hop.addr {
             Some(addr) => self.send_register(trunk, reg, addr, hop.transport, cseq, expires),
@@ -140,7 +140,7 @@ impl Worker {
         match result.as_deref().map(<[_]>::first) {
             Ok(Some(d)) => {
                 self.shared.prefilter.allow_ip(d.addr.ip());
-                let transport = crate::b2bua::crds_transport(d.transport);
+                let transport = crate::call::b2bua::crds_transport(d.transport);
                 self.send_register(trunk, reg, d.addr, transport, cseq, expires)
             }
             Ok(None) => self.register_failed(&trunk, "the registrar's name has no address"),
@@ -158,7 +158,7 @@ impl Worker {
         expires: u32,
     ) {
         let carrier = self.shared.tls.trunk(&trunk);
-        let hop = crate::admission::hop_of(&reg.registrar);
+        let hop = crate::route::admission::hop_of(&reg.registrar);
         let dest = match self.link_to(Side::Public, addr, transport, &hop.host, carrier.as_deref())
         {
             Ok(l) => l,
@@ -222,7 +222,7 @@ impl Worker {
         let granted = granted(resp, &reg.user, &hostport);
         let min = msg::header(resp, "Min-Expires").and_then(|v| v.trim().parse().ok());
         let cseq = trunkgate_sip::cseq(resp).map_or(0, |(n, _)| n);
-        let reason = crate::b2bua::reason_of(resp);
+        let reason = crate::call::b2bua::reason_of(resp);
         let (now, wall) = (self.now, SystemTime::now());
         let Some(b) = self.registrations.get_mut(trunk) else {
             return;

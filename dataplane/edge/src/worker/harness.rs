@@ -12,8 +12,8 @@ use trunkgate_sip::SipMessage;
 use super::{Output, Shared, Worker};
 use crate::call::Side;
 use crate::config::Runtime;
+use crate::config::settings::Settings;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
 
 /// The carrier (inside acme/pacific's 203.0.113.0/28).
 pub const CARRIER: &str = "203.0.113.5:5060";
@@ -49,8 +49,8 @@ impl Sent {
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         match &self.msg {
-            SipMessage::Request(r) => crate::msg::header(r, name),
-            SipMessage::Response(r) => crate::msg::header(r, name),
+            SipMessage::Request(r) => crate::sip::msg::header(r, name),
+            SipMessage::Response(r) => crate::sip::msg::header(r, name),
             SipMessage::Extension(_) => None,
         }
     }
@@ -60,24 +60,33 @@ impl Sent {
         let SipMessage::Request(r) = &self.msg else {
             panic!("answer to a response: {}", self.text);
         };
-        let mut s = format!("SIP/2.0 {code} {}\r\n", crate::message::reason_phrase(code));
-        for v in crate::msg::headers(r, "Via") {
+        let mut s = format!(
+            "SIP/2.0 {code} {}\r\n",
+            crate::sip::message::reason_phrase(code)
+        );
+        for v in crate::sip::msg::headers(r, "Via") {
             s.push_str(&format!("Via: {v}\r\n"));
         }
-        let to = crate::msg::header(r, "To").unwrap_or_default();
-        let to = if crate::msg::header_param(to, "tag").is_some() {
+        let to = crate::sip::msg::header(r, "To").unwrap_or_default();
+        let to = if crate::sip::msg::header_param(to, "tag").is_some() {
             to.to_string()
         } else {
             format!("{to};tag={to_tag}")
         };
         for (name, value) in [
-            ("From", crate::msg::header(r, "From").unwrap_or_default()),
+            (
+                "From",
+                crate::sip::msg::header(r, "From").unwrap_or_default(),
+            ),
             ("To", to.as_str()),
             (
                 "Call-ID",
-                crate::msg::header(r, "Call-ID").unwrap_or_default(),
+                crate::sip::msg::header(r, "Call-ID").unwrap_or_default(),
             ),
-            ("CSeq", crate::msg::header(r, "CSeq").unwrap_or_default()),
+            (
+                "CSeq",
+                crate::sip::msg::header(r, "CSeq").unwrap_or_default(),
+            ),
         ] {
             s.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -141,7 +150,7 @@ impl Harness {
         args.extend_from_slice(flags);
         let settings = <Settings as clap::Parser>::try_parse_from(args).expect("flags");
         let metrics = Metrics::new();
-        let tls = crate::tls::Tls::load(None, None, None).expect("no TLS files to read");
+        let tls = crate::transport::tls::Tls::load(None, None, None).expect("no TLS files to read");
         let shared = Shared::new(
             settings,
             metrics.clone(),
@@ -278,7 +287,7 @@ pub fn carrier_in_dialog(id: &str, method: &str, cseq: u32, ok: &Sent, branch: &
     let to = ok.header("To").unwrap_or_default();
     let target = ok
         .header("Contact")
-        .map(crate::msg::uri_of)
+        .map(crate::sip::msg::uri_of)
         .unwrap_or_default()
         .to_string();
     format!(

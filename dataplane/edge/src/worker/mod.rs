@@ -12,13 +12,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use trunkgate_sip::SipMessage;
 
-use crate::auth::AuthState;
 use crate::call::{Call, CallState, LegId, Side};
 use crate::config::Runtime;
-use crate::ids::IdMint;
+use crate::config::settings::Settings;
+use crate::guard::auth::AuthState;
 use crate::metrics::Metrics;
-use crate::settings::Settings;
-use crate::transaction::{self, ClientTransaction, ServerTransaction, T4, TransactionKey};
+use crate::sip::ids::IdMint;
+use crate::sip::transaction::{self, ClientTransaction, ServerTransaction, T4, TransactionKey};
 
 /// A worker's tables: keys come from the network, so the hasher is seeded per process
 /// (foldhash's RandomState), and faster than SipHash.
@@ -39,26 +39,26 @@ pub struct Shared {
     pub public_tls_hostport: Option<String>,
     pub internal_tls_hostport: Option<String>,
     /// The edge's certificate and the roots it checks TLS peers against.
-    pub tls: Arc<crate::tls::Tls>,
+    pub tls: Arc<crate::transport::tls::Tls>,
     pub nonce_key: [u8; 32],
     /// RFC 3263 resolver for targets given by name (None when /etc/resolv.conf is unusable).
     pub resolver: Option<trunkgate_resolve::Resolver>,
     /// TCP connections held, against `--tcp-max-connections` and `--tcp-max-per-source`.
-    pub tcp: Arc<crate::census::Census>,
+    pub tcp: Arc<crate::guard::census::Census>,
     /// Digest failures per source and username, shared by every worker.
-    pub lockout: Arc<crate::lockout::Lockout>,
+    pub lockout: Arc<crate::guard::lockout::Lockout>,
     /// Calls in set-up per carrier-side source (`--max-calls-in-setup-per-source`).
-    pub setup_sources: Arc<crate::census::Census>,
+    pub setup_sources: Arc<crate::guard::census::Census>,
     /// The RTP fast path in the kernel (`--kernel-fast-path`), when it loaded.
     pub fast_path: Option<Arc<trunkgate_media::fastpath::FastPath>>,
     /// The kernel-side filter of the carrier-side UDP sockets (`--kernel-prefilter`).
-    pub prefilter: crate::prefilter::Prefilter,
+    pub prefilter: crate::guard::prefilter::Prefilter,
     /// Datagrams per carrier-side source (`--source-rate`), shared by every worker.
-    pub source_limit: crate::source_limit::SourceLimiter,
+    pub source_limit: crate::guard::source_limit::SourceLimiter,
     /// New TLS connections per source (`--tls-handshake-rate`), shared by every listener.
-    pub tls_handshakes: crate::source_limit::SourceLimiter,
+    pub tls_handshakes: crate::guard::source_limit::SourceLimiter,
     /// The platform's allow-list (`--platform-cidrs`) and the tenants its sources call for.
-    pub platform: crate::platform::PlatformAcl,
+    pub platform: crate::guard::platform::PlatformAcl,
     /// The fleet's shared limits (`--state-store`), or this process alone.
     pub fleet: crate::fleet::Fleet,
     /// This process's name in the fleet (`--state-identity`, the pod's name).
@@ -80,11 +80,11 @@ pub enum Link {
     Udp(SocketAddr),
     Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
     /// A TLS connection's writer (RFC 3261 §26.2), and the certificate chain the peer
-    /// presented when it connected to us (checked per trunk: [`crate::tls_peer`]).
+    /// presented when it connected to us (checked per trunk: [`crate::transport::tls_peer`]).
     Tls(
         SocketAddr,
         mpsc::UnboundedSender<Vec<u8>>,
-        Option<crate::tls_peer::PeerChain>,
+        Option<crate::transport::tls_peer::PeerChain>,
     ),
 }
 
@@ -149,7 +149,7 @@ pub enum Lookup {
     Call(u64),
     /// The carrier target a health probe is for (its first address is probed).
     Probe {
-        probe: Arc<crate::health::Probe>,
+        probe: Arc<crate::route::health::Probe>,
         uri_host: String,
     },
     /// The registrar of a trunk's registration; the REGISTER waiting is `cseq`, asking `expires`.
@@ -199,7 +199,7 @@ pub enum Purpose {
     /// An UPDATE of ours refreshing this leg's session (RFC 4028).
     Refresh,
     /// An OPTIONS health probe of a carrier target (no call).
-    Probe(Arc<crate::health::Probe>),
+    Probe(Arc<crate::route::health::Probe>),
     /// A REGISTER of the trunk's registration (no call).
     Register(Arc<str>),
 }
@@ -308,9 +308,9 @@ impl Shared {
         handoff: Vec<mpsc::Sender<Handoff>>,
         tcp_cap: usize,
         resolver: Option<trunkgate_resolve::Resolver>,
-        tls: Arc<crate::tls::Tls>,
+        tls: Arc<crate::transport::tls::Tls>,
     ) -> Self {
-        use crate::settings::host_port;
+        use crate::config::settings::host_port;
         let public_hostport = match (&settings.advertise_host, settings.advertised_pool_ip()) {
             (Some(h), _) => format!("{h}:{}", settings.public_sip.port()),
             (None, Some(ip)) => host_port(SocketAddr::new(ip, settings.public_sip.port())),
@@ -324,7 +324,7 @@ impl Shared {
             }
             None => (crate::fleet::Fleet::embedded(), None),
         };
-        let lockout = Arc::new(crate::lockout::Lockout::new(
+        let lockout = Arc::new(crate::guard::lockout::Lockout::new(
             settings.auth_max_failures,
             Duration::from_secs(settings.auth_block_seconds),
         ));
@@ -351,25 +351,27 @@ impl Shared {
             restoring: Default::default(),
             fleet,
             fleet_task: std::sync::Mutex::new(fleet_task),
-            tcp: Arc::new(crate::census::Census::new(
+            tcp: Arc::new(crate::guard::census::Census::new(
                 tcp_cap,
                 settings.tcp_max_per_source.max(1),
                 Some(metrics.tcp_connections.clone()),
             )),
-            prefilter: crate::prefilter::Prefilter::new(settings.kernel_prefilter),
+            prefilter: crate::guard::prefilter::Prefilter::new(settings.kernel_prefilter),
             fast_path: load_fast_path(
                 &settings.kernel_fast_path,
                 settings.fast_path_pin(),
                 &metrics,
             ),
-            setup_sources: Arc::new(crate::census::Census::new(
+            setup_sources: Arc::new(crate::guard::census::Census::new(
                 usize::MAX,
                 settings.max_calls_in_setup_per_source.max(1) as usize,
                 None,
             )),
-            source_limit: crate::source_limit::SourceLimiter::new(settings.source_rate),
-            platform: crate::platform::PlatformAcl::new(&settings.platform_cidrs),
-            tls_handshakes: crate::source_limit::SourceLimiter::new(settings.tls_handshake_rate),
+            source_limit: crate::guard::source_limit::SourceLimiter::new(settings.source_rate),
+            platform: crate::guard::platform::PlatformAcl::new(&settings.platform_cidrs),
+            tls_handshakes: crate::guard::source_limit::SourceLimiter::new(
+                settings.tls_handshake_rate,
+            ),
             lockout,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -426,11 +428,11 @@ pub struct Worker {
     pub dialogs: Table<(String, String), (u64, LegId)>,
     pub servers: Table<TransactionKey, ServerTxn>,
     pub clients: Table<TransactionKey, ClientTxn>,
-    pub timers: crate::timers::Timers<Timer>,
+    pub timers: crate::sip::timers::Timers<Timer>,
     pub auth: AuthState,
     /// Counters every message touches, resolved once.
     pub hot: crate::metrics::Hot,
-    pub tcp_out: crate::tcp::Outgoing,
+    pub tcp_out: crate::transport::tcp::Outgoing,
     /// This worker's media relay (None when it could not start: relayed calls get 503).
     pub media: Option<trunkgate_media::MediaEngine>,
     /// The relay's totals already added to the metrics.
@@ -441,7 +443,7 @@ pub struct Worker {
     pub refusal_records: (Instant, u32),
     /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
     pub rtp_by_trunk: Table<String, u32>,
-    /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::b2bua::recycle).
+    /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::call::b2bua::recycle).
     pub unacked: std::collections::VecDeque<(Instant, u64)>,
     /// The trunk registrations this worker holds, by trunk id (crate::register).
     pub registrations: Table<String, crate::register::binding::Binding>,
@@ -651,7 +653,7 @@ impl Worker {
             ])
             .inc();
         if self.shared.settings.cdr {
-            crate::cdr::write(c);
+            crate::call::cdr::write(c);
         }
         if c.checkpointed {
             let key = c.a.local_tag.clone();

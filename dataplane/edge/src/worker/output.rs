@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{Handoff, Link, Lookup};
 use crate::call::{Hop, Side};
-use crate::tcp::Timeouts;
+use crate::transport::tcp::Timeouts;
 
 /// One thing for the runtime to do.
 pub enum Output {
@@ -50,7 +50,7 @@ pub struct Dial {
     pub writer: mpsc::UnboundedSender<Vec<u8>>,
     pub timeouts: Timeouts,
     /// The connection's place in `--tcp-max-connections`, held while it lives.
-    pub admitted: crate::census::Admitted,
+    pub admitted: crate::guard::census::Admitted,
 }
 
 /// The outputs of the input being handled.

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use trunkgate_sip::{HasHeaders, Request, SipMessage};
 
 use super::*;
-use crate::b2bua::session_timer::{MIN_SE, session_expires};
 use crate::call::Side;
-use crate::ids::owner;
-use crate::message::Builder;
-use crate::msg;
-use crate::source_limit::{Class, Verdict};
-use crate::transaction::{Role, TransactionKey};
+use crate::call::b2bua::session_timer::{MIN_SE, session_expires};
+use crate::guard::source_limit::{Class, Verdict};
+use crate::sip::ids::owner;
+use crate::sip::message::Builder;
+use crate::sip::msg;
+use crate::sip::transaction::{Role, TransactionKey};
 
 impl Worker {
     // ---- receiving -------------------------------------------------------------------------
@@ -25,7 +25,7 @@ impl Worker {
             Side::Internal => self.shared.platform.allows(src.ip()),
         };
         if allowed {
-            let class = if crate::ids::may_carry_ours(data) {
+            let class = if crate::sip::ids::may_carry_ours(data) {
                 Class::Ongoing
             } else {
                 Class::New
@@ -33,7 +33,7 @@ impl Worker {
             if side == Side::Public && self.over_rate(&rt, src.ip(), class) {
                 return;
             }
-        } else if !crate::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
+        } else if !crate::sip::ids::may_carry_ours(data) && !self.shared.settings.acl_reply_403 {
             // Outside the allow-lists only a message of ours may go on, and it carries one
             // of our tags or branches: anything else is dropped unparsed (a flood of them
             // then costs a look-up and a scan, not a parse).

@@ -56,7 +56,7 @@ impl Net {
                 });
             }
             Output::Dial(d) => {
-                tokio::spawn(crate::tcp::dial(
+                tokio::spawn(crate::transport::tcp::dial(
                     *d,
                     self.events.clone(),
                     shared.metrics.clone(),
@@ -100,7 +100,7 @@ pub async fn run(
     let hot = shared.metrics.hot();
     worker.now = Instant::now();
     worker.restore_pending();
-    worker.schedule(crate::health::TICK, super::Timer::ProbeTick);
+    worker.schedule(crate::route::health::TICK, super::Timer::ProbeTick);
     for o in worker.out.drain() {
         net.carry_out(&shared, &hot, o);
     }

@@ -1,5 +1,5 @@
 //! The worker's side of RFC 3261 §17: it keeps the transactions and their timers, and does
-//! what their state machines (crate::transaction) ask: send, resend, ACK, hand up, forget.
+//! what their state machines (crate::sip::transaction) ask: send, resend, ACK, hand up, forget.
 
 use std::time::Duration;
 
@@ -7,9 +7,9 @@ use trunkgate_sip::{Request, Response};
 
 use super::*;
 use crate::call::{LegId, Side};
-use crate::message::{Builder, reason_phrase, warning};
-use crate::msg;
-use crate::transaction::{
+use crate::sip::message::{Builder, reason_phrase, warning};
+use crate::sip::msg;
+use crate::sip::transaction::{
     self, Actions, ClientState, ClientTransaction, Delivery, Role, ServerTransaction,
     TransactionKey,
 };
@@ -230,7 +230,7 @@ impl Worker {
             return;
         }
         let call_id = tx.call_id();
-        crate::cdr::write_refusal(crate::cdr::RefusalRecord {
+        crate::call::cdr::write_refusal(crate::call::cdr::RefusalRecord {
             from: tx.side.party(),
             source: tx.peer.addr(),
             method: "INVITE",

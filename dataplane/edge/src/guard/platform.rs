@@ -3,7 +3,7 @@
 //! (as on the carrier port), and an entry may name the tenants (namespaces) its sources call
 //! for: `acme=10.1.0.0/16` lets 10.1.0.0/16 place calls over `acme`'s trunks only. An entry
 //! without a tenant is a shared platform, whose calls name their tenant themselves
-//! ([`crate::admission::outbound`]).
+//! ([`crate::route::admission::outbound`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;

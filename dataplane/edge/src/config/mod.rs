@@ -2,6 +2,9 @@
 //! once per load (number index, carrier ACL, route table) and per-trunk state that survives
 //! reloads (limits, metrics).
 
+pub mod settings;
+pub mod source;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,8 +14,8 @@ use trunkgate_crds::acl::SourceAcl;
 use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
 
-use crate::health::TargetHealth;
 use crate::metrics::Metrics;
+use crate::route::health::TargetHealth;
 
 /// Per-trunk state shared by all workers and kept across reloads: call counts for the limits.
 pub struct TrunkState {

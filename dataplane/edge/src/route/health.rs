@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use trunkgate_crds::Transport;
 
-use crate::admission::hop_of;
 use crate::call::{LegId, Side};
-use crate::message::{Builder, via};
+use crate::route::admission::hop_of;
+use crate::sip::message::{Builder, via};
 use crate::worker::{Lookup, Purpose, Timer, Worker};
 
 /// How often a worker looks for targets whose probe is due.
@@ -159,7 +159,7 @@ impl Worker {
         match result.as_deref().map(<[_]>::first) {
             Ok(Some(d)) => {
                 self.shared.prefilter.allow_ip(d.addr.ip());
-                let transport = crate::b2bua::crds_transport(d.transport);
+                let transport = crate::call::b2bua::crds_transport(d.transport);
                 self.send_probe(probe, d.addr, transport, uri_host)
             }
             Ok(None) => {

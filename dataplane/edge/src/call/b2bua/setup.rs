@@ -5,10 +5,10 @@ use std::time::SystemTime;
 use trunkgate_sip::Request;
 
 use super::*;
-use crate::admission;
 use crate::call::{Attempt, Call, CallState, Leg, LegId, Side};
-use crate::msg;
-use crate::platform::Tenancy;
+use crate::guard::platform::Tenancy;
+use crate::route::admission;
+use crate::sip::msg;
 use crate::worker::{Link, Worker};
 
 impl Worker {
@@ -149,7 +149,7 @@ impl Worker {
             && let Some(engine) = self.media.as_ref()
         {
             let mine = self.rtp_by_trunk.get(&trunk_cfg.id).copied().unwrap_or(0);
-            if !crate::media::may_take_ports(
+            if !crate::call::media::may_take_ports(
                 engine.ports_available(),
                 engine.port_pairs(),
                 mine,
@@ -172,20 +172,20 @@ impl Worker {
         // Media: the offer goes through this worker's relay unless the trunk says otherwise.
         let trunk_media = &rt.trunk(adm.trunk).media;
         let (media, b_body) = if trunk_media.relay {
-            let policy = crate::media::peer_policy(
+            let policy = crate::call::media::peer_policy(
                 &self.shared.platform,
                 rt.trunk(adm.trunk),
                 side,
                 src.addr().ip(),
             );
-            match crate::media::open(
+            match crate::call::media::open(
                 &mut self.media,
                 id,
                 side,
                 &req.body,
                 &trunk_media.codecs,
                 &policy,
-                crate::media::srtp_policy(trunk_media.srtp),
+                crate::call::media::srtp_policy(trunk_media.srtp),
             ) {
                 Ok((session, body)) => {
                     *self

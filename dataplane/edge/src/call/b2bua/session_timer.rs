@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use trunkgate_sip::{HasHeaders, Response};
 
 use crate::call::{CallState, LegId};
-use crate::msg;
+use crate::sip::msg;
 use crate::worker::{Purpose, Timer, Worker};
 
 /// The smallest session interval the edge takes (RFC 4028 §4: never below 90 s); a request
@@ -152,7 +152,7 @@ impl Worker {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        // A carrier that challenges it is answered like any request of ours (crate::challenge).
+        // A carrier that challenges it is answered like any request of ours (crate::call::challenge).
         let lines = format!("Session-Expires: {interval};refresher=uac\r\nSupported: timer\r\n");
         let l = c.leg_mut(leg);
         l.local_cseq += 1;

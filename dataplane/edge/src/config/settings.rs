@@ -51,7 +51,7 @@ pub struct Settings {
         value_delimiter = ',',
         default_value = "127.0.0.0/8,::1/128"
     )]
-    pub platform_cidrs: Vec<crate::platform::PlatformNet>,
+    pub platform_cidrs: Vec<crate::guard::platform::PlatformNet>,
     /// Who may read the admin endpoint's /metrics and /snapshot (comma-separated CIDRs; /healthz
     /// and /readyz answer anyone, for the kubelet's probes). Default: --platform-cidrs.
     #[arg(
@@ -60,7 +60,7 @@ pub struct Settings {
         env = "TRUNKGATE_ADMIN_CIDRS",
         value_delimiter = ','
     )]
-    pub admin_cidrs: Vec<crate::platform::PlatformNet>,
+    pub admin_cidrs: Vec<crate::guard::platform::PlatformNet>,
     /// Carrier-side SIP over TLS (RFC 3261 §26; usually port 5061). Needs --tls-cert and
     /// --tls-key. ADDR:PORT or NETWORK:PORT, as --public-sip.
     #[arg(help_heading = "Listeners", long, env = "TRUNKGATE_PUBLIC_SIPS", requires_all = ["tls_cert", "tls_key"], value_parser = parse_bind)]

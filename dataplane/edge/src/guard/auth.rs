@@ -10,8 +10,8 @@ use trunkgate_crds::digest::DigestCredentials;
 use trunkgate_digest::{Algorithm, AuthError, Credentials, NonceIssuer};
 use trunkgate_sip::{Request, Response};
 
-use crate::lockout::Lockout;
-use crate::msg;
+use crate::guard::lockout::Lockout;
+use crate::sip::msg;
 
 /// What to do with a request that failed the check.
 pub enum AuthRefusal {
@@ -167,7 +167,7 @@ impl AuthState {
         method: &str,
         ruri: &str,
         c: &DigestCredentials,
-    ) -> Result<(String, bool), crate::challenge::Unusable> {
+    ) -> Result<(String, bool), crate::call::challenge::Unusable> {
         let (ask, give) = if resp.status_code.code() == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -177,7 +177,7 @@ impl AuthState {
             .filter_map(|v| trunkgate_digest::parse_challenge(v).ok())
             .collect();
         let chosen = trunkgate_digest::choose(&challenges)
-            .ok_or(crate::challenge::Unusable::NoChallenge(ask))?;
+            .ok_or(crate::call::challenge::Unusable::NoChallenge(ask))?;
         let value = trunkgate_digest::answer(
             chosen,
             method,

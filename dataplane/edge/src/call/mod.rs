@@ -1,6 +1,11 @@
 //! A call as the B2BUA holds it: two legs, each a dialog of its own (RFC 3261 §12), and what is
 //! needed to finish the call and write its record.
 
+pub mod b2bua;
+pub mod cdr;
+pub mod challenge;
+pub mod media;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,11 +74,11 @@ pub struct Leg {
     /// CSeq of the INVITE that created this leg.
     pub invite_cseq: u32,
     /// An INVITE we answered 2xx on this leg and whose ACK has not come (server key).
-    pub awaiting_ack: Option<crate::transaction::TransactionKey>,
+    pub awaiting_ack: Option<crate::sip::transaction::TransactionKey>,
     /// CSeq of the re-INVITE we relayed onto this leg and answered 2xx, for the ACK to follow.
     pub reinvite_cseq: Option<u32>,
     /// This leg's RFC 4028 session timer, once a 2xx negotiated one.
-    pub session: Option<crate::b2bua::session_timer::SessionTimer>,
+    pub session: Option<crate::call::b2bua::session_timer::SessionTimer>,
 }
 
 impl Leg {
@@ -88,11 +93,11 @@ impl Leg {
         if self.side != Side::Internal {
             return false;
         }
-        let first_route = self.route_set.first().map(|r| crate::msg::uri_of(r));
+        let first_route = self.route_set.first().map(|r| crate::sip::msg::uri_of(r));
         [Some(self.remote_target.as_str()), first_route]
             .into_iter()
             .flatten()
-            .filter_map(crate::msg::host_of)
+            .filter_map(crate::sip::msg::host_of)
             .any(|h| h.parse::<std::net::IpAddr>().is_ok_and(|h| h == ip))
     }
 }
@@ -151,7 +156,7 @@ impl Hop {
         trunkgate_resolve::Target {
             host: &self.host,
             port: self.port,
-            transport: Some(crate::b2bua::resolve_transport(self.transport))
+            transport: Some(crate::call::b2bua::resolve_transport(self.transport))
                 .filter(|_| self.uri_host.contains("transport=") || self.port.is_some()),
             secure: self.secure,
         }
@@ -167,9 +172,9 @@ pub struct Call {
     pub b: Leg,
     pub state: CallState,
     /// Server transaction of the initial INVITE on leg A.
-    pub a_invite: crate::transaction::TransactionKey,
+    pub a_invite: crate::sip::transaction::TransactionKey,
     /// Client transaction key of the current INVITE attempt on leg B.
-    pub b_invite: Option<crate::transaction::TransactionKey>,
+    pub b_invite: Option<crate::sip::transaction::TransactionKey>,
     /// Next hops for the B-leg INVITE, tried in order; `next_hop` indexes the untried one.
     pub hops: Vec<Hop>,
     pub next_hop: usize,
@@ -196,7 +201,7 @@ pub struct Call {
     /// Its place among the trunk's calls in set-up, until leg A's final answer is acknowledged.
     pub setup: Option<crate::config::SetupSlot>,
     /// Its place among its carrier-side source's calls in set-up (inbound calls only).
-    pub setup_source: Option<crate::census::Admitted>,
+    pub setup_source: Option<crate::guard::census::Admitted>,
     /// The call's relay session (None when the trunk passes SDP untouched).
     pub media: Option<trunkgate_media::SessionId>,
     /// Relay statistics, filled when the call ends.
@@ -206,7 +211,7 @@ pub struct Call {
     /// To tags of other forks of leg B's INVITE that answered 2xx after the first: each is
     /// ACKed and hung up once (RFC 3261 §13.2.2.4).
     pub forks_ended: Vec<String>,
-    /// 3xx answers of carrier targets followed so far (at most [`crate::b2bua::MAX_REDIRECTS`]).
+    /// 3xx answers of carrier targets followed so far (at most [`crate::call::b2bua::MAX_REDIRECTS`]).
     pub redirects: u8,
     /// Rebuilt from a checkpoint by a restarted edge (its record says so).
     pub recovered: bool,

@@ -13,7 +13,7 @@ use rsip_model::HasHeaders;
 pub fn copied_lines(m: &impl HasHeaders) -> String {
     let mut s = String::new();
     for h in m.headers().iter() {
-        if crate::message::copy_header(h.name()) {
+        if crate::sip::message::copy_header(h.name()) {
             s.push_str(h.name());
             s.push_str(": ");
             s.push_str(h.value());

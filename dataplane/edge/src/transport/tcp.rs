@@ -99,10 +99,10 @@ pub async fn accept(
                     && matches!(
                         shared.tls_handshakes.check(
                             peer.ip(),
-                            crate::source_limit::Class::New,
+                            crate::guard::source_limit::Class::New,
                             Instant::now()
                         ),
-                        crate::source_limit::Verdict::Shed { .. }
+                        crate::guard::source_limit::Verdict::Shed { .. }
                     )
                 {
                     refused("tls_handshake_rate");
@@ -164,7 +164,7 @@ pub struct Ends {
     pub events: mpsc::UnboundedSender<Event>,
     pub metrics: Metrics,
     pub timeouts: Timeouts,
-    pub admitted: crate::census::Admitted,
+    pub admitted: crate::guard::census::Admitted,
 }
 
 /// The server side of a TLS handshake (RFC 3261 §26.2.1), then the connection as any other.
@@ -183,7 +183,7 @@ async fn accept_tls(
                 .1
                 .peer_certificates()
                 .filter(|c| !c.is_empty())
-                .map(crate::tls_peer::PeerChain::from);
+                .map(crate::transport::tls_peer::PeerChain::from);
             connection(tls, Secure::Tls(chain), ends).await
         }
         Err(e) => tracing::debug!(peer = %ends.peer, error = %e, "TLS handshake failed"),
@@ -207,7 +207,11 @@ async fn handshake<S>(
     if let Err(e) = &result {
         ends.metrics
             .tls_handshake_failures
-            .with_label_values(&[ends.side.label(), direction, crate::tls::failure_label(e)])
+            .with_label_values(&[
+                ends.side.label(),
+                direction,
+                crate::transport::tls::failure_label(e),
+            ])
             .inc();
     }
     result
@@ -216,7 +220,7 @@ async fn handshake<S>(
 /// Whether a connection is TLS, and the client certificate chain the peer presented.
 enum Secure {
     No,
-    Tls(Option<crate::tls_peer::PeerChain>),
+    Tls(Option<crate::transport::tls_peer::PeerChain>),
 }
 
 /// Reads framed messages from a connection and writes what the channel brings. Closed when
@@ -366,7 +370,7 @@ impl Worker {
         addr: SocketAddr,
         transport: Transport,
         host: &str,
-        carrier: Option<&crate::tls_peer::TrunkTls>,
+        carrier: Option<&crate::transport::tls_peer::TrunkTls>,
     ) -> Result<Link, LinkError> {
         let tls = match transport {
             Transport::Udp => return Ok(Link::Udp(addr)),

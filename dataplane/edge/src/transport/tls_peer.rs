@@ -19,7 +19,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertSto
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::tls::TlsError;
+use crate::transport::tls::TlsError;
 
 /// A carrier's certificate chain as it presented it, end entity first.
 pub type PeerChain = Arc<[CertificateDer<'static>]>;

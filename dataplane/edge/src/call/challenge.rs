@@ -11,9 +11,9 @@ use trunkgate_crds::digest::DigestCredentials;
 use trunkgate_sip::Response;
 
 use crate::call::Side;
-use crate::message::resend_with;
-use crate::msg::method_name;
-use crate::transaction::TransactionKey;
+use crate::sip::message::resend_with;
+use crate::sip::msg::method_name;
+use crate::sip::transaction::TransactionKey;
 use crate::worker::{Purpose, Timer, Worker};
 
 /// How many times one request is sent again with credentials: once, plus once after `stale`.

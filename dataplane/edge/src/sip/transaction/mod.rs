@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use trunkgate_sip::{HasHeaders, Method, Request};
 
-use crate::msg::method_name;
+use crate::sip::msg::method_name;
 
 /// RFC 3261 §17.1.1.1: the round-trip estimate, the longest retransmission interval, and how
 /// long a message may stay in the network.

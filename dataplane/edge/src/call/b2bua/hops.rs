@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::call::{Attempt, CallState, Direction, LegId, Side};
-use crate::message::{Builder, via};
+use crate::sip::message::{Builder, via};
 use crate::worker::{Lookup, Purpose, Timer, Worker};
 
 impl Worker {

@@ -55,7 +55,7 @@ pub fn srtp_policy(p: trunkgate_crds::trunk::SrtpPolicy) -> SrtpPolicy {
 /// `inbound.allowedCidrs`, with its `media.behindNat`; the platform leg's the platform networks
 /// (`--platform-cidrs`). See `trunkgate_media::latch` for the rules (RFC 7362 §3).
 pub fn peer_policy(
-    platform: &crate::platform::PlatformAcl,
+    platform: &crate::guard::platform::PlatformAcl,
     trunk: &TrunkConfig,
     side: Side,
     signalling: IpAddr,
@@ -98,16 +98,20 @@ pub fn exchange_of(method: Method, request: bool, content_type: Option<&str>) ->
 }
 
 /// [`exchange_of`] for a request as it came.
-pub fn request_exchange(req: &crate::msg::rsip_model::Request) -> Option<Exchange> {
-    exchange_of(req.method, true, crate::msg::header(req, "Content-Type"))
+pub fn request_exchange(req: &crate::sip::msg::rsip_model::Request) -> Option<Exchange> {
+    exchange_of(
+        req.method,
+        true,
+        crate::sip::msg::header(req, "Content-Type"),
+    )
 }
 
 /// [`exchange_of`] for a response to `method`.
 pub fn response_exchange(
     method: Method,
-    resp: &crate::msg::rsip_model::Response,
+    resp: &crate::sip::msg::rsip_model::Response,
 ) -> Option<Exchange> {
-    exchange_of(method, false, crate::msg::header(resp, "Content-Type"))
+    exchange_of(method, false, crate::sip::msg::header(resp, "Content-Type"))
 }
 
 /// Whether a trunk with `mine` relayed calls may open one more, with `free` of `total`

@@ -10,11 +10,11 @@ use trunkgate_crds::snapshot::{SipTarget, TrunkConfig};
 use trunkgate_crds::{CallerIdPolicy, Transport};
 use trunkgate_sip::Request;
 
-use crate::auth::{AuthRefusal, AuthState};
 use crate::call::{Direction, Hop};
 use crate::config::{CallSlot, LimitRefusal, Runtime, namespace_of};
-use crate::msg;
-use crate::platform::Tenancy;
+use crate::guard::auth::{AuthRefusal, AuthState};
+use crate::guard::platform::Tenancy;
+use crate::sip::msg;
 
 /// A call allowed through.
 pub struct Admission {
@@ -308,7 +308,7 @@ fn identity(
     match caller {
         Some(n) => {
             let uri = format!("sip:{n}@{host};user=phone");
-            let from = crate::message::name_addr(display, &uri, None);
+            let from = crate::sip::message::name_addr(display, &uri, None);
             let mut lines = format!("P-Asserted-Identity: <{uri}>\r\n");
             if privacy {
                 lines.push_str("Privacy: id\r\n");
@@ -479,13 +479,13 @@ pub fn outbound(
         host,
         privacy,
     );
-    // Targets that OPTIONS probes found down go last (crate::health).
+    // Targets that OPTIONS probes found down go last (crate::route::health).
     let health = rt.health(t);
     let order = weighted_order(&out.targets)
         .into_iter()
         .map(|(i, target)| (target, health.get(i).is_none_or(|h| h.is_up())))
         .collect();
-    let hops = crate::health::up_first(order)
+    let hops = crate::route::health::up_first(order)
         .into_iter()
         .map(hop_of)
         .collect();
@@ -545,7 +545,7 @@ mod tests {
     }
 
     fn auth() -> AuthState {
-        let lockout = std::sync::Arc::new(crate::lockout::Lockout::new(
+        let lockout = std::sync::Arc::new(crate::guard::lockout::Lockout::new(
             5,
             std::time::Duration::from_secs(60),
         ));

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::transaction::{T1, T4, TIMEOUT as TX_TIMEOUT};
+use crate::sip::transaction::{T1, T4, TIMEOUT as TX_TIMEOUT};
 
 /// The lengths that get a FIFO queue of their own.
 const FIXED: [Duration; 3] = [T1, T4, TX_TIMEOUT];

@@ -57,7 +57,7 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// What the edge serves: its chain and key. `ask_clients`: ask for a client certificate
-/// (optional; trusted per trunk later, see [`crate::tls_peer`]).
+/// (optional; trusted per trunk later, see [`crate::transport::tls_peer`]).
 pub fn server_config(
     cert: &Path,
     key_path: &Path,
@@ -66,9 +66,9 @@ pub fn server_config(
     let builder =
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
     let builder = if ask_clients {
-        builder.with_client_cert_verifier(Arc::new(crate::tls_peer::AskForCertificate::new(
-            provider(),
-        )))
+        builder.with_client_cert_verifier(Arc::new(
+            crate::transport::tls_peer::AskForCertificate::new(provider()),
+        ))
     } else {
         builder.with_no_client_auth()
     };
@@ -125,7 +125,7 @@ pub struct Tls {
     roots: ArcSwap<RootCertStore>,
     /// Per trunk id, its `spec.tls` made ready; rebuilt with each snapshot and each change of
     /// the files (the trunks' client configurations carry the edge's certificate).
-    trunks: ArcSwap<HashMap<String, Arc<crate::tls_peer::TrunkTls>>>,
+    trunks: ArcSwap<HashMap<String, Arc<crate::transport::tls_peer::TrunkTls>>>,
     /// The snapshot's `tls` sections the map was built from.
     trunk_configs: Mutex<Vec<(String, trunkgate_crds::snapshot::TlsConfig)>>,
     /// Some trunk wants client certificates: the listeners ask for one.
@@ -243,7 +243,7 @@ impl Tls {
                 Some(r) => client_config(r, own).map(Arc::new),
                 None => Ok(self.client.load_full()),
             };
-            match crate::tls_peer::TrunkTls::build(&cfg, provider(), &default, client) {
+            match crate::transport::tls_peer::TrunkTls::build(&cfg, provider(), &default, client) {
                 Ok(t) => {
                     map.insert(id, Arc::new(t));
                 }
@@ -263,7 +263,7 @@ impl Tls {
     }
 
     /// A trunk's TLS expectations, when its CarrierTrunk has `spec.tls`.
-    pub fn trunk(&self, id: &str) -> Option<Arc<crate::tls_peer::TrunkTls>> {
+    pub fn trunk(&self, id: &str) -> Option<Arc<crate::transport::tls_peer::TrunkTls>> {
         self.trunks.load().get(id).cloned()
     }
 

@@ -14,8 +14,8 @@ mod setup;
 use trunkgate_sip::Response;
 
 use crate::call::{Leg, Side};
-use crate::message::{Builder, reason_phrase, via};
-use crate::msg;
+use crate::sip::message::{Builder, reason_phrase, via};
+use crate::sip::msg;
 use crate::worker::Link;
 
 fn strip_tag(value: &str) -> String {
@@ -70,7 +70,7 @@ fn learn_dialog(b: &mut Leg, resp: &Response) {
 /// router, that router's URI as Request-URI and the remote target as the last Route.
 fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
     let target = if l.remote_target.is_empty() {
-        format!("sip:{}", crate::settings::host_port(l.peer.addr()))
+        format!("sip:{}", crate::config::settings::host_port(l.peer.addr()))
     } else {
         l.remote_target.clone()
     };

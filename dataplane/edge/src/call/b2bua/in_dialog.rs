@@ -5,9 +5,9 @@ use trunkgate_sip::{Request, Response};
 
 use super::*;
 use crate::call::{Attempt, CallState, LegId, Side};
-use crate::message::{Builder, via};
-use crate::msg;
-use crate::transaction::{Role, ServerState, TransactionKey};
+use crate::sip::message::{Builder, via};
+use crate::sip::msg;
+use crate::sip::transaction::{Role, ServerState, TransactionKey};
 use crate::worker::{Link, Purpose, Timer, Worker};
 
 impl Worker {
@@ -59,7 +59,7 @@ impl Worker {
         );
         // A peer that answers neither the CANCEL nor the INVITE must not hold the call, its
         // limits' slots and its record for ever (RFC 3261 §9.1).
-        self.schedule(crate::transaction::TIMEOUT, Timer::CancelGuard(inv));
+        self.schedule(crate::sip::transaction::TIMEOUT, Timer::CancelGuard(inv));
     }
 
     /// BYE on one leg of a confirmed call.
@@ -235,7 +235,12 @@ impl Worker {
         let Some(cseq) = cseq else { return };
         let branch = self.mint.branch();
         let body = self
-            .relay_body(id, leg, &req.body, crate::media::request_exchange(req))
+            .relay_body(
+                id,
+                leg,
+                &req.body,
+                crate::call::media::request_exchange(req),
+            )
             .unwrap_or_default();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -354,7 +359,12 @@ impl Worker {
         let branch = self.mint.branch();
         let to = from.other();
         let method = req.method;
-        let body = match self.relay_body(id, from, &req.body, crate::media::request_exchange(req)) {
+        let body = match self.relay_body(
+            id,
+            from,
+            &req.body,
+            crate::call::media::request_exchange(req),
+        ) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),
         };
@@ -425,7 +435,7 @@ impl Worker {
             id,
             sent_on,
             &resp.body,
-            crate::media::response_exchange(method, resp),
+            crate::call::media::response_exchange(method, resp),
         ) {
             Ok(b) => b,
             Err(r) => return self.refuse(&server, r.code, &r.text, ""),

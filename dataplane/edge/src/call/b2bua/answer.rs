@@ -7,9 +7,9 @@ use trunkgate_sip::Response;
 
 use super::*;
 use crate::call::{Attempt, CallState, Direction, LegId, Side};
-use crate::message::{Builder, via};
-use crate::msg;
-use crate::transaction::{T4, TransactionKey};
+use crate::sip::message::{Builder, via};
+use crate::sip::msg;
+use crate::sip::transaction::{T4, TransactionKey};
 use crate::worker::{Purpose, Timer, Worker};
 
 impl Worker {
@@ -82,7 +82,7 @@ impl Worker {
                     id,
                     LegId::B,
                     &resp.body,
-                    crate::media::response_exchange(trunkgate_sip::Method::Invite, resp),
+                    crate::call::media::response_exchange(trunkgate_sip::Method::Invite, resp),
                 )
                 .unwrap_or_default();
             return self.respond(&a_key, code, &reason_of(resp), &lines, &body);
@@ -100,7 +100,7 @@ impl Worker {
                 id,
                 LegId::B,
                 &resp.body,
-                crate::media::response_exchange(trunkgate_sip::Method::Invite, resp),
+                crate::call::media::response_exchange(trunkgate_sip::Method::Invite, resp),
             ) {
                 Ok(b) => b,
                 Err(r) => {
@@ -154,11 +154,11 @@ impl Worker {
             let ruri = c.b.remote_target.clone();
             let trunk_id = c.trunk_id().to_string();
             let outcome = match creds {
-                None => Err(crate::challenge::Unanswered::NoCredentials),
+                None => Err(crate::call::challenge::Unanswered::NoCredentials),
                 Some(creds) => match self.auth.answer(resp, "INVITE", &ruri, &creds) {
-                    Err(why) => Err(crate::challenge::Unanswered::Unusable(why)),
+                    Err(why) => Err(crate::call::challenge::Unanswered::Unusable(why)),
                     Ok((line, stale)) if tries == 0 || (stale && tries < 2) => Ok(line),
-                    Ok(_) => Err(crate::challenge::Unanswered::Refused {
+                    Ok(_) => Err(crate::call::challenge::Unanswered::Refused {
                         username: creds.username.clone(),
                         realm: creds.realm.clone(),
                     }),
@@ -242,7 +242,7 @@ impl Worker {
         c.auth_line = None;
         if let Some(target) = follow {
             c.redirects += 1;
-            let hop = crate::admission::hop_of(&target);
+            let hop = crate::route::admission::hop_of(&target);
             let at = c.next_hop.min(c.hops.len());
             c.hops.insert(at, hop);
             tracing::info!(call = id, trunk = trunk_id, target = %target.uri, "following a carrier's {code}");

@@ -6,7 +6,7 @@
 use trunkgate_sip::{Method, Request};
 
 use crate::call::{CallState, LegId, Side};
-use crate::transaction::{Role, TransactionKey};
+use crate::sip::transaction::{Role, TransactionKey};
 use crate::worker::{Link, Worker};
 
 impl Worker {

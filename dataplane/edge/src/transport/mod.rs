@@ -1,0 +1,7 @@
+//! The wire below SIP: TCP and TLS connections, TLS peers' certificates, and what the kernel
+//! says it dropped.
+
+pub mod kernel;
+pub mod tcp;
+pub mod tls;
+pub mod tls_peer;
