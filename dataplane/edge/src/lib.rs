@@ -16,6 +16,7 @@ mod metrics;
 mod register;
 mod route;
 mod sip;
+mod table;
 mod transport;
 mod worker;
 

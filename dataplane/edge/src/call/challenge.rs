@@ -19,6 +19,8 @@ use crate::worker::{Purpose, Timer, Worker};
 /// How many times one request is sent again with credentials: once, plus once after `stale`.
 const MAX_TRIES: u8 = 2;
 
+pub use crate::guard::auth::Unusable;
+
 /// Why a challenge was not answered, for the Warning and `trunkgate_edge_carrier_challenges_total`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unanswered {
@@ -28,19 +30,6 @@ pub enum Unanswered {
     Refused { username: String, realm: String },
     /// The challenge could not be answered (another realm, an algorithm without an HA1, ...).
     Unusable(Unusable),
-}
-
-/// Why a carrier's challenge could not be answered with the trunk's credentials.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unusable {
-    #[error("the carrier sent no {0} the edge can answer")]
-    NoChallenge(&'static str),
-    #[error(transparent)]
-    Digest(#[from] trunkgate_digest::AuthError),
-    #[error("the request is gone")]
-    Gone,
-    #[error("the request cannot be rebuilt")]
-    NotRebuilt,
 }
 
 impl Unanswered {

@@ -57,7 +57,7 @@ pub struct Leg {
     pub side: Side,
     /// Where requests and responses for this leg go (symmetric signalling: the address the peer
     /// sent from, or the target we chose).
-    pub peer: crate::worker::Link,
+    pub peer: crate::transport::Link,
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: Option<String>,

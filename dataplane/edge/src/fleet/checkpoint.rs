@@ -229,7 +229,7 @@ impl LegRecord {
 
     /// The leg again, on `peer` (its link re-made), its CSeq moved past what it may have used,
     /// its session timer due when it was.
-    pub fn leg(&self, peer: crate::worker::Link, clock: Clock) -> Leg {
+    pub fn leg(&self, peer: crate::transport::Link, clock: Clock) -> Leg {
         Leg {
             side: self.side(),
             peer,
@@ -359,7 +359,7 @@ mod tests {
             now,
             wall: time_of(1_800_000_100_000),
         };
-        let restored = back.a.leg(crate::worker::Link::Udp(back.a.peer), clock);
+        let restored = back.a.leg(crate::transport::Link::Udp(back.a.peer), clock);
         assert_eq!(restored.local_cseq, 3 + CSEQ_GAP);
         let timer = restored.session.expect("the session timer");
         assert_eq!(timer.due - now, Duration::from_secs(800));
@@ -372,7 +372,7 @@ mod tests {
         };
         let timer = back
             .a
-            .leg(crate::worker::Link::Udp(back.a.peer), late)
+            .leg(crate::transport::Link::Udp(back.a.peer), late)
             .session;
         assert_eq!(timer.map(|t| t.due), Some(now));
         assert_eq!(restored.side, Side::Public);

@@ -167,7 +167,7 @@ impl AuthState {
         method: &str,
         ruri: &str,
         c: &DigestCredentials,
-    ) -> Result<(String, bool), crate::call::challenge::Unusable> {
+    ) -> Result<(String, bool), Unusable> {
         let (ask, give) = if resp.status_code.code() == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
@@ -176,8 +176,7 @@ impl AuthState {
         let challenges: Vec<_> = msg::headers(resp, ask)
             .filter_map(|v| trunkgate_digest::parse_challenge(v).ok())
             .collect();
-        let chosen = trunkgate_digest::choose(&challenges)
-            .ok_or(crate::call::challenge::Unusable::NoChallenge(ask))?;
+        let chosen = trunkgate_digest::choose(&challenges).ok_or(Unusable::NoChallenge(ask))?;
         let value = trunkgate_digest::answer(
             chosen,
             method,
@@ -188,4 +187,17 @@ impl AuthState {
         )?;
         Ok((format!("{give}: {value}\r\n"), chosen.stale))
     }
+}
+
+/// Why a carrier's challenge could not be answered with the trunk's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("the carrier sent no {0} the edge can answer")]
+    NoChallenge(&'static str),
+    #[error(transparent)]
+    Digest(#[from] trunkgate_digest::AuthError),
+    #[error("the request is gone")]
+    Gone,
+    #[error("the request cannot be rebuilt")]
+    NotRebuilt,
 }

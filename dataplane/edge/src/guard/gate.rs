@@ -7,7 +7,8 @@ use trunkgate_sip::{Method, Request};
 
 use crate::call::{CallState, LegId, Side};
 use crate::sip::transaction::{Role, TransactionKey};
-use crate::worker::{Link, Worker};
+use crate::transport::Link;
+use crate::worker::Worker;
 
 impl Worker {
     /// Whether a request from a source outside the allow-lists belongs to something of ours

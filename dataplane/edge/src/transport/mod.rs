@@ -2,6 +2,9 @@
 //! says it dropped.
 
 pub mod kernel;
+mod link;
 pub mod tcp;
 pub mod tls;
 pub mod tls_peer;
+
+pub use link::Link;

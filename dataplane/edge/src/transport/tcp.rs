@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 use trunkgate_crds::Transport;
 use trunkgate_sip::StreamFrame;
 
-use crate::call::Side;
 use crate::metrics::Metrics;
-use crate::worker::{Dial, Event, Link, Output, Worker};
+use crate::table::Table;
+use crate::transport::Link;
+use crate::worker::Event;
+use trunkgate_media::Side;
 
 /// Largest buffered, unframed input per connection before it is closed.
 const MAX_BUFFER: usize = 256 * 1024;
@@ -359,9 +361,37 @@ impl LinkError {
     }
 }
 
-impl Worker {
+/// The connections one worker opened, keyed by side, address and, for TLS, the name the
+/// peer's certificate was checked for; each counted against `--tcp-max-connections`.
+pub struct Connections {
+    open: Table<(Side, SocketAddr, Option<String>), mpsc::UnboundedSender<Vec<u8>>>,
+    census: Arc<crate::guard::census::Census>,
+    timeouts: Timeouts,
+    /// How long a TLS handshake may take.
+    handshake: Duration,
+    /// The edge's TLS client configuration, for targets whose trunk brings none.
+    tls: Arc<crate::transport::tls::Tls>,
+}
+
+impl Connections {
+    pub fn new(
+        census: Arc<crate::guard::census::Census>,
+        timeouts: Timeouts,
+        handshake: Duration,
+        tls: Arc<crate::transport::tls::Tls>,
+    ) -> Self {
+        Connections {
+            open: Table::default(),
+            census,
+            timeouts,
+            handshake,
+            tls,
+        }
+    }
+
     /// How to reach `addr` with `transport` from `side`: UDP as is, TCP over a connection of
-    /// this worker's (opened on first use; messages queue until it is up).
+    /// this table's (opened on first use: the [`Dial`] returned is for the runtime to open, and
+    /// messages queue until it is up).
     /// `carrier`: the trunk's TLS expectations when the peer is its carrier (its CA bundle and
     /// the name its certificate carries, `spec.tls`).
     pub fn link_to(
@@ -371,9 +401,9 @@ impl Worker {
         transport: Transport,
         host: &str,
         carrier: Option<&crate::transport::tls_peer::TrunkTls>,
-    ) -> Result<Link, LinkError> {
+    ) -> Result<(Link, Option<Dial>), LinkError> {
         let tls = match transport {
-            Transport::Udp => return Ok(Link::Udp(addr)),
+            Transport::Udp => return Ok((Link::Udp(addr), None)),
             Transport::Tcp => None,
             Transport::Tls => Some(match carrier.and_then(|c| c.server_name.clone()) {
                 Some(name) => name,
@@ -386,66 +416,59 @@ impl Worker {
             _ => Link::Tcp(addr, tx),
         };
         let key = (side, addr, tls.as_ref().map(|n| n.to_str().into_owned()));
+        if let Some(tx) = self.open.get(&key)
+            && !tx.is_closed()
         {
-            {
-                if let Some(tx) = self.tcp_out.get(&key)
-                    && !tx.is_closed()
-                {
-                    return Ok(link(tx.clone()));
-                }
-                let admitted = self
-                    .shared
-                    .tcp
-                    .admit(None)
-                    .map_err(|_| LinkError::TcpFull(addr))?;
-                let timeouts = Timeouts {
-                    idle: Duration::from_secs(self.shared.settings.tcp_idle_seconds.max(1)),
-                    message: Duration::from_secs(self.shared.settings.tcp_message_seconds.max(1)),
-                };
-                let (tx, queue) = mpsc::unbounded_channel();
-                self.tcp_out.insert(key, tx.clone());
-                let tls = tls.map(|name| {
-                    (
-                        name,
-                        carrier.map_or_else(
-                            || self.shared.tls.client.load_full(),
-                            |c| c.client.clone(),
-                        ),
-                        Duration::from_secs(self.shared.settings.tls_handshake_seconds.max(1)),
-                    )
-                });
-                self.out.push(Output::Dial(Box::new(Dial {
-                    side,
-                    addr,
-                    tls,
-                    queue,
-                    writer: tx.clone(),
-                    timeouts,
-                    admitted,
-                })));
-                Ok(link(tx))
-            }
+            return Ok((link(tx.clone()), None));
         }
+        let admitted = self
+            .census
+            .admit(None)
+            .map_err(|_| LinkError::TcpFull(addr))?;
+        let (tx, queue) = mpsc::unbounded_channel();
+        self.open.insert(key, tx.clone());
+        let tls = tls.map(|name| {
+            (
+                name,
+                carrier.map_or_else(|| self.tls.client.load_full(), |c| c.client.clone()),
+                self.handshake,
+            )
+        });
+        let dial = Dial {
+            side,
+            addr,
+            tls,
+            queue,
+            writer: tx.clone(),
+            timeouts: self.timeouts,
+            admitted,
+        };
+        Ok((link(tx), Some(dial)))
     }
 
-    /// A connection we opened failed: its pending requests fail over (RFC 3263 §4.3).
-    pub fn on_link_failed(&mut self, addr: SocketAddr) {
-        self.tcp_out.retain(|(_, a, _), _| *a != addr);
-        let keys: Vec<_> = self
-            .clients
-            .iter()
-            .filter(|(_, tx)| tx.machine.pending() && tx.dest.reliable() && tx.dest.addr() == addr)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.client_failed(
-                k,
-                503,
-                "connect_failed",
-                format!("connection to {addr} failed (TCP connect or TLS handshake)"),
-            );
-        }
+    /// A connection to `addr` could not be used: the next message there opens a new one.
+    pub fn forget(&mut self, addr: SocketAddr) {
+        self.open.retain(|(_, a, _), _| *a != addr);
     }
+}
+
+/// A TCP connection a worker wants: the sending half of `queue` is already in its table, so
+/// messages queue until the connection is up.
+pub struct Dial {
+    pub side: Side,
+    pub addr: SocketAddr,
+    /// TLS: the name the target's certificate must carry, the client configuration and the
+    /// handshake's time limit. None: plain TCP.
+    pub tls: Option<(
+        rustls_pki_types::ServerName<'static>,
+        Arc<rustls::ClientConfig>,
+        Duration,
+    )>,
+    pub queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    pub writer: mpsc::UnboundedSender<Vec<u8>>,
+    pub timeouts: Timeouts,
+    /// The connection's place in `--tcp-max-connections`, held while it lives.
+    pub admitted: crate::guard::census::Admitted,
 }
 
 /// Opens the connection a worker asked for ([`Output::Dial`]) and runs it; a connection that
@@ -493,14 +516,107 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
     }
 }
 
-/// Per-worker table of connections we opened.
-/// Keyed by side, address and, for TLS, the name the peer's certificate was checked for.
-pub type Outgoing =
-    crate::worker::Table<(Side, SocketAddr, Option<String>), mpsc::UnboundedSender<Vec<u8>>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(max: usize) -> Connections {
+        let tls = crate::transport::tls::Tls::load(None, None, None).expect("no TLS files to read");
+        Connections::new(
+            Arc::new(crate::guard::census::Census::new(max, max, None)),
+            Timeouts {
+                idle: Duration::from_secs(60),
+                message: Duration::from_secs(5),
+            },
+            Duration::from_secs(3),
+            Arc::new(tls),
+        )
+    }
+
+    const TARGET: &str = "127.0.0.5:5060";
+
+    #[test]
+    fn a_udp_target_needs_no_connection() {
+        let mut c = table(1);
+        let addr = TARGET.parse().expect("address");
+        let (link, dial) = c
+            .link_to(Side::Public, addr, Transport::Udp, "127.0.0.5", None)
+            .expect("udp");
+        assert!(matches!(link, Link::Udp(a) if a == addr));
+        assert!(dial.is_none());
+    }
+
+    #[test]
+    fn a_tcp_target_is_dialled_once_and_its_messages_share_the_connection() {
+        let mut c = table(4);
+        let addr = TARGET.parse().expect("address");
+        let (first, dial) = c
+            .link_to(Side::Public, addr, Transport::Tcp, "127.0.0.5", None)
+            .expect("tcp");
+        let dial = dial.expect("the first message dials");
+        assert!(dial.tls.is_none());
+        let (second, again) = c
+            .link_to(Side::Public, addr, Transport::Tcp, "127.0.0.5", None)
+            .expect("tcp");
+        assert!(again.is_none(), "the open connection is reused");
+        let (Link::Tcp(_, a), Link::Tcp(_, b)) = (&first, &second) else {
+            panic!("TCP links")
+        };
+        assert!(a.same_channel(b));
+        // The other side is another connection.
+        let (_, other) = c
+            .link_to(Side::Internal, addr, Transport::Tcp, "127.0.0.5", None)
+            .expect("tcp");
+        assert!(other.is_some());
+        drop(dial);
+    }
+
+    #[test]
+    fn a_closed_or_forgotten_connection_is_dialled_again() {
+        let mut c = table(4);
+        let addr = TARGET.parse().expect("address");
+        let (_, dial) = c
+            .link_to(Side::Public, addr, Transport::Tcp, "h", None)
+            .expect("tcp");
+        drop(dial); // the runtime's end went away: the connection is closed
+        let (_, dial) = c
+            .link_to(Side::Public, addr, Transport::Tcp, "h", None)
+            .expect("tcp");
+        assert!(dial.is_some(), "a closed connection is replaced");
+        c.forget(addr);
+        let (_, again) = c
+            .link_to(Side::Public, addr, Transport::Tcp, "h", None)
+            .expect("tcp");
+        assert!(again.is_some(), "a failed connection is replaced");
+        drop(dial);
+    }
+
+    #[test]
+    fn connections_past_the_cap_are_refused_and_a_tls_target_needs_a_name() {
+        let mut c = table(1);
+        let a: SocketAddr = TARGET.parse().expect("address");
+        let b: SocketAddr = "127.0.0.6:5060".parse().expect("address");
+        let (_, held) = c
+            .link_to(Side::Public, a, Transport::Tcp, "h", None)
+            .expect("tcp");
+        let err = c
+            .link_to(Side::Public, b, Transport::Tcp, "h", None)
+            .err()
+            .expect("the cap is full");
+        assert_eq!(err.metric_label(), "tcp_connections_full");
+        drop(held); // its place goes back
+        let (_, dial) = c
+            .link_to(Side::Public, b, Transport::Tls, "carrier.example", None)
+            .expect("tls");
+        let (name, _, handshake) = dial.expect("dialled").tls.expect("TLS");
+        assert_eq!(name.to_str(), "carrier.example");
+        assert_eq!(handshake, Duration::from_secs(3));
+        let err = c
+            .link_to(Side::Public, a, Transport::Tls, "bad name!", None)
+            .err()
+            .expect("no name");
+        assert_eq!(err.metric_label(), "tls_bad_name");
+    }
 
     #[test]
     fn the_tcp_budget_leaves_room_for_rtp_and_the_rest() {

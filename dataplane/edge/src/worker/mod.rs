@@ -2,7 +2,6 @@
 //! transactions (RFC 3261 §17), its dialogs and its calls. No locks on the call path; the
 //! snapshot is read through ArcSwap. A message for a call another worker owns is handed over.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +19,7 @@ use crate::metrics::Metrics;
 use crate::sip::ids::IdMint;
 use crate::sip::transaction::{self, ClientTransaction, ServerTransaction, T4, TransactionKey};
 
-/// A worker's tables: keys come from the network, so the hasher is seeded per process
-/// (foldhash's RandomState), and faster than SipHash.
-pub type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub use crate::table::Table;
 
 /// What every worker shares, read-only but for atomics and the snapshot swap.
 pub struct Shared {
@@ -73,46 +70,7 @@ pub struct Shared {
     pub fleet_task: std::sync::Mutex<Option<crate::fleet::StoreTask>>,
 }
 
-/// How to reach a peer: a UDP address, or a TCP connection's writer (any worker may write to
-/// it; the connection's own worker owns the socket).
-#[derive(Clone, Debug)]
-pub enum Link {
-    Udp(SocketAddr),
-    Tcp(SocketAddr, mpsc::UnboundedSender<Vec<u8>>),
-    /// A TLS connection's writer (RFC 3261 §26.2), and the certificate chain the peer
-    /// presented when it connected to us (checked per trunk: [`crate::transport::tls_peer`]).
-    Tls(
-        SocketAddr,
-        mpsc::UnboundedSender<Vec<u8>>,
-        Option<crate::transport::tls_peer::PeerChain>,
-    ),
-}
-
-impl Link {
-    pub fn addr(&self) -> SocketAddr {
-        match self {
-            Link::Udp(a) | Link::Tcp(a, _) | Link::Tls(a, _, _) => *a,
-        }
-    }
-    /// The Via transport token (RFC 3261 §18.1.1: also decides whether we retransmit).
-    pub fn transport(&self) -> &'static str {
-        match self {
-            Link::Udp(_) => "UDP",
-            Link::Tcp(..) => "TCP",
-            Link::Tls(..) => "TLS",
-        }
-    }
-    pub fn reliable(&self) -> bool {
-        matches!(self, Link::Tcp(..) | Link::Tls(..))
-    }
-    /// The client certificate chain the peer presented on this connection, if any.
-    pub fn peer_chain(&self) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
-        match self {
-            Link::Tls(_, _, Some(chain)) => Some(chain),
-            _ => None,
-        }
-    }
-}
+pub use crate::transport::Link;
 
 /// A parsed message for another worker's call.
 pub struct Handoff {
@@ -432,7 +390,8 @@ pub struct Worker {
     pub auth: AuthState,
     /// Counters every message touches, resolved once.
     pub hot: crate::metrics::Hot,
-    pub tcp_out: crate::transport::tcp::Outgoing,
+    /// The TCP and TLS connections this worker opened.
+    pub tcp: crate::transport::tcp::Connections,
     /// This worker's media relay (None when it could not start: relayed calls get 503).
     pub media: Option<trunkgate_media::MediaEngine>,
     /// The relay's totals already added to the metrics.
@@ -460,7 +419,7 @@ mod receive;
 pub mod runtime;
 mod transactions;
 
-pub use output::{Dial, Outbox, Output};
+pub use output::{Outbox, Output};
 
 pub(crate) use receive::header_lines;
 pub use receive::response_prefix;
@@ -487,6 +446,15 @@ impl Worker {
             .get_mut(index)
             .map(std::mem::take)
             .unwrap_or_default();
+        let tcp = crate::transport::tcp::Connections::new(
+            shared.tcp.clone(),
+            crate::transport::tcp::Timeouts {
+                idle: Duration::from_secs(shared.settings.tcp_idle_seconds.max(1)),
+                message: Duration::from_secs(shared.settings.tcp_message_seconds.max(1)),
+            },
+            Duration::from_secs(shared.settings.tls_handshake_seconds.max(1)),
+            shared.tls.clone(),
+        );
         Worker {
             index,
             hot: shared.metrics.hot(),
@@ -501,7 +469,7 @@ impl Worker {
             clients: Default::default(),
             timers: Default::default(),
             auth,
-            tcp_out: Default::default(),
+            tcp,
             media,
             media_counted: Default::default(),
             refusal_log: (now, 0),

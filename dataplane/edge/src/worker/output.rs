@@ -2,13 +2,8 @@
 //! reads no clock: each input (a datagram, a message, an event, a timer) leaves its outputs
 //! here, and the runtime (`runtime.rs`) carries them out in order. Unit tests read them instead.
 
-use std::net::SocketAddr;
-
-use tokio::sync::mpsc;
-
 use super::{Handoff, Link, Lookup};
 use crate::call::{Hop, Side};
-use crate::transport::tcp::Timeouts;
 
 /// One thing for the runtime to do.
 pub enum Output {
@@ -34,24 +29,7 @@ pub enum Output {
     },
 }
 
-/// A TCP connection the worker wants: the sending half of `queue` is already in its table, so
-/// messages queue until the connection is up.
-pub struct Dial {
-    pub side: Side,
-    pub addr: SocketAddr,
-    /// TLS: the name the target's certificate must carry, the client configuration and the
-    /// handshake's time limit. None: plain TCP.
-    pub tls: Option<(
-        rustls_pki_types::ServerName<'static>,
-        std::sync::Arc<rustls::ClientConfig>,
-        std::time::Duration,
-    )>,
-    pub queue: mpsc::UnboundedReceiver<Vec<u8>>,
-    pub writer: mpsc::UnboundedSender<Vec<u8>>,
-    pub timeouts: Timeouts,
-    /// The connection's place in `--tcp-max-connections`, held while it lives.
-    pub admitted: crate::guard::census::Admitted,
-}
+pub use crate::transport::tcp::Dial;
 
 /// The outputs of the input being handled.
 #[derive(Default)]

@@ -29,6 +29,44 @@ fn about_their_message(code: u16) -> bool {
 }
 
 impl Worker {
+    /// How to reach `addr` with `transport` from `side` ([`Connections::link_to`]); a new
+    /// connection is dialled by the runtime.
+    ///
+    /// [`Connections::link_to`]: crate::transport::tcp::Connections::link_to
+    pub fn link_to(
+        &mut self,
+        side: Side,
+        addr: std::net::SocketAddr,
+        transport: trunkgate_crds::Transport,
+        host: &str,
+        carrier: Option<&crate::transport::tls_peer::TrunkTls>,
+    ) -> Result<Link, crate::transport::tcp::LinkError> {
+        let (link, dial) = self.tcp.link_to(side, addr, transport, host, carrier)?;
+        if let Some(d) = dial {
+            self.out.push(Output::Dial(Box::new(d)));
+        }
+        Ok(link)
+    }
+
+    /// A connection we opened failed: its pending requests fail over (RFC 3263 §4.3).
+    pub fn on_link_failed(&mut self, addr: std::net::SocketAddr) {
+        self.tcp.forget(addr);
+        let keys: Vec<_> = self
+            .clients
+            .iter()
+            .filter(|(_, tx)| tx.machine.pending() && tx.dest.reliable() && tx.dest.addr() == addr)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.client_failed(
+                k,
+                503,
+                "connect_failed",
+                format!("connection to {addr} failed (TCP connect or TLS handshake)"),
+            );
+        }
+    }
+
     /// Starts the timers a transaction asked for.
     pub(super) fn arm(&mut self, role: Role, key: &TransactionKey, actions: &Actions) {
         for &(t, after) in actions.arm.iter().flatten() {

@@ -8,7 +8,8 @@ use crate::call::{Attempt, CallState, LegId, Side};
 use crate::sip::message::{Builder, via};
 use crate::sip::msg;
 use crate::sip::transaction::{Role, ServerState, TransactionKey};
-use crate::worker::{Link, Purpose, Timer, Worker};
+use crate::transport::Link;
+use crate::worker::{Purpose, Timer, Worker};
 
 impl Worker {
     /// CANCEL of leg B's pending INVITE (RFC 3261 §9.1: same branch, Request-URI, Call-ID,

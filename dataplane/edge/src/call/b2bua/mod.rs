@@ -16,7 +16,7 @@ use trunkgate_sip::Response;
 use crate::call::{Leg, Side};
 use crate::sip::message::{Builder, reason_phrase, via};
 use crate::sip::msg;
-use crate::worker::Link;
+use crate::transport::Link;
 
 fn strip_tag(value: &str) -> String {
     value

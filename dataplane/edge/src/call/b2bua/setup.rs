@@ -9,7 +9,8 @@ use crate::call::{Attempt, Call, CallState, Leg, LegId, Side};
 use crate::guard::platform::Tenancy;
 use crate::route::admission;
 use crate::sip::msg;
-use crate::worker::{Link, Worker};
+use crate::transport::Link;
+use crate::worker::Worker;
 
 impl Worker {
     pub(crate) fn on_new_invite(&mut self, side: Side, src: &Link, req: &Request) {
