@@ -10,17 +10,12 @@
 //! a failover timeout. One answer brings it back. The state is a few atomics that every worker
 //! reads without a lock and that survive reloads for as long as the trunk keeps the target URI.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use trunkgate_crds::Transport;
-
-use crate::call::{LegId, Side};
 use crate::route::admission::hop_of;
 use crate::sip::message::{Builder, via};
-use crate::worker::{Lookup, Purpose, Timer, Worker};
 
 /// How often a worker looks for targets whose probe is due.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -82,7 +77,7 @@ impl TargetHealth {
 }
 
 /// Milliseconds since the process first asked.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -104,130 +99,113 @@ pub fn prober_of(index: usize, workers: usize) -> usize {
     index % workers.max(1)
 }
 
-impl Worker {
-    /// Starts the probes that are due on the trunks this worker probes.
-    pub(crate) fn probe_tick(&mut self) {
-        self.schedule(TICK, Timer::ProbeTick);
-        if self.shared.draining.load(Ordering::Relaxed) {
-            return;
-        }
-        self.restore_pending();
-        self.end_orphans();
-        let rt = self.shared.runtime.load_full();
-        self.registration_tick(&rt);
-        let workers = self.shared.handoff.len();
-        let now = now_ms();
+/// The prober of one worker: which trunks it probes (one worker each: [`prober_of`]), which
+/// probes are due, what each sends, and what each result does to its target's health. Sans
+/// I/O: the worker sends, resolves and times out for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Prober {
+    index: usize,
+    workers: usize,
+}
+
+/// A probe to start: to an address, or to a name to look up first (RFC 3263).
+#[derive(Debug)]
+pub struct Due {
+    pub probe: Arc<Probe>,
+    pub hop: crate::call::Hop,
+}
+
+/// The OPTIONS of one probe (RFC 3261 §11.1).
+#[derive(Debug)]
+pub struct ProbeRequest {
+    pub bytes: Vec<u8>,
+    pub ruri: String,
+    /// The From and Call-ID lines, for a challenged probe sent again.
+    pub ident: String,
+}
+
+impl Prober {
+    /// Worker `index` of `workers`.
+    pub fn new(index: usize, workers: usize) -> Self {
+        Prober { index, workers }
+    }
+
+    /// The probes due at `now_ms` (milliseconds since the process started) on the trunks this
+    /// worker probes; each is claimed, so no other call of `due` starts it again before its
+    /// result and its interval.
+    pub fn due(&self, rt: &crate::config::Runtime, now_ms: u64) -> Vec<Due> {
+        let mut due = Vec::new();
         for (i, trunk) in rt.config.trunks.iter().enumerate() {
             let Some(out) = trunk.outbound.as_ref() else {
                 continue;
             };
-            if out.health_interval_seconds == 0 || prober_of(i, workers) != self.index {
+            if out.health_interval_seconds == 0 || prober_of(i, self.workers) != self.index {
                 continue;
             }
             let interval_ms = u64::from(out.health_interval_seconds) * 1000;
             for (target, health) in out.targets.iter().zip(rt.health(i as u32)) {
-                if !health.claim(now, interval_ms) {
+                if !health.claim(now_ms, interval_ms) {
                     continue;
                 }
-                let probe = Arc::new(Probe {
-                    trunk: i as u32,
-                    trunk_id: trunk.id.clone(),
-                    uri: target.uri.clone(),
-                    threshold: out.health_failure_threshold,
-                    health: health.clone(),
-                    auth: out.auth.clone(),
+                due.push(Due {
+                    probe: Arc::new(Probe {
+                        trunk: i as u32,
+                        trunk_id: trunk.id.clone(),
+                        uri: target.uri.clone(),
+                        threshold: out.health_failure_threshold,
+                        health: health.clone(),
+                        auth: out.auth.clone(),
+                    }),
+                    hop: hop_of(target),
                 });
-                let hop = hop_of(target);
-                match hop.addr {
-                    Some(addr) => self.send_probe(probe, addr, hop.transport, &hop.uri_host),
-                    None => {
-                        let uri_host = hop.uri_host.clone();
-                        self.resolve(&hop, Lookup::Probe { probe, uri_host })
-                    }
-                }
             }
         }
+        due
     }
 
-    pub(crate) fn on_probe_resolved(
-        &mut self,
-        probe: Arc<Probe>,
+    /// The OPTIONS to `uri_host` over `transport`, sent from `hostport` with our `branch`,
+    /// `tag` and `call_id`.
+    pub fn request(
         uri_host: &str,
-        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
-    ) {
-        // The target's first address is the one probed.
-        match result.as_deref().map(<[_]>::first) {
-            Ok(Some(d)) => {
-                self.shared.prefilter.allow_ip(d.addr.ip());
-                let transport = crate::call::b2bua::crds_transport(d.transport);
-                self.send_probe(probe, d.addr, transport, uri_host)
-            }
-            Ok(None) => {
-                let text = format!("{uri_host}: no address");
-                self.probe_done(&probe, false, &text)
-            }
-            Err(e) => self.probe_done(&probe, false, &e.to_string()),
-        }
-    }
-
-    /// One OPTIONS out of dialog (RFC 3261 §11.1), from the carrier-facing side.
-    fn send_probe(
-        &mut self,
-        probe: Arc<Probe>,
-        addr: SocketAddr,
-        transport: Transport,
-        uri_host: &str,
-    ) {
-        let carrier = self.shared.tls.trunk(&probe.trunk_id);
-        let dest = match self.link_to(
-            Side::Public,
-            addr,
-            transport,
-            host_of_uri_host(uri_host),
-            carrier.as_deref(),
-        ) {
-            Ok(l) => l,
-            Err(e) => return self.probe_done(&probe, false, &e.to_string()),
-        };
-        let branch = self.mint.branch();
-        let (tag, call_id) = (self.mint.tag(), self.mint.call_id());
-        let hostport = self.shared.hostport_on(Side::Public, &dest).to_string();
+        transport: &str,
+        hostport: &str,
+        branch: &str,
+        tag: &str,
+        call_id: &str,
+    ) -> ProbeRequest {
         let ruri = format!("sip:{uri_host}");
         let ident = format!("From: <sip:trunkgate@{hostport}>;tag={tag}\r\nCall-ID: {call_id}\r\n");
-        let bytes =
-            Builder::request_via("OPTIONS", &ruri, &via(dest.transport(), &hostport, &branch))
-                .ids(&ident, &format!("<{ruri}>"), 1, "OPTIONS")
-                .header("Accept", "application/sdp")
-                .body(&[]);
-        let key = self.open_client(
-            0,
-            LegId::B,
-            Purpose::Probe(probe),
-            Side::Public,
-            dest,
-            trunkgate_sip::Method::Options,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            1,
-        );
-        let after = self.shared.settings.failover_timeout();
-        self.schedule(after, Timer::Failover(key));
+        let bytes = Builder::request_via("OPTIONS", &ruri, &via(transport, hostport, branch))
+            .ids(&ident, &format!("<{ruri}>"), 1, "OPTIONS")
+            .header("Accept", "application/sdp")
+            .body(&[]);
+        ProbeRequest { bytes, ruri, ident }
     }
 
-    /// A final answer to a probe.
-    pub(crate) fn probe_answered(&mut self, probe: &Probe, code: u16, reason: &str) {
-        match answer_alive(code) {
-            None => {}
-            Some(true) => self.probe_done(probe, true, ""),
-            Some(false) => self.probe_done(probe, false, &format!("answered {code} {reason}")),
-        }
+    /// What a final answer `code` to a probe says: None for a provisional answer, else whether
+    /// the target is alive and, if not, why.
+    pub fn answered(code: u16, reason: &str) -> Option<(bool, String)> {
+        answer_alive(code).map(|ok| {
+            (
+                ok,
+                if ok {
+                    String::new()
+                } else {
+                    format!("answered {code} {reason}")
+                },
+            )
+        })
     }
 
-    /// Counts a probe's result and publishes a change of state.
-    pub(crate) fn probe_done(&mut self, probe: &Probe, ok: bool, why: &str) {
-        let m = self.metrics();
+    /// Counts a probe's result in `metrics` and publishes a change of its target's state (a
+    /// log line, the trunk's healthy-target gauge while `rt` still has the trunk).
+    pub fn done(
+        probe: &Probe,
+        ok: bool,
+        why: &str,
+        rt: &crate::config::Runtime,
+        m: &crate::metrics::Metrics,
+    ) {
         m.target_probes
             .with_label_values(&[probe.trunk_id.as_str(), if ok { "ok" } else { "failed" }])
             .inc();
@@ -242,7 +220,6 @@ impl Worker {
         } else {
             tracing::warn!(trunk = %probe.trunk_id, target = %probe.uri, why, failures = probe.threshold, "carrier target down: tried only after the targets that are up");
         }
-        let rt = self.shared.runtime.load();
         if rt
             .config
             .trunks
@@ -275,7 +252,7 @@ pub fn up_first<T>(order: Vec<(T, bool)>) -> Vec<T> {
 }
 
 /// The host of a URI's `host[:port]` (an IPv6 reference keeps its brackets off).
-fn host_of_uri_host(uri_host: &str) -> &str {
+pub fn host_of_uri_host(uri_host: &str) -> &str {
     if let Some(rest) = uri_host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
@@ -288,6 +265,117 @@ fn host_of_uri_host(uri_host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three trunks, two of them probed every 30 s (three targets in all), on `workers` workers.
+    fn runtime() -> crate::config::Runtime {
+        use trunkgate_crds::{CarrierTrunk, Secrets, compile};
+        let probed = |name: &str, targets: &[&str]| {
+            let mut t = CarrierTrunk::test("acme", name).with_targets(targets);
+            if let Some(o) = t.spec.outbound.as_mut() {
+                o.health_check = Some(
+                    serde_json::from_value(
+                        serde_json::json!({"intervalSeconds": 30, "failureThreshold": 2}),
+                    )
+                    .expect("health check"),
+                );
+            }
+            t
+        };
+        let trunks = [
+            probed("a", &["sip:192.0.2.10:5060", "sip:carrier.example"]),
+            CarrierTrunk::test("acme", "b").with_targets(&["sip:192.0.2.20"]),
+            probed("c", &["sip:192.0.2.30;transport=tcp"]),
+        ];
+        let c = compile(&trunks, &[], &Secrets::default(), None);
+        crate::config::Runtime::build(c.config, None, &crate::metrics::Metrics::new())
+    }
+
+    #[test]
+    fn a_worker_probes_only_its_trunks_with_a_health_check_once_per_interval() {
+        let rt = runtime();
+        let uris = |due: &[Due]| due.iter().map(|d| d.probe.uri.clone()).collect::<Vec<_>>();
+        // Trunk 0 (a) goes to worker 0 of 2, trunk 2 (c) too; trunk 1 (b) is not probed.
+        assert!(Prober::new(1, 2).due(&rt, 1_000).is_empty());
+        let p = Prober::new(0, 2);
+        let due = p.due(&rt, 1_000);
+        assert_eq!(
+            uris(&due),
+            [
+                "sip:192.0.2.10:5060",
+                "sip:carrier.example",
+                "sip:192.0.2.30;transport=tcp"
+            ]
+        );
+        assert!(due[0].hop.addr.is_some(), "an address is probed at once");
+        assert!(due[1].hop.addr.is_none(), "a name is looked up first");
+        assert_eq!(due[2].hop.transport, trunkgate_crds::Transport::Tcp);
+        assert!(p.due(&rt, 2_000).is_empty(), "in flight");
+        for d in &due {
+            Prober::done(&d.probe, true, "", &rt, &crate::metrics::Metrics::new());
+        }
+        assert!(p.due(&rt, 20_000).is_empty(), "not due yet");
+        assert_eq!(p.due(&rt, 31_000).len(), 3);
+    }
+
+    #[test]
+    fn failed_probes_take_a_target_out_and_one_answer_brings_it_back() {
+        let rt = runtime();
+        let m = crate::metrics::Metrics::new();
+        let due = Prober::new(0, 1).due(&rt, 0);
+        let probe = &due[0].probe;
+        let healthy = || m.targets_healthy.with_label_values(&["acme/a"]).get();
+        Prober::done(probe, false, "answered 503 Service Unavailable", &rt, &m);
+        assert!(probe.health.is_up(), "one failure of two");
+        Prober::done(probe, false, "timeout", &rt, &m);
+        assert!(!probe.health.is_up());
+        assert_eq!(healthy(), 1, "one of trunk a's two targets left");
+        Prober::done(probe, true, "", &rt, &m);
+        assert!(probe.health.is_up());
+        assert_eq!(healthy(), 2);
+        let failed = m
+            .target_probes
+            .with_label_values(&["acme/a", "failed"])
+            .get();
+        assert_eq!(failed, 2);
+    }
+
+    #[test]
+    fn a_probe_is_an_options_with_our_identifiers() {
+        let req = Prober::request(
+            "carrier.example:5061",
+            "TLS",
+            "edge.example:5061",
+            "z9hG4bKx",
+            "t1",
+            "c1",
+        );
+        let text = String::from_utf8(req.bytes).expect("utf-8");
+        assert!(
+            text.starts_with("OPTIONS sip:carrier.example:5061 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Via: SIP/2.0/TLS edge.example:5061;branch=z9hG4bKx"),
+            "{text}"
+        );
+        assert!(
+            text.contains("From: <sip:trunkgate@edge.example:5061>;tag=t1\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Call-ID: c1\r\n"), "{text}");
+        assert!(text.contains("CSeq: 1 OPTIONS\r\n"), "{text}");
+        assert!(text.contains("Accept: application/sdp\r\n"), "{text}");
+        assert_eq!(req.ruri, "sip:carrier.example:5061");
+        assert_eq!(
+            Prober::answered(503, "Service Unavailable"),
+            Some((false, "answered 503 Service Unavailable".into()))
+        );
+        assert_eq!(
+            Prober::answered(405, "Method Not Allowed"),
+            Some((true, String::new()))
+        );
+        assert_eq!(Prober::answered(180, "Ringing"), None);
+    }
 
     #[test]
     fn down_after_threshold_failures_in_a_row_up_after_one_answer() {

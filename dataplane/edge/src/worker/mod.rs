@@ -390,6 +390,8 @@ pub struct Worker {
     pub auth: AuthState,
     /// Counters every message touches, resolved once.
     pub hot: crate::metrics::Hot,
+    /// The OPTIONS probes of the carrier targets this worker watches.
+    pub prober: crate::route::health::Prober,
     /// The TCP and TLS connections this worker opened.
     pub tcp: crate::transport::tcp::Connections,
     /// This worker's media relay (None when it could not start: relayed calls get 503).
@@ -415,6 +417,7 @@ pub struct Worker {
 #[cfg(test)]
 pub mod harness;
 mod output;
+mod probes;
 mod receive;
 pub mod runtime;
 mod transactions;
@@ -446,6 +449,7 @@ impl Worker {
             .get_mut(index)
             .map(std::mem::take)
             .unwrap_or_default();
+        let prober = crate::route::health::Prober::new(index, shared.handoff.len());
         let tcp = crate::transport::tcp::Connections::new(
             shared.tcp.clone(),
             crate::transport::tcp::Timeouts {
@@ -470,6 +474,7 @@ impl Worker {
             timers: Default::default(),
             auth,
             tcp,
+            prober,
             media,
             media_counted: Default::default(),
             refusal_log: (now, 0),
