@@ -546,8 +546,8 @@ async fn run_worker(
             l,
             side,
             tls,
-            events_tx.clone(),
-            shared.clone(),
+            crate::worker::deliver(events_tx.clone()),
+            shared.listening(),
         ));
     }
     let media = match trunkgate_media::MediaEngine::new(media_cfg) {

@@ -17,7 +17,6 @@ use trunkgate_sip::StreamFrame;
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::transport::Link;
-use crate::worker::Event;
 use trunkgate_media::Side;
 
 /// Largest buffered, unframed input per connection before it is closed.
@@ -59,6 +58,42 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// What a connection hands its worker: a message read whole, or the news that a connection we
+/// opened could not be used.
+pub enum TcpEvent {
+    Message {
+        side: Side,
+        src: Link,
+        msg: Box<trunkgate_sip::SipMessage>,
+    },
+    LinkFailed {
+        addr: SocketAddr,
+    },
+}
+
+/// Hands a [`TcpEvent`] to the worker; false when the worker is gone.
+pub type Deliver = Arc<dyn Fn(TcpEvent) -> bool + Send + Sync>;
+
+/// Who may open a connection to the edge: the ACL of `side` (a trunk's `allowedCidrs` on the
+/// carrier side, `--platform-cidrs` on the platform side), and the TLS handshake rate per
+/// source.
+pub trait Doorman: Send + Sync + 'static {
+    fn allows(&self, side: Side, ip: std::net::IpAddr) -> bool;
+    /// Whether `ip` may start one more TLS handshake now (`--tls-handshake-rate`).
+    fn handshake_allowed(&self, ip: std::net::IpAddr) -> bool;
+}
+
+/// What the listeners of one worker need: the door, the caps, the TLS server configuration.
+pub struct Listening {
+    pub door: Arc<dyn Doorman>,
+    pub census: Arc<crate::guard::census::Census>,
+    pub tls: Arc<crate::transport::tls::Tls>,
+    pub timeouts: Timeouts,
+    /// How long a TLS handshake may take.
+    pub handshake: Duration,
+    pub metrics: Metrics,
+}
+
 /// Accepts connections for one side until the runtime stops. Only sources some trunk allows
 /// (carrier side) or `--platform-cidrs` holds (platform side) are kept; every connection is counted against the caps; errors (EMFILE
 /// among them) back off from 10 ms to 1 s instead of spinning.
@@ -66,14 +101,10 @@ pub async fn accept(
     listener: TcpListener,
     side: Side,
     tls: bool,
-    events: mpsc::UnboundedSender<Event>,
-    shared: Arc<crate::worker::Shared>,
+    events: Deliver,
+    l: Arc<Listening>,
 ) {
-    let metrics = shared.metrics.clone();
-    let timeouts = Timeouts {
-        idle: Duration::from_secs(shared.settings.tcp_idle_seconds.max(1)),
-        message: Duration::from_secs(shared.settings.tcp_message_seconds.max(1)),
-    };
+    let (metrics, timeouts) = (l.metrics.clone(), l.timeouts);
     let mut backoff = Duration::ZERO;
     let mut last_warning: Option<Instant> = None;
     loop {
@@ -86,32 +117,19 @@ pub async fn accept(
                         .with_label_values(&[side.label(), reason])
                         .inc();
                 };
-                let allowed = match side {
-                    Side::Public => shared.runtime.load().source_allowed(peer.ip()),
-                    Side::Internal => shared.platform.allows(peer.ip()),
-                };
-                if !allowed {
+                if !l.door.allows(side, peer.ip()) {
                     refused("acl");
                     reset(stream);
                     continue;
                 }
                 // A handshake costs a signature: a source opening TLS connections faster
                 // than --tls-handshake-rate has the excess closed before one starts.
-                if tls
-                    && matches!(
-                        shared.tls_handshakes.check(
-                            peer.ip(),
-                            crate::guard::source_limit::Class::New,
-                            Instant::now()
-                        ),
-                        crate::guard::source_limit::Verdict::Shed { .. }
-                    )
-                {
+                if tls && !l.door.handshake_allowed(peer.ip()) {
                     refused("tls_handshake_rate");
                     reset(stream);
                     continue;
                 }
-                let admitted = match shared.tcp.admit(Some(peer.ip())) {
+                let admitted = match l.census.admit(Some(peer.ip())) {
                     Ok(a) => a,
                     Err(reason) => {
                         refused(reason);
@@ -132,10 +150,10 @@ pub async fn accept(
                     admitted,
                 };
                 if tls {
-                    let Some(config) = shared.tls.server.load_full().as_ref().clone() else {
+                    let Some(config) = l.tls.server.load_full().as_ref().clone() else {
                         continue;
                     };
-                    let limit = Duration::from_secs(shared.settings.tls_handshake_seconds.max(1));
+                    let limit = l.handshake;
                     tokio::spawn(accept_tls(stream, config, limit, ends));
                 } else {
                     tokio::spawn(connection(stream, Secure::No, ends));
@@ -163,7 +181,7 @@ pub struct Ends {
     pub side: Side,
     pub tx: mpsc::UnboundedSender<Vec<u8>>,
     pub rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: Deliver,
     pub metrics: Metrics,
     pub timeouts: Timeouts,
     pub admitted: crate::guard::census::Admitted,
@@ -297,14 +315,11 @@ where
                                 Secure::Tls(chain) => Link::Tls(peer, tx.clone(), chain.clone()),
                                 Secure::No => Link::Tcp(peer, tx.clone()),
                             };
-                            if events
-                                .send(Event::Message {
-                                    side,
-                                    src,
-                                    msg: Box::new(msg),
-                                })
-                                .is_err()
-                            {
+                            if !events(TcpEvent::Message {
+                                side,
+                                src,
+                                msg: Box::new(msg),
+                            }) {
                                 break 'read;
                             }
                         }
@@ -472,8 +487,8 @@ pub struct Dial {
 }
 
 /// Opens the connection a worker asked for ([`Output::Dial`]) and runs it; a connection that
-/// cannot be opened within 3 s comes back as [`Event::LinkFailed`].
-pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate::metrics::Metrics) {
+/// cannot be opened within 3 s comes back as [`TcpEvent::LinkFailed`].
+pub async fn dial(d: Dial, events: Deliver, metrics: crate::metrics::Metrics) {
     let Dial {
         side,
         addr,
@@ -487,7 +502,7 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
     {
         Ok(Ok(stream)) => stream,
         _ => {
-            let _ = events.send(Event::LinkFailed { addr });
+            let _ = events(TcpEvent::LinkFailed { addr });
             return;
         }
     };
@@ -511,7 +526,7 @@ pub async fn dial(d: Dial, events: mpsc::UnboundedSender<Event>, metrics: crate:
         Ok(tls) => connection(tls, Secure::Tls(None), ends).await,
         Err(e) => {
             tracing::warn!(target = %addr, error = %e, "TLS handshake with a target failed");
-            let _ = ends.events.send(Event::LinkFailed { addr });
+            let _ = (ends.events)(TcpEvent::LinkFailed { addr });
         }
     }
 }

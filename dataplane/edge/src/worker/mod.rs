@@ -101,6 +101,38 @@ pub enum Event {
     },
 }
 
+impl From<crate::transport::tcp::TcpEvent> for Event {
+    fn from(e: crate::transport::tcp::TcpEvent) -> Self {
+        use crate::transport::tcp::TcpEvent;
+        match e {
+            TcpEvent::Message { side, src, msg } => Event::Message { side, src, msg },
+            TcpEvent::LinkFailed { addr } => Event::LinkFailed { addr },
+        }
+    }
+}
+
+/// The TCP side's way into the worker whose events go to `tx`.
+pub fn deliver(tx: mpsc::UnboundedSender<Event>) -> crate::transport::tcp::Deliver {
+    Arc::new(move |e| tx.send(e.into()).is_ok())
+}
+
+impl crate::transport::tcp::Doorman for Shared {
+    fn allows(&self, side: Side, ip: std::net::IpAddr) -> bool {
+        match side {
+            Side::Public => self.runtime.load().source_allowed(ip),
+            Side::Internal => self.platform.allows(ip),
+        }
+    }
+
+    fn handshake_allowed(&self, ip: std::net::IpAddr) -> bool {
+        use crate::guard::source_limit::{Class, Verdict};
+        !matches!(
+            self.tls_handshakes.check(ip, Class::New, Instant::now()),
+            Verdict::Shed { .. }
+        )
+    }
+}
+
 /// Who waits for an RFC 3263 lookup.
 pub enum Lookup {
     /// A call's B-leg hop.
@@ -257,6 +289,31 @@ fn load_fast_path(
 }
 
 impl Shared {
+    /// What the TCP and TLS listeners need of the edge.
+    pub fn listening(self: &Arc<Self>) -> Arc<crate::transport::tcp::Listening> {
+        Arc::new(crate::transport::tcp::Listening {
+            door: self.clone(),
+            census: self.tcp.clone(),
+            tls: self.tls.clone(),
+            timeouts: self.tcp_timeouts(),
+            handshake: self.tls_handshake(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// `--tcp-idle-seconds` and `--tcp-message-seconds`.
+    pub fn tcp_timeouts(&self) -> crate::transport::tcp::Timeouts {
+        crate::transport::tcp::Timeouts {
+            idle: Duration::from_secs(self.settings.tcp_idle_seconds.max(1)),
+            message: Duration::from_secs(self.settings.tcp_message_seconds.max(1)),
+        }
+    }
+
+    /// `--tls-handshake-seconds`.
+    pub fn tls_handshake(&self) -> Duration {
+        Duration::from_secs(self.settings.tls_handshake_seconds.max(1))
+    }
+
     /// What `settings` make of the workers' common state: `handoff` holds one sender per
     /// worker, `tcp_cap` the TCP connections the open-file limit leaves, `resolver` None when
     /// targets must be IP addresses. The snapshot starts empty.
@@ -414,6 +471,7 @@ pub struct Worker {
     pub started: Instant,
 }
 
+mod gate;
 #[cfg(test)]
 pub mod harness;
 mod output;
@@ -452,11 +510,8 @@ impl Worker {
         let prober = crate::route::health::Prober::new(index, shared.handoff.len());
         let tcp = crate::transport::tcp::Connections::new(
             shared.tcp.clone(),
-            crate::transport::tcp::Timeouts {
-                idle: Duration::from_secs(shared.settings.tcp_idle_seconds.max(1)),
-                message: Duration::from_secs(shared.settings.tcp_message_seconds.max(1)),
-            },
-            Duration::from_secs(shared.settings.tls_handshake_seconds.max(1)),
+            shared.tcp_timeouts(),
+            shared.tls_handshake(),
             shared.tls.clone(),
         );
         Worker {

@@ -58,7 +58,7 @@ impl Net {
             Output::Dial(d) => {
                 tokio::spawn(crate::transport::tcp::dial(
                     *d,
-                    self.events.clone(),
+                    super::deliver(self.events.clone()),
                     shared.metrics.clone(),
                 ));
             }
