@@ -357,13 +357,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             None => Vec::new(),
         },
     };
+    let previous = crate::call::checkpoint::read_all(previous);
     if !previous.is_empty() {
         tracing::info!(
             calls = previous.len(),
             "restoring the calls of the previous run"
         );
     }
-    let mut per_worker: Vec<Vec<crate::fleet::checkpoint::CallRecord>> = vec![Vec::new(); workers];
+    let mut per_worker: Vec<Vec<crate::call::checkpoint::CallRecord>> = vec![Vec::new(); workers];
     let mut restoring = 0;
     for call in previous {
         match crate::sip::ids::owner(&call.key).filter(|w| *w < workers) {

@@ -4,6 +4,7 @@
 pub mod b2bua;
 pub mod cdr;
 pub mod challenge;
+pub mod checkpoint;
 pub mod media;
 
 use std::sync::Arc;

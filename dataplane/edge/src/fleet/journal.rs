@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::CallRecord;
-
 /// How often the file journal is synced to disk (and so the most a crash loses of it).
 pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 
@@ -67,19 +65,6 @@ pub fn read_file(path: &Path) -> std::io::Result<HashMap<String, String>> {
     Ok(live)
 }
 
-/// The calls of a journal, parsed (a record that does not parse is logged and skipped).
-pub fn records(live: HashMap<String, String>) -> Vec<CallRecord> {
-    live.into_values()
-        .filter_map(|json| match serde_json::from_str(&json) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "a call checkpoint that cannot be read: skipped");
-                None
-            }
-        })
-        .collect()
-}
-
 /// Rewrites the journal at `path` with only `live` (atomically: a new file renamed over).
 fn compact(path: &Path, live: &HashMap<String, String>) -> std::io::Result<u64> {
     let tmp = path.with_extension("jsonl.tmp");
@@ -96,14 +81,14 @@ fn compact(path: &Path, live: &HashMap<String, String>) -> std::io::Result<u64> 
     Ok(bytes)
 }
 
-/// The file journal in `dir`: the calls it held when the process started, and the sender the
+/// The file journal in `dir`: the checkpoints it held when the process started, and the sender the
 /// workers write to. The file is compacted first.
-pub fn open_file(dir: &Path) -> std::io::Result<(Vec<CallRecord>, std_mpsc::Sender<Entry>)> {
+pub fn open_file(dir: &Path) -> std::io::Result<(Vec<String>, std_mpsc::Sender<Entry>)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("calls.jsonl");
     let live = read_file(&path)?;
     let size = compact(&path, &live)?;
-    let records = records(live.clone());
+    let records = live.values().cloned().collect();
     let (tx, rx) = std_mpsc::channel::<Entry>();
     std::thread::Builder::new()
         .name("trunkgate-journal".into())

@@ -17,13 +17,9 @@
 //! goes back to the shared figures by itself when the store answers again; an empty store (a
 //! restarted Redis) is refilled with the places the pods hold.
 
-pub mod checkpoint;
-#[cfg(test)]
-mod flows;
 pub mod journal;
 pub mod queue;
 mod redis_store;
-mod restore;
 mod scripts;
 
 use std::collections::HashMap;
@@ -111,6 +107,18 @@ pub struct Release {
     tx: Tx,
 }
 
+impl Release {
+    /// A place released through `tx`, for tests that play the store.
+    #[cfg(test)]
+    pub fn test(key: &str, member: &str, tx: &Tx) -> Self {
+        Release {
+            key: key.into(),
+            member: member.into(),
+            tx: tx.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Release {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Release({} {})", self.key, self.member)
@@ -176,7 +184,7 @@ pub struct Fleet {
     /// Where calls' checkpoints go: the store task, or the file journal's writer.
     file_journal: std::sync::OnceLock<std::sync::mpsc::Sender<journal::Entry>>,
     registrants: Arc<Mutex<Registrants>>,
-    orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>>,
+    orphans: Arc<Mutex<Vec<String>>>,
     /// What each pod's counters divide the trunk limits by: 1 while the store answers (or with
     /// the embedded store), the live pods last seen while it does not.
     share: Arc<AtomicU32>,
@@ -202,7 +210,7 @@ pub struct StoreTask {
     /// The registration trunks to hold and the ones held ([`Fleet::leads`]).
     pub registrants: Arc<Mutex<Registrants>>,
     /// Calls of edges gone for good, adopted to be ended ([`Fleet::take_orphans`]).
-    pub orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>>,
+    pub orphans: Arc<Mutex<Vec<String>>>,
     /// Calls of an edge silent this long are ended by this one (0: never).
     pub orphan_after: std::time::Duration,
 }
@@ -232,7 +240,7 @@ impl Fleet {
         let prefix = settings.prefix.clone();
         let share = Arc::new(AtomicU32::new(1));
         let registrants: Arc<Mutex<Registrants>> = Default::default();
-        let orphans: Arc<Mutex<Vec<checkpoint::CallRecord>>> = Default::default();
+        let orphans: Arc<Mutex<Vec<String>>> = Default::default();
         let task = StoreTask {
             registrants: registrants.clone(),
             orphans: orphans.clone(),
@@ -343,7 +351,7 @@ impl Fleet {
     }
 
     /// Calls of edges gone for good that this process adopted, to end them.
-    pub fn take_orphans(&self) -> Vec<checkpoint::CallRecord> {
+    pub fn take_orphans(&self) -> Vec<String> {
         std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
     }
 

@@ -507,7 +507,7 @@ async fn elect(
 async fn adopt(
     conn: &mut Conn,
     state: &State,
-    orphans: &Mutex<Vec<super::checkpoint::CallRecord>>,
+    orphans: &Mutex<Vec<String>>,
     keys: &FleetKeys,
     identity: &str,
     pod: &str,
@@ -544,7 +544,7 @@ async fn adopt(
         match r {
             Ok(calls) if !calls.is_empty() => {
                 state.count("adopt", "ok");
-                let records = super::journal::records(calls);
+                let records = calls.into_values();
                 tracing::warn!(
                     edge = gone,
                     calls = records.len(),
@@ -669,9 +669,7 @@ impl FleetKeys {
 
 /// The calls this edge (its identity) had checkpointed when it stopped, taken with the
 /// adoption lock held (scripts::LOAD): never also taken by a pod adopting them.
-pub async fn load_calls(
-    settings: &StoreSettings,
-) -> redis::RedisResult<Vec<super::checkpoint::CallRecord>> {
+pub async fn load_calls(settings: &StoreSettings) -> redis::RedisResult<Vec<String>> {
     let mut source = Source::of(settings)?;
     let keys = FleetKeys::new(&settings.prefix);
     let mut load = LOAD.prepare_invoke();
@@ -693,7 +691,7 @@ pub async fn load_calls(
             load.invoke_async(&mut conn).await?
         }
     };
-    Ok(super::journal::records(all))
+    Ok(all.into_values().collect())
 }
 
 /// A connection to the store: one server's (a single Redis, or the master Sentinel named), or

@@ -63,7 +63,7 @@ pub struct Shared {
     /// The registrations this process holds, for `/snapshot`.
     pub registrations: crate::register::Statuses,
     /// The previous run's calls, per worker, until each worker takes its own.
-    pub restore: std::sync::Mutex<Vec<Vec<crate::fleet::checkpoint::CallRecord>>>,
+    pub restore: std::sync::Mutex<Vec<Vec<crate::call::checkpoint::CallRecord>>>,
     /// Calls of the previous run not restored yet: the edge is not ready until none is left.
     pub restoring: std::sync::atomic::AtomicUsize,
     /// The store task, until the edge starts it on the control thread.
@@ -466,17 +466,20 @@ pub struct Worker {
     /// The trunk registrations this worker holds, by trunk id (crate::register).
     pub registrations: Table<String, crate::register::binding::Binding>,
     /// Calls of the previous run still to restore (crate::fleet::restore).
-    pub restoring: Vec<crate::fleet::checkpoint::CallRecord>,
+    pub restoring: Vec<crate::call::checkpoint::CallRecord>,
     /// When the worker started.
     pub started: Instant,
 }
 
+#[cfg(test)]
+mod fleet_flows;
 mod gate;
 #[cfg(test)]
 pub mod harness;
 mod output;
 mod probes;
 mod receive;
+mod restore;
 pub mod runtime;
 mod transactions;
 

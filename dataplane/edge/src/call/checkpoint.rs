@@ -12,6 +12,21 @@ use serde::{Deserialize, Serialize};
 use crate::call::b2bua::session_timer::SessionTimer;
 use crate::call::{Call, Direction, Leg, Side};
 
+/// Checkpoints as the store or the journal keeps them (JSON), parsed; one that does not parse
+/// is logged and skipped.
+pub fn read_all(checkpoints: impl IntoIterator<Item = String>) -> Vec<CallRecord> {
+    checkpoints
+        .into_iter()
+        .filter_map(|json| match serde_json::from_str(&json) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "a call checkpoint that cannot be read: skipped");
+                None
+            }
+        })
+        .collect()
+}
+
 /// A call's checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -3,8 +3,8 @@
 
 use trunkgate_crds::Secrets;
 
-use super::{Cmd, FleetRefusal, Hold, Release, Tx, Verdict};
 use crate::call::Side;
+use crate::fleet::{Cmd, FleetRefusal, Hold, Release, Tx, Verdict};
 use crate::worker::harness::*;
 
 fn fleet_harness() -> Harness {
@@ -21,11 +21,7 @@ fn fleet_harness() -> Harness {
 fn hold() -> (Hold, Tx) {
     let tx: Tx = Default::default();
     let rx = tx.clone();
-    let place = |key: &str| Release {
-        key: key.into(),
-        member: "edge-0:1:0".into(),
-        tx: tx.clone(),
-    };
+    let place = |key: &str| Release::test(key, "edge-0:1:0", &tx);
     (
         Hold {
             concurrent: place("calls"),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::checkpoint::{CallRecord, Clock, SrtpRecord, StreamRecord, time_of};
+use crate::call::checkpoint::{CallRecord, Clock, SrtpRecord, StreamRecord, time_of};
 use crate::call::{Call, CallState, LegId, Side};
 use crate::worker::Worker;
 
@@ -95,7 +95,7 @@ impl Worker {
         if self.index != 0 {
             return;
         }
-        for mut r in self.shared.fleet.take_orphans() {
+        for mut r in crate::call::checkpoint::read_all(self.shared.fleet.take_orphans()) {
             // Ended at once: no media, and its place in the fleet's count runs out with the
             // dead edge's lease.
             r.media.clear();
@@ -132,7 +132,7 @@ impl Worker {
             .ok_or_else(|| format!("called number {} is not E.164", r.callee))?;
         let trunk_cfg = rt.trunk(t).clone();
         let carrier_tls = self.shared.tls.trunk(&trunk_cfg.id);
-        let mut link = |l: &super::checkpoint::LegRecord| {
+        let mut link = |l: &crate::call::checkpoint::LegRecord| {
             let host = crate::sip::msg::host_of(&l.remote_target)
                 .unwrap_or_default()
                 .to_string();
