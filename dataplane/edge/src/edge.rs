@@ -213,16 +213,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     // Snapshot first: a standalone folder is loaded before the first packet is read.
     match (&settings.config, &settings.snapshot_secret) {
         (Some(dir), _) => {
-            if let Some(cfg) = crate::config::source::compile_dir(
+            if let Some(cfg) = crate::snapshots::compile_dir(
                 dir,
                 None,
                 &mut Default::default(),
                 &mut Default::default(),
                 &shared,
             ) {
-                crate::config::source::install(&shared, &ready, cfg);
+                crate::snapshots::install(&shared, &ready, cfg);
             }
-            control.spawn(crate::config::source::watch_dir(
+            control.spawn(crate::snapshots::watch_dir(
                 dir.clone(),
                 Duration::from_millis(settings.reload_ms.max(50)),
                 shared.clone(),
@@ -232,7 +232,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         (None, Some(secret)) => {
             let (s, r, name) = (shared.clone(), ready.clone(), secret.clone());
             control.spawn(async move {
-                if let Err(e) = crate::config::source::watch_secret(name, s, r).await {
+                if let Err(e) = crate::snapshots::watch_secret(name, s, r).await {
                     tracing::error!(error = %e, "snapshot Secret watch stopped");
                 }
             });

@@ -16,6 +16,7 @@ mod metrics;
 mod register;
 mod route;
 mod sip;
+mod snapshots;
 mod table;
 mod transport;
 mod worker;

@@ -14,25 +14,8 @@ use trunkgate_crds::e164::E164;
 
 use crate::config::{CallSlot, Runtime};
 
+pub use crate::route::{Direction, Hop};
 pub use trunkgate_media::Side;
-
-/// Which way the call goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// carrier → platform
-    Inbound,
-    /// platform → carrier
-    Outbound,
-}
-
-impl Direction {
-    pub fn label(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
 
 /// Which leg of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,34 +116,6 @@ impl CallState {
     /// Whether leg A was cancelled while leg B was being set up.
     pub fn cancelled(&self) -> bool {
         matches!(self, CallState::Cancelling(_))
-    }
-}
-
-/// A place to send the B-leg INVITE.
-#[derive(Debug, Clone)]
-pub struct Hop {
-    pub host: String,
-    pub port: Option<u16>,
-    pub transport: trunkgate_crds::Transport,
-    /// Set once RFC 3263 resolution (or a numeric host) gave an address.
-    pub addr: Option<std::net::SocketAddr>,
-    /// Whether the URI was sips: (RFC 3263 then only looks for TLS).
-    pub secure: bool,
-    /// The Request-URI host part (`host` or `host:port`).
-    pub uri_host: String,
-}
-
-impl Hop {
-    /// What RFC 3263 resolution looks up for this hop: the URI's transport counts only when the
-    /// URI named it or gave a port (§4.1).
-    pub fn resolve_target(&self) -> trunkgate_resolve::Target<'_> {
-        trunkgate_resolve::Target {
-            host: &self.host,
-            port: self.port,
-            transport: Some(crate::call::b2bua::resolve_transport(self.transport))
-                .filter(|_| self.uri_host.contains("transport=") || self.port.is_some()),
-            secure: self.secure,
-        }
     }
 }
 

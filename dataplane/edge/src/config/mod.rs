@@ -2,8 +2,8 @@
 //! once per load (number index, carrier ACL, route table) and per-trunk state that survives
 //! reloads (limits, metrics).
 
+pub mod health;
 pub mod settings;
-pub mod source;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +15,7 @@ use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
 
 use crate::metrics::Metrics;
-use crate::route::health::TargetHealth;
+use health::TargetHealth;
 
 /// Per-trunk state shared by all workers and kept across reloads: call counts for the limits.
 pub struct TrunkState {

@@ -10,10 +10,10 @@ use trunkgate_crds::snapshot::{SipTarget, TrunkConfig};
 use trunkgate_crds::{CallerIdPolicy, Transport};
 use trunkgate_sip::Request;
 
-use crate::call::{Direction, Hop};
 use crate::config::{CallSlot, LimitRefusal, Runtime, namespace_of};
 use crate::guard::auth::{AuthRefusal, AuthState};
 use crate::guard::platform::Tenancy;
+use crate::route::{Direction, Hop};
 use crate::sip::msg;
 
 /// A call allowed through.

@@ -2,4 +2,9 @@
 //! carrier targets (OPTIONS probes).
 
 pub mod admission;
+mod direction;
 pub mod health;
+pub mod hop;
+
+pub use direction::Direction;
+pub use hop::Hop;

@@ -479,6 +479,7 @@ pub mod harness;
 mod output;
 mod probes;
 mod receive;
+mod register;
 mod restore;
 pub mod runtime;
 mod transactions;

@@ -44,7 +44,7 @@ impl Worker {
         match result.as_deref().map(<[_]>::first) {
             Ok(Some(d)) => {
                 self.shared.prefilter.allow_ip(d.addr.ip());
-                let transport = crate::call::b2bua::crds_transport(d.transport);
+                let transport = crate::route::hop::crds_transport(d.transport);
                 self.send_probe(probe, d.addr, transport, uri_host)
             }
             Ok(None) => {

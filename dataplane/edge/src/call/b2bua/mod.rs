@@ -35,22 +35,7 @@ pub(crate) fn reason_of(resp: &Response) -> String {
         .unwrap_or_else(|| reason_phrase(resp.status_code.code()).to_string())
 }
 
-/// The resolver's name for a configured transport.
-pub(crate) fn resolve_transport(t: trunkgate_crds::Transport) -> trunkgate_resolve::Transport {
-    match t {
-        trunkgate_crds::Transport::Udp => trunkgate_resolve::Transport::Udp,
-        trunkgate_crds::Transport::Tcp => trunkgate_resolve::Transport::Tcp,
-        trunkgate_crds::Transport::Tls => trunkgate_resolve::Transport::Tls,
-    }
-}
-
-pub(crate) fn crds_transport(t: trunkgate_resolve::Transport) -> trunkgate_crds::Transport {
-    match t {
-        trunkgate_resolve::Transport::Udp => trunkgate_crds::Transport::Udp,
-        trunkgate_resolve::Transport::Tcp => trunkgate_crds::Transport::Tcp,
-        trunkgate_resolve::Transport::Tls => trunkgate_crds::Transport::Tls,
-    }
-}
+pub(crate) use crate::route::hop::crds_transport;
 
 /// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
 /// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
