@@ -10,7 +10,7 @@ use trunkgate_media::{
 };
 use trunkgate_sip::Method;
 
-use crate::call::{LegId, Side};
+use crate::call::Side;
 use crate::worker::Worker;
 
 /// A body the edge refused: the status to answer, the words for the Warning, a metric label.
@@ -163,38 +163,6 @@ pub fn open(
 }
 
 impl Worker {
-    /// Rewrites a body that passes from leg `from` of call `id` to the other leg, as
-    /// `exchange` ([`exchange_of`]). Bodies of calls without relay, empty ones and ones that
-    /// are no SDP exchange (`None`) pass unchanged.
-    pub fn relay_body(
-        &mut self,
-        id: u64,
-        from: LegId,
-        body: &[u8],
-        exchange: Option<Exchange>,
-    ) -> Result<Vec<u8>, SdpRefusal> {
-        let Some(c) = self.calls.get(&id) else {
-            return Ok(body.to_vec());
-        };
-        let (Some(session), false, Some(exchange)) = (c.media, body.is_empty(), exchange) else {
-            return Ok(body.to_vec());
-        };
-        let leg = c.leg(from);
-        let from_side = leg.side;
-        let policy = peer_policy(
-            &self.shared.platform,
-            c.rt.trunk(c.trunk),
-            from_side,
-            leg.peer.addr().ip(),
-        );
-        let Some(engine) = self.media.as_mut() else {
-            return Ok(body.to_vec());
-        };
-        let mut sdp = Sdp::parse(body)?;
-        engine.relay_sdp_as(session, from_side, &mut sdp, &policy, exchange)?;
-        Ok(sdp.to_bytes())
-    }
-
     /// Closes the call's relay session; the statistics go to the call record.
     pub fn close_media(&mut self, id: u64) -> Vec<StreamStats> {
         let Some(c) = self.calls.get_mut(&id) else {

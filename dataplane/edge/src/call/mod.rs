@@ -5,6 +5,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod challenge;
 pub mod checkpoint;
+pub mod machine;
 pub mod media;
 
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 
 use std::fmt::Write as _;
 
+/// Methods the edge accepts (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
+
 /// Headers copied from one leg to the other (everything else is dropped: topology hiding).
 pub const COPIED_HEADERS: &[&str] = &[
     "Content-Type",

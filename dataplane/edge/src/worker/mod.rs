@@ -471,6 +471,7 @@ pub struct Worker {
     pub started: Instant,
 }
 
+mod calls;
 #[cfg(test)]
 mod fleet_flows;
 mod gate;
@@ -733,8 +734,7 @@ fn random_key() -> [u8; 32] {
     k
 }
 
-/// Methods the edge accepts (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
+pub use crate::sip::message::ALLOW;
 
 #[cfg(test)]
 mod tests {

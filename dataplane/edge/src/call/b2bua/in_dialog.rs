@@ -1,7 +1,7 @@
 //! A call once set up (or being torn down): CANCEL, BYE, end-to-end ACK and the in-dialog
 //! requests relayed with their answers.
 
-use trunkgate_sip::{Request, Response};
+use trunkgate_sip::Request;
 
 use super::*;
 use crate::call::{Attempt, CallState, LegId, Side};
@@ -14,7 +14,7 @@ use crate::worker::{Purpose, Timer, Worker};
 impl Worker {
     /// CANCEL of leg B's pending INVITE (RFC 3261 §9.1: same branch, Request-URI, Call-ID,
     /// From, To and CSeq number).
-    pub(super) fn send_cancel(&mut self, id: u64) {
+    pub(crate) fn send_cancel(&mut self, id: u64) {
         let Some(c) = self.calls.get(&id) else { return };
         let Some(inv) = c.b_invite.clone() else {
             return;
@@ -63,78 +63,6 @@ impl Worker {
         self.schedule(crate::sip::transaction::TIMEOUT, Timer::CancelGuard(inv));
     }
 
-    /// BYE on one leg of a confirmed call.
-    pub(crate) fn send_bye(&mut self, id: u64, leg: LegId) {
-        let branch = self.mint.branch();
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let lines = c.bye_lines.clone();
-        let l = c.leg_mut(leg);
-        l.local_cseq += 1;
-        let cseq = l.local_cseq;
-        let (bytes, ruri, ident, side, peer) = in_dialog_request(
-            l,
-            "BYE",
-            &branch,
-            cseq,
-            None,
-            &lines,
-            &[],
-            self_hostport(&self.shared, l),
-        );
-        self.open_client(
-            id,
-            leg,
-            Purpose::Bye,
-            side,
-            peer,
-            trunkgate_sip::Method::Bye,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            cseq,
-        );
-    }
-
-    /// Ends a call from one leg (or from the edge itself when `from` is None): the other leg
-    /// gets a BYE when confirmed, a CANCEL while its INVITE is pending.
-    pub(crate) fn end_call(&mut self, id: u64, from: Option<LegId>, why: &'static str) {
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        if matches!(
-            c.state,
-            CallState::Ended | CallState::Ending | CallState::Cancelling(_)
-        ) {
-            return;
-        }
-        let confirmed = c.state == CallState::Confirmed;
-        c.state = CallState::Ending;
-        if c.ended_by.is_none() {
-            c.ended_by = Some(match from {
-                Some(l) => c.leg(l).side.party(),
-                None => "edge",
-            });
-        }
-        tracing::debug!(call = id, why, "ending call");
-        for leg in [LegId::A, LegId::B] {
-            if Some(leg) == from {
-                continue;
-            }
-            if confirmed {
-                self.send_bye(id, leg);
-            } else if leg == LegId::B {
-                let pending = self.calls.get(&id).is_some_and(|c| c.b_invite.is_some());
-                if pending {
-                    self.send_cancel(id);
-                }
-            }
-        }
-        self.finish_call(id);
-    }
-
     /// The edge is stopping: every call still up ends now, with a BYE on both legs once
     /// answered, with 503 to the caller (and CANCEL onward) while it is being set up.
     pub(crate) fn hang_up_all(&mut self) {
@@ -157,38 +85,6 @@ impl Worker {
                 CallState::Cancelling(_) | CallState::Ending | CallState::Ended => {}
             }
         }
-    }
-
-    /// Leg B has rung for `--ringing-seconds` without a final answer: CANCEL it and answer the
-    /// caller 408 (RFC 3261 §16.6 Timer C plays this part in a proxy).
-    pub(crate) fn ringing_too_long(&mut self, id: u64, key: &TransactionKey) {
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let CallState::Proceeding(attempt) = c.state else {
-            return;
-        };
-        if c.b_invite.as_ref() != Some(key) {
-            return;
-        }
-        c.final_code = Some(408);
-        c.ended_by = Some("edge");
-        c.state = CallState::Cancelling(attempt);
-        let a_key = c.a_invite.clone();
-        let trunk = c.trunk_id().to_string();
-        let secs = self.shared.settings.ringing_seconds;
-        self.shared
-            .metrics
-            .ringing_timeouts
-            .with_label_values(&[trunk.as_str()])
-            .inc();
-        self.refuse(
-            &a_key,
-            408,
-            &format!("no final answer after {secs} s of ringing"),
-            "",
-        );
-        self.send_cancel(id);
     }
 
     pub(crate) fn on_ack(&mut self, side: Side, src: &Link, req: &Request) {
@@ -322,153 +218,6 @@ impl Worker {
         if let Some(tx) = self.servers.get_mut(&k) {
             tx.call = Some((id, leg));
         }
-        // Transfer policy: the edge does not carry REFER (RFC 3515). Passed on, its Refer-To
-        // would send the other side to an address of this side (a platform pod, a carrier's
-        // SBC) and its NOTIFYs back through a dialog neither leg owns; refused 405 with Allow,
-        // the platform transfers by re-INVITE, which the edge relays with its media.
-        if req.method == trunkgate_sip::Method::Refer {
-            let lines = format!("Allow: {}\r\n", crate::worker::ALLOW);
-            return self.refuse(
-                &k,
-                405,
-                "the edge does not carry REFER: transfer with a re-INVITE",
-                &lines,
-            );
-        }
-        if matches!(
-            req.method,
-            trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
-        ) && let Some(c) = self.calls.get_mut(&id)
-        {
-            refresh_target(c.leg_mut(leg), req);
-        }
-        if req.method == trunkgate_sip::Method::Bye {
-            self.respond(&k, 200, "OK", "", &[]);
-            return self.end_call(id, Some(leg), "BYE");
-        }
-        self.relay_request(id, leg, k, req);
-    }
-
-    /// Passes an in-dialog request to the other leg; its answer comes back to `server`.
-    pub(super) fn relay_request(
-        &mut self,
-        id: u64,
-        from: LegId,
-        server: TransactionKey,
-        req: &Request,
-    ) {
-        let branch = self.mint.branch();
-        let to = from.other();
-        let method = req.method;
-        let body = match self.relay_body(
-            id,
-            from,
-            &req.body,
-            crate::call::media::request_exchange(req),
-        ) {
-            Ok(b) => b,
-            Err(r) => return self.refuse(&server, r.code, &r.text, ""),
-        };
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let invite_cseq_to = c.leg(to).invite_cseq;
-        let l = c.leg_mut(to);
-        if l.remote_tag.is_none() {
-            return self.refuse(&server, 491, "the other leg has no dialog yet", "");
-        }
-        l.local_cseq += 1;
-        let cseq = l.local_cseq;
-        let mut lines = msg::copied_lines(req);
-        if req.method == trunkgate_sip::Method::PRack {
-            // RFC 3262 §7.2: RAck names the INVITE of the leg it is sent on.
-            if let Some(rack) = msg::header(req, "RAck") {
-                let rseq = rack.split_whitespace().next().unwrap_or("1");
-                lines.push_str(&format!("RAck: {rseq} {invite_cseq_to} INVITE\r\n"));
-            }
-        }
-        let contact = matches!(
-            req.method,
-            trunkgate_sip::Method::Invite | trunkgate_sip::Method::Update
-        );
-        let hp = self_hostport(&self.shared, l);
-        let (bytes, ruri, ident, side, peer) = in_dialog_request(
-            l,
-            msg::method_name(&method),
-            &branch,
-            cseq,
-            contact.then_some(hp.as_str()),
-            &lines,
-            &body,
-            hp.clone(),
-        );
-        self.open_client(
-            id,
-            to,
-            Purpose::Relay(server),
-            side,
-            peer,
-            method,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            cseq,
-        );
-    }
-
-    /// The answer to a relayed request goes back on the leg it came from.
-    pub(super) fn relay_response(
-        &mut self,
-        id: u64,
-        sent_on: LegId,
-        server: TransactionKey,
-        method: trunkgate_sip::Method,
-        cseq: u32,
-        resp: &Response,
-    ) {
-        use trunkgate_sip::Method as M;
-        let code = resp.status_code.code();
-        if code == 100 {
-            return;
-        }
-        let body = match self.relay_body(
-            id,
-            sent_on,
-            &resp.body,
-            crate::call::media::response_exchange(method, resp),
-        ) {
-            Ok(b) => b,
-            Err(r) => return self.refuse(&server, r.code, &r.text, ""),
-        };
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let from = sent_on.other();
-        let mut lines = msg::copied_lines(resp);
-        if matches!(method, M::Invite | M::Update) {
-            let l = c.leg(from);
-            lines = format!(
-                "Contact: {}\r\n{lines}",
-                contact(&self_hostport(&self.shared, l), &l.peer)
-            );
-        }
-        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
-            refresh_target(c.leg_mut(sent_on), resp);
-        }
-        if method == M::Invite && (200..300).contains(&code) {
-            c.leg_mut(sent_on).reinvite_cseq = Some(cseq);
-            c.leg_mut(from).awaiting_ack = Some(server.clone());
-        }
-        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
-            // A refresh crossed the edge: both legs' session timers start again.
-            self.session_negotiated(id, sent_on, resp, true);
-            self.session_negotiated(id, from, resp, false);
-        }
-        self.respond(&server, code, &reason_of(resp), &lines, &body);
-        if matches!(method, M::Invite | M::Update) && (200..300).contains(&code) {
-            // The dialog or its media moved: a new checkpoint.
-            self.checkpoint(id);
-        }
+        self.drive(id, |c, ctx| c.on_in_dialog(ctx, leg, k, req));
     }
 }

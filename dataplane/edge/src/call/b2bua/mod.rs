@@ -71,7 +71,7 @@ fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
 
 /// RFC 3261 §12.2.2 target refresh: a re-INVITE or UPDATE (or its 2xx) with a Contact moves
 /// the peer's remote target.
-fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
+pub(crate) fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
     if let Some(ct) = msg::header(m, "Contact") {
         let uri = msg::uri_of(ct);
         if !uri.is_empty() {
@@ -91,7 +91,7 @@ fn answer_lines(shared: &crate::worker::Shared, a: &Leg, resp: &Response) -> Str
 
 /// Our Contact on a leg: a `sip:` URI means UDP (RFC 3263 §4.1), so a leg over TCP says so, or
 /// the peer's in-dialog requests would come back over UDP.
-fn contact(hostport: &str, link: &Link) -> String {
+pub(crate) fn contact(hostport: &str, link: &Link) -> String {
     match link {
         Link::Udp(_) => format!("<sip:{hostport}>"),
         Link::Tcp(..) => format!("<sip:{hostport};transport=tcp>"),
@@ -106,7 +106,7 @@ fn self_hostport(shared: &crate::worker::Shared, l: &Leg) -> String {
 
 /// A request inside a leg's dialog (RFC 3261 §12.2.1.1).
 #[allow(clippy::too_many_arguments)]
-fn in_dialog_request(
+pub(crate) fn in_dialog_request(
     l: &Leg,
     method: &str,
     branch: &str,

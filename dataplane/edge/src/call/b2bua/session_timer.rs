@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use trunkgate_sip::{HasHeaders, Response};
 
-use crate::call::{CallState, LegId};
 use crate::sip::msg;
-use crate::worker::{Purpose, Timer, Worker};
 
 /// The smallest session interval the edge takes (RFC 4028 §4: never below 90 s); a request
 /// asking for less gets 422 with `Min-SE` (§6).
@@ -67,7 +65,7 @@ impl SessionTimer {
         Some(Self::new(interval, edge_refreshes, now))
     }
 
-    fn new(interval: u32, edge_refreshes: bool, now: Instant) -> Self {
+    pub fn new(interval: u32, edge_refreshes: bool, now: Instant) -> Self {
         let due = if edge_refreshes {
             // §10: the refresher refreshes at half the interval.
             Duration::from_secs(u64::from(interval) / 2)
@@ -82,153 +80,6 @@ impl SessionTimer {
             edge_refreshes,
             due: now + due,
         }
-    }
-}
-
-impl Worker {
-    /// A 2xx to an INVITE or UPDATE passed on `leg` (the edge its UAC or its UAS there): the
-    /// leg's session timer starts again from it.
-    pub(crate) fn session_negotiated(
-        &mut self,
-        id: u64,
-        leg: LegId,
-        resp: &Response,
-        edge_is_uac: bool,
-    ) {
-        let now = self.now;
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let timer = SessionTimer::from_2xx(resp, edge_is_uac, now);
-        c.leg_mut(leg).session = timer;
-        if let Some(t) = timer {
-            self.schedule(
-                t.due.saturating_duration_since(now),
-                Timer::Session(id, leg),
-            );
-        }
-    }
-
-    /// A leg's session timer fired: refresh it, or end a call whose peer did not refresh.
-    pub(crate) fn session_due(&mut self, id: u64, leg: LegId) {
-        let now = self.now;
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let Some(t) = c.leg(leg).session else {
-            return;
-        };
-        // A refresh since then moved the deadline (its own timer is set), or the call is over.
-        if c.state != CallState::Confirmed || now + Duration::from_millis(5) < t.due {
-            return;
-        }
-        let trunk = c.trunk_id().to_string();
-        let result = if t.edge_refreshes { "sent" } else { "expired" };
-        self.shared
-            .metrics
-            .session_refreshes
-            .with_label_values(&[trunk.as_str(), result])
-            .inc();
-        if t.edge_refreshes {
-            // Until the refresh is answered, the leg waits as if the peer kept the timer: no
-            // answer by that deadline ends the call like a missed refresh would.
-            let waiting = SessionTimer::new(t.interval, false, now);
-            c.leg_mut(leg).session = Some(waiting);
-            self.schedule(waiting.due - now, Timer::Session(id, leg));
-            return self.send_refresh(id, leg, t.interval);
-        }
-        tracing::info!(
-            call = id,
-            ?leg,
-            "session timer expired without a refresh: the call ends (RFC 4028 §10)"
-        );
-        c.bye_lines = "Reason: SIP;cause=408;text=\"session timer expired\"\r\n".into();
-        self.end_call(id, None, "session timer expired");
-    }
-
-    /// An UPDATE without a body that refreshes the session on `leg` (RFC 4028 §7.4, §9).
-    fn send_refresh(&mut self, id: u64, leg: LegId, interval: u32) {
-        let branch = self.mint.branch();
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        // A carrier that challenges it is answered like any request of ours (crate::call::challenge).
-        let lines = format!("Session-Expires: {interval};refresher=uac\r\nSupported: timer\r\n");
-        let l = c.leg_mut(leg);
-        l.local_cseq += 1;
-        let cseq = l.local_cseq;
-        let hostport = super::self_hostport(&self.shared, l);
-        let contact = hostport.clone();
-        let (bytes, ruri, ident, side, peer) = super::in_dialog_request(
-            l,
-            "UPDATE",
-            &branch,
-            cseq,
-            Some(&contact),
-            &lines,
-            &[],
-            hostport,
-        );
-        self.open_client(
-            id,
-            leg,
-            Purpose::Refresh,
-            side,
-            peer,
-            trunkgate_sip::Method::Update,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            cseq,
-        );
-    }
-
-    /// The answer to our refresh: a 2xx restarts the leg's timer; 481 or 408 (§10) end the
-    /// call; anything else (an UPDATE the peer does not take) stops the edge refreshing it.
-    pub(crate) fn refresh_answered(&mut self, id: u64, leg: LegId, resp: &Response) {
-        let code = resp.status_code.code();
-        if (200..300).contains(&code) {
-            let Some(c) = self.calls.get(&id) else {
-                return;
-            };
-            let interval = c.leg(leg).session.map_or(MIN_SE, |s| s.interval);
-            if session_expires(resp).is_some() {
-                return self.session_negotiated(id, leg, resp, true);
-            }
-            // A 2xx without Session-Expires: the peer keeps no timer; refresh on our own.
-            let t = SessionTimer::new(interval, true, self.now);
-            if let Some(c) = self.calls.get_mut(&id) {
-                c.leg_mut(leg).session = Some(t);
-            }
-            return self.schedule(
-                t.due.saturating_duration_since(self.now),
-                Timer::Session(id, leg),
-            );
-        }
-        if code < 200 {
-            return;
-        }
-        if code == 481 || code == 408 {
-            return self.refresh_failed(id, code);
-        }
-        tracing::info!(
-            call = id,
-            ?leg,
-            code,
-            "the peer refused the session refresh; the edge stops refreshing this leg"
-        );
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.leg_mut(leg).session = None;
-        }
-    }
-
-    /// Our refresh got 481/408 or no answer: the session is gone (RFC 4028 §10).
-    pub(crate) fn refresh_failed(&mut self, id: u64, code: u16) {
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.bye_lines = format!("Reason: SIP;cause={code};text=\"session refresh failed\"\r\n");
-        }
-        self.end_call(id, None, "session refresh failed");
     }
 }
 

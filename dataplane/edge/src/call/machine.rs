@@ -1,0 +1,524 @@
+//! The call as a machine of its own: a transition takes an input (a request or an answer on one
+//! of its legs, a timer) and a narrow context ([`Ctx`]: the time, the id mint, what the call
+//! reads of the edge, its relay) and records what it wants done as [`Effect`]s, in order. It
+//! cannot reach another call or the worker's tables; the worker carries the effects out
+//! (transactions, timers, checkpoints, the end of the call).
+//!
+//! The transitions here are the ones of a call once its legs have dialogs: BYE either way,
+//! relayed in-dialog requests (re-INVITE, UPDATE, PRACK, INFO) and their answers, RFC 4028
+//! session timers, ringing too long. The set-up steps are still worker methods
+//! (`call/b2bua/{setup,hops,answer}.rs`).
+
+use std::time::{Duration, Instant};
+
+use trunkgate_media::MediaEngine;
+use trunkgate_sip::{Method, Request, Response};
+
+use super::b2bua::session_timer::{MIN_SE, SessionTimer, session_expires};
+use super::{Call, CallState, LegId, Side};
+use crate::sip::ids::IdMint;
+use crate::sip::msg;
+use crate::sip::transaction::TransactionKey;
+use crate::transport::Link;
+
+/// What a call reads of the edge it runs on.
+pub trait Env {
+    /// host:port of the edge in Via and Contact on `side`, over `link`'s transport.
+    fn hostport_on(&self, side: Side, link: &Link) -> &str;
+    /// The platform's allow-list (its sources are trusted with their SDP addresses).
+    fn platform(&self) -> &crate::guard::platform::PlatformAcl;
+    fn settings(&self) -> &crate::config::settings::Settings;
+    fn metrics(&self) -> &crate::metrics::Metrics;
+}
+
+/// What a transition may use, and where its effects go.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub mint: &'a mut IdMint,
+    pub env: &'a dyn Env,
+    /// The worker's relay (None: it could not start).
+    pub media: Option<&'a mut MediaEngine>,
+    pub out: &'a mut Vec<Effect>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, e: Effect) {
+        self.out.push(e);
+    }
+}
+
+/// Why the call sends a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallPurpose {
+    /// A request relayed from the other leg; its answer goes back to that server transaction.
+    Relay(TransactionKey),
+    /// A BYE ending this leg.
+    Bye,
+    /// An UPDATE of ours refreshing this leg's session (RFC 4028).
+    Refresh,
+}
+
+/// A request the call sends on one of its legs: a new client transaction.
+#[derive(Debug)]
+pub struct Sent {
+    pub leg: LegId,
+    pub purpose: CallPurpose,
+    pub side: Side,
+    pub dest: Link,
+    pub method: Method,
+    pub branch: String,
+    pub bytes: Vec<u8>,
+    pub ruri: String,
+    pub ident: String,
+    pub cseq: u32,
+}
+
+/// A timer of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallTimer {
+    /// A leg's RFC 4028 session timer.
+    Session(LegId),
+}
+
+/// What a transition asks the worker to do, in order.
+#[derive(Debug)]
+pub enum Effect {
+    Request(Box<Sent>),
+    /// An answer on one of the call's server transactions.
+    Respond {
+        key: TransactionKey,
+        code: u16,
+        reason: String,
+        lines: String,
+        body: Vec<u8>,
+    },
+    /// A refusal with a Warning (RFC 3261 §20.43).
+    Refuse {
+        key: TransactionKey,
+        code: u16,
+        text: String,
+        /// More header lines (an Allow).
+        extra: String,
+    },
+    Timer {
+        after: Duration,
+        timer: CallTimer,
+    },
+    /// CANCEL leg B's pending INVITE (built from its client transaction, RFC 3261 §9.1).
+    CancelB,
+    /// The call changed in a way a restarted edge must find.
+    Checkpoint,
+    /// The call is over: its record, its relay, its places.
+    Finish,
+}
+
+impl Call {
+    /// BYE on one leg of a confirmed call.
+    pub fn send_bye(&mut self, ctx: &mut Ctx, leg: LegId) {
+        let branch = ctx.mint.branch();
+        let lines = self.bye_lines.clone();
+        let l = self.leg_mut(leg);
+        l.local_cseq += 1;
+        let cseq = l.local_cseq;
+        let hostport = ctx.env.hostport_on(l.side, &l.peer).to_string();
+        let (bytes, ruri, ident, side, peer) =
+            super::b2bua::in_dialog_request(l, "BYE", &branch, cseq, None, &lines, &[], hostport);
+        ctx.push(Effect::Request(Box::new(Sent {
+            leg,
+            purpose: CallPurpose::Bye,
+            side,
+            dest: peer,
+            method: Method::Bye,
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        })));
+    }
+
+    /// Ends the call from one leg (or from the edge itself when `from` is None): the other leg
+    /// gets a BYE when confirmed, a CANCEL while its INVITE is pending.
+    pub fn end(&mut self, ctx: &mut Ctx, from: Option<LegId>, why: &'static str) {
+        if matches!(
+            self.state,
+            CallState::Ended | CallState::Ending | CallState::Cancelling(_)
+        ) {
+            return;
+        }
+        let confirmed = self.state == CallState::Confirmed;
+        self.state = CallState::Ending;
+        if self.ended_by.is_none() {
+            self.ended_by = Some(match from {
+                Some(l) => self.leg(l).side.party(),
+                None => "edge",
+            });
+        }
+        tracing::debug!(call = self.a.local_tag, why, "ending call");
+        for leg in [LegId::A, LegId::B] {
+            if Some(leg) == from {
+                continue;
+            }
+            if confirmed {
+                self.send_bye(ctx, leg);
+            } else if leg == LegId::B && self.b_invite.is_some() {
+                ctx.push(Effect::CancelB);
+            }
+        }
+        ctx.push(Effect::Finish);
+    }
+
+    /// Leg B has rung for `--ringing-seconds` without a final answer to the INVITE `key`:
+    /// CANCEL it and answer the caller 408 (RFC 3261 §16.6 Timer C plays this part in a proxy).
+    pub fn ringing_too_long(&mut self, ctx: &mut Ctx, key: &TransactionKey) {
+        let CallState::Proceeding(attempt) = self.state else {
+            return;
+        };
+        if self.b_invite.as_ref() != Some(key) {
+            return;
+        }
+        self.final_code = Some(408);
+        self.ended_by = Some("edge");
+        self.state = CallState::Cancelling(attempt);
+        let secs = ctx.env.settings().ringing_seconds;
+        ctx.env
+            .metrics()
+            .ringing_timeouts
+            .with_label_values(&[self.trunk_id()])
+            .inc();
+        ctx.push(Effect::Refuse {
+            key: self.a_invite.clone(),
+            code: 408,
+            text: format!("no final answer after {secs} s of ringing"),
+            extra: String::new(),
+        });
+        ctx.push(Effect::CancelB);
+    }
+
+    /// A request inside the dialog of `leg` (server transaction `server`), from that leg's own
+    /// peer: BYE ends the call, REFER is refused, anything else is relayed to the other leg.
+    pub fn on_in_dialog(
+        &mut self,
+        ctx: &mut Ctx,
+        leg: LegId,
+        server: TransactionKey,
+        req: &Request,
+    ) {
+        // Transfer policy: the edge does not carry REFER (RFC 3515). Passed on, its Refer-To
+        // would send the other side to an address of this side (a platform pod, a carrier's
+        // SBC) and its NOTIFYs back through a dialog neither leg owns; refused 405 with Allow,
+        // the platform transfers by re-INVITE, which the edge relays with its media.
+        if req.method == Method::Refer {
+            return ctx.push(Effect::Refuse {
+                key: server,
+                code: 405,
+                text: "the edge does not carry REFER: transfer with a re-INVITE".into(),
+                extra: format!("Allow: {}\r\n", crate::sip::message::ALLOW),
+            });
+        }
+        if matches!(req.method, Method::Invite | Method::Update) {
+            super::b2bua::refresh_target(self.leg_mut(leg), req);
+        }
+        if req.method == Method::Bye {
+            ctx.push(Effect::Respond {
+                key: server,
+                code: 200,
+                reason: "OK".into(),
+                lines: String::new(),
+                body: Vec::new(),
+            });
+            return self.end(ctx, Some(leg), "BYE");
+        }
+        self.relay_request(ctx, leg, server, req);
+    }
+
+    /// Passes an in-dialog request to the other leg; its answer comes back to `server`.
+    pub fn relay_request(
+        &mut self,
+        ctx: &mut Ctx,
+        from: LegId,
+        server: TransactionKey,
+        req: &Request,
+    ) {
+        let branch = ctx.mint.branch();
+        let to = from.other();
+        let method = req.method;
+        let body = match self.relay_body(ctx, from, &req.body, super::media::request_exchange(req))
+        {
+            Ok(b) => b,
+            Err(r) => {
+                return ctx.push(Effect::Refuse {
+                    key: server,
+                    code: r.code,
+                    text: r.text,
+                    extra: String::new(),
+                });
+            }
+        };
+        let invite_cseq_to = self.leg(to).invite_cseq;
+        let l = self.leg_mut(to);
+        if l.remote_tag.is_none() {
+            return ctx.push(Effect::Refuse {
+                key: server,
+                code: 491,
+                text: "the other leg has no dialog yet".into(),
+                extra: String::new(),
+            });
+        }
+        l.local_cseq += 1;
+        let cseq = l.local_cseq;
+        let mut lines = msg::copied_lines(req);
+        if method == Method::PRack {
+            // RFC 3262 §7.2: RAck names the INVITE of the leg it is sent on.
+            if let Some(rack) = msg::header(req, "RAck") {
+                let rseq = rack.split_whitespace().next().unwrap_or("1");
+                lines.push_str(&format!("RAck: {rseq} {invite_cseq_to} INVITE\r\n"));
+            }
+        }
+        let contact = matches!(method, Method::Invite | Method::Update);
+        let hp = ctx.env.hostport_on(l.side, &l.peer).to_string();
+        let (bytes, ruri, ident, side, peer) = super::b2bua::in_dialog_request(
+            l,
+            msg::method_name(&method),
+            &branch,
+            cseq,
+            contact.then_some(hp.as_str()),
+            &lines,
+            &body,
+            hp.clone(),
+        );
+        ctx.push(Effect::Request(Box::new(Sent {
+            leg: to,
+            purpose: CallPurpose::Relay(server),
+            side,
+            dest: peer,
+            method,
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        })));
+    }
+
+    /// The answer to a relayed request (sent on leg `sent_on`, CSeq `cseq`) goes back on the
+    /// leg it came from, to its server transaction `server`.
+    pub fn relay_response(
+        &mut self,
+        ctx: &mut Ctx,
+        sent_on: LegId,
+        server: TransactionKey,
+        method: Method,
+        cseq: u32,
+        resp: &Response,
+    ) {
+        let code = resp.status_code.code();
+        if code == 100 {
+            return;
+        }
+        let body = match self.relay_body(
+            ctx,
+            sent_on,
+            &resp.body,
+            super::media::response_exchange(method, resp),
+        ) {
+            Ok(b) => b,
+            Err(r) => {
+                return ctx.push(Effect::Refuse {
+                    key: server,
+                    code: r.code,
+                    text: r.text,
+                    extra: String::new(),
+                });
+            }
+        };
+        let from = sent_on.other();
+        let refresh = matches!(method, Method::Invite | Method::Update);
+        let ok = (200..300).contains(&code);
+        let mut lines = msg::copied_lines(resp);
+        if refresh {
+            let l = self.leg(from);
+            lines = format!(
+                "Contact: {}\r\n{lines}",
+                super::b2bua::contact(ctx.env.hostport_on(l.side, &l.peer), &l.peer)
+            );
+        }
+        if refresh && ok {
+            super::b2bua::refresh_target(self.leg_mut(sent_on), resp);
+        }
+        if method == Method::Invite && ok {
+            self.leg_mut(sent_on).reinvite_cseq = Some(cseq);
+            self.leg_mut(from).awaiting_ack = Some(server.clone());
+        }
+        if refresh && ok {
+            // A refresh crossed the edge: both legs' session timers start again.
+            self.session_negotiated(ctx, sent_on, resp, true);
+            self.session_negotiated(ctx, from, resp, false);
+        }
+        ctx.push(Effect::Respond {
+            key: server,
+            code,
+            reason: super::b2bua::reason_of(resp),
+            lines,
+            body,
+        });
+        if refresh && ok {
+            // The dialog or its media moved: a new checkpoint.
+            ctx.push(Effect::Checkpoint);
+        }
+    }
+
+    /// A 2xx to an INVITE or UPDATE passed on `leg` (the edge its UAC or its UAS there): the
+    /// leg's session timer starts again from it.
+    pub fn session_negotiated(
+        &mut self,
+        ctx: &mut Ctx,
+        leg: LegId,
+        resp: &Response,
+        edge_is_uac: bool,
+    ) {
+        let timer = SessionTimer::from_2xx(resp, edge_is_uac, ctx.now);
+        self.leg_mut(leg).session = timer;
+        if let Some(t) = timer {
+            ctx.push(Effect::Timer {
+                after: t.due.saturating_duration_since(ctx.now),
+                timer: CallTimer::Session(leg),
+            });
+        }
+    }
+
+    /// A leg's session timer fired: refresh it, or end a call whose peer did not refresh.
+    pub fn session_due(&mut self, ctx: &mut Ctx, leg: LegId) {
+        let now = ctx.now;
+        let Some(t) = self.leg(leg).session else {
+            return;
+        };
+        // A refresh since then moved the deadline (its own timer is set), or the call is over.
+        if self.state != CallState::Confirmed || now + Duration::from_millis(5) < t.due {
+            return;
+        }
+        let result = if t.edge_refreshes { "sent" } else { "expired" };
+        ctx.env
+            .metrics()
+            .session_refreshes
+            .with_label_values(&[self.trunk_id(), result])
+            .inc();
+        if t.edge_refreshes {
+            // Until the refresh is answered, the leg waits as if the peer kept the timer: no
+            // answer by that deadline ends the call like a missed refresh would.
+            let waiting = SessionTimer::new(t.interval, false, now);
+            self.leg_mut(leg).session = Some(waiting);
+            ctx.push(Effect::Timer {
+                after: waiting.due - now,
+                timer: CallTimer::Session(leg),
+            });
+            return self.send_refresh(ctx, leg, t.interval);
+        }
+        tracing::info!(
+            call = self.a.local_tag,
+            ?leg,
+            "session timer expired without a refresh: the call ends (RFC 4028 §10)"
+        );
+        self.bye_lines = "Reason: SIP;cause=408;text=\"session timer expired\"\r\n".into();
+        self.end(ctx, None, "session timer expired");
+    }
+
+    /// An UPDATE without a body that refreshes the session on `leg` (RFC 4028 §7.4, §9).
+    fn send_refresh(&mut self, ctx: &mut Ctx, leg: LegId, interval: u32) {
+        let branch = ctx.mint.branch();
+        // A carrier that challenges it is answered like any request of ours (crate::call::challenge).
+        let lines = format!("Session-Expires: {interval};refresher=uac\r\nSupported: timer\r\n");
+        let l = self.leg_mut(leg);
+        l.local_cseq += 1;
+        let cseq = l.local_cseq;
+        let hostport = ctx.env.hostport_on(l.side, &l.peer).to_string();
+        let (bytes, ruri, ident, side, peer) = super::b2bua::in_dialog_request(
+            l,
+            "UPDATE",
+            &branch,
+            cseq,
+            Some(&hostport),
+            &lines,
+            &[],
+            hostport.clone(),
+        );
+        ctx.push(Effect::Request(Box::new(Sent {
+            leg,
+            purpose: CallPurpose::Refresh,
+            side,
+            dest: peer,
+            method: Method::Update,
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        })));
+    }
+
+    /// The answer to our refresh: a 2xx restarts the leg's timer; 481 or 408 (§10) end the
+    /// call; anything else (an UPDATE the peer does not take) stops the edge refreshing it.
+    pub fn refresh_answered(&mut self, ctx: &mut Ctx, leg: LegId, resp: &Response) {
+        let code = resp.status_code.code();
+        if (200..300).contains(&code) {
+            let interval = self.leg(leg).session.map_or(MIN_SE, |s| s.interval);
+            if session_expires(resp).is_some() {
+                return self.session_negotiated(ctx, leg, resp, true);
+            }
+            // A 2xx without Session-Expires: the peer keeps no timer; refresh on our own.
+            let t = SessionTimer::new(interval, true, ctx.now);
+            self.leg_mut(leg).session = Some(t);
+            return ctx.push(Effect::Timer {
+                after: t.due.saturating_duration_since(ctx.now),
+                timer: CallTimer::Session(leg),
+            });
+        }
+        if code < 200 {
+            return;
+        }
+        if code == 481 || code == 408 {
+            return self.refresh_failed(ctx, code);
+        }
+        tracing::info!(
+            call = self.a.local_tag,
+            ?leg,
+            code,
+            "the peer refused the session refresh; the edge stops refreshing this leg"
+        );
+        self.leg_mut(leg).session = None;
+    }
+
+    /// Our refresh got 481/408 or no answer: the session is gone (RFC 4028 §10).
+    pub fn refresh_failed(&mut self, ctx: &mut Ctx, code: u16) {
+        self.bye_lines = format!("Reason: SIP;cause={code};text=\"session refresh failed\"\r\n");
+        self.end(ctx, None, "session refresh failed");
+    }
+
+    /// Rewrites a body that passes from leg `from` to the other leg, as `exchange`
+    /// ([`super::media::exchange_of`]). Bodies of calls without relay, empty ones and ones
+    /// that are no SDP exchange (`None`) pass unchanged.
+    pub fn relay_body(
+        &self,
+        ctx: &mut Ctx,
+        from: LegId,
+        body: &[u8],
+        exchange: Option<trunkgate_media::Exchange>,
+    ) -> Result<Vec<u8>, super::media::SdpRefusal> {
+        let (Some(session), false, Some(exchange)) = (self.media, body.is_empty(), exchange) else {
+            return Ok(body.to_vec());
+        };
+        let leg = self.leg(from);
+        let policy = super::media::peer_policy(
+            ctx.env.platform(),
+            self.rt.trunk(self.trunk),
+            leg.side,
+            leg.peer.addr().ip(),
+        );
+        let Some(engine) = ctx.media.as_deref_mut() else {
+            return Ok(body.to_vec());
+        };
+        let mut sdp = trunkgate_media::Sdp::parse(body)?;
+        engine.relay_sdp_as(session, leg.side, &mut sdp, &policy, exchange)?;
+        Ok(sdp.to_bytes())
+    }
+}
