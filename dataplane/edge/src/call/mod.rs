@@ -6,6 +6,8 @@ pub mod cdr;
 pub mod challenge;
 pub mod checkpoint;
 pub mod machine;
+#[cfg(test)]
+mod machine_tests;
 pub mod media;
 
 use std::sync::Arc;

@@ -1,0 +1,615 @@
+//! The call machine driven alone: a `Call` built by hand, a context with a test [`Env`], and
+//! the effects each input records. No worker, transaction table or socket is involved.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use trunkgate_crds::{CarrierTrunk, Secrets, compile};
+use trunkgate_sip::{Method, Request, Response, SipMessage};
+
+use super::machine::{CallPurpose, CallTimer, Ctx, Effect, Env};
+use super::{Attempt, Call, CallState, Direction, Leg, LegId, Side};
+use crate::call::b2bua::session_timer::SessionTimer;
+use crate::sip::ids::IdMint;
+use crate::sip::transaction::TransactionKey;
+use crate::transport::Link;
+
+const CARRIER: &str = "203.0.113.5:5060";
+const PLATFORM: &str = "192.0.2.50:5060";
+
+struct TestEnv {
+    settings: crate::config::settings::Settings,
+    metrics: crate::metrics::Metrics,
+    platform: crate::guard::platform::PlatformAcl,
+}
+
+impl Env for TestEnv {
+    fn hostport_on(&self, side: Side, _: &Link) -> &str {
+        match side {
+            Side::Public => "198.51.100.1:5060",
+            Side::Internal => "10.0.0.1:5080",
+        }
+    }
+    fn platform(&self) -> &crate::guard::platform::PlatformAcl {
+        &self.platform
+    }
+    fn settings(&self) -> &crate::config::settings::Settings {
+        &self.settings
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+}
+
+/// A call, its environment and a clock: what every test drives.
+struct Bench {
+    call: Call,
+    env: TestEnv,
+    mint: IdMint,
+    now: Instant,
+}
+
+fn leg(side: Side, peer: &str, tag: &str, remote_tag: &str, cseq: u32) -> Leg {
+    let peer: std::net::SocketAddr = peer.parse().expect("an address");
+    Leg {
+        side,
+        peer: Link::Udp(peer),
+        call_id: format!("call-{tag}"),
+        local_tag: tag.into(),
+        remote_tag: Some(remote_tag.into()),
+        local: format!("<sip:edge@{tag}.example>"),
+        remote: format!("<sip:peer@{peer}>;tag={remote_tag}"),
+        remote_target: format!("sip:peer@{peer}"),
+        route_set: Vec::new(),
+        local_cseq: cseq,
+        invite_cseq: cseq,
+        awaiting_ack: None,
+        reinvite_cseq: None,
+        session: None,
+    }
+}
+
+impl Bench {
+    /// An inbound call, answered on both legs: leg A to the carrier, leg B to the platform.
+    fn confirmed() -> Self {
+        let trunk =
+            CarrierTrunk::test("acme", "pacific").with_destination(&format!("sip:{PLATFORM}"));
+        let c = compile(&[trunk], &[], &Secrets::default(), None);
+        let metrics = crate::metrics::Metrics::new();
+        let rt = Arc::new(crate::config::Runtime::build(c.config, None, &metrics));
+        let settings = <crate::config::settings::Settings as clap::Parser>::try_parse_from([
+            "trunkgate-edge",
+            "--ringing-seconds",
+            "90",
+        ])
+        .expect("flags");
+        let call = Call {
+            rt,
+            trunk: 0,
+            direction: Direction::Inbound,
+            a: leg(Side::Public, CARRIER, "ta", "ra", 1),
+            b: leg(Side::Internal, PLATFORM, "tb", "rb", 1),
+            state: CallState::Confirmed,
+            a_invite: TransactionKey::client("z9hG4bK-a-invite", Method::Invite),
+            b_invite: None,
+            hops: Vec::new(),
+            next_hop: 0,
+            b_user: "+6498879333".into(),
+            b_lines: String::new(),
+            b_body: Vec::new(),
+            auth_line: None,
+            auth_tries: 0,
+            b_ack: None,
+            caller: None,
+            callee: trunkgate_crds::e164::E164::parse("+6498879333").expect("E.164"),
+            started: SystemTime::now(),
+            answered: Some(SystemTime::now()),
+            final_code: Some(200),
+            ended_by: None,
+            last_failure: None,
+            slot: None,
+            setup: None,
+            setup_source: None,
+            media: None,
+            media_stats: Vec::new(),
+            bye_lines: String::new(),
+            forks_ended: Vec::new(),
+            redirects: 0,
+            recovered: false,
+            checkpointed: false,
+        };
+        Bench {
+            call,
+            env: TestEnv {
+                settings,
+                metrics,
+                platform: crate::guard::platform::PlatformAcl::new(&[]),
+            },
+            mint: IdMint::new(0),
+            now: Instant::now(),
+        }
+    }
+
+    /// A call whose leg B INVITE `key` has had `attempt` so far.
+    fn proceeding(attempt: Attempt, pending: bool) -> Self {
+        let mut b = Self::confirmed();
+        b.call.state = CallState::Proceeding(attempt);
+        b.call.answered = None;
+        b.call.final_code = None;
+        b.call.b.remote_tag = None;
+        b.call.b_invite =
+            pending.then(|| TransactionKey::client("z9hG4bK-b-invite", Method::Invite));
+        b
+    }
+
+    /// Runs one transition and returns what it recorded.
+    fn run(&mut self, f: impl FnOnce(&mut Call, &mut Ctx)) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let mut ctx = Ctx {
+            now: self.now,
+            mint: &mut self.mint,
+            env: &self.env,
+            media: None,
+            out: &mut out,
+        };
+        f(&mut self.call, &mut ctx);
+        out
+    }
+}
+
+fn request(text: &str) -> Request {
+    match trunkgate_sip::parse(text.as_bytes()) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("a request: {other:?}"),
+    }
+}
+
+fn response(text: &str) -> Response {
+    match trunkgate_sip::parse(text.as_bytes()) {
+        Ok(SipMessage::Response(r)) => r,
+        other => panic!("a response: {other:?}"),
+    }
+}
+
+/// An in-dialog request from leg A's carrier.
+fn from_carrier(method: &str, cseq: u32, extra: &str) -> Request {
+    request(&format!(
+        "{method} sip:edge@198.51.100.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-c{cseq}\r\nFrom: <sip:peer@{CARRIER}>;tag=ra\r\nTo: <sip:edge@ta.example>;tag=ta\r\nCall-ID: call-ta\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// An answer from the platform to a request of ours on leg B.
+fn platform_answer(code: u16, method: &str, cseq: u32, extra: &str) -> Response {
+    response(&format!(
+        "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bK-x\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:peer@{PLATFORM}>;tag=rb\r\nCall-ID: call-tb\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn server_key(name: &str) -> TransactionKey {
+    TransactionKey::client(&format!("z9hG4bK-{name}"), Method::Invite)
+}
+
+/// The requests among `effects`, as (leg, method, CSeq, text).
+fn requests(effects: &[Effect]) -> Vec<(LegId, Method, u32, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Request(s) => Some((
+                s.leg,
+                s.method,
+                s.cseq,
+                String::from_utf8_lossy(&s.bytes).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(effects: &[Effect]) -> Vec<&'static str> {
+    effects
+        .iter()
+        .map(|e| match e {
+            Effect::Request(_) => "request",
+            Effect::Respond { .. } => "respond",
+            Effect::Refuse { .. } => "refuse",
+            Effect::Timer { .. } => "timer",
+            Effect::CancelB => "cancel",
+            Effect::Checkpoint => "checkpoint",
+            Effect::Finish => "finish",
+        })
+        .collect()
+}
+
+#[test]
+fn a_bye_from_the_carrier_is_answered_and_hangs_up_the_platform() {
+    let mut b = Bench::confirmed();
+    let bye = from_carrier("BYE", 2, "");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("bye"), &bye));
+    assert_eq!(kinds(&fx), ["respond", "request", "finish"]);
+    assert!(matches!(&fx[0], Effect::Respond { code: 200, .. }));
+    let reqs = requests(&fx);
+    assert_eq!(
+        (reqs[0].0, reqs[0].1, reqs[0].2),
+        (LegId::B, Method::Bye, 2)
+    );
+    assert!(
+        reqs[0]
+            .3
+            .starts_with(&format!("BYE sip:peer@{PLATFORM} SIP/2.0\r\n")),
+        "{}",
+        reqs[0].3
+    );
+    assert!(reqs[0].3.contains("Call-ID: call-tb\r\n"));
+    assert_eq!(b.call.state, CallState::Ending);
+    assert_eq!(b.call.ended_by, Some("carrier"));
+}
+
+#[test]
+fn a_bye_from_the_platform_hangs_up_the_carrier() {
+    let mut b = Bench::confirmed();
+    let bye = request(&format!(
+        "BYE sip:edge@10.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-p1\r\nFrom: <sip:peer@{PLATFORM}>;tag=rb\r\nTo: <sip:edge@tb.example>;tag=tb\r\nCall-ID: call-tb\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+    ));
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::B, server_key("bye"), &bye));
+    let reqs = requests(&fx);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!((reqs[0].0, reqs[0].1), (LegId::A, Method::Bye));
+    assert!(
+        reqs[0]
+            .3
+            .contains(&format!("BYE sip:peer@{CARRIER} SIP/2.0"))
+    );
+    assert!(
+        reqs[0]
+            .3
+            .contains("Via: SIP/2.0/UDP 198.51.100.1:5060;branch="),
+        "{}",
+        reqs[0].3
+    );
+    assert_eq!(b.call.ended_by, Some("platform"));
+}
+
+#[test]
+fn the_edge_ending_an_answered_call_sends_bye_on_both_legs_once() {
+    let mut b = Bench::confirmed();
+    b.call.bye_lines = "Reason: SIP;cause=503;text=\"edge shutting down\"\r\n".into();
+    let fx = b.run(|c, ctx| c.end(ctx, None, "shutdown"));
+    let reqs = requests(&fx);
+    assert_eq!(
+        reqs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        [(LegId::A, Method::Bye), (LegId::B, Method::Bye)]
+    );
+    assert!(reqs.iter().all(|r| r.3.contains("Reason: SIP;cause=503")));
+    assert_eq!(kinds(&fx).last(), Some(&"finish"));
+    assert_eq!(b.call.ended_by, Some("edge"));
+    // Ending twice (a BYE crossing ours) changes nothing.
+    assert!(b.run(|c, ctx| c.end(ctx, Some(LegId::A), "BYE")).is_empty());
+}
+
+#[test]
+fn ending_a_call_in_set_up_cancels_leg_b_only_while_its_invite_is_pending() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let fx = b.run(|c, ctx| c.end(ctx, None, "shutdown"));
+    assert_eq!(kinds(&fx), ["cancel", "finish"]);
+    let mut b = Bench::proceeding(Attempt::Ringing, false);
+    let fx = b.run(|c, ctx| c.end(ctx, None, "shutdown"));
+    assert_eq!(kinds(&fx), ["finish"]);
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    b.call.state = CallState::Cancelling(Attempt::Calling);
+    assert!(
+        b.run(|c, ctx| c.end(ctx, None, "again")).is_empty(),
+        "a cancel is under way"
+    );
+}
+
+#[test]
+fn each_bye_takes_the_next_cseq_of_its_leg() {
+    let mut b = Bench::confirmed();
+    b.call.b.local_cseq = 7;
+    let fx = b.run(|c, ctx| c.send_bye(ctx, LegId::B));
+    assert_eq!(requests(&fx)[0].2, 8);
+    assert!(requests(&fx)[0].3.contains("CSeq: 8 BYE\r\n"));
+    assert_eq!(b.call.b.local_cseq, 8);
+}
+
+#[test]
+fn a_refer_is_refused_405_with_allow_and_the_call_stays() {
+    let mut b = Bench::confirmed();
+    let refer = from_carrier("REFER", 2, "Refer-To: <sip:x@203.0.113.9>\r\n");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("refer"), &refer));
+    match &fx[..] {
+        [
+            Effect::Refuse {
+                code: 405, extra, ..
+            },
+        ] => assert!(extra.starts_with("Allow: INVITE")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.call.state, CallState::Confirmed);
+}
+
+#[test]
+fn a_reinvite_is_relayed_with_the_other_legs_dialog_next_cseq_and_our_contact() {
+    let mut b = Bench::confirmed();
+    let reinvite = from_carrier("INVITE", 2, "Contact: <sip:moved@203.0.113.6:5060>\r\n");
+    let key = server_key("reinvite");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, key.clone(), &reinvite));
+    assert_eq!(
+        b.call.a.remote_target, "sip:moved@203.0.113.6:5060",
+        "target refresh (RFC 3261 §12.2.2)"
+    );
+    let Effect::Request(sent) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(sent.purpose, CallPurpose::Relay(key));
+    assert_eq!(
+        (sent.leg, sent.method, sent.cseq),
+        (LegId::B, Method::Invite, 2)
+    );
+    let text = String::from_utf8_lossy(&sent.bytes);
+    assert!(text.contains("Contact: <sip:10.0.0.1:5080>\r\n"), "{text}");
+    assert!(
+        text.contains("From: <sip:edge@tb.example>;tag=tb\r\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("203.0.113"),
+        "nothing of the carrier's side passes: {text}"
+    );
+}
+
+#[test]
+fn a_request_to_a_leg_without_a_dialog_yet_is_refused_491() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let update = from_carrier("UPDATE", 2, "");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("update"), &update));
+    assert!(
+        matches!(&fx[..], [Effect::Refuse { code: 491, .. }]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_prack_names_the_invite_of_the_leg_it_is_sent_on() {
+    let mut b = Bench::confirmed();
+    b.call.b.invite_cseq = 41;
+    let prack = from_carrier("PRACK", 2, "RAck: 1 1 INVITE\r\n");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("prack"), &prack));
+    let text = &requests(&fx)[0].3;
+    assert!(
+        text.contains("RAck: 1 41 INVITE\r\n"),
+        "RFC 3262 §7.2: {text}"
+    );
+    assert!(
+        !text.contains("Contact:"),
+        "only INVITE and UPDATE carry our Contact"
+    );
+}
+
+#[test]
+fn a_2xx_to_a_relayed_reinvite_goes_back_confirms_targets_and_is_checkpointed() {
+    let mut b = Bench::confirmed();
+    let key = server_key("reinvite");
+    let ok = platform_answer(200, "INVITE", 2, "Contact: <sip:pod2@192.0.2.51:5060>\r\n");
+    let fx = b.run(|c, ctx| c.relay_response(ctx, LegId::B, key.clone(), Method::Invite, 2, &ok));
+    assert_eq!(kinds(&fx), ["respond", "checkpoint"]);
+    let Effect::Respond { code, lines, .. } = &fx[0] else {
+        panic!()
+    };
+    assert_eq!(*code, 200);
+    assert!(
+        lines.starts_with("Contact: <sip:198.51.100.1:5060>\r\n"),
+        "{lines}"
+    );
+    assert_eq!(b.call.b.remote_target, "sip:pod2@192.0.2.51:5060");
+    assert_eq!(b.call.b.reinvite_cseq, Some(2), "for the ACK to follow");
+    assert_eq!(b.call.a.awaiting_ack, Some(key));
+}
+
+#[test]
+fn a_refusal_of_a_relayed_request_goes_back_and_changes_nothing() {
+    let mut b = Bench::confirmed();
+    let busy = platform_answer(488, "INVITE", 2, "Contact: <sip:pod2@192.0.2.51:5060>\r\n");
+    let fx =
+        b.run(|c, ctx| c.relay_response(ctx, LegId::B, server_key("r"), Method::Invite, 2, &busy));
+    assert_eq!(kinds(&fx), ["respond"]);
+    assert!(matches!(&fx[0], Effect::Respond { code: 488, .. }));
+    assert_eq!(b.call.b.remote_target, format!("sip:peer@{PLATFORM}"));
+    assert_eq!(b.call.b.reinvite_cseq, None);
+    let trying = platform_answer(100, "INVITE", 2, "");
+    assert!(
+        b.run(|c, ctx| c.relay_response(
+            ctx,
+            LegId::B,
+            server_key("r"),
+            Method::Invite,
+            2,
+            &trying
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_refresh_that_crosses_the_edge_restarts_both_legs_session_timers() {
+    let mut b = Bench::confirmed();
+    let ok = platform_answer(
+        200,
+        "UPDATE",
+        3,
+        "Session-Expires: 1800;refresher=uas\r\nRequire: timer\r\n",
+    );
+    let fx =
+        b.run(|c, ctx| c.relay_response(ctx, LegId::B, server_key("u"), Method::Update, 3, &ok));
+    assert_eq!(kinds(&fx), ["timer", "timer", "respond", "checkpoint"]);
+    let timers: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Timer { timer, .. } => Some(*timer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        timers,
+        [CallTimer::Session(LegId::B), CallTimer::Session(LegId::A)]
+    );
+    assert!(b.call.a.session.is_some() && b.call.b.session.is_some());
+    assert_eq!(b.call.b.awaiting_ack, None, "an UPDATE has no ACK");
+}
+
+#[test]
+fn a_session_the_edge_refreshes_gets_an_update_at_its_half_time() {
+    let mut b = Bench::confirmed();
+    b.call.b.session = Some(SessionTimer::new(1800, true, b.now));
+    b.now += Duration::from_secs(900);
+    let fx = b.run(|c, ctx| c.session_due(ctx, LegId::B));
+    assert_eq!(kinds(&fx), ["timer", "request"]);
+    let r = &requests(&fx)[0];
+    assert_eq!((r.0, r.1, r.2), (LegId::B, Method::Update, 2));
+    assert!(
+        r.3.contains("Session-Expires: 1800;refresher=uac\r\n"),
+        "{}",
+        r.3
+    );
+    assert!(
+        !b.call.b.session.is_some_and(|s| s.edge_refreshes),
+        "waiting for the answer"
+    );
+    let sent = b
+        .env
+        .metrics
+        .session_refreshes
+        .with_label_values(&["acme/pacific", "sent"])
+        .get();
+    assert_eq!(sent, 1);
+}
+
+#[test]
+fn a_session_the_peer_did_not_refresh_ends_the_call_with_reason_408() {
+    let mut b = Bench::confirmed();
+    b.call.a.session = Some(SessionTimer::new(90, false, b.now));
+    b.now += Duration::from_secs(60);
+    let fx = b.run(|c, ctx| c.session_due(ctx, LegId::A));
+    let reqs = requests(&fx);
+    assert_eq!(reqs.len(), 2, "BYE on both legs");
+    assert!(
+        reqs.iter()
+            .all(|r| r.1 == Method::Bye && r.3.contains("Reason: SIP;cause=408"))
+    );
+    assert_eq!(b.call.state, CallState::Ending);
+}
+
+#[test]
+fn a_session_timer_that_fires_early_or_after_the_end_does_nothing() {
+    let mut b = Bench::confirmed();
+    b.call.a.session = Some(SessionTimer::new(1800, true, b.now));
+    b.now += Duration::from_secs(100);
+    assert!(
+        b.run(|c, ctx| c.session_due(ctx, LegId::A)).is_empty(),
+        "a refresh moved it"
+    );
+    b.now += Duration::from_secs(900);
+    b.call.state = CallState::Ended;
+    assert!(b.run(|c, ctx| c.session_due(ctx, LegId::A)).is_empty());
+    assert!(
+        b.run(|c, ctx| c.session_due(ctx, LegId::B)).is_empty(),
+        "no timer on leg B"
+    );
+}
+
+#[test]
+fn a_2xx_to_our_refresh_without_session_expires_keeps_the_edge_refreshing() {
+    let mut b = Bench::confirmed();
+    b.call.b.session = Some(SessionTimer::new(600, false, b.now));
+    let ok = platform_answer(200, "UPDATE", 2, "");
+    let fx = b.run(|c, ctx| c.refresh_answered(ctx, LegId::B, &ok));
+    match &fx[..] {
+        [
+            Effect::Timer {
+                after,
+                timer: CallTimer::Session(LegId::B),
+            },
+        ] => {
+            assert_eq!(*after, Duration::from_secs(300));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        b.call
+            .b
+            .session
+            .is_some_and(|s| s.edge_refreshes && s.interval == 600)
+    );
+}
+
+#[test]
+fn a_refresh_answered_481_ends_the_call_and_one_refused_stops_refreshing() {
+    let mut b = Bench::confirmed();
+    let gone = platform_answer(481, "UPDATE", 2, "");
+    let fx = b.run(|c, ctx| c.refresh_answered(ctx, LegId::B, &gone));
+    assert!(
+        requests(&fx)
+            .iter()
+            .all(|r| r.3.contains("Reason: SIP;cause=481"))
+    );
+    assert_eq!(kinds(&fx).last(), Some(&"finish"));
+    let mut b = Bench::confirmed();
+    b.call.b.session = Some(SessionTimer::new(600, true, b.now));
+    let no = platform_answer(501, "UPDATE", 2, "");
+    assert!(
+        b.run(|c, ctx| c.refresh_answered(ctx, LegId::B, &no))
+            .is_empty()
+    );
+    assert_eq!(b.call.b.session, None, "the edge stops refreshing this leg");
+    assert_eq!(b.call.state, CallState::Confirmed);
+    let ringing = platform_answer(180, "UPDATE", 2, "");
+    assert!(
+        b.run(|c, ctx| c.refresh_answered(ctx, LegId::B, &ringing))
+            .is_empty()
+    );
+}
+
+#[test]
+fn ringing_too_long_answers_the_caller_408_and_cancels_leg_b() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let key = TransactionKey::client("z9hG4bK-b-invite", Method::Invite);
+    let fx = b.run(|c, ctx| c.ringing_too_long(ctx, &key));
+    assert_eq!(kinds(&fx), ["refuse", "cancel"]);
+    assert!(matches!(&fx[0], Effect::Refuse { code: 408, text, .. } if text.contains("90 s")));
+    assert_eq!(b.call.state, CallState::Cancelling(Attempt::Ringing));
+    assert_eq!(
+        (b.call.final_code, b.call.ended_by),
+        (Some(408), Some("edge"))
+    );
+    // The timer of an attempt given up (failover) does nothing.
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let old = TransactionKey::client("z9hG4bK-older", Method::Invite);
+    assert!(b.run(|c, ctx| c.ringing_too_long(ctx, &old)).is_empty());
+    let mut b = Bench::confirmed();
+    assert!(
+        b.run(|c, ctx| c.ringing_too_long(ctx, &key)).is_empty(),
+        "answered meanwhile"
+    );
+}
+
+#[test]
+fn a_body_of_a_call_without_relay_passes_unchanged() {
+    let mut b = Bench::confirmed();
+    let sdp = b"v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let mut out = Vec::new();
+    let mut ctx = Ctx {
+        now: b.now,
+        mint: &mut b.mint,
+        env: &b.env,
+        media: None,
+        out: &mut out,
+    };
+    let body = b.call.relay_body(
+        &mut ctx,
+        LegId::A,
+        sdp,
+        Some(trunkgate_media::Exchange::Offer),
+    );
+    assert_eq!(body.ok().as_deref(), Some(&sdp[..]));
+    assert!(out.is_empty());
+}
