@@ -15,7 +15,7 @@ use trunkgate_media::MediaEngine;
 use trunkgate_sip::{Method, Request, Response};
 
 use super::b2bua::session_timer::{MIN_SE, SessionTimer, session_expires};
-use super::{Call, CallState, LegId, Side};
+use super::{Attempt, Call, CallState, LegId, Side};
 use crate::sip::ids::IdMint;
 use crate::sip::msg;
 use crate::sip::transaction::TransactionKey;
@@ -103,6 +103,12 @@ pub enum Effect {
     Timer {
         after: Duration,
         timer: CallTimer,
+    },
+    /// Bytes sent as they are: an ACK (no transaction, RFC 3261 §17.1.1.3).
+    Send {
+        side: Side,
+        dest: Link,
+        bytes: Vec<u8>,
     },
     /// CANCEL leg B's pending INVITE (built from its client transaction, RFC 3261 §9.1).
     CancelB,
@@ -492,6 +498,71 @@ impl Call {
     pub fn refresh_failed(&mut self, ctx: &mut Ctx, code: u16) {
         self.bye_lines = format!("Reason: SIP;cause={code};text=\"session refresh failed\"\r\n");
         self.end(ctx, None, "session refresh failed");
+    }
+
+    /// The end-to-end ACK of a 2xx the call sent on `leg` (the worker has matched it and
+    /// stopped that 2xx's retransmission): passed to the other leg (RFC 3261 §13.2.2.4 there).
+    /// The caller's ACK of the call's answer ends its set-up; its ACK on leg B is kept for a
+    /// retransmitted 2xx.
+    pub fn on_ack(&mut self, ctx: &mut Ctx, leg: LegId, req: &Request) {
+        let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
+        let other = leg.other();
+        let answers_setup = leg == LegId::A && ack_cseq == self.a.invite_cseq;
+        let initial = answers_setup && self.b_ack.is_none();
+        if answers_setup {
+            // Set up: the caller acknowledged the answer.
+            self.setup = None;
+            self.setup_source = None;
+        }
+        let cseq = if initial {
+            Some(self.b.invite_cseq)
+        } else {
+            self.leg_mut(other).reinvite_cseq.take()
+        };
+        let Some(cseq) = cseq else { return };
+        let branch = ctx.mint.branch();
+        let body = self
+            .relay_body(ctx, leg, &req.body, super::media::request_exchange(req))
+            .unwrap_or_default();
+        let mut lines = msg::copied_lines(req);
+        if initial && let Some(auth) = self.auth_line.take() {
+            // RFC 3261 §13.2.2.4: the ACK carries the INVITE's credentials.
+            lines.push_str(&auth);
+        }
+        let l = self.leg(other);
+        let hostport = ctx.env.hostport_on(l.side, &l.peer).to_string();
+        let (bytes, _, _, side, dest) =
+            super::b2bua::in_dialog_request(l, "ACK", &branch, cseq, None, &lines, &body, hostport);
+        if initial {
+            self.b_ack = Some(bytes.clone());
+        }
+        ctx.push(Effect::Send { side, dest, bytes });
+    }
+
+    /// A CANCEL from `side` matched the call's initial INVITE (server transaction `invite`)
+    /// before its final answer: the caller gets 487, and leg B's INVITE is CANCELed once it
+    /// has rung (RFC 3261 §9.1), or the call ends if leg B has none pending.
+    pub fn on_cancel(&mut self, ctx: &mut Ctx, side: Side, invite: TransactionKey) {
+        ctx.push(Effect::Respond {
+            key: invite,
+            code: 487,
+            reason: "Request Terminated".into(),
+            lines: String::new(),
+            body: Vec::new(),
+        });
+        let attempt = match self.state {
+            CallState::Proceeding(a) | CallState::Cancelling(a) => a,
+            _ => Attempt::Calling,
+        };
+        self.final_code = Some(487);
+        self.ended_by = Some(side.party());
+        self.state = CallState::Cancelling(attempt);
+        if self.b_invite.is_none() {
+            ctx.push(Effect::Finish);
+        } else if attempt == Attempt::Ringing {
+            // Before leg B rang, its CANCEL waits for a provisional answer.
+            ctx.push(Effect::CancelB);
+        }
     }
 
     /// Rewrites a body that passes from leg `from` to the other leg, as `exchange`

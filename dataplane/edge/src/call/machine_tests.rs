@@ -213,6 +213,7 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Respond { .. } => "respond",
             Effect::Refuse { .. } => "refuse",
             Effect::Timer { .. } => "timer",
+            Effect::Send { .. } => "send",
             Effect::CancelB => "cancel",
             Effect::Checkpoint => "checkpoint",
             Effect::Finish => "finish",
@@ -612,4 +613,82 @@ fn a_body_of_a_call_without_relay_passes_unchanged() {
     );
     assert_eq!(body.ok().as_deref(), Some(&sdp[..]));
     assert!(out.is_empty());
+}
+
+#[test]
+fn the_callers_ack_of_the_answer_goes_to_leg_b_with_the_invites_cseq_and_credentials() {
+    let mut b = Bench::confirmed();
+    b.call.b.invite_cseq = 3;
+    b.call.auth_line = Some("Proxy-Authorization: Digest username=\"acme\"\r\n".into());
+    let ack = from_carrier("ACK", 1, "");
+    let fx = b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack));
+    let [Effect::Send { side, dest, bytes }] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(
+        (*side, dest.addr().to_string()),
+        (Side::Internal, PLATFORM.to_string())
+    );
+    let text = String::from_utf8_lossy(bytes);
+    assert!(
+        text.starts_with(&format!("ACK sip:peer@{PLATFORM} SIP/2.0")),
+        "{text}"
+    );
+    assert!(text.contains("CSeq: 3 ACK\r\n"), "{text}");
+    assert!(
+        text.contains("Proxy-Authorization: Digest"),
+        "RFC 3261 §13.2.2.4: {text}"
+    );
+    assert_eq!(
+        b.call.b_ack.as_deref(),
+        Some(&bytes[..]),
+        "kept for a retransmitted 2xx"
+    );
+    assert!(b.call.auth_line.is_none());
+    // The same ACK again (a retransmission of ours) relays nothing more.
+    assert!(b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack)).is_empty());
+}
+
+#[test]
+fn the_ack_of_a_relayed_reinvites_2xx_takes_that_reinvites_cseq_once() {
+    let mut b = Bench::confirmed();
+    b.call.b_ack = Some(b"ACK of the set-up".to_vec());
+    b.call.b.reinvite_cseq = Some(5);
+    let ack = from_carrier("ACK", 2, "");
+    let fx = b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack));
+    let [Effect::Send { bytes, .. }] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert!(String::from_utf8_lossy(bytes).contains("CSeq: 5 ACK\r\n"));
+    assert_eq!(b.call.b_ack.as_deref(), Some(&b"ACK of the set-up"[..]));
+    assert!(b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack)).is_empty());
+}
+
+#[test]
+fn a_cancel_before_leg_b_rang_waits_for_its_provisional_answer() {
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    let a_invite = b.call.a_invite.clone();
+    let fx = b.run(|c, ctx| c.on_cancel(ctx, Side::Public, a_invite.clone()));
+    match &fx[..] {
+        [Effect::Respond { key, code: 487, .. }] => assert_eq!(*key, a_invite),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.call.state, CallState::Cancelling(Attempt::Calling));
+    assert_eq!(
+        (b.call.final_code, b.call.ended_by),
+        (Some(487), Some("carrier"))
+    );
+}
+
+#[test]
+fn a_cancel_after_leg_b_rang_cancels_it_and_one_before_any_invite_ends_the_call() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let a_invite = b.call.a_invite.clone();
+    let fx = b.run(|c, ctx| c.on_cancel(ctx, Side::Public, a_invite.clone()));
+    assert_eq!(kinds(&fx), ["respond", "cancel"]);
+    // Leg B's target still being looked up: nothing to CANCEL, the call ends.
+    let mut b = Bench::proceeding(Attempt::Calling, false);
+    let fx = b.run(|c, ctx| c.on_cancel(ctx, Side::Internal, a_invite));
+    assert_eq!(kinds(&fx), ["respond", "finish"]);
+    assert_eq!(b.call.ended_by, Some("platform"));
 }

@@ -93,6 +93,7 @@ impl Worker {
                     extra,
                 } => self.refuse(&key, code, &text, &extra),
                 Effect::Timer { after, timer } => self.schedule(after, timer_of(id, timer)),
+                Effect::Send { side, dest, bytes } => self.out.send(side, &dest, &bytes),
                 Effect::CancelB => self.send_cancel(id),
                 Effect::Checkpoint => self.checkpoint(id),
                 Effect::Finish => self.finish_call(id),

@@ -3,10 +3,8 @@
 
 use trunkgate_sip::Request;
 
-use super::*;
-use crate::call::{Attempt, CallState, LegId, Side};
+use crate::call::{CallState, LegId, Side};
 use crate::sip::message::{Builder, via};
-use crate::sip::msg;
 use crate::sip::transaction::{Role, ServerState, TransactionKey};
 use crate::transport::Link;
 use crate::worker::{Purpose, Timer, Worker};
@@ -108,60 +106,11 @@ impl Worker {
         let Some(sk) = c.leg_mut(leg).awaiting_ack.take() else {
             return;
         };
-        let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
         // The ACK of our 2xx (end to end, its own branch): stop its retransmission.
         if let Some(actions) = self.servers.get_mut(&sk).and_then(|tx| tx.machine.on_ack()) {
             self.server_acked(&sk, &actions);
         }
-        // End-to-end ACK: pass it to the other leg (RFC 3261 §13.2.2.4 on that leg).
-        let other = leg.other();
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let initial = leg == LegId::A && ack_cseq == c.a.invite_cseq && c.b_ack.is_none();
-        if leg == LegId::A && ack_cseq == c.a.invite_cseq {
-            // Set up: the caller acknowledged the answer.
-            c.setup = None;
-            c.setup_source = None;
-        }
-        let cseq = if initial {
-            Some(c.b.invite_cseq)
-        } else {
-            c.leg_mut(other).reinvite_cseq.take()
-        };
-        let Some(cseq) = cseq else { return };
-        let branch = self.mint.branch();
-        let body = self
-            .relay_body(
-                id,
-                leg,
-                &req.body,
-                crate::call::media::request_exchange(req),
-            )
-            .unwrap_or_default();
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let mut lines = msg::copied_lines(req);
-        if initial && let Some(auth) = c.auth_line.take() {
-            // RFC 3261 §13.2.2.4: the ACK carries the INVITE's credentials.
-            lines.push_str(&auth);
-        }
-        let l = c.leg(other);
-        let (bytes, _, _, side, peer) = in_dialog_request(
-            l,
-            "ACK",
-            &branch,
-            cseq,
-            None,
-            &lines,
-            &body,
-            self_hostport(&self.shared, l),
-        );
-        self.out.send(side, &peer, &bytes);
-        if initial {
-            c.b_ack = Some(bytes);
-        }
+        self.drive(id, |c, ctx| c.on_ack(ctx, leg, req));
     }
 
     pub(crate) fn on_cancel(&mut self, side: Side, src: &Link, req: &Request) {
@@ -187,25 +136,7 @@ impl Worker {
             return;
         }
         let Some((id, _)) = call else { return };
-        self.respond(&inv, 487, "Request Terminated", "", &[]);
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let attempt = match c.state {
-            CallState::Proceeding(a) | CallState::Cancelling(a) => a,
-            _ => Attempt::Calling,
-        };
-        c.final_code = Some(487);
-        c.ended_by = Some(side.party());
-        c.state = CallState::Cancelling(attempt);
-        if c.b_invite.is_some() {
-            // Before leg B rang, its CANCEL waits for a provisional answer (RFC 3261 §9.1).
-            if attempt == Attempt::Ringing {
-                self.send_cancel(id);
-            }
-        } else {
-            self.finish_call(id);
-        }
+        self.drive(id, |c, ctx| c.on_cancel(ctx, side, inv));
     }
 
     pub(crate) fn on_in_dialog(&mut self, side: Side, src: &Link, req: &Request) {

@@ -99,11 +99,6 @@ pub(crate) fn contact(hostport: &str, link: &Link) -> String {
     }
 }
 
-/// host:port in Via and Contact of a request inside leg `l`'s dialog.
-fn self_hostport(shared: &crate::worker::Shared, l: &Leg) -> String {
-    shared.hostport_on(l.side, &l.peer).to_string()
-}
-
 /// A request inside a leg's dialog (RFC 3261 §12.2.1.1).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn in_dialog_request(
