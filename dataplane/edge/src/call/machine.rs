@@ -74,10 +74,22 @@ pub struct Sent {
 }
 
 /// A timer of the call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallTimer {
     /// A leg's RFC 4028 session timer.
     Session(LegId),
+    /// Leg B's INVITE (this attempt) rings too long (`--ringing-seconds`).
+    Ringing(TransactionKey),
+}
+
+/// What a final or provisional answer to leg B's INVITE left for the worker to do besides
+/// the effects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupAnswer {
+    Done,
+    /// The carrier challenged the trunk (401/407): the worker answers with the trunk's
+    /// credentials ([`crate::call::challenge`]) or refuses the caller.
+    Challenged,
 }
 
 /// What a transition asks the worker to do, in order.
@@ -110,6 +122,12 @@ pub enum Effect {
         dest: Link,
         bytes: Vec<u8>,
     },
+    /// Try the call's next hop (failover, a followed redirect), or refuse the caller after
+    /// the last.
+    NextHop,
+    /// The caller's ACK of the answer is awaited (a full set-up cap may end the call when it
+    /// does not come: `call/b2bua/recycle.rs`).
+    AwaitAck,
     /// CANCEL leg B's pending INVITE (built from its client transaction, RFC 3261 §9.1).
     CancelB,
     /// The call changed in a way a restarted edge must find.
@@ -498,6 +516,242 @@ impl Call {
     pub fn refresh_failed(&mut self, ctx: &mut Ctx, code: u16) {
         self.bye_lines = format!("Reason: SIP;cause={code};text=\"session refresh failed\"\r\n");
         self.end(ctx, None, "session refresh failed");
+    }
+
+    /// An answer to leg B's current INVITE (the worker has matched `key` to this attempt):
+    /// a provisional one rings and is relayed, a 2xx confirms the call on both legs, a
+    /// failure fails over (outbound), follows a redirect within the trunk, or is relayed.
+    pub fn on_setup_answer(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &TransactionKey,
+        resp: &Response,
+    ) -> SetupAnswer {
+        let code = resp.status_code.code();
+        if code == 100 {
+            return SetupAnswer::Done;
+        }
+        if code < 200 {
+            if self.state == CallState::Proceeding(Attempt::Calling) {
+                let ringing = Duration::from_secs(ctx.env.settings().ringing_seconds.max(1));
+                ctx.push(Effect::Timer {
+                    after: ringing,
+                    timer: CallTimer::Ringing(key.clone()),
+                });
+            }
+            let first = match &mut self.state {
+                CallState::Proceeding(a) | CallState::Cancelling(a) => {
+                    std::mem::replace(a, Attempt::Ringing) == Attempt::Calling
+                }
+                _ => false,
+            };
+            let to = msg::header(resp, "To").unwrap_or_default();
+            if msg::header_param(to, "tag").is_some() {
+                super::b2bua::learn_dialog(&mut self.b, resp);
+            }
+            if self.state.cancelled() {
+                // Cancelled before leg B rang: its CANCEL goes now (RFC 3261 §9.1).
+                if first {
+                    ctx.push(Effect::CancelB);
+                }
+                return SetupAnswer::Done;
+            }
+            let lines = super::b2bua::answer_lines(ctx.env, &self.a, resp);
+            // Early media (183): its SDP goes through the relay; a body we cannot read is
+            // dropped rather than passed with the far side's addresses in it.
+            let body = self
+                .relay_body(
+                    ctx,
+                    LegId::B,
+                    &resp.body,
+                    super::media::response_exchange(Method::Invite, resp),
+                )
+                .unwrap_or_default();
+            ctx.push(Effect::Respond {
+                key: self.a_invite.clone(),
+                code,
+                reason: super::b2bua::reason_of(resp),
+                lines,
+                body,
+            });
+            return SetupAnswer::Done;
+        }
+        self.b_invite = None;
+        if code < 300 {
+            self.answered_2xx(ctx, resp);
+            return SetupAnswer::Done;
+        }
+        // 3xx-6xx.
+        if self.state.cancelled() {
+            ctx.push(Effect::Finish);
+            return SetupAnswer::Done;
+        }
+        if (code == 401 || code == 407) && self.b.side == Side::Public {
+            return SetupAnswer::Challenged;
+        }
+        let outbound = self.direction == super::Direction::Outbound;
+        if outbound && (300..400).contains(&code) {
+            self.redirected(ctx, resp);
+            return SetupAnswer::Done;
+        }
+        let retryable = code == 408 || (500..600).contains(&code);
+        if outbound && retryable && self.next_hop < self.hops.len() {
+            ctx.env
+                .metrics()
+                .failovers
+                .with_label_values(&[self.trunk_id(), crate::metrics::code_class(code)])
+                .inc();
+            self.last_failure = Some((code, super::b2bua::reason_of(resp)));
+            self.auth_tries = 0;
+            self.auth_line = None;
+            ctx.push(Effect::NextHop);
+            return SetupAnswer::Done;
+        }
+        self.final_code = Some(code);
+        let lines = msg::copied_lines(resp)
+            + &msg::header(resp, "Retry-After")
+                .map(|v| format!("Retry-After: {v}\r\n"))
+                .unwrap_or_default();
+        ctx.push(Effect::Respond {
+            key: self.a_invite.clone(),
+            code,
+            reason: super::b2bua::reason_of(resp),
+            lines,
+            body: Vec::new(),
+        });
+        ctx.push(Effect::Finish);
+        SetupAnswer::Done
+    }
+
+    /// Leg B answered 2xx: the call is confirmed and the answer relayed to the caller; a call
+    /// whose caller already went (a CANCEL crossed the answer), or whose answer cannot be
+    /// relayed, is acknowledged and hung up on leg B.
+    fn answered_2xx(&mut self, ctx: &mut Ctx, resp: &Response) {
+        let code = resp.status_code.code();
+        super::b2bua::learn_dialog(&mut self.b, resp);
+        if !matches!(self.state, CallState::Proceeding(_)) {
+            // Leg A is already gone (CANCEL raced the answer): confirm and end leg B.
+            self.ack_b(ctx, resp);
+            self.send_bye(ctx, LegId::B);
+            return ctx.push(Effect::Finish);
+        }
+        let exchange = super::media::response_exchange(Method::Invite, resp);
+        let body = match self.relay_body(ctx, LegId::B, &resp.body, exchange) {
+            Ok(b) => b,
+            Err(r) => {
+                // The answer cannot be relayed: confirm leg B and hang it up, refuse leg A.
+                self.ack_b(ctx, resp);
+                self.send_bye(ctx, LegId::B);
+                return self.fail_a(ctx, r.code, &r.text);
+            }
+        };
+        self.state = CallState::Confirmed;
+        self.answered = Some(std::time::SystemTime::now());
+        self.final_code = Some(code);
+        // What re-sending the INVITE (failover, digest) needed is not needed any more: an
+        // answered call holds only its dialogs (memory per active call).
+        self.b_lines = String::new();
+        self.b_body = Vec::new();
+        self.hops = Vec::new();
+        // `auth_line` stays for the ACK (RFC 3261 §13.2.2.4: same credentials as the INVITE).
+        self.last_failure = None;
+        let a_key = self.a_invite.clone();
+        self.a.awaiting_ack = Some(a_key.clone());
+        let lines = super::b2bua::answer_lines(ctx.env, &self.a, resp);
+        if self.a.side == Side::Public {
+            ctx.push(Effect::AwaitAck);
+        }
+        // RFC 4028: each leg's session timer, from the 2xx the edge got (UAC on leg B) and
+        // the one it sends on (UAS on leg A).
+        self.session_negotiated(ctx, LegId::B, resp, true);
+        self.session_negotiated(ctx, LegId::A, resp, false);
+        ctx.push(Effect::Respond {
+            key: a_key,
+            code,
+            reason: super::b2bua::reason_of(resp),
+            lines,
+            body,
+        });
+        // Answered: from here a restarted edge must find it (worker/restore.rs).
+        ctx.push(Effect::Checkpoint);
+    }
+
+    /// A carrier target answered 3xx (RFC 3261 §8.1.3.4). Its Contacts are followed only
+    /// where the trunk already sends or takes calls (one of its targets' host and port, or an
+    /// address inside its `allowedCidrs`): a 3xx cannot steer a call, and its caller ID, to a
+    /// place the trunk's owner never named. Else the next target is tried; after the last the
+    /// platform gets the 3xx with its Contacts and decides.
+    fn redirected(&mut self, ctx: &mut Ctx, resp: &Response) {
+        let code = resp.status_code.code();
+        let trunk = self.rt.trunk(self.trunk);
+        let follow = (self.redirects < super::b2bua::MAX_REDIRECTS)
+            .then(|| {
+                msg::list(resp, "Contact")
+                    .iter()
+                    .map(|v| msg::uri_of(v).to_string())
+                    .filter_map(|uri| trunkgate_crds::compile::parse_target(&uri, None, 1, 1).ok())
+                    .find(|t| super::b2bua::trunk_takes(trunk, t))
+            })
+            .flatten();
+        let trunk_id = trunk.id.clone();
+        self.last_failure = Some((code, super::b2bua::reason_of(resp)));
+        self.auth_tries = 0;
+        self.auth_line = None;
+        let failovers = &ctx.env.metrics().failovers;
+        if let Some(target) = follow {
+            self.redirects += 1;
+            let hop = crate::route::admission::hop_of(&target);
+            let at = self.next_hop.min(self.hops.len());
+            self.hops.insert(at, hop);
+            tracing::info!(call = self.a.local_tag, trunk = trunk_id, target = %target.uri, "following a carrier's {code}");
+            failovers
+                .with_label_values(&[trunk_id.as_str(), "3xx_followed"])
+                .inc();
+            return ctx.push(Effect::NextHop);
+        }
+        if self.next_hop < self.hops.len() {
+            failovers
+                .with_label_values(&[trunk_id.as_str(), "3xx"])
+                .inc();
+            return ctx.push(Effect::NextHop);
+        }
+        self.final_code = Some(code);
+        let lines = msg::copied_lines(resp) + &msg::header_lines(resp, "Contact");
+        ctx.push(Effect::Respond {
+            key: self.a_invite.clone(),
+            code,
+            reason: super::b2bua::reason_of(resp),
+            lines,
+            body: Vec::new(),
+        });
+        ctx.push(Effect::Finish);
+    }
+
+    /// ACK for leg B's 2xx (a new transaction: RFC 3261 §13.2.2.4), kept for a retransmitted
+    /// 2xx.
+    pub fn ack_b(&mut self, ctx: &mut Ctx, resp: &Response) {
+        let branch = ctx.mint.branch();
+        let hostport = ctx.env.hostport_on(self.b.side, &self.b.peer).to_string();
+        let to = msg::header(resp, "To").unwrap_or_default();
+        let bytes = super::b2bua::ack_of_2xx(&self.b, to, &branch, &hostport);
+        self.b_ack = Some(bytes.clone());
+        ctx.push(Effect::Send {
+            side: self.b.side,
+            dest: self.b.peer.clone(),
+            bytes,
+        });
+    }
+
+    /// The call fails before it was answered: the caller gets `code` with `text` as Warning.
+    pub fn fail_a(&mut self, ctx: &mut Ctx, code: u16, text: &str) {
+        self.final_code = Some(code);
+        ctx.push(Effect::Refuse {
+            key: self.a_invite.clone(),
+            code,
+            text: text.to_string(),
+            extra: String::new(),
+        });
+        ctx.push(Effect::Finish);
     }
 
     /// The end-to-end ACK of a 2xx the call sent on `leg` (the worker has matched it and

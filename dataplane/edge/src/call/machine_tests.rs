@@ -130,6 +130,27 @@ impl Bench {
         }
     }
 
+    /// An outbound call in set-up: leg A from the platform, leg B to the carrier, whose
+    /// INVITE is pending at the first of two targets.
+    fn outbound(attempt: Attempt) -> Self {
+        let mut b = Self::proceeding(attempt, true);
+        b.call.direction = Direction::Outbound;
+        std::mem::swap(&mut b.call.a, &mut b.call.b);
+        std::mem::swap(&mut b.call.a.local_tag, &mut b.call.b.local_tag);
+        b.call.a.remote_tag = Some("ra".into());
+        b.call.b.remote_tag = None;
+        let targets = ["sip:203.0.113.5:5060", "sip:203.0.113.6:5060"];
+        b.call.hops = targets
+            .iter()
+            .map(|u| {
+                let t = trunkgate_crds::compile::parse_target(u, None, 1, 1).expect("a target");
+                crate::route::admission::hop_of(&t)
+            })
+            .collect();
+        b.call.next_hop = 1;
+        b
+    }
+
     /// A call whose leg B INVITE `key` has had `attempt` so far.
     fn proceeding(attempt: Attempt, pending: bool) -> Self {
         let mut b = Self::confirmed();
@@ -215,6 +236,8 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Timer { .. } => "timer",
             Effect::Send { .. } => "send",
             Effect::CancelB => "cancel",
+            Effect::NextHop => "next_hop",
+            Effect::AwaitAck => "await_ack",
             Effect::Checkpoint => "checkpoint",
             Effect::Finish => "finish",
         })
@@ -446,7 +469,7 @@ fn a_refresh_that_crosses_the_edge_restarts_both_legs_session_timers() {
     let timers: Vec<_> = fx
         .iter()
         .filter_map(|e| match e {
-            Effect::Timer { timer, .. } => Some(*timer),
+            Effect::Timer { timer, .. } => Some(timer.clone()),
             _ => None,
         })
         .collect();
@@ -691,4 +714,270 @@ fn a_cancel_after_leg_b_rang_cancels_it_and_one_before_any_invite_ends_the_call(
     let fx = b.run(|c, ctx| c.on_cancel(ctx, Side::Internal, a_invite));
     assert_eq!(kinds(&fx), ["respond", "finish"]);
     assert_eq!(b.call.ended_by, Some("platform"));
+}
+
+fn b_key() -> TransactionKey {
+    TransactionKey::client("z9hG4bK-b-invite", Method::Invite)
+}
+
+/// An answer to leg B's INVITE from the platform (inbound) with a To tag.
+fn answer(code: u16, extra: &str) -> Response {
+    platform_answer(code, "INVITE", 1, extra)
+}
+
+#[test]
+fn the_first_ringing_is_relayed_with_our_contact_and_starts_the_ringing_timer() {
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    let ringing = answer(180, "Contact: <sip:pod@192.0.2.50:5060>\r\n");
+    let fx = b.run(|c, ctx| {
+        let step = c.on_setup_answer(ctx, &b_key(), &ringing);
+        assert_eq!(step, super::machine::SetupAnswer::Done);
+    });
+    assert_eq!(kinds(&fx), ["timer", "respond"]);
+    assert!(
+        matches!(&fx[0], Effect::Timer { after, timer: CallTimer::Ringing(k) } if *k == b_key() && *after == Duration::from_secs(90))
+    );
+    let Effect::Respond {
+        key,
+        code: 180,
+        lines,
+        ..
+    } = &fx[1]
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(*key, b.call.a_invite);
+    assert!(
+        lines.starts_with("Contact: <sip:198.51.100.1:5060>\r\n"),
+        "{lines}"
+    );
+    assert_eq!(b.call.state, CallState::Proceeding(Attempt::Ringing));
+    assert_eq!(
+        b.call.b.remote_tag.as_deref(),
+        Some("rb"),
+        "the early dialog is learnt"
+    );
+    // A 183 after it starts no second ringing timer; a 100 does nothing at all.
+    let progress = answer(183, "");
+    assert_eq!(
+        kinds(&b.run(|c, ctx| {
+            c.on_setup_answer(ctx, &b_key(), &progress);
+        })),
+        ["respond"]
+    );
+    let trying = answer(100, "");
+    assert!(
+        b.run(|c, ctx| {
+            c.on_setup_answer(ctx, &b_key(), &trying);
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_cancelled_call_sends_its_cancel_at_the_first_ringing_and_relays_nothing() {
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    b.call.state = CallState::Cancelling(Attempt::Calling);
+    let ringing = answer(180, "");
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &ringing);
+    });
+    assert_eq!(kinds(&fx), ["cancel"]);
+    assert!(
+        b.run(|c, ctx| {
+            c.on_setup_answer(ctx, &b_key(), &ringing);
+        })
+        .is_empty(),
+        "once"
+    );
+    // Its final answer ends the call.
+    let terminated = answer(487, "");
+    assert_eq!(
+        kinds(&b.run(|c, ctx| {
+            c.on_setup_answer(ctx, &b_key(), &terminated);
+        })),
+        ["finish"]
+    );
+}
+
+#[test]
+fn a_2xx_confirms_the_call_relays_the_answer_and_checkpoints_it() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    b.call.b_lines = "X-Kept: for failover\r\n".into();
+    let ok = answer(
+        200,
+        "Contact: <sip:pod@192.0.2.50:5060>\r\nSession-Expires: 1800;refresher=uac\r\n",
+    );
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &ok);
+    });
+    assert_eq!(
+        kinds(&fx),
+        ["await_ack", "timer", "timer", "respond", "checkpoint"]
+    );
+    assert_eq!(b.call.state, CallState::Confirmed);
+    assert_eq!(b.call.b_invite, None);
+    assert_eq!(b.call.final_code, Some(200));
+    assert!(b.call.answered.is_some());
+    assert!(
+        b.call.b_lines.is_empty(),
+        "an answered call keeps only its dialogs"
+    );
+    assert_eq!(b.call.a.awaiting_ack, Some(b.call.a_invite.clone()));
+    assert_eq!(b.call.b.remote_target, "sip:pod@192.0.2.50:5060");
+}
+
+#[test]
+fn a_2xx_that_crosses_the_callers_cancel_is_acknowledged_and_hung_up() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    b.call.state = CallState::Cancelling(Attempt::Ringing);
+    let ok = answer(200, "Contact: <sip:pod@192.0.2.50:5060>\r\n");
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &ok);
+    });
+    assert_eq!(kinds(&fx), ["send", "request", "finish"]);
+    let Effect::Send { bytes, .. } = &fx[0] else {
+        panic!()
+    };
+    let ack = String::from_utf8_lossy(bytes);
+    assert!(
+        ack.starts_with("ACK sip:pod@192.0.2.50:5060 SIP/2.0"),
+        "{ack}"
+    );
+    assert!(
+        ack.contains("CSeq: 1 ACK\r\n") && ack.contains(";tag=rb"),
+        "{ack}"
+    );
+    assert_eq!(requests(&fx)[0].1, Method::Bye);
+    assert_eq!(b.call.b_ack.as_deref(), Some(&bytes[..]));
+}
+
+#[test]
+fn an_outbound_503_fails_over_to_the_next_target_and_the_last_one_is_relayed() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    let busy = response(
+        "SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b-invite\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:x@203.0.113.5>;tag=c1\r\nCall-ID: call-ta\r\nCSeq: 1 INVITE\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
+    );
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &busy);
+    });
+    assert_eq!(kinds(&fx), ["next_hop"]);
+    assert_eq!(
+        b.call.last_failure,
+        Some((503, "Service Unavailable".into()))
+    );
+    let failovers = b
+        .env
+        .metrics
+        .failovers
+        .with_label_values(&["acme/pacific", "5xx"])
+        .get();
+    assert_eq!(failovers, 1);
+    // The last target's 503 goes to the platform with its Retry-After.
+    b.call.next_hop = 2;
+    b.call.b_invite = Some(b_key());
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &busy);
+    });
+    assert_eq!(kinds(&fx), ["respond", "finish"]);
+    let Effect::Respond {
+        code: 503, lines, ..
+    } = &fx[0]
+    else {
+        panic!("{fx:?}")
+    };
+    assert!(lines.contains("Retry-After: 30\r\n"), "{lines}");
+    assert_eq!(b.call.final_code, Some(503));
+}
+
+#[test]
+fn an_inbound_call_does_not_fail_over_and_a_busy_callee_is_relayed() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &answer(503, ""));
+    });
+    assert_eq!(kinds(&fx), ["respond", "finish"]);
+    let mut b = Bench::outbound(Attempt::Ringing);
+    let busy = response(
+        "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b-invite\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:x@203.0.113.5>;tag=c1\r\nCall-ID: call-ta\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    );
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &busy);
+    });
+    assert_eq!(
+        kinds(&fx),
+        ["respond", "finish"],
+        "the callee's own refusal is not a carrier failure"
+    );
+}
+
+#[test]
+fn a_carriers_challenge_to_the_invite_goes_to_the_worker_with_the_trunks_credentials() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    let challenge = response(
+        "SIP/2.0 407 Proxy Authentication Required\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b-invite\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:x@203.0.113.5>;tag=c1\r\nCall-ID: call-ta\r\nCSeq: 1 INVITE\r\nProxy-Authenticate: Digest realm=\"carrier\", nonce=\"n1\"\r\nContent-Length: 0\r\n\r\n",
+    );
+    let mut step = None;
+    let fx = b.run(|c, ctx| step = Some(c.on_setup_answer(ctx, &b_key(), &challenge)));
+    assert_eq!(step, Some(super::machine::SetupAnswer::Challenged));
+    assert!(fx.is_empty());
+}
+
+#[test]
+fn a_redirect_within_the_trunk_is_followed_and_one_elsewhere_is_relayed() {
+    let moved = |contact: &str| {
+        response(&format!(
+            "SIP/2.0 302 Moved Temporarily\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-b-invite\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:x@203.0.113.5>;tag=c1\r\nCall-ID: call-ta\r\nCSeq: 1 INVITE\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let mut b = Bench::outbound(Attempt::Ringing);
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &moved("sip:+6498879333@203.0.113.9:5070"));
+    });
+    assert_eq!(kinds(&fx), ["next_hop"]);
+    assert_eq!(
+        b.call.hops[1].uri_host, "203.0.113.9:5070",
+        "tried next, before the remaining target"
+    );
+    assert_eq!(b.call.redirects, 1);
+    // A Contact outside the trunk's targets and allow-list, after the last target: the
+    // platform gets the 302 with it and decides.
+    let mut b = Bench::outbound(Attempt::Ringing);
+    b.call.next_hop = 2;
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &b_key(), &moved("sip:elsewhere@198.18.0.1"));
+    });
+    assert_eq!(kinds(&fx), ["respond", "finish"]);
+    let Effect::Respond {
+        code: 302, lines, ..
+    } = &fx[0]
+    else {
+        panic!("{fx:?}")
+    };
+    assert!(
+        lines.contains("Contact: <sip:elsewhere@198.18.0.1>\r\n"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn failing_the_caller_refuses_its_invite_and_ends_the_call() {
+    let mut b = Bench::proceeding(Attempt::Calling, false);
+    let fx = b.run(|c, ctx| c.fail_a(ctx, 503, "no carrier target answered"));
+    match &fx[..] {
+        [
+            Effect::Refuse {
+                key,
+                code: 503,
+                text,
+                ..
+            },
+            Effect::Finish,
+        ] => {
+            assert_eq!(*key, b.call.a_invite);
+            assert_eq!(text, "no carrier target answered");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.call.final_code, Some(503));
 }

@@ -22,3 +22,15 @@ pub fn copied_lines(m: &impl HasHeaders) -> String {
     }
     s
 }
+
+/// Every `name` header of `m` as `Name: value` lines, values and order untouched.
+pub fn header_lines(m: &impl trunkgate_sip::HasHeaders, name: &str) -> String {
+    let mut s = String::new();
+    for v in headers(m, name) {
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(v);
+        s.push_str("\r\n");
+    }
+    s
+}

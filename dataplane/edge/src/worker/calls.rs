@@ -95,15 +95,12 @@ impl Worker {
                 Effect::Timer { after, timer } => self.schedule(after, timer_of(id, timer)),
                 Effect::Send { side, dest, bytes } => self.out.send(side, &dest, &bytes),
                 Effect::CancelB => self.send_cancel(id),
+                Effect::NextHop => self.next_hop(id),
+                Effect::AwaitAck => self.await_ack(id),
                 Effect::Checkpoint => self.checkpoint(id),
                 Effect::Finish => self.finish_call(id),
             }
         }
-    }
-
-    /// BYE on one leg of a confirmed call.
-    pub(crate) fn send_bye(&mut self, id: u64, leg: LegId) {
-        self.drive(id, |c, ctx| c.send_bye(ctx, leg));
     }
 
     /// Ends a call from one leg (or from the edge itself when `from` is None).
@@ -129,18 +126,6 @@ impl Worker {
         });
     }
 
-    pub(crate) fn session_negotiated(
-        &mut self,
-        id: u64,
-        leg: LegId,
-        resp: &Response,
-        edge_is_uac: bool,
-    ) {
-        self.drive(id, |c, ctx| {
-            c.session_negotiated(ctx, leg, resp, edge_is_uac)
-        });
-    }
-
     pub(crate) fn session_due(&mut self, id: u64, leg: LegId) {
         self.drive(id, |c, ctx| c.session_due(ctx, leg));
     }
@@ -152,22 +137,11 @@ impl Worker {
     pub(crate) fn refresh_failed(&mut self, id: u64, code: u16) {
         self.drive(id, |c, ctx| c.refresh_failed(ctx, code));
     }
-
-    /// Rewrites a body passing from leg `from` of call `id` ([`Call::relay_body`]).
-    pub fn relay_body(
-        &mut self,
-        id: u64,
-        from: LegId,
-        body: &[u8],
-        exchange: Option<trunkgate_media::Exchange>,
-    ) -> Result<Vec<u8>, crate::call::media::SdpRefusal> {
-        self.drive(id, |c, ctx| c.relay_body(ctx, from, body, exchange))
-            .unwrap_or_else(|| Ok(body.to_vec()))
-    }
 }
 
 fn timer_of(id: u64, t: CallTimer) -> Timer {
     match t {
         CallTimer::Session(leg) => Timer::Session(id, leg),
+        CallTimer::Ringing(key) => Timer::Ringing(id, key),
     }
 }

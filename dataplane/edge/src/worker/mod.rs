@@ -487,7 +487,7 @@ mod transactions;
 
 pub use output::{Outbox, Output};
 
-pub(crate) use receive::header_lines;
+pub(crate) use crate::sip::msg::header_lines;
 pub use receive::response_prefix;
 
 impl Worker {

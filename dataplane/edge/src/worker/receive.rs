@@ -332,18 +332,6 @@ pub fn response_prefix_of(m: &impl HasHeaders, src: SocketAddr, tag: Option<&str
     s
 }
 
-/// Every `name` header of `m` as `Name: value` lines, values and order untouched.
-pub(crate) fn header_lines(m: &impl HasHeaders, name: &str) -> String {
-    let mut s = String::new();
-    for v in msg::headers(m, name) {
-        s.push_str(name);
-        s.push_str(": ");
-        s.push_str(v);
-        s.push_str("\r\n");
-    }
-    s
-}
-
 /// RFC 3261 §18.2.1 `received` and RFC 3581 `rport` on the top Via.
 pub(super) fn with_received(via: &str, src: SocketAddr) -> String {
     let mut parts: Vec<String> = Vec::new();

@@ -9,7 +9,7 @@ use crate::worker::{Lookup, Purpose, Timer, Worker};
 
 impl Worker {
     /// Tries the next B-leg hop, resolving its host when needed.
-    pub(super) fn next_hop(&mut self, id: u64) {
+    pub(crate) fn next_hop(&mut self, id: u64) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -165,12 +165,6 @@ impl Worker {
 
     /// Answers leg A's INVITE with a failure and ends the call.
     pub(super) fn fail_a(&mut self, id: u64, code: u16, text: &str) {
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        c.final_code = Some(code);
-        let key = c.a_invite.clone();
-        self.refuse(&key, code, text, "");
-        self.finish_call(id);
+        self.drive(id, |c, ctx| c.fail_a(ctx, code, text));
     }
 }

@@ -36,10 +36,11 @@ pub(crate) fn reason_of(resp: &Response) -> String {
 }
 
 pub(crate) use crate::route::hop::crds_transport;
+pub(crate) use answer::trunk_takes;
 
 /// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
 /// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
-fn learn_dialog(b: &mut Leg, resp: &Response) {
+pub(crate) fn learn_dialog(b: &mut Leg, resp: &Response) {
     let to = msg::header(resp, "To").unwrap_or_default();
     b.remote_tag = msg::header_param(to, "tag").map(str::to_string);
     b.remote = to.to_string();
@@ -81,10 +82,14 @@ pub(crate) fn refresh_target(l: &mut Leg, m: &impl trunkgate_sip::HasHeaders) {
 }
 
 /// Headers of an answer relayed to leg A: our Contact and the copied ones.
-fn answer_lines(shared: &crate::worker::Shared, a: &Leg, resp: &Response) -> String {
+pub(crate) fn answer_lines(
+    env: &dyn crate::call::machine::Env,
+    a: &Leg,
+    resp: &Response,
+) -> String {
     format!(
         "Contact: {}\r\n{}",
-        contact(shared.hostport_on(a.side, &a.peer), &a.peer),
+        contact(env.hostport_on(a.side, &a.peer), &a.peer),
         msg::copied_lines(resp)
     )
 }
@@ -97,6 +102,25 @@ pub(crate) fn contact(hostport: &str, link: &Link) -> String {
         Link::Tcp(..) => format!("<sip:{hostport};transport=tcp>"),
         Link::Tls(..) => format!("<sip:{hostport};transport=tls>"),
     }
+}
+
+/// The ACK of a 2xx on leg `b` (its To, with the tag, from the answer), sent from
+/// `hostport` with our `branch` (RFC 3261 §13.2.2.4: a new transaction, the INVITE's CSeq).
+pub(crate) fn ack_of_2xx(b: &Leg, to: &str, branch: &str, hostport: &str) -> Vec<u8> {
+    let (ruri, routes) = dialog_route(b);
+    let mut m = Builder::request_via("ACK", &ruri, &via(b.peer.transport(), hostport, branch));
+    for r in routes {
+        if r.starts_with('<') {
+            m.push("Route", r);
+        } else {
+            m.push("Route", &format!("<{r}>"));
+        }
+    }
+    m.header("From", &format!("{};tag={}", b.local, b.local_tag))
+        .header("To", to)
+        .header("Call-ID", &b.call_id)
+        .header("CSeq", &format!("{} ACK", b.invite_cseq))
+        .finish()
 }
 
 /// A request inside a leg's dialog (RFC 3261 §12.2.1.1).
