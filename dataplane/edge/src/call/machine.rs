@@ -25,6 +25,8 @@ use crate::transport::Link;
 pub trait Env {
     /// host:port of the edge in Via and Contact on `side`, over `link`'s transport.
     fn hostport_on(&self, side: Side, link: &Link) -> &str;
+    /// Lets answers from `ip` (a carrier target just looked up) through the kernel filter.
+    fn allow_source(&self, ip: std::net::IpAddr);
     /// The platform's allow-list (its sources are trusted with their SDP addresses).
     fn platform(&self) -> &crate::guard::platform::PlatformAcl;
     fn settings(&self) -> &crate::config::settings::Settings;
@@ -50,6 +52,8 @@ impl Ctx<'_> {
 /// Why the call sends a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallPurpose {
+    /// The INVITE that sets up leg B.
+    Setup,
     /// A request relayed from the other leg; its answer goes back to that server transaction.
     Relay(TransactionKey),
     /// A BYE ending this leg.
@@ -80,6 +84,8 @@ pub enum CallTimer {
     Session(LegId),
     /// Leg B's INVITE (this attempt) rings too long (`--ringing-seconds`).
     Ringing(TransactionKey),
+    /// An outbound target that has not answered this INVITE within `--failover-seconds`.
+    Failover(TransactionKey),
 }
 
 /// What a final or provisional answer to leg B's INVITE left for the worker to do besides
@@ -125,6 +131,11 @@ pub enum Effect {
     /// Try the call's next hop (failover, a followed redirect), or refuse the caller after
     /// the last.
     NextHop,
+    /// Send leg B's INVITE to this address of the hop being tried, over a connection the
+    /// worker finds or opens ([`Call::send_invite`], [`Call::link_failed`]).
+    InviteTo(std::net::SocketAddr),
+    /// Look the hop being tried up (RFC 3263); the answer comes to [`Call::on_resolved`].
+    Resolve(Box<crate::route::Hop>),
     /// The caller's ACK of the answer is awaited (a full set-up cap may end the call when it
     /// does not come: `call/b2bua/recycle.rs`).
     AwaitAck,
@@ -516,6 +527,136 @@ impl Call {
     pub fn refresh_failed(&mut self, ctx: &mut Ctx, code: u16) {
         self.bye_lines = format!("Reason: SIP;cause={code};text=\"session refresh failed\"\r\n");
         self.end(ctx, None, "session refresh failed");
+    }
+
+    /// The next hop for leg B's INVITE: sent to its address, looked up first, or — after the
+    /// last — the caller refused with the last failure.
+    pub fn next_hop(&mut self, ctx: &mut Ctx) {
+        if self.state.cancelled() {
+            return ctx.push(Effect::Finish);
+        }
+        let Some(hop) = self.hops.get(self.next_hop).cloned() else {
+            let (code, text) = self
+                .last_failure
+                .clone()
+                .unwrap_or((503, "no carrier target answered".to_string()));
+            return self.fail_a(ctx, code, &text);
+        };
+        self.next_hop += 1;
+        ctx.push(match hop.addr {
+            Some(addr) => Effect::InviteTo(addr),
+            None => Effect::Resolve(Box::new(hop)),
+        });
+    }
+
+    /// The addresses of the hop being tried replace it, in order (RFC 3263 §4.3: try each).
+    pub fn on_resolved(
+        &mut self,
+        ctx: &mut Ctx,
+        result: Result<Vec<trunkgate_resolve::Destination>, trunkgate_resolve::Error>,
+    ) {
+        let at = self.next_hop.wrapping_sub(1);
+        let Some(hop) = self.hops.get(at).cloned() else {
+            return;
+        };
+        match result {
+            Ok(dests) if !dests.is_empty() => {
+                if self.b.side == Side::Public {
+                    // Their answers must pass the kernel filter.
+                    for d in &dests {
+                        ctx.env.allow_source(d.addr.ip());
+                    }
+                }
+                let expanded = dests.into_iter().map(|d| crate::route::Hop {
+                    addr: Some(d.addr),
+                    transport: crate::route::hop::crds_transport(d.transport),
+                    ..hop.clone()
+                });
+                self.hops.splice(at..=at, expanded);
+                self.next_hop = at;
+            }
+            Ok(_) => self.last_failure = Some((503, format!("{}: no address", hop.host))),
+            Err(e) => self.last_failure = Some((503, e.to_string())),
+        }
+        self.next_hop(ctx);
+    }
+
+    /// The hop being tried (the one `next_hop` moved past).
+    pub fn current_hop(&self) -> Option<&crate::route::Hop> {
+        self.hops.get(self.next_hop.wrapping_sub(1))
+    }
+
+    /// Sends (or sends again, after a challenge) leg B's INVITE to the hop being tried over
+    /// `dest`. An outbound call with targets left fails over if this one does not answer in
+    /// `--failover-seconds`.
+    pub fn send_invite(&mut self, ctx: &mut Ctx, dest: Link) {
+        let branch = ctx.mint.branch();
+        let Some(hop) = self.current_hop() else {
+            return self.fail_a(ctx, 500, "no next hop to send the call to");
+        };
+        let ruri = format!("sip:{}@{}", self.b_user, hop.uri_host);
+        self.b.remote = format!("<sip:{}@{}>", self.b_user, hop.uri_host);
+        self.b.peer = dest.clone();
+        self.b.remote_target = ruri.clone();
+        self.b.remote_tag = None;
+        let cseq = self.b.local_cseq;
+        self.b.local_cseq += 1;
+        self.b.invite_cseq = cseq;
+        if let CallState::Proceeding(a) = &mut self.state {
+            *a = Attempt::Calling;
+        }
+        let side = self.b.side;
+        let hostport = ctx.env.hostport_on(side, &dest);
+        let ident = format!(
+            "From: {};tag={}\r\nCall-ID: {}\r\n",
+            self.b.local, self.b.local_tag, self.b.call_id
+        );
+        let mut b = crate::sip::message::Builder::request("INVITE", &ruri)
+            .header(
+                "Via",
+                &crate::sip::message::via(dest.transport(), hostport, &branch),
+            )
+            .ids(&ident, &self.b.remote, cseq, "INVITE")
+            .header("Contact", &super::b2bua::contact(hostport, &dest))
+            .raw(&self.b_lines);
+        if let Some(auth) = &self.auth_line {
+            b = b.raw(auth);
+        }
+        let bytes = b.body(&self.b_body);
+        let key = TransactionKey::client(&branch, Method::Invite);
+        self.b_invite = Some(key.clone());
+        ctx.push(Effect::Request(Box::new(Sent {
+            leg: LegId::B,
+            purpose: CallPurpose::Setup,
+            side,
+            dest,
+            method: Method::Invite,
+            branch,
+            bytes,
+            ruri,
+            ident,
+            cseq,
+        })));
+        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+            ctx.push(Effect::Timer {
+                after: ctx.env.settings().failover_timeout(),
+                timer: CallTimer::Failover(key),
+            });
+        }
+    }
+
+    /// No connection to the hop being tried could be had (`why`, a metric `label`): the
+    /// next hop.
+    pub fn link_failed(&mut self, ctx: &mut Ctx, label: &'static str, why: String) {
+        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+            ctx.env
+                .metrics()
+                .failovers
+                .with_label_values(&[self.trunk_id(), label])
+                .inc();
+        }
+        self.last_failure = Some((503, why));
+        self.next_hop(ctx);
     }
 
     /// An answer to leg B's current INVITE (the worker has matched `key` to this attempt):

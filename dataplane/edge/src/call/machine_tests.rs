@@ -21,6 +21,8 @@ struct TestEnv {
     settings: crate::config::settings::Settings,
     metrics: crate::metrics::Metrics,
     platform: crate::guard::platform::PlatformAcl,
+    /// Addresses let through the kernel filter.
+    allowed: std::sync::Mutex<Vec<std::net::IpAddr>>,
 }
 
 impl Env for TestEnv {
@@ -29,6 +31,9 @@ impl Env for TestEnv {
             Side::Public => "198.51.100.1:5060",
             Side::Internal => "10.0.0.1:5080",
         }
+    }
+    fn allow_source(&self, ip: std::net::IpAddr) {
+        self.allowed.lock().expect("not poisoned").push(ip);
     }
     fn platform(&self) -> &crate::guard::platform::PlatformAcl {
         &self.platform
@@ -124,6 +129,7 @@ impl Bench {
                 settings,
                 metrics,
                 platform: crate::guard::platform::PlatformAcl::new(&[]),
+                allowed: Default::default(),
             },
             mint: IdMint::new(0),
             now: Instant::now(),
@@ -237,6 +243,8 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Send { .. } => "send",
             Effect::CancelB => "cancel",
             Effect::NextHop => "next_hop",
+            Effect::InviteTo(_) => "invite_to",
+            Effect::Resolve(_) => "resolve",
             Effect::AwaitAck => "await_ack",
             Effect::Checkpoint => "checkpoint",
             Effect::Finish => "finish",
@@ -980,4 +988,151 @@ fn failing_the_caller_refuses_its_invite_and_ends_the_call() {
         other => panic!("{other:?}"),
     }
     assert_eq!(b.call.final_code, Some(503));
+}
+
+#[test]
+fn the_next_hop_is_dialled_by_address_or_looked_up_by_name() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.next_hop = 0;
+    let fx = b.run(|c, ctx| c.next_hop(ctx));
+    assert!(
+        matches!(&fx[..], [Effect::InviteTo(a)] if a.to_string() == "203.0.113.5:5060"),
+        "{fx:?}"
+    );
+    assert_eq!(b.call.next_hop, 1);
+    let named = trunkgate_crds::compile::parse_target("sip:sbc.carrier.example", None, 1, 1)
+        .expect("target");
+    b.call.hops[1] = crate::route::admission::hop_of(&named);
+    let fx = b.run(|c, ctx| c.next_hop(ctx));
+    assert!(
+        matches!(&fx[..], [Effect::Resolve(h)] if h.host == "sbc.carrier.example"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn after_the_last_hop_the_caller_gets_the_last_failure_and_a_cancelled_call_just_ends() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.next_hop = 2;
+    b.call.last_failure = Some((408, "timeout".into()));
+    let fx = b.run(|c, ctx| c.next_hop(ctx));
+    assert!(
+        matches!(&fx[..], [Effect::Refuse { code: 408, text, .. }, Effect::Finish] if text == "timeout"),
+        "{fx:?}"
+    );
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.last_failure = None;
+    b.call.next_hop = 2;
+    let fx = b.run(|c, ctx| c.next_hop(ctx));
+    assert!(
+        matches!(&fx[..], [Effect::Refuse { code: 503, .. }, Effect::Finish]),
+        "{fx:?}"
+    );
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.state = CallState::Cancelling(Attempt::Calling);
+    assert_eq!(kinds(&b.run(|c, ctx| c.next_hop(ctx))), ["finish"]);
+}
+
+#[test]
+fn a_looked_up_hop_becomes_its_addresses_in_order_and_each_passes_the_filter() {
+    use trunkgate_resolve::{Destination, Transport};
+    let mut b = Bench::outbound(Attempt::Calling);
+    let dests = vec![
+        Destination {
+            addr: "203.0.113.11:5060".parse().expect("addr"),
+            transport: Transport::Udp,
+        },
+        Destination {
+            addr: "203.0.113.12:5061".parse().expect("addr"),
+            transport: Transport::Tls,
+        },
+    ];
+    let fx = b.run(|c, ctx| c.on_resolved(ctx, Ok(dests)));
+    assert!(
+        matches!(&fx[..], [Effect::InviteTo(a)] if a.to_string() == "203.0.113.11:5060"),
+        "{fx:?}"
+    );
+    assert_eq!(b.call.hops.len(), 3);
+    assert_eq!(b.call.hops[1].transport, trunkgate_crds::Transport::Tls);
+    let allowed = b.env.allowed.lock().expect("not poisoned").clone();
+    assert_eq!(
+        allowed.len(),
+        2,
+        "answers from both addresses pass the kernel filter"
+    );
+}
+
+#[test]
+fn a_failed_lookup_moves_on_with_its_reason() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    let fx = b.run(|c, ctx| c.on_resolved(ctx, Ok(Vec::new())));
+    assert_eq!(kinds(&fx), ["invite_to"], "the second target");
+    assert_eq!(b.call.last_failure.as_ref().map(|f| f.0), Some(503));
+    assert!(
+        b.call
+            .last_failure
+            .as_ref()
+            .is_some_and(|f| f.1.contains("no address"))
+    );
+}
+
+#[test]
+fn the_invite_goes_to_the_hop_with_a_new_cseq_and_the_failover_timer_while_targets_remain() {
+    let mut b = Bench::outbound(Attempt::Ringing);
+    b.call.b.local_cseq = 1;
+    b.call.auth_line = Some("Proxy-Authorization: Digest username=\"acme\"\r\n".into());
+    b.call.b_lines = "Max-Forwards: 69\r\n".into();
+    let dest = Link::Udp("203.0.113.5:5060".parse().expect("addr"));
+    let fx = b.run(|c, ctx| c.send_invite(ctx, dest.clone()));
+    assert_eq!(kinds(&fx), ["request", "timer"]);
+    let Effect::Request(sent) = &fx[0] else {
+        panic!()
+    };
+    let text = String::from_utf8_lossy(&sent.bytes);
+    assert!(
+        text.starts_with("INVITE sip:+6498879333@203.0.113.5:5060 SIP/2.0\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CSeq: 1 INVITE\r\n") && text.contains("Max-Forwards: 69\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Proxy-Authorization: Digest"), "{text}");
+    assert!(
+        text.contains("Contact: <sip:198.51.100.1:5060>\r\n"),
+        "{text}"
+    );
+    assert_eq!(sent.purpose, CallPurpose::Setup);
+    assert_eq!(
+        b.call.b_invite,
+        Some(TransactionKey::client(&sent.branch, Method::Invite))
+    );
+    assert!(
+        matches!(&fx[1], Effect::Timer { timer: CallTimer::Failover(k), .. } if Some(k) == b.call.b_invite.as_ref())
+    );
+    assert_eq!((b.call.b.local_cseq, b.call.b.invite_cseq), (2, 1));
+    assert_eq!(
+        b.call.state,
+        CallState::Proceeding(Attempt::Calling),
+        "a new attempt rings anew"
+    );
+    // The last target gets no failover timer: its own transaction timeout decides.
+    b.call.next_hop = 2;
+    let fx = b.run(|c, ctx| c.send_invite(ctx, dest));
+    assert_eq!(kinds(&fx), ["request"]);
+}
+
+#[test]
+fn a_target_that_cannot_be_connected_to_is_counted_and_the_next_one_tried() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    let fx = b.run(|c, ctx| c.link_failed(ctx, "tcp_connections_full", "no room".into()));
+    assert_eq!(kinds(&fx), ["invite_to"]);
+    let n = b
+        .env
+        .metrics
+        .failovers
+        .with_label_values(&["acme/pacific", "tcp_connections_full"])
+        .get();
+    assert_eq!(n, 1);
+    assert_eq!(b.call.last_failure, Some((503, "no room".into())));
 }

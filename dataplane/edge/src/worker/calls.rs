@@ -14,6 +14,9 @@ impl Env for Shared {
     fn hostport_on(&self, side: Side, link: &Link) -> &str {
         Shared::hostport_on(self, side, link)
     }
+    fn allow_source(&self, ip: std::net::IpAddr) {
+        self.prefilter.allow_ip(ip);
+    }
     fn platform(&self) -> &crate::guard::platform::PlatformAcl {
         &self.platform
     }
@@ -28,6 +31,7 @@ impl Env for Shared {
 impl From<CallPurpose> for Purpose {
     fn from(p: CallPurpose) -> Self {
         match p {
+            CallPurpose::Setup => Purpose::Setup,
             CallPurpose::Relay(k) => Purpose::Relay(k),
             CallPurpose::Bye => Purpose::Bye,
             CallPurpose::Refresh => Purpose::Refresh,
@@ -96,6 +100,8 @@ impl Worker {
                 Effect::Send { side, dest, bytes } => self.out.send(side, &dest, &bytes),
                 Effect::CancelB => self.send_cancel(id),
                 Effect::NextHop => self.next_hop(id),
+                Effect::InviteTo(addr) => self.send_b_invite(id, addr),
+                Effect::Resolve(hop) => self.resolve(&hop, super::Lookup::Call(id)),
                 Effect::AwaitAck => self.await_ack(id),
                 Effect::Checkpoint => self.checkpoint(id),
                 Effect::Finish => self.finish_call(id),
@@ -143,5 +149,6 @@ fn timer_of(id: u64, t: CallTimer) -> Timer {
     match t {
         CallTimer::Session(leg) => Timer::Session(id, leg),
         CallTimer::Ringing(key) => Timer::Ringing(id, key),
+        CallTimer::Failover(key) => Timer::Failover(key),
     }
 }

@@ -35,7 +35,6 @@ pub(crate) fn reason_of(resp: &Response) -> String {
         .unwrap_or_else(|| reason_phrase(resp.status_code.code()).to_string())
 }
 
-pub(crate) use crate::route::hop::crds_transport;
 pub(crate) use answer::trunk_takes;
 
 /// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
