@@ -147,7 +147,198 @@ pub enum Effect {
     Finish,
 }
 
+/// What a new call is made of, once admission let its INVITE through.
+pub struct NewCall {
+    pub rt: std::sync::Arc<crate::config::Runtime>,
+    pub admission: crate::route::admission::Admission,
+    /// Leg A's INVITE, its server transaction and where it came from.
+    pub invite: TransactionKey,
+    pub side: Side,
+    pub src: Link,
+    /// Our To tag on leg A.
+    pub tag: String,
+    /// The INVITE's body as leg B sends it (through the relay, or as it came).
+    pub b_body: Vec<u8>,
+    pub media: Option<trunkgate_media::SessionId>,
+    pub setup: crate::config::SetupSlot,
+    pub setup_source: Option<crate::guard::census::Admitted>,
+}
+
 impl Call {
+    /// A call for leg A's INVITE `req`: leg A is its dialog as the caller made it (we are its
+    /// UAS, RFC 3261 §12.1.1), leg B a dialog of ours still to be set up.
+    pub fn new(ctx: &mut Ctx, n: NewCall, req: &Request) -> Call {
+        let NewCall {
+            rt,
+            admission: adm,
+            invite,
+            side,
+            src,
+            tag,
+            b_body,
+            media,
+            setup,
+            setup_source,
+        } = n;
+        let to = msg::header(req, "To").unwrap_or_default();
+        let (cseq, _) = trunkgate_sip::cseq(req).unwrap_or((1, "INVITE"));
+        let a = super::Leg {
+            side,
+            peer: src.clone(),
+            call_id: trunkgate_sip::call_id(req).unwrap_or_default().to_string(),
+            local_tag: tag,
+            remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
+            local: super::b2bua::strip_tag(to),
+            remote: msg::header(req, "From").unwrap_or_default().to_string(),
+            remote_target: msg::header(req, "Contact")
+                .map(msg::uri_of)
+                .unwrap_or_default()
+                .to_string(),
+            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
+            route_set: msg::list(req, "Record-Route"),
+            local_cseq: 1,
+            invite_cseq: cseq,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+            session: None,
+        };
+        let b = super::Leg {
+            side: side.other(),
+            peer: src,
+            call_id: ctx.mint.call_id(),
+            local_tag: ctx.mint.tag(),
+            remote_tag: None,
+            local: adm.from.clone(),
+            remote: String::new(),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            invite_cseq: 1,
+            awaiting_ack: None,
+            reinvite_cseq: None,
+            session: None,
+        };
+        let max_forwards = trunkgate_sip::max_forwards(req)
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .max(1);
+        let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
+        b_lines.push_str(&adm.identity_lines);
+        b_lines.push_str(&msg::copied_lines(req));
+        Call {
+            rt,
+            trunk: adm.trunk,
+            direction: adm.direction,
+            a,
+            b,
+            state: CallState::Proceeding(Attempt::Calling),
+            a_invite: invite,
+            b_invite: None,
+            hops: adm.hops,
+            next_hop: 0,
+            b_user: adm.callee_user,
+            b_lines,
+            b_body,
+            auth_line: None,
+            auth_tries: 0,
+            b_ack: None,
+            caller: adm.caller,
+            callee: adm.callee,
+            started: std::time::SystemTime::now(),
+            answered: None,
+            final_code: None,
+            ended_by: None,
+            last_failure: None,
+            slot: Some(adm.slot),
+            setup: Some(setup),
+            setup_source,
+            media,
+            media_stats: Vec::new(),
+            bye_lines: String::new(),
+            forks_ended: Vec::new(),
+            redirects: 0,
+            recovered: false,
+            checkpointed: false,
+        }
+    }
+
+    /// The fleet's answer to the call's claim: its places are held with its slots (given back
+    /// when they drop) and leg B is set up, or the trunk's fleet-wide limit refuses it 503. A
+    /// call CANCELed or ended meanwhile drops the verdict, and with it its places.
+    pub fn on_claimed(&mut self, ctx: &mut Ctx, verdict: crate::fleet::Verdict) {
+        use crate::fleet::{Hold, Verdict};
+        if self.state != CallState::Proceeding(Attempt::Calling) || self.b_invite.is_some() {
+            return;
+        }
+        match verdict {
+            Verdict::Granted(Hold { concurrent, setup })
+            | Verdict::Unavailable(Hold { concurrent, setup }) => {
+                if let Some(s) = self.slot.as_mut() {
+                    s.hold_in_fleet(concurrent);
+                }
+                if let Some(s) = self.setup.as_mut() {
+                    s.hold_in_fleet(setup);
+                }
+                self.next_hop(ctx);
+            }
+            Verdict::Refused(r) => {
+                let (reason, text, retry) = r.describe();
+                ctx.env
+                    .metrics()
+                    .refusals
+                    .with_label_values(&[self.trunk_id(), self.direction.label(), reason])
+                    .inc();
+                tracing::info!(
+                    trunk = self.trunk_id(),
+                    call_id = self.a.call_id.as_str(),
+                    reason,
+                    "call refused by the fleet's limit"
+                );
+                self.ended_by = Some("edge");
+                self.final_code = Some(503);
+                ctx.push(Effect::Refuse {
+                    key: self.a_invite.clone(),
+                    code: 503,
+                    text: format!("{text} across the fleet"),
+                    extra: format!("Retry-After: {retry}\r\n"),
+                });
+                ctx.push(Effect::Finish);
+            }
+        }
+    }
+
+    /// Leg B's INVITE `key` got no answer (`cause`: `timeout`, or `connect_failed` when its
+    /// TCP or TLS connection could not be opened): an outbound call's next target is tried,
+    /// counted by cause; otherwise the caller gets `code`.
+    pub fn setup_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &TransactionKey,
+        code: u16,
+        cause: &'static str,
+        text: String,
+    ) {
+        if self.b_invite.as_ref() != Some(key) {
+            return;
+        }
+        self.b_invite = None;
+        if self.state.cancelled() {
+            return ctx.push(Effect::Finish);
+        }
+        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+            ctx.env
+                .metrics()
+                .failovers
+                .with_label_values(&[self.trunk_id(), cause])
+                .inc();
+            self.last_failure = Some((code, text));
+            self.auth_tries = 0;
+            self.auth_line = None;
+            return self.next_hop(ctx);
+        }
+        self.fail_a(ctx, code, &text);
+    }
+
     /// BYE on one leg of a confirmed call.
     pub fn send_bye(&mut self, ctx: &mut Ctx, leg: LegId) {
         let branch = ctx.mint.branch();

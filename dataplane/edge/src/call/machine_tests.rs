@@ -1136,3 +1136,160 @@ fn a_target_that_cannot_be_connected_to_is_counted_and_the_next_one_tried() {
     assert_eq!(n, 1);
     assert_eq!(b.call.last_failure, Some((503, "no room".into())));
 }
+
+/// What admission makes of an inbound INVITE to `+6498879333`, with the trunk's slots.
+fn new_call(b: &mut Bench, req: &Request) -> Call {
+    let rt = b.call.rt.clone();
+    let state = rt.state[0].clone();
+    let slot = state.admit(rt.trunk(0), 0, 1).expect("under the limits");
+    let setup = state.begin_setup(10).expect("room in set-up");
+    let hop = crate::route::admission::hop_of(
+        &trunkgate_crds::compile::parse_target(&format!("sip:{PLATFORM}"), None, 1, 1)
+            .expect("target"),
+    );
+    let n = super::machine::NewCall {
+        rt,
+        admission: crate::route::admission::Admission {
+            trunk: 0,
+            direction: Direction::Inbound,
+            caller: trunkgate_crds::e164::E164::parse("+6421555123"),
+            callee: trunkgate_crds::e164::E164::parse("+6498879333").expect("E.164"),
+            callee_user: "+6498879333".into(),
+            from: "<sip:+6421555123@10.0.0.1>".into(),
+            identity_lines: "P-Asserted-Identity: <sip:+6421555123@10.0.0.1>\r\n".into(),
+            hops: vec![hop],
+            slot,
+        },
+        invite: server_key("a-invite"),
+        side: Side::Public,
+        src: Link::Udp(CARRIER.parse().expect("addr")),
+        tag: "our-a-tag".into(),
+        b_body: Vec::new(),
+        media: None,
+        setup,
+        setup_source: None,
+    };
+    let mut out = Vec::new();
+    let mut ctx = Ctx {
+        now: b.now,
+        mint: &mut b.mint,
+        env: &b.env,
+        media: None,
+        out: &mut out,
+    };
+    let call = Call::new(&mut ctx, n, req);
+    assert!(out.is_empty(), "making a call sends nothing");
+    call
+}
+
+#[test]
+fn a_new_call_takes_leg_a_as_the_caller_made_it_and_mints_leg_b() {
+    let mut b = Bench::confirmed();
+    let invite = request(&format!(
+        "INVITE sip:+6498879333@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-i1\r\nRecord-Route: <sip:p1.carrier.example;lr>\r\nFrom: \"Alice\" <sip:+6421555123@carrier.example>;tag=alice\r\nTo: <sip:+6498879333@198.51.100.1>\r\nCall-ID: carrier-call-1\r\nCSeq: 7 INVITE\r\nMax-Forwards: 12\r\nContact: <sip:alice@203.0.113.5:5060>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    let c = new_call(&mut b, &invite);
+    assert_eq!(c.state, CallState::Proceeding(Attempt::Calling));
+    assert_eq!(
+        (c.a.call_id.as_str(), c.a.local_tag.as_str()),
+        ("carrier-call-1", "our-a-tag")
+    );
+    assert_eq!(c.a.remote_tag.as_deref(), Some("alice"));
+    assert_eq!(c.a.local, "<sip:+6498879333@198.51.100.1>");
+    assert_eq!(c.a.remote_target, "sip:alice@203.0.113.5:5060");
+    assert_eq!(
+        c.a.route_set,
+        ["<sip:p1.carrier.example;lr>"],
+        "RFC 3261 §12.1.1"
+    );
+    assert_eq!(c.a.invite_cseq, 7);
+    assert_eq!(c.b.side, Side::Internal);
+    assert_ne!(c.b.call_id, c.a.call_id, "leg B is a dialog of our own");
+    assert_eq!(
+        crate::sip::ids::owner(&c.b.local_tag),
+        Some(0),
+        "its tag names the worker"
+    );
+    assert!(
+        c.b_lines
+            .starts_with("Max-Forwards: 11\r\nP-Asserted-Identity:"),
+        "{}",
+        c.b_lines
+    );
+    assert!(c.setup.is_some() && c.slot.is_some());
+}
+
+#[test]
+fn the_fleets_grant_sets_up_leg_b_and_its_refusal_answers_503_across_the_fleet() {
+    use crate::fleet::{FleetRefusal, Hold, Release, Verdict};
+    let tx: crate::fleet::Tx = Default::default();
+    let hold = || Hold {
+        concurrent: Release::test("calls", "m1", &tx),
+        setup: Release::test("setup", "m1", &tx),
+    };
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.b_invite = None;
+    b.call.next_hop = 0;
+    let fx = b.run(|c, ctx| c.on_claimed(ctx, Verdict::Granted(hold())));
+    assert_eq!(kinds(&fx), ["invite_to"]);
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.b_invite = None;
+    let fx = b.run(|c, ctx| c.on_claimed(ctx, Verdict::Refused(FleetRefusal::Concurrent(5))));
+    match &fx[..] {
+        [
+            Effect::Refuse {
+                code: 503,
+                text,
+                extra,
+                ..
+            },
+            Effect::Finish,
+        ] => {
+            assert!(text.ends_with("across the fleet"), "{text}");
+            assert!(extra.starts_with("Retry-After: "), "{extra}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.call.ended_by, Some("edge"));
+    // A call CANCELed while it waited drops the verdict (and with it its places).
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.b_invite = None;
+    b.call.state = CallState::Cancelling(Attempt::Calling);
+    assert!(
+        b.run(|c, ctx| c.on_claimed(ctx, Verdict::Granted(hold())))
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_unanswered_invite_fails_over_outbound_and_fails_the_caller_otherwise() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    let fx = b.run(|c, ctx| c.setup_failed(ctx, &b_key(), 408, "timeout", "no answer".into()));
+    assert_eq!(kinds(&fx), ["invite_to"]);
+    assert_eq!(b.call.failovers_seen(&b.env, "timeout"), 1);
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    let fx = b.run(|c, ctx| c.setup_failed(ctx, &b_key(), 408, "timeout", "no answer".into()));
+    assert!(
+        matches!(&fx[..], [Effect::Refuse { code: 408, .. }, Effect::Finish]),
+        "{fx:?}"
+    );
+    // Another attempt's timeout (one abandoned already) changes nothing; a cancelled call ends.
+    let mut b = Bench::proceeding(Attempt::Calling, true);
+    let old = TransactionKey::client("z9hG4bK-older", Method::Invite);
+    assert!(
+        b.run(|c, ctx| c.setup_failed(ctx, &old, 408, "timeout", String::new()))
+            .is_empty()
+    );
+    b.call.state = CallState::Cancelling(Attempt::Calling);
+    let fx = b.run(|c, ctx| c.setup_failed(ctx, &b_key(), 408, "timeout", String::new()));
+    assert_eq!(kinds(&fx), ["finish"]);
+}
+
+impl Call {
+    fn failovers_seen(&self, env: &TestEnv, cause: &str) -> u64 {
+        env.metrics
+            .failovers
+            .with_label_values(&[self.trunk_id(), cause])
+            .get()
+    }
+}

@@ -4,7 +4,6 @@
 use trunkgate_sip::Response;
 
 use super::*;
-use crate::call::Direction;
 use crate::sip::message::{Builder, via};
 use crate::sip::msg;
 use crate::sip::transaction::{T4, TransactionKey};
@@ -119,28 +118,7 @@ impl Worker {
         self.schedule(T4, Timer::ClientForget(key.clone()));
         match purpose {
             Purpose::Setup => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                if c.b_invite.as_ref() != Some(&key) {
-                    return;
-                }
-                c.b_invite = None;
-                if c.state.cancelled() {
-                    return self.finish_call(id);
-                }
-                if c.direction == Direction::Outbound && c.next_hop < c.hops.len() {
-                    self.shared
-                        .metrics
-                        .failovers
-                        .with_label_values(&[c.trunk_id(), cause])
-                        .inc();
-                    c.last_failure = Some((code, text));
-                    c.auth_tries = 0;
-                    c.auth_line = None;
-                    return self.next_hop(id);
-                }
-                self.fail_a(id, code, &text);
+                self.drive(id, |c, ctx| c.setup_failed(ctx, &key, code, cause, text));
             }
             Purpose::Relay(server) => self.refuse(&server, code, &text, ""),
             Purpose::Probe(probe) => self.probe_done(&probe, false, &text),

@@ -18,7 +18,7 @@ use crate::sip::message::{Builder, reason_phrase, via};
 use crate::sip::msg;
 use crate::transport::Link;
 
-fn strip_tag(value: &str) -> String {
+pub(crate) fn strip_tag(value: &str) -> String {
     value
         .split(';')
         .filter(|p| !p.trim().to_ascii_lowercase().starts_with("tag="))

@@ -1,14 +1,11 @@
 //! A new call: admission, leg A's server transaction and leg B's first INVITE.
 
-use std::time::SystemTime;
-
 use trunkgate_sip::Request;
 
-use super::*;
-use crate::call::{Attempt, Call, CallState, Leg, LegId, Side};
+use crate::call::machine::{Ctx, NewCall};
+use crate::call::{Call, LegId, Side};
 use crate::guard::platform::Tenancy;
 use crate::route::admission;
-use crate::sip::msg;
 use crate::transport::Link;
 use crate::worker::Worker;
 
@@ -221,46 +218,6 @@ impl Worker {
         };
         // RFC 3261 §17.2.1: the B2BUA will take more than 200 ms to answer.
         self.respond(&key, 100, "Trying", "", &[]);
-        let call_id = trunkgate_sip::call_id(req).unwrap_or_default().to_string();
-        let from = msg::header(req, "From").unwrap_or_default().to_string();
-        let to = msg::header(req, "To").unwrap_or_default().to_string();
-        let (cseq, _) = trunkgate_sip::cseq(req).unwrap_or((1, "INVITE"));
-        let a = Leg {
-            side,
-            peer: src.clone(),
-            call_id,
-            local_tag: tag,
-            remote_tag: trunkgate_sip::from_tag(req).map(str::to_string),
-            local: strip_tag(&to),
-            remote: from,
-            remote_target: msg::header(req, "Contact")
-                .map(msg::uri_of)
-                .unwrap_or_default()
-                .to_string(),
-            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
-            route_set: msg::list(req, "Record-Route"),
-            local_cseq: 1,
-            invite_cseq: cseq,
-            awaiting_ack: None,
-            reinvite_cseq: None,
-            session: None,
-        };
-        let b = Leg {
-            side: side.other(),
-            peer: src.clone(),
-            call_id: self.mint.call_id(),
-            local_tag: self.mint.tag(),
-            remote_tag: None,
-            local: adm.from.clone(),
-            remote: String::new(),
-            remote_target: String::new(),
-            route_set: Vec::new(),
-            local_cseq: 1,
-            invite_cseq: 1,
-            awaiting_ack: None,
-            reinvite_cseq: None,
-            session: None,
-        };
         let claim = self
             .shared
             .fleet
@@ -271,55 +228,41 @@ impl Worker {
                 max_per_second: trunk_cfg.limits.max_calls_per_second,
                 max_in_setup: max_setup,
             });
-        let max_forwards = trunkgate_sip::max_forwards(req)
-            .unwrap_or(70)
-            .saturating_sub(1)
-            .max(1);
-        let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
-        b_lines.push_str(&adm.identity_lines);
-        b_lines.push_str(&msg::copied_lines(req));
-        self.dialogs
-            .insert((a.call_id.clone(), a.local_tag.clone()), (id, LegId::A));
-        self.dialogs
-            .insert((b.call_id.clone(), b.local_tag.clone()), (id, LegId::B));
         if let Some(tx) = self.servers.get_mut(&key) {
             tx.call = Some((id, LegId::A));
         }
-        let call = Call {
-            rt,
-            trunk: adm.trunk,
-            direction: adm.direction,
-            a,
-            b,
-            state: CallState::Proceeding(Attempt::Calling),
-            a_invite: key,
-            b_invite: None,
-            hops: adm.hops,
-            next_hop: 0,
-            b_user: adm.callee_user,
-            b_lines,
+        let new = NewCall {
+            rt: rt.clone(),
+            admission: adm,
+            invite: key,
+            side,
+            src: src.clone(),
+            tag,
             b_body,
-            auth_line: None,
-            auth_tries: 0,
-            b_ack: None,
-            caller: adm.caller,
-            callee: adm.callee,
-            started: SystemTime::now(),
-            answered: None,
-            final_code: None,
-            ended_by: None,
-            last_failure: None,
-            slot: Some(adm.slot),
-            setup: Some(setup),
-            setup_source,
             media,
-            media_stats: Vec::new(),
-            bye_lines: String::new(),
-            forks_ended: Vec::new(),
-            redirects: 0,
-            recovered: false,
-            checkpointed: false,
+            setup,
+            setup_source,
         };
+        let mut effects = Vec::new();
+        let call = Call::new(
+            &mut Ctx {
+                now: self.now,
+                mint: &mut self.mint,
+                env: &*self.shared,
+                media: None,
+                out: &mut effects,
+            },
+            new,
+            req,
+        );
+        self.dialogs.insert(
+            (call.a.call_id.clone(), call.a.local_tag.clone()),
+            (id, LegId::A),
+        );
+        self.dialogs.insert(
+            (call.b.call_id.clone(), call.b.local_tag.clone()),
+            (id, LegId::B),
+        );
         self.calls.insert(id, call);
         match claim {
             // The fleet's count first: the call waits for the store as it would for DNS.
@@ -330,49 +273,8 @@ impl Worker {
         }
     }
 
-    /// The fleet's answer to a call's claim: its places are held with its slots (given back
-    /// when they drop), or the trunk's fleet-wide limit refuses it 503.
+    /// The fleet's answer to a call's claim ([`Call::on_claimed`]).
     pub(crate) fn on_claimed(&mut self, id: u64, verdict: crate::fleet::Verdict) {
-        use crate::fleet::{Hold, Verdict};
-        // A call CANCELed or ended meanwhile drops the verdict, and with it its places.
-        let Some(c) = self
-            .calls
-            .get_mut(&id)
-            .filter(|c| c.state == CallState::Proceeding(Attempt::Calling) && c.b_invite.is_none())
-        else {
-            return;
-        };
-        match verdict {
-            Verdict::Granted(Hold { concurrent, setup })
-            | Verdict::Unavailable(Hold { concurrent, setup }) => {
-                if let Some(s) = c.slot.as_mut() {
-                    s.hold_in_fleet(concurrent);
-                }
-                if let Some(s) = c.setup.as_mut() {
-                    s.hold_in_fleet(setup);
-                }
-                self.next_hop(id);
-            }
-            Verdict::Refused(r) => {
-                let (reason, text, retry) = r.describe();
-                self.shared
-                    .metrics
-                    .refusals
-                    .with_label_values(&[c.trunk_id(), c.direction.label(), reason])
-                    .inc();
-                tracing::info!(
-                    trunk = c.trunk_id(),
-                    call_id = c.a.call_id.as_str(),
-                    reason,
-                    "call refused by the fleet's limit"
-                );
-                c.ended_by = Some("edge");
-                c.final_code = Some(503);
-                let key = c.a_invite.clone();
-                let extra = format!("Retry-After: {retry}\r\n");
-                self.refuse(&key, 503, &format!("{text} across the fleet"), &extra);
-                self.finish_call(id);
-            }
-        }
+        self.drive(id, |c, ctx| c.on_claimed(ctx, verdict));
     }
 }
