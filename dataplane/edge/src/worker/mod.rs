@@ -471,15 +471,24 @@ pub struct Worker {
     pub started: Instant,
 }
 
+mod answers;
+#[cfg(test)]
+mod call_flows;
 mod calls;
+mod challenges;
+mod dialogs;
 #[cfg(test)]
 mod fleet_flows;
 mod gate;
 #[cfg(test)]
 pub mod harness;
+mod hops;
+mod invite;
+mod media;
 mod output;
 mod probes;
 mod receive;
+mod recycle;
 mod register;
 mod restore;
 pub mod runtime;

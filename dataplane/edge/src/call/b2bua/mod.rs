@@ -2,14 +2,7 @@
 //! provisional and final answers, end-to-end ACK, CANCEL, BYE, and in-dialog requests
 //! (re-INVITE, UPDATE, PRACK, INFO) relayed with their answers.
 
-mod answer;
-#[cfg(test)]
-mod flows;
-mod hops;
-mod in_dialog;
-mod recycle;
 pub(crate) mod session_timer;
-mod setup;
 
 use trunkgate_sip::Response;
 
@@ -35,8 +28,6 @@ pub(crate) fn reason_of(resp: &Response) -> String {
         .unwrap_or_else(|| reason_phrase(resp.status_code.code()).to_string())
 }
 
-pub(crate) use answer::trunk_takes;
-
 /// What a provisional or 2xx answer on leg B teaches about its dialog: the remote tag, target
 /// (Contact) and route set (Record-Route reversed, RFC 3261 §12.1.2).
 pub(crate) fn learn_dialog(b: &mut Leg, resp: &Response) {
@@ -53,7 +44,7 @@ pub(crate) fn learn_dialog(b: &mut Leg, resp: &Response) {
 /// The Request-URI and Route values of a request inside a leg's dialog (RFC 3261 §12.2.1.1):
 /// with a loose router first (`lr`), the remote target and the route set as it is; with a strict
 /// router, that router's URI as Request-URI and the remote target as the last Route.
-fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
+pub(crate) fn dialog_route(l: &Leg) -> (String, Vec<&str>) {
     let target = if l.remote_target.is_empty() {
         format!("sip:{}", crate::config::settings::host_port(l.peer.addr()))
     } else {
@@ -156,6 +147,24 @@ pub(crate) fn in_dialog_request(
     }
     let bytes = b.raw(lines).body(body);
     (bytes, ruri, ident, l.side, l.peer.clone())
+}
+
+/// Whether `t` is a place trunk `trunk` already sends to (one of its outbound targets' host and
+/// port) or takes calls from (an address inside its `allowedCidrs`).
+pub(crate) fn trunk_takes(
+    trunk: &trunkgate_crds::snapshot::TrunkConfig,
+    t: &trunkgate_crds::snapshot::SipTarget,
+) -> bool {
+    let port = |p: Option<u16>, secure: bool| p.unwrap_or(if secure { 5061 } else { 5060 });
+    let known = trunk
+        .outbound
+        .iter()
+        .flat_map(|o| &o.targets)
+        .any(|o| o.host == t.host && port(o.port, o.secure) == port(t.port, t.secure));
+    known
+        || t.host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| trunk.inbound.allowed_cidrs.iter().any(|n| n.contains(&ip)))
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
+use super::Worker;
 use crate::call::Side;
-use crate::worker::Worker;
 
 impl Worker {
     /// The call's next hop ([`Call::next_hop`](crate::call::Call::next_hop)).

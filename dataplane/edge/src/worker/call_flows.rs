@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use trunkgate_crds::Secrets;
 
+use super::harness::*;
 use crate::call::Side;
-use crate::worker::harness::*;
 
 fn pacific_harness() -> Harness {
     Harness::new(&[pacific()], &[numbers("pacific")], &Secrets::new())

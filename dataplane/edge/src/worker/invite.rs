@@ -2,12 +2,12 @@
 
 use trunkgate_sip::Request;
 
+use super::Worker;
 use crate::call::machine::{Ctx, NewCall};
 use crate::call::{Call, LegId, Side};
 use crate::guard::platform::Tenancy;
 use crate::route::admission;
 use crate::transport::Link;
-use crate::worker::Worker;
 
 impl Worker {
     pub(crate) fn on_new_invite(&mut self, side: Side, src: &Link, req: &Request) {

@@ -3,11 +3,11 @@
 
 use trunkgate_sip::Request;
 
+use super::{Purpose, Timer, Worker};
 use crate::call::{CallState, LegId, Side};
 use crate::sip::message::{Builder, via};
 use crate::sip::transaction::{Role, ServerState, TransactionKey};
 use crate::transport::Link;
-use crate::worker::{Purpose, Timer, Worker};
 
 impl Worker {
     /// CANCEL of leg B's pending INVITE (RFC 3261 §9.1: same branch, Request-URI, Call-ID,

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use super::Worker;
 use crate::call::{Call, CallState, LegId};
-use crate::worker::Worker;
 
 /// How long a 2xx may wait for its ACK before its call may make room (two transmissions of the
 /// 2xx by then, RFC 3261 §13.3.1.4: T1 and 2·T1).

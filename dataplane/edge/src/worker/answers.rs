@@ -3,11 +3,11 @@
 
 use trunkgate_sip::Response;
 
-use super::*;
+use super::{Purpose, Timer, Worker};
+use crate::call::b2bua::*;
 use crate::sip::message::{Builder, via};
 use crate::sip::msg;
 use crate::sip::transaction::{T4, TransactionKey};
-use crate::worker::{Purpose, Timer, Worker};
 
 impl Worker {
     /// A response to a request we sent.
@@ -168,22 +168,4 @@ impl Worker {
             self.send(side, &dest, &bytes);
         }
     }
-}
-
-/// Whether `t` is a place trunk `trunk` already sends to (one of its outbound targets' host and
-/// port) or takes calls from (an address inside its `allowedCidrs`).
-pub(crate) fn trunk_takes(
-    trunk: &trunkgate_crds::snapshot::TrunkConfig,
-    t: &trunkgate_crds::snapshot::SipTarget,
-) -> bool {
-    let port = |p: Option<u16>, secure: bool| p.unwrap_or(if secure { 5061 } else { 5060 });
-    let known = trunk
-        .outbound
-        .iter()
-        .flat_map(|o| &o.targets)
-        .any(|o| o.host == t.host && port(o.port, o.secure) == port(t.port, t.secure));
-    known
-        || t.host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| trunk.inbound.allowed_cidrs.iter().any(|n| n.contains(&ip)))
 }
