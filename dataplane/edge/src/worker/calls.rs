@@ -47,9 +47,14 @@ impl Worker {
         id: u64,
         f: impl FnOnce(&mut Call, &mut Ctx) -> R,
     ) -> Option<R> {
-        let mut effects = Vec::new();
+        // The buffer is reused: a transition costs no allocation for its effects. (A drive
+        // nested in carrying out effects gets a fresh one.)
+        let mut effects = std::mem::take(&mut self.effects);
         let r = {
-            let c = self.calls.get_mut(&id)?;
+            let Some(c) = self.calls.get_mut(&id) else {
+                self.effects = effects;
+                return None;
+            };
             let mut ctx = Ctx {
                 now: self.now,
                 mint: &mut self.mint,
@@ -59,13 +64,14 @@ impl Worker {
             };
             f(c, &mut ctx)
         };
-        self.apply(id, effects);
+        self.apply(id, &mut effects);
+        self.effects = effects;
         Some(r)
     }
 
     /// Carries out call `id`'s effects, in order.
-    fn apply(&mut self, id: u64, effects: Vec<Effect>) {
-        for e in effects {
+    fn apply(&mut self, id: u64, effects: &mut Vec<Effect>) {
+        for e in effects.drain(..) {
             match e {
                 Effect::Request(s) => {
                     let s = *s;

@@ -469,6 +469,8 @@ pub struct Worker {
     pub restoring: Vec<crate::call::checkpoint::CallRecord>,
     /// When the worker started.
     pub started: Instant,
+    /// The call machine's effects, a buffer reused from one transition to the next.
+    pub effects: Vec<crate::call::machine::Effect>,
 }
 
 mod answers;
@@ -553,6 +555,7 @@ impl Worker {
             registrations: Default::default(),
             restoring,
             started: now,
+            effects: Vec::new(),
         }
     }
 
