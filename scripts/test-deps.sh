@@ -19,6 +19,8 @@ command -v baresip >/dev/null 2>&1 || need_apt+=(baresip-core)
 # The fleet's shared store in the fleet tests (tests/fleet.rs): Debian's Redis and redis-cli.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+# The end-to-end test on the local cluster routes the lab Redis Service with iptables.
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 # The RTP fast path (dataplane/media/bpf/fastpath.c) is compiled with clang against libbpf's
 # headers.
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
