@@ -339,6 +339,60 @@ impl Call {
         self.fail_a(ctx, code, &text);
     }
 
+    /// What became of the carrier's challenge to leg B's INVITE (the worker computed the
+    /// answer with the trunk's credentials, [`SetupAnswer::Challenged`]): the INVITE goes
+    /// again to the same hop with the credentials, or the caller is refused 403 naming the
+    /// real cause.
+    pub fn challenge_answered(
+        &mut self,
+        ctx: &mut Ctx,
+        outcome: Result<String, super::challenge::Unanswered>,
+    ) {
+        let label = outcome
+            .as_ref()
+            .map_or_else(|e| e.metric_label(), |_| "answered");
+        ctx.env
+            .metrics()
+            .carrier_challenges
+            .with_label_values(&[self.trunk_id(), "INVITE", label])
+            .inc();
+        match outcome {
+            Ok(line) => {
+                self.auth_tries += 1;
+                self.auth_line = Some(line);
+                // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
+                ctx.push(Effect::InviteTo(self.b.peer.addr()));
+            }
+            Err(why) => {
+                let text = why.text(self.trunk_id(), "INVITE");
+                tracing::warn!(call = self.a.local_tag, trunk = self.trunk_id(), "{text}");
+                self.fail_a(ctx, 403, &text);
+            }
+        }
+    }
+
+    /// The edge is stopping: a call being set up is refused 503 (and leg B CANCELed), an
+    /// answered one ends with a BYE on both legs saying why (RFC 3326).
+    pub fn shut_down(&mut self, ctx: &mut Ctx) {
+        match self.state {
+            CallState::Proceeding(_) => {
+                self.final_code = Some(503);
+                ctx.push(Effect::Refuse {
+                    key: self.a_invite.clone(),
+                    code: 503,
+                    text: "edge shutting down".into(),
+                    extra: "Retry-After: 5\r\n".into(),
+                });
+                self.end(ctx, None, "shutdown");
+            }
+            CallState::Confirmed => {
+                self.bye_lines = "Reason: SIP;cause=503;text=\"edge shutting down\"\r\n".into();
+                self.end(ctx, None, "shutdown");
+            }
+            CallState::Cancelling(_) | CallState::Ending | CallState::Ended => {}
+        }
+    }
+
     /// BYE on one leg of a confirmed call.
     pub fn send_bye(&mut self, ctx: &mut Ctx, leg: LegId) {
         let branch = ctx.mint.branch();

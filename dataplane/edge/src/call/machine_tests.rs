@@ -1293,3 +1293,90 @@ impl Call {
             .get()
     }
 }
+
+#[test]
+fn an_answered_challenge_sends_the_invite_again_to_the_same_hop_with_credentials() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.b.peer = Link::Udp("203.0.113.5:5060".parse().expect("addr"));
+    let line = "Proxy-Authorization: Digest username=\"acme\"\r\n".to_string();
+    let fx = b.run(|c, ctx| c.challenge_answered(ctx, Ok(line.clone())));
+    assert!(
+        matches!(&fx[..], [Effect::InviteTo(a)] if a.to_string() == "203.0.113.5:5060"),
+        "{fx:?}"
+    );
+    assert_eq!(
+        (b.call.auth_tries, b.call.auth_line.as_deref()),
+        (1, Some(line.as_str()))
+    );
+    let answered = b
+        .env
+        .metrics
+        .carrier_challenges
+        .with_label_values(&["acme/pacific", "INVITE", "answered"])
+        .get();
+    assert_eq!(answered, 1);
+}
+
+#[test]
+fn a_challenge_the_trunk_cannot_answer_refuses_the_caller_403_naming_the_cause() {
+    use crate::call::challenge::Unanswered;
+    let mut b = Bench::outbound(Attempt::Calling);
+    let fx = b.run(|c, ctx| {
+        c.challenge_answered(
+            ctx,
+            Err(Unanswered::Refused {
+                username: "acme".into(),
+                realm: "carrier".into(),
+            }),
+        )
+    });
+    match &fx[..] {
+        [
+            Effect::Refuse {
+                code: 403, text, ..
+            },
+            Effect::Finish,
+        ] => {
+            assert!(
+                text.contains("refused trunk acme/pacific's credentials"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = b
+        .env
+        .metrics
+        .carrier_challenges
+        .with_label_values(&["acme/pacific", "INVITE", "refused"])
+        .get();
+    assert_eq!(refused, 1);
+    let mut b = Bench::outbound(Attempt::Calling);
+    let fx = b.run(|c, ctx| c.challenge_answered(ctx, Err(Unanswered::NoCredentials)));
+    assert!(
+        matches!(&fx[..], [Effect::Refuse { code: 403, text, .. }, Effect::Finish] if text.contains("no outbound.auth")),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn shutting_down_refuses_calls_in_set_up_and_hangs_up_answered_ones_with_a_reason() {
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    let fx = b.run(|c, ctx| c.shut_down(ctx));
+    assert_eq!(kinds(&fx), ["refuse", "cancel", "finish"]);
+    assert!(
+        matches!(&fx[0], Effect::Refuse { code: 503, extra, .. } if extra == "Retry-After: 5\r\n")
+    );
+    let mut b = Bench::confirmed();
+    let fx = b.run(|c, ctx| c.shut_down(ctx));
+    let reqs = requests(&fx);
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs.iter().all(|r| {
+        r.1 == Method::Bye
+            && r.3
+                .contains("Reason: SIP;cause=503;text=\"edge shutting down\"")
+    }));
+    // A call already ending is left to end.
+    b.call.state = CallState::Ending;
+    assert!(b.run(|c, ctx| c.shut_down(ctx)).is_empty());
+}

@@ -50,18 +50,16 @@ impl Worker {
     /// The carrier challenged leg B's INVITE (RFC 3261 §22.2): answer once, once more only
     /// after `stale=true`, then give up naming the real cause.
     fn invite_challenged(&mut self, id: u64, resp: &Response) {
-        let Some(c) = self.calls.get_mut(&id) else {
+        let Some(c) = self.calls.get(&id) else {
             return;
         };
-        let trunk = c.trunk;
         let creds =
-            c.rt.trunk(trunk)
+            c.rt.trunk(c.trunk)
                 .outbound
                 .as_ref()
                 .and_then(|o| o.auth.clone());
         let tries = c.auth_tries;
         let ruri = c.b.remote_target.clone();
-        let trunk_id = c.trunk_id().to_string();
         let outcome = match creds {
             None => Err(crate::call::challenge::Unanswered::NoCredentials),
             Some(creds) => match self.auth.answer(resp, "INVITE", &ruri, &creds) {
@@ -73,31 +71,7 @@ impl Worker {
                 }),
             },
         };
-        let label = outcome
-            .as_ref()
-            .map_or_else(|e| e.metric_label(), |_| "answered");
-        self.shared
-            .metrics
-            .carrier_challenges
-            .with_label_values(&[trunk_id.as_str(), "INVITE", label])
-            .inc();
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        match outcome {
-            Ok(line) => {
-                c.auth_tries = tries + 1;
-                c.auth_line = Some(line);
-                // Same hop again (RFC 3261 §22.2): `next_hop` already points past it.
-                let dest = c.b.peer.addr();
-                self.send_b_invite(id, dest)
-            }
-            Err(why) => {
-                let text = why.text(&trunk_id, "INVITE");
-                tracing::warn!(call = id, trunk = trunk_id, "{text}");
-                self.fail_a(id, 403, &text)
-            }
-        }
+        self.drive(id, |c, ctx| c.challenge_answered(ctx, outcome));
     }
 
     /// A request of ours that timed out or was abandoned.

@@ -4,7 +4,7 @@
 use trunkgate_sip::Request;
 
 use super::{Purpose, Timer, Worker};
-use crate::call::{CallState, LegId, Side};
+use crate::call::{LegId, Side};
 use crate::sip::message::{Builder, via};
 use crate::sip::transaction::{Role, ServerState, TransactionKey};
 use crate::transport::Link;
@@ -66,22 +66,7 @@ impl Worker {
     pub(crate) fn hang_up_all(&mut self) {
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
-            let Some(c) = self.calls.get_mut(&id) else {
-                continue;
-            };
-            match c.state {
-                CallState::Proceeding(_) => {
-                    c.final_code = Some(503);
-                    let key = c.a_invite.clone();
-                    self.refuse(&key, 503, "edge shutting down", "Retry-After: 5\r\n");
-                    self.end_call(id, None, "shutdown");
-                }
-                CallState::Confirmed => {
-                    c.bye_lines = "Reason: SIP;cause=503;text=\"edge shutting down\"\r\n".into();
-                    self.end_call(id, None, "shutdown");
-                }
-                CallState::Cancelling(_) | CallState::Ending | CallState::Ended => {}
-            }
+            self.drive(id, |c, ctx| c.shut_down(ctx));
         }
     }
 
