@@ -86,6 +86,8 @@ pub enum CallTimer {
     Ringing(TransactionKey),
     /// An outbound target that has not answered this INVITE within `--failover-seconds`.
     Failover(TransactionKey),
+    /// The call is over and has absorbed stray requests long enough: forget it.
+    Forget,
 }
 
 /// What a final or provisional answer to leg B's INVITE left for the worker to do besides
@@ -143,6 +145,10 @@ pub enum Effect {
     CancelB,
     /// The call changed in a way a restarted edge must find.
     Checkpoint,
+    /// The call is over: its checkpoint goes (a restarted edge must not bring it back).
+    ForgetCheckpoint,
+    /// The call is over: its record is written (`--cdr`).
+    Record,
     /// The call is over: its record, its relay, its places.
     Finish,
 }
@@ -391,6 +397,58 @@ impl Call {
             }
             CallState::Cancelling(_) | CallState::Ending | CallState::Ended => {}
         }
+    }
+
+    /// The call is over (its relay session closed by the worker, with these `stats`): the
+    /// figures go to the per-trunk histograms and the call record, its places in the limits
+    /// are given back, it is counted, its record written and its checkpoint forgotten; it
+    /// stays a moment for stray in-dialog requests (they get 481 afterwards).
+    pub fn finish(&mut self, ctx: &mut Ctx, stats: Vec<trunkgate_media::StreamStats>) {
+        if self.state == CallState::Ended {
+            return;
+        }
+        let m = ctx.env.metrics();
+        for st in stats.iter().filter(|st| st.packets > 0) {
+            let dir = match st.from {
+                Side::Public => "from_carrier",
+                Side::Internal => "from_platform",
+            };
+            let labels = [self.trunk_id(), dir];
+            if let Some(mos) = st.mos {
+                m.media_mos.with_label_values(&labels).observe(mos);
+            }
+            m.media_loss
+                .with_label_values(&labels)
+                .observe(st.lost as f64 / st.expected.max(1) as f64);
+            m.media_jitter
+                .with_label_values(&labels)
+                .observe(st.jitter_ms / 1000.0);
+        }
+        self.media_stats = stats;
+        self.state = CallState::Ended;
+        self.slot = None;
+        self.setup = None;
+        self.setup_source = None;
+        let code = self.final_code.unwrap_or(500);
+        m.calls
+            .with_label_values(&[
+                self.trunk_id(),
+                self.direction.label(),
+                crate::metrics::code_class(code),
+            ])
+            .inc();
+        if ctx.env.settings().cdr {
+            ctx.push(Effect::Record);
+        }
+        if self.checkpointed {
+            ctx.push(Effect::ForgetCheckpoint);
+        }
+        // Transactions absorb retransmissions on their own; the call itself only has to
+        // outlive stray in-dialog requests for a moment.
+        ctx.push(Effect::Timer {
+            after: crate::sip::transaction::T4,
+            timer: CallTimer::Forget,
+        });
     }
 
     /// BYE on one leg of a confirmed call.

@@ -247,6 +247,8 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Resolve(_) => "resolve",
             Effect::AwaitAck => "await_ack",
             Effect::Checkpoint => "checkpoint",
+            Effect::ForgetCheckpoint => "forget_checkpoint",
+            Effect::Record => "record",
             Effect::Finish => "finish",
         })
         .collect()
@@ -1379,4 +1381,60 @@ fn shutting_down_refuses_calls_in_set_up_and_hangs_up_answered_ones_with_a_reaso
     // A call already ending is left to end.
     b.call.state = CallState::Ending;
     assert!(b.run(|c, ctx| c.shut_down(ctx)).is_empty());
+}
+
+#[test]
+fn a_finished_call_gives_its_places_back_is_counted_recorded_and_forgotten_later() {
+    let mut b = Bench::confirmed();
+    b.call.checkpointed = true;
+    let state = b.call.rt.state[0].clone();
+    b.call.slot = Some(state.admit(b.call.rt.trunk(0), 0, 1).expect("a slot"));
+    assert_eq!(state.active(), 1);
+    let fx = b.run(|c, ctx| c.finish(ctx, Vec::new()));
+    assert_eq!(kinds(&fx), ["record", "forget_checkpoint", "timer"]);
+    assert!(matches!(
+        &fx[2],
+        Effect::Timer {
+            timer: CallTimer::Forget,
+            ..
+        }
+    ));
+    assert_eq!(b.call.state, CallState::Ended);
+    assert_eq!(
+        state.active(),
+        0,
+        "its place among the trunk's calls is free"
+    );
+    let counted = b
+        .env
+        .metrics
+        .calls
+        .with_label_values(&["acme/pacific", "inbound", "2xx"])
+        .get();
+    assert_eq!(counted, 1);
+    // Finishing twice (a BYE crossing ours) changes nothing.
+    assert!(b.run(|c, ctx| c.finish(ctx, Vec::new())).is_empty());
+    assert_eq!(
+        b.env
+            .metrics
+            .calls
+            .with_label_values(&["acme/pacific", "inbound", "2xx"])
+            .get(),
+        1
+    );
+}
+
+#[test]
+fn a_call_refused_before_its_answer_is_counted_by_its_code_and_never_checkpointed() {
+    let mut b = Bench::proceeding(Attempt::Calling, false);
+    b.call.final_code = Some(486);
+    let fx = b.run(|c, ctx| c.finish(ctx, Vec::new()));
+    assert_eq!(kinds(&fx), ["record", "timer"]);
+    let counted = b
+        .env
+        .metrics
+        .calls
+        .with_label_values(&["acme/pacific", "inbound", "4xx"])
+        .get();
+    assert_eq!(counted, 1);
 }

@@ -110,6 +110,16 @@ impl Worker {
                 Effect::Resolve(hop) => self.resolve(&hop, super::Lookup::Call(id)),
                 Effect::AwaitAck => self.await_ack(id),
                 Effect::Checkpoint => self.checkpoint(id),
+                Effect::ForgetCheckpoint => {
+                    if let Some(c) = self.calls.get(&id) {
+                        self.shared.fleet.journal(c.a.local_tag.clone(), None);
+                    }
+                }
+                Effect::Record => {
+                    if let Some(c) = self.calls.get(&id) {
+                        crate::call::cdr::write(c);
+                    }
+                }
                 Effect::Finish => self.finish_call(id),
             }
         }
@@ -156,5 +166,6 @@ fn timer_of(id: u64, t: CallTimer) -> Timer {
         CallTimer::Session(leg) => Timer::Session(id, leg),
         CallTimer::Ringing(key) => Timer::Ringing(id, key),
         CallTimer::Failover(key) => Timer::Failover(key),
+        CallTimer::Forget => Timer::CallForget(id),
     }
 }

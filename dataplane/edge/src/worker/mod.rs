@@ -17,7 +17,7 @@ use crate::config::settings::Settings;
 use crate::guard::auth::AuthState;
 use crate::metrics::Metrics;
 use crate::sip::ids::IdMint;
-use crate::sip::transaction::{self, ClientTransaction, ServerTransaction, T4, TransactionKey};
+use crate::sip::transaction::{self, ClientTransaction, ServerTransaction, TransactionKey};
 
 pub use crate::table::Table;
 
@@ -662,51 +662,7 @@ impl Worker {
         // The relay session ends with the call: its ports go to quarantine, its figures to the
         // call record and the per-trunk histograms.
         let stats = self.close_media(id);
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        for st in stats.iter().filter(|st| st.packets > 0) {
-            let dir = match st.from {
-                Side::Public => "from_carrier",
-                Side::Internal => "from_platform",
-            };
-            let m = &self.shared.metrics;
-            let labels = [c.rt.trunk(c.trunk).id.as_str(), dir];
-            if let Some(mos) = st.mos {
-                m.media_mos.with_label_values(&labels).observe(mos);
-            }
-            m.media_loss
-                .with_label_values(&labels)
-                .observe(st.lost as f64 / st.expected.max(1) as f64);
-            m.media_jitter
-                .with_label_values(&labels)
-                .observe(st.jitter_ms / 1000.0);
-        }
-        c.media_stats = stats;
-        c.state = CallState::Ended;
-        c.slot = None;
-        c.setup = None;
-        c.setup_source = None;
-        let code = c.final_code.unwrap_or(500);
-        self.shared
-            .metrics
-            .calls
-            .with_label_values(&[
-                c.trunk_id(),
-                c.direction.label(),
-                crate::metrics::code_class(code),
-            ])
-            .inc();
-        if self.shared.settings.cdr {
-            crate::call::cdr::write(c);
-        }
-        if c.checkpointed {
-            let key = c.a.local_tag.clone();
-            self.shared.fleet.journal(key, None);
-        }
-        // Transactions absorb retransmissions on their own; the call itself only has to outlive
-        // stray in-dialog requests for a moment (they get 481 afterwards).
-        self.schedule(T4, Timer::CallForget(id));
+        self.drive(id, |c, ctx| c.finish(ctx, stats));
     }
 
     /// RFC 3263 location of `hop` (NAPTR, SRV, then A/AAAA) off the event loop; the answer comes
