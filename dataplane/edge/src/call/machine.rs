@@ -453,20 +453,43 @@ impl Call {
 
     /// BYE on one leg of a confirmed call.
     pub fn send_bye(&mut self, ctx: &mut Ctx, leg: LegId) {
-        let branch = ctx.mint.branch();
         let lines = self.bye_lines.clone();
+        self.request_in_dialog(ctx, leg, Method::Bye, CallPurpose::Bye, &lines, &[]);
+    }
+
+    /// A request of ours inside `leg`'s dialog (RFC 3261 §12.2.1.1) with the leg's next CSeq;
+    /// INVITE and UPDATE carry our Contact (a target refresh, §12.2).
+    fn request_in_dialog(
+        &mut self,
+        ctx: &mut Ctx,
+        leg: LegId,
+        method: Method,
+        purpose: CallPurpose,
+        lines: &str,
+        body: &[u8],
+    ) {
+        let branch = ctx.mint.branch();
         let l = self.leg_mut(leg);
         l.local_cseq += 1;
         let cseq = l.local_cseq;
         let hostport = ctx.env.hostport_on(l.side, &l.peer).to_string();
-        let (bytes, ruri, ident, side, peer) =
-            super::b2bua::in_dialog_request(l, "BYE", &branch, cseq, None, &lines, &[], hostport);
+        let contact = matches!(method, Method::Invite | Method::Update);
+        let (bytes, ruri, ident, side, dest) = super::b2bua::in_dialog_request(
+            l,
+            msg::method_name(&method),
+            &branch,
+            cseq,
+            contact.then_some(hostport.as_str()),
+            lines,
+            body,
+            hostport.clone(),
+        );
         ctx.push(Effect::Request(Box::new(Sent {
             leg,
-            purpose: CallPurpose::Bye,
+            purpose,
             side,
-            dest: peer,
-            method: Method::Bye,
+            dest,
+            method,
             branch,
             bytes,
             ruri,
@@ -578,7 +601,6 @@ impl Call {
         server: TransactionKey,
         req: &Request,
     ) {
-        let branch = ctx.mint.branch();
         let to = from.other();
         let method = req.method;
         let body = match self.relay_body(ctx, from, &req.body, super::media::request_exchange(req))
@@ -594,8 +616,7 @@ impl Call {
             }
         };
         let invite_cseq_to = self.leg(to).invite_cseq;
-        let l = self.leg_mut(to);
-        if l.remote_tag.is_none() {
+        if self.leg(to).remote_tag.is_none() {
             return ctx.push(Effect::Refuse {
                 key: server,
                 code: 491,
@@ -603,8 +624,6 @@ impl Call {
                 extra: String::new(),
             });
         }
-        l.local_cseq += 1;
-        let cseq = l.local_cseq;
         let mut lines = msg::copied_lines(req);
         if method == Method::PRack {
             // RFC 3262 §7.2: RAck names the INVITE of the leg it is sent on.
@@ -613,30 +632,7 @@ impl Call {
                 lines.push_str(&format!("RAck: {rseq} {invite_cseq_to} INVITE\r\n"));
             }
         }
-        let contact = matches!(method, Method::Invite | Method::Update);
-        let hp = ctx.env.hostport_on(l.side, &l.peer).to_string();
-        let (bytes, ruri, ident, side, peer) = super::b2bua::in_dialog_request(
-            l,
-            msg::method_name(&method),
-            &branch,
-            cseq,
-            contact.then_some(hp.as_str()),
-            &lines,
-            &body,
-            hp.clone(),
-        );
-        ctx.push(Effect::Request(Box::new(Sent {
-            leg: to,
-            purpose: CallPurpose::Relay(server),
-            side,
-            dest: peer,
-            method,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            cseq,
-        })));
+        self.request_in_dialog(ctx, to, method, CallPurpose::Relay(server), &lines, &body);
     }
 
     /// The answer to a relayed request (sent on leg `sent_on`, CSeq `cseq`) goes back on the
@@ -763,35 +759,9 @@ impl Call {
 
     /// An UPDATE without a body that refreshes the session on `leg` (RFC 4028 §7.4, §9).
     fn send_refresh(&mut self, ctx: &mut Ctx, leg: LegId, interval: u32) {
-        let branch = ctx.mint.branch();
         // A carrier that challenges it is answered like any request of ours (crate::call::challenge).
         let lines = format!("Session-Expires: {interval};refresher=uac\r\nSupported: timer\r\n");
-        let l = self.leg_mut(leg);
-        l.local_cseq += 1;
-        let cseq = l.local_cseq;
-        let hostport = ctx.env.hostport_on(l.side, &l.peer).to_string();
-        let (bytes, ruri, ident, side, peer) = super::b2bua::in_dialog_request(
-            l,
-            "UPDATE",
-            &branch,
-            cseq,
-            Some(&hostport),
-            &lines,
-            &[],
-            hostport.clone(),
-        );
-        ctx.push(Effect::Request(Box::new(Sent {
-            leg,
-            purpose: CallPurpose::Refresh,
-            side,
-            dest: peer,
-            method: Method::Update,
-            branch,
-            bytes,
-            ruri,
-            ident,
-            cseq,
-        })));
+        self.request_in_dialog(ctx, leg, Method::Update, CallPurpose::Refresh, &lines, &[]);
     }
 
     /// The answer to our refresh: a 2xx restarts the leg's timer; 481 or 408 (§10) end the
