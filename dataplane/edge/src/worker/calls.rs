@@ -1,171 +1,80 @@
-//! The worker's side of the call machine ([`crate::call::machine`]): it hands a call its
-//! input with a context that reaches nothing else, then carries out the call's effects
-//! (transactions, timers, checkpoints, the end of the call), in order.
+//! The calls a worker holds: by id and by dialog (its Call-ID and our tag on each leg). Who may
+//! reach a dialog is in `gate.rs`; the answered calls waiting for their ACK in `recycle.rs`.
 
-use trunkgate_sip::Response;
+use std::collections::VecDeque;
+use std::time::Instant;
 
-use super::{Purpose, Shared, Timer, Worker};
-use crate::call::machine::{CallPurpose, CallTimer, Ctx, Effect, Env};
-use crate::call::{Call, LegId, Side};
-use crate::sip::transaction::TransactionKey;
-use crate::transport::Link;
+use super::Table;
+use crate::call::{Call, CallState, LegId};
 
-impl Env for Shared {
-    fn hostport_on(&self, side: Side, link: &Link) -> &str {
-        Shared::hostport_on(self, side, link)
-    }
-    fn allow_source(&self, ip: std::net::IpAddr) {
-        self.prefilter.allow_ip(ip);
-    }
-    fn platform(&self) -> &crate::guard::platform::PlatformAcl {
-        &self.platform
-    }
-    fn settings(&self) -> &crate::config::settings::Settings {
-        &self.settings
-    }
-    fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
-    }
+/// One worker's calls.
+#[derive(Default)]
+pub struct Calls {
+    by_id: Table<u64, Call>,
+    dialogs: Table<(String, String), (u64, LegId)>,
+    /// The id the next call gets (never 0: 0 is "no call" for probes and registrations).
+    last: u64,
+    /// Carrier calls answered 2xx and waiting for their ACK, oldest first (`recycle.rs`).
+    pub(super) unacked: VecDeque<(Instant, u64)>,
 }
 
-impl From<CallPurpose> for Purpose {
-    fn from(p: CallPurpose) -> Self {
-        match p {
-            CallPurpose::Setup => Purpose::Setup,
-            CallPurpose::Relay(k) => Purpose::Relay(k),
-            CallPurpose::Bye => Purpose::Bye,
-            CallPurpose::Refresh => Purpose::Refresh,
+impl Calls {
+    /// An id for a call about to be made.
+    pub fn next_id(&mut self) -> u64 {
+        self.last += 1;
+        self.last
+    }
+
+    /// Keeps `call` as `id`, found again by either leg's dialog.
+    pub fn insert(&mut self, id: u64, call: Call) {
+        for (leg, l) in [(LegId::A, &call.a), (LegId::B, &call.b)] {
+            self.dialogs
+                .insert((l.call_id.clone(), l.local_tag.clone()), (id, leg));
         }
-    }
-}
-
-impl Worker {
-    /// Runs `f` on call `id` with its context, then carries out what it asked (None: no such
-    /// call).
-    pub(crate) fn drive<R>(
-        &mut self,
-        id: u64,
-        f: impl FnOnce(&mut Call, &mut Ctx) -> R,
-    ) -> Option<R> {
-        // The buffer is reused: a transition costs no allocation for its effects. (A drive
-        // nested in carrying out effects gets a fresh one.)
-        let mut effects = std::mem::take(&mut self.effects);
-        let r = {
-            let Some(c) = self.calls.get_mut(&id) else {
-                self.effects = effects;
-                return None;
-            };
-            let mut ctx = Ctx {
-                now: self.now,
-                mint: &mut self.mint,
-                env: &*self.shared,
-                media: self.media.as_mut(),
-                out: &mut effects,
-            };
-            f(c, &mut ctx)
-        };
-        self.apply(id, &mut effects);
-        self.effects = effects;
-        Some(r)
+        self.by_id.insert(id, call);
     }
 
-    /// Carries out call `id`'s effects, in order.
-    fn apply(&mut self, id: u64, effects: &mut Vec<Effect>) {
-        for e in effects.drain(..) {
-            match e {
-                Effect::Request(s) => {
-                    let s = *s;
-                    self.open_client(
-                        id,
-                        s.leg,
-                        s.purpose.into(),
-                        s.side,
-                        s.dest,
-                        s.method,
-                        s.branch,
-                        s.bytes,
-                        s.ruri,
-                        s.ident,
-                        s.cseq,
-                    );
-                }
-                Effect::Respond {
-                    key,
-                    code,
-                    reason,
-                    lines,
-                    body,
-                } => self.respond(&key, code, &reason, &lines, &body),
-                Effect::Refuse {
-                    key,
-                    code,
-                    text,
-                    extra,
-                } => self.refuse(&key, code, &text, &extra),
-                Effect::Timer { after, timer } => self.schedule(after, timer_of(id, timer)),
-                Effect::Send { side, dest, bytes } => self.out.send(side, &dest, &bytes),
-                Effect::CancelB => self.send_cancel(id),
-                Effect::NextHop => self.next_hop(id),
-                Effect::InviteTo(addr) => self.send_b_invite(id, addr),
-                Effect::Resolve(hop) => self.resolve(&hop, super::Lookup::Call(id)),
-                Effect::AwaitAck => self.await_ack(id),
-                Effect::Checkpoint => self.checkpoint(id),
-                Effect::ForgetCheckpoint => {
-                    if let Some(c) = self.calls.get(&id) {
-                        self.shared.fleet.journal(c.a.local_tag.clone(), None);
-                    }
-                }
-                Effect::Record => {
-                    if let Some(c) = self.calls.get(&id) {
-                        crate::call::cdr::write(c);
-                    }
-                }
-                Effect::Finish => self.finish_call(id),
-            }
+    /// Removes a call and everything that points to it.
+    pub fn forget(&mut self, id: u64) {
+        if let Some(c) = self.by_id.remove(&id) {
+            self.dialogs
+                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            self.dialogs
+                .remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
         }
     }
 
-    /// Ends a call from one leg (or from the edge itself when `from` is None).
-    pub(crate) fn end_call(&mut self, id: u64, from: Option<LegId>, why: &'static str) {
-        self.drive(id, |c, ctx| c.end(ctx, from, why));
+    pub fn get(&self, id: u64) -> Option<&Call> {
+        self.by_id.get(&id)
     }
 
-    pub(crate) fn ringing_too_long(&mut self, id: u64, key: &TransactionKey) {
-        self.drive(id, |c, ctx| c.ringing_too_long(ctx, key));
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Call> {
+        self.by_id.get_mut(&id)
     }
 
-    pub(crate) fn relay_response(
-        &mut self,
-        id: u64,
-        sent_on: LegId,
-        server: TransactionKey,
-        method: trunkgate_sip::Method,
-        cseq: u32,
-        resp: &Response,
-    ) {
-        self.drive(id, |c, ctx| {
-            c.relay_response(ctx, sent_on, server, method, cseq, resp)
-        });
+    /// The call and leg of the dialog (Call-ID, our tag).
+    pub(super) fn dialog(&self, call_id: &str, tag: &str) -> Option<(u64, LegId)> {
+        self.dialogs
+            .get(&(call_id.to_string(), tag.to_string()))
+            .copied()
     }
 
-    pub(crate) fn session_due(&mut self, id: u64, leg: LegId) {
-        self.drive(id, |c, ctx| c.session_due(ctx, leg));
+    pub fn ids(&self) -> Vec<u64> {
+        self.by_id.keys().copied().collect()
     }
 
-    pub(crate) fn refresh_answered(&mut self, id: u64, leg: LegId, resp: &Response) {
-        self.drive(id, |c, ctx| c.refresh_answered(ctx, leg, resp));
+    /// Whether every call has ended (a stopping worker may go).
+    pub fn all_ended(&self) -> bool {
+        self.by_id.values().all(|c| c.state == CallState::Ended)
     }
 
-    pub(crate) fn refresh_failed(&mut self, id: u64, code: u16) {
-        self.drive(id, |c, ctx| c.refresh_failed(ctx, code));
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_id.len()
     }
-}
 
-fn timer_of(id: u64, t: CallTimer) -> Timer {
-    match t {
-        CallTimer::Session(leg) => Timer::Session(id, leg),
-        CallTimer::Ringing(key) => Timer::Ringing(id, key),
-        CallTimer::Failover(key) => Timer::Failover(key),
-        CallTimer::Forget => Timer::CallForget(id),
+    #[cfg(test)]
+    pub fn values(&self) -> impl Iterator<Item = &Call> {
+        self.by_id.values()
     }
 }

@@ -5,52 +5,46 @@
 
 use trunkgate_sip::{Method, Request};
 
+use super::ServerTxn;
+use super::calls::Calls;
+use super::transactions::Transactions;
 use crate::call::{CallState, LegId, Side};
 use crate::sip::transaction::{Role, TransactionKey};
 use crate::transport::Link;
-use crate::worker::Worker;
 
-impl Worker {
-    /// Whether a request from a source outside the allow-lists belongs to something of ours
-    /// that this very address is part of: a retransmission of its request, the ACK or CANCEL of
-    /// its INVITE, or a request inside a dialog whose peer it is. Anything else is dropped.
-    pub(crate) fn expected(&self, side: Side, src: &Link, req: &Request) -> bool {
-        let ip = src.addr().ip();
-        let key = TransactionKey::from_request(req, Role::Server);
-        if self
-            .servers
-            .get(&key)
-            .is_some_and(|tx| tx.peer.addr().ip() == ip)
-        {
-            return true;
-        }
-        if req.method == Method::Cancel {
-            return self.cancel_matches(&key.cancelled(), src, req);
-        }
-        self.dialog_of(side, src, req).is_some()
+/// Whether a request from a source outside the allow-lists belongs to something of ours that
+/// this very address is part of: a retransmission of its request, the ACK or CANCEL of its
+/// INVITE, or a request inside a dialog whose peer it is. Anything else is dropped.
+pub fn expected(sip: &Transactions, calls: &Calls, side: Side, src: &Link, req: &Request) -> bool {
+    let ip = src.addr().ip();
+    let key = TransactionKey::from_request(req, Role::Server);
+    if sip.server(&key).is_some_and(|tx| tx.peer.addr().ip() == ip) {
+        return true;
     }
+    if req.method == Method::Cancel {
+        return calls.cancel_matches(sip.server(&key.cancelled()), src, req);
+    }
+    calls.dialog_of(side, src, req).is_some()
+}
 
+impl Calls {
     /// The live call leg a request with our To tag belongs to, when its Call-ID and tag name
     /// one of our dialogs on `side` and it comes from that leg's peer address (§12.2.2).
-    pub(crate) fn dialog_of(&self, side: Side, src: &Link, req: &Request) -> Option<(u64, LegId)> {
+    pub fn dialog_of(&self, side: Side, src: &Link, req: &Request) -> Option<(u64, LegId)> {
         let tag = trunkgate_sip::to_tag(req)?;
         let call_id = trunkgate_sip::call_id(req)?;
-        let &(id, leg) = self.dialogs.get(&(call_id.to_string(), tag.to_string()))?;
-        let c = self.calls.get(&id)?;
+        let (id, leg) = self.dialog(call_id, tag)?;
+        let c = self.get(id)?;
         let l = c.leg(leg);
         let live = c.state != CallState::Ended || req.method == Method::Ack;
         (live && l.side == side && l.sent_by(src.addr().ip())).then_some((id, leg))
     }
 
-    /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction with its branch and
-    /// sent-by (`invite`, the CANCEL's key [`TransactionKey::cancelled`]), from the same address, with the INVITE's Call-ID, From tag and CSeq number.
-    pub(crate) fn cancel_matches(
-        &self,
-        invite: &TransactionKey,
-        src: &Link,
-        req: &Request,
-    ) -> bool {
-        let Some(tx) = self.servers.get(invite) else {
+    /// RFC 3261 §9.2: a CANCEL matches the INVITE server transaction `invite` with its branch
+    /// and sent-by ([`TransactionKey::cancelled`]), from the same address, with the INVITE's
+    /// Call-ID, From tag and CSeq number.
+    pub fn cancel_matches(&self, invite: Option<&ServerTxn>, src: &Link, req: &Request) -> bool {
+        let Some(tx) = invite else {
             return false;
         };
         if tx.peer.addr().ip() != src.addr().ip() {
@@ -60,19 +54,11 @@ impl Worker {
             // An INVITE refused without a call: the CANCEL changes nothing.
             return true;
         };
-        let Some(c) = self.calls.get(&id) else {
+        let Some(c) = self.get(id) else {
             return true;
         };
         trunkgate_sip::call_id(req) == Some(c.a.call_id.as_str())
             && trunkgate_sip::from_tag(req) == c.a.remote_tag.as_deref()
             && trunkgate_sip::cseq(req).map(|(n, _)| n) == Some(c.a.invite_cseq)
-    }
-
-    pub(crate) fn count_acl_drop(&self, side: Side) {
-        self.shared
-            .metrics
-            .acl_drops
-            .with_label_values(&[side.label()])
-            .inc();
     }
 }

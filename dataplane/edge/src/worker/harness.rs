@@ -202,7 +202,7 @@ impl Harness {
     /// The outputs so far: sends parsed, the rest described in `others`.
     pub fn take(&mut self) -> Vec<Sent> {
         let mut sent = Vec::new();
-        for o in self.w.out.drain() {
+        for o in self.w.sip.outputs() {
             match o {
                 Output::Send { side, dest, bytes } => {
                     let msg = trunkgate_sip::parse(&bytes).expect("the worker sends valid SIP");

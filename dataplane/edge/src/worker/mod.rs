@@ -4,19 +4,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use trunkgate_sip::SipMessage;
 
-use crate::call::{Call, CallState, LegId, Side};
+use crate::call::{LegId, Side};
 use crate::config::Runtime;
 use crate::config::settings::Settings;
-use crate::guard::auth::AuthState;
 use crate::metrics::Metrics;
-use crate::sip::ids::IdMint;
 use crate::sip::transaction::{self, ClientTransaction, ServerTransaction, TransactionKey};
 
 pub use crate::table::Table;
@@ -427,65 +425,36 @@ impl Shared {
             _ => self.hostport(side),
         }
     }
+
+    /// Whether `src` may speak on `side`: a carrier some trunk allows, or the platform
+    /// (`--platform-cidrs`). Default deny on both sides.
+    pub fn side_allows(&self, side: Side, src: SocketAddr) -> bool {
+        match side {
+            Side::Public => self.runtime.load().source_allowed(src.ip()),
+            Side::Internal => self.platform.allows(src.ip()),
+        }
+    }
+
+    pub fn count_acl_drop(&self, side: Side) {
+        self.metrics
+            .acl_drops
+            .with_label_values(&[side.label()])
+            .inc();
+    }
 }
 
-/// One worker's state.
-pub struct Worker {
-    pub index: usize,
-    pub shared: Arc<Shared>,
-    /// What the input being handled asks the runtime to do (sends, lookups, dials, hand-offs).
-    pub out: Outbox,
-    /// The time of the input being handled: the runtime sets it, tests move it.
-    pub now: Instant,
-    pub mint: IdMint,
-    pub calls: Table<u64, Call>,
-    pub next_call: u64,
-    pub dialogs: Table<(String, String), (u64, LegId)>,
-    pub servers: Table<TransactionKey, ServerTxn>,
-    pub clients: Table<TransactionKey, ClientTxn>,
-    pub timers: crate::sip::timers::Timers<Timer>,
-    pub auth: AuthState,
-    /// Counters every message touches, resolved once.
-    pub hot: crate::metrics::Hot,
-    /// The OPTIONS probes of the carrier targets this worker watches.
-    pub prober: crate::route::health::Prober,
-    /// The TCP and TLS connections this worker opened.
-    pub tcp: crate::transport::tcp::Connections,
-    /// This worker's media relay (None when it could not start: relayed calls get 503).
-    pub media: Option<trunkgate_media::MediaEngine>,
-    /// The relay's totals already added to the metrics.
-    pub media_counted: trunkgate_media::Counters,
-    /// (start of the current second, carrier refusals logged in it).
-    pub refusal_log: (Instant, u32),
-    /// (start of the current second, refusal records written in it).
-    pub refusal_records: (Instant, u32),
-    /// Relay sessions open on this worker, per trunk id (for the RTP port fair share).
-    pub rtp_by_trunk: Table<String, u32>,
-    /// Carrier calls answered 2xx and waiting for their ACK, oldest first (crate::call::b2bua::recycle).
-    pub unacked: std::collections::VecDeque<(Instant, u64)>,
-    /// The trunk registrations this worker holds, by trunk id (crate::register).
-    pub registrations: Table<String, crate::register::binding::Binding>,
-    /// Calls of the previous run still to restore (crate::fleet::restore).
-    pub restoring: Vec<crate::call::checkpoint::CallRecord>,
-    /// When the worker started.
-    pub started: Instant,
-    /// The call machine's effects, a buffer reused from one transition to the next.
-    pub effects: Vec<crate::call::machine::Effect>,
-}
-
-mod answers;
 #[cfg(test)]
 mod call_flows;
 mod calls;
 mod challenges;
-mod dialogs;
+mod demux;
 #[cfg(test)]
 mod fleet_flows;
 mod gate;
 #[cfg(test)]
 pub mod harness;
-mod hops;
 mod invite;
+mod io;
 mod media;
 mod output;
 mod probes;
@@ -496,192 +465,24 @@ mod restore;
 pub mod runtime;
 mod transactions;
 
+pub use demux::Worker;
 pub use output::{Outbox, Output};
 
-pub(crate) use crate::sip::msg::header_lines;
-pub use receive::response_prefix;
-
-impl Worker {
-    /// Worker `index` with no calls yet, on `media` (None: relayed calls get 503).
-    pub fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        media: Option<trunkgate_media::MediaEngine>,
-    ) -> Self {
-        let auth = AuthState::new(
-            shared.nonce_key,
-            index,
-            shared.lockout.clone(),
-            shared.metrics.auth_blocks.clone(),
-            shared.metrics.auth_uri_differs.clone(),
-        );
-        let now = Instant::now();
-        let restoring = shared
-            .restore
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(index)
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let prober = crate::route::health::Prober::new(index, shared.handoff.len());
-        let tcp = crate::transport::tcp::Connections::new(
-            shared.tcp.clone(),
-            shared.tcp_timeouts(),
-            shared.tls_handshake(),
-            shared.tls.clone(),
-        );
-        Worker {
-            index,
-            hot: shared.metrics.hot(),
-            shared,
-            out: Outbox::default(),
-            now,
-            mint: IdMint::new(index),
-            calls: Default::default(),
-            next_call: 1,
-            dialogs: Default::default(),
-            servers: Default::default(),
-            clients: Default::default(),
-            timers: Default::default(),
-            auth,
-            tcp,
-            prober,
-            media,
-            media_counted: Default::default(),
-            refusal_log: (now, 0),
-            refusal_records: (now, 0),
-            rtp_by_trunk: Default::default(),
-            unacked: Default::default(),
-            registrations: Default::default(),
-            restoring,
-            started: now,
-            effects: Vec::new(),
-        }
+impl crate::call::machine::Env for Shared {
+    fn hostport_on(&self, side: Side, link: &Link) -> &str {
+        Shared::hostport_on(self, side, link)
     }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+    fn allow_source(&self, ip: std::net::IpAddr) {
+        self.prefilter.allow_ip(ip);
     }
-
-    pub fn hostport(&self, side: Side) -> &str {
-        self.shared.hostport(side)
+    fn platform(&self) -> &crate::guard::platform::PlatformAcl {
+        &self.platform
     }
-
-    // ---- sending -------------------------------------------------------------------------
-
-    pub fn send(&mut self, side: Side, dest: &Link, bytes: &[u8]) {
-        self.out.send(side, dest, bytes);
+    fn settings(&self) -> &crate::config::settings::Settings {
+        &self.settings
     }
-
-    // ---- timers --------------------------------------------------------------------------
-
-    pub fn schedule(&mut self, after: Duration, t: Timer) {
-        self.timers.set(self.now, after, t);
-    }
-
-    /// Runs every timer due at `self.now`.
-    pub fn fire_timers(&mut self) {
-        while let Some(t) = self.timers.pop_due(self.now) {
-            self.on_timer(t);
-        }
-    }
-
-    fn on_timer(&mut self, t: Timer) {
-        match t {
-            Timer::Client(key, t) => self.client_timer(key, t),
-            Timer::Server(key, t) => self.server_timer(key, t),
-            Timer::Failover(key) => {
-                let Some(tx) = self.clients.get(&key) else {
-                    return;
-                };
-                if tx.machine.answered() {
-                    return;
-                }
-                self.metrics()
-                    .timeouts
-                    .with_label_values(&[tx.side.label()])
-                    .inc();
-                let secs = self.shared.settings.failover_seconds;
-                self.client_failed(
-                    key,
-                    408,
-                    "timeout",
-                    format!("carrier target did not answer within {secs} s"),
-                );
-            }
-            Timer::ClientForget(key) => {
-                self.clients.remove(&key);
-            }
-            Timer::CallForget(id) => self.forget_call(id),
-            Timer::Ringing(id, key) => self.ringing_too_long(id, &key),
-            Timer::Session(id, leg) => self.session_due(id, leg),
-            Timer::CancelGuard(key) => {
-                let pending = self.clients.get(&key).is_some_and(|tx| {
-                    matches!(
-                        tx.machine.state(),
-                        transaction::ClientState::Calling | transaction::ClientState::Proceeding
-                    )
-                });
-                if pending {
-                    tracing::warn!(
-                        "a CANCELed INVITE got no final answer within 64*T1: the call ends (RFC 3261 §9.1)"
-                    );
-                    self.client_failed(
-                        key,
-                        408,
-                        "timeout",
-                        "no final answer 64*T1 after the CANCEL".into(),
-                    );
-                }
-            }
-            Timer::ProbeTick => self.probe_tick(),
-        }
-    }
-
-    // ---- calls -------------------------------------------------------------------------
-
-    /// Removes a call and everything that points to it.
-    fn forget_call(&mut self, id: u64) {
-        if let Some(c) = self.calls.remove(&id) {
-            self.dialogs
-                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
-            self.dialogs
-                .remove(&(c.b.call_id.clone(), c.b.local_tag.clone()));
-        }
-    }
-
-    /// Marks a call over, writes its record and schedules its removal.
-    pub fn finish_call(&mut self, id: u64) {
-        if self
-            .calls
-            .get(&id)
-            .is_none_or(|c| c.state == CallState::Ended)
-        {
-            return;
-        }
-        // The relay session ends with the call: its ports go to quarantine, its figures to the
-        // call record and the per-trunk histograms.
-        let stats = self.close_media(id);
-        self.drive(id, |c, ctx| c.finish(ctx, stats));
-    }
-
-    /// RFC 3263 location of `hop` (NAPTR, SRV, then A/AAAA) off the event loop; the answer comes
-    /// back as [`Event::Resolved`] for `lookup`. Without a resolver it fails at once.
-    pub fn resolve(&mut self, hop: &crate::call::Hop, lookup: Lookup) {
-        if self.shared.resolver.is_none() {
-            let result = Err(trunkgate_resolve::Error::Config {
-                reason: format!("{}: no DNS resolver configured", hop.host),
-            });
-            return self.on_event(Event::Resolved { lookup, result });
-        }
-        self.out.push(Output::Resolve {
-            hop: hop.clone(),
-            lookup,
-        });
-    }
-
-    pub fn draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 }
 

@@ -8,9 +8,9 @@
 //! reason) and gives its place to the new call: a live caller acknowledges within a round trip,
 //! and the caps still bound what an unacknowledged flood holds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::Worker;
+use super::calls::Calls;
 use crate::call::{Call, CallState, LegId};
 
 /// How long a 2xx may wait for its ACK before its call may make room (two transmissions of the
@@ -19,29 +19,28 @@ pub(crate) const RECYCLE_AFTER: Duration = Duration::from_secs(1);
 /// Entries looked at per attempt, so a full cap costs a bounded scan per refused INVITE.
 const SCAN: usize = 256;
 
-impl Worker {
-    /// Notes that call `id` answered its carrier 2xx now and waits for the ACK.
-    pub(crate) fn await_ack(&mut self, id: u64) {
+impl Calls {
+    /// Notes that call `id` answered its carrier 2xx at `now` and waits for the ACK.
+    pub fn await_ack(&mut self, now: Instant, id: u64) {
         // Drop what is settled at the front, so the queue holds about the calls still waiting.
         while let Some(&(_, front)) = self.unacked.front() {
-            if waiting_for_ack(self.calls.get(&front)) {
+            if waiting_for_ack(self.get(front)) {
                 break;
             }
             self.unacked.pop_front();
         }
-        self.unacked.push_back((self.now, id));
+        self.unacked.push_back((now, id));
     }
 
-    /// Ends the oldest call `of_scope` admits that has waited for its ACK for at least
-    /// [`RECYCLE_AFTER`]; whether one was ended (its set-up places are free again).
-    pub(crate) fn recycle_unacked(&mut self, of_scope: impl Fn(&Call) -> bool) -> bool {
-        let now = self.now;
+    /// The oldest call `of_scope` admits that has waited for its ACK for at least
+    /// [`RECYCLE_AFTER`] at `now`, marked to end for it (its set-up places are then free).
+    pub fn recycle(&mut self, now: Instant, of_scope: impl Fn(&Call) -> bool) -> Option<u64> {
         let mut victim = None;
         for (i, &(since, id)) in self.unacked.iter().enumerate().take(SCAN) {
             if now.saturating_duration_since(since) < RECYCLE_AFTER {
                 break;
             }
-            let Some(c) = self.calls.get(&id) else {
+            let Some(c) = self.get(id) else {
                 continue;
             };
             if waiting_for_ack(Some(c)) && of_scope(c) {
@@ -49,27 +48,12 @@ impl Worker {
                 break;
             }
         }
-        let Some((i, id)) = victim else {
-            return false;
-        };
+        let (i, id) = victim?;
         self.unacked.remove(i);
-        if let Some(c) = self.calls.get_mut(&id) {
-            c.bye_lines =
-                "Reason: SIP;cause=408;text=\"no ACK; place given to a new call\"\r\n".into();
-            c.final_code = Some(408);
-            let trunk = c.trunk_id().to_string();
-            self.shared
-                .metrics
-                .setup_recycled
-                .with_label_values(&[trunk.as_str()])
-                .inc();
-        }
-        tracing::info!(
-            call = id,
-            "a set-up cap is full: a call whose 2xx got no ACK ends to make room"
-        );
-        self.end_call(id, None, "no ACK; cap full");
-        true
+        let c = self.get_mut(id)?;
+        c.bye_lines = "Reason: SIP;cause=408;text=\"no ACK; place given to a new call\"\r\n".into();
+        c.final_code = Some(408);
+        Some(id)
     }
 }
 

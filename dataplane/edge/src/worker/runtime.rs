@@ -9,7 +9,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::{Event, Handoff, Link, Output, Shared, Worker};
-use crate::call::{CallState, Side};
+use crate::call::Side;
 
 /// A worker's sockets and the way back to it for its own tasks.
 pub struct Net {
@@ -98,14 +98,12 @@ pub async fn run(
     let mut stopping = false;
     let shared = worker.shared.clone();
     let hot = shared.metrics.hot();
-    worker.now = Instant::now();
-    worker.restore_pending();
-    worker.schedule(crate::route::health::TICK, super::Timer::ProbeTick);
-    for o in worker.out.drain() {
+    worker.start(Instant::now());
+    for o in worker.sip.outputs() {
         net.carry_out(&shared, &hot, o);
     }
     loop {
-        let next = worker.timers.next_deadline();
+        let next = worker.sip.next_deadline();
         let sleep = async move {
             match next {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -135,12 +133,9 @@ pub async fn run(
                 worker.now = Instant::now();
                 worker.on_event(e);
             }
-            _ = wait_media(&worker.media) => {
+            _ = worker.relay.wait() => {
                 worker.now = Instant::now();
-                if let Some(m) = worker.media.as_mut() {
-                    let events = m.relay();
-                    worker.on_media_events(events);
-                }
+                worker.on_media();
             }
             _ = sleep => {
                 worker.now = Instant::now();
@@ -154,19 +149,11 @@ pub async fn run(
                 }
             }
         }
-        for o in worker.out.drain() {
+        for o in worker.sip.outputs() {
             net.carry_out(&shared, &hot, o);
         }
-        if stopping && worker.calls.values().all(|c| c.state == CallState::Ended) {
+        if stopping && worker.calls.all_ended() {
             return;
         }
-    }
-}
-
-/// Resolves when the relay has work; never when this worker has no relay.
-async fn wait_media(media: &Option<trunkgate_media::MediaEngine>) {
-    match media {
-        Some(m) => m.wait().await,
-        None => std::future::pending().await,
     }
 }
