@@ -139,10 +139,13 @@ pub enum Effect {
     /// Look the hop being tried up (RFC 3263); the answer comes to [`Call::on_resolved`].
     Resolve(Box<crate::route::Hop>),
     /// The caller's ACK of the answer is awaited (a full set-up cap may end the call when it
-    /// does not come: `call/b2bua/recycle.rs`).
+    /// does not come: `worker/recycle.rs`).
     AwaitAck,
     /// CANCEL leg B's pending INVITE (built from its client transaction, RFC 3261 §9.1).
     CancelB,
+    /// The ACK of our 2xx on this server transaction came: its retransmissions stop
+    /// (RFC 3261 §13.3.1.4).
+    Acked(TransactionKey),
     /// The call changed in a way a restarted edge must find.
     Checkpoint,
     /// The call is over: its checkpoint goes (a restarted edge must not bring it back).
@@ -151,6 +154,15 @@ pub enum Effect {
     Record,
     /// The call is over: its record, its relay, its places.
     Finish,
+}
+
+/// What a 2xx that came again to leg B's INVITE was ([`Call::answered_again`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Again {
+    /// The answer the call took: our ACK went again.
+    Same,
+    /// Another fork's answer; `first` the first time it came.
+    Fork { first: bool },
 }
 
 /// What a new call is made of, once admission let its INVITE through.
@@ -527,6 +539,82 @@ impl Call {
             }
         }
         ctx.push(Effect::Finish);
+    }
+
+    /// The relay heard no RTP for `--media-timeout` on this answered call: it ends with a BYE
+    /// on both legs carrying a Reason header (RFC 3326). Before the answer, nothing.
+    pub fn media_timeout(&mut self, ctx: &mut Ctx) {
+        if self.state != CallState::Confirmed {
+            return;
+        }
+        self.bye_lines = "Reason: SIP;cause=408;text=\"media timeout\"\r\n".to_string();
+        ctx.env
+            .metrics()
+            .media_timeouts
+            .with_label_values(&[self.trunk_id()])
+            .inc();
+        self.end(ctx, None, "media timeout");
+    }
+
+    /// A set-up cap is full and this call's 2xx has waited too long for its ACK
+    /// (`worker/recycle.rs`): it ends (408 in its record) and gives its places to a new call.
+    pub fn make_room(&mut self, ctx: &mut Ctx) {
+        self.bye_lines =
+            "Reason: SIP;cause=408;text=\"no ACK; place given to a new call\"\r\n".into();
+        self.final_code = Some(408);
+        ctx.env
+            .metrics()
+            .setup_recycled
+            .with_label_values(&[self.trunk_id()])
+            .inc();
+        tracing::info!(
+            call = self.a.local_tag,
+            "a set-up cap is full: a call whose 2xx got no ACK ends to make room"
+        );
+        self.end(ctx, None, "no ACK; cap full");
+    }
+
+    /// The call of an edge gone for good, adopted by this one: it is hung up on both legs, its
+    /// record saying `edge_lost`.
+    pub fn orphaned(&mut self, ctx: &mut Ctx) {
+        self.ended_by = Some("edge_lost");
+        self.bye_lines = "Reason: SIP;cause=503;text=\"the edge of this call is gone\"\r\n".into();
+        ctx.env.metrics().orphans_ended.inc();
+        self.end(ctx, None, "edge_lost");
+    }
+
+    /// A 2xx to leg B's INVITE came again (RFC 3261 §13.2.2.4) with To tag `tag`: the same
+    /// answer gets our ACK again; another fork's answer is the worker's to acknowledge and,
+    /// the first time (`Fork { first: true }`), to hang up, or that branch stays answered
+    /// (and billed) at the carrier.
+    pub fn answered_again(&mut self, ctx: &mut Ctx, tag: Option<&str>) -> Again {
+        match tag {
+            Some(tag) if Some(tag) != self.b.remote_tag.as_deref() => {
+                let first = !self.forks_ended.iter().any(|t| t == tag);
+                if first {
+                    self.forks_ended.push(tag.to_string());
+                }
+                Again::Fork { first }
+            }
+            _ => {
+                if let Some(ack) = &self.b_ack {
+                    ctx.push(Effect::Send {
+                        side: self.b.side,
+                        dest: self.b.peer.clone(),
+                        bytes: ack.clone(),
+                    });
+                }
+                Again::Same
+            }
+        }
+    }
+
+    /// The CSeq of a request of ours on `leg` (sent with `sent`) sent again with credentials:
+    /// one higher, and the leg's CSeq moves on with it (RFC 3261 §22.2).
+    pub fn cseq_for_credentials(&mut self, leg: LegId, sent: u32) -> u32 {
+        let l = self.leg_mut(leg);
+        l.local_cseq = l.local_cseq.max(sent) + 1;
+        l.local_cseq
     }
 
     /// Leg B has rung for `--ringing-seconds` without a final answer to the INVITE `key`:
@@ -1173,6 +1261,11 @@ impl Call {
     /// The caller's ACK of the call's answer ends its set-up; its ACK on leg B is kept for a
     /// retransmitted 2xx.
     pub fn on_ack(&mut self, ctx: &mut Ctx, leg: LegId, req: &Request) {
+        // Only the ACK of a 2xx of ours (end to end, its own branch) goes on.
+        let Some(acked) = self.leg_mut(leg).awaiting_ack.take() else {
+            return;
+        };
+        ctx.push(Effect::Acked(acked));
         let (ack_cseq, _) = trunkgate_sip::cseq(req).unwrap_or((0, "ACK"));
         let other = leg.other();
         let answers_setup = leg == LegId::A && ack_cseq == self.a.invite_cseq;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use trunkgate_crds::{CarrierTrunk, Secrets, compile};
 use trunkgate_sip::{Method, Request, Response, SipMessage};
 
-use super::machine::{CallPurpose, CallTimer, Ctx, Effect, Env};
+use super::machine::{Again, CallPurpose, CallTimer, Ctx, Effect, Env};
 use super::{Attempt, Call, CallState, Direction, Leg, LegId, Side};
 use crate::call::b2bua::session_timer::SessionTimer;
 use crate::sip::ids::IdMint;
@@ -205,6 +205,20 @@ fn from_carrier(method: &str, cseq: u32, extra: &str) -> Request {
     ))
 }
 
+/// An in-dialog request from leg B's platform.
+fn from_platform(method: &str, cseq: u32, extra: &str) -> Request {
+    request(&format!(
+        "{method} sip:edge@10.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PLATFORM};branch=z9hG4bK-p{cseq}\r\nFrom: <sip:peer@{PLATFORM}>;tag=rb\r\nTo: <sip:edge@tb.example>;tag=tb\r\nCall-ID: call-tb\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// An answer from the carrier to a request of ours on leg A.
+fn carrier_answer(code: u16, method: &str, cseq: u32, extra: &str) -> Response {
+    response(&format!(
+        "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-y\r\nFrom: <sip:edge@ta.example>;tag=ta\r\nTo: <sip:peer@{CARRIER}>;tag=ra\r\nCall-ID: call-ta\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
 /// An answer from the platform to a request of ours on leg B.
 fn platform_answer(code: u16, method: &str, cseq: u32, extra: &str) -> Response {
     response(&format!(
@@ -242,6 +256,7 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Timer { .. } => "timer",
             Effect::Send { .. } => "send",
             Effect::CancelB => "cancel",
+            Effect::Acked(_) => "acked",
             Effect::NextHop => "next_hop",
             Effect::InviteTo(_) => "invite_to",
             Effect::Resolve(_) => "resolve",
@@ -653,11 +668,13 @@ fn the_callers_ack_of_the_answer_goes_to_leg_b_with_the_invites_cseq_and_credent
     let mut b = Bench::confirmed();
     b.call.b.invite_cseq = 3;
     b.call.auth_line = Some("Proxy-Authorization: Digest username=\"acme\"\r\n".into());
+    b.call.a.awaiting_ack = Some(server_key("a-invite"));
     let ack = from_carrier("ACK", 1, "");
     let fx = b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack));
-    let [Effect::Send { side, dest, bytes }] = &fx[..] else {
+    let [Effect::Acked(acked), Effect::Send { side, dest, bytes }] = &fx[..] else {
         panic!("{fx:?}")
     };
+    assert_eq!(acked, &server_key("a-invite"), "our 2xx stops");
     assert_eq!(
         (*side, dest.addr().to_string()),
         (Side::Internal, PLATFORM.to_string())
@@ -687,9 +704,10 @@ fn the_ack_of_a_relayed_reinvites_2xx_takes_that_reinvites_cseq_once() {
     let mut b = Bench::confirmed();
     b.call.b_ack = Some(b"ACK of the set-up".to_vec());
     b.call.b.reinvite_cseq = Some(5);
+    b.call.a.awaiting_ack = Some(server_key("reinvite"));
     let ack = from_carrier("ACK", 2, "");
     let fx = b.run(|c, ctx| c.on_ack(ctx, LegId::A, &ack));
-    let [Effect::Send { bytes, .. }] = &fx[..] else {
+    let [Effect::Acked(_), Effect::Send { bytes, .. }] = &fx[..] else {
         panic!("{fx:?}")
     };
     assert!(String::from_utf8_lossy(bytes).contains("CSeq: 5 ACK\r\n"));
@@ -1437,4 +1455,144 @@ fn a_call_refused_before_its_answer_is_counted_by_its_code_and_never_checkpointe
         .with_label_values(&["acme/pacific", "inbound", "4xx"])
         .get();
     assert_eq!(counted, 1);
+}
+
+/// RFC 3261 §14.1 glare: both sides send a re-INVITE at once. Each is relayed; each far end,
+/// with its own re-INVITE pending, answers 491, and the 491 goes back to whoever sent that
+/// re-INVITE. Neither dialog changes, and the retry that follows takes the next CSeq.
+#[test]
+fn crossing_reinvites_get_each_others_491_back_and_change_neither_dialog() {
+    let mut b = Bench::confirmed();
+    let from_a = from_carrier("INVITE", 2, "");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("ra2"), &from_a));
+    assert_eq!(requests(&fx)[0].0, LegId::B);
+    let from_b = from_platform("INVITE", 7, "");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::B, server_key("rb7"), &from_b));
+    let reqs = requests(&fx);
+    assert_eq!(
+        (reqs[0].0, reqs[0].1, reqs[0].2),
+        (LegId::A, Method::Invite, 2)
+    );
+    // The platform answers the carrier's re-INVITE 491, the carrier the platform's.
+    let glare_b = platform_answer(491, "INVITE", 2, "");
+    let fx = b.run(|c, ctx| {
+        c.relay_response(
+            ctx,
+            LegId::B,
+            server_key("ra2"),
+            Method::Invite,
+            2,
+            &glare_b,
+        )
+    });
+    assert!(
+        matches!(&fx[..], [Effect::Respond { key, code: 491, .. }] if *key == server_key("ra2")),
+        "{fx:?}"
+    );
+    let glare_a = carrier_answer(491, "INVITE", 2, "");
+    let fx = b.run(|c, ctx| {
+        c.relay_response(
+            ctx,
+            LegId::A,
+            server_key("rb7"),
+            Method::Invite,
+            2,
+            &glare_a,
+        )
+    });
+    assert!(
+        matches!(&fx[..], [Effect::Respond { key, code: 491, .. }] if *key == server_key("rb7")),
+        "{fx:?}"
+    );
+    for l in [&b.call.a, &b.call.b] {
+        assert_eq!(l.reinvite_cseq, None);
+        assert_eq!(l.awaiting_ack, None);
+    }
+    assert_eq!(b.call.state, CallState::Confirmed);
+    assert!(kinds(&fx).iter().all(|k| *k != "checkpoint"));
+    // The carrier tries again later: the platform's leg takes its next CSeq.
+    let retry = from_carrier("INVITE", 3, "");
+    let fx = b.run(|c, ctx| c.on_in_dialog(ctx, LegId::A, server_key("ra3"), &retry));
+    assert_eq!(requests(&fx)[0].2, 3);
+}
+
+#[test]
+fn a_media_timeout_ends_an_answered_call_with_a_reason_and_leaves_one_in_set_up() {
+    let mut b = Bench::confirmed();
+    let fx = b.run(|c, ctx| c.media_timeout(ctx));
+    let reqs = requests(&fx);
+    assert_eq!(reqs.len(), 2, "{fx:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.1 == Method::Bye && r.3.contains("text=\"media timeout\""))
+    );
+    let counted = b
+        .env
+        .metrics
+        .media_timeouts
+        .with_label_values(&["acme/pacific"])
+        .get();
+    assert_eq!(counted, 1);
+    let mut b = Bench::proceeding(Attempt::Ringing, true);
+    assert!(b.run(|c, ctx| c.media_timeout(ctx)).is_empty());
+    assert_eq!(b.call.state, CallState::Proceeding(Attempt::Ringing));
+}
+
+#[test]
+fn a_call_making_room_ends_as_408_and_an_orphan_as_edge_lost() {
+    let mut b = Bench::confirmed();
+    let fx = b.run(|c, ctx| c.make_room(ctx));
+    assert_eq!(kinds(&fx), ["request", "request", "finish"]);
+    assert_eq!(b.call.final_code, Some(408));
+    assert!(
+        requests(&fx)[0]
+            .3
+            .contains("no ACK; place given to a new call")
+    );
+    let recycled = b
+        .env
+        .metrics
+        .setup_recycled
+        .with_label_values(&["acme/pacific"])
+        .get();
+    assert_eq!(recycled, 1);
+
+    let mut b = Bench::confirmed();
+    let fx = b.run(|c, ctx| c.orphaned(ctx));
+    assert_eq!(kinds(&fx), ["request", "request", "finish"]);
+    assert_eq!(b.call.ended_by, Some("edge_lost"));
+    assert!(requests(&fx)[1].3.contains("the edge of this call is gone"));
+    assert_eq!(b.env.metrics.orphans_ended.get(), 1);
+}
+
+#[test]
+fn a_2xx_again_gets_our_ack_again_and_another_forks_is_hung_up_once() {
+    let mut b = Bench::confirmed();
+    b.call.b_ack = Some(b"ACK sip:peer SIP/2.0\r\n\r\n".to_vec());
+    let fx = b.run(|c, ctx| assert_eq!(c.answered_again(ctx, Some("rb")), Again::Same));
+    assert!(matches!(&fx[..], [Effect::Send { bytes, .. }] if bytes.starts_with(b"ACK")));
+    let fx = b.run(|c, ctx| {
+        assert_eq!(
+            c.answered_again(ctx, Some("fork2")),
+            Again::Fork { first: true }
+        )
+    });
+    assert!(fx.is_empty(), "the worker ACKs it from the transaction");
+    b.run(|c, ctx| {
+        assert_eq!(
+            c.answered_again(ctx, Some("fork2")),
+            Again::Fork { first: false }
+        )
+    });
+}
+
+#[test]
+fn a_request_sent_again_with_credentials_moves_its_legs_cseq_on() {
+    let mut b = Bench::confirmed();
+    b.call.b.local_cseq = 4;
+    assert_eq!(b.call.cseq_for_credentials(LegId::B, 4), 5);
+    assert_eq!(b.call.b.local_cseq, 5);
+    // A BYE sent with CSeq 5 before: the retry is 6, never reused.
+    assert_eq!(b.call.cseq_for_credentials(LegId::B, 5), 6);
+    assert_eq!(b.call.a.local_cseq, 1, "the other leg keeps its own");
 }

@@ -24,7 +24,7 @@ use crate::call::b2bua::reason_of;
 use crate::call::b2bua::session_timer::{MIN_SE, session_expires};
 use crate::call::challenge::{MAX_TRIES, Unanswered, Unusable};
 use crate::call::checkpoint::CallRecord;
-use crate::call::machine::{CallPurpose, CallTimer, Ctx, Effect, NewCall, SetupAnswer};
+use crate::call::machine::{Again, CallPurpose, CallTimer, Ctx, Effect, NewCall, SetupAnswer};
 use crate::call::{Call, CallState, LegId, Side};
 use crate::config::Runtime;
 use crate::guard::auth::AuthState;
@@ -451,28 +451,19 @@ impl Worker {
             // A retransmitted 2xx of leg B's INVITE: repeat our ACK (§13.2.2.4). A 2xx with
             // another To tag is another fork's answer: it gets its own ACK and, the first
             // time, a BYE, or that branch stays answered (and billed) at the carrier.
-            Answered::Retransmitted2xx { call, leg } => {
+            Answered::Retransmitted2xx {
+                call,
+                leg: LegId::B,
+            } => {
                 let tag = trunkgate_sip::to_tag(resp);
-                if let Some(c) = self.calls.get_mut(call)
-                    && leg == LegId::B
+                if let Some(Again::Fork { first }) =
+                    self.drive(call, |c, ctx| c.answered_again(ctx, tag))
                 {
-                    match tag {
-                        Some(tag) if Some(tag) != c.b.remote_tag.as_deref() => {
-                            let first = !c.forks_ended.iter().any(|t| t == tag);
-                            if first {
-                                c.forks_ended.push(tag.to_string());
-                            }
-                            self.sip
-                                .ack_and_bye_stray(&mut self.mint, &key, resp, first);
-                        }
-                        _ => {
-                            if let Some(ack) = &c.b_ack {
-                                self.sip.send(c.b.side, &c.b.peer, ack);
-                            }
-                        }
-                    }
+                    self.sip
+                        .ack_and_bye_stray(&mut self.mint, &key, resp, first);
                 }
             }
+            Answered::Retransmitted2xx { .. } => {}
             // A carrier's challenge to anything but the initial INVITE is answered here; only
             // an unanswerable one goes on.
             Answered::Challenge { sent } => {
@@ -633,9 +624,7 @@ impl Worker {
         // RFC 3261 §22.2: same request, CSeq one higher; inside a dialog the leg's CSeq moves on.
         let cseq = match self.calls.get_mut(tx.call) {
             Some(c) if !matches!(tx.purpose, Purpose::Probe(_) | Purpose::Register(_)) => {
-                let l = c.leg_mut(tx.leg);
-                l.local_cseq = l.local_cseq.max(tx.cseq) + 1;
-                l.local_cseq
+                c.cseq_for_credentials(tx.leg, tx.cseq)
             }
             _ => tx.cseq + 1,
         };
@@ -816,18 +805,7 @@ impl Worker {
         let Some(id) = self.calls.recycle(self.now, of_scope) else {
             return false;
         };
-        if let Some(c) = self.calls.get(id) {
-            self.shared
-                .metrics
-                .setup_recycled
-                .with_label_values(&[c.trunk_id()])
-                .inc();
-        }
-        tracing::info!(
-            call = id,
-            "a set-up cap is full: a call whose 2xx got no ACK ends to make room"
-        );
-        self.drive(id, |c, ctx| c.end(ctx, None, "no ACK; cap full"));
+        self.drive(id, |c, ctx| c.make_room(ctx));
         true
     }
 
@@ -912,6 +890,7 @@ impl Worker {
                 }
                 Effect::Send { side, dest, bytes } => self.sip.send(side, &dest, &bytes),
                 Effect::CancelB => self.cancel_b(id),
+                Effect::Acked(key) => self.sip.ack_of_2xx(now, &key),
                 Effect::NextHop => {
                     self.drive(id, |c, ctx| c.next_hop(ctx));
                 }
@@ -1012,18 +991,9 @@ impl Worker {
         if self.sip.ack_of_non_2xx(self.now, &key, src) {
             return;
         }
-        let Some((id, leg)) = self.calls.dialog_of(side, src, req) else {
-            return;
-        };
-        let Some(c) = self.calls.get_mut(id) else {
-            return;
-        };
-        let Some(sk) = c.leg_mut(leg).awaiting_ack.take() else {
-            return;
-        };
-        // The ACK of our 2xx (end to end, its own branch): stop its retransmission.
-        self.sip.ack_of_2xx(self.now, &sk);
-        self.drive(id, |c, ctx| c.on_ack(ctx, leg, req));
+        if let Some((id, leg)) = self.calls.dialog_of(side, src, req) {
+            self.drive(id, |c, ctx| c.on_ack(ctx, leg, req));
+        }
     }
 
     fn on_cancel(&mut self, side: Side, src: &Link, req: &Request) {
@@ -1073,25 +1043,13 @@ impl Worker {
         }
     }
 
-    /// Media timeouts: an answered call that carried no RTP for `--media-timeout` ends with a
-    /// BYE on both legs carrying a Reason header (RFC 3326).
+    /// A relay event: a media timeout ends its call ([`Call::media_timeout`]), SRTP progress is
+    /// checkpointed, media from an unexpected address is logged.
     fn on_media_event(&mut self, e: trunkgate_media::MediaEvent) {
         use trunkgate_media::MediaEvent as E;
         match e {
             E::Timeout { call, .. } => {
-                let Some(c) = self.calls.get_mut(call) else {
-                    return;
-                };
-                if c.state != CallState::Confirmed {
-                    return;
-                }
-                c.bye_lines = "Reason: SIP;cause=408;text=\"media timeout\"\r\n".to_string();
-                self.shared
-                    .metrics
-                    .media_timeouts
-                    .with_label_values(&[c.trunk_id()])
-                    .inc();
-                self.drive(call, |c, ctx| c.end(ctx, None, "media timeout"));
+                self.drive(call, |c, ctx| c.media_timeout(ctx));
             }
             // Where its SRTP contexts stand moved on: a restarted edge resumes them from the
             // checkpoint (`restore.rs`).
@@ -1182,14 +1140,7 @@ impl Worker {
             let key = r.key.clone();
             match self.restore_call(r) {
                 Ok(id) => {
-                    if let Some(c) = self.calls.get_mut(id) {
-                        c.ended_by = Some("edge_lost");
-                        c.bye_lines =
-                            "Reason: SIP;cause=503;text=\"the edge of this call is gone\"\r\n"
-                                .into();
-                    }
-                    self.drive(id, |c, ctx| c.end(ctx, None, "edge_lost"));
-                    self.shared.metrics.orphans_ended.inc();
+                    self.drive(id, |c, ctx| c.orphaned(ctx));
                 }
                 Err(why) => tracing::warn!(key, why, "an adopted call could not be ended"),
             }

@@ -33,7 +33,7 @@ impl Calls {
     }
 
     /// The oldest call `of_scope` admits that has waited for its ACK for at least
-    /// [`RECYCLE_AFTER`] at `now`, marked to end for it (its set-up places are then free).
+    /// [`RECYCLE_AFTER`] at `now`: the one to end ([`Call::make_room`]).
     pub fn recycle(&mut self, now: Instant, of_scope: impl Fn(&Call) -> bool) -> Option<u64> {
         let mut victim = None;
         for (i, &(since, id)) in self.unacked.iter().enumerate().take(SCAN) {
@@ -50,9 +50,6 @@ impl Calls {
         }
         let (i, id) = victim?;
         self.unacked.remove(i);
-        let c = self.get_mut(id)?;
-        c.bye_lines = "Reason: SIP;cause=408;text=\"no ACK; place given to a new call\"\r\n".into();
-        c.final_code = Some(408);
         Some(id)
     }
 }
