@@ -754,9 +754,14 @@ fn build_trunk(
     for (i, r) in spec.routes.iter().enumerate() {
         match r.prefix.strip_prefix('+') {
             Some(d) if d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit()) => {
+                let rate = r
+                    .rate
+                    .as_ref()
+                    .and_then(|rate| rate_config(rate, &format!("spec.routes[{i}].rate"), report));
                 routes.push(RouteConfig {
                     prefix: d.to_string(),
                     priority: r.priority,
+                    rate,
                 })
             }
             _ => report.problem(
@@ -1123,5 +1128,61 @@ fn registration(
         user,
         expires: r.expires_seconds,
         called_number: r.called_number,
+    })
+}
+
+/// A route's rate as the edge runs it; a malformed one is a problem at `at` (and no rate).
+fn rate_config(
+    rate: &crate::trunk::Rate,
+    at: &str,
+    report: &mut Report,
+) -> Option<crate::rate::RateConfig> {
+    use crate::rate::{parse_increments, parse_price};
+    let price = |v: &str, field: &str, report: &mut Report| {
+        let p = parse_price(v);
+        if p.is_none() {
+            report.problem(
+                format!("{at}.{field}"),
+                Reason::Invalid,
+                format!("'{v}' is not a price such as 0.0125 (digits, up to 6 decimals)"),
+            );
+        }
+        p
+    };
+    let per_minute = price(&rate.per_minute, "perMinute", report);
+    let connection_fee = match &rate.connection_fee {
+        Some(fee) => price(fee, "connectionFee", report),
+        None => Some(0),
+    };
+    let currency_ok =
+        rate.currency.len() == 3 && rate.currency.bytes().all(|b| b.is_ascii_uppercase());
+    if !currency_ok {
+        report.problem(
+            format!("{at}.currency"),
+            Reason::Invalid,
+            format!(
+                "'{}' is not an ISO 4217 currency code such as USD",
+                rate.currency
+            ),
+        );
+    }
+    let increments = parse_increments(&rate.increments);
+    if increments.is_none() {
+        report.problem(
+            format!("{at}.increments"),
+            Reason::Invalid,
+            format!(
+                "'{}' is not billing increments first/next in seconds such as 60/60 or 1/1",
+                rate.increments
+            ),
+        );
+    }
+    let ((first, next), per_minute, connection_fee) = (increments?, per_minute?, connection_fee?);
+    currency_ok.then(|| crate::rate::RateConfig {
+        per_minute,
+        currency: rate.currency.clone(),
+        first,
+        next,
+        connection_fee,
     })
 }

@@ -134,6 +134,28 @@ impl CarrierTrunk {
         self.spec.routes.push(Route {
             prefix: prefix.into(),
             priority,
+            rate: None,
+        });
+        self
+    }
+
+    /// A route to `prefix` at `per_minute` `currency` billed in `increments`.
+    pub fn with_rate(
+        mut self,
+        prefix: &str,
+        per_minute: &str,
+        currency: &str,
+        increments: &str,
+    ) -> Self {
+        self.spec.routes.push(Route {
+            prefix: prefix.into(),
+            priority: 100,
+            rate: Some(crate::trunk::Rate {
+                per_minute: per_minute.into(),
+                currency: currency.into(),
+                increments: increments.into(),
+                connection_fee: None,
+            }),
         });
         self
     }

@@ -15,6 +15,7 @@ pub mod compile;
 pub mod digest;
 pub mod files;
 pub mod fixtures;
+pub mod rate;
 pub mod report;
 pub mod schema;
 pub mod snapshot;

@@ -35,6 +35,9 @@ const TRANSPORT_RULE: (&str, &str) = (
     "'\\'' + self + '\\' names a transport other than udp, tcp or tls'",
 );
 
+/// A price: digits with up to 6 decimals (what `compile()`'s rate parser takes).
+const DECIMAL_RULE: &str = "self.matches('^[0-9]{1,9}([.][0-9]{1,6})?$')";
+
 /// One CEL rule: where (a path of property names, `[]` for list items), the rule and a
 /// `messageExpression` that names the offending value.
 struct PathRule {
@@ -90,6 +93,26 @@ fn trunk_rules() -> Vec<PathRule> {
             "spec.routes[].prefix",
             "self.matches('^[+][0-9]{0,15}$')",
             "'\\'' + self + '\\' is not + followed by up to 15 digits'",
+        ),
+        rule(
+            "spec.routes[].rate.perMinute",
+            DECIMAL_RULE,
+            "'\\'' + self + '\\' is not a price such as 0.0125 (digits, up to 6 decimals)'",
+        ),
+        rule(
+            "spec.routes[].rate.connectionFee",
+            DECIMAL_RULE,
+            "'\\'' + self + '\\' is not a price such as 0.01 (digits, up to 6 decimals)'",
+        ),
+        rule(
+            "spec.routes[].rate.currency",
+            "self.matches('^[A-Z]{3}$')",
+            "'\\'' + self + '\\' is not an ISO 4217 currency code such as USD'",
+        ),
+        rule(
+            "spec.routes[].rate.increments",
+            "self.matches('^[1-9][0-9]{0,3}/[1-9][0-9]{0,3}$')",
+            "'\\'' + self + '\\' is not billing increments first/next in seconds such as 60/60 or 1/1'",
         ),
         rule(
             "spec.media.codecs[]",
@@ -508,6 +531,30 @@ mod tests {
                 serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
                 "routes": [{"prefix": "64"}]}),
                 Some("'64' is not + followed by up to 15 digits"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "outbound": {"targets": [{"uri": "sip:a"}]},
+                "routes": [{"prefix": "+64", "rate": {"perMinute": "0.01.2", "currency": "USD"}}]}),
+                Some("'0.01.2' is not a price"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "outbound": {"targets": [{"uri": "sip:a"}]},
+                "routes": [{"prefix": "+64", "rate": {"perMinute": "0.01", "currency": "usd"}}]}),
+                Some("ISO 4217"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "outbound": {"targets": [{"uri": "sip:a"}]},
+                "routes": [{"prefix": "+64", "rate": {"perMinute": "0.01", "currency": "USD", "increments": "0/60"}}]}),
+                Some("billing increments"),
+            ),
+            (
+                serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},
+                "outbound": {"targets": [{"uri": "sip:a"}]},
+                "routes": [{"prefix": "+64", "rate": {"perMinute": "0.0125", "currency": "USD", "increments": "30/6", "connectionFee": "0.01"}}]}),
+                None,
             ),
             (
                 serde_json::json!({"inbound": {"allowedCidrs": ["10.0.0.0/8"], "destination": "sip:p"},

@@ -169,6 +169,9 @@ pub struct RouteConfig {
     /// Digits after the `+`; empty matches every number.
     pub prefix: String,
     pub priority: u32,
+    /// What calls under this prefix cost (`spec.routes[].rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::rate::RateConfig>,
 }
 
 /// One NumberOwnership as the edge runs it.

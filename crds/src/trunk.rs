@@ -347,6 +347,38 @@ pub struct Route {
     #[serde(default = "default_route_priority")]
     #[schemars(range(min = 0, max = 65535))]
     pub priority: u32,
+    /// What the carrier charges for calls to numbers under this prefix. A call is rated by the
+    /// longest prefix of its trunk that has a rate; its record carries `cost`, `currency` and
+    /// `billedSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+/// A carrier's price for calls to a prefix, as its rate deck states it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rate {
+    /// Price per minute as a decimal string with up to 6 decimals, e.g. `"0.0125"`.
+    #[schemars(length(min = 1, max = 16))]
+    pub per_minute: String,
+    /// ISO 4217 currency code, e.g. `USD`.
+    #[schemars(length(min = 3, max = 3))]
+    pub currency: String,
+    /// Billing increments `first/next` in seconds: an answered call is billed at least `first`
+    /// seconds, then in steps of `next` (default `60/60`; `1/1` is per-second billing,
+    /// `30/6` a 30-second minimum then 6-second steps).
+    #[serde(default = "default_increments")]
+    #[schemars(length(min = 3, max = 9))]
+    pub increments: String,
+    /// Charged once per answered call, on top of the minutes (decimal string, up to 6
+    /// decimals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub connection_fee: Option<String>,
+}
+
+fn default_increments() -> String {
+    "60/60".into()
 }
 
 fn default_route_priority() -> u32 {

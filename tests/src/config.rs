@@ -24,6 +24,8 @@ pub struct Trunk {
     pub outbound_auth: Option<(String, String)>,
     pub policy: String,
     pub routes: Vec<(String, u32)>,
+    /// Rated routes: (prefix, perMinute, currency, increments).
+    pub rates: Vec<(String, String, String, String)>,
     pub max_concurrent: Option<u32>,
     pub max_cps: Option<u32>,
     /// `media.relay` (None: not written, the edge's default of true).
@@ -61,6 +63,7 @@ impl Trunk {
             outbound_auth: None,
             policy: "Strict".into(),
             routes: vec![],
+            rates: vec![],
             max_concurrent: None,
             max_cps: None,
             media_relay: None,
@@ -122,6 +125,23 @@ impl Trunk {
     /// OPTIONS probes of the targets every `interval` seconds, down after `threshold` failures.
     pub fn health_check(mut self, interval: u32, threshold: u32) -> Self {
         self.health_check = Some((interval, threshold));
+        self
+    }
+
+    /// A route to `prefix` with the carrier's rate (`spec.routes[].rate`).
+    pub fn rate(
+        mut self,
+        prefix: &str,
+        per_minute: &str,
+        currency: &str,
+        increments: &str,
+    ) -> Self {
+        self.rates.push((
+            prefix.into(),
+            per_minute.into(),
+            currency.into(),
+            increments.into(),
+        ));
         self
     }
 
@@ -238,11 +258,17 @@ impl Trunk {
                 let _ = writeln!(y, "    registration: {r}");
             }
         }
-        if !self.routes.is_empty() {
+        if !self.routes.is_empty() || !self.rates.is_empty() {
+            let rated = self.rates.iter().map(|(p, price, currency, increments)| {
+                format!(
+                    "{{prefix: \"{p}\", rate: {{perMinute: \"{price}\", currency: {currency}, increments: \"{increments}\"}}}}"
+                )
+            });
             let routes: Vec<String> = self
                 .routes
                 .iter()
                 .map(|(p, prio)| format!("{{prefix: \"{p}\", priority: {prio}}}"))
+                .chain(rated)
                 .collect();
             let _ = writeln!(y, "  routes: [{}]", routes.join(", "));
         }

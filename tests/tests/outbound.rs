@@ -278,6 +278,83 @@ fn failover_to_the_second_target_on_503() {
     assert_eq!(cdr["finalStatus"], 200);
 }
 
+/// The record of an outbound call that failed over once (503 from the first target) and
+/// talked 61 s on a 60/60 rate: both attempts in order with their outcome and post-dial
+/// delay, two minutes billed, the cost, and the spend counted per trunk and currency.
+#[test]
+fn a_call_record_lists_every_attempt_and_what_the_call_cost() {
+    let lab = Lab::new("cost_attempts");
+    let (t1, t2) = (
+        Sipp::reserve(CARRIER_TARGET),
+        Sipp::reserve(CARRIER_TARGET_2),
+    );
+    config(
+        &lab,
+        trunk(&[t1, t2]).rate("+64", "0.0125", "NZD", "60/60"),
+        &[],
+    );
+    let edge = failover_edge(&lab);
+    let first = Sipp::uas_at(
+        &lab,
+        "carrier-sbc1",
+        scenario(
+            &lab,
+            "uas_reject.xml",
+            &[("CODE", "503"), ("REASON", "Service Unavailable")],
+        ),
+        t1,
+    )
+    .start();
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2)
+        .timeout_secs(90)
+        .start();
+    let ruri = edge.internal_uri(CALLEE);
+    let platform = Sipp::uac(
+        &lab,
+        "platform",
+        scenario(
+            &lab,
+            "uac_call.xml",
+            &[
+                ("RURI", &ruri),
+                ("FROM_USER", BYOC),
+                ("HEADERS", "X-Trunkgate-Trunk: lab/carrier"),
+                ("HOLD_MS", "61000"),
+            ],
+        ),
+        PLATFORM,
+        edge.internal,
+    )
+    .timeout_secs(90)
+    .run();
+    platform.assert_ok();
+    first.wait().assert_ok();
+    second.wait().assert_ok();
+    let cdr = edge.wait_cdr("the call", |c| c["caller"] == BYOC);
+    let attempts = cdr["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{cdr}");
+    assert_eq!(attempts[0]["target"], t1.to_string());
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[1]["target"], t2.to_string());
+    assert_eq!(attempts[1]["status"], 200);
+    for a in attempts {
+        assert_eq!(a["trunk"], "lab/carrier");
+        assert_eq!(a["chosenBy"], "priority");
+        assert_eq!(a["rate"], "0.0125 NZD/min 60/60");
+        assert!(a["pddMs"].as_u64().is_some(), "{a}");
+    }
+    assert_eq!(cdr["billedSeconds"], 120, "{cdr}");
+    assert_eq!(cdr["cost"], "0.025");
+    assert_eq!(cdr["currency"], "NZD");
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_call_cost_total",
+            &[("trunk", "lab/carrier"), ("currency", "NZD")]
+        ),
+        0.025
+    );
+}
+
 /// A `sips:` target where nothing listens (connection refused) is left at once for the next
 /// one, without waiting for --failover-seconds, counted by cause; the call goes through the
 /// second target.

@@ -8,6 +8,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 pub struct Metrics {
     pub registry: Registry,
     pub calls: IntCounterVec,
+    pub call_cost: prometheus::CounterVec,
     pub refusals: IntCounterVec,
     pub active_calls: IntGaugeVec,
     pub calls_in_setup: IntGaugeVec,
@@ -86,6 +87,17 @@ impl Metrics {
                 .expect("registered once");
             c
         };
+        let call_cost = prometheus::CounterVec::new(
+            Opts::new(
+                "trunkgate_edge_call_cost_total",
+                "What ended calls cost by their trunk's rate for the called number (spec.routes[].rate), by trunk and currency.",
+            ),
+            &["trunk", "currency"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(call_cost.clone()))
+            .expect("registered once");
         let draining = IntGauge::new(
             "trunkgate_edge_draining",
             "1 while the edge drains after SIGTERM.",
@@ -106,6 +118,7 @@ impl Metrics {
             g
         };
         Self {
+            call_cost,
             registrations: cv(
                 "trunkgate_edge_registrations_total",
                 "Final answers to the edge's REGISTERs of registration trunks, by trunk and result (ok, failed: refused, unanswered or no answer).",

@@ -35,6 +35,14 @@ struct Record<'a> {
     /// The call was restored by a restarted edge from its checkpoint.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     recovered: bool,
+    /// Seconds billed: by the rate's increments, else the talk time rounded up.
+    billed_seconds: u64,
+    /// What the call cost by its trunk's rate for the called number (null: no rate).
+    cost: Option<String>,
+    currency: Option<&'a str>,
+    /// Leg B's INVITE attempts in order: trunk, target, outcome, post-dial delay, why chosen.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attempts: &'a [crate::call::account::Tried],
 }
 
 /// One stream direction's quality at call end.
@@ -100,7 +108,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// Writes the call's record as one line.
 pub fn write(c: &Call) {
-    let end = SystemTime::now();
+    let end = c.ended.unwrap_or_else(SystemTime::now);
     let (carrier, platform) = match c.direction {
         crate::call::Direction::Inbound => (&c.a, &c.b),
         crate::call::Direction::Outbound => (&c.b, &c.a),
@@ -127,6 +135,18 @@ pub fn write(c: &Call) {
         platform_call_id: &platform.call_id,
         carrier_transport: carrier.peer.transport().to_ascii_lowercase(),
         platform_transport: platform.peer.transport().to_ascii_lowercase(),
+        billed_seconds: c.charge.as_ref().map_or(0, |ch| ch.billed_seconds),
+        cost: c
+            .charge
+            .as_ref()
+            .and_then(|ch| ch.cost.as_ref())
+            .map(|(m, _)| trunkgate_crds::rate::format_micros(*m)),
+        currency: c
+            .charge
+            .as_ref()
+            .and_then(|ch| ch.cost.as_ref())
+            .map(|(_, cur)| cur.as_str()),
+        attempts: &c.tried,
         media: c
             .media_stats
             .iter()

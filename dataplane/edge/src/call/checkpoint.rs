@@ -50,6 +50,9 @@ pub struct CallRecord {
     /// The relay's streams: `[public, internal]` ports and where each side's media went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<StreamRecord>,
+    /// Leg B's INVITE attempts, for the call's record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<crate::call::account::Tried>,
 }
 
 /// One dialog of the call.
@@ -287,6 +290,7 @@ impl CallRecord {
                 .and_then(|s| s.fleet_member())
                 .map(str::to_string),
             media,
+            attempts: c.tried.clone(),
         }
     }
 
@@ -342,6 +346,17 @@ mod tests {
             started_ms: 1_800_000_000_000,
             answered_ms: Some(1_800_000_001_000),
             place: Some("edge-0:1a2b3c4d:7".into()),
+            attempts: vec![crate::call::account::Tried {
+                trunk: "acme/pacific".into(),
+                target: "sbc1.pacific.example".into(),
+                address: Some("203.0.113.5:5060".into()),
+                chosen_by: "priority".into(),
+                rate: None,
+                status: Some(200),
+                failure: None,
+                pdd_ms: Some(1800),
+                since: None,
+            }],
             media: vec![StreamRecord {
                 ports: [20000, 21000],
                 remotes: [Some("203.0.113.5:40000".parse().expect("addr")), None],

@@ -277,6 +277,9 @@ impl Call {
             redirects: 0,
             recovered: false,
             checkpointed: false,
+            tried: Vec::new(),
+            ended: None,
+            charge: None,
         }
     }
 
@@ -340,6 +343,9 @@ impl Call {
             return;
         }
         self.b_invite = None;
+        if let Some(t) = self.tried.last_mut() {
+            t.failed(cause);
+        }
         if self.state.cancelled() {
             return ctx.push(Effect::Finish);
         }
@@ -437,6 +443,17 @@ impl Call {
                 .observe(st.jitter_ms / 1000.0);
         }
         self.media_stats = stats;
+        let ended = std::time::SystemTime::now();
+        let charge = super::account::Charge::of(self.answered, ended, self.rate());
+        if let Some((cost, currency)) = &charge.cost
+            && *cost > 0
+        {
+            m.call_cost
+                .with_label_values(&[self.trunk_id(), currency.as_str()])
+                .inc_by(*cost as f64 / 1_000_000.0);
+        }
+        self.ended = Some(ended);
+        self.charge = Some(charge);
         self.state = CallState::Ended;
         self.slot = None;
         self.setup = None;
@@ -956,7 +973,25 @@ impl Call {
             return self.fail_a(ctx, 500, "no next hop to send the call to");
         };
         let ruri = format!("sip:{}@{}", self.b_user, hop.uri_host);
-        self.b.remote = format!("<sip:{}@{}>", self.b_user, hop.uri_host);
+        let remote = format!("<sip:{}@{}>", self.b_user, hop.uri_host);
+        let resent = self.auth_line.is_some()
+            && self
+                .tried
+                .last()
+                .is_some_and(|t| matches!(t.status, Some(401 | 407)));
+        // A new attempt, unless the same one goes on with credentials (RFC 3261 §22.2).
+        let tried = (!resent)
+            .then(|| super::account::Tried::new(self.trunk_id(), hop, self.rate(), ctx.now));
+        match tried {
+            Some(t) => self.tried.push(t),
+            None => {
+                if let Some(t) = self.tried.last_mut() {
+                    t.status = None;
+                    t.pdd_ms = None;
+                }
+            }
+        }
+        self.b.remote = remote;
         self.b.peer = dest.clone();
         self.b.remote_target = ruri.clone();
         self.b.remote_tag = None;
@@ -1009,6 +1044,12 @@ impl Call {
     /// No connection to the hop being tried could be had (`why`, a metric `label`): the
     /// next hop.
     pub fn link_failed(&mut self, ctx: &mut Ctx, label: &'static str, why: String) {
+        if let Some(hop) = self.current_hop() {
+            let rate = self.rate();
+            let mut tried = super::account::Tried::new(self.trunk_id(), hop, rate, ctx.now);
+            tried.failed(label);
+            self.tried.push(tried);
+        }
         if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
             ctx.env
                 .metrics()
@@ -1034,6 +1075,9 @@ impl Call {
             return SetupAnswer::Done;
         }
         if code < 200 {
+            if let Some(t) = self.tried.last_mut() {
+                t.rang(ctx.now);
+            }
             if self.state == CallState::Proceeding(Attempt::Calling) {
                 let ringing = Duration::from_secs(ctx.env.settings().ringing_seconds.max(1));
                 ctx.push(Effect::Timer {
@@ -1079,6 +1123,9 @@ impl Call {
             return SetupAnswer::Done;
         }
         self.b_invite = None;
+        if let Some(t) = self.tried.last_mut() {
+            t.answered(code, ctx.now);
+        }
         if code < 300 {
             self.answered_2xx(ctx, resp);
             return SetupAnswer::Done;

@@ -122,6 +122,9 @@ impl Bench {
             redirects: 0,
             recovered: false,
             checkpointed: false,
+            tried: Vec::new(),
+            ended: None,
+            charge: None,
         };
         Bench {
             call,
@@ -1595,4 +1598,118 @@ fn a_request_sent_again_with_credentials_moves_its_legs_cseq_on() {
     // A BYE sent with CSeq 5 before: the retry is 6, never reused.
     assert_eq!(b.call.cseq_for_credentials(LegId::B, 5), 6);
     assert_eq!(b.call.a.local_cseq, 1, "the other leg keeps its own");
+}
+
+/// A runtime whose trunk `acme/pacific` has targets and a rate for `+64` (60/60).
+fn rated_runtime(metrics: &crate::metrics::Metrics) -> Arc<crate::config::Runtime> {
+    let trunk = CarrierTrunk::test("acme", "pacific")
+        .with_destination(&format!("sip:{PLATFORM}"))
+        .with_targets(&["sip:203.0.113.5:5060", "sip:203.0.113.6:5060"])
+        .with_rate("+64", "0.0125", "USD", "60/60");
+    let c = compile(&[trunk], &[], &Secrets::default(), None);
+    assert!(c.problems().next().is_none());
+    Arc::new(crate::config::Runtime::build(c.config, None, metrics))
+}
+
+fn answer_to_b(code: u16, tag: &str) -> Response {
+    response(&format!(
+        "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-x\r\nFrom: <sip:edge@tb.example>;tag=tb\r\nTo: <sip:x@203.0.113.5>;tag={tag}\r\nCall-ID: call-ta\r\nCSeq: 1 INVITE\r\nContact: <sip:x@203.0.113.6:5060>\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+/// Each INVITE attempt is recorded in order with its outcome and post-dial delay; a challenge
+/// answered with credentials is the same attempt; the call is charged by its trunk's rate.
+#[test]
+fn each_attempt_is_recorded_with_its_outcome_and_delay_and_the_call_charged_by_its_rate() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.rt = rated_runtime(&b.env.metrics);
+    b.call.b_invite = None;
+    let hop = |i: usize| Link::Udp(format!("203.0.113.{}:5060", 5 + i).parse().expect("addr"));
+    b.run(|c, ctx| c.send_invite(ctx, hop(0)));
+    let key = b.call.b_invite.clone().expect("the INVITE");
+    b.now += Duration::from_millis(2500);
+    b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &key, &answer_to_b(180, "c1"));
+    });
+    b.now += Duration::from_millis(5500);
+    let fx = b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &key, &answer_to_b(503, "c1"));
+    });
+    assert_eq!(kinds(&fx), ["next_hop"]);
+    b.run(|c, ctx| c.next_hop(ctx));
+    b.run(|c, ctx| c.send_invite(ctx, hop(1)));
+    let key = b.call.b_invite.clone().expect("the second INVITE");
+    // Challenged, answered with credentials: still the second attempt.
+    b.now += Duration::from_millis(300);
+    let step = b.run(|c, ctx| {
+        assert_eq!(
+            c.on_setup_answer(ctx, &key, &answer_to_b(407, "c2")),
+            super::machine::SetupAnswer::Challenged
+        );
+    });
+    assert!(step.is_empty());
+    b.run(|c, ctx| c.challenge_answered(ctx, Ok("Proxy-Authorization: Digest x\r\n".into())));
+    b.run(|c, ctx| c.send_invite(ctx, hop(1)));
+    let key = b
+        .call
+        .b_invite
+        .clone()
+        .expect("the INVITE with credentials");
+    b.now += Duration::from_millis(700);
+    b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &key, &answer_to_b(200, "c2"));
+    });
+    assert_eq!(b.call.state, CallState::Confirmed);
+    let outcomes: Vec<_> = b
+        .call
+        .tried
+        .iter()
+        .map(|t| (t.target.as_str(), t.status, t.pdd_ms))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("203.0.113.5:5060", Some(503), Some(2500)),
+            ("203.0.113.6:5060", Some(200), Some(1000)),
+        ]
+    );
+    assert!(
+        b.call
+            .tried
+            .iter()
+            .all(|t| t.rate.as_deref() == Some("0.0125 USD/min 60/60"))
+    );
+
+    // 61 s of talk on 60/60: two minutes.
+    b.call.answered = Some(SystemTime::now() - Duration::from_secs(61));
+    b.run(|c, ctx| c.finish(ctx, Vec::new()));
+    let charge = b.call.charge.clone().expect("charged");
+    assert_eq!(charge.billed_seconds, 120);
+    assert_eq!(charge.cost, Some((25_000, "USD".into())));
+    let spent = b
+        .env
+        .metrics
+        .call_cost
+        .with_label_values(&["acme/pacific", "USD"])
+        .get();
+    assert!((spent - 0.025).abs() < 1e-9, "{spent}");
+}
+
+/// A connection that cannot be had is an attempt too; an inbound call is never rated (routes
+/// are where a trunk takes calls).
+#[test]
+fn a_target_that_cannot_be_reached_is_an_attempt_and_inbound_calls_have_no_rate() {
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.rt = rated_runtime(&b.env.metrics);
+    b.run(|c, ctx| c.link_failed(ctx, "connect_failed", "refused".into()));
+    assert_eq!(b.call.tried.len(), 1);
+    assert_eq!(b.call.tried[0].failure.as_deref(), Some("connect_failed"));
+
+    let mut b = Bench::confirmed();
+    b.call.rt = rated_runtime(&b.env.metrics);
+    assert!(b.call.rate().is_none());
+    b.call.answered = Some(SystemTime::now() - Duration::from_millis(4200));
+    b.run(|c, ctx| c.finish(ctx, Vec::new()));
+    let charge = b.call.charge.clone().expect("charged");
+    assert_eq!((charge.billed_seconds, charge.cost), (5, None));
 }

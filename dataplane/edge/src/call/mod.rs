@@ -1,6 +1,7 @@
 //! A call as the B2BUA holds it: two legs, each a dialog of its own (RFC 3261 §12), and what is
 //! needed to finish the call and write its record.
 
+pub mod account;
 pub mod b2bua;
 pub mod cdr;
 pub mod challenge;
@@ -176,6 +177,11 @@ pub struct Call {
     pub recovered: bool,
     /// A checkpoint of it was written (and must be forgotten when it ends).
     pub checkpointed: bool,
+    /// Leg B's INVITE attempts, in order, for the record.
+    pub tried: Vec<account::Tried>,
+    /// When the call finished, and what it is billed.
+    pub ended: Option<SystemTime>,
+    pub charge: Option<account::Charge>,
 }
 
 impl Call {
@@ -191,6 +197,16 @@ impl Call {
             LegId::B => &mut self.b,
         }
     }
+    /// What the carrier charges for this call: the rate of the longest prefix of the called
+    /// number among its trunk's routes (`spec.routes[].rate`). Routes are where the trunk
+    /// takes calls, so only an outbound call has one.
+    pub fn rate(&self) -> Option<&trunkgate_crds::rate::RateConfig> {
+        if self.direction != Direction::Outbound {
+            return None;
+        }
+        self.rt.rate(self.trunk, self.callee)
+    }
+
     pub fn trunk_id(&self) -> &str {
         &self.rt.trunk(self.trunk).id
     }

@@ -184,6 +184,8 @@ pub struct Runtime {
     health: Vec<Box<[Arc<TargetHealth>]>>,
     acl: SourceAcl,
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
+    /// (trunk, prefix length, prefix digits) → the index of that trunk's route with a rate.
+    rates: HashMap<(u32, u8, u64), u32>,
     /// Trunks whose media goes through the relay: the RTP ports' fair share divides by it.
     pub relay_trunks: usize,
     /// The namespaces (tenants) that have a trunk with outbound targets, sorted.
@@ -261,18 +263,20 @@ impl Runtime {
             })
             .collect();
         let mut routes: HashMap<(u8, u64), Vec<(u32, u32)>> = HashMap::new();
+        let mut rates = HashMap::new();
         for (i, t) in config.trunks.iter().enumerate() {
             if t.outbound.is_some() {
-                for r in &t.routes {
+                for (ri, r) in t.routes.iter().enumerate() {
                     let value = if r.prefix.is_empty() {
                         0
                     } else {
                         r.prefix.parse().unwrap_or(0)
                     };
-                    routes
-                        .entry((r.prefix.len() as u8, value))
-                        .or_default()
-                        .push((r.priority, i as u32));
+                    let key = (r.prefix.len() as u8, value);
+                    routes.entry(key).or_default().push((r.priority, i as u32));
+                    if r.rate.is_some() {
+                        rates.insert((i as u32, key.0, key.1), ri as u32);
+                    }
                 }
             }
             metrics
@@ -327,6 +331,7 @@ impl Runtime {
             health,
             acl,
             routes,
+            rates,
             relay_trunks,
             outbound_tenants,
             share: previous.map_or_else(|| Arc::new(AtomicU32::new(1)), |p| p.share.clone()),
@@ -394,6 +399,15 @@ impl Runtime {
     }
 
     /// [`Runtime::route`] among the trunks `admits` lets through (a tenant's own).
+    /// The rate of trunk `t` for calls to `n`: its longest route prefix of `n` that has one.
+    pub fn rate(&self, t: u32, n: E164) -> Option<&trunkgate_crds::rate::RateConfig> {
+        (0..=n.len).rev().find_map(|len| {
+            let value = n.value / 10u64.pow(u32::from(n.len - len));
+            let ri = *self.rates.get(&(t, len, value))?;
+            self.trunk(t).routes.get(ri as usize)?.rate.as_ref()
+        })
+    }
+
     pub fn route_where(&self, n: E164, admits: impl Fn(u32) -> bool) -> Option<u32> {
         for len in (0..=n.len).rev() {
             let value = n.value / 10u64.pow(u32::from(n.len - len));
@@ -424,6 +438,34 @@ mod tests {
         let c = compile(trunks, &[], &Secrets::new(), None);
         assert!(c.problems().next().is_none());
         Runtime::build(c.config, None, &Metrics::new())
+    }
+
+    #[test]
+    fn a_call_is_rated_by_the_longest_prefix_of_its_trunk_that_has_a_rate() {
+        let rt = runtime(&[
+            CarrierTrunk::test("a", "cheap")
+                .with_targets(&["sip:a.example"])
+                .with_rate("+", "0.05", "USD", "60/60")
+                .with_rate("+64", "0.02", "USD", "1/1")
+                .with_route("+649", 10),
+            CarrierTrunk::test("a", "other")
+                .with_targets(&["sip:b.example"])
+                .with_rate("+6498", "0.01", "NZD", "60/60"),
+        ]);
+        let per_minute =
+            |t: u32, n: &str| rt.rate(t, E164::parse(n).unwrap()).map(|r| r.per_minute);
+        assert_eq!(
+            per_minute(0, "+6498879333"),
+            Some(20_000),
+            "+649 has no rate: +64's"
+        );
+        assert_eq!(per_minute(0, "+14155550100"), Some(50_000), "+ matches all");
+        assert_eq!(per_minute(1, "+6498879333"), Some(10_000));
+        assert_eq!(
+            per_minute(1, "+6421000000"),
+            None,
+            "no rated prefix of that trunk"
+        );
     }
 
     #[test]

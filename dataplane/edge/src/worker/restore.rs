@@ -133,6 +133,9 @@ pub fn rebuild(io: &mut Io, relay: &mut Relay, id: u64, r: CallRecord) -> Result
         redirects: 0,
         recovered: true,
         checkpointed: false,
+        tried: r.attempts,
+        ended: None,
+        charge: None,
     })
 }
 
