@@ -468,7 +468,8 @@ REQUIRED_ALERT_EXPRS = [
 DASHBOARD_METRICS = [
     "trunkgate_edge_calls_total", "trunkgate_edge_refusals_total", "trunkgate_edge_active_calls",
     "trunkgate_edge_acl_drops_total", "trunkgate_edge_snapshot_info",
-    "trunkgate_edge_call_cost_total",
+    "trunkgate_edge_call_cost_total", "trunkgate_edge_target_asr_ratio",
+    "trunkgate_edge_target_pdd_seconds",
 ]
 
 

@@ -293,7 +293,14 @@ fn a_call_record_lists_every_attempt_and_what_the_call_cost() {
         trunk(&[t1, t2]).rate("+64", "0.0125", "NZD", "60/60"),
         &[],
     );
-    let edge = failover_edge(&lab);
+    // sipp sends no RTP: the relay's media timeout (60 s) must not end a 61-second call.
+    let edge = Edge::start(
+        &lab,
+        EdgeOptions {
+            failover_seconds: 1.0,
+            ..EdgeOptions::with_args(&["--media-timeout", "120"])
+        },
+    );
     let first = Sipp::uas_at(
         &lab,
         "carrier-sbc1",

@@ -13,6 +13,7 @@ mod fleet;
 mod guard;
 mod lifeline;
 mod metrics;
+mod quality;
 mod register;
 mod route;
 mod sip;

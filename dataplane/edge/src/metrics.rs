@@ -9,6 +9,12 @@ pub struct Metrics {
     pub registry: Registry,
     pub calls: IntCounterVec,
     pub call_cost: prometheus::CounterVec,
+    pub target_attempts: IntGaugeVec,
+    pub target_asr: prometheus::GaugeVec,
+    pub target_ccr: prometheus::GaugeVec,
+    pub target_failures: prometheus::GaugeVec,
+    pub target_pdd: prometheus::GaugeVec,
+    pub target_acd: prometheus::GaugeVec,
     pub refusals: IntCounterVec,
     pub active_calls: IntGaugeVec,
     pub calls_in_setup: IntGaugeVec,
@@ -62,6 +68,21 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Drops a carrier target's quality gauges (its trunk left the snapshot).
+    pub fn forget_target(&self, trunk: &str, target: &str) {
+        let labels = [trunk, target];
+        let _ = self.target_attempts.remove_label_values(&labels);
+        for g in [
+            &self.target_asr,
+            &self.target_ccr,
+            &self.target_failures,
+            &self.target_pdd,
+            &self.target_acd,
+        ] {
+            let _ = g.remove_label_values(&labels);
+        }
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let cv = |name: &str, help: &str, labels: &[&str]| {
@@ -98,6 +119,34 @@ impl Metrics {
         registry
             .register(Box::new(call_cost.clone()))
             .expect("registered once");
+        let fgv = |name: &str, help: &str| {
+            let m = prometheus::GaugeVec::new(Opts::new(name, help), &["trunk", "target"])
+                .expect("static metric definition");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        let target_asr = fgv(
+            "trunkgate_edge_target_asr_ratio",
+            "Answered over attempted calls to a carrier target in the last 15 minutes (shown once 10 attempts are in the window).",
+        );
+        let target_ccr = fgv(
+            "trunkgate_edge_target_ccr_ratio",
+            "Calls a carrier target completed (answered, or refused by the callee: 486, 600, 603) over attempts, last 15 minutes (10 attempts needed).",
+        );
+        let target_failures = fgv(
+            "trunkgate_edge_target_failure_ratio",
+            "Attempts to a carrier target that timed out, could not connect or got 5xx, over attempts, last 15 minutes (10 attempts needed).",
+        );
+        let target_pdd = fgv(
+            "trunkgate_edge_target_pdd_seconds",
+            "Mean post-dial delay of a carrier target (INVITE to the first ringing or the answer), last 15 minutes (10 attempts needed).",
+        );
+        let target_acd = fgv(
+            "trunkgate_edge_target_acd_seconds",
+            "Mean talk time of calls a carrier target answered that ended in the last 15 minutes.",
+        );
         let draining = IntGauge::new(
             "trunkgate_edge_draining",
             "1 while the edge drains after SIGTERM.",
@@ -119,6 +168,16 @@ impl Metrics {
         };
         Self {
             call_cost,
+            target_asr,
+            target_ccr,
+            target_failures,
+            target_pdd,
+            target_acd,
+            target_attempts: gv(
+                "trunkgate_edge_target_attempts",
+                "Call attempts to a carrier target in its 15-minute quality window.",
+                &["trunk", "target"],
+            ),
             registrations: cv(
                 "trunkgate_edge_registrations_total",
                 "Final answers to the edge's REGISTERs of registration trunks, by trunk and result (ok, failed: refused, unanswered or no answer).",

@@ -35,6 +35,9 @@ pub struct Tried {
     /// When the INVITE went (this process's clock; not kept in checkpoints).
     #[serde(skip)]
     pub since: Option<Instant>,
+    /// Which of the trunk's targets it went to (its quality window), when one.
+    #[serde(skip)]
+    pub target_index: Option<u16>,
 }
 
 impl Tried {
@@ -55,6 +58,7 @@ impl Tried {
             failure: None,
             pdd_ms: None,
             since: Some(now),
+            target_index: hop.target,
         }
     }
 
@@ -172,6 +176,7 @@ mod tests {
             addr: None,
             secure: false,
             uri_host: host.into(),
+            target: None,
         };
         let mut t = Tried::new("acme/cheap", &hop("sbc1.example"), Some(&rate()), t0);
         assert_eq!(t.rate.as_deref(), Some("0.0125 USD/min 60/60"));

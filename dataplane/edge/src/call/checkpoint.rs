@@ -356,6 +356,7 @@ mod tests {
                 failure: None,
                 pdd_ms: Some(1800),
                 since: None,
+                target_index: None,
             }],
             media: vec![StreamRecord {
                 ports: [20000, 21000],

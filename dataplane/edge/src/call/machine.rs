@@ -346,6 +346,7 @@ impl Call {
         if let Some(t) = self.tried.last_mut() {
             t.failed(cause);
         }
+        self.count_attempt(ctx);
         if self.state.cancelled() {
             return ctx.push(Effect::Finish);
         }
@@ -451,6 +452,15 @@ impl Call {
             m.call_cost
                 .with_label_values(&[self.trunk_id(), currency.as_str()])
                 .inc_by(*cost as f64 / 1_000_000.0);
+        }
+        if let (Some(answered), Some(idx)) = (
+            self.answered,
+            self.tried.last().and_then(|t| t.target_index),
+        ) && let Some(h) = self.rt.health(self.trunk).get(usize::from(idx))
+        {
+            let talk = ended.duration_since(answered).unwrap_or_default();
+            let figures = h.talked(quality_clock(), talk, QUALITY_MIN_SAMPLES);
+            self.publish_quality(m, idx, &figures);
         }
         self.ended = Some(ended);
         self.charge = Some(charge);
@@ -632,6 +642,60 @@ impl Call {
         let l = self.leg_mut(leg);
         l.local_cseq = l.local_cseq.max(sent) + 1;
         l.local_cseq
+    }
+
+    /// The last attempt ended: its outcome and post-dial delay count in its target's quality
+    /// window ([`crate::quality`]). A challenge (the attempt goes on with credentials) and an
+    /// attempt the caller abandoned say nothing of the carrier, and do not count.
+    fn count_attempt(&mut self, ctx: &mut Ctx) {
+        let Some(t) = self.tried.last() else { return };
+        let (Some(idx), false) = (t.target_index, self.state.cancelled()) else {
+            return;
+        };
+        if matches!(t.status, Some(401 | 407)) {
+            return;
+        }
+        let Some(h) = self.rt.health(self.trunk).get(usize::from(idx)) else {
+            return;
+        };
+        let outcome = crate::quality::Outcome::of(t.status);
+        let pdd = t.pdd_ms.map(Duration::from_millis);
+        let figures = h.attempted(quality_clock(), outcome, pdd, QUALITY_MIN_SAMPLES);
+        self.publish_quality(ctx.env.metrics(), idx, &figures);
+    }
+
+    /// Sets target `idx`'s quality gauges from `figures` (those with enough samples).
+    fn publish_quality(
+        &self,
+        m: &crate::metrics::Metrics,
+        idx: u16,
+        figures: &crate::quality::Figures,
+    ) {
+        let Some(uri) = self
+            .rt
+            .trunk(self.trunk)
+            .outbound
+            .as_ref()
+            .and_then(|o| o.targets.get(usize::from(idx)))
+            .map(|t| t.uri.as_str())
+        else {
+            return;
+        };
+        let labels = [self.trunk_id(), uri];
+        m.target_attempts
+            .with_label_values(&labels)
+            .set(i64::from(figures.attempts));
+        for (gauge, value) in [
+            (&m.target_asr, figures.asr),
+            (&m.target_ccr, figures.ccr),
+            (&m.target_failures, figures.failure_rate),
+            (&m.target_pdd, figures.pdd.map(|d| d.as_secs_f64())),
+            (&m.target_acd, figures.acd.map(|d| d.as_secs_f64())),
+        ] {
+            if let Some(v) = value {
+                gauge.with_label_values(&labels).set(v);
+            }
+        }
     }
 
     /// Leg B has rung for `--ringing-seconds` without a final answer to the INVITE `key`:
@@ -1049,6 +1113,7 @@ impl Call {
             let mut tried = super::account::Tried::new(self.trunk_id(), hop, rate, ctx.now);
             tried.failed(label);
             self.tried.push(tried);
+            self.count_attempt(ctx);
         }
         if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
             ctx.env
@@ -1126,6 +1191,7 @@ impl Call {
         if let Some(t) = self.tried.last_mut() {
             t.answered(code, ctx.now);
         }
+        self.count_attempt(ctx);
         if code < 300 {
             self.answered_2xx(ctx, resp);
             return SetupAnswer::Done;
@@ -1400,4 +1466,12 @@ impl Call {
         engine.relay_sdp_as(session, leg.side, &mut sdp, &policy, exchange)?;
         Ok(sdp.to_bytes())
     }
+}
+
+/// Attempts a target's window holds before its ratios and PDD count (and are exported).
+const QUALITY_MIN_SAMPLES: u32 = 10;
+
+/// Seconds on the quality windows' clock (this process's, [`crate::route::health::now_ms`]).
+fn quality_clock() -> u64 {
+    crate::route::health::now_ms() / 1000
 }

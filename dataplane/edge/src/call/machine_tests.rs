@@ -1713,3 +1713,59 @@ fn a_target_that_cannot_be_reached_is_an_attempt_and_inbound_calls_have_no_rate(
     let charge = b.call.charge.clone().expect("charged");
     assert_eq!((charge.billed_seconds, charge.cost), (5, None));
 }
+
+/// Each ended attempt counts in its target's quality window; once ten are in, the target's
+/// gauges show its ratios and delay. A challenge and an abandoned attempt do not count.
+#[test]
+fn attempts_count_in_their_targets_quality_window_and_show_in_its_gauges() {
+    let metrics = crate::metrics::Metrics::new();
+    let rt = rated_runtime(&metrics);
+    let failure = |b: &Bench| {
+        b.env
+            .metrics
+            .target_failures
+            .with_label_values(&["acme/pacific", "sip:203.0.113.5:5060"])
+            .get()
+    };
+    for i in 0..10u64 {
+        let mut b = Bench::outbound(Attempt::Calling);
+        b.call.rt = rt.clone();
+        b.env.metrics = metrics.clone();
+        for (n, h) in b.call.hops.iter_mut().enumerate() {
+            h.target = Some(n as u16);
+        }
+        b.call.b_invite = None;
+        b.run(|c, ctx| c.send_invite(ctx, Link::Udp(CARRIER.parse().expect("addr"))));
+        let key = b.call.b_invite.clone().expect("the INVITE");
+        b.now += Duration::from_millis(4000);
+        // Every other one answered 503, the rest 486 (the callee's own refusal).
+        let code = if i % 2 == 0 { 503 } else { 486 };
+        b.run(|c, ctx| {
+            c.on_setup_answer(ctx, &key, &answer_to_b(code, "c1"));
+        });
+        if i < 9 {
+            assert_eq!(failure(&b), 0.0, "not before ten attempts");
+        } else {
+            assert_eq!(failure(&b), 0.5);
+        }
+    }
+    let m = &metrics;
+    let labels = ["acme/pacific", "sip:203.0.113.5:5060"];
+    assert_eq!(m.target_asr.with_label_values(&labels).get(), 0.0);
+    assert_eq!(m.target_ccr.with_label_values(&labels).get(), 0.5);
+    assert_eq!(m.target_pdd.with_label_values(&labels).get(), 4.0);
+    assert_eq!(m.target_attempts.with_label_values(&labels).get(), 10);
+    // A cancelled attempt says nothing of the carrier.
+    let mut b = Bench::outbound(Attempt::Calling);
+    b.call.rt = rt.clone();
+    b.env.metrics = metrics.clone();
+    b.call.hops[0].target = Some(0);
+    b.call.b_invite = None;
+    b.run(|c, ctx| c.send_invite(ctx, Link::Udp(CARRIER.parse().expect("addr"))));
+    let key = b.call.b_invite.clone().expect("the INVITE");
+    b.call.state = CallState::Cancelling(Attempt::Ringing);
+    b.run(|c, ctx| {
+        c.on_setup_answer(ctx, &key, &answer_to_b(487, "c1"));
+    });
+    assert_eq!(m.target_attempts.with_label_values(&labels).get(), 10);
+}

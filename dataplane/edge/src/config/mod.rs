@@ -304,6 +304,9 @@ impl Runtime {
                 let _ = metrics
                     .targets_healthy
                     .remove_label_values(&[gone.id.as_str()]);
+                for t in gone.outbound.iter().flat_map(|o| &o.targets) {
+                    metrics.forget_target(&gone.id, &t.uri);
+                }
             }
         }
         for v in routes.values_mut() {

@@ -137,6 +137,7 @@ pub fn hop_of(t: &SipTarget) -> Hop {
         addr,
         secure: t.secure,
         uri_host,
+        target: None,
     }
 }
 
@@ -483,11 +484,14 @@ pub fn outbound(
     let health = rt.health(t);
     let order = weighted_order(&out.targets)
         .into_iter()
-        .map(|(i, target)| (target, health.get(i).is_none_or(|h| h.is_up())))
+        .map(|(i, target)| ((i, target), health.get(i).is_none_or(|h| h.is_up())))
         .collect();
     let hops = crate::route::health::up_first(order)
         .into_iter()
-        .map(hop_of)
+        .map(|(i, t)| Hop {
+            target: u16::try_from(i).ok(),
+            ..hop_of(t)
+        })
         .collect();
     Ok(Admission {
         trunk: t,

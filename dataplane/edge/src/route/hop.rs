@@ -12,6 +12,9 @@ pub struct Hop {
     pub secure: bool,
     /// The Request-URI host part (`host` or `host:port`).
     pub uri_host: String,
+    /// Which of its trunk's `outbound.targets` it is (None: the platform, a redirect), whose
+    /// quality the attempt counts for.
+    pub target: Option<u16>,
 }
 
 impl Hop {
