@@ -748,6 +748,7 @@ fn build_trunk(
             health_interval_seconds: interval,
             health_failure_threshold: threshold,
             registration,
+            quality: quality(o.quality.as_ref(), report),
         }
     });
     let mut routes = Vec::with_capacity(spec.routes.len());
@@ -1185,4 +1186,52 @@ fn rate_config(
         next,
         connection_fee,
     })
+}
+
+/// `outbound.quality` as the edge runs it; out-of-range values are problems (the API server's
+/// schema refuses them too, standalone files are checked here).
+fn quality(
+    q: Option<&crate::trunk::Quality>,
+    report: &mut Report,
+) -> Option<crate::trunk::Quality> {
+    let q = q?;
+    let mut ok = true;
+    let percent = |v: Option<u32>, at: &str, report: &mut Report| {
+        let bad = v.is_some_and(|p| p > 100);
+        if bad {
+            report.problem(
+                format!("spec.outbound.quality.{at}"),
+                Reason::Invalid,
+                "a percentage is 0 to 100",
+            );
+        }
+        !bad
+    };
+    ok &= percent(Some(q.probe_percent), "probePercent", report);
+    for (name, t) in [("warning", q.warning), ("critical", q.critical)] {
+        let Some(t) = t else { continue };
+        ok &= percent(t.min_asr_percent, &format!("{name}.minAsrPercent"), report);
+        ok &= percent(
+            t.max_failure_percent,
+            &format!("{name}.maxFailurePercent"),
+            report,
+        );
+        if t.max_pdd_seconds == Some(0) {
+            ok = false;
+            report.problem(
+                format!("spec.outbound.quality.{name}.maxPddSeconds"),
+                Reason::Invalid,
+                "maxPddSeconds is at least 1",
+            );
+        }
+    }
+    if q.min_samples == 0 {
+        ok = false;
+        report.problem(
+            "spec.outbound.quality.minSamples",
+            Reason::Invalid,
+            "minSamples is at least 1",
+        );
+    }
+    ok.then(|| q.clone())
 }

@@ -109,6 +109,7 @@ impl CarrierTrunk {
             caller_id_policy: CallerIdPolicy::Strict,
             health_check: None,
             registration: None,
+            quality: None,
         });
         out.targets = targets;
         self

@@ -121,6 +121,9 @@ pub struct OutboundConfig {
     /// The registration with the carrier's registrar, if the trunk has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<RegistrationConfig>,
+    /// Quality thresholds that demote targets (`outbound.quality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::trunk::Quality>,
 }
 
 /// `outbound.registration` as the edge runs it.

@@ -208,6 +208,59 @@ pub struct Outbound {
     /// elects it); calls to the registered contact are this trunk's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
+    /// Demote targets whose recent calls go badly: each target's last 15 minutes of attempts
+    /// (ASR, failures, post-dial delay) are judged against these thresholds, and a target below
+    /// `warning` is tried after those that meet it, one below `critical` after those. A small
+    /// share of calls (`probePercent`) still tries a demoted target in its usual place, so it
+    /// comes back once its figures recover. Without it targets go by priority and weight alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+}
+
+/// Quality thresholds of a trunk's targets.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Quality {
+    /// Attempts a target's window must hold before its figures judge it (default 10).
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub min_samples: u32,
+    /// A target missing any of these is tried after the targets that meet them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<QualityThresholds>,
+    /// A target missing any of these is tried last (before targets probes found down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<QualityThresholds>,
+    /// Percent of calls that still try a demoted target in its usual place (default 5).
+    #[serde(default = "default_probe_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub probe_percent: u32,
+}
+
+/// What a target's recent calls must achieve.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityThresholds {
+    /// Lowest answer-seizure ratio (answered / attempts), in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_asr_percent: Option<u32>,
+    /// Highest share of attempts that time out, cannot connect or get 5xx, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failure_percent: Option<u32>,
+    /// Longest mean post-dial delay (INVITE to the first ringing or the answer), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub max_pdd_seconds: Option<u32>,
+}
+
+fn default_min_samples() -> u32 {
+    10
+}
+
+fn default_probe_percent() -> u32 {
+    5
 }
 
 /// A registration with the carrier's registrar.

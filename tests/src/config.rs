@@ -44,6 +44,8 @@ pub struct Trunk {
     pub health_check: Option<(u32, u32)>,
     /// `outbound.registration`, as a YAML flow mapping (`{expiresSeconds: 60}`).
     pub registration: Option<String>,
+    /// `outbound.quality`, as a YAML flow mapping.
+    pub quality: Option<String>,
 }
 
 impl Trunk {
@@ -75,6 +77,7 @@ impl Trunk {
             tls_client_names: vec![],
             health_check: None,
             registration: None,
+            quality: None,
         }
     }
 
@@ -142,6 +145,12 @@ impl Trunk {
             currency.into(),
             increments.into(),
         ));
+        self
+    }
+
+    /// `outbound.quality` as a YAML flow mapping.
+    pub fn quality(mut self, q: &str) -> Self {
+        self.quality = Some(q.into());
         self
     }
 
@@ -256,6 +265,9 @@ impl Trunk {
             }
             if let Some(r) = &self.registration {
                 let _ = writeln!(y, "    registration: {r}");
+            }
+            if let Some(q) = &self.quality {
+                let _ = writeln!(y, "    quality: {q}");
             }
         }
         if !self.routes.is_empty() || !self.rates.is_empty() {

@@ -362,6 +362,97 @@ fn a_call_record_lists_every_attempt_and_what_the_call_cost() {
     );
 }
 
+/// `outbound.quality`: a target whose calls keep failing (503) is demoted once its window holds
+/// `minSamples` attempts, and the next calls go to the other target first (no wait, no 503 on
+/// the way); the standing shows in `trunkgate_edge_target_demoted`.
+#[test]
+fn a_target_whose_calls_keep_failing_is_demoted_and_skipped() {
+    let lab = Lab::new("quality_demotion");
+    let (t1, t2) = (
+        Sipp::reserve(CARRIER_TARGET),
+        Sipp::reserve(CARRIER_TARGET_2),
+    );
+    config(
+        &lab,
+        trunk(&[t1, t2])
+            .quality("{minSamples: 3, critical: {maxFailurePercent: 50}, probePercent: 0}"),
+        &[],
+    );
+    let edge = failover_edge(&lab);
+    let first = Sipp::uas_at(
+        &lab,
+        "carrier-sbc1",
+        scenario(
+            &lab,
+            "uas_reject.xml",
+            &[("CODE", "503"), ("REASON", "Service Unavailable")],
+        ),
+        t1,
+    )
+    .calls(3)
+    .timeout_secs(30)
+    .start();
+    let second = Sipp::answering(&lab, "carrier-sbc2", t2)
+        .calls(6)
+        .timeout_secs(30)
+        .start();
+    let ruri = edge.internal_uri(CALLEE);
+    // One call at a time, so each knows what the ones before it did.
+    Sipp::uac(
+        &lab,
+        "platform",
+        scenario(
+            &lab,
+            "uac_call.xml",
+            &[
+                ("RURI", &ruri),
+                ("FROM_USER", BYOC),
+                ("HEADERS", "X-Trunkgate-Trunk: lab/carrier"),
+            ],
+        ),
+        PLATFORM,
+        edge.internal,
+    )
+    .calls(6)
+    .args(&["-l", "1"])
+    .timeout_secs(30)
+    .run()
+    .assert_ok();
+    first.wait().assert_ok();
+    let second = second.wait();
+    second.assert_ok();
+    assert_eq!(second.requests("INVITE").len(), 6);
+    let failovers = |cause: &str| {
+        edge.metric(
+            "trunkgate_edge_failovers_total",
+            &[("trunk", "lab/carrier"), ("cause", cause)],
+        )
+    };
+    assert_eq!(
+        failovers("5xx"),
+        3.0,
+        "only the first three calls tried sbc1"
+    );
+    assert_eq!(
+        failovers("timeout"),
+        0.0,
+        "no call waited for the demoted target"
+    );
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_target_demoted",
+            &[("trunk", "lab/carrier"), ("target", &format!("sip:{t1}"))]
+        ),
+        2.0
+    );
+    let cdrs = edge.cdrs();
+    let tried: Vec<usize> = cdrs
+        .iter()
+        .filter_map(|c| c["attempts"].as_array().map(Vec::len))
+        .collect();
+    assert_eq!(tried, [2, 2, 2, 1, 1, 1], "{cdrs:?}");
+}
+
 /// A `sips:` target where nothing listens (connection refused) is left at once for the next
 /// one, without waiting for --failover-seconds, counted by cause; the call goes through the
 /// second target.

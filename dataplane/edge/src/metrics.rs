@@ -10,6 +10,7 @@ pub struct Metrics {
     pub calls: IntCounterVec,
     pub call_cost: prometheus::CounterVec,
     pub target_attempts: IntGaugeVec,
+    pub target_demoted: IntGaugeVec,
     pub target_asr: prometheus::GaugeVec,
     pub target_ccr: prometheus::GaugeVec,
     pub target_failures: prometheus::GaugeVec,
@@ -72,6 +73,7 @@ impl Metrics {
     pub fn forget_target(&self, trunk: &str, target: &str) {
         let labels = [trunk, target];
         let _ = self.target_attempts.remove_label_values(&labels);
+        let _ = self.target_demoted.remove_label_values(&labels);
         for g in [
             &self.target_asr,
             &self.target_ccr,
@@ -173,6 +175,11 @@ impl Metrics {
             target_failures,
             target_pdd,
             target_acd,
+            target_demoted: gv(
+                "trunkgate_edge_target_demoted",
+                "Where a carrier target stands against its trunk's outbound.quality thresholds: 0 meets them, 1 below warning (tried after those that meet them), 2 below critical (tried last).",
+                &["trunk", "target"],
+            ),
             target_attempts: gv(
                 "trunkgate_edge_target_attempts",
                 "Call attempts to a carrier target in its 15-minute quality window.",

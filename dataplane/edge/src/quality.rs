@@ -156,9 +156,67 @@ impl Window {
     }
 }
 
+/// How a target's figures stand against its trunk's thresholds (`outbound.quality`): 0 meets
+/// them (or has too few samples to judge), 1 misses `warning`, 2 misses `critical`.
+pub fn demotion(f: &Figures, q: &trunkgate_crds::trunk::Quality) -> u8 {
+    let misses = |t: &trunkgate_crds::trunk::QualityThresholds| {
+        let percent = |r: Option<f64>| r.map(|r| r * 100.0);
+        let low_asr = matches!((percent(f.asr), t.min_asr_percent), (Some(a), Some(min)) if a < f64::from(min));
+        let failing = matches!((percent(f.failure_rate), t.max_failure_percent), (Some(x), Some(max)) if x > f64::from(max));
+        let slow = matches!((f.pdd, t.max_pdd_seconds), (Some(p), Some(max)) if p > Duration::from_secs(u64::from(max)));
+        low_asr || failing || slow
+    };
+    if q.critical.as_ref().is_some_and(misses) {
+        2
+    } else if q.warning.as_ref().is_some_and(misses) {
+        1
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_missing_a_threshold_is_demoted_and_too_few_samples_judge_nothing() {
+        use trunkgate_crds::trunk::{Quality, QualityThresholds};
+        let q = Quality {
+            min_samples: 4,
+            warning: Some(QualityThresholds {
+                min_asr_percent: Some(50),
+                max_pdd_seconds: Some(5),
+                ..Default::default()
+            }),
+            critical: Some(QualityThresholds {
+                max_failure_percent: Some(40),
+                ..Default::default()
+            }),
+            probe_percent: 5,
+        };
+        let mut w = window();
+        for _ in 0..3 {
+            w.attempt(1, Outcome::Failed, None);
+        }
+        assert_eq!(
+            demotion(&w.figures(2, q.min_samples), &q),
+            0,
+            "3 of 4 samples"
+        );
+        w.attempt(2, Outcome::Answered, Some(Duration::from_secs(2)));
+        assert_eq!(demotion(&w.figures(3, q.min_samples), &q), 2, "75 % failed");
+        let mut slow = window();
+        for _ in 0..4 {
+            slow.attempt(1, Outcome::Answered, Some(Duration::from_secs(8)));
+        }
+        assert_eq!(demotion(&slow.figures(2, 4), &q), 1, "PDD 8 s over 5");
+        let mut good = window();
+        for _ in 0..4 {
+            good.attempt(1, Outcome::Answered, Some(Duration::from_secs(1)));
+        }
+        assert_eq!(demotion(&good.figures(2, 4), &q), 0);
+    }
 
     fn window() -> Window {
         Window::new(Duration::from_secs(900), Duration::from_secs(10))

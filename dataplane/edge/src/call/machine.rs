@@ -4,10 +4,12 @@
 //! cannot reach another call or the worker's tables; the worker carries the effects out
 //! (transactions, timers, checkpoints, the end of the call).
 //!
-//! The transitions here are the ones of a call once its legs have dialogs: BYE either way,
-//! relayed in-dialog requests (re-INVITE, UPDATE, PRACK, INFO) and their answers, RFC 4028
-//! session timers, ringing too long. The set-up steps are still worker methods
-//! (`call/b2bua/{setup,hops,answer}.rs`).
+//! The transitions cover a call's whole life: set-up (the fleet's verdict, hops, lookups, leg
+//! B's INVITE per hop, its answers, failover, redirects, the outcome of a carrier's challenge),
+//! in dialog (BYE either way, ACK, CANCEL, relayed re-INVITE, UPDATE, PRACK and INFO and their
+//! answers, a 2xx again or from another fork), timers (RFC 4028 session timers, ringing too
+//! long), relay events (media timeout), the edge's own decisions (shutdown, making room, an
+//! adopted orphan) and the end (record, charge, quality of the target that was tried).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,7 @@ use trunkgate_sip::{Method, Request, Response};
 
 use super::b2bua::session_timer::{MIN_SE, SessionTimer, session_expires};
 use super::{Attempt, Call, CallState, LegId, Side};
+use crate::route::health::quality_clock;
 use crate::sip::ids::IdMint;
 use crate::sip::msg;
 use crate::sip::transaction::TransactionKey;
@@ -660,8 +663,35 @@ impl Call {
         };
         let outcome = crate::quality::Outcome::of(t.status);
         let pdd = t.pdd_ms.map(Duration::from_millis);
-        let figures = h.attempted(quality_clock(), outcome, pdd, QUALITY_MIN_SAMPLES);
-        self.publish_quality(ctx.env.metrics(), idx, &figures);
+        let trunk = self.rt.trunk(self.trunk);
+        let thresholds = trunk.outbound.as_ref().and_then(|o| o.quality.as_ref());
+        let min_samples = thresholds.map_or(QUALITY_MIN_SAMPLES, |q| q.min_samples);
+        let now_s = quality_clock();
+        let figures = h.attempted(now_s, outcome, pdd, min_samples);
+        let m = ctx.env.metrics();
+        self.publish_quality(m, idx, &figures);
+        let Some(q) = thresholds else { return };
+        let level = crate::quality::demotion(&figures, q);
+        if let Some(before) = h.set_demotion(level, now_s) {
+            let uri = trunk
+                .outbound
+                .as_ref()
+                .and_then(|o| o.targets.get(usize::from(idx)))
+                .map_or("", |t| t.uri.as_str());
+            m.target_demoted
+                .with_label_values(&[self.trunk_id(), uri])
+                .set(i64::from(level));
+            tracing::warn!(
+                trunk = self.trunk_id(),
+                target = uri,
+                before,
+                now = level,
+                asr = figures.asr,
+                failures = figures.failure_rate,
+                pdd_ms = figures.pdd.map(|d| d.as_millis() as u64),
+                "carrier target's quality standing changed (0 meets outbound.quality, 1 below warning, 2 below critical)"
+            );
+        }
     }
 
     /// Sets target `idx`'s quality gauges from `figures` (those with enough samples).
@@ -1470,8 +1500,3 @@ impl Call {
 
 /// Attempts a target's window holds before its ratios and PDD count (and are exported).
 const QUALITY_MIN_SAMPLES: u32 = 10;
-
-/// Seconds on the quality windows' clock (this process's, [`crate::route::health::now_ms`]).
-fn quality_clock() -> u64 {
-    crate::route::health::now_ms() / 1000
-}

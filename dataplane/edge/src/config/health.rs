@@ -2,7 +2,7 @@
 //! ([`crate::route::health`]), kept across reloads while the trunk keeps the target.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::quality::{Figures, Outcome, Window};
@@ -22,6 +22,12 @@ pub struct TargetHealth {
     probing: AtomicBool,
     /// What calls to it did lately ([`crate::quality`]), shared by every worker.
     quality: Mutex<Window>,
+    /// Where its figures stand against its trunk's thresholds ([`crate::quality::demotion`]).
+    demoted: AtomicU8,
+    /// Calls that found it demoted, for the share that still tries it first.
+    turns: AtomicU32,
+    /// When (seconds on the quality clock) it was last judged.
+    judged_s: AtomicU64,
 }
 
 impl Default for TargetHealth {
@@ -32,6 +38,9 @@ impl Default for TargetHealth {
             due_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             quality: Mutex::new(Window::new(QUALITY_SPAN, QUALITY_BUCKET)),
+            demoted: AtomicU8::new(0),
+            turns: AtomicU32::new(0),
+            judged_s: AtomicU64::new(0),
         }
     }
 }
@@ -80,6 +89,44 @@ impl TargetHealth {
         w.figures(now_s, min_samples)
     }
 
+    /// 0: meets its trunk's quality thresholds, 1: misses `warning`, 2: misses `critical`, as
+    /// of `now_s`: a standing whose attempts have all left the window since is void (a target
+    /// that gets no calls is not kept demoted for ever).
+    pub fn demotion(&self, now_s: u64) -> u8 {
+        let judged = self.judged_s.load(Ordering::Relaxed);
+        if now_s.saturating_sub(judged) >= QUALITY_SPAN.as_secs() {
+            return 0;
+        }
+        self.demoted.load(Ordering::Relaxed)
+    }
+
+    /// Records where it stands at `now_s`; the previous standing when it changed.
+    pub fn set_demotion(&self, level: u8, now_s: u64) -> Option<u8> {
+        self.judged_s.store(now_s, Ordering::Relaxed);
+        let before = self.demoted.swap(level, Ordering::Relaxed);
+        (before != level).then_some(before)
+    }
+
+    /// The rank this call gives it among its trunk's targets (0: its usual place, else its
+    /// demotion): one call in `100 / probe_percent` still tries a demoted target in its place,
+    /// so it can show it recovered (half-open).
+    pub fn rank(&self, probe_percent: u32, now_s: u64) -> u8 {
+        let level = self.demotion(now_s);
+        if level == 0 || probe_percent == 0 {
+            return level;
+        }
+        let every = (100 / probe_percent.min(100)).max(1);
+        if self
+            .turns
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(every)
+        {
+            0
+        } else {
+            level
+        }
+    }
+
     /// Claims the probe due at `now_ms` (and schedules the next one), if one is due.
     pub fn claim(&self, now_ms: u64, interval_ms: u64) -> bool {
         if self.probing.load(Ordering::Relaxed) || self.due_ms.load(Ordering::Relaxed) > now_ms {
@@ -88,5 +135,23 @@ impl TargetHealth {
         self.due_ms.store(now_ms + interval_ms, Ordering::Relaxed);
         self.probing.store(true, Ordering::Relaxed);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standing_not_judged_again_for_a_whole_window_is_void() {
+        let h = TargetHealth::default();
+        assert_eq!(h.set_demotion(2, 100), Some(0));
+        assert_eq!(h.demotion(100 + 899), 2);
+        assert_eq!(h.demotion(100 + 900), 0, "its attempts all left the window");
+        assert_eq!(
+            h.rank(0, 150),
+            2,
+            "no probing share: always after the others"
+        );
     }
 }

@@ -482,12 +482,26 @@ pub fn outbound(
     );
     // Targets that OPTIONS probes found down go last (crate::route::health).
     let health = rt.health(t);
-    let order = weighted_order(&out.targets)
+    // Targets whose recent calls went badly (outbound.quality) go after those that did well,
+    // but for a probing share (crate::quality); targets probes found down go last.
+    let probe_percent = out.quality.as_ref().map(|q| q.probe_percent);
+    let now_s = crate::route::health::quality_clock();
+    let mut order: Vec<_> = weighted_order(&out.targets)
         .into_iter()
-        .map(|(i, target)| ((i, target), health.get(i).is_none_or(|h| h.is_up())))
+        .map(|(i, target)| {
+            let h = health.get(i);
+            let rank = match (h, probe_percent) {
+                (Some(h), _) if !h.is_up() => 3,
+                (Some(h), Some(p)) => h.rank(p, now_s),
+                _ => 0,
+            };
+            (rank, (i, target))
+        })
         .collect();
-    let hops = crate::route::health::up_first(order)
+    order.sort_by_key(|(rank, _)| *rank);
+    let hops = order
         .into_iter()
+        .map(|(_, t)| t)
         .map(|(i, t)| Hop {
             target: u16::try_from(i).ok(),
             ..hop_of(t)
@@ -639,6 +653,66 @@ mod tests {
         );
         assert!(call(&mut auth, Some(true)).is_ok(), "its certificate");
         assert!(call(&mut auth, None).is_ok(), "a trunk that asks for none");
+    }
+
+    /// A target below its trunk's quality thresholds is tried after the others, but for the
+    /// probing share; a target probes found down goes last whatever its quality.
+    #[test]
+    fn a_demoted_target_goes_after_the_others_but_for_a_probing_share() {
+        let mut trunk = CarrierTrunk::test("acme", "telco")
+            .with_targets(&["sip:192.0.2.50:5060", "sip:192.0.2.51:5060"])
+            .with_policy(CallerIdPolicy::PassThrough)
+            .with_route("+64", 1);
+        if let Some(o) = trunk.spec.outbound.as_mut() {
+            o.targets[1].priority = 2;
+            o.quality = Some(trunkgate_crds::trunk::Quality {
+                min_samples: 10,
+                warning: None,
+                critical: None,
+                probe_percent: 50,
+            });
+        }
+        let c = compile(&[trunk], &[], &Secrets::new(), None);
+        assert!(c.problems().next().is_none(), "fixture compiles");
+        let rt = Runtime::build(c.config, None, &Metrics::new());
+        let first = |rt: &Runtime| {
+            let a = outbound(
+                rt,
+                &invite("+6421555123", "+6111111111"),
+                "edge.example",
+                &Tenancy::Any,
+            )
+            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+            a.hops[0].uri_host.clone()
+        };
+        assert_eq!(first(&rt), "192.0.2.50:5060", "priority 1 first");
+        let now_s = crate::route::health::quality_clock();
+        rt.health(0)[0].set_demotion(2, now_s);
+        let firsts: Vec<String> = (0..4).map(|_| first(&rt)).collect();
+        assert_eq!(
+            firsts,
+            [
+                "192.0.2.50:5060",
+                "192.0.2.51:5060",
+                "192.0.2.50:5060",
+                "192.0.2.51:5060"
+            ],
+            "half of the calls still try it first (probePercent 50)"
+        );
+        rt.health(0)[0].set_demotion(0, now_s);
+        rt.health(0)[1].record(false, 1);
+        assert_eq!(first(&rt), "192.0.2.50:5060");
+        rt.health(0)[0].set_demotion(2, now_s);
+        rt.health(0)[0].record(false, 1);
+        let a = outbound(
+            &rt,
+            &invite("+6421555123", "+6111111111"),
+            "edge.example",
+            &Tenancy::Any,
+        )
+        .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        let order: Vec<_> = a.hops.iter().map(|h| h.target).collect();
+        assert_eq!(order.len(), 2, "both down: both still tried, in order");
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// Seconds on the quality windows' clock (this process's, [`now_ms`]).
+pub fn quality_clock() -> u64 {
+    now_ms() / 1000
+}
+
 /// One probe on its way.
 #[derive(Debug)]
 pub struct Probe {
@@ -188,12 +193,6 @@ fn answer_alive(code: u16) -> Option<bool> {
         503 => Some(false),
         _ => Some(true),
     }
-}
-
-/// `order` with the targets that are up first, each group keeping its order.
-pub fn up_first<T>(order: Vec<(T, bool)>) -> Vec<T> {
-    let (up, down): (Vec<_>, Vec<_>) = order.into_iter().partition(|(_, up)| *up);
-    up.into_iter().chain(down).map(|(t, _)| t).collect()
 }
 
 /// The host of a URI's `host[:port]` (an IPv6 reference keeps its brackets off).
@@ -371,11 +370,5 @@ mod tests {
         assert_eq!(prober_of(3, 2), 1);
         assert_eq!(prober_of(5, 1), 0);
         assert_eq!(prober_of(5, 0), 0);
-    }
-
-    #[test]
-    fn targets_that_are_up_go_first_in_their_order() {
-        let order = vec![("a", false), ("b", true), ("c", false), ("d", true)];
-        assert_eq!(up_first(order), vec!["b", "d", "a", "c"]);
     }
 }
