@@ -17,10 +17,10 @@ pub struct Tried {
     pub target: String,
     /// The address the INVITE went to, once the target's name was looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
+    pub address: Option<std::net::SocketAddr>,
     /// Why this trunk and target: the policy that ordered them (`priority`: the trunk's
     /// target priorities and weights), and the trunk's rate for the number when it has one.
-    pub chosen_by: String,
+    pub chosen_by: ChosenBy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,
     /// How it ended: a final status, or `timeout` / `connect_failed` without one.
@@ -51,8 +51,8 @@ impl Tried {
         Tried {
             trunk: trunk.to_string(),
             target: hop.uri_host.clone(),
-            address: hop.addr.map(|a| a.to_string()),
-            chosen_by: "priority".into(),
+            address: hop.addr,
+            chosen_by: ChosenBy::Priority,
             rate: rate.map(rate_text),
             status: None,
             failure: None,
@@ -80,6 +80,22 @@ impl Tried {
     pub fn failed(&mut self, cause: &str) {
         self.failure = Some(cause.to_string());
     }
+}
+
+/// The policy that put an attempt's trunk and target where they were in the call's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChosenBy {
+    /// The trunk's target priorities and weights (RFC 2782), demoted targets after the others
+    /// (`outbound.quality`).
+    Priority,
+}
+
+/// Adds an attempt to a call's list without the spare capacity a growing `Vec` keeps (a call
+/// holds its list until it ends; most calls make one attempt).
+pub fn push(tried: &mut Vec<Tried>, t: Tried) {
+    tried.reserve_exact(1);
+    tried.push(t);
 }
 
 fn millis(d: Duration) -> u64 {

@@ -40,7 +40,8 @@ struct Record<'a> {
     /// What the call cost by its trunk's rate for the called number (null: no rate).
     cost: Option<String>,
     currency: Option<&'a str>,
-    /// Leg B's INVITE attempts in order: trunk, target, outcome, post-dial delay, why chosen.
+    /// An outbound call's INVITE attempts in order: trunk, target, outcome, post-dial delay, why
+    /// chosen.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     attempts: &'a [crate::call::account::Tried],
 }

@@ -349,8 +349,8 @@ mod tests {
             attempts: vec![crate::call::account::Tried {
                 trunk: "acme/pacific".into(),
                 target: "sbc1.pacific.example".into(),
-                address: Some("203.0.113.5:5060".into()),
-                chosen_by: "priority".into(),
+                address: Some("203.0.113.5:5060".parse().expect("addr")),
+                chosen_by: crate::call::account::ChosenBy::Priority,
                 rate: None,
                 status: Some(200),
                 failure: None,

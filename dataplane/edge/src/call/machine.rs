@@ -1073,11 +1073,13 @@ impl Call {
                 .tried
                 .last()
                 .is_some_and(|t| matches!(t.status, Some(401 | 407)));
-        // A new attempt, unless the same one goes on with credentials (RFC 3261 §22.2).
-        let tried = (!resent)
+        // A new attempt, unless the same one goes on with credentials (RFC 3261 §22.2). Only
+        // the carriers' attempts are listed: an inbound call's leg B is the platform.
+        let outbound = self.direction == super::Direction::Outbound;
+        let tried = (outbound && !resent)
             .then(|| super::account::Tried::new(self.trunk_id(), hop, self.rate(), ctx.now));
         match tried {
-            Some(t) => self.tried.push(t),
+            Some(t) => super::account::push(&mut self.tried, t),
             None => {
                 if let Some(t) = self.tried.last_mut() {
                     t.status = None;
@@ -1138,11 +1140,13 @@ impl Call {
     /// No connection to the hop being tried could be had (`why`, a metric `label`): the
     /// next hop.
     pub fn link_failed(&mut self, ctx: &mut Ctx, label: &'static str, why: String) {
-        if let Some(hop) = self.current_hop() {
+        if let Some(hop) = self.current_hop()
+            && self.direction == super::Direction::Outbound
+        {
             let rate = self.rate();
             let mut tried = super::account::Tried::new(self.trunk_id(), hop, rate, ctx.now);
             tried.failed(label);
-            self.tried.push(tried);
+            super::account::push(&mut self.tried, tried);
             self.count_attempt(ctx);
         }
         if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {

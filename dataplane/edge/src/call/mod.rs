@@ -177,7 +177,7 @@ pub struct Call {
     pub recovered: bool,
     /// A checkpoint of it was written (and must be forgotten when it ends).
     pub checkpointed: bool,
-    /// Leg B's INVITE attempts, in order, for the record.
+    /// An outbound call's INVITE attempts to carrier targets, in order, for the record.
     pub tried: Vec<account::Tried>,
     /// When the call finished, and what it is billed.
     pub ended: Option<SystemTime>,
