@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use trunkgate_tests::config::documents;
 use trunkgate_tests::sip::{digest_md5_response, digest_params, uri_user};
-use trunkgate_tests::sipp::scenario;
+use trunkgate_tests::sipp::{SippBuilder, scenario};
 use trunkgate_tests::*;
 
 const CALLEE: &str = "+6421555123";
@@ -230,6 +230,16 @@ fn passthrough_policy_sends_unverified_numbers_unchanged() {
     assert_presented(&invites[2], UNVERIFIED);
 }
 
+/// The first carrier target, answering every INVITE with `code` `reason` (sipp).
+fn rejecting<'l>(lab: &'l Lab, at: SocketAddr, code: &str, reason: &str) -> SippBuilder<'l> {
+    Sipp::uas_at(
+        lab,
+        "carrier-sbc1",
+        scenario(lab, "uas_reject.xml", &[("CODE", code), ("REASON", reason)]),
+        at,
+    )
+}
+
 fn failover_edge(lab: &Lab) -> Edge {
     Edge::start(
         lab,
@@ -249,17 +259,7 @@ fn failover_to_the_second_target_on_503() {
     );
     config(&lab, trunk(&[t1, t2]), &[]);
     let edge = failover_edge(&lab);
-    let first = Sipp::uas_at(
-        &lab,
-        "carrier-sbc1",
-        scenario(
-            &lab,
-            "uas_reject.xml",
-            &[("CODE", "503"), ("REASON", "Service Unavailable")],
-        ),
-        t1,
-    )
-    .start();
+    let first = rejecting(&lab, t1, "503", "Service Unavailable").start();
     let second = Sipp::answering(&lab, "carrier-sbc2", t2).start();
     let platform = platform_call(&lab, &edge, "platform", BYOC, "uac_call.xml", "");
     platform.assert_ok();
@@ -301,17 +301,7 @@ fn a_call_record_lists_every_attempt_and_what_the_call_cost() {
             ..EdgeOptions::with_args(&["--media-timeout", "120"])
         },
     );
-    let first = Sipp::uas_at(
-        &lab,
-        "carrier-sbc1",
-        scenario(
-            &lab,
-            "uas_reject.xml",
-            &[("CODE", "503"), ("REASON", "Service Unavailable")],
-        ),
-        t1,
-    )
-    .start();
+    let first = rejecting(&lab, t1, "503", "Service Unavailable").start();
     let second = Sipp::answering(&lab, "carrier-sbc2", t2)
         .timeout_secs(90)
         .start();
@@ -379,19 +369,10 @@ fn a_target_whose_calls_keep_failing_is_demoted_and_skipped() {
         &[],
     );
     let edge = failover_edge(&lab);
-    let first = Sipp::uas_at(
-        &lab,
-        "carrier-sbc1",
-        scenario(
-            &lab,
-            "uas_reject.xml",
-            &[("CODE", "503"), ("REASON", "Service Unavailable")],
-        ),
-        t1,
-    )
-    .calls(3)
-    .timeout_secs(30)
-    .start();
+    let first = rejecting(&lab, t1, "503", "Service Unavailable")
+        .calls(3)
+        .timeout_secs(30)
+        .start();
     let second = Sipp::answering(&lab, "carrier-sbc2", t2)
         .calls(6)
         .timeout_secs(30)
@@ -520,17 +501,7 @@ fn no_failover_on_486_busy_goes_back_to_the_platform() {
     );
     config(&lab, trunk(&[t1, t2]), &[]);
     let edge = failover_edge(&lab);
-    let first = Sipp::uas_at(
-        &lab,
-        "carrier-sbc1",
-        scenario(
-            &lab,
-            "uas_reject.xml",
-            &[("CODE", "486"), ("REASON", "Busy Here")],
-        ),
-        t1,
-    )
-    .start();
+    let first = rejecting(&lab, t1, "486", "Busy Here").start();
     let second = Sipp::answering(&lab, "carrier-sbc2", t2)
         .timeout_secs(8)
         .start();
