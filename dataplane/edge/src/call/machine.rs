@@ -673,11 +673,7 @@ impl Call {
         let Some(q) = thresholds else { return };
         let level = crate::quality::demotion(&figures, q);
         if let Some(before) = h.set_demotion(level, now_s) {
-            let uri = trunk
-                .outbound
-                .as_ref()
-                .and_then(|o| o.targets.get(usize::from(idx)))
-                .map_or("", |t| t.uri.as_str());
+            let uri = self.target_uri(idx).unwrap_or_default();
             m.target_demoted
                 .with_label_values(&[self.trunk_id(), uri])
                 .set(i64::from(level));
@@ -694,6 +690,12 @@ impl Call {
         }
     }
 
+    /// The URI of the call's trunk's outbound target `idx`.
+    fn target_uri(&self, idx: u16) -> Option<&str> {
+        let out = self.rt.trunk(self.trunk).outbound.as_ref()?;
+        out.targets.get(usize::from(idx)).map(|t| t.uri.as_str())
+    }
+
     /// Sets target `idx`'s quality gauges from `figures` (those with enough samples).
     fn publish_quality(
         &self,
@@ -701,14 +703,7 @@ impl Call {
         idx: u16,
         figures: &crate::quality::Figures,
     ) {
-        let Some(uri) = self
-            .rt
-            .trunk(self.trunk)
-            .outbound
-            .as_ref()
-            .and_then(|o| o.targets.get(usize::from(idx)))
-            .map(|t| t.uri.as_str())
-        else {
+        let Some(uri) = self.target_uri(idx) else {
             return;
         };
         let labels = [self.trunk_id(), uri];
