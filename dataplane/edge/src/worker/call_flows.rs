@@ -792,3 +792,35 @@ fn session_timers_a_refresh_from_the_platform_keeps_the_call_up() {
         0.0
     );
 }
+
+/// A carrier's answer comes from the address its INVITE went to. A 503 with the INVITE's own
+/// branch from elsewhere (another address of the trunk's carrier, or outside every allow-list)
+/// gets nothing back, moves the call on to no other target, and is no attempt outcome: the
+/// call record and the target's quality window only hear from the target itself.
+#[test]
+fn a_forged_answer_from_elsewhere_ends_no_attempt_and_counts_against_no_target() {
+    let mut h = outbound_harness(&["--failover-seconds", "2"], false);
+    let mut sent = h.platform_sends(&platform_invite("f1"));
+    let invite = sent.remove(invite_to(&sent, TARGET_1).expect("the first target first"));
+    for forger in ["203.0.113.9:5060", "192.0.2.99:5060"] {
+        let got = h.input(Side::Public, forger, &invite.answer(503, "x1", forger, ""));
+        let texts: Vec<&str> = got.iter().map(|s| s.text.as_str()).collect();
+        assert!(got.is_empty(), "{forger} gets nothing: {texts:?}");
+    }
+    let c = h.w.calls.values().next().expect("the call");
+    assert_eq!(c.tried.len(), 1);
+    assert_eq!(
+        (c.tried[0].status, c.tried[0].failure.as_deref()),
+        (None, None)
+    );
+    assert_eq!(h.metric("trunkgate_edge_failovers_total", &[]), 0.0);
+    // The target itself answers: that is the attempt's outcome.
+    let got = h.input(
+        Side::Public,
+        TARGET_1,
+        &invite.answer(200, "t1", TARGET_1, ""),
+    );
+    assert_eq!(summary(&got, Side::Internal), ["200"]);
+    let c = h.w.calls.values().next().expect("the call");
+    assert_eq!(c.tried[0].status, Some(200));
+}
