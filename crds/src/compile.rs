@@ -142,6 +142,8 @@ where
     let mut trunk_reports: Vec<Report> = Vec::with_capacity(trunk_order.len());
     let mut valid: Vec<TrunkConfig> = Vec::with_capacity(trunk_order.len());
     let mut valid_report: Vec<usize> = Vec::with_capacity(trunk_order.len());
+    // Per namespace: the selection policy its oldest accepted trunk states, and that trunk.
+    let mut selections: HashMap<String, (crate::trunk::Selection, String)> = HashMap::new();
     for entry in &trunk_order {
         let (mut report, built) = match entry {
             Entry::Read(t) => {
@@ -160,8 +162,16 @@ where
                 (report, None)
             }
         };
+        if let Some(cfg) = &built {
+            agree_on_selection(cfg, &selections, &mut report);
+        }
         match built {
             Some(cfg) if report.problems.is_empty() => {
+                if let Some(s) = cfg.outbound.as_ref().and_then(|o| o.selection) {
+                    selections
+                        .entry(crate::snapshot::namespace_of_id(&cfg.id).to_string())
+                        .or_insert((s, cfg.id.clone()));
+                }
                 valid.push(cfg);
                 valid_report.push(trunk_reports.len());
             }
@@ -749,6 +759,7 @@ fn build_trunk(
             health_failure_threshold: threshold,
             registration,
             quality: quality(o.quality.as_ref(), report),
+            selection: o.selection,
         }
     });
     let mut routes = Vec::with_capacity(spec.routes.len());
@@ -1186,6 +1197,31 @@ fn rate_config(
         next,
         connection_fee,
     })
+}
+
+/// A namespace has one selection policy (`outbound.selection`): a trunk stating another than
+/// the one an older trunk of its namespace states is a problem (it keeps its last good
+/// version), so the edge never has to choose between two.
+fn agree_on_selection(
+    cfg: &TrunkConfig,
+    selections: &HashMap<String, (crate::trunk::Selection, String)>,
+    report: &mut Report,
+) {
+    let Some(mine) = cfg.outbound.as_ref().and_then(|o| o.selection) else {
+        return;
+    };
+    let ns = crate::snapshot::namespace_of_id(&cfg.id);
+    if let Some((theirs, by)) = selections.get(ns)
+        && *theirs != mine
+    {
+        report.problem(
+            "spec.outbound.selection",
+            Reason::Invalid,
+            format!(
+                "namespace {ns} selects outbound trunks by {theirs:?} (CarrierTrunk {by}); this trunk says {mine:?}: every trunk of a namespace that states a selection must state the same one"
+            ),
+        );
+    }
 }
 
 /// `outbound.quality` as the edge runs it; out-of-range values are problems (the API server's

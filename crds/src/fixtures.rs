@@ -110,6 +110,7 @@ impl CarrierTrunk {
             health_check: None,
             registration: None,
             quality: None,
+            selection: None,
         });
         out.targets = targets;
         self

@@ -124,6 +124,14 @@ pub struct OutboundConfig {
     /// Quality thresholds that demote targets (`outbound.quality`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<crate::trunk::Quality>,
+    /// The namespace's selection policy as this trunk states it (`outbound.selection`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::trunk::Selection>,
+}
+
+/// The namespace (tenant) of a trunk id `namespace/name`.
+pub fn namespace_of_id(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(ns, _)| ns)
 }
 
 /// `outbound.registration` as the edge runs it.

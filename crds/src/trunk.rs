@@ -215,6 +215,29 @@ pub struct Outbound {
     /// comes back once its figures recover. Without it targets go by priority and weight alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<Quality>,
+    /// How this tenant's outbound calls choose among the trunks that may carry them (the
+    /// trunk owning a BYOC caller ID, the carriers a platform number is verified with, the
+    /// routes matching the called number): `Priority` (the routes' prefix length and
+    /// priority; the default), `LeastCost` (the cheapest rate for the called number first)
+    /// or `Quality` (the best recent answer ratio first, cost breaking ties). It is the
+    /// namespace's policy: every outbound trunk of a namespace that states one must state the
+    /// same. Degraded trunks (`quality`) go after the others whatever the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// How a tenant's outbound calls order the trunks that may carry them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Selection {
+    /// Longest matching route prefix first, then the route's priority.
+    #[default]
+    Priority,
+    /// The lowest rate (`routes[].rate`) for the called number first; trunks without a rate
+    /// for it after those with one.
+    LeastCost,
+    /// The highest answer-seizure ratio over the last 15 minutes first (a trunk with fewer
+    /// attempts than `quality.minSamples` counts as 50 %), the lower rate breaking ties.
+    Quality,
 }
 
 /// Quality thresholds of a trunk's targets.

@@ -852,3 +852,47 @@ fn registrations_fill_in_their_defaults_and_name_what_is_missing() {
         "{text:?}"
     );
 }
+
+/// A namespace has one selection policy: a newer trunk stating another than an older trunk
+/// of its namespace is refused (and keeps its last good version); trunks that state none, and
+/// other namespaces, are free.
+#[test]
+fn a_namespace_selects_its_outbound_trunks_one_way() {
+    use trunkgate_crds::Selection;
+    let trunk = |ns: &str, name: &str, at: i64, s: Option<Selection>| {
+        let mut t = CarrierTrunk::test(ns, name)
+            .with_targets(&["sip:192.0.2.50:5060"])
+            .created_at(at);
+        if let Some(o) = t.spec.outbound.as_mut() {
+            o.selection = s;
+        }
+        t
+    };
+    let c = compile(
+        &[
+            trunk("acme", "old", 1, Some(Selection::LeastCost)),
+            trunk("acme", "new", 2, Some(Selection::Quality)),
+            trunk("acme", "silent", 3, None),
+            trunk("acme", "same", 4, Some(Selection::LeastCost)),
+            trunk("beta", "other", 5, Some(Selection::Quality)),
+        ],
+        &[],
+        &Secrets::new(),
+        None,
+    );
+    assert!(trunk_reasons(&c, "acme/old").is_empty());
+    assert_eq!(trunk_reasons(&c, "acme/new"), [Reason::Invalid]);
+    let problem = c
+        .problems()
+        .find(|r| r.key.id() == "acme/new")
+        .and_then(|r| r.problems.first())
+        .map(|p| p.message.clone())
+        .unwrap_or_default();
+    assert!(
+        problem.contains("LeastCost") && problem.contains("acme/old"),
+        "{problem}"
+    );
+    for ok in ["acme/silent", "acme/same", "beta/other"] {
+        assert!(trunk_reasons(&c, ok).is_empty(), "{ok}");
+    }
+}

@@ -46,6 +46,8 @@ pub struct Trunk {
     pub registration: Option<String>,
     /// `outbound.quality`, as a YAML flow mapping.
     pub quality: Option<String>,
+    /// `outbound.selection` (`Priority`, `LeastCost`, `Quality`).
+    pub selection: Option<String>,
 }
 
 impl Trunk {
@@ -78,6 +80,7 @@ impl Trunk {
             health_check: None,
             registration: None,
             quality: None,
+            selection: None,
         }
     }
 
@@ -145,6 +148,12 @@ impl Trunk {
             currency.into(),
             increments.into(),
         ));
+        self
+    }
+
+    /// `outbound.selection`: the tenant's policy among its trunks.
+    pub fn selection(mut self, s: &str) -> Self {
+        self.selection = Some(s.into());
         self
     }
 
@@ -265,6 +274,9 @@ impl Trunk {
             }
             if let Some(r) = &self.registration {
                 let _ = writeln!(y, "    registration: {r}");
+            }
+            if let Some(s) = &self.selection {
+                let _ = writeln!(y, "    selection: {s}");
             }
             if let Some(q) = &self.quality {
                 let _ = writeln!(y, "    quality: {q}");

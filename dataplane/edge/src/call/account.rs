@@ -18,11 +18,14 @@ pub struct Tried {
     /// The address the INVITE went to, once the target's name was looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::SocketAddr>,
-    /// Why this trunk and target: the policy that ordered them (`priority`: the trunk's
-    /// target priorities and weights), and the trunk's rate for the number when it has one.
+    /// Why this trunk and target: the tenant's policy that ordered the trunks
+    /// (`outbound.selection`), and the trunk's rate for the number when it has one.
     pub chosen_by: ChosenBy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,
+    /// The trunk's answer-seizure ratio in percent that ranked it, under `quality`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u32>,
     /// How it ended: a final status, or `timeout` / `connect_failed` without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -45,6 +48,7 @@ impl Tried {
     pub fn new(
         trunk: &str,
         hop: &crate::route::Hop,
+        chosen: (trunkgate_crds::Selection, Option<u32>),
         rate: Option<&RateConfig>,
         now: Instant,
     ) -> Self {
@@ -52,8 +56,9 @@ impl Tried {
             trunk: trunk.to_string(),
             target: hop.uri_host.clone(),
             address: hop.addr,
-            chosen_by: ChosenBy::Priority,
+            chosen_by: ChosenBy::from(chosen.0),
             rate: rate.map(rate_text),
+            score: chosen.1,
             status: None,
             failure: None,
             pdd_ms: None,
@@ -86,9 +91,24 @@ impl Tried {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ChosenBy {
-    /// The trunk's target priorities and weights (RFC 2782), demoted targets after the others
-    /// (`outbound.quality`).
+    /// Routes by prefix length and priority; within a trunk, its targets' priorities and
+    /// weights (RFC 2782). Demoted targets and trunks after the others (`outbound.quality`),
+    /// as under every policy.
     Priority,
+    /// The lowest rate for the called number first.
+    LeastCost,
+    /// The best recent answer-seizure ratio first, the lower rate breaking ties.
+    Quality,
+}
+
+impl From<trunkgate_crds::Selection> for ChosenBy {
+    fn from(s: trunkgate_crds::Selection) -> Self {
+        match s {
+            trunkgate_crds::Selection::Priority => ChosenBy::Priority,
+            trunkgate_crds::Selection::LeastCost => ChosenBy::LeastCost,
+            trunkgate_crds::Selection::Quality => ChosenBy::Quality,
+        }
+    }
 }
 
 /// Adds an attempt to a call's list without the spare capacity a growing `Vec` keeps (a call
@@ -193,14 +213,23 @@ mod tests {
             secure: false,
             uri_host: host.into(),
             target: None,
+            trunk: None,
         };
-        let mut t = Tried::new("acme/cheap", &hop("sbc1.example"), Some(&rate()), t0);
+        let chosen = (trunkgate_crds::Selection::LeastCost, None);
+        let mut t = Tried::new(
+            "acme/cheap",
+            &hop("sbc1.example"),
+            chosen,
+            Some(&rate()),
+            t0,
+        );
         assert_eq!(t.rate.as_deref(), Some("0.0125 USD/min 60/60"));
+        assert_eq!(t.chosen_by, ChosenBy::LeastCost);
         t.rang(t0 + Duration::from_millis(2500));
         t.rang(t0 + Duration::from_millis(4000));
         t.answered(503, t0 + Duration::from_millis(8000));
         assert_eq!((t.pdd_ms, t.status), (Some(2500), Some(503)));
-        let mut silent = Tried::new("acme/cheap", &hop("sbc2.example"), None, t0);
+        let mut silent = Tried::new("acme/cheap", &hop("sbc2.example"), chosen, None, t0);
         silent.failed("timeout");
         assert_eq!(
             (silent.pdd_ms, silent.failure.as_deref()),

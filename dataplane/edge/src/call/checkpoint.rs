@@ -352,6 +352,7 @@ mod tests {
                 address: Some("203.0.113.5:5060".parse().expect("addr")),
                 chosen_by: crate::call::account::ChosenBy::Priority,
                 rate: None,
+                score: None,
                 status: Some(200),
                 failure: None,
                 pdd_ms: Some(1800),

@@ -34,6 +34,9 @@ pub trait Env {
     fn platform(&self) -> &crate::guard::platform::PlatformAcl;
     fn settings(&self) -> &crate::config::settings::Settings;
     fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Whether the fleet's store counts the trunks' limits (a call changing trunk claims a
+    /// place on the new one there).
+    fn fleet_shared(&self) -> bool;
 }
 
 /// What a transition may use, and where its effects go.
@@ -136,6 +139,9 @@ pub enum Effect {
     /// Try the call's next hop (failover, a followed redirect), or refuse the caller after
     /// the last.
     NextHop,
+    /// An outbound call that failed over to another trunk asks the fleet's count for a place
+    /// on it; its verdict comes back to [`Call::on_claimed`].
+    Claim(crate::fleet::ClaimRequest),
     /// Send leg B's INVITE to this address of the hop being tried, over a connection the
     /// worker finds or opens ([`Call::send_invite`], [`Call::link_failed`]).
     InviteTo(std::net::SocketAddr),
@@ -157,6 +163,25 @@ pub enum Effect {
     Record,
     /// The call is over: its record, its relay, its places.
     Finish,
+}
+
+/// What changing an outbound call's trunk on failover came to ([`Call::next_hop`]).
+enum Changed {
+    /// The call holds places on the new trunk: its hop goes next.
+    Ready,
+    /// It waits for the fleet's verdict on the new trunk.
+    Claiming,
+    /// The trunk is at a limit: its hops are skipped.
+    Refused,
+}
+
+/// Where `len` bytes starting at `at` lie in a call's header lines.
+fn span(at: usize, len: usize) -> (u32, u32) {
+    let at = u32::try_from(at).unwrap_or(u32::MAX);
+    (
+        at,
+        at.saturating_add(u32::try_from(len).unwrap_or(u32::MAX)),
+    )
 }
 
 /// What a 2xx that came again to leg B's INVITE was ([`Call::answered_again`]).
@@ -244,11 +269,16 @@ impl Call {
             .saturating_sub(1)
             .max(1);
         let mut b_lines = format!("Max-Forwards: {max_forwards}\r\n");
+        let identity_at = span(b_lines.len(), adm.identity_lines.len());
         b_lines.push_str(&adm.identity_lines);
         b_lines.push_str(&msg::copied_lines(req));
         Call {
             rt,
             trunk: adm.trunk,
+            media_trunk: adm.trunk,
+            selection: adm.selection,
+            carriers: adm.carriers,
+            identity_at,
             direction: adm.direction,
             a,
             b,
@@ -291,7 +321,7 @@ impl Call {
     /// call CANCELed or ended meanwhile drops the verdict, and with it its places.
     pub fn on_claimed(&mut self, ctx: &mut Ctx, verdict: crate::fleet::Verdict) {
         use crate::fleet::{Hold, Verdict};
-        if self.state != CallState::Proceeding(Attempt::Calling) || self.b_invite.is_some() {
+        if !matches!(self.state, CallState::Proceeding(_)) || self.b_invite.is_some() {
             return;
         }
         match verdict {
@@ -312,6 +342,12 @@ impl Call {
                     .refusals
                     .with_label_values(&[self.trunk_id(), self.direction.label(), reason])
                     .inc();
+                if !self.tried.is_empty() {
+                    // A trunk the call failed over to is full across the fleet: the next one.
+                    self.last_failure = Some((503, format!("{text} across the fleet")));
+                    self.skip_trunk(self.trunk);
+                    return self.next_hop(ctx);
+                }
                 tracing::info!(
                     trunk = self.trunk_id(),
                     call_id = self.a.call_id.as_str(),
@@ -1002,18 +1038,126 @@ impl Call {
         if self.state.cancelled() {
             return ctx.push(Effect::Finish);
         }
-        let Some(hop) = self.hops.get(self.next_hop).cloned() else {
-            let (code, text) = self
-                .last_failure
-                .clone()
-                .unwrap_or((503, "no carrier target answered".to_string()));
-            return self.fail_a(ctx, code, &text);
+        loop {
+            let Some(hop) = self.hops.get(self.next_hop) else {
+                let (code, text) = self
+                    .last_failure
+                    .clone()
+                    .unwrap_or((503, "no carrier target answered".to_string()));
+                return self.fail_a(ctx, code, &text);
+            };
+            if let Some(t) = hop.trunk
+                && t != self.trunk
+            {
+                match self.change_trunk(ctx, t) {
+                    Changed::Ready => {}
+                    Changed::Claiming => return,
+                    Changed::Refused => {
+                        self.skip_trunk(t);
+                        continue;
+                    }
+                }
+            }
+            let Some(hop) = self.hops.get(self.next_hop).cloned() else {
+                continue;
+            };
+            self.next_hop += 1;
+            return ctx.push(match hop.addr {
+                Some(addr) => Effect::InviteTo(addr),
+                None => Effect::Resolve(Box::new(hop)),
+            });
+        }
+    }
+
+    /// Moves `next_hop` past trunk `t`'s hops (they are listed together).
+    fn skip_trunk(&mut self, t: u32) {
+        while self
+            .hops
+            .get(self.next_hop)
+            .is_some_and(|h| h.trunk.is_none_or(|x| x == t))
+        {
+            self.next_hop += 1;
+        }
+    }
+
+    /// An outbound call fails over to the next trunk its tenant's policy listed
+    /// (`admission::Carrier`): it takes a place in that trunk's limits (giving back the last
+    /// one's), presents the caller as that trunk may, and from then on counts, bills, answers
+    /// challenges and opens TLS as that trunk's call. Refused when the trunk is at a limit.
+    fn change_trunk(&mut self, ctx: &mut Ctx, t: u32) -> Changed {
+        let rt = self.rt.clone();
+        let cfg = rt.trunk(t);
+        let Some(carrier) = self.carriers.iter().find(|c| c.trunk == t) else {
+            return Changed::Refused;
         };
-        self.next_hop += 1;
-        ctx.push(match hop.addr {
-            Some(addr) => Effect::InviteTo(addr),
-            None => Effect::Resolve(Box::new(hop)),
+        let state = &rt.state[t as usize];
+        let share = rt.share();
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let max_setup = cfg
+            .limits
+            .max_calls_in_setup
+            .unwrap_or(ctx.env.settings().max_calls_in_setup);
+        let places = state.admit(cfg, now_secs, share).map_err(|l| match l {
+            crate::config::LimitRefusal::Concurrent(_) => "max_concurrent_calls",
+            crate::config::LimitRefusal::PerSecond(_) => "max_calls_per_second",
         });
+        let places = places.and_then(|slot| {
+            state
+                .begin_setup(crate::fleet::share_of(max_setup, share))
+                .map(|setup| (slot, setup))
+                .map_err(|_| "max_calls_in_setup")
+        });
+        let (slot, setup) = match places {
+            Ok(p) => p,
+            Err(reason) => {
+                ctx.env
+                    .metrics()
+                    .refusals
+                    .with_label_values(&[cfg.id.as_str(), self.direction.label(), reason])
+                    .inc();
+                tracing::info!(
+                    call = self.a.local_tag,
+                    trunk = cfg.id,
+                    reason,
+                    "failover skips a trunk at its limit"
+                );
+                return Changed::Refused;
+            }
+        };
+        let (at, end) = (self.identity_at.0 as usize, self.identity_at.1 as usize);
+        if end <= self.b_lines.len() && at <= end {
+            self.b_lines.replace_range(at..end, &carrier.identity_lines);
+            self.identity_at = span(at, carrier.identity_lines.len());
+        }
+        self.b.local = carrier.from.clone();
+        self.caller = carrier.caller;
+        ctx.env
+            .metrics()
+            .failovers
+            .with_label_values(&[self.trunk_id(), "trunk"])
+            .inc();
+        tracing::info!(
+            call = self.a.local_tag,
+            from = self.trunk_id(),
+            to = cfg.id,
+            "failover to another trunk"
+        );
+        // The last trunk's places go back as its slots drop.
+        self.slot = Some(slot);
+        self.setup = Some(setup);
+        self.trunk = t;
+        if ctx.env.fleet_shared() {
+            ctx.push(Effect::Claim(crate::fleet::ClaimRequest {
+                trunk: cfg.id.clone(),
+                max_concurrent: cfg.limits.max_concurrent_calls,
+                max_per_second: cfg.limits.max_calls_per_second,
+                max_in_setup: max_setup,
+            }));
+            return Changed::Claiming;
+        }
+        Changed::Ready
     }
 
     /// The addresses of the hop being tried replace it, in order (RFC 3263 §4.3: try each).
@@ -1071,8 +1215,7 @@ impl Call {
         // A new attempt, unless the same one goes on with credentials (RFC 3261 §22.2). Only
         // the carriers' attempts are listed: an inbound call's leg B is the platform.
         let outbound = self.direction == super::Direction::Outbound;
-        let tried = (outbound && !resent)
-            .then(|| super::account::Tried::new(self.trunk_id(), hop, self.rate(), ctx.now));
+        let tried = (outbound && !resent).then(|| self.attempt_to(hop, ctx.now));
         match tried {
             Some(t) => super::account::push(&mut self.tried, t),
             None => {
@@ -1132,14 +1275,25 @@ impl Call {
         }
     }
 
+    /// An attempt to `hop` starting `now`, for the record: this trunk, why it was chosen
+    /// and its rate.
+    fn attempt_to(&self, hop: &crate::route::Hop, now: Instant) -> super::account::Tried {
+        let score = self
+            .carriers
+            .iter()
+            .find(|c| c.trunk == self.trunk)
+            .and_then(|c| c.score);
+        let chosen = (self.selection, score);
+        super::account::Tried::new(self.trunk_id(), hop, chosen, self.rate(), now)
+    }
+
     /// No connection to the hop being tried could be had (`why`, a metric `label`): the
     /// next hop.
     pub fn link_failed(&mut self, ctx: &mut Ctx, label: &'static str, why: String) {
         if let Some(hop) = self.current_hop()
             && self.direction == super::Direction::Outbound
         {
-            let rate = self.rate();
-            let mut tried = super::account::Tried::new(self.trunk_id(), hop, rate, ctx.now);
+            let mut tried = self.attempt_to(hop, ctx.now);
             tried.failed(label);
             super::account::push(&mut self.tried, tried);
             self.count_attempt(ctx);
@@ -1297,6 +1451,7 @@ impl Call {
         self.b_lines = String::new();
         self.b_body = Vec::new();
         self.hops = Vec::new();
+        self.carriers = Vec::new();
         // `auth_line` stays for the ACK (RFC 3261 §13.2.2.4: same credentials as the INVITE).
         self.last_failure = None;
         let a_key = self.a_invite.clone();

@@ -44,6 +44,9 @@ impl Env for TestEnv {
     fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }
+    fn fleet_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A call, its environment and a clock: what every test drives.
@@ -91,6 +94,10 @@ impl Bench {
         let call = Call {
             rt,
             trunk: 0,
+            media_trunk: 0,
+            selection: trunkgate_crds::Selection::Priority,
+            carriers: Vec::new(),
+            identity_at: (0, 0),
             direction: Direction::Inbound,
             a: leg(Side::Public, CARRIER, "ta", "ra", 1),
             b: leg(Side::Internal, PLATFORM, "tb", "rb", 1),
@@ -261,6 +268,7 @@ fn kinds(effects: &[Effect]) -> Vec<&'static str> {
             Effect::CancelB => "cancel",
             Effect::Acked(_) => "acked",
             Effect::NextHop => "next_hop",
+            Effect::Claim(_) => "claim",
             Effect::InviteTo(_) => "invite_to",
             Effect::Resolve(_) => "resolve",
             Effect::AwaitAck => "await_ack",
@@ -1182,6 +1190,8 @@ fn new_call(b: &mut Bench, req: &Request) -> Call {
             identity_lines: "P-Asserted-Identity: <sip:+6421555123@10.0.0.1>\r\n".into(),
             hops: vec![hop],
             slot,
+            selection: trunkgate_crds::Selection::Priority,
+            carriers: Vec::new(),
         },
         invite: server_key("a-invite"),
         side: Side::Public,

@@ -126,7 +126,18 @@ impl CallState {
 /// Everything about one call.
 pub struct Call {
     pub rt: Arc<Runtime>,
+    /// The trunk the call goes through now (an outbound call may fail over to another).
     pub trunk: u32,
+    /// The trunk whose share of the relay's ports its media session holds.
+    pub media_trunk: u32,
+    /// The tenant's selection policy that ordered an outbound call's trunks.
+    pub selection: trunkgate_crds::Selection,
+    /// The trunks an outbound call may still fail over to (empty: only its own), dropped once
+    /// it is answered.
+    pub carriers: Vec<crate::route::admission::Carrier>,
+    /// Where the identity lines (From's P-Asserted-Identity, Privacy, …) lie in `b_lines`:
+    /// a failover to another trunk replaces them with how that trunk presents the caller.
+    pub identity_at: (u32, u32),
     pub direction: Direction,
     pub a: Leg,
     pub b: Leg,

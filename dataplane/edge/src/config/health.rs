@@ -28,6 +28,9 @@ pub struct TargetHealth {
     turns: AtomicU32,
     /// When (seconds on the quality clock) it was last judged.
     judged_s: AtomicU64,
+    /// Its answer-seizure ratio in per mille as its window last showed it, `u32::MAX` while
+    /// the window holds too few attempts: what the `Quality` selection ranks trunks by.
+    asr_permille: AtomicU32,
 }
 
 impl Default for TargetHealth {
@@ -41,6 +44,7 @@ impl Default for TargetHealth {
             demoted: AtomicU8::new(0),
             turns: AtomicU32::new(0),
             judged_s: AtomicU64::new(0),
+            asr_permille: AtomicU32::new(u32::MAX),
         }
     }
 }
@@ -79,14 +83,27 @@ impl TargetHealth {
     ) -> Figures {
         let mut w = self.quality.lock().unwrap_or_else(|e| e.into_inner());
         w.attempt(now_s, outcome, pdd);
-        w.figures(now_s, min_samples)
+        self.keep_asr(w.figures(now_s, min_samples))
+    }
+
+    fn keep_asr(&self, f: Figures) -> Figures {
+        let permille = f.asr.map_or(u32::MAX, |a| (a * 1000.0).round() as u32);
+        self.asr_permille.store(permille, Ordering::Relaxed);
+        f
+    }
+
+    /// Its answer-seizure ratio in percent as its window last showed it (None: too few
+    /// attempts to judge).
+    pub fn asr_percent(&self) -> Option<u32> {
+        let p = self.asr_permille.load(Ordering::Relaxed);
+        (p != u32::MAX).then_some(p / 10)
     }
 
     /// An answered call to this target ended at `now_s` after `talk`; the figures after it.
     pub fn talked(&self, now_s: u64, talk: Duration, min_samples: u32) -> Figures {
         let mut w = self.quality.lock().unwrap_or_else(|e| e.into_inner());
         w.talked(now_s, talk);
-        w.figures(now_s, min_samples)
+        self.keep_asr(w.figures(now_s, min_samples))
     }
 
     /// 0: meets its trunk's quality thresholds, 1: misses `warning`, 2: misses `critical`, as

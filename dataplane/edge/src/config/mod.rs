@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use trunkgate_crds::Selection;
 use trunkgate_crds::acl::SourceAcl;
 use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
@@ -186,6 +187,9 @@ pub struct Runtime {
     routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
     /// (trunk, prefix length, prefix digits) → the index of that trunk's route with a rate.
     rates: HashMap<(u32, u8, u64), u32>,
+    /// Per namespace: how its outbound calls order their candidate trunks
+    /// (`outbound.selection`; absent: `Priority`).
+    selections: HashMap<String, Selection>,
     /// Trunks whose media goes through the relay: the RTP ports' fair share divides by it.
     pub relay_trunks: usize,
     /// The namespaces (tenants) that have a trunk with outbound targets, sorted.
@@ -327,6 +331,14 @@ impl Runtime {
             .collect();
         outbound_tenants.sort_unstable();
         outbound_tenants.dedup();
+        let mut selections = HashMap::new();
+        for t in &config.trunks {
+            if let Some(s) = t.outbound.as_ref().and_then(|o| o.selection) {
+                selections
+                    .entry(namespace_of(&t.id).to_string())
+                    .or_insert(s);
+            }
+        }
         Self {
             config,
             index,
@@ -335,6 +347,7 @@ impl Runtime {
             acl,
             routes,
             rates,
+            selections,
             relay_trunks,
             outbound_tenants,
             share: previous.map_or_else(|| Arc::new(AtomicU32::new(1)), |p| p.share.clone()),
@@ -398,7 +411,9 @@ impl Runtime {
     /// The trunk routing `n` by the longest matching prefix, then the lowest priority.
     #[cfg(test)]
     pub fn route(&self, n: E164) -> Option<u32> {
-        self.route_where(n, |_| true)
+        let mut out = Vec::new();
+        self.routes_matching(n, |_| true, &mut out);
+        out.first().copied()
     }
 
     /// [`Runtime::route`] among the trunks `admits` lets through (a tenant's own).
@@ -411,25 +426,29 @@ impl Runtime {
         })
     }
 
-    pub fn route_where(&self, n: E164, admits: impl Fn(u32) -> bool) -> Option<u32> {
+    /// How namespace `ns`'s outbound calls order their candidate trunks.
+    pub fn selection(&self, ns: &str) -> Selection {
+        self.selections.get(ns).copied().unwrap_or_default()
+    }
+
+    /// Every trunk `admits` lets through with a route matching `n`, once each, by its longest
+    /// matching prefix (longest first), then that route's priority: `Priority` order.
+    pub fn routes_matching(&self, n: E164, admits: impl Fn(u32) -> bool, out: &mut Vec<u32>) {
         for len in (0..=n.len).rev() {
             let value = n.value / 10u64.pow(u32::from(n.len - len));
-            if let Some(t) = self
-                .routes
-                .get(&(len, value))
-                .and_then(|v| v.iter().map(|(_, t)| *t).find(|t| admits(*t)))
-            {
-                return Some(t);
+            let Some(routes) = self.routes.get(&(len, value)) else {
+                continue;
+            };
+            for (_, t) in routes {
+                if !out.contains(t) && admits(*t) {
+                    out.push(*t);
+                }
             }
         }
-        None
     }
 }
 
-/// The namespace (tenant) of a trunk id `namespace/name`.
-pub fn namespace_of(id: &str) -> &str {
-    id.split_once('/').map_or(id, |(ns, _)| ns)
-}
+pub use trunkgate_crds::snapshot::namespace_of_id as namespace_of;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use trunkgate_crds::e164::{E164, NormaliseError};
 use trunkgate_crds::snapshot::{SipTarget, TrunkConfig};
-use trunkgate_crds::{CallerIdPolicy, Transport};
+use trunkgate_crds::{CallerIdPolicy, Selection, Transport};
 use trunkgate_sip::Request;
 
 use crate::config::{CallSlot, LimitRefusal, Runtime, namespace_of};
@@ -29,6 +29,23 @@ pub struct Admission {
     pub identity_lines: String,
     pub hops: Vec<Hop>,
     pub slot: CallSlot,
+    /// The tenant's selection policy (outbound calls).
+    pub selection: Selection,
+    /// The trunks an outbound call may fail over to, in order, each as it presents the caller
+    /// (empty when one trunk alone may carry it: the call then never changes trunk).
+    pub carriers: Vec<Carrier>,
+}
+
+/// A trunk an outbound call may leave through, and how it presents the caller.
+#[derive(Debug, Clone)]
+pub struct Carrier {
+    pub trunk: u32,
+    pub caller: Option<E164>,
+    /// From of leg B (without tag) and the identity lines, as this trunk presents the caller.
+    pub from: String,
+    pub identity_lines: String,
+    /// Its answer-seizure ratio in percent when the `Quality` policy ranked it.
+    pub score: Option<u32>,
 }
 
 /// A call refused, with the status, a metric reason and words for the Warning header.
@@ -138,6 +155,7 @@ pub fn hop_of(t: &SipTarget) -> Hop {
         secure: t.secure,
         uri_host,
         target: None,
+        trunk: None,
     }
 }
 
@@ -297,6 +315,8 @@ pub fn inbound(
         identity_lines: format!("{identity_lines}X-Trunkgate-Trunk: {}\r\n", trunk.id),
         hops: vec![hop_of(&trunk.inbound.destination)],
         slot,
+        selection: Selection::Priority,
+        carriers: Vec::new(),
     })
 }
 
@@ -376,9 +396,11 @@ pub fn outbound(
         let ns = namespace_of(&rt.trunk(t).id);
         tenancy.admits(ns) && named.is_none_or(|n| n == ns)
     };
-    // The trunk: explicit header, else the trunk that owns the caller's number, else routes.
+    // The trunks that may carry it: the one named, else the one owning a BYOC caller ID, else
+    // the carriers a platform caller ID is verified with, else those routing the number.
     let explicit = msg::header(req, "X-Trunkgate-Trunk").map(str::trim);
-    let t = match explicit {
+    let mut candidates: Vec<u32> = Vec::new();
+    match explicit {
         Some(id) => match rt.config.trunk(id) {
             Some((t, _)) if !admits(t) => {
                 return Err(refuse(
@@ -391,7 +413,7 @@ pub fn outbound(
                     None,
                 ));
             }
-            Some((t, cfg)) if cfg.outbound.is_some() => t,
+            Some((t, cfg)) if cfg.outbound.is_some() => candidates.push(t),
             Some(_) => {
                 return Err(refuse(
                     404,
@@ -410,15 +432,27 @@ pub fn outbound(
             }
         },
         None => {
-            let by_owner = caller.and_then(|n| {
-                rt.owners(n)
-                    .iter()
-                    .find(|o| {
-                        o.may_present() && rt.trunk(o.trunk).outbound.is_some() && admits(o.trunk)
-                    })
-                    .map(|o| o.trunk)
-            });
-            if by_owner.is_none() && named.is_none() {
+            let owners = caller.map_or(&[][..], |n| rt.owners(n));
+            let presents = |o: &&trunkgate_crds::snapshot::Owner| {
+                o.may_present() && rt.trunk(o.trunk).outbound.is_some() && admits(o.trunk)
+            };
+            let byoc = owners
+                .iter()
+                .filter(presents)
+                .find(|o| o.kind == trunkgate_crds::NumberKind::Byoc);
+            match byoc {
+                // A BYOC number leaves only through the trunk that owns it.
+                Some(o) => candidates.push(o.trunk),
+                // A platform number through any carrier that verified it.
+                None => {
+                    for o in owners.iter().filter(presents) {
+                        if !candidates.contains(&o.trunk) {
+                            candidates.push(o.trunk);
+                        }
+                    }
+                }
+            }
+            if candidates.is_empty() && named.is_none() {
                 let mut tenants = rt.outbound_tenants.iter().filter(|ns| tenancy.admits(ns));
                 if let (Some(_), Some(_)) = (tenants.next(), tenants.next()) {
                     return Err(refuse(
@@ -429,86 +463,114 @@ pub fn outbound(
                     ));
                 }
             }
-            match by_owner.or_else(|| rt.route_where(callee, admits)) {
-                Some(t) => t,
-                None => {
-                    return Err(refuse(
-                        404,
-                        "no_route",
-                        format!("no CarrierTrunk routes {callee}"),
-                        None,
-                    ));
-                }
+            if candidates.is_empty() {
+                rt.routes_matching(callee, admits, &mut candidates);
             }
-        }
-    };
-    let trunk = rt.trunk(t);
-    let Some(out) = &trunk.outbound else {
-        return Err(refuse(
-            404,
-            "no_outbound",
-            format!("trunk {} has no outbound targets", trunk.id),
-            Some(t),
-        ));
-    };
-    let mut presented = caller;
-    if let Some(n) = caller {
-        let may = rt.owners(n).iter().any(|o| o.trunk == t && o.may_present());
-        if !may {
-            match out.caller_id_policy {
-                CallerIdPolicy::Strict => {
-                    return Err(refuse(
-                        403,
-                        "caller_id_not_allowed",
-                        format!(
-                            "caller ID {n} is neither a BYOC number of {} nor a platform number verified for it",
-                            trunk.id
-                        ),
-                        Some(t),
-                    ));
-                }
-                CallerIdPolicy::Anonymize => presented = None,
-                CallerIdPolicy::PassThrough => {}
+            if candidates.is_empty() {
+                return Err(refuse(
+                    404,
+                    "no_route",
+                    format!("no CarrierTrunk routes {callee}"),
+                    None,
+                ));
             }
         }
     }
-    let slot = limits(rt, t)?;
+    let selection = rt.selection(namespace_of(&rt.trunk(candidates[0]).id));
+    let ranked = rank_candidates(rt, &candidates, callee, selection);
+    // Each in turn, as long as it may present the caller ID, carries the same media as the
+    // first and (the first only, now) has room under its limits.
     let display = msg::header(req, "From").and_then(msg::display_of);
-    let (from, identity_lines) = identity(
-        presented,
-        display.filter(|_| presented.is_some()),
-        host,
-        privacy,
+    let mut refusal: Option<Refusal> = None;
+    let mut carriers: Vec<Carrier> = Vec::with_capacity(ranked.len());
+    let mut slot: Option<CallSlot> = None;
+    let mut hops: Vec<Hop> = Vec::new();
+    for c in ranked {
+        let t = c.trunk;
+        let trunk = rt.trunk(t);
+        let Some(out) = &trunk.outbound else {
+            continue;
+        };
+        if let Some(first) = carriers.first()
+            && rt.trunk(first.trunk).media != trunk.media
+        {
+            continue;
+        }
+        let mut presented = caller;
+        if let Some(n) = caller {
+            let may = rt.owners(n).iter().any(|o| o.trunk == t && o.may_present());
+            if !may {
+                match out.caller_id_policy {
+                    CallerIdPolicy::Strict => {
+                        refusal.get_or_insert_with(|| refuse(
+                            403,
+                            "caller_id_not_allowed",
+                            format!(
+                                "caller ID {n} is neither a BYOC number of {} nor a platform number verified for it",
+                                trunk.id
+                            ),
+                            Some(t),
+                        ));
+                        continue;
+                    }
+                    CallerIdPolicy::Anonymize => presented = None,
+                    CallerIdPolicy::PassThrough => {}
+                }
+            }
+        }
+        if slot.is_none() {
+            match limits(rt, t) {
+                Ok(s) => slot = Some(s),
+                Err(r) => {
+                    refusal.get_or_insert(r);
+                    continue;
+                }
+            }
+        }
+        let (from, identity_lines) = identity(
+            presented,
+            display.filter(|_| presented.is_some()),
+            host,
+            privacy,
+        );
+        hops.extend(c.targets.iter().filter_map(|&(_, i)| {
+            let target = out.targets.get(i)?;
+            Some(Hop {
+                target: u16::try_from(i).ok(),
+                trunk: Some(t),
+                ..hop_of(target)
+            })
+        }));
+        carriers.push(Carrier {
+            trunk: t,
+            caller: presented,
+            from,
+            identity_lines,
+            score: c.score,
+        });
+    }
+    let (Some(slot), Some(first)) = (slot, carriers.first()) else {
+        return Err(refusal.unwrap_or_else(|| {
+            refuse(
+                404,
+                "no_route",
+                format!("no CarrierTrunk routes {callee}"),
+                None,
+            )
+        }));
+    };
+    let (trunk, presented, from, identity_lines) = (
+        first.trunk,
+        first.caller,
+        first.from.clone(),
+        first.identity_lines.clone(),
     );
-    // Targets that OPTIONS probes found down go last (crate::route::health).
-    let health = rt.health(t);
-    // Targets whose recent calls went badly (outbound.quality) go after those that did well,
-    // but for a probing share (crate::quality); targets probes found down go last.
-    let probe_percent = out.quality.as_ref().map(|q| q.probe_percent);
-    let now_s = crate::route::health::quality_clock();
-    let mut order: Vec<_> = weighted_order(&out.targets)
-        .into_iter()
-        .map(|(i, target)| {
-            let h = health.get(i);
-            let rank = match (h, probe_percent) {
-                (Some(h), _) if !h.is_up() => 3,
-                (Some(h), Some(p)) => h.rank(p, now_s),
-                _ => 0,
-            };
-            (rank, (i, target))
-        })
-        .collect();
-    order.sort_by_key(|(rank, _)| *rank);
-    let hops = order
-        .into_iter()
-        .map(|(_, t)| t)
-        .map(|(i, t)| Hop {
-            target: u16::try_from(i).ok(),
-            ..hop_of(t)
-        })
-        .collect();
+    // A call one trunk alone may carry keeps no list (memory per call).
+    if carriers.len() == 1 {
+        carriers = Vec::new();
+    }
     Ok(Admission {
-        trunk: t,
+        trunk,
         direction: Direction::Outbound,
         caller: presented,
         callee,
@@ -517,7 +579,94 @@ pub fn outbound(
         identity_lines,
         hops,
         slot,
+        selection,
+        carriers,
     })
+}
+
+/// A trunk an outbound call may leave through, as its tenant's policy ranked it.
+struct Ranked {
+    trunk: u32,
+    /// Its targets in the order this call tries them, with their rank.
+    targets: Vec<(u8, usize)>,
+    /// Its answer-seizure ratio in percent under `Quality` (None: too few attempts).
+    score: Option<u32>,
+}
+
+/// Orders the candidate trunks of an outbound call (in `Priority` order) by the tenant's
+/// `selection`, after ranking each one's targets: targets probes found down go last,
+/// demoted ones (`outbound.quality`) after the others but for a probing share; a trunk stands
+/// where its best target does, so a degraded carrier goes after the healthy ones whatever
+/// the policy. Within a standing: `Priority` keeps the order, `LeastCost` puts the lowest
+/// rate for `callee` first (trunks without one last), `Quality` the highest answer ratio
+/// in steps of 5 % (50 % while too few attempts are known), the lower rate breaking ties.
+fn rank_candidates(
+    rt: &Runtime,
+    candidates: &[u32],
+    callee: E164,
+    selection: Selection,
+) -> Vec<Ranked> {
+    let now_s = crate::route::health::quality_clock();
+    let mut keyed: Vec<((u8, u32, u64, usize), Ranked)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            let targets = ranked_targets(rt, t, now_s);
+            let standing = targets.first().map_or(u8::MAX, |(r, _)| *r);
+            let health = rt.health(t);
+            let best = targets
+                .iter()
+                .filter(|(r, _)| *r == standing)
+                .filter_map(|(_, i)| health.get(*i)?.asr_percent())
+                .max();
+            let cost = || {
+                rt.rate(t, callee)
+                    .map_or(u64::MAX, |r| r.per_minute.saturating_add(r.connection_fee))
+            };
+            let (score, key) = match selection {
+                Selection::Priority => (None, (standing, 0, 0, pos)),
+                Selection::LeastCost => (None, (standing, 0, cost(), pos)),
+                Selection::Quality => {
+                    let step = best.unwrap_or(50) / 5;
+                    (best, (standing, u32::MAX - step, cost(), pos))
+                }
+            };
+            (
+                key,
+                Ranked {
+                    trunk: t,
+                    targets,
+                    score,
+                },
+            )
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Trunk `t`'s outbound targets in the order this call tries them, with their rank: by
+/// priority and weight (RFC 2782), then demoted ones after those meeting the trunk's quality
+/// thresholds (but for the probing share, crate::quality), then those probes found down.
+fn ranked_targets(rt: &Runtime, t: u32, now_s: u64) -> Vec<(u8, usize)> {
+    let Some(out) = &rt.trunk(t).outbound else {
+        return Vec::new();
+    };
+    let health = rt.health(t);
+    let probe_percent = out.quality.as_ref().map(|q| q.probe_percent);
+    let mut order: Vec<(u8, usize)> = weighted_order(&out.targets)
+        .into_iter()
+        .map(|(i, _)| {
+            let rank = match (health.get(i), probe_percent) {
+                (Some(h), _) if !h.is_up() => 3,
+                (Some(h), Some(p)) => h.rank(p, now_s),
+                _ => 0,
+            };
+            (rank, i)
+        })
+        .collect();
+    order.sort_by_key(|(rank, _)| *rank);
+    order
 }
 
 /// Targets (with their index) in RFC 2782 order: by priority, then a weighted random draw.
@@ -863,6 +1012,154 @@ mod tests {
         assert_eq!(
             trunk_of(&rt, outbound(&rt, &trunk, "e", &Tenancy::Any)),
             "beta/cheap"
+        );
+    }
+
+    /// acme's two carriers reach +64: `telco` by priority 1 at 0.02 NZD/min, `cheap` by
+    /// priority 2 at 0.01; `telco` owns the BYOC number +6498879000; the platform number
+    /// +6498879100 is verified with both; `selection` is acme's policy.
+    fn two_carriers(selection: Option<Selection>) -> Runtime {
+        let mut telco = CarrierTrunk::test("acme", "telco")
+            .with_targets(&["sip:192.0.2.50:5060"])
+            .with_policy(CallerIdPolicy::Strict)
+            .with_rate("+64", "0.02", "NZD", "60/60");
+        let mut cheap = CarrierTrunk::test("acme", "cheap")
+            .with_cidrs(&["198.51.100.0/24"])
+            .with_targets(&["sip:192.0.2.60:5060"])
+            .with_policy(CallerIdPolicy::Strict)
+            .with_rate("+64", "0.01", "NZD", "60/60");
+        telco.spec.routes[0].priority = 1;
+        cheap.spec.routes[0].priority = 2;
+        for t in [&mut telco, &mut cheap] {
+            if let Some(o) = t.spec.outbound.as_mut() {
+                o.selection = selection;
+                o.quality = Some(trunkgate_crds::trunk::Quality {
+                    min_samples: 2,
+                    warning: None,
+                    critical: None,
+                    probe_percent: 0,
+                });
+            }
+        }
+        let owned = [
+            NumberOwnership::test("acme", "byoc", "telco", &["+6498879000"]),
+            NumberOwnership::test("acme", "platform-telco", "telco", &["+6498879100"])
+                .platform(true),
+            NumberOwnership::test("acme", "platform-cheap", "cheap", &["+6498879100"])
+                .platform(true),
+        ];
+        let c = compile(&[telco, cheap], &owned, &Secrets::new(), None);
+        assert!(c.problems().next().is_none(), "fixture compiles");
+        Runtime::build(c.config, None, &Metrics::new())
+    }
+
+    /// The trunks a call would try, in order, as the hops list them.
+    fn trunks_tried(rt: &Runtime, caller: &str) -> Vec<String> {
+        let a = outbound(rt, &invite("+6421555123", caller), "e", &Tenancy::Any)
+            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        let mut out: Vec<String> = Vec::new();
+        for h in &a.hops {
+            let id = rt.trunk(h.trunk.unwrap_or(a.trunk)).id.clone();
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        assert_eq!(
+            rt.trunk(a.trunk).id,
+            out[0],
+            "the first trunk holds the slot"
+        );
+        assert_eq!(
+            a.carriers.len(),
+            if out.len() > 1 { out.len() } else { 0 },
+            "a call one trunk alone may carry keeps no list"
+        );
+        out
+    }
+
+    #[test]
+    fn least_cost_sends_a_call_to_the_cheaper_carrier_first_and_fails_over_to_the_other() {
+        let rt = two_carriers(Some(Selection::LeastCost));
+        assert_eq!(
+            trunks_tried(&rt, "anonymous"),
+            ["acme/cheap", "acme/telco"],
+            "routes of both match: the cheaper first"
+        );
+        let rt = two_carriers(None);
+        assert_eq!(
+            trunks_tried(&rt, "anonymous"),
+            ["acme/telco", "acme/cheap"],
+            "Priority (the default): by the routes' priority"
+        );
+    }
+
+    #[test]
+    fn a_byoc_caller_id_leaves_only_through_its_own_carrier_and_a_verified_platform_number_through_either()
+     {
+        let rt = two_carriers(Some(Selection::LeastCost));
+        assert_eq!(
+            trunks_tried(&rt, "+6498879000"),
+            ["acme/telco"],
+            "BYOC: its own trunk, though the other is cheaper"
+        );
+        assert_eq!(
+            trunks_tried(&rt, "+6498879100"),
+            ["acme/cheap", "acme/telco"],
+            "verified with both: the policy orders them"
+        );
+        // Each presents the caller itself.
+        let a = outbound(
+            &rt,
+            &invite("+6421555123", "+6498879100"),
+            "e",
+            &Tenancy::Any,
+        )
+        .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        assert!(a.carriers.iter().all(|c| c.from.contains("+6498879100")));
+        // A caller ID neither may present (Strict on both) is refused as before.
+        assert_eq!(
+            refused(outbound(
+                &rt,
+                &invite("+6421555123", "+6111111111"),
+                "e",
+                &Tenancy::Any
+            )),
+            (403, "caller_id_not_allowed")
+        );
+    }
+
+    #[test]
+    fn quality_puts_the_carrier_answering_more_calls_first_and_a_degraded_one_goes_last_in_every_policy()
+     {
+        use crate::quality::Outcome;
+        let rt = two_carriers(Some(Selection::Quality));
+        assert_eq!(
+            trunks_tried(&rt, "anonymous"),
+            ["acme/cheap", "acme/telco"],
+            "nothing known: both count as 50 %, the lower rate breaks the tie"
+        );
+        let now_s = crate::route::health::quality_clock();
+        let index = |rt: &Runtime, id: &str| rt.config.trunk(id).map_or(u32::MAX, |(t, _)| t);
+        let (telco, cheap) = (index(&rt, "acme/telco"), index(&rt, "acme/cheap"));
+        for _ in 0..4 {
+            rt.health(telco)[0].attempted(now_s, Outcome::of(Some(200)), None, 2);
+            rt.health(cheap)[0].attempted(now_s, Outcome::of(Some(503)), None, 2);
+        }
+        assert_eq!(trunks_tried(&rt, "anonymous"), ["acme/telco", "acme/cheap"]);
+        let a = outbound(&rt, &invite("+6421555123", "anonymous"), "e", &Tenancy::Any)
+            .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
+        let scores: Vec<Option<u32>> = a.carriers.iter().map(|c| c.score).collect();
+        assert_eq!(
+            scores,
+            [Some(100), Some(0)],
+            "each carrier's ASR, for the record"
+        );
+        let rt = two_carriers(Some(Selection::LeastCost));
+        rt.health(index(&rt, "acme/cheap"))[0].set_demotion(2, now_s);
+        assert_eq!(
+            trunks_tried(&rt, "anonymous"),
+            ["acme/telco", "acme/cheap"],
+            "the cheaper carrier is demoted: after the other"
         );
     }
 }

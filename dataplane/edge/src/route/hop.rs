@@ -15,6 +15,9 @@ pub struct Hop {
     /// Which of its trunk's `outbound.targets` it is (None: the platform, a redirect), whose
     /// quality the attempt counts for.
     pub target: Option<u16>,
+    /// The trunk whose target it is, for an outbound call that may fail over between trunks
+    /// (None: the call's own trunk).
+    pub trunk: Option<u32>,
 }
 
 impl Hop {

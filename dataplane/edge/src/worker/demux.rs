@@ -894,6 +894,7 @@ impl Worker {
                 Effect::NextHop => {
                     self.drive(id, |c, ctx| c.next_hop(ctx));
                 }
+                Effect::Claim(req) => self.sip.push(Output::Claim { call: id, req }),
                 Effect::InviteTo(addr) => self.invite_to(id, addr),
                 Effect::Resolve(hop) => {
                     if let Err(e) = io!(self).resolve(&hop, Lookup::Call(id)) {
@@ -969,7 +970,9 @@ impl Worker {
         // The relay session ends with the call: its ports go to quarantine, its figures to the
         // call record and the per-trunk histograms.
         let stats = match c.media.take() {
-            Some(session) => self.relay.close(session, c.rt.trunk(c.trunk).id.as_str()),
+            Some(session) => self
+                .relay
+                .close(session, c.rt.trunk(c.media_trunk).id.as_str()),
             None => Vec::new(),
         };
         self.drive(id, |c, ctx| c.finish(ctx, stats));

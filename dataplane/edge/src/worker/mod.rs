@@ -484,6 +484,9 @@ impl crate::call::machine::Env for Shared {
     fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }
+    fn fleet_shared(&self) -> bool {
+        self.fleet.is_shared()
+    }
 }
 
 /// The worker a Call-ID belongs to: the same answer on every worker (FNV-1a, no seed).

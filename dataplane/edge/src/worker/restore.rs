@@ -99,6 +99,10 @@ pub fn rebuild(io: &mut Io, relay: &mut Relay, id: u64, r: CallRecord) -> Result
     Ok(Call {
         rt,
         trunk: t,
+        media_trunk: t,
+        selection: trunkgate_crds::Selection::Priority,
+        carriers: Vec::new(),
+        identity_at: (0, 0),
         direction: r.direction(),
         a,
         b,
