@@ -287,7 +287,7 @@ impl Metrics {
             ),
             failovers: cv(
                 "trunkgate_edge_failovers_total",
-                "Outbound calls moved to the next carrier target, by trunk and cause: timeout, 4xx/5xx class, connect_failed, tls_bad_name, tcp_connections_full, 3xx (a redirect to an address the trunk does not own: the next target instead), 3xx_followed (a redirect within the trunk's targets or allowedCidrs, followed).",
+                "Outbound calls moved to the next carrier target, by trunk and cause: timeout, 4xx/5xx class, connect_failed, tls_bad_name, tcp_connections_full, trunk (on from this trunk to the next one its tenant's outbound.selection listed), 3xx (a redirect to an address the trunk does not own: the next target instead), 3xx_followed (a redirect within the trunk's targets or allowedCidrs, followed).",
                 &["trunk", "cause"],
             ),
             handoffs: cv(

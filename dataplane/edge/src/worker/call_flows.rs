@@ -7,6 +7,7 @@ use trunkgate_crds::Secrets;
 
 use super::harness::*;
 use crate::call::Side;
+use trunkgate_crds::{CarrierTrunk, NumberOwnership};
 
 fn pacific_harness() -> Harness {
     Harness::new(&[pacific()], &[numbers("pacific")], &Secrets::new())
@@ -823,4 +824,140 @@ fn a_forged_answer_from_elsewhere_ends_no_attempt_and_counts_against_no_target()
     assert_eq!(summary(&got, Side::Internal), ["200"]);
     let c = h.w.calls.values().next().expect("the call");
     assert_eq!(c.tried[0].status, Some(200));
+}
+
+// ---- failover between carriers ---------------------------------------------------------------
+
+const BACKUP: &str = "203.0.113.70:5060";
+
+/// acme's two carriers both route +64 and both verified the platform number [`NUMBER`]:
+/// `pacific` ([`TARGET_1`]) at 0.01 NZD/min, `backup` ([`BACKUP`]) at 0.02, chosen by
+/// `LeastCost`.
+fn two_carrier_harness(flags: &[&str]) -> Harness {
+    let trunk = |name: &str, cidr: &str, target: &str, price: &str| {
+        let mut t = no_relay(
+            CarrierTrunk::test("acme", name)
+                .with_cidrs(&[cidr])
+                .with_destination(&format!("sip:{PLATFORM}"))
+                .with_targets(&[&format!("sip:{target}")])
+                .with_rate("+64", price, "NZD", "60/60"),
+        );
+        if let Some(o) = t.spec.outbound.as_mut() {
+            o.selection = Some(trunkgate_crds::Selection::LeastCost);
+        }
+        t
+    };
+    let owned = |name: &str, trunk: &str| {
+        NumberOwnership::test("acme", name, trunk, &[NUMBER]).platform(true)
+    };
+    Harness::with_flags(
+        &[
+            trunk("pacific", "203.0.113.0/28", TARGET_1, "0.01"),
+            trunk("backup", "203.0.113.64/28", BACKUP, "0.02"),
+        ],
+        &[owned("on-pacific", "pacific"), owned("on-backup", "backup")],
+        &Secrets::new(),
+        flags,
+    )
+}
+
+fn active(h: &Harness, trunk: &str) -> f64 {
+    h.metric("trunkgate_edge_active_calls", &[("trunk", trunk)])
+}
+
+/// The cheaper carrier refuses 503: the call goes on through the other carrier, presenting the
+/// caller as that trunk may, holding its place in that trunk's limits instead, and its record
+/// lists both attempts with the policy that chose them.
+#[test]
+fn a_call_refused_by_one_carrier_fails_over_to_the_next_trunk_its_tenants_policy_listed() {
+    let mut h = two_carrier_harness(&[]);
+    let mut sent = h.platform_sends(&platform_invite("x1"));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("the cheaper carrier first"));
+    assert!(
+        first
+            .header("P-Asserted-Identity")
+            .is_some_and(|p| p.contains(NUMBER))
+    );
+    assert_eq!(
+        (active(&h, "acme/pacific"), active(&h, "acme/backup")),
+        (1.0, 0.0)
+    );
+    let mut sent = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(503, "t1", TARGET_1, ""),
+    );
+    assert_eq!(summary(&sent, Side::Internal), Vec::<String>::new());
+    let second = sent.remove(invite_to(&sent, BACKUP).expect("then the other carrier"));
+    assert!(
+        second
+            .header("P-Asserted-Identity")
+            .is_some_and(|p| p.contains(NUMBER)),
+        "verified with it too: presented"
+    );
+    assert_eq!(
+        (active(&h, "acme/pacific"), active(&h, "acme/backup")),
+        (0.0, 1.0),
+        "the call's place moved to the trunk it now goes through"
+    );
+    assert_eq!(
+        h.metric("trunkgate_edge_failovers_total", &[("cause", "trunk")]),
+        1.0
+    );
+    let sent = h.input(Side::Public, BACKUP, &second.answer(200, "t2", BACKUP, ""));
+    assert_eq!(summary(&sent, Side::Internal), ["200"]);
+    let c = h.w.calls.values().next().expect("the call");
+    assert_eq!(c.trunk_id(), "acme/backup");
+    let tried: Vec<(&str, Option<u16>)> = c
+        .tried
+        .iter()
+        .map(|t| (t.trunk.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        tried,
+        [("acme/pacific", Some(503)), ("acme/backup", Some(200))]
+    );
+    assert!(
+        c.tried
+            .iter()
+            .all(|t| t.chosen_by == crate::call::account::ChosenBy::LeastCost)
+    );
+    assert_eq!(
+        c.rate().map(|r| r.per_minute),
+        Some(20_000),
+        "billed at the rate of the trunk that carried it"
+    );
+}
+
+/// With a shared store the next trunk's place is the fleet's to give: the call waits for its
+/// verdict, and a refusal there moves on (here: to nothing left, so the platform hears 503).
+#[test]
+fn a_failover_to_another_trunk_claims_its_place_in_the_fleet() {
+    use crate::fleet::{FleetRefusal, Verdict};
+    let mut h = two_carrier_harness(&["--state-store", "redis://127.0.0.1:1"]);
+    h.platform_sends(&platform_invite("x2"));
+    assert_eq!(h.claims[0].1.trunk, "acme/pacific");
+    let (places, _rx) = super::fleet_flows::hold();
+    let mut sent = h.answer_claim(Verdict::Granted(places));
+    let first = sent.remove(invite_to(&sent, TARGET_1).expect("the cheaper carrier"));
+    let sent = h.input(
+        Side::Public,
+        TARGET_1,
+        &first.answer(503, "t1", TARGET_1, ""),
+    );
+    assert!(
+        invite_to(&sent, BACKUP).is_none(),
+        "not before the fleet's yes"
+    );
+    assert_eq!(h.claims.len(), 1);
+    assert_eq!(h.claims[0].1.trunk, "acme/backup");
+    let sent = h.answer_claim(Verdict::Refused(FleetRefusal::Concurrent(5)));
+    assert_eq!(summary(&sent, Side::Internal), ["503"]);
+    assert_eq!(
+        h.metric(
+            "trunkgate_edge_refusals_total",
+            &[("trunk", "acme/backup"), ("reason", "max_concurrent_calls")]
+        ),
+        1.0
+    );
 }

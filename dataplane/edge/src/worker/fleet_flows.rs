@@ -18,7 +18,7 @@ fn fleet_harness() -> Harness {
 }
 
 /// The places a granted claim holds, and where their releases arrive.
-fn hold() -> (Hold, Tx) {
+pub(super) fn hold() -> (Hold, Tx) {
     let tx: Tx = Default::default();
     let rx = tx.clone();
     let place = |key: &str| Release::test(key, "edge-0:1:0", &tx);
