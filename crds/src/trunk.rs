@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.targets.summary"
     ),
+    printcolumn(name = "ASR", type_ = "string", json_path = ".status.quality.asr"),
+    printcolumn(name = "MOS", type_ = "string", json_path = ".status.quality.mos"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -557,6 +559,36 @@ pub struct CarrierTrunkStatus {
     /// The registration with the carrier (`outbound.registration`), as the edge pods report it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<RegistrationStatus>,
+    /// How the carrier's outbound targets did over the last 15 minutes (the fleet's figures
+    /// with a shared store, else the edge pods' summed), once calls went through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<TrunkQuality>,
+}
+
+/// A trunk's recent call quality, from its outbound attempts over the last 15 minutes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrunkQuality {
+    /// INVITE attempts to its targets.
+    pub attempts: u64,
+    /// Answer-seizure ratio: answered attempts over attempts, as `57%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asr: Option<String>,
+    /// Attempts the network completed (answered, or refused by the callee: 486, 600, 603)
+    /// over attempts, as `81%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccr: Option<String>,
+    /// Mean talk time of answered calls, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acd_seconds: Option<u64>,
+    /// Mean post-dial delay (INVITE to the first ringing or the answer), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdd_milliseconds: Option<u64>,
+    /// Mean MOS of the answered calls' relayed media (1 to 5), as `4.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mos: Option<String>,
+    /// Targets below their `outbound.quality` thresholds now (tried after the others).
+    pub demoted_targets: u32,
 }
 
 /// Where a trunk's registration stands.

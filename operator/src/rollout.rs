@@ -30,6 +30,18 @@ pub struct Rollout {
     pub registrations: BTreeMap<String, RegistrationStatus>,
     /// Pods that cannot reach the fleet's state store (each enforces its share of the limits).
     pub store_fallback: u32,
+    /// Per trunk tried lately, over the pods that run `version`: its targets' windows (the
+    /// fleet's when the pods share a store, else the pods' summed) and demoted targets.
+    pub quality: BTreeMap<String, QualityCounts>,
+}
+
+/// A trunk's quality window as `/snapshot` reports it: the edge's counters in their order
+/// (attempts, answered, callee refusals, failed, PDD ms and samples, talk ms and samples, MOS
+/// thousandths and samples) and its demoted targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QualityCounts {
+    pub counts: [u64; 10],
+    pub demoted: u32,
 }
 
 /// What one edge pod's `/snapshot` says.
@@ -42,6 +54,9 @@ pub struct PodSnapshot {
     pub registrations: BTreeMap<String, RegistrationStatus>,
     /// The pod cannot reach the fleet's state store.
     pub store_fallback: bool,
+    /// The pod shares a store with the fleet (its quality figures are the fleet's).
+    pub store_shared: bool,
+    pub quality: BTreeMap<String, QualityCounts>,
 }
 
 impl PodSnapshot {
@@ -80,11 +95,37 @@ impl PodSnapshot {
             .pointer("/stateStore/fallback")
             .and_then(|f| f.as_bool())
             .unwrap_or(false);
+        let store_shared = v
+            .pointer("/stateStore/shared")
+            .and_then(|f| f.as_bool())
+            .unwrap_or(false);
+        let mut quality = BTreeMap::new();
+        if let Some(map) = v.get("quality").and_then(|q| q.as_object()) {
+            for (id, q) in map {
+                let Some(list) = q.get("counts").and_then(|c| c.as_array()) else {
+                    continue;
+                };
+                let mut counts = [0u64; 10];
+                for (slot, n) in counts.iter_mut().zip(list) {
+                    *slot = n.as_u64().unwrap_or(0);
+                }
+                let demoted = q.get("demoted").and_then(|d| d.as_u64()).unwrap_or(0);
+                quality.insert(
+                    id.clone(),
+                    QualityCounts {
+                        counts,
+                        demoted: u32::try_from(demoted).unwrap_or(u32::MAX),
+                    },
+                );
+            }
+        }
         Some(Self {
             version,
             targets,
             registrations,
             store_fallback,
+            store_shared,
+            quality,
         })
     }
 }
@@ -140,6 +181,7 @@ pub async fn observe(
                         r.add_pod_targets(&s.targets);
                         r.add_pod_registrations(s.registrations);
                         r.store_fallback += u32::from(s.store_fallback);
+                        r.add_pod_quality(&s.quality, s.store_shared && !s.store_fallback);
                     }
                     Some(_) => {}
                     None => r.unreachable += 1,
@@ -162,6 +204,24 @@ impl Rollout {
                     *t = (*t).max(*total);
                 })
                 .or_insert((*up, *total));
+        }
+    }
+
+    /// Folds one pod's quality windows in: a pod that shares the fleet's store reports the
+    /// fleet's figures (the fullest report wins); pods on their own add up.
+    pub fn add_pod_quality(&mut self, pod: &BTreeMap<String, QualityCounts>, fleet: bool) {
+        for (id, q) in pod {
+            let entry = self.quality.entry(id.clone()).or_default();
+            if fleet {
+                if q.counts[0] >= entry.counts[0] {
+                    *entry = q.clone();
+                }
+            } else {
+                for (sum, n) in entry.counts.iter_mut().zip(q.counts) {
+                    *sum = sum.saturating_add(n);
+                }
+                entry.demoted = entry.demoted.max(q.demoted);
+            }
         }
     }
 
@@ -259,6 +319,7 @@ mod tests {
             targets: BTreeMap::new(),
             registrations: BTreeMap::new(),
             store_fallback: 0,
+            quality: BTreeMap::new(),
         };
         assert_eq!(r(0, 0, 0).condition().0, "Unknown");
         assert_eq!(r(3, 3, 0).condition().0, "True");
@@ -279,6 +340,23 @@ mod tests {
         r.add_pod_targets(&s.targets);
         r.add_pod_targets(&BTreeMap::from([("acme/t".to_string(), (2, 2))]));
         assert_eq!(r.targets["acme/t"], (1, 2));
+        // Quality windows: a pod on its own adds to the others; a pod sharing the fleet's
+        // store reports the fleet's figures, which are not added twice.
+        let counts = r#"{"version":"v1","stateStore":{"shared":SHARED},"quality":{"acme/t":{"counts":[10,6,1,2,9000,9,600000,6,25200,6],"demoted":1}}}"#;
+        let pod = |shared: &str| {
+            PodSnapshot::parse(&counts.replace("SHARED", shared)).expect("a snapshot")
+        };
+        let (alone, fleet) = (pod("false"), pod("true"));
+        assert!(fleet.store_shared && !alone.store_shared);
+        let mut sum = Rollout::default();
+        sum.add_pod_quality(&alone.quality, false);
+        sum.add_pod_quality(&alone.quality, false);
+        assert_eq!(sum.quality["acme/t"].counts[0], 20);
+        let mut one = Rollout::default();
+        one.add_pod_quality(&fleet.quality, true);
+        one.add_pod_quality(&fleet.quality, true);
+        assert_eq!(one.quality["acme/t"].counts[0], 10);
+        assert_eq!(one.quality["acme/t"].demoted, 1);
         assert_eq!(
             PodSnapshot::parse(r#"{"version":"v2"}"#).map(|s| s.targets.len()),
             Some(0)

@@ -112,6 +112,50 @@ fn running_version(
     }
 }
 
+/// `status.quality`: the trunk's outbound targets' last 15 minutes as the edge pods running
+/// this snapshot report them (none before a call tried it). Ratios need 10 attempts.
+fn trunk_quality(
+    report: &Report,
+    config: &EdgeConfig,
+    rollout: Option<&Rollout>,
+) -> Option<trunkgate_crds::trunk::TrunkQuality> {
+    let (_, trunk) = config.trunk(&report.key.id())?;
+    let q = rollout
+        .filter(|r| r.version == config.version)?
+        .quality
+        .get(&trunk.id)?;
+    let min_samples = trunk
+        .outbound
+        .as_ref()
+        .and_then(|o| o.quality.as_ref())
+        .map_or(10, |q| u64::from(q.min_samples));
+    let [
+        attempts,
+        answered,
+        callee_refused,
+        _,
+        pdd_ms,
+        pdd_n,
+        talk_ms,
+        talk_n,
+        mos_milli,
+        mos_n,
+    ] = q.counts;
+    let percent = |n: u64| {
+        (attempts >= min_samples.max(1)).then(|| format!("{}%", n * 100 / attempts.max(1)))
+    };
+    let mean = |sum: u64, n: u64| (n > 0).then(|| sum / n);
+    Some(trunkgate_crds::trunk::TrunkQuality {
+        attempts,
+        asr: percent(answered),
+        ccr: percent(answered + callee_refused),
+        acd_seconds: mean(talk_ms, talk_n).map(|ms| ms / 1000),
+        pdd_milliseconds: mean(pdd_ms, pdd_n),
+        mos: mean(mos_milli, mos_n).map(|m| format!("{:.1}", m as f64 / 1000.0)),
+        demoted_targets: q.demoted,
+    })
+}
+
 /// `status.targets`: the outbound targets and how many answer the edge pods' probes (the fewest
 /// any pod running this snapshot sees), or that they are not probed.
 fn target_health(
@@ -226,6 +270,7 @@ pub fn trunk_status(
         observed_generation: report.generation,
         edge: Some(edge.clone()),
         targets: target_health(report, config, rollout),
+        quality: trunk_quality(report, config, rollout),
         snapshot_version: running_version(report, config, unpublished, || {
             existing.and_then(|s| s.snapshot_version.clone())
         }),
@@ -288,6 +333,34 @@ mod tests {
             target_health(&none.reports[0], &none.config, None).is_none(),
             "no outbound"
         );
+    }
+
+    #[test]
+    fn quality_figures_from_the_edge_pods_counters() {
+        let t = CarrierTrunk::test("a", "t").with_targets(&["sip:x.example"]);
+        let c = compile(std::slice::from_ref(&t), &[], &Secrets::new(), None);
+        assert!(trunk_quality(&c.reports[0], &c.config, None).is_none());
+        let mut r = Rollout {
+            version: c.config.version.clone(),
+            ..Rollout::default()
+        };
+        r.quality.insert(
+            "a/t".into(),
+            crate::rollout::QualityCounts {
+                counts: [20, 12, 4, 3, 36_000, 18, 1_200_000, 10, 42_500, 10],
+                demoted: 0,
+            },
+        );
+        let q = trunk_quality(&c.reports[0], &c.config, Some(&r)).unwrap();
+        assert_eq!(q.attempts, 20);
+        assert_eq!(q.asr.as_deref(), Some("60%"));
+        assert_eq!(q.ccr.as_deref(), Some("80%"));
+        assert_eq!(q.acd_seconds, Some(120));
+        assert_eq!(q.pdd_milliseconds, Some(2000));
+        assert_eq!(q.mos.as_deref(), Some("4.2"));
+        r.quality.get_mut("a/t").unwrap().counts[0] = 9;
+        let few = trunk_quality(&c.reports[0], &c.config, Some(&r)).unwrap();
+        assert_eq!(few.asr, None, "ratios wait for 10 attempts");
     }
 
     #[test]

@@ -376,6 +376,7 @@ async fn programmed_condition_written_from_the_rollout() {
         targets: Default::default(),
         registrations: Default::default(),
         store_fallback: 0,
+        quality: Default::default(),
     });
     let reply = serde_json::to_value(&trunk).unwrap();
     let server = tokio::spawn(async move {

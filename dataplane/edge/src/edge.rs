@@ -192,10 +192,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 lease_seconds = task.settings.lease.as_secs(),
                 "trunk limits and the digest lockout are shared with the fleet"
             );
+            let runtime = shared.clone();
+            let quality = crate::route::fleet_quality::FleetQuality {
+                runtime: Box::new(move || runtime.runtime.load_full()),
+                metrics: shared.metrics.clone(),
+            };
             control.spawn(crate::fleet::run(
                 task,
                 shared.lockout.clone(),
                 shared.metrics.clone(),
+                Arc::new(quality),
             ));
         }
         None => {
@@ -268,8 +274,19 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            let quality: serde_json::Map<String, serde_json::Value> = rt
+                .quality_report(crate::route::health::quality_clock())
+                .into_iter()
+                .map(|(id, c, demoted)| {
+                    (
+                        id.to_string(),
+                        serde_json::json!({"counts": c.fields(), "demoted": demoted}),
+                    )
+                })
+                .collect();
             let body = serde_json::json!({
                 "targets": targets,
+                "quality": quality,
                 "version": rt.config.version,
                 "trunks": rt.config.trunks.len(),
                 "ownerships": rt.config.ownerships.len(),

@@ -35,18 +35,131 @@ impl Outcome {
     }
 }
 
+/// What some attempts did, summed: one bucket of a window, a whole window, or what one
+/// attempt or call adds (the fleet's store sums these across pods: crate::fleet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub attempts: u64,
+    pub answered: u64,
+    pub callee_refused: u64,
+    pub failed: u64,
+    pub pdd_ms: u64,
+    pub pdd_n: u64,
+    pub talk_ms: u64,
+    pub talk_n: u64,
+    /// MOS of answered calls' media (from the relay), in thousandths.
+    pub mos_milli: u64,
+    pub mos_n: u64,
+}
+
+impl Counts {
+    /// The number of fields [`Counts::fields`] lists.
+    pub const FIELDS: usize = 10;
+
+    /// One attempt that ended with `outcome`, after `pdd` to its first ringing or answer.
+    pub fn attempt(outcome: Outcome, pdd: Option<Duration>) -> Self {
+        let one = |o: Outcome| u64::from(outcome == o);
+        Counts {
+            attempts: 1,
+            answered: one(Outcome::Answered),
+            callee_refused: one(Outcome::CalleeRefused),
+            failed: one(Outcome::Failed),
+            pdd_ms: pdd.map_or(0, millis),
+            pdd_n: u64::from(pdd.is_some()),
+            ..Counts::default()
+        }
+    }
+
+    /// One answered call that ended after `talk`, its media scored `mos` when relayed.
+    pub fn talk(talk: Duration, mos: Option<f64>) -> Self {
+        Counts {
+            talk_ms: millis(talk),
+            talk_n: 1,
+            mos_milli: mos.map_or(0, |m| (m.clamp(0.0, 5.0) * 1000.0).round() as u64),
+            mos_n: u64::from(mos.is_some()),
+            ..Counts::default()
+        }
+    }
+
+    pub fn add(&mut self, o: &Counts) {
+        let [a, b] = [self.fields(), o.fields()];
+        let mut sum = [0u64; Self::FIELDS];
+        for i in 0..Self::FIELDS {
+            sum[i] = a[i].saturating_add(b[i]);
+        }
+        *self = Counts::from_fields(sum);
+    }
+
+    /// Its fields in a fixed order, as the store keeps them.
+    pub fn fields(&self) -> [u64; Self::FIELDS] {
+        [
+            self.attempts,
+            self.answered,
+            self.callee_refused,
+            self.failed,
+            self.pdd_ms,
+            self.pdd_n,
+            self.talk_ms,
+            self.talk_n,
+            self.mos_milli,
+            self.mos_n,
+        ]
+    }
+
+    pub fn from_fields(f: [u64; Self::FIELDS]) -> Self {
+        let [
+            attempts,
+            answered,
+            callee_refused,
+            failed,
+            pdd_ms,
+            pdd_n,
+            talk_ms,
+            talk_n,
+            mos_milli,
+            mos_n,
+        ] = f;
+        Counts {
+            attempts,
+            answered,
+            callee_refused,
+            failed,
+            pdd_ms,
+            pdd_n,
+            talk_ms,
+            talk_n,
+            mos_milli,
+            mos_n,
+        }
+    }
+
+    /// The figures these counts give; a ratio needs `min_samples` attempts, an average one
+    /// sample.
+    pub fn figures(&self, min_samples: u32) -> Figures {
+        let enough = self.attempts >= u64::from(min_samples.max(1));
+        let ratio = |n: u64| enough.then(|| n as f64 / self.attempts as f64);
+        let mean = |ms: u64, n: u64| (n > 0).then(|| Duration::from_millis(ms / n));
+        Figures {
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            asr: ratio(self.answered),
+            ccr: ratio(self.answered + self.callee_refused),
+            failure_rate: ratio(self.failed),
+            pdd: enough.then(|| mean(self.pdd_ms, self.pdd_n)).flatten(),
+            acd: mean(self.talk_ms, self.talk_n),
+            mos: (self.mos_n > 0).then(|| self.mos_milli as f64 / self.mos_n as f64 / 1000.0),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Bucket {
     /// Seconds since the window's epoch at which this bucket starts.
     start: u64,
-    attempts: u32,
-    answered: u32,
-    callee_refused: u32,
-    failed: u32,
-    pdd_ms: u64,
-    pdd_n: u32,
-    talk_ms: u64,
-    talk_n: u32,
+    counts: Counts,
 }
 
 /// What a window says now.
@@ -58,6 +171,8 @@ pub struct Figures {
     pub failure_rate: Option<f64>,
     pub pdd: Option<Duration>,
     pub acd: Option<Duration>,
+    /// Mean MOS of the answered calls' relayed media.
+    pub mos: Option<f64>,
 }
 
 /// A sliding window of attempt outcomes.
@@ -80,20 +195,6 @@ impl Window {
         }
     }
 
-    /// The bucket for time `now` (seconds since any fixed epoch), the ones that fell out of
-    /// the window dropped.
-    fn at(&mut self, now: u64) -> &mut Bucket {
-        let start = now - now % self.bucket_secs;
-        self.expire(now);
-        if self.ring.back().is_none_or(|b| b.start != start) {
-            self.ring.push_back(Bucket {
-                start,
-                ..Bucket::default()
-            });
-        }
-        self.ring.back_mut().expect("a bucket was just pushed")
-    }
-
     fn expire(&mut self, now: u64) {
         let span = self.bucket_secs * self.buckets as u64;
         while self
@@ -105,54 +206,46 @@ impl Window {
         }
     }
 
+    /// Adds `delta` to the bucket for time `now` (seconds since any fixed epoch), the buckets
+    /// that fell out of the window dropped.
+    pub fn add(&mut self, now: u64, delta: &Counts) {
+        let start = now - now % self.bucket_secs;
+        self.expire(now);
+        match self.ring.back_mut() {
+            Some(b) if b.start == start => b.counts.add(delta),
+            _ => self.ring.push_back(Bucket {
+                start,
+                counts: *delta,
+            }),
+        }
+    }
+
     /// One attempt ended at `now` with `outcome`, after `pdd` to its first ringing or answer.
+    #[cfg(test)]
     pub fn attempt(&mut self, now: u64, outcome: Outcome, pdd: Option<Duration>) {
-        let b = self.at(now);
-        b.attempts += 1;
-        match outcome {
-            Outcome::Answered => b.answered += 1,
-            Outcome::CalleeRefused => b.callee_refused += 1,
-            Outcome::Failed => b.failed += 1,
-            Outcome::Refused => {}
-        }
-        if let Some(p) = pdd {
-            b.pdd_ms += p.as_millis() as u64;
-            b.pdd_n += 1;
-        }
+        self.add(now, &Counts::attempt(outcome, pdd));
     }
 
     /// An answered call ended at `now` after `talk`.
+    #[cfg(test)]
     pub fn talked(&mut self, now: u64, talk: Duration) {
-        let b = self.at(now);
-        b.talk_ms += talk.as_millis() as u64;
-        b.talk_n += 1;
+        self.add(now, &Counts::talk(talk, None));
+    }
+
+    /// What the window holds at `now`, summed.
+    pub fn totals(&mut self, now: u64) -> Counts {
+        self.expire(now);
+        let mut t = Counts::default();
+        for b in &self.ring {
+            t.add(&b.counts);
+        }
+        t
     }
 
     /// The figures at `now`; a ratio needs `min_samples` attempts, an average one sample.
+    #[cfg(test)]
     pub fn figures(&mut self, now: u64, min_samples: u32) -> Figures {
-        self.expire(now);
-        let mut t = Bucket::default();
-        for b in &self.ring {
-            t.attempts += b.attempts;
-            t.answered += b.answered;
-            t.callee_refused += b.callee_refused;
-            t.failed += b.failed;
-            t.pdd_ms += b.pdd_ms;
-            t.pdd_n += b.pdd_n;
-            t.talk_ms += b.talk_ms;
-            t.talk_n += b.talk_n;
-        }
-        let enough = t.attempts >= min_samples.max(1);
-        let ratio = |n: u32| enough.then(|| f64::from(n) / f64::from(t.attempts));
-        let mean = |ms: u64, n: u32| (n > 0).then(|| Duration::from_millis(ms / u64::from(n)));
-        Figures {
-            attempts: t.attempts,
-            asr: ratio(t.answered),
-            ccr: ratio(t.answered + t.callee_refused),
-            failure_rate: ratio(t.failed),
-            pdd: enough.then(|| mean(t.pdd_ms, t.pdd_n)).flatten(),
-            acd: mean(t.talk_ms, t.talk_n),
-        }
+        self.totals(now).figures(min_samples)
     }
 }
 
@@ -277,5 +370,25 @@ mod tests {
         w.talked(1001, Duration::from_secs(59));
         assert_eq!(w.figures(1002, 1).acd, Some(Duration::from_secs(60)));
         assert_eq!(w.figures(5000, 1), Figures::default(), "all gone");
+    }
+
+    #[test]
+    fn counts_add_up_across_pods_and_carry_the_media_score() {
+        let mut a = Counts::attempt(Outcome::Answered, Some(Duration::from_millis(1200)));
+        a.add(&Counts::talk(Duration::from_secs(90), Some(4.3)));
+        let mut b = Counts::attempt(Outcome::Failed, None);
+        b.add(&Counts::talk(Duration::from_secs(30), Some(3.9)));
+        let mut fleet = a;
+        fleet.add(&b);
+        assert_eq!(Counts::from_fields(fleet.fields()), fleet);
+        let f = fleet.figures(2);
+        assert_eq!(
+            (f.attempts, f.asr, f.failure_rate),
+            (2, Some(0.5), Some(0.5))
+        );
+        assert_eq!(f.acd, Some(Duration::from_secs(60)));
+        assert_eq!(f.pdd, Some(Duration::from_millis(1200)));
+        let mos = f.mos.unwrap_or_default();
+        assert!((mos - 4.1).abs() < 1e-9, "{mos}");
     }
 }

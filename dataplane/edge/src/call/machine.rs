@@ -37,6 +37,9 @@ pub trait Env {
     /// Whether the fleet's store counts the trunks' limits (a call changing trunk claims a
     /// place on the new one there).
     fn fleet_shared(&self) -> bool;
+    /// What an attempt or a call to carrier `target` of `trunk` did, for the fleet's window
+    /// of it (nothing with the embedded store: this process is the fleet).
+    fn share_quality(&self, trunk: &str, target: &str, delta: &crate::quality::Counts);
 }
 
 /// What a transition may use, and where its effects go.
@@ -498,8 +501,16 @@ impl Call {
         ) && let Some(h) = self.rt.health(self.trunk).get(usize::from(idx))
         {
             let talk = ended.duration_since(answered).unwrap_or_default();
-            let figures = h.talked(quality_clock(), talk, QUALITY_MIN_SAMPLES);
+            // The call's MOS: the mean of its streams' that carried packets (relayed calls).
+            let scored: Vec<f64> = self.media_stats.iter().filter_map(|st| st.mos).collect();
+            let mos =
+                (!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64);
+            let delta = crate::quality::Counts::talk(talk, mos);
+            let figures = h.add(quality_clock(), &delta, self.min_samples());
             self.publish_quality(m, idx, &figures);
+            if let Some(uri) = self.target_uri(idx) {
+                ctx.env.share_quality(self.trunk_id(), uri, &delta);
+            }
         }
         self.ended = Some(ended);
         self.charge = Some(charge);
@@ -699,20 +710,21 @@ impl Call {
         };
         let outcome = crate::quality::Outcome::of(t.status);
         let pdd = t.pdd_ms.map(Duration::from_millis);
+        let delta = crate::quality::Counts::attempt(outcome, pdd);
         let trunk = self.rt.trunk(self.trunk);
         let thresholds = trunk.outbound.as_ref().and_then(|o| o.quality.as_ref());
-        let min_samples = thresholds.map_or(QUALITY_MIN_SAMPLES, |q| q.min_samples);
         let now_s = quality_clock();
-        let figures = h.attempted(now_s, outcome, pdd, min_samples);
+        let figures = h.add(now_s, &delta, self.min_samples());
         let m = ctx.env.metrics();
         self.publish_quality(m, idx, &figures);
+        let uri = self.target_uri(idx).unwrap_or_default();
+        ctx.env.share_quality(self.trunk_id(), uri, &delta);
         let Some(q) = thresholds else { return };
         let level = crate::quality::demotion(&figures, q);
         if let Some(before) = h.set_demotion(level, now_s) {
-            let uri = self.target_uri(idx).unwrap_or_default();
             m.target_demoted
                 .with_label_values(&[self.trunk_id(), uri])
-                .set(i64::from(level));
+                .set(i64::from(h.demotion(now_s)));
             tracing::warn!(
                 trunk = self.trunk_id(),
                 target = uri,
@@ -724,6 +736,13 @@ impl Call {
                 "carrier target's quality standing changed (0 meets outbound.quality, 1 below warning, 2 below critical)"
             );
         }
+    }
+
+    /// Attempts a target's window must hold before its figures count (`outbound.quality`).
+    fn min_samples(&self) -> u32 {
+        let out = self.rt.trunk(self.trunk).outbound.as_ref();
+        out.and_then(|o| o.quality.as_ref())
+            .map_or(QUALITY_MIN_SAMPLES, |q| q.min_samples)
     }
 
     /// The URI of the call's trunk's outbound target `idx`.

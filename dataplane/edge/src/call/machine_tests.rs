@@ -47,6 +47,7 @@ impl Env for TestEnv {
     fn fleet_shared(&self) -> bool {
         false
     }
+    fn share_quality(&self, _: &str, _: &str, _: &crate::quality::Counts) {}
 }
 
 /// A call, its environment and a clock: what every test drives.

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::quality::{Figures, Outcome, Window};
+use crate::quality::{Counts, Figures, Window};
 
 /// The span of a target's quality window and the width of its buckets.
 const QUALITY_SPAN: Duration = Duration::from_secs(15 * 60);
@@ -31,7 +31,16 @@ pub struct TargetHealth {
     /// Its answer-seizure ratio in per mille as its window last showed it, `u32::MAX` while
     /// the window holds too few attempts: what the `Quality` selection ranks trunks by.
     asr_permille: AtomicU32,
+    /// The whole fleet's window of it, as the shared store last summed it (every pod's
+    /// attempts, this one's included), with its standing then and when (quality clock).
+    fleet: Mutex<Counts>,
+    fleet_level: AtomicU8,
+    fleet_judged_s: AtomicU64,
 }
+
+/// A fleet's view older than this is not used (the store stopped answering): the pod's own
+/// window judges alone until it comes back.
+const FLEET_VIEW_FRESH_S: u64 = 60;
 
 impl Default for TargetHealth {
     fn default() -> Self {
@@ -45,6 +54,9 @@ impl Default for TargetHealth {
             turns: AtomicU32::new(0),
             judged_s: AtomicU64::new(0),
             asr_permille: AtomicU32::new(u32::MAX),
+            fleet: Mutex::new(Counts::default()),
+            fleet_level: AtomicU8::new(0),
+            fleet_judged_s: AtomicU64::new(0),
         }
     }
 }
@@ -74,16 +86,62 @@ impl TargetHealth {
 
     /// An attempt to this target ended at `now_s` (seconds on any fixed clock): its outcome
     /// and post-dial delay; the window's figures after it, with `min_samples`.
+    #[cfg(test)]
     pub fn attempted(
         &self,
         now_s: u64,
-        outcome: Outcome,
+        outcome: crate::quality::Outcome,
         pdd: Option<Duration>,
         min_samples: u32,
     ) -> Figures {
+        self.add(now_s, &Counts::attempt(outcome, pdd), min_samples)
+    }
+
+    /// Adds what an attempt or a call did (`delta`) to its window at `now_s`; the figures
+    /// after it, with `min_samples` (the fleet's view when fresh, else this pod's).
+    pub fn add(&self, now_s: u64, delta: &Counts, min_samples: u32) -> Figures {
         let mut w = self.quality.lock().unwrap_or_else(|e| e.into_inner());
-        w.attempt(now_s, outcome, pdd);
-        self.keep_asr(w.figures(now_s, min_samples))
+        w.add(now_s, delta);
+        let own = w.totals(now_s);
+        drop(w);
+        let counts = match self.fleet_view(now_s) {
+            // The fleet's last sum holds this pod's attempts up to then; this one is newer.
+            Some(mut fleet) => {
+                fleet.add(delta);
+                fleet
+            }
+            None => own,
+        };
+        self.keep_asr(counts.figures(min_samples))
+    }
+
+    /// What the fleet's store last summed for this target, while fresh.
+    fn fleet_view(&self, now_s: u64) -> Option<Counts> {
+        let judged = self.fleet_judged_s.load(Ordering::Relaxed);
+        if judged == 0 || now_s.saturating_sub(judged) >= FLEET_VIEW_FRESH_S {
+            return None;
+        }
+        Some(*self.fleet.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The fleet's view at `now_s` (every pod's window, summed by the store) and its standing
+    /// against the trunk's thresholds: it demotes the target here too, though this pod never
+    /// placed a call to it. Returns the figures, with `min_samples`.
+    pub fn set_fleet(&self, counts: Counts, level: u8, now_s: u64, min_samples: u32) -> Figures {
+        *self.fleet.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+        self.fleet_level.store(level, Ordering::Relaxed);
+        self.fleet_judged_s.store(now_s.max(1), Ordering::Relaxed);
+        self.keep_asr(counts.figures(min_samples))
+    }
+
+    /// What its window holds at `now_s`: the fleet's while its view is fresh, else this pod's.
+    pub fn totals(&self, now_s: u64) -> Counts {
+        self.fleet_view(now_s).unwrap_or_else(|| {
+            self.quality
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .totals(now_s)
+        })
     }
 
     fn keep_asr(&self, f: Figures) -> Figures {
@@ -99,22 +157,26 @@ impl TargetHealth {
         (p != u32::MAX).then_some(p / 10)
     }
 
-    /// An answered call to this target ended at `now_s` after `talk`; the figures after it.
-    pub fn talked(&self, now_s: u64, talk: Duration, min_samples: u32) -> Figures {
-        let mut w = self.quality.lock().unwrap_or_else(|e| e.into_inner());
-        w.talked(now_s, talk);
-        self.keep_asr(w.figures(now_s, min_samples))
-    }
-
     /// 0: meets its trunk's quality thresholds, 1: misses `warning`, 2: misses `critical`, as
     /// of `now_s`: a standing whose attempts have all left the window since is void (a target
     /// that gets no calls is not kept demoted for ever).
+    /// With a shared store, the fleet's standing counts too (the worse of the two) while its
+    /// view is fresh.
     pub fn demotion(&self, now_s: u64) -> u8 {
         let judged = self.judged_s.load(Ordering::Relaxed);
-        if now_s.saturating_sub(judged) >= QUALITY_SPAN.as_secs() {
-            return 0;
-        }
-        self.demoted.load(Ordering::Relaxed)
+        let own = if now_s.saturating_sub(judged) >= QUALITY_SPAN.as_secs() {
+            0
+        } else {
+            self.demoted.load(Ordering::Relaxed)
+        };
+        let fleet_judged = self.fleet_judged_s.load(Ordering::Relaxed);
+        let fleet = if fleet_judged == 0 || now_s.saturating_sub(fleet_judged) >= FLEET_VIEW_FRESH_S
+        {
+            0
+        } else {
+            self.fleet_level.load(Ordering::Relaxed)
+        };
+        own.max(fleet)
     }
 
     /// Records where it stands at `now_s`; the previous standing when it changed.
@@ -170,5 +232,28 @@ mod tests {
             2,
             "no probing share: always after the others"
         );
+    }
+
+    /// The fleet's sums (every pod's attempts) demote a target this pod never called; a view
+    /// the store stopped refreshing lapses after a minute, leaving the pod's own window.
+    #[test]
+    fn the_fleets_view_demotes_a_target_this_pod_never_called_while_it_is_fresh() {
+        use crate::quality::Outcome;
+        let h = TargetHealth::default();
+        let mut failing = Counts::default();
+        for _ in 0..12 {
+            failing.add(&Counts::attempt(Outcome::Failed, None));
+        }
+        let f = h.set_fleet(failing, 2, 1000, 10);
+        assert_eq!(f.failure_rate, Some(1.0));
+        assert_eq!(h.demotion(1000), 2);
+        assert_eq!(h.asr_percent(), Some(0));
+        assert_eq!(h.totals(1010).attempts, 12, "the fleet's window");
+        // A call of this pod adds to the fleet's view, not to its own few attempts alone.
+        let after = h.add(1020, &Counts::attempt(Outcome::Answered, None), 10);
+        assert_eq!(after.attempts, 13);
+        assert_eq!(h.demotion(1059), 2);
+        assert_eq!(h.demotion(1060), 0, "a stale view lapses");
+        assert_eq!(h.totals(1060).attempts, 1, "this pod's own window again");
     }
 }

@@ -219,6 +219,26 @@ impl Runtime {
             .collect()
     }
 
+    /// Per trunk whose outbound targets were tried lately: their windows summed at `now_s`
+    /// (the fleet's with a shared store) and how many are demoted now. The operator reads it
+    /// from `/snapshot` into `CarrierTrunk.status.quality`.
+    pub fn quality_report(&self, now_s: u64) -> Vec<(&str, crate::quality::Counts, u32)> {
+        self.config
+            .trunks
+            .iter()
+            .zip(&self.health)
+            .filter_map(|(t, hs)| {
+                let mut sum = crate::quality::Counts::default();
+                let mut demoted = 0;
+                for h in hs.iter() {
+                    sum.add(&h.totals(now_s));
+                    demoted += u32::from(h.demotion(now_s) > 0);
+                }
+                (sum.attempts > 0 || demoted > 0).then_some((t.id.as_str(), sum, demoted))
+            })
+            .collect()
+    }
+
     /// Builds the lookup structures; `previous` lends its per-trunk state to trunks that stay.
     pub fn build(config: EdgeConfig, previous: Option<&Runtime>, metrics: &Metrics) -> Self {
         let index = NumberIndex::of(&config);

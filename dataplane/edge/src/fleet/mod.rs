@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::quality::Counts;
+
 pub use redis_store::{Source, load_calls, run};
 
 /// How to reach the shared store, from `--state-store`.
@@ -144,6 +146,50 @@ impl Drop for Release {
 /// The store task's queue.
 pub type Tx = Arc<queue::Queue<Cmd>>;
 
+/// How the fleet's quality windows meet the snapshot running: which carrier targets to read,
+/// and what to do with the fleet's sums of them (`crate::route::fleet_quality`).
+pub trait QualityView: Send + Sync {
+    /// The targets' keys, as [`quality_key`] names them.
+    fn targets(&self) -> Vec<String>;
+    /// The fleet's window of each (every pod's attempts over the last 15 minutes).
+    fn apply(&self, sums: HashMap<String, Counts>);
+}
+
+/// A carrier target's name in the fleet's quality windows.
+pub fn quality_key(trunk: &str, target: &str) -> String {
+    format!("{trunk} {target}")
+}
+
+/// The fleet's windows keep 10-second buckets of wall-clock time for 15 minutes (as the
+/// pods' own: crate::config::health).
+pub const QUALITY_BUCKET_S: u64 = 10;
+pub const QUALITY_SPAN_S: u64 = 15 * 60;
+
+/// Buckets of attempts waiting to be added to the fleet's windows at most (one per target and
+/// 10 seconds; more is dropped, counted as `quality`/`dropped` store ops).
+const MAX_PENDING_QUALITY: usize = 10_000;
+
+/// What this pod's attempts added to the fleet's quality windows since the store task last
+/// wrote them: (target key, bucket start in Unix seconds) → counts. Workers add to it under a
+/// lock without waking the store task; its tick writes them (off every call's path).
+#[derive(Default)]
+pub struct QualityShare {
+    pending: Mutex<HashMap<(String, u64), Counts>>,
+}
+
+impl QualityShare {
+    /// Takes what waits to be written.
+    pub fn take(&self) -> HashMap<(String, u64), Counts> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Work for the store task.
 pub enum Cmd {
     Claim {
@@ -181,6 +227,8 @@ pub struct Registrants {
 /// This process's handle on the fleet.
 pub struct Fleet {
     store: Option<Handle>,
+    /// Attempts for the fleet's quality windows, written by the store task.
+    quality: Arc<QualityShare>,
     /// Where calls' checkpoints go: the store task, or the file journal's writer.
     file_journal: std::sync::OnceLock<std::sync::mpsc::Sender<journal::Entry>>,
     registrants: Arc<Mutex<Registrants>>,
@@ -213,6 +261,8 @@ pub struct StoreTask {
     pub orphans: Arc<Mutex<Vec<String>>>,
     /// Calls of an edge silent this long are ended by this one (0: never).
     pub orphan_after: std::time::Duration,
+    /// This pod's attempts for the fleet's quality windows.
+    pub quality: Arc<QualityShare>,
 }
 
 impl StoreTask {
@@ -227,6 +277,7 @@ impl Fleet {
     pub fn embedded() -> Self {
         Fleet {
             store: None,
+            quality: Default::default(),
             file_journal: std::sync::OnceLock::new(),
             share: Arc::new(AtomicU32::new(1)),
             registrants: Default::default(),
@@ -241,7 +292,9 @@ impl Fleet {
         let share = Arc::new(AtomicU32::new(1));
         let registrants: Arc<Mutex<Registrants>> = Default::default();
         let orphans: Arc<Mutex<Vec<String>>> = Default::default();
+        let quality: Arc<QualityShare> = Default::default();
         let task = StoreTask {
+            quality: quality.clone(),
             registrants: registrants.clone(),
             orphans: orphans.clone(),
             orphan_after,
@@ -254,6 +307,7 @@ impl Fleet {
         (
             Fleet {
                 store: Some(Handle { tx, prefix }),
+                quality,
                 file_journal: std::sync::OnceLock::new(),
                 share,
                 registrants,
@@ -288,6 +342,27 @@ impl Fleet {
             concurrent: none(),
             setup: none(),
         }));
+    }
+
+    /// What an attempt or a call to carrier `target` of `trunk` did, for the fleet's window
+    /// of it: added to this pod's pending counts, written by the store task on its next tick.
+    /// Nothing with the embedded store (the process's own window is the fleet's).
+    pub fn share_quality(&self, trunk: &str, target: &str, delta: &Counts) {
+        if self.store.is_none() {
+            return;
+        }
+        let now = unix_secs();
+        let bucket = now - now % QUALITY_BUCKET_S;
+        let key = (quality_key(trunk, target), bucket);
+        let mut pending = self
+            .quality
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING_QUALITY && !pending.contains_key(&key) {
+            return;
+        }
+        pending.entry(key).or_default().add(delta);
     }
 
     /// The registration trunks of the snapshot now running (the store task elects a holder for

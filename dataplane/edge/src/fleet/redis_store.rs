@@ -117,7 +117,12 @@ impl State {
 
 /// Runs the store task of `task` until every worker has gone; `lockout` is the edge's digest
 /// lockout, which it shares with the fleet.
-pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
+pub async fn run(
+    task: StoreTask,
+    lockout: Arc<Lockout>,
+    metrics: Metrics,
+    quality: Arc<dyn super::QualityView>,
+) {
     let mut source = match Source::of(&task.settings) {
         Ok(s) => s,
         Err(e) => {
@@ -375,17 +380,109 @@ pub async fn run(task: StoreTask, lockout: Arc<Lockout>, metrics: Metrics) {
                 let (registrants, keys) = (task.registrants.clone(), keys.clone());
                 let (orphans, orphan_after) = (task.orphans.clone(), task.orphan_after);
                 let identity = task.settings.identity.clone();
+                let (share, view, prefix) = (task.quality.clone(), quality.clone(), prefix.clone());
                 tokio::spawn(async move {
                     heartbeat(&mut conn, &state, &keys, &identity, &pod, lease_ms).await;
                     elect(&mut conn, &state, &registrants, &keys, &pod, lease_ms).await;
                     if !orphan_after.is_zero() {
                         adopt(&mut conn, &state, &orphans, &keys, &identity, &pod, orphan_after).await;
                     }
+                    sync_quality(&mut conn, &state, &prefix, &share, view.as_ref()).await;
                     renewing.store(false, Ordering::Release);
                 });
             }
         }
     }
+}
+
+/// The key of a carrier target's window in the fleet's store: a hash of
+/// `<bucket start>.<counter>` fields ([`Counts::fields`] order), expiring once idle.
+fn quality_store_key(prefix: &str, target: &str) -> String {
+    format!("{prefix}:quality:{target}")
+}
+
+/// Adds this pod's attempts since the last tick to the fleet's windows (one pipeline per
+/// target, so each stays on one Cluster slot), then reads every target's window back, summed
+/// over the last 15 minutes, for the snapshot's targets (`view`); fields that fell out of the
+/// window are deleted. A store that does not answer leaves the pods' own windows to judge.
+async fn sync_quality(
+    conn: &mut Conn,
+    state: &State,
+    prefix: &str,
+    share: &super::QualityShare,
+    view: &dyn super::QualityView,
+) {
+    use super::{QUALITY_SPAN_S, unix_secs};
+    use crate::quality::Counts;
+    let mut writes: HashMap<String, Vec<(u64, Counts)>> = HashMap::new();
+    for ((target, bucket), c) in share.take() {
+        writes.entry(target).or_default().push((bucket, c));
+    }
+    for (target, buckets) in writes {
+        let key = quality_store_key(prefix, &target);
+        let mut pipe = redis::pipe();
+        for (bucket, c) in buckets {
+            for (i, v) in c.fields().iter().enumerate().filter(|(_, v)| **v > 0) {
+                pipe.cmd("HINCRBY")
+                    .arg(&key)
+                    .arg(format!("{bucket}.{i}"))
+                    .arg(*v)
+                    .ignore();
+            }
+        }
+        pipe.cmd("EXPIRE")
+            .arg(&key)
+            .arg(QUALITY_SPAN_S + 60)
+            .ignore();
+        let r: redis::RedisResult<()> = pipe.query_async(conn).await;
+        match r {
+            Ok(()) => state.count("quality", "ok"),
+            Err(e) => {
+                state.count("quality", "error");
+                return state.store_down(&e);
+            }
+        }
+    }
+    let now = unix_secs();
+    let mut sums = HashMap::new();
+    for target in view.targets() {
+        let key = quality_store_key(prefix, &target);
+        let r: redis::RedisResult<HashMap<String, u64>> =
+            redis::cmd("HGETALL").arg(&key).query_async(conn).await;
+        let fields = match r {
+            Ok(f) => f,
+            Err(e) => {
+                state.count("quality", "error");
+                return state.store_down(&e);
+            }
+        };
+        let mut total = [0u64; Counts::FIELDS];
+        let mut stale = Vec::new();
+        for (field, v) in fields {
+            let parsed = field
+                .split_once('.')
+                .and_then(|(b, i)| Some((b.parse::<u64>().ok()?, i.parse::<usize>().ok()?)));
+            match parsed {
+                Some((bucket, _)) if bucket + QUALITY_SPAN_S <= now => stale.push(field),
+                Some((_, i)) if i < Counts::FIELDS => total[i] = total[i].saturating_add(v),
+                _ => stale.push(field),
+            }
+        }
+        if !stale.is_empty() {
+            let r: redis::RedisResult<()> = redis::cmd("HDEL")
+                .arg(&key)
+                .arg(stale)
+                .query_async(conn)
+                .await;
+            if let Err(e) = r {
+                state.count("quality", "error");
+                return state.store_down(&e);
+            }
+        }
+        sums.insert(target, Counts::from_fields(total));
+    }
+    state.count("quality", "ok");
+    view.apply(sums);
 }
 
 /// The pod's heartbeat, then the renewal of every place it holds. After an outage, or when the

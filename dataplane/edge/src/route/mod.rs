@@ -3,6 +3,7 @@
 
 pub mod admission;
 mod direction;
+pub mod fleet_quality;
 pub mod health;
 pub mod hop;
 

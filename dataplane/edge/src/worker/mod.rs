@@ -487,6 +487,9 @@ impl crate::call::machine::Env for Shared {
     fn fleet_shared(&self) -> bool {
         self.fleet.is_shared()
     }
+    fn share_quality(&self, trunk: &str, target: &str, delta: &crate::quality::Counts) {
+        self.fleet.share_quality(trunk, target, delta);
+    }
 }
 
 /// The worker a Call-ID belongs to: the same answer on every worker (FNV-1a, no seed).
