@@ -23,3 +23,6 @@ mod transport;
 mod worker;
 
 pub use config::settings;
+/// For `examples/route_bench.rs`: the routing decision at scale.
+#[doc(hidden)]
+pub use route::bench as route_bench;

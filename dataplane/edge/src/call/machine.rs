@@ -392,7 +392,7 @@ impl Call {
         if self.state.cancelled() {
             return ctx.push(Effect::Finish);
         }
-        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+        if self.direction == super::Direction::Outbound && self.more_hops() {
             ctx.env
                 .metrics()
                 .failovers
@@ -1059,6 +1059,9 @@ impl Call {
         }
         loop {
             let Some(hop) = self.hops.get(self.next_hop) else {
+                if self.next_carrier_hops() {
+                    continue;
+                }
                 let (code, text) = self
                     .last_failure
                     .clone()
@@ -1086,6 +1089,30 @@ impl Call {
                 None => Effect::Resolve(Box::new(hop)),
             });
         }
+    }
+
+    /// Whether a hop is left to try: in the list, or among the targets of the carriers the
+    /// call may still fail over to.
+    pub fn more_hops(&self) -> bool {
+        self.next_hop < self.hops.len() || self.carriers.iter().any(|c| !c.targets.is_empty())
+    }
+
+    /// The next carrier's targets become hops (`admission::Carrier`), when one is left.
+    fn next_carrier_hops(&mut self) -> bool {
+        let Some(c) = self.carriers.iter_mut().find(|c| !c.targets.is_empty()) else {
+            return false;
+        };
+        let (t, targets) = (c.trunk, std::mem::take(&mut c.targets));
+        if let Some(out) = &self.rt.trunk(t).outbound {
+            self.hops.extend(targets.iter().filter_map(|&i| {
+                Some(crate::route::Hop {
+                    target: Some(i),
+                    trunk: Some(t),
+                    ..crate::route::admission::hop_of(out.targets.get(usize::from(i))?)
+                })
+            }));
+        }
+        true
     }
 
     /// Moves `next_hop` past trunk `t`'s hops (they are listed together).
@@ -1145,13 +1172,14 @@ impl Call {
                 return Changed::Refused;
             }
         };
+        let p = carrier.presentation.clone();
         let (at, end) = (self.identity_at.0 as usize, self.identity_at.1 as usize);
         if end <= self.b_lines.len() && at <= end {
-            self.b_lines.replace_range(at..end, &carrier.identity_lines);
-            self.identity_at = span(at, carrier.identity_lines.len());
+            self.b_lines.replace_range(at..end, &p.identity_lines);
+            self.identity_at = span(at, p.identity_lines.len());
         }
-        self.b.local = carrier.from.clone();
-        self.caller = carrier.caller;
+        self.b.local = p.from.clone();
+        self.caller = p.caller;
         ctx.env
             .metrics()
             .failovers
@@ -1286,7 +1314,7 @@ impl Call {
             ident,
             cseq,
         })));
-        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+        if self.direction == super::Direction::Outbound && self.more_hops() {
             ctx.push(Effect::Timer {
                 after: ctx.env.settings().failover_timeout(),
                 timer: CallTimer::Failover(key),
@@ -1317,7 +1345,7 @@ impl Call {
             super::account::push(&mut self.tried, tried);
             self.count_attempt(ctx);
         }
-        if self.direction == super::Direction::Outbound && self.next_hop < self.hops.len() {
+        if self.direction == super::Direction::Outbound && self.more_hops() {
             ctx.env
                 .metrics()
                 .failovers
@@ -1412,7 +1440,7 @@ impl Call {
             return SetupAnswer::Done;
         }
         let retryable = code == 408 || (500..600).contains(&code);
-        if outbound && retryable && self.next_hop < self.hops.len() {
+        if outbound && retryable && self.more_hops() {
             ctx.env
                 .metrics()
                 .failovers
@@ -1527,7 +1555,7 @@ impl Call {
                 .inc();
             return ctx.push(Effect::NextHop);
         }
-        if self.next_hop < self.hops.len() {
+        if self.more_hops() {
             failovers
                 .with_label_values(&[trunk_id.as_str(), "3xx"])
                 .inc();

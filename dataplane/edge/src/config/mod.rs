@@ -16,6 +16,7 @@ use trunkgate_crds::e164::E164;
 use trunkgate_crds::snapshot::{EdgeConfig, NumberIndex, Owner, TrunkConfig};
 
 use crate::metrics::Metrics;
+use crate::table::Table;
 use health::TargetHealth;
 
 /// Per-trunk state shared by all workers and kept across reloads: call counts for the limits.
@@ -176,6 +177,10 @@ impl Drop for SetupSlot {
     }
 }
 
+/// One route of a tenant's prefix: its priority, its trunk, and the index of the route
+/// (among the trunk's) when it has a rate.
+type RouteEntry = (u32, u32, Option<u32>);
+
 /// A loaded snapshot.
 pub struct Runtime {
     pub config: EdgeConfig,
@@ -184,9 +189,19 @@ pub struct Runtime {
     /// Per trunk, per outbound target (in `outbound.targets` order): its probe state.
     health: Vec<Box<[Arc<TargetHealth>]>>,
     acl: SourceAcl,
-    routes: HashMap<(u8, u64), Vec<(u32, u32)>>,
+    /// (tenant, prefix length, prefix digits) → (priority, trunk) of the tenant's routes,
+    /// sorted: a call looks only at its own tenant's routes.
+    /// Each entry: the route's priority, its trunk, and the index of the route (among the
+    /// trunk's) when it has a rate.
+    routes: Table<(u32, u8, u64), Vec<RouteEntry>>,
+    /// Per tenant: the prefix lengths its routes have (bit `len`), so a lookup skips the rest.
+    route_lens: Vec<u16>,
+    /// The index of each namespace with outbound trunks in `outbound_tenants`.
+    tenant_ids: Table<String, u32>,
     /// (trunk, prefix length, prefix digits) → the index of that trunk's route with a rate.
-    rates: HashMap<(u32, u8, u64), u32>,
+    rates: Table<(u32, u8, u64), u32>,
+    /// Per trunk: the prefix lengths of its routes with a rate (bit `len`).
+    rate_lens: Vec<u16>,
     /// Per namespace: how its outbound calls order their candidate trunks
     /// (`outbound.selection`; absent: `Priority`).
     selections: HashMap<String, Selection>,
@@ -286,8 +301,23 @@ impl Runtime {
                     .collect()
             })
             .collect();
-        let mut routes: HashMap<(u8, u64), Vec<(u32, u32)>> = HashMap::new();
-        let mut rates = HashMap::new();
+        let mut outbound_tenants: Vec<String> = config
+            .trunks
+            .iter()
+            .filter(|t| t.outbound.is_some())
+            .map(|t| namespace_of(&t.id).to_string())
+            .collect();
+        outbound_tenants.sort_unstable();
+        outbound_tenants.dedup();
+        let tenant_ids: Table<String, u32> = outbound_tenants
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (ns.clone(), i as u32))
+            .collect();
+        let mut routes: Table<(u32, u8, u64), Vec<RouteEntry>> = Table::default();
+        let mut route_lens = vec![0u16; outbound_tenants.len()];
+        let mut rates = Table::default();
+        let mut rate_lens = vec![0u16; config.trunks.len()];
         for (i, t) in config.trunks.iter().enumerate() {
             if t.outbound.is_some() {
                 for (ri, r) in t.routes.iter().enumerate() {
@@ -297,9 +327,21 @@ impl Runtime {
                         r.prefix.parse().unwrap_or(0)
                     };
                     let key = (r.prefix.len() as u8, value);
-                    routes.entry(key).or_default().push((r.priority, i as u32));
+                    let tenant = tenant_ids
+                        .get(namespace_of(&t.id))
+                        .copied()
+                        .unwrap_or(u32::MAX);
+                    routes.entry((tenant, key.0, key.1)).or_default().push((
+                        r.priority,
+                        i as u32,
+                        r.rate.is_some().then_some(ri as u32),
+                    ));
+                    if let Some(lens) = route_lens.get_mut(tenant as usize) {
+                        *lens |= 1 << key.0.min(15);
+                    }
                     if r.rate.is_some() {
                         rates.insert((i as u32, key.0, key.1), ri as u32);
+                        rate_lens[i] |= 1 << key.0.min(15);
                     }
                 }
             }
@@ -343,14 +385,6 @@ impl Runtime {
                 .map(move |net| (*net, i as u32))
         }));
         let relay_trunks = config.trunks.iter().filter(|t| t.media.relay).count();
-        let mut outbound_tenants: Vec<String> = config
-            .trunks
-            .iter()
-            .filter(|t| t.outbound.is_some())
-            .map(|t| namespace_of(&t.id).to_string())
-            .collect();
-        outbound_tenants.sort_unstable();
-        outbound_tenants.dedup();
         let mut selections = HashMap::new();
         for t in &config.trunks {
             if let Some(s) = t.outbound.as_ref().and_then(|o| o.selection) {
@@ -366,7 +400,10 @@ impl Runtime {
             health,
             acl,
             routes,
+            route_lens,
+            tenant_ids,
             rates,
+            rate_lens,
             selections,
             relay_trunks,
             outbound_tenants,
@@ -431,19 +468,40 @@ impl Runtime {
     /// The trunk routing `n` by the longest matching prefix, then the lowest priority.
     #[cfg(test)]
     pub fn route(&self, n: E164) -> Option<u32> {
-        let mut out = Vec::new();
-        self.routes_matching(n, |_| true, &mut out);
-        out.first().copied()
+        let mut best: Option<(u8, u32)> = None;
+        for ns in &self.outbound_tenants {
+            let mut out = Vec::new();
+            let len = self.routes_matching(n, ns, |_| true, &mut out);
+            if let (Some(len), Some((t, _))) = (len, out.first())
+                && best.is_none_or(|(l, _)| len > l)
+            {
+                best = Some((len, *t));
+            }
+        }
+        best.map(|(_, t)| t)
     }
 
     /// [`Runtime::route`] among the trunks `admits` lets through (a tenant's own).
     /// The rate of trunk `t` for calls to `n`: its longest route prefix of `n` that has one.
     pub fn rate(&self, t: u32, n: E164) -> Option<&trunkgate_crds::rate::RateConfig> {
-        (0..=n.len).rev().find_map(|len| {
-            let value = n.value / 10u64.pow(u32::from(n.len - len));
-            let ri = *self.rates.get(&(t, len, value))?;
-            self.trunk(t).routes.get(ri as usize)?.rate.as_ref()
-        })
+        self.rate_of(t, self.rate_route(t, n)?)
+    }
+
+    /// The index (among trunk `t`'s routes) of its longest route with a rate matching `n`.
+    pub fn rate_route(&self, t: u32, n: E164) -> Option<u32> {
+        let lens = self.rate_lens.get(t as usize).copied().unwrap_or(0);
+        (0..=n.len)
+            .rev()
+            .filter(|len| lens & (1 << len) != 0)
+            .find_map(|len| {
+                let value = n.value / 10u64.pow(u32::from(n.len - len));
+                self.rates.get(&(t, len, value)).copied()
+            })
+    }
+
+    /// The rate of trunk `t`'s route `route`.
+    pub fn rate_of(&self, t: u32, route: u32) -> Option<&trunkgate_crds::rate::RateConfig> {
+        self.trunk(t).routes.get(route as usize)?.rate.as_ref()
     }
 
     /// How namespace `ns`'s outbound calls order their candidate trunks.
@@ -451,20 +509,39 @@ impl Runtime {
         self.selections.get(ns).copied().unwrap_or_default()
     }
 
-    /// Every trunk `admits` lets through with a route matching `n`, once each, by its longest
-    /// matching prefix (longest first), then that route's priority: `Priority` order.
-    pub fn routes_matching(&self, n: E164, admits: impl Fn(u32) -> bool, out: &mut Vec<u32>) {
-        for len in (0..=n.len).rev() {
+    /// Every trunk of namespace `ns` that `admits` lets through with a route matching `n`,
+    /// once each, by its longest matching prefix (longest first), then that route's priority:
+    /// `Priority` order; with each, its longest rated route matching `n` (found on the way).
+    /// Returns the length of the longest prefix that matched.
+    pub fn routes_matching(
+        &self,
+        n: E164,
+        ns: &str,
+        admits: impl Fn(u32) -> bool,
+        out: &mut Vec<(u32, Option<u32>)>,
+    ) -> Option<u8> {
+        let tenant = *self.tenant_ids.get(ns)?;
+        let lens = self.route_lens.get(tenant as usize).copied().unwrap_or(0);
+        let mut longest = None;
+        for len in (0..=n.len).rev().filter(|len| lens & (1 << len) != 0) {
             let value = n.value / 10u64.pow(u32::from(n.len - len));
-            let Some(routes) = self.routes.get(&(len, value)) else {
+            let Some(routes) = self.routes.get(&(tenant, len, value)) else {
                 continue;
             };
-            for (_, t) in routes {
-                if !out.contains(t) && admits(*t) {
-                    out.push(*t);
+            for (_, t, rated) in routes {
+                match out.iter_mut().find(|(x, _)| x == t) {
+                    // Longest first: a rated route the trunk's longer ones lacked.
+                    Some((_, rate)) if rate.is_none() => *rate = *rated,
+                    Some(_) => {}
+                    None if admits(*t) => {
+                        longest.get_or_insert(len);
+                        out.push((*t, *rated));
+                    }
+                    None => {}
                 }
             }
         }
+        longest
     }
 }
 

@@ -40,12 +40,22 @@ pub struct Admission {
 #[derive(Debug, Clone)]
 pub struct Carrier {
     pub trunk: u32,
-    pub caller: Option<E164>,
-    /// From of leg B (without tag) and the identity lines, as this trunk presents the caller.
-    pub from: String,
-    pub identity_lines: String,
+    /// How it presents the caller (shared by the carriers that present it alike).
+    pub presentation: std::sync::Arc<Presentation>,
     /// Its answer-seizure ratio in percent when the `Quality` policy ranked it.
     pub score: Option<u32>,
+    /// Its targets (indexes in `outbound.targets`) in the order this call tries them, until
+    /// the call fails over to it and they become hops (empty then, and for the first).
+    pub targets: Box<[u16]>,
+}
+
+/// The caller as one trunk presents it.
+#[derive(Debug)]
+pub struct Presentation {
+    pub caller: Option<E164>,
+    /// From of leg B (without tag) and the identity lines (P-Asserted-Identity, Privacy).
+    pub from: String,
+    pub identity_lines: String,
 }
 
 /// A call refused, with the status, a metric reason and words for the Warning header.
@@ -399,7 +409,8 @@ pub fn outbound(
     // The trunks that may carry it: the one named, else the one owning a BYOC caller ID, else
     // the carriers a platform caller ID is verified with, else those routing the number.
     let explicit = msg::header(req, "X-Trunkgate-Trunk").map(str::trim);
-    let mut candidates: Vec<u32> = Vec::new();
+    // Each with the index of its longest rated route for the number, when it has one.
+    let mut candidates: Vec<(u32, Option<u32>)> = Vec::new();
     match explicit {
         Some(id) => match rt.config.trunk(id) {
             Some((t, _)) if !admits(t) => {
@@ -413,7 +424,9 @@ pub fn outbound(
                     None,
                 ));
             }
-            Some((t, cfg)) if cfg.outbound.is_some() => candidates.push(t),
+            Some((t, cfg)) if cfg.outbound.is_some() => {
+                candidates.push((t, rt.rate_route(t, callee)));
+            }
             Some(_) => {
                 return Err(refuse(
                     404,
@@ -442,12 +455,12 @@ pub fn outbound(
                 .find(|o| o.kind == trunkgate_crds::NumberKind::Byoc);
             match byoc {
                 // A BYOC number leaves only through the trunk that owns it.
-                Some(o) => candidates.push(o.trunk),
+                Some(o) => candidates.push((o.trunk, rt.rate_route(o.trunk, callee))),
                 // A platform number through any carrier that verified it.
                 None => {
                     for o in owners.iter().filter(presents) {
-                        if !candidates.contains(&o.trunk) {
-                            candidates.push(o.trunk);
+                        if !candidates.iter().any(|(t, _)| *t == o.trunk) {
+                            candidates.push((o.trunk, rt.rate_route(o.trunk, callee)));
                         }
                     }
                 }
@@ -464,7 +477,24 @@ pub fn outbound(
                 }
             }
             if candidates.is_empty() {
-                rt.routes_matching(callee, admits, &mut candidates);
+                // The routes of the tenant the call names, else of those its source may use
+                // (the one whose route matches the longest prefix).
+                let tenants: Vec<&str> = match (named, tenancy) {
+                    (Some(ns), _) => vec![ns],
+                    (None, Tenancy::Only(list)) => list.iter().map(String::as_str).collect(),
+                    (None, Tenancy::Any) => {
+                        rt.outbound_tenants.iter().map(String::as_str).collect()
+                    }
+                };
+                let mut longest = None;
+                for ns in tenants {
+                    let mut found = Vec::new();
+                    let len = rt.routes_matching(callee, ns, admits, &mut found);
+                    if len.is_some() && len > longest {
+                        longest = len;
+                        candidates = found;
+                    }
+                }
             }
             if candidates.is_empty() {
                 return Err(refuse(
@@ -476,8 +506,8 @@ pub fn outbound(
             }
         }
     }
-    let selection = rt.selection(namespace_of(&rt.trunk(candidates[0]).id));
-    let ranked = rank_candidates(rt, &candidates, callee, selection);
+    let selection = rt.selection(namespace_of(&rt.trunk(candidates[0].0).id));
+    let ranked = rank_candidates(rt, &candidates, selection);
     // Each in turn, as long as it may present the caller ID, carries the same media as the
     // first and (the first only, now) has room under its limits.
     let display = msg::header(req, "From").and_then(msg::display_of);
@@ -527,26 +557,42 @@ pub fn outbound(
                 }
             }
         }
-        let (from, identity_lines) = identity(
-            presented,
-            display.filter(|_| presented.is_some()),
-            host,
-            privacy,
-        );
-        hops.extend(c.targets.iter().filter_map(|&(_, i)| {
-            let target = out.targets.get(i)?;
-            Some(Hop {
-                target: u16::try_from(i).ok(),
-                trunk: Some(t),
-                ..hop_of(target)
-            })
-        }));
+        // Carriers presenting the caller alike share one presentation.
+        let presentation = match carriers.iter().find(|c| c.presentation.caller == presented) {
+            Some(c) => c.presentation.clone(),
+            None => {
+                let (from, identity_lines) = identity(
+                    presented,
+                    display.filter(|_| presented.is_some()),
+                    host,
+                    privacy,
+                );
+                std::sync::Arc::new(Presentation {
+                    caller: presented,
+                    from,
+                    identity_lines,
+                })
+            }
+        };
+        // The first carrier's targets are the hops now; the others' become hops if the call
+        // fails over to them.
+        let targets: Box<[u16]> = if carriers.is_empty() {
+            hops.extend(c.targets.iter().filter_map(|&(_, i)| {
+                Some(Hop {
+                    target: Some(i),
+                    trunk: Some(t),
+                    ..hop_of(out.targets.get(usize::from(i))?)
+                })
+            }));
+            Box::default()
+        } else {
+            c.targets.iter().map(|(_, i)| *i).collect()
+        };
         carriers.push(Carrier {
             trunk: t,
-            caller: presented,
-            from,
-            identity_lines,
+            presentation,
             score: c.score,
+            targets,
         });
     }
     let (Some(slot), Some(first)) = (slot, carriers.first()) else {
@@ -559,12 +605,13 @@ pub fn outbound(
             )
         }));
     };
-    let (trunk, presented, from, identity_lines) = (
-        first.trunk,
-        first.caller,
-        first.from.clone(),
-        first.identity_lines.clone(),
-    );
+    let trunk = first.trunk;
+    let Presentation {
+        caller: presented,
+        from,
+        identity_lines,
+    } = &*first.presentation;
+    let (presented, from, identity_lines) = (*presented, from.clone(), identity_lines.clone());
     // A call one trunk alone may carry keeps no list (memory per call).
     if carriers.len() == 1 {
         carriers = Vec::new();
@@ -584,49 +631,61 @@ pub fn outbound(
     })
 }
 
+/// The routing decision alone, for `route::bench`: the trunks of tenant `ns` routing
+/// `callee`, ordered by its policy; how many there are.
+pub(crate) fn route_decision(rt: &Runtime, callee: E164, ns: &str) -> usize {
+    let mut candidates = Vec::new();
+    rt.routes_matching(callee, ns, |_| true, &mut candidates);
+    let Some((first, _)) = candidates.first() else {
+        return 0;
+    };
+    let selection = rt.selection(namespace_of(&rt.trunk(*first).id));
+    rank_candidates(rt, &candidates, selection).len()
+}
+
 /// A trunk an outbound call may leave through, as its tenant's policy ranked it.
 struct Ranked {
     trunk: u32,
     /// Its targets in the order this call tries them, with their rank.
-    targets: Vec<(u8, usize)>,
+    targets: Vec<(u8, u16)>,
     /// Its answer-seizure ratio in percent under `Quality` (None: too few attempts).
     score: Option<u32>,
 }
 
-/// Orders the candidate trunks of an outbound call (in `Priority` order) by the tenant's
-/// `selection`, after ranking each one's targets: targets probes found down go last,
-/// demoted ones (`outbound.quality`) after the others but for a probing share; a trunk stands
-/// where its best target does, so a degraded carrier goes after the healthy ones whatever
-/// the policy. Within a standing: `Priority` keeps the order, `LeastCost` puts the lowest
-/// rate for `callee` first (trunks without one last), `Quality` the highest answer ratio
-/// in steps of 5 % (50 % while too few attempts are known), the lower rate breaking ties.
+/// Orders the candidate trunks of an outbound call (in `Priority` order, each with its
+/// longest rated route for the number) by the tenant's `selection`, after ranking each one's
+/// targets: targets probes found down go last, demoted ones (`outbound.quality`) after the
+/// others but for a probing share; a trunk stands where its best target does, so a degraded
+/// carrier goes after the healthy ones whatever the policy. Within a standing: `Priority`
+/// keeps the order, `LeastCost` puts the lowest rate first (trunks without one last),
+/// `Quality` the highest answer ratio in steps of 5 % (50 % while too few attempts are
+/// known), the lower rate breaking ties.
 fn rank_candidates(
     rt: &Runtime,
-    candidates: &[u32],
-    callee: E164,
+    candidates: &[(u32, Option<u32>)],
     selection: Selection,
 ) -> Vec<Ranked> {
     let now_s = crate::route::health::quality_clock();
     let mut keyed: Vec<((u8, u32, u64, usize), Ranked)> = candidates
         .iter()
         .enumerate()
-        .map(|(pos, &t)| {
+        .map(|(pos, &(t, rate))| {
             let targets = ranked_targets(rt, t, now_s);
             let standing = targets.first().map_or(u8::MAX, |(r, _)| *r);
-            let health = rt.health(t);
-            let best = targets
-                .iter()
-                .filter(|(r, _)| *r == standing)
-                .filter_map(|(_, i)| health.get(*i)?.asr_percent())
-                .max();
             let cost = || {
-                rt.rate(t, callee)
+                rate.and_then(|r| rt.rate_of(t, r))
                     .map_or(u64::MAX, |r| r.per_minute.saturating_add(r.connection_fee))
             };
             let (score, key) = match selection {
                 Selection::Priority => (None, (standing, 0, 0, pos)),
                 Selection::LeastCost => (None, (standing, 0, cost(), pos)),
                 Selection::Quality => {
+                    let health = rt.health(t);
+                    let best = targets
+                        .iter()
+                        .filter(|(r, _)| *r == standing)
+                        .filter_map(|(_, i)| health.get(usize::from(*i))?.asr_percent())
+                        .max();
                     let step = best.unwrap_or(50) / 5;
                     (best, (standing, u32::MAX - step, cost(), pos))
                 }
@@ -648,22 +707,24 @@ fn rank_candidates(
 /// Trunk `t`'s outbound targets in the order this call tries them, with their rank: by
 /// priority and weight (RFC 2782), then demoted ones after those meeting the trunk's quality
 /// thresholds (but for the probing share, crate::quality), then those probes found down.
-fn ranked_targets(rt: &Runtime, t: u32, now_s: u64) -> Vec<(u8, usize)> {
+fn ranked_targets(rt: &Runtime, t: u32, now_s: u64) -> Vec<(u8, u16)> {
     let Some(out) = &rt.trunk(t).outbound else {
         return Vec::new();
     };
     let health = rt.health(t);
     let probe_percent = out.quality.as_ref().map(|q| q.probe_percent);
-    let mut order: Vec<(u8, usize)> = weighted_order(&out.targets)
+    let rank = |i: usize| match (health.get(i), probe_percent) {
+        (Some(h), _) if !h.is_up() => 3,
+        (Some(h), Some(p)) => h.rank(p, now_s),
+        _ => 0,
+    };
+    // One target (most trunks): nothing to draw.
+    if out.targets.len() == 1 {
+        return vec![(rank(0), 0)];
+    }
+    let mut order: Vec<(u8, u16)> = weighted_order(&out.targets)
         .into_iter()
-        .map(|(i, _)| {
-            let rank = match (health.get(i), probe_percent) {
-                (Some(h), _) if !h.is_up() => 3,
-                (Some(h), Some(p)) => h.rank(p, now_s),
-                _ => 0,
-            };
-            (rank, i)
-        })
+        .map(|(i, _)| (rank(i), u16::try_from(i).unwrap_or(u16::MAX)))
         .collect();
     order.sort_by_key(|(rank, _)| *rank);
     order
@@ -1053,27 +1114,22 @@ mod tests {
         Runtime::build(c.config, None, &Metrics::new())
     }
 
-    /// The trunks a call would try, in order, as the hops list them.
+    /// The trunks a call would try, in order: its own, then those it may fail over to (their
+    /// targets become hops only then).
     fn trunks_tried(rt: &Runtime, caller: &str) -> Vec<String> {
         let a = outbound(rt, &invite("+6421555123", caller), "e", &Tenancy::Any)
             .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
-        let mut out: Vec<String> = Vec::new();
-        for h in &a.hops {
-            let id = rt.trunk(h.trunk.unwrap_or(a.trunk)).id.clone();
-            if out.last() != Some(&id) {
-                out.push(id);
-            }
+        assert!(
+            a.hops.iter().all(|h| h.trunk == Some(a.trunk)),
+            "hops of the first trunk only"
+        );
+        let mut out = vec![rt.trunk(a.trunk).id.clone()];
+        if let Some((first, rest)) = a.carriers.split_first() {
+            assert_eq!(first.trunk, a.trunk, "the first trunk holds the slot");
+            assert!(first.targets.is_empty(), "its targets are the hops");
+            assert!(rest.iter().all(|c| !c.targets.is_empty()));
+            out.extend(rest.iter().map(|c| rt.trunk(c.trunk).id.clone()));
         }
-        assert_eq!(
-            rt.trunk(a.trunk).id,
-            out[0],
-            "the first trunk holds the slot"
-        );
-        assert_eq!(
-            a.carriers.len(),
-            if out.len() > 1 { out.len() } else { 0 },
-            "a call one trunk alone may carry keeps no list"
-        );
         out
     }
 
@@ -1115,7 +1171,11 @@ mod tests {
             &Tenancy::Any,
         )
         .unwrap_or_else(|r| panic!("refused {} {}", r.code, r.text));
-        assert!(a.carriers.iter().all(|c| c.from.contains("+6498879100")));
+        assert!(
+            a.carriers
+                .iter()
+                .all(|c| c.presentation.from.contains("+6498879100"))
+        );
         // A caller ID neither may present (Strict on both) is refused as before.
         assert_eq!(
             refused(outbound(

@@ -2,6 +2,7 @@
 //! carrier targets (OPTIONS probes).
 
 pub mod admission;
+pub mod bench;
 mod direction;
 pub mod fleet_quality;
 pub mod health;
