@@ -24,7 +24,7 @@ for rate in "${RATES[@]}"; do
 	kus=$(awk -v c="$kcpu" -v w="$kwall" -v n="$calls" 'BEGIN{printf "%.1f", c/100*w*1e6/n}')
 	printf '%-9s %-6s %-8s %-7s %-10s %-12s %s\n' kamailio "$rate" "$calls" "$kverdict" "$kcpu" "$kus" "$SHARED/kamailio_cps.sh $rate 2"
 	"$HERE/edge_cps.sh" "$rate" 2 >"$OUT/edge_$rate.txt" 2>&1
-	eline=$(grep -m1 '^edge media_relay=' "$OUT/edge_$rate.txt")
+	eline=$(grep -m1 '^edge direction=' "$OUT/edge_$rate.txt")
 	ecpu=$(echo "$eline" | sed -E 's/.*edge_cpu=([0-9.]+)%.*/\1/')
 	eus=$(echo "$eline" | sed -E 's/.*\(([0-9.]+) us\/call\).*/\1/')
 	everdict=$(echo "$eline" | sed -E 's/.*verdict=([A-Z]+).*/\1/')

@@ -10,7 +10,10 @@
 # limits, two legs, CDR. Env: DURATION [25], HOLD_MS [1000], SIPP_BUF [4194304], EDGE_BIN,
 # DEFAULT_FLAGS [0], PERF_OUT, EDGE_EXTRA (more edge flags, e.g. "--state-store redis://…")
 # [target/release/trunkgate-edge], MEDIA_RELAY [false: signalling only, like the Kamailio
-# baseline, which relays no media; true also opens a relay session (4 sockets) per call].
+# baseline, which relays no media; true also opens a relay session (4 sockets) per call],
+# DIRECTION [inbound; outbound: sipp uac as the platform (127.0.0.20:5061) -> the edge's
+# internal side -> sipp uas as the carrier's target: trunk selection, caller-ID policy, the
+# rated route, each attempt in the call record and the target's quality window].
 # Prints one result line; exit 0 when every call succeeded.
 set -uo pipefail
 RATE=${1:?usage: edge_cps.sh RATE [WORKERS]}
@@ -32,9 +35,16 @@ trap 'exit 2' INT TERM
 [ -x "$EDGE_BIN" ] || { echo "no $EDGE_BIN: run cargo build --release -p trunkgate-edge" >&2; exit 2; }
 
 . "$HERE/config.sh"
-bench_config "$RUN/config" "sip:127.0.0.2:5080" ${MEDIA_RELAY:-false}
+DIRECTION=${DIRECTION:-inbound}
+if [ "$DIRECTION" = outbound ]; then
+	BENCH_OUTBOUND_TARGET="sip:127.0.0.2:5080" bench_config "$RUN/config" "sip:127.0.0.2:5080" ${MEDIA_RELAY:-false}
+	UAC_TO=127.0.0.1:5070 UAC_IP=127.0.0.20
+else
+	bench_config "$RUN/config" "sip:127.0.0.2:5080" ${MEDIA_RELAY:-false}
+	UAC_TO=127.0.0.1:5060 UAC_IP=127.0.0.10
+fi
 
-for hp in 127.0.0.1:5060 127.0.0.1:5070 127.0.0.2:5080 127.0.0.10:5061; do
+for hp in 127.0.0.1:5060 127.0.0.1:5070 127.0.0.2:5080 "$UAC_IP:5061"; do
 	if udp_port_busy "$hp"; then echo "udp $hp already in use; aborting" >&2; exit 2; fi
 done
 wait_quiet
@@ -77,7 +87,7 @@ if [ -n "${PERF_OUT:-}" ]; then
 	PERF_PID=$!
 fi
 /usr/bin/time -f "%e %U %S" -o "$RUN/uac.time" timeout -s TERM "$((LIMIT + 10))" \
-	sipp -sn uac 127.0.0.1:5060 -i 127.0.0.10 -p 5061 -mi 127.0.0.10 -cp 8894 -nostdin -s +6499990001 \
+	sipp -sn uac "$UAC_TO" -i "$UAC_IP" -p 5061 -mi "$UAC_IP" -cp 8894 -nostdin -s +6499990001 \
 	-default_behaviors all,-abortunexp -buff_size "$SIPP_BUF" \
 	-r "$RATE" -m "$CALLS" -d "$HOLD_MS" -timeout "${LIMIT}s" \
 	-trace_err -error_file "$RUN/uac_errors.log" -trace_stat -stf "$RUN/uac_stat.csv" -fd 1 >"$RUN/uac.out" 2>&1
@@ -109,6 +119,6 @@ KIB_PER_CALL=$(awk -v a="$PEAK" -v b="$RSS0" -v c="$HELD" 'BEGIN{printf "%.2f", 
 VERDICT=FAIL
 [ "$UAC_RC" -eq 0 ] && VERDICT=PASS
 STORE_PER_CALL=$(awk -v o="${STORE_OPS:-0}" -v n="$CALLS" 'BEGIN{printf "%.2f", o/n}')
-printf 'edge media_relay=%s rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) store_ops=%s/call uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
-	"${MEDIA_RELAY:-false}" "$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$STORE_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
+printf 'edge direction=%s media_relay=%s rate=%s workers=%s calls=%s completed_cdr=%s failed=%s verdict=%s edge_cpu=%s%% (%s us/call) store_ops=%s/call uac_cpu=%s%% uas_cpu=%s%% rss_idle=%sKiB rss_peak=%sKiB (%s KiB per call held: %s up, the rest in the 32 s transaction linger) drops=%s cpu_ref=%ss logs=%s\n' \
+	"$DIRECTION" "${MEDIA_RELAY:-false}" "$RATE" "$WORKERS" "$CALLS" "$OK" "${FAILED:-?}" "$VERDICT" "$EDGE_CPU" "$US_PER_CALL" "$STORE_PER_CALL" "$UAC_CPU" "$UAS_CPU" "$RSS0" "$PEAK" "$KIB_PER_CALL" "$CONCURRENT" "$DROPS" "$CPU_REF" "$RUN"
 [ "$VERDICT" = PASS ]

@@ -495,9 +495,10 @@ impl Call {
                 .with_label_values(&[self.trunk_id(), currency.as_str()])
                 .inc_by(*cost as f64 / 1_000_000.0);
         }
-        if let (Some(answered), Some(idx)) = (
+        if let (Some(answered), Some(idx), true) = (
             self.answered,
             self.tried.last().and_then(|t| t.target_index),
+            ctx.env.settings().quality_tracking,
         ) && let Some(h) = self.rt.health(self.trunk).get(usize::from(idx))
         {
             let talk = ended.duration_since(answered).unwrap_or_default();
@@ -698,6 +699,9 @@ impl Call {
     /// window ([`crate::quality`]). A challenge (the attempt goes on with credentials) and an
     /// attempt the caller abandoned say nothing of the carrier, and do not count.
     fn count_attempt(&mut self, ctx: &mut Ctx) {
+        if !ctx.env.settings().quality_tracking {
+            return;
+        }
         let Some(t) = self.tried.last() else { return };
         let (Some(idx), false) = (t.target_index, self.state.cancelled()) else {
             return;

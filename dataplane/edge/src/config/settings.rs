@@ -153,6 +153,18 @@ pub struct Settings {
         default_value_t = false
     )]
     pub acl_reply_403: bool,
+    /// Keep each carrier target's quality window (ASR, CCR, PDD, ACD, MOS over 15 minutes) from
+    /// outbound calls' attempts, shared with the fleet through --state-store. Demotion
+    /// (`outbound.quality`), the `Quality` selection, the trunkgate_edge_target_* quality
+    /// gauges and `CarrierTrunk.status.quality` need it; false turns all of those off.
+    #[arg(
+        help_heading = "Calls",
+        long,
+        env = "TRUNKGATE_QUALITY_TRACKING",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub quality_tracking: bool,
     /// Seconds a new outbound INVITE waits for any answer from a carrier target before the next
     /// target is tried.
     #[arg(
