@@ -98,13 +98,14 @@ image:
 e2e:
 	bash scripts/e2e.sh
 
-## bench: print the benchmark figures (compile, snapshot at scale on a real API server, SIP parse, CPS against Kamailio in the same sitting,
+## bench: print the benchmark figures (compile, snapshot at scale on a real API server, SIP parse, the outbound routing decision with 1,000 trunks, CPS against Kamailio in the same sitting,
 ## RTP and SRTP<->RTP relay against rtpengine, TLS against UDP calls per second through a carrier's Kamailio)
 bench: build
 	$(CARGO) run --release -q -p trunkgate-crds --example compile_bench
 	$(CARGO) build --release -q -p trunkgate-operator -p trunkgate-edge --bins
 	$(CARGO) run --release -q -p trunkgate-tests --example snapshot_scale
 	$(CARGO) run --release -q -p trunkgate-sip --example parse_bench
+	$(CARGO) run --release -q -p trunkgate-edge --example route_bench
 	@command -v kamailio >/dev/null 2>&1 && command -v rtpengine >/dev/null 2>&1 || bash ../shared/bench/setup.sh
 	bash bench/compare_cps.sh $(BENCH_RATES)
 	$(CARGO) build --release -q -p trunkgate-media --example relay_bench

@@ -204,6 +204,18 @@ fn a_cheaper_carrier_that_turns_bad_is_passed_over_then_gets_calls_back_when_it_
         2.0,
         "demoted after three failures in three attempts"
     );
+    // What the operator reads into CarrierTrunk.status.quality.
+    let (code, body) = edge.get("/snapshot").expect("/snapshot answers");
+    assert_eq!(code, 200);
+    let snap: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let q = &snap["quality"]["lab/cheap"];
+    assert_eq!(q["counts"][0], 3, "three attempts: {q}");
+    assert_eq!(q["counts"][3], 3, "three failed: {q}");
+    assert_eq!(q["demoted"], 1, "{q}");
+    assert_eq!(
+        snap["quality"]["lab/dear"]["counts"][1], 3,
+        "three answered"
+    );
     // Recovered: the probing share tries it first (calls 4, 6, 8), and after three answers
     // (3 failed of 6: no longer above 50 %) it is the cheaper carrier again (call 9).
     let good = Sipp::answering(&lab, "cheap-good", cheap_at)
