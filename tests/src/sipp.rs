@@ -15,6 +15,7 @@ use crate::{Lab, ProcessGroup, free_port, free_ports, udp_bound};
 const DEFAULTS: &[(&str, &str)] = &[
     ("HOLD_MS", "200"),
     ("RING_MS", "0"),
+    ("PDD_MS", "0"),
     ("HEADERS", ""),
     ("MAX_FORWARDS", "70"),
     ("FROM_NAME", "Caller"),

@@ -263,6 +263,93 @@ fn a_cheaper_carrier_that_turns_bad_is_passed_over_then_gets_calls_back_when_it_
     );
 }
 
+/// The cheaper carrier answers every call, but only after a long post-dial delay (1.5 s before
+/// its 180): once its window holds `minSamples` attempts its mean PDD misses the `warning`
+/// threshold of 1 s, and the next calls go to the other carrier first, though it costs more.
+#[test]
+fn a_cheaper_carrier_with_a_long_post_dial_delay_is_passed_over() {
+    let lab = Lab::new("selection_pdd");
+    let (cheap_at, dear_at) = (
+        Sipp::reserve(CARRIER_TARGET),
+        Sipp::reserve(CARRIER_TARGET_2),
+    );
+    two_carriers(
+        &lab,
+        cheap_at,
+        dear_at,
+        Some("{minSamples: 3, warning: {maxPddSeconds: 1}, probePercent: 0}"),
+    );
+    // Failover waits 4 s for any answer: the slow carrier is not left for its silence.
+    let edge = Edge::start_named(
+        &lab,
+        "edge",
+        EdgeOptions {
+            failover_seconds: 4.0,
+            ..EdgeOptions::default()
+        },
+    );
+    let slow = Sipp::uas_at(
+        &lab,
+        "cheap-slow",
+        scenario(&lab, "uas_answer.xml", &[("PDD_MS", "1500")]),
+        cheap_at,
+    )
+    .calls(3)
+    .timeout_secs(60)
+    .start();
+    let dear = Sipp::answering(&lab, "dear", dear_at)
+        .calls(2)
+        .timeout_secs(60)
+        .start();
+    platform_calls(&lab, &edge, "calls", "anonymous", 5).assert_ok();
+    let slow = slow.wait();
+    slow.assert_ok();
+    dear.wait().assert_ok();
+    let calls: std::collections::HashSet<&str> = slow
+        .requests("INVITE")
+        .into_iter()
+        .filter_map(|i| i.header("Call-ID"))
+        .collect();
+    assert_eq!(
+        calls.len(),
+        3,
+        "three calls (their INVITEs sent again while it waits)"
+    );
+    let cdrs = edge.cdrs();
+    let firsts: Vec<(String, u64)> = cdrs
+        .iter()
+        .filter_map(|c| {
+            let a = &c["attempts"][0];
+            Some((a["trunk"].as_str()?.to_string(), a["pddMs"].as_u64()?))
+        })
+        .collect();
+    assert_eq!(firsts.len(), 5, "{cdrs:?}");
+    for (trunk, pdd) in &firsts[..3] {
+        assert_eq!(trunk, "lab/cheap");
+        assert!(*pdd >= 1500, "post-dial delay {pdd} ms");
+    }
+    for (trunk, _) in &firsts[3..] {
+        assert_eq!(trunk, "lab/dear", "{firsts:?}");
+    }
+    assert_eq!(
+        edge.metric(
+            "trunkgate_edge_target_demoted",
+            &[
+                ("trunk", "lab/cheap"),
+                ("target", &format!("sip:{cheap_at}"))
+            ]
+        ),
+        1.0,
+        "below warning"
+    );
+    assert!(
+        edge.metric(
+            "trunkgate_edge_target_pdd_seconds",
+            &[("trunk", "lab/cheap")]
+        ) >= 1.5
+    );
+}
+
 /// Two edges share a store: the calls that show the cheaper carrier failing all go through the
 /// first edge, and the second edge, which never called it, demotes it too and sends its call to
 /// the other carrier first.
