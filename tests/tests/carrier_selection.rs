@@ -20,10 +20,14 @@ const BYOC: &str = "+6498879301";
 /// A platform number both carriers verified.
 const VERIFIED: &str = "+6498870001";
 
-/// The tenant `lab`: `cheap` (0.01 NZD/min for +64, target `cheap_at`) and `dear` (0.02,
-/// target `dear_at`), both selecting by `LeastCost`, with `quality` thresholds when given;
-/// `dear` owns the BYOC numbers; both verified the platform numbers.
-fn two_carriers(lab: &Lab, cheap_at: SocketAddr, dear_at: SocketAddr, quality: Option<&str>) {
+/// The tenant `lab`: `cheap` (0.01 NZD/min for +64) and `dear` (0.02), both selecting by
+/// `LeastCost`, with `quality` thresholds when given; `dear` owns the BYOC numbers; both
+/// verified the platform numbers. Returns the two carriers' target addresses (cheap, dear).
+fn two_carriers(lab: &Lab, quality: Option<&str>) -> (SocketAddr, SocketAddr) {
+    let (cheap_at, dear_at) = (
+        Sipp::reserve(CARRIER_TARGET),
+        Sipp::reserve(CARRIER_TARGET_2),
+    );
     let platform = SocketAddr::from(([127, 0, 0, 20], 5999));
     let carrier = |name: &str, cidr: &str, at: SocketAddr, price: &str| {
         let mut t = Trunk::new("lab", name, cidr, platform)
@@ -57,6 +61,7 @@ fn two_carriers(lab: &Lab, cheap_at: SocketAddr, dear_at: SocketAddr, quality: O
         .yaml(),
     ];
     lab.write_config("lab.yaml", &documents(&docs));
+    (cheap_at, dear_at)
 }
 
 /// `calls` calls from the platform to `CALLEE` presenting `caller`, one at a time (each knows
@@ -115,11 +120,7 @@ fn edge_with(lab: &Lab, name: &str, args: Vec<String>) -> Edge {
 #[test]
 fn least_cost_sends_calls_to_the_cheaper_carrier_but_a_byoc_caller_id_to_its_own() {
     let lab = Lab::new("selection_least_cost");
-    let (cheap_at, dear_at) = (
-        Sipp::reserve(CARRIER_TARGET),
-        Sipp::reserve(CARRIER_TARGET_2),
-    );
-    two_carriers(&lab, cheap_at, dear_at, None);
+    let (cheap_at, dear_at) = two_carriers(&lab, None);
     let edge = edge_with(&lab, "edge", Vec::new());
     let cheap = Sipp::answering(&lab, "cheap", cheap_at)
         .calls(3)
@@ -173,14 +174,8 @@ fn least_cost_sends_calls_to_the_cheaper_carrier_but_a_byoc_caller_id_to_its_own
 #[test]
 fn a_cheaper_carrier_that_turns_bad_is_passed_over_then_gets_calls_back_when_it_recovers() {
     let lab = Lab::new("selection_demotion");
-    let (cheap_at, dear_at) = (
-        Sipp::reserve(CARRIER_TARGET),
-        Sipp::reserve(CARRIER_TARGET_2),
-    );
-    two_carriers(
+    let (cheap_at, dear_at) = two_carriers(
         &lab,
-        cheap_at,
-        dear_at,
         Some("{minSamples: 3, critical: {maxFailurePercent: 50}, probePercent: 50}"),
     );
     let edge = edge_with(&lab, "edge", Vec::new());
@@ -269,14 +264,8 @@ fn a_cheaper_carrier_that_turns_bad_is_passed_over_then_gets_calls_back_when_it_
 #[test]
 fn a_cheaper_carrier_with_a_long_post_dial_delay_is_passed_over() {
     let lab = Lab::new("selection_pdd");
-    let (cheap_at, dear_at) = (
-        Sipp::reserve(CARRIER_TARGET),
-        Sipp::reserve(CARRIER_TARGET_2),
-    );
-    two_carriers(
+    let (cheap_at, dear_at) = two_carriers(
         &lab,
-        cheap_at,
-        dear_at,
         Some("{minSamples: 3, warning: {maxPddSeconds: 1}, probePercent: 0}"),
     );
     // Failover waits 4 s for any answer: the slow carrier is not left for its silence.
@@ -357,14 +346,8 @@ fn a_cheaper_carrier_with_a_long_post_dial_delay_is_passed_over() {
 fn an_edge_that_never_called_a_bad_carrier_learns_it_from_the_fleet() {
     let lab = Lab::new("selection_fleet");
     let redis = Redis::start(&lab);
-    let (cheap_at, dear_at) = (
-        Sipp::reserve(CARRIER_TARGET),
-        Sipp::reserve(CARRIER_TARGET_2),
-    );
-    two_carriers(
+    let (cheap_at, dear_at) = two_carriers(
         &lab,
-        cheap_at,
-        dear_at,
         Some("{minSamples: 3, critical: {maxFailurePercent: 50}, probePercent: 0}"),
     );
     let fleet_args = |name: &str| -> Vec<String> {
