@@ -6,6 +6,7 @@
 
 pub mod e164;
 pub mod numbers;
+pub mod quality;
 pub mod trunk;
 
 pub use numbers::*;

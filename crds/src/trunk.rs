@@ -281,7 +281,7 @@ pub struct QualityThresholds {
 }
 
 fn default_min_samples() -> u32 {
-    10
+    crate::quality::DEFAULT_MIN_SAMPLES
 }
 
 fn default_probe_percent() -> u32 {

@@ -40,7 +40,7 @@ pub struct Rollout {
 /// thousandths and samples) and its demoted targets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QualityCounts {
-    pub counts: [u64; 10],
+    pub counts: [u64; trunkgate_crds::quality::Counts::FIELDS],
     pub demoted: u32,
 }
 
@@ -105,7 +105,7 @@ impl PodSnapshot {
                 let Some(list) = q.get("counts").and_then(|c| c.as_array()) else {
                     continue;
                 };
-                let mut counts = [0u64; 10];
+                let mut counts = [0u64; trunkgate_crds::quality::Counts::FIELDS];
                 for (slot, n) in counts.iter_mut().zip(list) {
                     *slot = n.as_u64().unwrap_or(0);
                 }

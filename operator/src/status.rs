@@ -124,34 +124,19 @@ fn trunk_quality(
         .filter(|r| r.version == config.version)?
         .quality
         .get(&trunk.id)?;
-    let min_samples = trunk
-        .outbound
-        .as_ref()
-        .and_then(|o| o.quality.as_ref())
-        .map_or(10, |q| u64::from(q.min_samples));
-    let [
-        attempts,
-        answered,
-        callee_refused,
-        _,
-        pdd_ms,
-        pdd_n,
-        talk_ms,
-        talk_n,
-        mos_milli,
-        mos_n,
-    ] = q.counts;
-    let percent = |n: u64| {
-        (attempts >= min_samples.max(1)).then(|| format!("{}%", n * 100 / attempts.max(1)))
-    };
-    let mean = |sum: u64, n: u64| (n > 0).then(|| sum / n);
+    let min_samples = trunkgate_crds::quality::min_samples(
+        trunk.outbound.as_ref().and_then(|o| o.quality.as_ref()),
+    );
+    let counts = trunkgate_crds::quality::Counts::from_fields(q.counts);
+    let f = counts.figures(min_samples);
+    let percent = |r: Option<f64>| r.map(|r| format!("{}%", (r * 100.0).floor() as u64));
     Some(trunkgate_crds::trunk::TrunkQuality {
-        attempts,
-        asr: percent(answered),
-        ccr: percent(answered + callee_refused),
-        acd_seconds: mean(talk_ms, talk_n).map(|ms| ms / 1000),
-        pdd_milliseconds: mean(pdd_ms, pdd_n),
-        mos: mean(mos_milli, mos_n).map(|m| format!("{:.1}", m as f64 / 1000.0)),
+        attempts: counts.attempts,
+        asr: percent(f.asr),
+        ccr: percent(f.ccr),
+        acd_seconds: f.acd.map(|d| d.as_secs()),
+        pdd_milliseconds: f.pdd.map(|d| d.as_millis() as u64),
+        mos: f.mos.map(|m| format!("{m:.1}")),
         demoted_targets: q.demoted,
     })
 }

@@ -745,8 +745,7 @@ impl Call {
     /// Attempts a target's window must hold before its figures count (`outbound.quality`).
     fn min_samples(&self) -> u32 {
         let out = self.rt.trunk(self.trunk).outbound.as_ref();
-        out.and_then(|o| o.quality.as_ref())
-            .map_or(QUALITY_MIN_SAMPLES, |q| q.min_samples)
+        trunkgate_crds::quality::min_samples(out.and_then(|o| o.quality.as_ref()))
     }
 
     /// The URI of the call's trunk's outbound target `idx`.
@@ -1140,25 +1139,19 @@ impl Call {
         let Some(carrier) = self.carriers.iter().find(|c| c.trunk == t) else {
             return Changed::Refused;
         };
-        let state = &rt.state[t as usize];
-        let share = rt.share();
-        let now_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let max_setup = cfg
             .limits
             .max_calls_in_setup
             .unwrap_or(ctx.env.settings().max_calls_in_setup);
-        let places = state.admit(cfg, now_secs, share).map_err(|l| match l {
-            crate::config::LimitRefusal::Concurrent(_) => "max_concurrent_calls",
-            crate::config::LimitRefusal::PerSecond(_) => "max_calls_per_second",
-        });
-        let places = places.and_then(|slot| {
-            state
-                .begin_setup(crate::fleet::share_of(max_setup, share))
-                .map(|setup| (slot, setup))
-                .map_err(|_| "max_calls_in_setup")
-        });
+        // The same limits as at admission (its refusal's reason for the metric).
+        let places = crate::route::admission::limits(&rt, t)
+            .map_err(|r| r.reason)
+            .and_then(|slot| {
+                rt.state[t as usize]
+                    .begin_setup(crate::fleet::share_of(max_setup, rt.share()))
+                    .map(|setup| (slot, setup))
+                    .map_err(|_| "max_calls_in_setup")
+            });
         let (slot, setup) = match places {
             Ok(p) => p,
             Err(reason) => {
@@ -1702,6 +1695,3 @@ impl Call {
         Ok(sdp.to_bytes())
     }
 }
-
-/// Attempts a target's window holds before its ratios and PDD count (and are exported).
-const QUALITY_MIN_SAMPLES: u32 = 10;

@@ -83,7 +83,9 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn limits(rt: &Runtime, t: u32) -> Result<CallSlot, Refusal> {
+/// A place under trunk `t`'s limits (this process's share while the fleet's store is down), or
+/// the 503 that refuses it.
+pub(crate) fn limits(rt: &Runtime, t: u32) -> Result<CallSlot, Refusal> {
     rt.state[t as usize]
         .admit(rt.trunk(t), now_secs(), rt.share())
         .map_err(|l| {

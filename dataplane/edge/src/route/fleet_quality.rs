@@ -12,10 +12,6 @@ use crate::metrics::Metrics;
 use crate::quality::Counts;
 use crate::route::health::quality_clock;
 
-/// Attempts a target's window holds before its figures count, for trunks without
-/// `outbound.quality` (as the call machine's).
-const MIN_SAMPLES: u32 = 10;
-
 /// The snapshot as the store task sees it.
 pub struct FleetQuality {
     /// The snapshot running now.
@@ -42,7 +38,7 @@ impl crate::fleet::QualityView for FleetQuality {
         for (i, t) in rt.config.trunks.iter().enumerate() {
             let Some(out) = &t.outbound else { continue };
             let q = out.quality.as_ref();
-            let min_samples = q.map_or(MIN_SAMPLES, |q| q.min_samples);
+            let min_samples = trunkgate_crds::quality::min_samples(q);
             for (j, target) in out.targets.iter().enumerate() {
                 let (Some(counts), Some(h)) = (
                     sums.get(&quality_key(&t.id, &target.uri)),
